@@ -1,0 +1,83 @@
+"""Thotto's one error hierarchy.
+
+Every error Thotto raises on purpose is a :class:`ThottoError`. Driver errors (sqlite3, asyncpg,
+redis, httpx) are wrapped with ``raise ... from`` so callers catch one family and still see the
+cause. Messages say what was wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class ThottoError(Exception):
+    """Base of every error Thotto raises on purpose."""
+
+
+class ConfigError(ThottoError):
+    """A setting is missing or invalid; the message names the setting and what is allowed."""
+
+
+class ValidationError(ThottoError):
+    """Input failed validation. ``field`` names the offending field when known."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
+
+
+# --- storage -------------------------------------------------------------------------------
+
+
+class StoreError(ThottoError):
+    """A storage operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The database cannot be reached or the connection broke; the operation may be retried.
+
+    A write that raised this may or may not have committed: every store write is idempotent so
+    that retrying it is safe.
+    """
+
+
+class StoreLocked(StoreError):
+    """Another Thotto process already works this SQLite file (one process per file)."""
+
+
+class SchemaError(StoreError):
+    """The database schema is newer than this Thotto understands, or a migration failed."""
+
+
+class NotFound(StoreError):
+    """The record does not exist (or is not visible to the caller)."""
+
+
+class Conflict(StoreError):
+    """A uniqueness rule was broken, e.g. a user name or token that already exists."""
+
+
+class InvalidTransition(StoreError):
+    """The job is not in a state that allows this operation.
+
+    For example cancelling a job that is running, or rescheduling a completed one. ``state`` is
+    the state the job was found in.
+    """
+
+    def __init__(self, message: str, job_id: int | None = None, state: str | None = None):
+        super().__init__(message)
+        self.job_id = job_id
+        self.state = state
+
+
+class LeaseLost(InvalidTransition):
+    """The caller does not hold the job's lease (it expired and was released, or never held)."""
+
+
+# --- engine --------------------------------------------------------------------------------
+
+
+class EngineError(ThottoError):
+    """The job engine could not do what was asked."""
+
+
+class UnknownJobKind(EngineError):
+    """No handler is registered for a job's kind."""

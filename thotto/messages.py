@@ -1,0 +1,473 @@
+"""Every record and message type in Thotto, in one module, as one tagged union.
+
+Records (jobs, attempts, users, accounts, posts) are what the Store keeps and returns; messages are
+what actors send each other over Trio memory channels. All are ``msgspec.Struct`` types tagged by
+class name under ``"type"``, so any of them can be decoded from JSON or msgpack with
+``decode(data, type=AnyMessage)``.
+
+Constraints (lengths, ranges, patterns, time-zone-aware datetimes) live on the types themselves.
+msgspec enforces them when it *decodes or converts*, not when Python code constructs a struct, so
+every boundary that takes input from outside calls :func:`validated` (or decodes with the type).
+All datetimes are time-zone aware; stores keep and return them in UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Annotated, Any, TypeVar, Union
+
+import msgspec
+
+from thotto.errors import ValidationError
+
+UTC = timezone.utc
+
+# --- constrained scalar types ---------------------------------------------------------------
+
+AwareDatetime = Annotated[
+    datetime, msgspec.Meta(tz=True, description="ISO 8601 date-time with a UTC offset")
+]
+Name = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="1-64 characters: letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+    ),
+]
+JobKind = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        description="the handler's name, e.g. 'reddit.submit'",
+    ),
+]
+Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000, description="higher runs first among jobs due at the same time")]
+MaxAttempts = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+DedupeKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+ErrorText = Annotated[str, msgspec.Meta(max_length=4000)]
+Subreddit = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=2,
+        max_length=21,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$",
+        description="the subreddit's name without 'r/'",
+    ),
+]
+Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+FlairText = Annotated[str, msgspec.Meta(max_length=64)]
+FlairId = Annotated[str, msgspec.Meta(max_length=36)]
+RedditUsername = Annotated[
+    str, msgspec.Meta(min_length=3, max_length=20, pattern=r"^[A-Za-z0-9_-]{3,20}$")
+]
+TokenHash = Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
+RowId = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Base(msgspec.Struct, tag_field="type", tag=True):
+    """Common base: tagged by class name under ``"type"``."""
+
+
+# --- enums ----------------------------------------------------------------------------------
+
+
+class JobState(enum.Enum):
+    """Where a job is in its life (DESIGN §5)."""
+
+    PENDING = "pending"  # waiting for run_at (or due and waiting for a worker)
+    PROCESSING = "processing"  # claimed under a lease
+    COMPLETED = "completed"
+    DEAD = "dead"  # attempts exhausted or a permanent error
+    CANCELLED = "cancelled"  # by its owner while pending
+
+
+LIVE_STATES = frozenset({JobState.PENDING, JobState.PROCESSING})
+FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+
+
+class AttemptOutcome(enum.Enum):
+    """How one attempt ended."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    RETRY = "retry"  # failed, will run again later
+    DEAD = "dead"  # failed for good
+    DEFERRED = "deferred"  # rescheduled without spending the attempt (rate limit, open breaker)
+    EXPIRED = "expired"  # lease expired (crash, hang); the attempt counts
+    RELEASED = "released"  # handed back by its owner (shutdown); the attempt is refunded
+
+
+class SettleStatus(enum.Enum):
+    """The result of one outcome in a batched settle."""
+
+    OK = "ok"
+    ALREADY = "already"  # the same outcome was already recorded (idempotent replay)
+    LEASE_LOST = "lease_lost"  # the caller no longer holds the job's lease; nothing changed
+
+
+class Tier(enum.Enum):
+    FREE = "free"
+    STARTER = "starter"
+    PRO = "pro"
+    PREMIUM = "premium"
+
+
+class Role(enum.Enum):
+    USER = "user"
+    ADMIN = "admin"
+
+
+class PostKind(enum.Enum):
+    SELF = "self"
+    LINK = "link"
+    IMAGE = "image"
+
+
+class PostStatus(enum.Enum):
+    """A post's status, derived from its job's state."""
+
+    SCHEDULED = "scheduled"
+    PUBLISHING = "publishing"
+    PUBLISHED = "published"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+POST_STATUS_OF_JOB_STATE = {
+    JobState.PENDING: PostStatus.SCHEDULED,
+    JobState.PROCESSING: PostStatus.PUBLISHING,
+    JobState.COMPLETED: PostStatus.PUBLISHED,
+    JobState.DEAD: PostStatus.FAILED,
+    JobState.CANCELLED: PostStatus.CANCELLED,
+}
+JOB_STATE_OF_POST_STATUS = {status: state for state, status in POST_STATUS_OF_JOB_STATE.items()}
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+class NewJob(Base, kw_only=True):
+    """A job to enqueue.
+
+    ``payload`` is a JSON document (bytes) that the handler for ``kind`` decodes. ``run_at`` of
+    None means now. A ``dedupe_key`` is unique among *live* (pending or processing) jobs of the
+    same queue: enqueueing a second live job with the same key returns the first one instead.
+    """
+
+    queue: Name = "default"
+    kind: JobKind
+    payload: bytes = b"null"
+    priority: Priority = 0
+    run_at: AwareDatetime | None = None
+    max_attempts: MaxAttempts = 3
+    dedupe_key: DedupeKey | None = None
+
+
+class Job(Base):
+    """A stored job. ``attempt`` counts attempts started (a claim starts one)."""
+
+    id: int
+    queue: str
+    kind: str
+    payload: bytes
+    priority: int
+    run_at: datetime
+    state: JobState
+    attempt: int
+    max_attempts: int
+    dedupe_key: str | None
+    lease_owner: str | None
+    lease_until: datetime | None
+    created_at: datetime
+    finished_at: datetime | None = None
+    last_error: str | None = None
+
+
+class EnqueueResult(Base):
+    """What enqueue did: ``created`` is False when a live job with the dedupe key existed."""
+
+    job_id: int
+    created: bool
+    run_at: datetime
+
+
+class Attempt(Base):
+    """One attempt of a job, for its history."""
+
+    job_id: int
+    attempt: int
+    owner: str | None
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: AttemptOutcome
+    error: str | None = None
+
+
+class QueueCount(Base):
+    """How many jobs of one queue are in one state."""
+
+    queue: str
+    state: JobState
+    count: int
+
+
+class ExpiredLeases(Base):
+    """What releasing expired leases did: job ids back to pending, and ids dead-lettered."""
+
+    released: list[int]
+    dead: list[int]
+
+
+# --- job outcomes: messages from posters, and inputs to Store.settle ---------------------------
+
+
+class Completed(Base):
+    """The attempt succeeded."""
+
+    job_id: int
+    attempt: int
+
+
+class Retry(Base):
+    """The attempt failed; run the job again at ``run_at`` (it spent an attempt).
+
+    If the job has no attempts left the store dead-letters it instead.
+    """
+
+    job_id: int
+    attempt: int
+    run_at: AwareDatetime
+    error: ErrorText
+
+
+class Dead(Base):
+    """The attempt failed permanently: dead-letter the job with ``error`` as the reason."""
+
+    job_id: int
+    attempt: int
+    error: ErrorText
+
+
+class Deferred(Base):
+    """Run the job again at ``run_at`` without spending an attempt (rate limit, open breaker)."""
+
+    job_id: int
+    attempt: int
+    run_at: AwareDatetime
+    reason: ErrorText
+
+
+class Released(Base):
+    """Hand the job back at once without spending the attempt (graceful shutdown)."""
+
+    job_id: int
+    attempt: int
+
+
+Outcome = Union[Completed, Retry, Dead, Deferred, Released]
+
+
+class SettleResult(Base):
+    job_id: int
+    status: SettleStatus
+
+
+# --- users, tokens, accounts, posts -----------------------------------------------------------
+
+
+class NewUser(Base, kw_only=True):
+    name: Name
+    tier: Tier = Tier.FREE
+    role: Role = Role.USER
+
+
+class User(Base):
+    id: int
+    name: str
+    tier: Tier
+    role: Role
+    created_at: datetime
+
+
+class ApiToken(Base):
+    """An API token's record; the token itself is never stored, only its hash."""
+
+    id: int
+    user_id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class NewAccount(Base, kw_only=True):
+    """A Reddit account linked to a user. The refresh token arrives already encrypted."""
+
+    user_id: RowId
+    reddit_username: RedditUsername
+    refresh_token_encrypted: bytes
+    scopes: Annotated[str, msgspec.Meta(max_length=1000)] = ""
+
+
+class Account(Base):
+    id: int
+    user_id: int
+    reddit_username: str
+    refresh_token_encrypted: bytes
+    scopes: str
+    needs_relink: bool
+    created_at: datetime
+
+
+class Recurrence(Base, kw_only=True):
+    """Repeat a post: every ``interval`` days/weeks/months in ``timezone``, until or count."""
+
+    frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)$")]
+    interval: Annotated[int, msgspec.Meta(ge=1, le=365)] = 1
+    timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
+    until: AwareDatetime | None = None
+    count: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
+
+
+class PostContent(Base, kw_only=True):
+    """What a post says, as the user wrote it."""
+
+    subreddit: Subreddit
+    title: Title
+    kind: PostKind = PostKind.SELF
+    text: Annotated[str, msgspec.Meta(max_length=40000)] | None = None
+    url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    image_path: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    nsfw: bool = False
+    spoiler: bool = False
+    flair_id: FlairId | None = None
+    flair_text: FlairText | None = None
+
+
+class NewPost(Base, kw_only=True):
+    """A post to schedule; the store creates the post and its publishing job together."""
+
+    user_id: RowId
+    account_id: RowId
+    content: PostContent
+    scheduled_for: AwareDatetime
+    recurrence: Recurrence | None = None
+
+
+class Post(Base):
+    """A stored post. ``status`` is derived from its job's state."""
+
+    id: int
+    user_id: int
+    account_id: int
+    content: PostContent
+    scheduled_for: datetime
+    status: PostStatus
+    job_id: int
+    reddit_id: str | None
+    reddit_url: str | None
+    error: str | None
+    recurrence: Recurrence | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class PostPage(Base):
+    """One page of a post listing; pass ``next_cursor`` back to get the next page."""
+
+    posts: list[Post]
+    next_cursor: str | None
+
+
+# --- actor messages -------------------------------------------------------------------------
+
+
+class Wake(Base):
+    """Tell the ticker a job is due at ``run_at`` (sooner than it may be sleeping until)."""
+
+    run_at: datetime
+
+
+class Shutdown(Base):
+    """Ask an actor to stop taking work and finish what it holds within ``grace_seconds``."""
+
+    grace_seconds: float
+
+
+AnyMessage = Union[
+    NewJob,
+    Job,
+    EnqueueResult,
+    Attempt,
+    QueueCount,
+    ExpiredLeases,
+    Completed,
+    Retry,
+    Dead,
+    Deferred,
+    Released,
+    SettleResult,
+    NewUser,
+    User,
+    ApiToken,
+    NewAccount,
+    Account,
+    Recurrence,
+    PostContent,
+    NewPost,
+    Post,
+    PostPage,
+    Wake,
+    Shutdown,
+]
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+def validated(value: T) -> T:
+    """Check a constructed struct against its type's constraints and return it.
+
+    msgspec checks constraints only when decoding, so code that builds structs from Python values
+    (the embedding API, the CLI) calls this at the boundary. Raises
+    :class:`thotto.errors.ValidationError` naming the field and what was wrong.
+    """
+    try:
+        return msgspec.convert(value, type(value), from_attributes=True)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(str(exc), field=_field_of(str(exc))) from exc
+
+
+def decode_json(data: bytes | str, type: Any) -> Any:
+    """Decode JSON into ``type``, raising :class:`ValidationError` with a clear message."""
+    try:
+        return msgspec.json.decode(data, type=type)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(str(exc), field=_field_of(str(exc))) from exc
+    except msgspec.DecodeError as exc:
+        raise ValidationError(f"Malformed JSON: {exc}") from exc
+
+
+def _field_of(message: str) -> str | None:
+    """Pull the field path msgspec puts at the end of its messages (``- at `$.title```)."""
+    marker = "at `$."
+    start = message.rfind(marker)
+    if start == -1:
+        return None
+    return message[start + len(marker) :].rstrip("`")
+
+
+def utcnow() -> datetime:
+    """The current time, time-zone aware, in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Return an aware datetime converted to UTC; a naive one is an error, not a guess."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"Datetime {value.isoformat()} has no time zone; give an offset, e.g. 2026-01-01T09:00:00+00:00"
+        )
+    return value.astimezone(UTC)

@@ -1,0 +1,381 @@
+"""The Store protocol: the one contract every storage adapter keeps.
+
+Every adapter (``sqlite.py``, ``postgres.py``) subclasses :class:`Store` and passes the one
+contract test suite in ``tests/store/``. Methods are Trio coroutines. Unless a docstring says
+otherwise:
+
+* Times go in and come out time-zone aware, in UTC; a naive datetime is a ValidationError.
+* "Now" is ``self.now()``, a clock the store is given (wall-clock UTC by default), so tests and the
+  engine can drive time; adapters never read the database server's clock.
+* Inputs arrive as the types in :mod:`thotto.messages` and are validated against their
+  constraints; bad input raises :class:`~thotto.errors.ValidationError` and changes nothing.
+* Each method is atomic: it happens entirely or not at all.
+* Writes are idempotent where a retry could repeat them (a cancelled or broken commit may still have
+  committed): repeating ``settle``, ``cancel`` or ``complete`` with the same arguments is harmless.
+* Driver errors are wrapped (``raise ... from``): :class:`~thotto.errors.StoreUnavailable` when the
+  database cannot be reached, :class:`~thotto.errors.StoreError` otherwise.
+
+Job lifecycle (DESIGN §5): ``pending`` → claimed under a lease (``processing``, attempt + 1) →
+``completed`` | retry (``pending`` at a later ``run_at``) | ``dead`` ; ``cancelled`` while pending.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime
+
+from thotto.errors import InvalidTransition, LeaseLost
+from thotto.messages import (
+    Account,
+    ApiToken,
+    Attempt,
+    Completed,
+    Dead,
+    Deferred,
+    EnqueueResult,
+    ExpiredLeases,
+    Job,
+    NewAccount,
+    NewJob,
+    NewPost,
+    NewUser,
+    Outcome,
+    Post,
+    PostContent,
+    PostPage,
+    PostStatus,
+    QueueCount,
+    Released,
+    Retry,
+    SettleResult,
+    SettleStatus,
+    Tier,
+    User,
+    utcnow,
+)
+
+Clock = Callable[[], datetime]
+
+POST_QUEUE = "posts"
+POST_JOB_KIND = "reddit.submit"
+
+
+class Store(abc.ABC):
+    """Durable storage for jobs, their attempts, and the user/account/post records.
+
+    Open one with :func:`thotto.store.open_store`, an async context manager that closes it (and
+    its threads and connections) on exit, also when cancelled.
+    """
+
+    #: Short adapter name, e.g. ``"sqlite"`` or ``"postgres"``.
+    name: str = "abstract"
+
+    def __init__(self, clock: Clock = utcnow):
+        self.now = clock
+
+    # --- enqueueing -----------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def enqueue(self, job: NewJob) -> EnqueueResult:
+        """Store one job as ``pending``; ``run_at`` None means now.
+
+        With a ``dedupe_key``, if a live (pending or processing) job of the same queue has that
+        key, nothing is stored and the existing job's id is returned with ``created=False``. Once
+        that job is finished the key is free again.
+        """
+
+    @abc.abstractmethod
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """Store many jobs in one transaction: all or none. Results are in input order.
+
+        Dedupe applies within the batch too: a later job whose key matches an earlier one in the
+        batch returns the earlier job's id with ``created=False``.
+        """
+
+    # --- working jobs ---------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        due_by: datetime | None = None,
+    ) -> list[Job]:
+        """Claim up to ``limit`` pending jobs with ``run_at <= due_by`` (default: now).
+
+        Claimed jobs become ``processing`` with ``lease_owner=owner``,
+        ``lease_until=now+lease_seconds`` and ``attempt`` incremented; they are returned ordered
+        by ``run_at``, then priority (high first), then id. ``due_by`` later than now lets a
+        ticker claim jobs a little ahead and start each at its exact time. No job is ever held by
+        two owners at once, whether the claimers are tasks, stores or processes.
+        """
+
+    @abc.abstractmethod
+    async def heartbeat(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        """Extend the leases ``owner`` holds on ``job_ids`` to now+``lease_seconds``.
+
+        Returns the ids whose lease was extended; an id missing from the result is no longer held
+        by ``owner`` (it expired and was released, or finished) and its work should stop.
+        """
+
+    @abc.abstractmethod
+    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        """Record how attempts ended, in one transaction; one result per outcome, in order.
+
+        Each outcome names the job and the attempt it settles. It applies only while ``owner``
+        holds that job's lease for that attempt; otherwise the result is ``LEASE_LOST`` and the
+        job is untouched, except that repeating an outcome already recorded for that attempt
+        (same owner, same attempt, same result) answers ``ALREADY``. Effects:
+
+        * ``Completed`` → ``completed``.
+        * ``Retry`` → ``pending`` at ``run_at``, or ``dead`` if the attempt was the last.
+        * ``Dead`` → ``dead`` with the error kept.
+        * ``Deferred`` → ``pending`` at ``run_at``; the attempt is refunded (not spent).
+        * ``Released`` → ``pending`` at once; the attempt is refunded.
+
+        Every outcome but ``Completed`` is kept in the attempt history with its error or reason.
+        """
+
+    async def complete(self, owner: str, job_id: int, attempt: int) -> SettleStatus:
+        """Mark one attempt completed. Idempotent; raises LeaseLost if not held."""
+        return await self._settle_one(owner, Completed(job_id, attempt))
+
+    async def fail(
+        self, owner: str, job_id: int, attempt: int, error: str, *, retry_at: datetime | None = None
+    ) -> SettleStatus:
+        """Fail one attempt: retry at ``retry_at``, or dead-letter when it is None."""
+        if retry_at is None:
+            return await self._settle_one(owner, Dead(job_id, attempt, error))
+        return await self._settle_one(owner, Retry(job_id, attempt, retry_at, error))
+
+    async def defer(
+        self, owner: str, job_id: int, attempt: int, until: datetime, reason: str
+    ) -> SettleStatus:
+        """Reschedule one held job to ``until`` without spending its attempt."""
+        return await self._settle_one(owner, Deferred(job_id, attempt, until, reason))
+
+    async def release(self, owner: str, jobs: Sequence[Job]) -> list[SettleResult]:
+        """Hand held jobs back as pending at once, refunding their attempts (shutdown)."""
+        return await self.settle(owner, [Released(job.id, job.attempt) for job in jobs])
+
+    async def _settle_one(self, owner: str, outcome: Outcome) -> SettleStatus:
+        (result,) = await self.settle(owner, [outcome])
+        if result.status is SettleStatus.LEASE_LOST:
+            raise LeaseLost(
+                f"Job {outcome.job_id} attempt {outcome.attempt} is not leased by {owner!r}; "
+                "its lease expired or another worker holds it, so this outcome was not recorded",
+                job_id=outcome.job_id,
+            )
+        return result.status
+
+    @abc.abstractmethod
+    async def release_expired(self) -> ExpiredLeases:
+        """Return every job whose lease ended before now to ``pending`` (run at once).
+
+        The expired attempt counts: it is recorded as ``expired`` in the history, and a job that
+        has no attempts left is dead-lettered instead. Safe to run from several processes at once.
+        """
+
+    # --- managing jobs --------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get_job(self, job_id: int) -> Job:
+        """The job with this id; raises NotFound."""
+
+    @abc.abstractmethod
+    async def cancel(self, job_id: int) -> Job:
+        """Cancel a pending job. Idempotent on a cancelled job.
+
+        Raises InvalidTransition for a processing job (it is running: it cannot be unsent) or a
+        finished one, NotFound for an unknown id.
+        """
+
+    @abc.abstractmethod
+    async def reschedule(self, job_id: int, run_at: datetime) -> Job:
+        """Move a pending job to ``run_at``. InvalidTransition unless pending; NotFound."""
+
+    @abc.abstractmethod
+    async def redrive(self, job_ids: Sequence[int]) -> list[int]:
+        """Give dead jobs a fresh start: ``pending`` now, attempt count reset to 0.
+
+        Returns the ids that were redriven; ids that are not dead are left alone.
+        """
+
+    @abc.abstractmethod
+    async def purge(self, finished_before: datetime) -> int:
+        """Delete finished (completed, dead, cancelled) jobs, with their attempt history and
+        posts, that finished before ``finished_before``. Returns how many jobs were deleted.
+        Live jobs are never purged."""
+
+    # --- reading --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def counts(self) -> list[QueueCount]:
+        """Job counts per queue and state (states with no jobs are omitted)."""
+
+    @abc.abstractmethod
+    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+        """The earliest ``run_at`` of a pending job, or None when nothing is pending."""
+
+    @abc.abstractmethod
+    async def attempts(self, job_id: int) -> list[Attempt]:
+        """The job's attempt history, oldest first, including the current attempt. NotFound."""
+
+    @abc.abstractmethod
+    def wakeups(self) -> AsyncIterator[datetime]:
+        """Yield the earliest ``run_at`` of each write that may make a job due sooner.
+
+        Enqueue, reschedule, redrive, settle (retry/defer/release) and release_expired report
+        here; on Postgres so do those of other processes (LISTEN/NOTIFY). Wake-ups may be
+        coalesced (only the earliest kept) but never lost while the iterator is open. Use it as
+        ``async with contextlib.aclosing(store.wakeups()) as wakes:``.
+        """
+
+    # --- users and API tokens --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_user(self, user: NewUser) -> User:
+        """Create a user. Conflict if the name is taken."""
+
+    @abc.abstractmethod
+    async def get_user(self, user_id: int) -> User:
+        """The user; NotFound."""
+
+    @abc.abstractmethod
+    async def get_user_by_name(self, name: str) -> User:
+        """The user; NotFound."""
+
+    @abc.abstractmethod
+    async def list_users(self) -> list[User]:
+        """All users, by id."""
+
+    @abc.abstractmethod
+    async def set_tier(self, user_id: int, tier: Tier) -> User:
+        """Change a user's tier; NotFound."""
+
+    @abc.abstractmethod
+    async def create_token(self, user_id: int, name: str, token_hash: str) -> ApiToken:
+        """Store an API token by its hash (the token itself is never stored). Conflict if the
+        hash exists; NotFound if the user does not."""
+
+    @abc.abstractmethod
+    async def revoke_token(self, token_id: int) -> ApiToken:
+        """Revoke a token; idempotent. NotFound."""
+
+    @abc.abstractmethod
+    async def list_tokens(self, user_id: int) -> list[ApiToken]:
+        """A user's tokens, revoked ones included, by id."""
+
+    @abc.abstractmethod
+    async def user_for_token(self, token_hash: str) -> User | None:
+        """The user owning an unrevoked token with this hash, else None."""
+
+    # --- Reddit accounts -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_account(self, account: NewAccount) -> Account:
+        """Link a Reddit account to a user. Linking the same Reddit username again for the same
+        user replaces its token and clears ``needs_relink`` (re-linking), returning that account.
+        NotFound if the user does not exist."""
+
+    @abc.abstractmethod
+    async def get_account(self, account_id: int) -> Account:
+        """The account; NotFound."""
+
+    @abc.abstractmethod
+    async def list_accounts(self, user_id: int) -> list[Account]:
+        """A user's linked accounts, by id."""
+
+    @abc.abstractmethod
+    async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
+        """Replace an account's (encrypted) refresh token and clear ``needs_relink``."""
+
+    @abc.abstractmethod
+    async def set_needs_relink(self, account_id: int, needs_relink: bool) -> Account:
+        """Flag (or clear) that the account must be linked again (its token was refused)."""
+
+    # --- posts -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_posts(
+        self, posts: Sequence[NewPost], *, max_attempts: int = 3
+    ) -> list[Post]:
+        """Create posts, each with its publishing job (queue ``posts``, kind ``reddit.submit``,
+        payload ``{"post_id": id}``, ``run_at`` = ``scheduled_for``), all in one transaction:
+        all or none. NotFound if an account does not belong to the post's user."""
+
+    @abc.abstractmethod
+    async def get_post(self, post_id: int, user_id: int | None = None) -> Post:
+        """The post. With ``user_id``, another user's post is NotFound (not Forbidden: its
+        existence is not revealed)."""
+
+    @abc.abstractmethod
+    async def get_post_by_job(self, job_id: int) -> Post:
+        """The post a publishing job belongs to; NotFound."""
+
+    @abc.abstractmethod
+    async def list_posts(
+        self,
+        user_id: int,
+        *,
+        status: PostStatus | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PostPage:
+        """A user's posts ordered by ``scheduled_for`` then id, filtered by status and a
+        half-open ``[scheduled_from, scheduled_to)`` range. ``cursor`` is the opaque
+        ``next_cursor`` of the previous page; pages do not skip or repeat posts. ValidationError
+        for a malformed cursor or a limit outside 1–500."""
+
+    @abc.abstractmethod
+    async def find_recent_posts(
+        self, account_id: int, subreddit: str, title: str, since: datetime
+    ) -> list[Post]:
+        """Posts of an account to a subreddit with this title (case-insensitive) that are
+        scheduled or publishing, or were published since ``since``: for duplicate detection."""
+
+    @abc.abstractmethod
+    async def update_post(
+        self,
+        post_id: int,
+        user_id: int,
+        *,
+        content: PostContent | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> Post:
+        """Edit and/or reschedule a scheduled post (its job moves with it). InvalidTransition
+        unless the post is still scheduled; NotFound for another user's post."""
+
+    @abc.abstractmethod
+    async def cancel_post(self, post_id: int, user_id: int) -> Post:
+        """Cancel a scheduled post and its job. Idempotent; InvalidTransition if it is
+        publishing or finished; NotFound for another user's post."""
+
+    @abc.abstractmethod
+    async def record_publication(self, post_id: int, reddit_id: str, reddit_url: str) -> Post:
+        """Record Reddit's id and URL for a published post. Idempotent for the same id;
+        InvalidTransition if a different Reddit id is already recorded."""
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release threads, connections and locks. Idempotent; completes even when cancelled."""
+
+
+__all__ = [
+    "Store",
+    "Clock",
+    "POST_QUEUE",
+    "POST_JOB_KIND",
+    "InvalidTransition",
+    "LeaseLost",
+    "Retry",
+    "Deferred",
+]
