@@ -38,7 +38,8 @@ async def open_store(url: str, *, clock: Clock = utcnow) -> AsyncIterator[Store]
 def sqlite_path(url: str) -> str:
     """The file path of a ``sqlite:///...`` URL (or of a bare path)."""
     if url.startswith("sqlite:///"):
-        return url[len("sqlite:///") - 1 :] if url.startswith("sqlite:////") else url[len("sqlite:///") :]
+        # sqlite:///rel/path → rel/path; sqlite:////abs/path → /abs/path (as SQLAlchemy reads them)
+        return url[len("sqlite:///") :]
     if "://" in url:
         raise ConfigError(
             f"Unknown database URL {url!r}: use sqlite:///path/to/thotto.db, a file path, "
