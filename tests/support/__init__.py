@@ -1,0 +1,1 @@
+"""Test infrastructure shared by every test directory: private servers and helpers."""
