@@ -1,0 +1,124 @@
+"""Settings: one validated ``msgspec.Struct`` read from ``THOTTO_*`` variables and a TOML file.
+
+Precedence, lowest to highest: defaults, the TOML file (``THOTTO_CONFIG`` or ``--config``),
+environment variables ``THOTTO_<FIELD>``, then explicit overrides (CLI flags, embedders). A bad
+value stops startup with a :class:`~thotto.errors.ConfigError` naming the setting and what is
+allowed.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Mapping
+
+import msgspec
+
+from thotto.errors import ConfigError
+
+ENV_PREFIX = "THOTTO_"
+
+
+class Role(enum.Enum):
+    """What a process runs: everything, only the HTTP API, or only the workers."""
+
+    ALL = "all"
+    API = "api"
+    WORKER = "worker"
+
+
+class LogFormat(enum.Enum):
+    TEXT = "text"
+    JSON = "json"
+
+
+class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Every setting Thotto reads. Field docs become the reference table in the docs."""
+
+    data_dir: str = "thotto-data"
+    """Directory for the SQLite database, the encryption key and other local state."""
+
+    database_url: str | None = None
+    """``sqlite:///path``, a file path, or ``postgresql://...``; default: SQLite in data_dir."""
+
+    role: Role = Role.ALL
+    """all | api | worker."""
+
+    log_level: Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+    """DEBUG, INFO, WARNING or ERROR."""
+
+    log_format: LogFormat = LogFormat.TEXT
+    """text | json (JSON lines)."""
+
+    shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 25.0
+    """How long in-flight jobs may finish after SIGINT/SIGTERM before they are cancelled."""
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``<data_dir>/thotto.db``."""
+        return self.database_url or str(Path(self.data_dir) / "thotto.db")
+
+
+def load_settings(
+    config_file: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build Settings from the TOML file, the environment and ``overrides`` (None ignored)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = config_file or environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        values.update(_read_toml(Path(config_file)))
+    values.update(_from_environment(environ))
+    values.update({key: value for key, value in overrides.items() if value is not None})
+    return _convert(values)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as file:
+            return tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"Config file {path} does not exist; fix THOTTO_CONFIG or --config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"Config file {path} is not valid TOML: {exc}") from exc
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    fields = set(Settings.__struct_fields__)
+    found = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX) and key != f"{ENV_PREFIX}CONFIG":
+            name = key[len(ENV_PREFIX) :].lower()
+            if name in fields:
+                found[name] = value
+    return found
+
+
+def _convert(values: dict[str, Any]) -> Settings:
+    try:
+        # strict=False lets "25" and "true" from the environment become numbers and booleans.
+        return msgspec.convert(values, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(str(exc))) from exc
+
+
+def _explain(message: str) -> str:
+    """Turn msgspec's message into one that names the setting, its variable and what is allowed."""
+    if message.startswith("Object contains unknown field"):
+        name = message.split("`")[1]
+        return f"Unknown setting {name!r}; known settings: {', '.join(Settings.__struct_fields__)}"
+    what, _, where = message.rpartition(" - at `$.")
+    if not where:
+        return f"Invalid settings: {message}"
+    name = where.rstrip("`")
+    return f"Invalid setting {name} ({ENV_PREFIX}{name.upper()}): {what}{_allowed(name)}"
+
+
+def _allowed(name: str) -> str:
+    """'; allowed: a, b, c' for enum settings, else ''."""
+    annotation = Settings.__annotations__.get(name)
+    kind = {"Role": Role, "LogFormat": LogFormat}.get(str(annotation))
+    return f"; allowed: {', '.join(member.value for member in kind)}" if kind else ""
