@@ -1,0 +1,210 @@
+"""The asyncio sidecar: results, errors and cancellation cross the bridge; events flow back."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+import trio
+
+from thotto.aio import EventFeed, SidecarClosed, open_sidecar
+
+
+async def add(a: int, b: int) -> int:
+    await asyncio.sleep(0)
+    return a + b
+
+
+class Boom(Exception):
+    pass
+
+
+async def boom(message: str) -> None:
+    await asyncio.sleep(0)
+    raise Boom(message)
+
+
+async def test_run_returns_result_on_the_loop_thread():
+    async with open_sidecar() as sidecar:
+        assert await sidecar.run(add, 2, 3) == 5
+
+        async def where() -> str:
+            asyncio.get_running_loop()  # raises outside a running loop
+            return threading.current_thread().name
+
+        assert await sidecar.run(where) == sidecar.name
+        assert sidecar.name != threading.current_thread().name
+
+
+async def test_exception_keeps_type_and_message():
+    async with open_sidecar() as sidecar:
+        with pytest.raises(Boom, match="^it broke$"):
+            await sidecar.run(boom, "it broke")
+        # The sidecar is still usable after an error.
+        assert await sidecar.run(add, 1, 1) == 2
+
+
+async def test_many_concurrent_calls():
+    async with open_sidecar() as sidecar:
+        results = {}
+
+        async def one(i: int) -> None:
+            results[i] = await sidecar.run(add, i, i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(200):
+                nursery.start_soon(one, i)
+        assert results == {i: 2 * i for i in range(200)}
+
+
+async def test_trio_cancellation_cancels_the_asyncio_task():
+    events: list[str] = []
+    started = threading.Event()
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            # Takes a moment to clean up: the Trio side must wait for this.
+            await asyncio.sleep(0.05)
+            events.append("asyncio task cancelled")
+            raise
+        events.append("finished")  # pragma: no cover
+
+    async with open_sidecar() as sidecar:
+        with trio.move_on_after(5) as scope:
+            async with trio.open_nursery() as nursery:
+
+                async def call() -> None:
+                    try:
+                        await sidecar.run(slow)
+                    except trio.Cancelled:
+                        events.append("trio caller cancelled")
+                        raise
+
+                nursery.start_soon(call)
+                await trio.to_thread.run_sync(started.wait)
+                nursery.cancel_scope.cancel()
+        assert not scope.cancelled_caught
+        assert events == ["asyncio task cancelled", "trio caller cancelled"]
+
+
+async def test_cancelled_call_that_completes_anyway_returns_its_value():
+    """If the work finished before the cancel landed, its result is not thrown away."""
+    gate = threading.Event()
+
+    async def uncancellable() -> str:
+        # Blocks the loop thread, so the cancel request cannot land before this returns.
+        gate.wait(5)
+        return "done"
+
+    async with open_sidecar() as sidecar:
+        results: list[str] = []
+        with trio.CancelScope() as scope:
+
+            async def release_soon() -> None:
+                await trio.sleep(0.05)
+                scope.cancel()
+                gate.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(release_soon)
+                results.append(await sidecar.run(uncancellable))
+                await trio.lowlevel.checkpoint()  # the cancellation lands here
+                results.append("not reached")  # pragma: no cover
+        assert scope.cancelled_caught
+        assert results == ["done"]
+
+
+async def test_close_with_calls_in_flight():
+    started = threading.Event()
+    async with open_sidecar() as sidecar:
+        outcomes: list[str] = []
+
+        async def call() -> None:
+            try:
+                await sidecar.run(asyncio.sleep, 30)
+            except SidecarClosed:
+                outcomes.append("closed")
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(call)
+            sidecar.call_soon(started.set)
+            await trio.to_thread.run_sync(started.wait)
+            await trio.sleep(0.05)
+            with trio.fail_after(5):
+                await sidecar.aclose()
+        assert outcomes == ["closed"] * 3
+        assert not sidecar._thread.is_alive()
+        await sidecar.aclose()  # idempotent
+        with pytest.raises(SidecarClosed):
+            await sidecar.run(add, 1, 2)
+
+
+async def test_close_is_shielded_from_cancellation():
+    with trio.CancelScope() as scope:
+        async with open_sidecar() as sidecar:
+            scope.cancel()
+            await trio.lowlevel.checkpoint()
+    assert scope.cancelled_caught
+    assert not sidecar.running
+    assert not sidecar._thread.is_alive()
+
+
+async def test_run_needs_a_coroutine_function():
+    async with open_sidecar() as sidecar:
+        with pytest.raises(TypeError, match="coroutine"):
+            await sidecar.run(lambda: 42)
+
+
+async def test_push_events_from_the_loop_to_trio():
+    async with open_sidecar() as sidecar:
+        feed: EventFeed[int] = EventFeed(sidecar.trio_token)
+
+        async def produce() -> None:
+            for i in range(5):
+                feed.push_threadsafe(i)
+
+        await sidecar.run(produce)
+        received = [await feed.receive() for _ in range(5)]
+        assert received == [0, 1, 2, 3, 4]
+
+        # A feed's iterator ends once it is closed and drained.
+        feed.push_threadsafe(7)
+        await sidecar.run(asyncio.sleep, 0)  # the push is queued to Trio before this reply
+        feed.close()
+        assert [value async for value in feed] == [7]
+
+
+async def test_full_feed_coalesces_instead_of_losing():
+    async with open_sidecar() as sidecar:
+        feed: EventFeed[int] = EventFeed(sidecar.trio_token, max_buffer=1, merge=min)
+
+        async def produce() -> None:
+            for value in (30, 10, 20):
+                feed.push_threadsafe(value)
+
+        await sidecar.run(produce)
+        assert len(feed) == 1
+        assert await feed.receive() == 10
+        with trio.move_on_after(0.05):
+            await feed.receive()
+            pytest.fail("the coalesced events were delivered twice")
+
+
+async def test_waiting_receiver_wakes_on_push():
+    async with open_sidecar() as sidecar:
+        feed: EventFeed[str] = EventFeed(sidecar.trio_token)
+        got: list[str] = []
+
+        async def consume() -> None:
+            got.append(await feed.receive())
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            await trio.sleep(0.01)
+            sidecar.call_soon(feed.push_threadsafe, "hello")
+        assert got == ["hello"]

@@ -1,0 +1,346 @@
+"""The asyncio sidecar: one thread running an asyncio event loop, for asyncio-only clients.
+
+asyncpg (and the Redis client) are asyncio libraries; Thotto is a Trio program. Rather than
+trio-asyncio (measured 3-6x slower here, DESIGN §7), those clients live on one dedicated thread that
+runs an asyncio loop, and Trio code awaits coroutines on it through a small bridge::
+
+    async with open_sidecar() as sidecar:
+        value = await sidecar.run(pool.fetchval, "SELECT 1")
+
+:meth:`Sidecar.run` carries results, exceptions and Trio cancellation across the threads. Each call
+costs two thread hand-offs (one each way), so callers batch work per call: one hop per store
+operation, never one per row.
+
+Events flow the other way (asyncio → Trio) through :class:`EventFeed`: asyncio code calls
+:meth:`EventFeed.push_threadsafe` and a Trio task iterates the feed. A full feed coalesces values
+with its ``merge`` function instead of blocking the loop or dropping values.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import inspect
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import outcome
+import trio
+
+from thotto.errors import ThottoError
+
+T = TypeVar("T")
+
+
+class SidecarClosed(ThottoError):
+    """The sidecar is closed (or closing), so the coroutine did not run or was cut short."""
+
+
+class _Call:
+    """One :meth:`Sidecar.run` in flight: the Trio task waiting and the asyncio task working.
+
+    ``finish`` runs in the Trio thread (through the Trio token) exactly once, when the asyncio
+    task is done, and is the only place that reschedules the waiting Trio task. So a reply can
+    never reach a task that stopped waiting: a cancelled Trio caller keeps waiting until its
+    asyncio task has finished cancelling.
+    """
+
+    __slots__ = ("trio_task", "coro", "atask", "raise_cancel")
+
+    def __init__(self, trio_task: trio.lowlevel.Task, coro: Any):
+        self.trio_task = trio_task
+        self.coro = coro
+        self.atask: asyncio.Task[Any] | None = None
+        self.raise_cancel: Callable[[], Any] | None = None
+
+    def finish(self, result: outcome.Outcome[Any]) -> None:
+        if self.raise_cancel is not None and isinstance(result, outcome.Error):
+            # The caller was cancelled and the work did not complete: whatever the coroutine
+            # raised on its way out (CancelledError, a driver complaint) is noise; the caller
+            # gets its Cancelled. A value that arrived anyway is delivered: the work is done.
+            result = outcome.capture(self.raise_cancel)
+        trio.lowlevel.reschedule(self.trio_task, result)
+
+
+class Sidecar:
+    """An asyncio event loop on its own thread, and the bridge to call into it from Trio.
+
+    Create one with :func:`open_sidecar`, which starts the thread and stops it on exit. It
+    belongs to the Trio run that opened it.
+    """
+
+    def __init__(self, name: str = "thotto-aio"):
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.trio_token: trio.lowlevel.TrioToken | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = False
+        self._stopped: trio.Event | None = None
+
+    # --- the bridge --------------------------------------------------------------------------
+
+    async def run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """Run ``fn(*args)`` as a task on the loop and return its result (or raise its error).
+
+        The exception raised is the coroutine's own object (type and message preserved). If the
+        calling Trio task is cancelled, the asyncio task is cancelled and this waits for it to
+        finish before raising ``trio.Cancelled``; if the task completed anyway, its result is
+        returned (the cancellation is then delivered at the caller's next checkpoint). Raises
+        :class:`SidecarClosed` if the sidecar is closed, or closes while the task runs.
+        """
+        loop = self._loop_or_raise()
+        token = self.trio_token
+        coro = fn(*args)
+        if not inspect.iscoroutine(coro):
+            raise TypeError(f"Sidecar.run needs a coroutine function; {fn!r} returned {coro!r}")
+        call = _Call(trio.lowlevel.current_task(), coro)
+
+        def on_done(atask: asyncio.Task[Any]) -> None:  # asyncio thread
+            if atask.cancelled():
+                # Not at the caller's request (finish() turns that case into trio.Cancelled):
+                # the loop is shutting down.
+                result: outcome.Outcome[Any] = outcome.Error(
+                    SidecarClosed(f"Sidecar {self.name!r} closed while the call ran")
+                )
+            else:
+                error = atask.exception()
+                result = outcome.Value(atask.result()) if error is None else outcome.Error(error)
+            self._to_trio(token, call.finish, result)
+
+        def start() -> None:  # asyncio thread
+            try:
+                call.atask = loop.create_task(coro)
+            except BaseException as exc:  # noqa: BLE001 - delivered to the caller, not lost
+                coro.close()
+                self._to_trio(token, call.finish, outcome.Error(exc))
+                return
+            call.atask.add_done_callback(on_done)
+
+        def cancel() -> None:  # asyncio thread; runs after start(): the loop keeps FIFO order
+            if call.atask is not None:
+                call.atask.cancel()
+
+        def abort(raise_cancel: Callable[[], Any]) -> trio.lowlevel.Abort:
+            call.raise_cancel = raise_cancel
+            try:
+                loop.call_soon_threadsafe(cancel)
+            except RuntimeError:
+                pass  # the loop is closed: it cancelled every task itself on the way out
+            # FAILED: we are rescheduled by on_done once the asyncio task has really ended.
+            return trio.lowlevel.Abort.FAILED
+
+        try:
+            loop.call_soon_threadsafe(start)
+        except RuntimeError as exc:  # loop closed between the check and here
+            coro.close()
+            raise SidecarClosed(f"Sidecar {self.name!r} is closed") from exc
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run the plain function ``fn(*args)`` on the loop thread soon (fire and forget)."""
+        loop = self._loop_or_raise()
+        try:
+            loop.call_soon_threadsafe(fn, *args)
+        except RuntimeError as exc:
+            raise SidecarClosed(f"Sidecar {self.name!r} is closed") from exc
+
+    def run_in_trio(self, fn: Callable[..., Any], *args: Any) -> bool:
+        """From the loop thread (or any thread): run ``fn(*args)`` in the Trio thread soon.
+
+        Calls are run in the order they were made. Returns False, dropping the call, when the
+        Trio run has already finished.
+        """
+        assert self.trio_token is not None
+        return self._to_trio(self.trio_token, fn, *args)
+
+    @staticmethod
+    def _to_trio(token: trio.lowlevel.TrioToken | None, fn: Callable[..., Any], *args: Any) -> bool:
+        if token is None:
+            return False
+        try:
+            token.run_sync_soon(fn, *args)
+        except trio.RunFinishedError:
+            return False
+        return True
+
+    def _loop_or_raise(self) -> asyncio.AbstractEventLoop:
+        if self.loop is None or self._closing:
+            raise SidecarClosed(f"Sidecar {self.name!r} is not running")
+        return self.loop
+
+    @property
+    def running(self) -> bool:
+        """True between start and close."""
+        return self.loop is not None and not self._closing
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        self.trio_token = trio.lowlevel.current_trio_token()
+        started = trio.Event()
+        self._stopped = trio.Event()
+        failure: list[BaseException] = []
+        token = self.trio_token
+
+        def thread_main() -> None:
+            try:
+                loop = asyncio.new_event_loop()
+            except BaseException as exc:  # noqa: BLE001 - reported to the opener
+                failure.append(exc)
+                token.run_sync_soon(started.set)
+                token.run_sync_soon(self._stopped.set)
+                return
+            asyncio.set_event_loop(loop)
+            self.loop = loop
+            # Runs once run_forever has started: the opener may now submit work.
+            loop.call_soon(self._to_trio, token, started.set)
+            try:
+                loop.run_forever()
+            finally:
+                try:
+                    loop.run_until_complete(loop.shutdown_asyncgens())
+                    loop.run_until_complete(loop.shutdown_default_executor())
+                finally:
+                    loop.close()
+                    self._to_trio(token, self._stopped.set)
+
+        self._thread = threading.Thread(target=thread_main, name=self.name, daemon=True)
+        self._thread.start()
+        with trio.CancelScope(shield=True):
+            await started.wait()
+        if failure:
+            raise failure[0]
+
+    async def aclose(self) -> None:
+        """Cancel the loop's remaining tasks, stop the loop and join the thread.
+
+        Idempotent; shielded from cancellation, so it completes even when the caller is being
+        cancelled. Trio callers still waiting in :meth:`run` get :class:`SidecarClosed`.
+        """
+        with trio.CancelScope(shield=True):
+            if self.loop is None or self._stopped is None:
+                return
+            if not self._closing:
+                self._closing = True
+                try:
+                    self.loop.call_soon_threadsafe(self._shutdown_in_loop)
+                except RuntimeError:
+                    pass  # already closed
+            await self._stopped.wait()
+            thread = self._thread
+            if thread is not None and thread.is_alive():
+                await trio.to_thread.run_sync(thread.join)
+
+    def _shutdown_in_loop(self) -> None:
+        """Loop thread: cancel every task, let them finish, then stop the loop."""
+        loop = self.loop
+        assert loop is not None
+        tasks = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in tasks:
+            task.cancel()
+
+        async def drain() -> None:
+            await asyncio.gather(*tasks, return_exceptions=True)
+            loop.stop()
+
+        if tasks:
+            loop.create_task(drain())
+        else:
+            loop.stop()
+
+
+@contextlib.asynccontextmanager
+async def open_sidecar(name: str = "thotto-aio") -> AsyncIterator[Sidecar]:
+    """Start a sidecar thread, yield it once its loop runs, and close it on exit.
+
+    Closing is shielded and idempotent: tasks still running on the loop are cancelled, the loop
+    stops and the thread is joined, also when the block exits by cancellation or error.
+    """
+    sidecar = Sidecar(name)
+    await sidecar._start()
+    try:
+        yield sidecar
+    finally:
+        await sidecar.aclose()
+
+
+class EventFeed(Generic[T]):
+    """A bounded Trio-side queue that other threads (the asyncio loop) push events into.
+
+    ``push_threadsafe`` may be called from any thread; ``put_nowait`` from the Trio thread. When
+    ``max_buffer`` events are waiting, a new one is merged into the newest waiting event with
+    ``merge(old, new)`` (default: keep the new one), so a slow consumer never blocks the producer
+    and events are coalesced, not lost. Iterate with ``async for``; after :meth:`close` the
+    iterator ends once the waiting events are drained. Closing releases nothing else.
+    """
+
+    def __init__(
+        self,
+        trio_token: trio.lowlevel.TrioToken | None = None,
+        *,
+        max_buffer: int = 64,
+        merge: Callable[[T, T], T] | None = None,
+    ):
+        if max_buffer < 1:
+            raise ValueError("max_buffer must be at least 1")
+        self._token = trio_token or trio.lowlevel.current_trio_token()
+        self._max = max_buffer
+        self._merge = merge or (lambda old, new: new)
+        self._items: collections.deque[T] = collections.deque()
+        self._waiters = trio.lowlevel.ParkingLot()
+        self._closed = False
+
+    def push_threadsafe(self, value: T) -> bool:
+        """Queue ``value`` from any thread; False if the Trio run is gone (value dropped)."""
+        return Sidecar._to_trio(self._token, self.put_nowait, value)
+
+    def put_nowait(self, value: T) -> None:
+        """Trio thread: queue ``value``, merging it into the newest one if the feed is full."""
+        if self._closed:
+            return
+        if len(self._items) >= self._max:
+            self._items[-1] = self._merge(self._items[-1], value)
+        else:
+            self._items.append(value)
+        self._waiters.unpark_all()
+
+    async def receive(self) -> T:
+        """Wait for the next event; raises ``trio.EndOfChannel`` once closed and drained."""
+        await trio.lowlevel.checkpoint()
+        while not self._items:
+            if self._closed:
+                raise trio.EndOfChannel
+            await self._waiters.park()
+        # No checkpoint between waking and taking: a cancelled receiver never loses an event.
+        return self._items.popleft()
+
+    def close(self) -> None:
+        """Stop accepting events; waiting receivers wake and end once the queue is drained."""
+        self._closed = True
+        self._waiters.unpark_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __aiter__(self) -> EventFeed[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Close the feed (for ``contextlib.aclosing``)."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+
+__all__ = ["Sidecar", "SidecarClosed", "EventFeed", "open_sidecar"]
