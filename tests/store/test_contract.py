@@ -41,6 +41,7 @@ from thotto.messages import (
     NewJob,
     NewPost,
     NewUser,
+    Outcome,
     Post,
     PostContent,
     PostStatus,
@@ -128,6 +129,19 @@ async def claim_concurrently(claimers: list[tuple[Store, str]]) -> list[Job]:
     return claimed
 
 
+async def settle_one(store: Store, outcome: Outcome, owner: str = "w1") -> SettleStatus:
+    """Settle one outcome and return its status, checking the result names the job."""
+    (result,) = await store.settle(owner, [outcome])
+    assert result.job_id == outcome.job_id
+    return result.status
+
+
+async def progress(store: Store, job_id: int) -> tuple[JobState, datetime, int]:
+    """Where a job stands: (state, run_at, attempt)."""
+    job = await store.get_job(job_id)
+    return job.state, job.run_at, job.attempt
+
+
 async def state_of(store: Store, job_id: int) -> JobState:
     return (await store.get_job(job_id)).state
 
@@ -155,12 +169,16 @@ async def first_wakeup(store: Store, write) -> datetime:
 # --- user, account and post helpers ----------------------------------------------------------
 
 
+def link(user_id: int, reddit: str, token: bytes = b"sealed-1", scopes: str = "") -> NewAccount:
+    return NewAccount(
+        user_id=user_id, reddit_username=reddit, refresh_token_encrypted=token, scopes=scopes
+    )
+
+
 async def make_account(store: Store, user: str = "alice", reddit: str = "alice_r") -> Account:
     """A new user with one linked Reddit account."""
     owner = await store.create_user(NewUser(name=user))
-    return await store.create_account(
-        NewAccount(user_id=owner.id, reddit_username=reddit, refresh_token_encrypted=b"sealed-1")
-    )
+    return await store.create_account(link(owner.id, reddit))
 
 
 def new_post(account: Account, when: datetime, title: str = "Hello world", **content) -> NewPost:
@@ -223,8 +241,8 @@ async def test_enqueue_keeps_every_field(store, clock):
         run_at=when, max_attempts=5, dedupe_key="mail-1",
     )
     job = await store.get_job(job_id)
-    assert (job.queue, job.kind, job.payload, job.priority) == ("mail", "mail.send", b'{"to": "bob"}', 7)
-    assert (job.run_at, job.max_attempts, job.dedupe_key) == (when, 5, "mail-1")
+    assert (job.queue, job.kind, job.payload) == ("mail", "mail.send", b'{"to": "bob"}')
+    assert (job.priority, job.run_at, job.max_attempts, job.dedupe_key) == (7, when, 5, "mail-1")
 
 
 async def test_times_come_out_in_utc(store, clock):
@@ -247,8 +265,9 @@ async def test_enqueue_many_returns_results_in_input_order(store, clock):
 
 
 async def test_enqueue_many_with_one_bad_job_stores_nothing(store):
+    batch = [NewJob(kind="a"), NewJob(kind="b", max_attempts=0), NewJob(kind="c")]
     with pytest.raises(ValidationError):
-        await store.enqueue_many([NewJob(kind="a"), NewJob(kind="b", max_attempts=0), NewJob(kind="c")])
+        await store.enqueue_many(batch)
     assert await store.counts() == []
 
 
@@ -264,13 +283,14 @@ async def test_enqueue_many_with_one_bad_job_stores_nothing(store):
         {"priority": 5000},
         {"dedupe_key": ""},
     ],
-    ids=["empty-kind", "bad-kind", "naive-run_at", "max_attempts-0", "bad-queue", "empty-queue",
-         "priority-too-high", "empty-dedupe-key"],
+    ids=[
+        "empty-kind", "bad-kind", "naive-run_at", "max_attempts-0", "bad-queue", "empty-queue",
+        "priority-too-high", "empty-dedupe-key",
+    ],
 )
 async def test_enqueue_rejects_invalid_jobs(store, fields):
-    fields.setdefault("kind", "test.job")
     with pytest.raises(ValidationError):
-        await store.enqueue(NewJob(**fields))
+        await store.enqueue(NewJob(**{"kind": "test.job", **fields}))
     assert await store.counts() == []
 
 
@@ -334,10 +354,9 @@ async def test_claim_sets_the_lease_and_starts_an_attempt(store, clock):
     job_id = await add(store)
     clock.advance(10)
     (job,) = await store.claim("w1", 10, LEASE)
-    expected = (job_id, PROCESSING, "w1", clock() + seconds(LEASE), 1)
-    assert (job.id, job.state, job.lease_owner, job.lease_until, job.attempt) == expected
-    stored = await store.get_job(job_id)
-    assert (stored.id, stored.state, stored.lease_owner, stored.lease_until, stored.attempt) == expected
+    assert (job.id, job.state, job.attempt) == (job_id, PROCESSING, 1)
+    assert (job.lease_owner, job.lease_until) == ("w1", clock() + seconds(LEASE))
+    assert await store.get_job(job_id) == job
 
 
 async def test_claim_orders_by_run_at_then_priority_then_id(store, clock):
@@ -379,13 +398,6 @@ async def test_claimed_jobs_are_not_claimed_again(store):
     assert len(await store.claim("w1", 10, LEASE)) == 1
     assert await store.claim("w2", 10, LEASE) == []
     assert await store.claim("w1", 10, LEASE) == []
-
-
-async def test_claim_with_a_naive_due_by_is_a_validation_error(store):
-    await add(store)
-    with pytest.raises(ValidationError):
-        await store.claim("w1", 10, LEASE, due_by=NAIVE)
-    assert await count_map(store) == {("default", PENDING): 1}
 
 
 async def test_concurrent_claims_on_one_store_never_share_a_job(store):
@@ -451,7 +463,7 @@ async def test_heartbeat_omits_leases_lost_or_finished(store, clock):
 async def test_completed_finishes_the_job(store, clock):
     job = await held_job(store)
     clock.advance(5)
-    assert await store.settle("w1", [Completed(job.id, 1)]) == [SettleResult(job.id, OK)]
+    assert await settle_one(store, Completed(job.id, 1)) is OK
     stored = await store.get_job(job.id)
     assert (stored.state, stored.attempt, stored.finished_at) == (COMPLETED, 1, clock())
 
@@ -459,9 +471,8 @@ async def test_completed_finishes_the_job(store, clock):
 async def test_retry_returns_the_job_to_pending_at_run_at(store, clock):
     job = await held_job(store)
     retry_at = clock() + seconds(120)
-    assert await store.settle("w1", [Retry(job.id, 1, retry_at, "timeout")]) == [SettleResult(job.id, OK)]
-    stored = await store.get_job(job.id)
-    assert (stored.state, stored.run_at, stored.attempt, stored.finished_at) == (PENDING, retry_at, 1, None)
+    assert await settle_one(store, Retry(job.id, 1, retry_at, "timeout")) is OK
+    assert await progress(store, job.id) == (PENDING, retry_at, 1)
     clock.set(retry_at)
     (again,) = await store.claim("w2", 10, LEASE)
     assert (again.id, again.attempt) == (job.id, 2)
@@ -469,7 +480,7 @@ async def test_retry_returns_the_job_to_pending_at_run_at(store, clock):
 
 async def test_retry_on_the_last_attempt_dead_letters(store, clock):
     job = await held_job(store, max_attempts=1)
-    await store.settle("w1", [Retry(job.id, 1, clock() + seconds(120), "timeout")])
+    assert await settle_one(store, Retry(job.id, 1, clock() + seconds(120), "timeout")) is OK
     stored = await store.get_job(job.id)
     assert (stored.state, stored.last_error, stored.finished_at) == (DEAD, "timeout", clock())
     assert [a.outcome for a in await store.attempts(job.id)] == [AttemptOutcome.DEAD]
@@ -477,18 +488,18 @@ async def test_retry_on_the_last_attempt_dead_letters(store, clock):
 
 async def test_dead_dead_letters_and_keeps_the_error(store, clock):
     job = await held_job(store, max_attempts=5)
-    await store.settle("w1", [Dead(job.id, 1, "SUBREDDIT_NOEXIST")])
+    assert await settle_one(store, Dead(job.id, 1, "SUBREDDIT_NOEXIST")) is OK
     stored = await store.get_job(job.id)
-    assert (stored.state, stored.last_error, stored.finished_at) == (DEAD, "SUBREDDIT_NOEXIST", clock())
+    assert (stored.state, stored.finished_at) == (DEAD, clock())
+    assert stored.last_error == "SUBREDDIT_NOEXIST"
     assert (await store.attempts(job.id))[-1].error == "SUBREDDIT_NOEXIST"
 
 
 async def test_deferred_refunds_the_attempt(store, clock):
     job = await held_job(store, max_attempts=1)
     until = clock() + seconds(300)
-    assert await store.settle("w1", [Deferred(job.id, 1, until, "RATELIMIT")]) == [SettleResult(job.id, OK)]
-    stored = await store.get_job(job.id)
-    assert (stored.state, stored.run_at, stored.attempt) == (PENDING, until, 0)
+    assert await settle_one(store, Deferred(job.id, 1, until, "RATELIMIT")) is OK
+    assert await progress(store, job.id) == (PENDING, until, 0)
     clock.set(until)
     (again,) = await store.claim("w1", 10, LEASE)
     assert again.attempt == 1  # the one attempt it has is still there
@@ -497,14 +508,13 @@ async def test_deferred_refunds_the_attempt(store, clock):
 async def test_released_refunds_and_runs_now(store, clock):
     job = await held_job(store, run_at=clock() - seconds(60))
     clock.advance(7)
-    assert await store.settle("w1", [Released(job.id, 1)]) == [SettleResult(job.id, OK)]
-    stored = await store.get_job(job.id)
-    assert (stored.state, stored.run_at, stored.attempt) == (PENDING, clock(), 0)
+    assert await settle_one(store, Released(job.id, 1)) is OK
+    assert await progress(store, job.id) == (PENDING, clock(), 0)
 
 
 async def test_settle_by_another_owner_is_lease_lost(store):
     job = await held_job(store)
-    assert await store.settle("w2", [Completed(job.id, 1)]) == [SettleResult(job.id, LEASE_LOST)]
+    assert await settle_one(store, Completed(job.id, 1), owner="w2") is LEASE_LOST
     stored = await store.get_job(job.id)
     assert (stored.state, stored.lease_owner, stored.attempt) == (PROCESSING, "w1", 1)
 
@@ -515,7 +525,7 @@ async def test_settle_of_a_stale_attempt_is_lease_lost(store, clock):
     await store.release_expired()
     second = await claim_job(store, job.id)  # the same owner, attempt 2
     assert second.attempt == 2
-    assert await store.settle("w1", [Completed(job.id, 1)]) == [SettleResult(job.id, LEASE_LOST)]
+    assert await settle_one(store, Completed(job.id, 1)) is LEASE_LOST
     assert await state_of(store, job.id) is PROCESSING
 
 
@@ -523,7 +533,7 @@ async def test_settle_after_the_lease_expired_and_was_released_is_lease_lost(sto
     job = await held_job(store)
     clock.advance(LEASE + 1)
     await store.release_expired()
-    assert await store.settle("w1", [Completed(job.id, 1)]) == [SettleResult(job.id, LEASE_LOST)]
+    assert await settle_one(store, Completed(job.id, 1)) is LEASE_LOST
     assert await state_of(store, job.id) is PENDING
 
 
@@ -547,17 +557,17 @@ OUTCOMES = {
 async def test_repeating_a_recorded_outcome_answers_already(store, clock, outcome):
     job = await held_job(store)
     settled = outcome(job.id, clock() + seconds(600))
-    assert await store.settle("w1", [settled]) == [SettleResult(job.id, OK)]
+    assert await settle_one(store, settled) is OK
     before = (await store.get_job(job.id), await store.attempts(job.id))
     clock.advance(1)
-    assert await store.settle("w1", [settled]) == [SettleResult(job.id, ALREADY)]
+    assert await settle_one(store, settled) is ALREADY
     assert (await store.get_job(job.id), await store.attempts(job.id)) == before
 
 
 async def test_a_different_outcome_after_one_was_recorded_is_lease_lost(store, clock):
     job = await held_job(store)
-    await store.settle("w1", [Completed(job.id, 1)])
-    assert await store.settle("w1", [Dead(job.id, 1, "late")]) == [SettleResult(job.id, LEASE_LOST)]
+    await settle_one(store, Completed(job.id, 1))
+    assert await settle_one(store, Dead(job.id, 1, "late")) is LEASE_LOST
     assert await state_of(store, job.id) is COMPLETED
 
 
@@ -578,14 +588,8 @@ async def test_settle_batch_gives_one_result_per_outcome_in_order(store, clock):
         SettleResult(foreign.id, LEASE_LOST),
         SettleResult(done.id, OK),
     ]
-    assert [await state_of(store, j.id) for j in (done, foreign, retried)] == [COMPLETED, PROCESSING, PENDING]
-
-
-async def test_settle_with_a_naive_retry_time_is_a_validation_error(store):
-    job = await held_job(store)
-    with pytest.raises(ValidationError):
-        await store.settle("w1", [Retry(job.id, 1, NAIVE, "timeout")])
-    assert await state_of(store, job.id) is PROCESSING
+    states = [await state_of(store, job.id) for job in (done, foreign, retried)]
+    assert states == [COMPLETED, PROCESSING, PENDING]
 
 
 # === complete / fail / defer / release ===========================================================
@@ -625,17 +629,16 @@ async def test_defer_reschedules_without_spending_the_attempt(store, clock):
     job = await held_job(store)
     until = clock() + seconds(45)
     assert await store.defer("w1", job.id, 1, until, "breaker open") is OK
-    stored = await store.get_job(job.id)
-    assert (stored.state, stored.run_at, stored.attempt) == (PENDING, until, 0)
+    assert await progress(store, job.id) == (PENDING, until, 0)
 
 
 async def test_release_hands_held_jobs_back_at_once(store, clock):
     first, second = await held_job(store), await held_job(store)
     clock.advance(3)
-    assert await store.release("w1", [first, second]) == [SettleResult(first.id, OK), SettleResult(second.id, OK)]
+    results = await store.release("w1", [first, second])
+    assert results == [SettleResult(first.id, OK), SettleResult(second.id, OK)]
     for job_id in (first.id, second.id):
-        stored = await store.get_job(job_id)
-        assert (stored.state, stored.run_at, stored.attempt) == (PENDING, clock(), 0)
+        assert await progress(store, job_id) == (PENDING, clock(), 0)
 
 
 # === release_expired ===========================================================================
@@ -645,8 +648,7 @@ async def test_release_expired_returns_the_job_to_pending_and_counts_the_attempt
     job = await held_job(store)
     clock.advance(LEASE + 1)
     assert await store.release_expired() == ExpiredLeases(released=[job.id], dead=[])
-    stored = await store.get_job(job.id)
-    assert (stored.state, stored.run_at, stored.attempt) == (PENDING, clock(), 1)
+    assert await progress(store, job.id) == (PENDING, clock(), 1)
     (attempt,) = await store.attempts(job.id)
     assert (attempt.attempt, attempt.owner, attempt.outcome) == (1, "w1", AttemptOutcome.EXPIRED)
     assert (await claim_job(store, job.id)).attempt == 2
@@ -682,11 +684,6 @@ async def test_release_expired_handles_many_jobs_at_once(store, clock):
 # === get_job / cancel / reschedule / redrive ==================================================
 
 
-async def test_get_job_of_an_unknown_id_is_not_found(store):
-    with pytest.raises(NotFound):
-        await store.get_job(UNKNOWN_ID)
-
-
 async def test_cancel_a_pending_job_is_idempotent(store, clock):
     job_id = await add(store)
     cancelled = await store.cancel(job_id)
@@ -694,19 +691,6 @@ async def test_cancel_a_pending_job_is_idempotent(store, clock):
     clock.advance(5)
     again = await store.cancel(job_id)
     assert (again.state, again.finished_at) == (CANCELLED, clock() - seconds(5))
-
-
-@pytest.mark.parametrize("state", [PROCESSING, COMPLETED, DEAD], ids=state_id)
-async def test_cancel_a_running_or_finished_job_is_an_invalid_transition(store, state):
-    job_id = await job_in(store, state)
-    with pytest.raises(InvalidTransition):
-        await store.cancel(job_id)
-    assert await state_of(store, job_id) is state
-
-
-async def test_cancel_an_unknown_job_is_not_found(store):
-    with pytest.raises(NotFound):
-        await store.cancel(UNKNOWN_ID)
 
 
 async def test_reschedule_moves_a_pending_job(store, clock):
@@ -717,34 +701,38 @@ async def test_reschedule_moves_a_pending_job(store, clock):
     assert await store.claim("w1", 10, LEASE) == []
 
 
-@pytest.mark.parametrize("state", [PROCESSING, *FINISHED], ids=state_id)
-async def test_reschedule_a_job_that_is_not_pending_is_an_invalid_transition(store, clock, state):
+PENDING_ONLY = {
+    "cancel": lambda store, job_id, when: store.cancel(job_id),
+    "reschedule": lambda store, job_id, when: store.reschedule(job_id, when),
+}
+
+
+@pytest.mark.parametrize(
+    ("operation", "state"),
+    [("cancel", state) for state in (PROCESSING, COMPLETED, DEAD)]
+    + [("reschedule", state) for state in (PROCESSING, *FINISHED)],
+    ids=lambda value: getattr(value, "value", value),
+)
+async def test_cancel_and_reschedule_need_a_pending_job(store, clock, operation, state):
     job_id = await job_in(store, state)
+    before = await store.get_job(job_id)
     with pytest.raises(InvalidTransition):
-        await store.reschedule(job_id, clock() + seconds(60))
-    assert await state_of(store, job_id) is state
-
-
-async def test_reschedule_errors(store):
-    job_id = await add(store)
-    with pytest.raises(NotFound):
-        await store.reschedule(UNKNOWN_ID, datetime(2030, 1, 1, tzinfo=UTC))
-    with pytest.raises(ValidationError):
-        await store.reschedule(job_id, NAIVE)
+        await PENDING_ONLY[operation](store, job_id, clock() + seconds(60))
+    assert await store.get_job(job_id) == before
 
 
 async def test_redrive_gives_a_dead_job_a_fresh_start(store, clock):
     job_id = await job_in(store, DEAD, max_attempts=1)
     clock.advance(600)
     assert await store.redrive([job_id]) == [job_id]
-    job = await store.get_job(job_id)
-    assert (job.state, job.attempt, job.run_at) == (PENDING, 0, clock())
+    assert await progress(store, job_id) == (PENDING, clock(), 0)
     assert (await claim_job(store, job_id)).attempt == 1
 
 
 async def test_redrive_leaves_jobs_that_are_not_dead_alone(store):
     dead = await job_in(store, DEAD)
-    others = {state: await job_in(store, state) for state in (COMPLETED, CANCELLED, PROCESSING, PENDING)}
+    states = (COMPLETED, CANCELLED, PROCESSING, PENDING)
+    others = {state: await job_in(store, state) for state in states}
     assert await store.redrive([*others.values(), dead, UNKNOWN_ID]) == [dead]
     assert [await state_of(store, job_id) for job_id in others.values()] == list(others)
 
@@ -770,7 +758,8 @@ async def test_purge_never_deletes_live_jobs(store, clock):
     processing = await job_in(store, PROCESSING)
     clock.advance(86400 * 365)
     assert await store.purge(clock()) == 0
-    assert [await state_of(store, pending), await state_of(store, processing)] == [PENDING, PROCESSING]
+    assert await state_of(store, pending) is PENDING
+    assert await state_of(store, processing) is PROCESSING
 
 
 async def test_purge_deletes_the_posts_of_purged_jobs(store, clock):
@@ -841,14 +830,11 @@ async def test_attempts_history_is_oldest_first_with_outcomes_and_errors(store, 
     await claim_job(store, job.id, "w3")
     assert await store.attempts(job.id) == [
         Attempt(job.id, 1, "w1", started, started + seconds(2), AttemptOutcome.RETRY, "HTTP 503"),
-        Attempt(job.id, 2, "w2", started + seconds(2), clock(), AttemptOutcome.DEFERRED, "RATELIMIT"),
+        Attempt(
+            job.id, 2, "w2", started + seconds(2), clock(), AttemptOutcome.DEFERRED, "RATELIMIT"
+        ),
         Attempt(job.id, 2, "w3", clock(), None, AttemptOutcome.RUNNING),
     ]
-
-
-async def test_attempts_of_an_unknown_job_is_not_found(store):
-    with pytest.raises(NotFound):
-        await store.attempts(UNKNOWN_ID)
 
 
 # === wakeups ===================================================================================
@@ -914,15 +900,6 @@ async def test_set_tier(store):
     assert (await store.get_user(user.id)).tier is Tier.PREMIUM
 
 
-async def test_unknown_users_are_not_found(store):
-    with pytest.raises(NotFound):
-        await store.get_user(UNKNOWN_ID)
-    with pytest.raises(NotFound):
-        await store.get_user_by_name("nobody")
-    with pytest.raises(NotFound):
-        await store.set_tier(UNKNOWN_ID, Tier.PRO)
-
-
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 
@@ -955,17 +932,13 @@ async def test_list_tokens_includes_revoked_ones_by_id(store):
     assert await store.list_tokens(user.id) == [first, second]
 
 
-async def test_token_errors(store):
+async def test_a_token_hash_taken_is_a_conflict(store):
     user = await store.create_user(NewUser(name="alice"))
     other = await store.create_user(NewUser(name="bob"))
     await store.create_token(user.id, "laptop", HASH_A)
     with pytest.raises(Conflict):
         await store.create_token(other.id, "phone", HASH_A)
-    with pytest.raises(NotFound):
-        await store.create_token(UNKNOWN_ID, "phone", HASH_B)
-    with pytest.raises(NotFound):
-        await store.revoke_token(UNKNOWN_ID)
-    assert [t.name for t in await store.list_tokens(other.id)] == []
+    assert await store.list_tokens(other.id) == []
 
 
 # === accounts ==================================================================================
@@ -973,9 +946,7 @@ async def test_token_errors(store):
 
 async def test_create_and_get_an_account(store, clock):
     user = await store.create_user(NewUser(name="alice"))
-    account = await store.create_account(
-        NewAccount(user_id=user.id, reddit_username="alice_r", refresh_token_encrypted=b"s1", scopes="submit")
-    )
+    account = await store.create_account(link(user.id, "alice_r", b"s1", scopes="submit"))
     assert account == Account(account.id, user.id, "alice_r", b"s1", "submit", False, clock())
     assert await store.get_account(account.id) == account
     assert await store.list_accounts(user.id) == [account]
@@ -984,10 +955,8 @@ async def test_create_and_get_an_account(store, clock):
 async def test_relinking_the_same_username_replaces_the_token(store):
     account = await make_account(store)
     await store.set_needs_relink(account.id, True)
-    relinked = await store.create_account(
-        NewAccount(user_id=account.user_id, reddit_username="alice_r", refresh_token_encrypted=b"sealed-2")
-    )
-    assert (relinked.id, relinked.refresh_token_encrypted, relinked.needs_relink) == (account.id, b"sealed-2", False)
+    relinked = await store.create_account(link(account.user_id, "alice_r", b"sealed-2"))
+    assert relinked == msgspec.structs.replace(account, refresh_token_encrypted=b"sealed-2")
     assert await store.list_accounts(account.user_id) == [relinked]
 
 
@@ -1009,19 +978,8 @@ async def test_set_account_token_replaces_it_and_clears_needs_relink(store):
 async def test_list_accounts_by_id_for_one_user(store):
     first = await make_account(store)
     await make_account(store, user="bob", reddit="bob_r")
-    second = await store.create_account(
-        NewAccount(user_id=first.user_id, reddit_username="alice_alt", refresh_token_encrypted=b"x")
-    )
+    second = await store.create_account(link(first.user_id, "alice_alt"))
     assert await store.list_accounts(first.user_id) == [first, second]
-
-
-async def test_account_errors(store):
-    with pytest.raises(NotFound):
-        await store.create_account(
-            NewAccount(user_id=UNKNOWN_ID, reddit_username="ghost_r", refresh_token_encrypted=b"x")
-        )
-    with pytest.raises(NotFound):
-        await store.get_account(UNKNOWN_ID)
 
 
 # === posts =====================================================================================
@@ -1035,7 +993,8 @@ async def test_create_posts_makes_each_post_with_its_job(store, clock):
         account.user_id, account.id, when, PostStatus.SCHEDULED,
     )
     assert post.content == PostContent(subreddit="thotto_test", title="First", text="body")
-    assert (post.reddit_id, post.reddit_url, post.error, post.created_at) == (None, None, None, clock())
+    assert (post.reddit_id, post.reddit_url, post.error) == (None, None, None)
+    assert (post.created_at, post.updated_at) == (clock(), clock())
     job = await store.get_job(post.job_id)
     assert (job.queue, job.kind, job.run_at, job.state, job.max_attempts) == (
         "posts", "reddit.submit", when, PENDING, 4,
@@ -1058,7 +1017,9 @@ async def test_create_posts_is_all_or_nothing(store, clock):
 async def test_create_posts_with_invalid_content_stores_nothing(store, clock):
     account = await make_account(store)
     with pytest.raises(ValidationError):
-        await store.create_posts([new_post(account, clock()), new_post(account, clock(), subreddit="r")])
+        await store.create_posts(
+            [new_post(account, clock()), new_post(account, clock(), subreddit="r")]
+        )
     assert await store.counts() == []
 
 
@@ -1084,10 +1045,6 @@ async def test_get_post_of_another_user_is_not_found(store, clock):
     assert (await store.get_post(post.id, user_id=account.user_id)).id == post.id
     with pytest.raises(NotFound):
         await store.get_post(post.id, user_id=stranger.id)
-    with pytest.raises(NotFound):
-        await store.get_post(UNKNOWN_ID)
-    with pytest.raises(NotFound):
-        await store.get_post_by_job(UNKNOWN_ID)
 
 
 async def test_list_posts_filters_by_status(store, clock):
@@ -1128,9 +1085,9 @@ async def test_list_posts_only_shows_the_users_own_posts(store, clock):
 
 async def test_list_posts_pages_neither_skip_nor_repeat(store, clock):
     account = await make_account(store)
-    # Five posts share each time, so the order within a time (by id) matters across pages.
+    # Six or seven posts share each time, so pages end in the middle of a tie (ordered by id).
     posts = await store.create_posts(
-        [new_post(account, clock() + timedelta(minutes=(n * 7) % 5), title=f"p{n}") for n in range(25)]
+        [new_post(account, clock() + timedelta(minutes=n % 4), title=f"p{n}") for n in range(25)]
     )
     expected = [p.id for p in sorted(posts, key=lambda p: (p.scheduled_for, p.id))]
     pages, cursor = [], None
@@ -1145,7 +1102,9 @@ async def test_list_posts_pages_neither_skip_nor_repeat(store, clock):
 
 
 @pytest.mark.parametrize(
-    "bad", [{"cursor": "not-a-cursor"}, {"limit": 0}, {"limit": 501}], ids=["cursor", "limit-0", "limit-501"]
+    "bad",
+    [{"cursor": "not-a-cursor"}, {"limit": 0}, {"limit": 501}],
+    ids=["cursor", "limit-0", "limit-501"],
 )
 async def test_list_posts_rejects_bad_cursor_and_limit(store, bad):
     account = await make_account(store)
@@ -1175,9 +1134,7 @@ async def test_find_recent_posts_only_counts_publications_since(store, clock):
 
 async def test_find_recent_posts_ignores_other_posts(store, clock):
     account = await make_account(store)
-    other_account = await store.create_account(
-        NewAccount(user_id=account.user_id, reddit_username="alice_alt", refresh_token_encrypted=b"x")
-    )
+    other_account = await store.create_account(link(account.user_id, "alice_alt"))
     await fail_post(store, await schedule(store, account, clock(), title="Same"))
     cancelled = await schedule(store, account, clock(), title="Same")
     await store.cancel_post(cancelled.id, account.user_id)
@@ -1193,7 +1150,9 @@ async def test_update_post_edits_content_and_moves_its_job(store, clock):
     clock.advance(5)
     later = clock() + seconds(7200)
     content = PostContent(subreddit="thotto_test", title="Edited", text="new body")
-    updated = await store.update_post(post.id, account.user_id, content=content, scheduled_for=later)
+    updated = await store.update_post(
+        post.id, account.user_id, content=content, scheduled_for=later
+    )
     assert (updated.content, updated.scheduled_for, updated.updated_at) == (content, later, clock())
     assert (await store.get_job(post.job_id)).run_at == later
     assert await store.get_post(post.id) == updated
@@ -1220,25 +1179,23 @@ async def test_update_post_of_another_user_is_not_found(store, clock):
     assert (await store.get_post(post.id)).status is PostStatus.SCHEDULED
 
 
-async def posts_publishing_and_published(store: Store, clock) -> list[Post]:
+POST_CHANGES = {
+    "update": lambda store, post, when: store.update_post(
+        post.id, post.user_id, scheduled_for=when
+    ),
+    "cancel": lambda store, post, when: store.cancel_post(post.id, post.user_id),
+}
+
+
+@pytest.mark.parametrize("change", POST_CHANGES.values(), ids=POST_CHANGES)
+async def test_a_post_cannot_change_once_publishing_began(store, clock, change):
     account = await make_account(store)
     publishing = await schedule(store, account, clock())
     await claim_job(store, publishing.job_id)
     published = await publish(store, await schedule(store, account, clock() + seconds(1)))
-    return [await store.get_post(publishing.id), published]
-
-
-async def test_update_post_after_publishing_began_is_an_invalid_transition(store, clock):
-    for post in await posts_publishing_and_published(store, clock):
+    for post in (await store.get_post(publishing.id), published):
         with pytest.raises(InvalidTransition):
-            await store.update_post(post.id, post.user_id, scheduled_for=clock() + seconds(600))
-        assert await store.get_post(post.id) == post
-
-
-async def test_cancel_post_after_publishing_began_is_an_invalid_transition(store, clock):
-    for post in await posts_publishing_and_published(store, clock):
-        with pytest.raises(InvalidTransition):
-            await store.cancel_post(post.id, post.user_id)
+            await change(store, post, clock() + seconds(600))
         assert await store.get_post(post.id) == post
 
 
@@ -1255,7 +1212,8 @@ async def test_record_publication_is_idempotent_for_the_same_id(store, clock):
     post = await schedule(store, account, clock())
     await claim_job(store, post.job_id)
     first = await store.record_publication(post.id, "t3_abc", "https://redd.it/t3_abc")
-    assert (first.reddit_id, first.reddit_url, first.status) == ("t3_abc", "https://redd.it/t3_abc", PostStatus.PUBLISHING)
+    assert (first.reddit_id, first.reddit_url) == ("t3_abc", "https://redd.it/t3_abc")
+    assert first.status is PostStatus.PUBLISHING
     again = await store.record_publication(post.id, "t3_abc", "https://redd.it/t3_abc")
     assert (again.reddit_id, again.reddit_url) == ("t3_abc", "https://redd.it/t3_abc")
 
@@ -1266,6 +1224,50 @@ async def test_record_publication_of_a_different_id_is_an_invalid_transition(sto
     with pytest.raises(InvalidTransition):
         await store.record_publication(post.id, "t3_xyz", "https://redd.it/t3_xyz")
     assert (await store.get_post(post.id)).reddit_id == "t3_abc"
+
+
+# === bad input and unknown ids, across methods ==================================================
+
+NAIVE_CALLS = {
+    "claim": lambda store, pending, held: store.claim("w2", 10, LEASE, due_by=NAIVE),
+    "reschedule": lambda store, pending, held: store.reschedule(pending, NAIVE),
+    "settle": lambda store, pending, held: store.settle("w1", [Retry(held.id, 1, NAIVE, "x")]),
+    "defer": lambda store, pending, held: store.defer("w1", held.id, 1, NAIVE, "x"),
+    "purge": lambda store, pending, held: store.purge(NAIVE),
+}
+
+
+@pytest.mark.parametrize("call", NAIVE_CALLS.values(), ids=NAIVE_CALLS)
+async def test_naive_datetimes_are_validation_errors_and_change_nothing(store, call):
+    held = await held_job(store, queue="held")
+    pending = await add(store)
+    before = [await store.get_job(pending), await store.get_job(held.id)]
+    with pytest.raises(ValidationError):
+        await call(store, pending, held)
+    assert [await store.get_job(pending), await store.get_job(held.id)] == before
+
+
+LOOKUPS = {
+    "get_job": lambda store: store.get_job(UNKNOWN_ID),
+    "cancel": lambda store: store.cancel(UNKNOWN_ID),
+    "reschedule": lambda store: store.reschedule(UNKNOWN_ID, datetime(2030, 1, 1, tzinfo=UTC)),
+    "attempts": lambda store: store.attempts(UNKNOWN_ID),
+    "get_user": lambda store: store.get_user(UNKNOWN_ID),
+    "get_user_by_name": lambda store: store.get_user_by_name("nobody"),
+    "set_tier": lambda store: store.set_tier(UNKNOWN_ID, Tier.PRO),
+    "create_token": lambda store: store.create_token(UNKNOWN_ID, "phone", HASH_A),
+    "revoke_token": lambda store: store.revoke_token(UNKNOWN_ID),
+    "create_account": lambda store: store.create_account(link(UNKNOWN_ID, "ghost_r")),
+    "get_account": lambda store: store.get_account(UNKNOWN_ID),
+    "get_post": lambda store: store.get_post(UNKNOWN_ID),
+    "get_post_by_job": lambda store: store.get_post_by_job(UNKNOWN_ID),
+}
+
+
+@pytest.mark.parametrize("lookup", LOOKUPS.values(), ids=LOOKUPS)
+async def test_unknown_ids_are_not_found(store, lookup):
+    with pytest.raises(NotFound):
+        await lookup(store)
 
 
 # === lifecycle =================================================================================
