@@ -32,6 +32,8 @@ import trio
 from thotto.errors import ThottoError
 
 T = TypeVar("T")
+I = TypeVar("I")
+R = TypeVar("R")
 
 
 class SidecarClosed(ThottoError):
@@ -343,4 +345,142 @@ class EventFeed(Generic[T]):
         await trio.lowlevel.checkpoint()
 
 
-__all__ = ["Sidecar", "SidecarClosed", "EventFeed", "open_sidecar"]
+class _Pending:
+    __slots__ = ("item", "done", "result", "abandoned")
+
+    def __init__(self, item: Any):
+        self.item = item
+        self.done = trio.Event()
+        self.result: outcome.Outcome[Any] | None = None
+        self.abandoned = False
+
+
+def _deliver(batch: list[_Pending], results: list[outcome.Outcome[Any]]) -> None:
+    """Trio thread: hand each waiting caller its own result."""
+    for pending, result in zip(batch, results):
+        pending.result = result
+        pending.done.set()
+
+
+class Coalescer(Generic[I, R]):
+    """Group commit across the bridge: concurrent Trio calls become one batched loop call.
+
+    Each :meth:`submit` queues one item; flusher tasks on the sidecar loop (at most
+    ``max_flushes`` at once) take everything queued (up to ``max_batch`` items), await
+    ``flush(items) -> results`` (one result per item, in order) and hand each caller its own
+    result. While a flush is in flight, new items queue up for the next one, so under load a hop
+    carries many calls, and an idle caller pays one hop.
+
+    If a batch of several items fails and ``retry_singly(error)`` is true, its items are flushed
+    again one by one, so one bad item fails only its own caller. A caller cancelled before its
+    item was taken withdraws it; once taken, the flush goes ahead without it. :meth:`aclose`
+    fails items still queued or in flight with :class:`SidecarClosed`.
+    """
+
+    def __init__(
+        self,
+        sidecar: Sidecar,
+        flush: Callable[[list[I]], Awaitable[list[R]]],
+        *,
+        max_batch: int = 1000,
+        max_flushes: int = 2,
+        retry_singly: Callable[[BaseException], bool] = lambda error: False,
+    ):
+        self._sidecar = sidecar
+        self._flush = flush
+        self._max_batch = max_batch
+        self._max_flushes = max_flushes
+        self._retry_singly = retry_singly
+        # Shared by the Trio thread (submit) and the loop thread (flushers).
+        self._lock = threading.Lock()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._active = 0  # flusher tasks started or about to be
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()  # loop thread only
+
+    async def submit(self, item: I) -> outcome.Outcome[R]:
+        """Queue ``item`` and wait for its result, as an Outcome (never raises for the flush).
+
+        Returning the outcome rather than raising lets each caller wrap a shared error in an
+        exception of its own. Raises :class:`SidecarClosed` if the coalescer is closed.
+        """
+        pending = _Pending(item)
+        with self._lock:
+            if self._closed:
+                raise SidecarClosed("The coalescer is closed")
+            self._queue.append(pending)
+            start = self._active < self._max_flushes
+            if start:
+                self._active += 1
+        if start:
+            try:
+                self._sidecar.call_soon(self._start_flusher)
+            except SidecarClosed:
+                with self._lock:
+                    self._active -= 1
+                pending.abandoned = True
+                raise
+        try:
+            await pending.done.wait()
+        except trio.Cancelled:
+            pending.abandoned = True
+            raise
+        assert pending.result is not None
+        return pending.result
+
+    def _start_flusher(self) -> None:  # loop thread
+        task = asyncio.get_running_loop().create_task(self._flusher())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _flusher(self) -> None:  # loop thread
+        batch: list[_Pending] = []
+        try:
+            while True:
+                with self._lock:
+                    batch = []
+                    while self._queue and len(batch) < self._max_batch:
+                        pending = self._queue.popleft()
+                        if not pending.abandoned:
+                            batch.append(pending)
+                    if not batch:
+                        self._active -= 1
+                        return
+                results = await self._flush_batch(batch)
+                self._sidecar.run_in_trio(_deliver, batch, results)
+        except BaseException:
+            with self._lock:
+                self._active -= 1
+            closed = [outcome.Error(SidecarClosed("Closed while the call was in flight")) for _ in batch]
+            self._sidecar.run_in_trio(_deliver, batch, closed)
+            raise
+
+    async def _flush_batch(self, batch: list[_Pending]) -> list[outcome.Outcome[R]]:
+        try:
+            results = await self._flush([pending.item for pending in batch])
+        except Exception as error:
+            if len(batch) > 1 and self._retry_singly(error):
+                return [(await self._flush_batch([pending]))[0] for pending in batch]
+            return [outcome.Error(error) for _ in batch]
+        return [outcome.Value(result) for result in results]
+
+    async def aclose(self) -> None:
+        """Stop: fail queued and in-flight items (SidecarClosed). Idempotent; shielded."""
+        with trio.CancelScope(shield=True):
+            with self._lock:
+                self._closed = True
+                waiting = list(self._queue)
+                self._queue.clear()
+            _deliver(waiting, [outcome.Error(SidecarClosed("Closed before the call ran")) for _ in waiting])
+            if self._sidecar.running:
+                with contextlib.suppress(SidecarClosed):
+                    await self._sidecar.run(self._cancel_flushers)
+
+    async def _cancel_flushers(self) -> None:  # loop thread
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+__all__ = ["Sidecar", "SidecarClosed", "EventFeed", "Coalescer", "open_sidecar"]

@@ -1,0 +1,1578 @@
+"""The Postgres store: asyncpg on the asyncio sidecar, for several processes sharing the work.
+
+Every store call is one hop to the sidecar (:mod:`thotto.aio`) and, on the hot paths, one SQL
+statement, so it commits on its own without BEGIN/COMMIT round trips:
+
+* claims are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)``, so processes never hold
+  the same job;
+* settles and batch enqueues pass columns as arrays (``unnest``): one statement per batch;
+* concurrent single ``enqueue`` calls are coalesced into one multi-row insert per hop (group
+  commit), each caller still getting its own result;
+* wake-ups: a statement trigger notifies channel ``thotto_wakeup`` with the earliest run_at of the
+  jobs a statement left pending; each store LISTENs on a dedicated connection (reconnected if it
+  drops) and wakes its own iterators directly for its own writes.
+
+"Now" is always the store's clock, passed as a parameter; SQL ``now()`` is never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+import asyncpg
+import msgspec
+import outcome
+import trio
+
+from thotto.aio import Coalescer, EventFeed, Sidecar, SidecarClosed, open_sidecar
+from thotto.errors import (
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    SchemaError,
+    StoreError,
+    StoreUnavailable,
+    ThottoError,
+    ValidationError,
+)
+from thotto.messages import (
+    JOB_STATE_OF_POST_STATUS,
+    POST_STATUS_OF_JOB_STATE,
+    UTC,
+    Account,
+    ApiToken,
+    Attempt,
+    AttemptOutcome,
+    Completed,
+    Dead,
+    Deferred,
+    EnqueueResult,
+    ExpiredLeases,
+    Job,
+    JobState,
+    NewAccount,
+    NewJob,
+    NewPost,
+    NewUser,
+    Outcome,
+    Post,
+    PostContent,
+    PostPage,
+    PostStatus,
+    QueueCount,
+    Recurrence,
+    Released,
+    Retry,
+    Role,
+    SettleResult,
+    SettleStatus,
+    Tier,
+    TokenHash,
+    User,
+    as_utc,
+    utcnow,
+    validated,
+    validated_jobs,
+)
+from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, Store
+
+log = logging.getLogger("thotto.store.postgres")
+
+T = TypeVar("T")
+
+#: The schema version this code writes; a database with a newer one is refused (SchemaError).
+SCHEMA_VERSION = 1
+MIGRATIONS = {1: "postgres_001_initial.sql"}
+SQL_DIR = Path(__file__).with_name("sql")
+#: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
+MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
+WAKEUP_CHANNEL = "thotto_wakeup"
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
+
+_STATES = {state.value: state for state in JobState}
+_OUTCOMES = {item.value: item for item in AttemptOutcome}
+_LIVE = ("pending", "processing")
+
+# --- SQL -------------------------------------------------------------------------------------
+
+_JOB_COLS = (
+    "id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, dedupe_key, "
+    "owner, lease_until, created_at, finished_at, last_error"
+)
+_J_JOB_COLS = ", ".join(f"j.{col.strip()}" for col in _JOB_COLS.split(","))
+
+_UNNEST_JOBS = (
+    "unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::timestamptz[], $6::int[], "
+    "$7::text[], $8::timestamptz[])"
+)
+
+# Fast path: no dedupe keys in the batch. RETURNING yields rows in insertion order, which is the
+# order of the unnest scan, i.e. input order.
+SQL_INSERT_JOBS = f"""
+INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at)
+SELECT * FROM {_UNNEST_JOBS}
+RETURNING id
+"""
+
+# With dedupe keys: ids are drawn up front so every input row can be matched to its outcome.
+# Rows are inserted in input order, so within the batch the first job with a key wins and later
+# ones conflict with it. The lateral join finds pre-existing live jobs (the statement's snapshot
+# does not see rows the statement itself inserted: those are resolved in Python).
+SQL_INSERT_JOBS_DEDUPE = f"""
+WITH u AS MATERIALIZED (
+    SELECT nextval('jobs_id_seq'::regclass) AS id, t.*
+    FROM {_UNNEST_JOBS}
+         WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts, dedupe_key,
+                              created_at, ord)
+), ins AS (
+    INSERT INTO jobs (id, queue, kind, payload, priority, run_at, max_attempts, dedupe_key,
+                      created_at)
+    SELECT id, queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at
+    FROM u ORDER BY ord
+    ON CONFLICT (queue, dedupe_key)
+        WHERE state IN ('pending', 'processing') AND dedupe_key IS NOT NULL
+        DO NOTHING
+    RETURNING id
+)
+SELECT u.id, u.run_at, ins.id IS NOT NULL AS created, e.id AS existing_id,
+       e.run_at AS existing_run_at
+FROM u
+LEFT JOIN ins ON ins.id = u.id
+LEFT JOIN LATERAL (
+    SELECT j.id, j.run_at FROM jobs j
+    WHERE ins.id IS NULL AND j.queue = u.queue AND j.dedupe_key = u.dedupe_key
+      AND j.state IN ('pending', 'processing')
+    LIMIT 1
+) e ON true
+ORDER BY u.ord
+"""
+
+SQL_FIND_LIVE_BY_KEY = """
+SELECT id, run_at FROM jobs
+WHERE queue = $1 AND dedupe_key = $2 AND state IN ('pending', 'processing')
+"""
+
+_CLAIM = """
+WITH c AS (
+    SELECT id FROM jobs
+    WHERE state = 'pending' AND run_at <= $1 {queues}
+    ORDER BY run_at, priority DESC, id
+    LIMIT $2
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE jobs j
+SET state = 'processing', attempt = j.attempt + 1, owner = $3, lease_until = $4, started_at = $5
+FROM c WHERE j.id = c.id
+RETURNING {cols}
+"""
+SQL_CLAIM = _CLAIM.format(queues="", cols=_J_JOB_COLS)
+SQL_CLAIM_QUEUES = _CLAIM.format(queues="AND queue = ANY($6::text[])", cols=_J_JOB_COLS)
+
+SQL_HEARTBEAT = """
+UPDATE jobs SET lease_until = $3
+WHERE id = ANY($2::bigint[]) AND state = 'processing' AND owner = $1
+RETURNING id
+"""
+
+# One statement settles a whole batch of outcomes. Kinds: completed, retry, dead, deferred,
+# released. Only outcomes matching (processing, owner, attempt) apply; the rest are checked for an
+# identical earlier record (ALREADY) against the statement's snapshot, i.e. before this update.
+SQL_SETTLE = """
+WITH u AS (
+    SELECT * FROM unnest($3::bigint[], $4::int[], $5::text[], $6::timestamptz[], $7::text[])
+        WITH ORDINALITY AS u(id, attempt, kind, run_at, error, ord)
+), upd AS (
+    UPDATE jobs j SET
+        state = CASE
+            WHEN u.kind IN ('completed', 'dead') THEN u.kind
+            WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN 'dead'
+            ELSE 'pending' END,
+        attempt = CASE WHEN u.kind IN ('deferred', 'released') THEN j.attempt - 1
+                       ELSE j.attempt END,
+        run_at = CASE WHEN u.kind IN ('retry', 'deferred') THEN u.run_at
+                      WHEN u.kind = 'released' THEN $2
+                      ELSE j.run_at END,
+        lease_until = NULL,
+        finished_at = CASE
+            WHEN u.kind IN ('completed', 'dead') THEN $2
+            WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN $2
+            END,
+        last_error = CASE WHEN u.kind IN ('retry', 'dead') THEN u.error ELSE j.last_error END
+    FROM u
+    WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'processing' AND j.owner = $1
+    RETURNING u.ord, u.kind, u.error, j.id, j.state, j.attempt AS new_attempt, j.run_at,
+              j.started_at
+), hist AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
+    SELECT upd.id, u.attempt, $1, upd.started_at, $2,
+           CASE WHEN upd.kind = 'retry' AND upd.state = 'dead' THEN 'dead' ELSE upd.kind END,
+           upd.error
+    FROM upd JOIN u ON u.ord = upd.ord
+    WHERE upd.kind <> 'completed'
+)
+SELECT ord, 'ok' AS status, CASE WHEN state = 'pending' THEN run_at END AS wake FROM upd
+UNION ALL
+SELECT u.ord,
+       CASE WHEN
+           (u.kind = 'completed' AND EXISTS (
+               SELECT 1 FROM jobs j
+               WHERE j.id = u.id AND j.state = 'completed' AND j.attempt = u.attempt
+                 AND j.owner = $1))
+           OR (u.kind <> 'completed' AND EXISTS (
+               SELECT 1 FROM job_attempts h
+               WHERE h.job_id = u.id AND h.attempt = u.attempt AND h.owner = $1
+                 AND (h.outcome = u.kind OR (u.kind = 'retry' AND h.outcome = 'dead'))))
+       THEN 'already' ELSE 'lease_lost' END,
+       NULL
+FROM u WHERE u.ord NOT IN (SELECT ord FROM upd)
+"""
+
+SQL_RELEASE_EXPIRED = """
+WITH e AS (
+    SELECT id FROM jobs
+    WHERE state = 'processing' AND lease_until < $1
+    FOR UPDATE SKIP LOCKED
+), upd AS (
+    UPDATE jobs j SET
+        state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'pending' END,
+        run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
+        lease_until = NULL,
+        finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1 END,
+        last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 ELSE j.last_error END
+    FROM e WHERE j.id = e.id
+    RETURNING j.id, j.state, j.attempt, j.owner, j.started_at
+), hist AS (
+    INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
+    SELECT id, attempt, owner, started_at, $1, 'expired', $2 FROM upd
+)
+SELECT id, state FROM upd ORDER BY id
+"""
+
+SQL_GET_JOB = f"SELECT {_JOB_COLS} FROM jobs WHERE id = $1"
+SQL_GET_JOB_FOR_UPDATE = f"SELECT {_JOB_COLS} FROM jobs WHERE id = $1 FOR UPDATE"
+
+SQL_REDRIVE = """
+UPDATE jobs j SET state = 'pending', attempt = 0, run_at = $2, lease_until = NULL,
+                  finished_at = NULL
+WHERE j.id = ANY($1::bigint[]) AND j.state = 'dead'
+  AND (j.dedupe_key IS NULL OR NOT EXISTS (
+        SELECT 1 FROM jobs o
+        WHERE o.queue = j.queue AND o.dedupe_key = j.dedupe_key
+          AND o.state IN ('pending', 'processing')))
+RETURNING j.id
+"""
+
+SQL_PURGE = """
+DELETE FROM jobs
+WHERE state IN ('completed', 'dead', 'cancelled') AND finished_at < $1
+"""
+
+_USER_COLS = "id, name, tier, role, created_at"
+_TOKEN_COLS = "id, user_id, name, created_at, revoked_at"
+_ACCOUNT_COLS = (
+    "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
+)
+_POST_SELECT = """
+SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id,
+       p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at
+FROM posts p JOIN jobs j ON j.id = p.job_id
+"""
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+_UNAVAILABLE = (
+    OSError,
+    TimeoutError,
+    asyncio.TimeoutError,
+    asyncpg.PostgresConnectionError,  # class 08: connection exceptions
+    asyncpg.exceptions.OperatorInterventionError,  # 57: admin/crash shutdown, cannot connect now
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+)
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    # asyncpg says "connection is closed" / "connection was closed in the middle of operation"
+    return isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+
+
+def describe_dsn(dsn: str) -> str:
+    """``host:port/dbname`` of a DSN, without user or password, for messages."""
+    try:
+        parts = urlsplit(dsn)
+        host = parts.hostname or "localhost"
+        port = parts.port or 5432
+    except ValueError:
+        return "<unparseable DSN>"
+    return f"{host}:{port}{parts.path or '/'}"
+
+
+# --- small helpers -----------------------------------------------------------------------------
+
+
+def _job(r: Any) -> Job:
+    state = _STATES[r[6]]
+    held = state is JobState.PROCESSING
+    return Job(
+        r[0], r[1], r[2], r[3], r[4], r[5], state, r[7], r[8], r[9],
+        r[10] if held else None, r[11] if held else None, r[12], r[13], r[14],
+    )  # fmt: skip
+
+
+def _user(r: Any) -> User:
+    return User(r[0], r[1], Tier(r[2]), Role(r[3]), r[4])
+
+
+def _token(r: Any) -> ApiToken:
+    return ApiToken(r[0], r[1], r[2], r[3], r[4])
+
+
+def _account(r: Any) -> Account:
+    return Account(r[0], r[1], r[2], r[3], r[4], r[5], r[6])
+
+
+_content_decoder = msgspec.json.Decoder(PostContent)
+_recurrence_decoder = msgspec.json.Decoder(Recurrence)
+
+
+def _post(r: Any) -> Post:
+    status = POST_STATUS_OF_JOB_STATE[_STATES[r[5]]]
+    return Post(
+        id=r[0],
+        user_id=r[1],
+        account_id=r[2],
+        content=_content_decoder.decode(r[3]),
+        scheduled_for=r[4],
+        status=status,
+        job_id=r[6],
+        reddit_id=r[7],
+        reddit_url=r[8],
+        error=r[9] if status is PostStatus.FAILED else None,
+        recurrence=_recurrence_decoder.decode(r[10]) if r[10] is not None else None,
+        created_at=r[11],
+        updated_at=r[12],
+    )
+
+
+def _json(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+def _check_owner(owner: str) -> str:
+    if not isinstance(owner, str) or not owner:
+        raise ValidationError("owner must be a non-empty string", field="owner")
+    return owner
+
+
+def _check_lease(lease_seconds: float) -> timedelta:
+    if not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
+        raise ValidationError(
+            f"lease_seconds must be a positive number, got {lease_seconds!r}", field="lease_seconds"
+        )
+    return timedelta(seconds=lease_seconds)
+
+
+def _check_ids(ids: Sequence[int], field: str = "job_ids") -> list[int]:
+    out = list(ids)
+    for value in out:
+        if type(value) is not int:
+            raise ValidationError(f"{field} must be integers, got {value!r}", field=field)
+    return out
+
+
+def _check_name(value: str, field: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise ValidationError(f"{field} must be 1-200 characters", field=field)
+    return value
+
+
+def _check_token_hash(token_hash: str) -> str:
+    try:
+        return msgspec.convert(token_hash, TokenHash)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"token_hash: {exc}", field="token_hash") from exc
+
+
+_OUTCOME_KIND = {
+    Completed: "completed",
+    Retry: "retry",
+    Dead: "dead",
+    Deferred: "deferred",
+    Released: "released",
+}
+
+
+def _outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | None]:
+    kind = _OUTCOME_KIND.get(type(item))
+    if kind is None:
+        raise ValidationError(f"Not an outcome: {item!r}", field="outcomes")
+    if kind == "completed":
+        # The hot path: a type check instead of a full validation per outcome.
+        if type(item.job_id) is not int or type(item.attempt) is not int:
+            validated(item)
+        return item.job_id, item.attempt, kind, None, None
+    item = validated(item)
+    if kind == "retry" or kind == "deferred":
+        error = item.error if kind == "retry" else item.reason
+        return item.job_id, item.attempt, kind, as_utc(item.run_at), error
+    if kind == "dead":
+        return item.job_id, item.attempt, kind, None, item.error
+    return item.job_id, item.attempt, kind, None, None
+
+
+# --- wake-ups ------------------------------------------------------------------------------------
+
+
+class _Wakeups(EventFeed[datetime]):
+    """One ``wakeups()`` iterator: a one-slot feed keeping the earliest time, registered with its
+    store from creation (not first iteration), so no wake-up is lost while it is open."""
+
+    def __init__(self, store: PostgresStore):
+        super().__init__(store._sidecar.trio_token, max_buffer=1, merge=min)
+        self._store = store
+        if store._closed:
+            self.close()
+        else:
+            store._feeds.add(self)
+
+    def close(self) -> None:
+        self._store._feeds.discard(self)
+        super().close()
+
+
+# --- the store -----------------------------------------------------------------------------------
+
+
+class PostgresStore(Store):
+    """The :class:`~thotto.store.base.Store` on Postgres (asyncpg via the asyncio sidecar).
+
+    Open it with :func:`open_postgres_store`, which also closes it: background tasks stop, the
+    pool and the listener connection close, and a sidecar it started is stopped; closing is
+    shielded from cancellation and idempotent.
+    """
+
+    name = "postgres"
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        sidecar: Sidecar,
+        clock: Clock = utcnow,
+        pool_size: int = 10,
+        enqueue_flushers: int = 2,
+    ):
+        super().__init__(clock)
+        self._dsn = dsn
+        self._where = describe_dsn(dsn)
+        self._sidecar = sidecar
+        self._pool_size = pool_size
+        self._instance = uuid.uuid4().hex
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._feeds: set[_Wakeups] = set()
+        self._listen_task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._close_done: trio.Event | None = None
+        # Concurrent single enqueues share one multi-row insert per hop (group commit).
+        self._enqueuer: Coalescer[tuple[Any, ...], EnqueueResult] = Coalescer(
+            sidecar,
+            self._insert_jobs,
+            max_flushes=enqueue_flushers,
+            retry_singly=lambda error: not _is_unavailable(error),
+        )
+
+    # --- plumbing -----------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
+        """One hop to the sidecar, with driver errors wrapped (DESIGN §8)."""
+        if self._closed:
+            raise StoreUnavailable("The Postgres store is closed")
+        try:
+            return await self._sidecar.run(fn, *args)
+        except SidecarClosed as exc:
+            raise StoreUnavailable(f"The Postgres store is closed: {exc}") from exc
+        except ThottoError:
+            raise
+        except Exception as exc:
+            raise self._wrap(exc) from exc
+
+    def _wrap(self, exc: BaseException) -> StoreError:
+        """The StoreError for a driver error (StoreUnavailable when the database is out of
+        reach); a new instance of a Thotto error (callers may share the original)."""
+        if isinstance(exc, SidecarClosed):
+            return StoreUnavailable(f"The Postgres store is closed: {exc}")
+        if isinstance(exc, ThottoError):
+            try:
+                return type(exc)(str(exc))  # type: ignore[return-value]
+            except TypeError:
+                return StoreError(str(exc))
+        if _is_unavailable(exc):
+            return StoreUnavailable(
+                f"Postgres at {self._where} is unavailable ({type(exc).__name__}: {exc}); "
+                "the operation may be retried"
+            )
+        return StoreError(f"Postgres error ({type(exc).__name__}): {exc}")
+
+    def _wake_from_loop(self, when: datetime | None) -> None:
+        """Loop thread: wake this store's iterators. Queued to Trio before the reply of the call
+        that made the write, so a caller sees its wake-up as soon as its call returns."""
+        if when is not None:
+            self._sidecar.run_in_trio(self._dispatch_wake, when)
+
+    def _dispatch_wake(self, when: datetime) -> None:
+        for feed in list(self._feeds):
+            feed.put_nowait(when)
+
+    async def _fetch(self, sql: str, *args: Any) -> list[Any]:
+        assert self._pool is not None
+        return await self._pool.fetch(sql, *args)
+
+    async def _fetchrow(self, sql: str, *args: Any) -> Any:
+        assert self._pool is not None
+        return await self._pool.fetchrow(sql, *args)
+
+    async def _fetchval(self, sql: str, *args: Any) -> Any:
+        assert self._pool is not None
+        return await self._pool.fetchval(sql, *args)
+
+    async def _execute(self, sql: str, *args: Any) -> str:
+        assert self._pool is not None
+        return await self._pool.execute(sql, *args)
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        return {
+            "timeout": 10,
+            "server_settings": {
+                "application_name": "thotto",
+                "thotto.instance": self._instance,
+                # JIT compiling a batch statement costs more than it saves here.
+                "jit": "off",
+            },
+        }
+
+    async def _open_in_loop(self) -> None:
+        """Loop thread: create the pool, migrate, connect the listener."""
+        kwargs = self._connect_kwargs()
+        pool = await asyncpg.create_pool(
+            self._dsn, min_size=min(2, self._pool_size), max_size=self._pool_size, **kwargs
+        )
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            self._listener = await self._connect_listener()
+        except BaseException:
+            await _close_pool(pool)
+            raise
+        self._pool = pool
+        self._listen_task = asyncio.get_running_loop().create_task(self._listen_forever())
+
+    async def _connect_listener(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self._dsn, **self._connect_kwargs())
+        try:
+            await conn.add_listener(WAKEUP_CHANNEL, self._on_notify)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    def _on_notify(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        """Loop thread: a NOTIFY from some store's write; skip our own (woken directly)."""
+        instance, _, micros = payload.partition(" ")
+        if instance == self._instance:
+            return
+        try:
+            when = EPOCH + timedelta(microseconds=int(micros))
+        except ValueError:
+            log.warning("Ignoring malformed wake-up notification %r", payload)
+            return
+        self._sidecar.run_in_trio(self._dispatch_wake, when)
+
+    async def _listen_forever(self) -> None:
+        """Loop thread: keep the LISTEN connection alive; reconnect (with backoff) when it drops.
+
+        Notifications sent while it was down are lost, so after reconnecting it wakes the
+        iterators with the earliest pending run_at, which covers them.
+        """
+        delay = 0.05
+        while True:
+            conn = self._listener
+            try:
+                if conn is None or conn.is_closed():
+                    self._listener = None
+                    conn = self._listener = await self._connect_listener()
+                    due = await conn.fetchval("SELECT min(run_at) FROM jobs WHERE state = 'pending'")
+                    log.info("Reconnected the wake-up listener to %s", self._where)
+                    self._wake_from_loop(due)
+                delay = 0.05
+                await _wait_closed(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - logged; the loop retries
+                log.warning("Wake-up listener on %s failed (%s); retrying in %.2fs", self._where,
+                            exc, delay)
+                if conn is not None:
+                    conn.terminate()
+                self._listener = None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _close_in_loop(self) -> None:
+        task, self._listen_task = self._listen_task, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(listener.close(), 2)
+            listener.terminate()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await _close_pool(pool)
+
+    async def _open(self) -> None:
+        try:
+            await self._sidecar.run(self._open_in_loop)
+        except ThottoError:
+            raise
+        except Exception as exc:
+            raise StoreUnavailable(
+                f"Cannot open the Postgres store at {self._where}: {type(exc).__name__}: {exc}. "
+                "Check that the server is running and the URL (host, port, database, user) is "
+                "right."
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Stop background tasks, end wake-up iterators, close the listener and the pool.
+
+        Idempotent; shielded, so it completes when the caller is cancelled. A sidecar opened by
+        :func:`open_postgres_store` is stopped by it after this.
+        """
+        with trio.CancelScope(shield=True):
+            if self._close_done is not None:
+                await self._close_done.wait()
+                return
+            self._close_done = trio.Event()
+            self._closed = True
+            try:
+                await self._enqueuer.aclose()
+                for feed in list(self._feeds):
+                    feed.close()
+                if self._sidecar.running:
+                    with contextlib.suppress(SidecarClosed):
+                        await self._sidecar.run(self._close_in_loop)
+            finally:
+                self._close_done.set()
+
+    # --- enqueueing -----------------------------------------------------------------------
+
+    async def enqueue(self, job: NewJob) -> EnqueueResult:
+        job = validated(job)
+        now = self.now()
+        run_at = now if job.run_at is None else as_utc(job.run_at)
+        row = (job.queue, job.kind, job.payload, job.priority, run_at, job.max_attempts,
+               job.dedupe_key, now)  # fmt: skip
+        if self._closed:
+            raise StoreUnavailable("The Postgres store is closed")
+        try:
+            result = await self._enqueuer.submit(row)
+        except SidecarClosed as exc:
+            raise StoreUnavailable(f"The Postgres store is closed: {exc}") from exc
+        if isinstance(result, outcome.Error):
+            raise self._wrap(result.error) from result.error
+        return result.unwrap()
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        jobs = list(jobs)
+        if not jobs:
+            return []
+        validated_jobs(jobs)
+        now = self.now()
+        rows = []
+        for job in jobs:
+            if job.run_at is None:
+                run_at = now
+            else:
+                run_at = job.run_at if job.run_at.tzinfo is UTC else as_utc(job.run_at)
+            rows.append((job.queue, job.kind, job.payload, job.priority, run_at,
+                         job.max_attempts, job.dedupe_key, now))  # fmt: skip
+        return await self._run(self._insert_jobs, rows)
+
+    async def _insert_jobs(
+        self, rows: list[tuple[Any, ...]], conn: asyncpg.Connection | None = None
+    ) -> list[EnqueueResult]:
+        """Loop thread: insert rows (as built by enqueue) in one statement; results in order."""
+        columns = [list(column) for column in zip(*rows)]
+        keys = columns[6]
+        if conn is None:
+            assert self._pool is not None
+            async with self._pool.acquire() as acquired:
+                return await self._insert_jobs_on(acquired, rows, columns, keys)
+        return await self._insert_jobs_on(conn, rows, columns, keys)
+
+    async def _insert_jobs_on(
+        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]], columns: list[list[Any]],
+        keys: list[Any],
+    ) -> list[EnqueueResult]:
+        run_ats = columns[4]
+        if not any(key is not None for key in keys):
+            ids = await conn.fetch(SQL_INSERT_JOBS, *columns)
+            self._wake_from_loop(min(run_ats))
+            return [EnqueueResult(r[0], True, run_at) for r, run_at in zip(ids, run_ats)]
+        records = await conn.fetch(SQL_INSERT_JOBS_DEDUPE, *columns)
+        results: list[EnqueueResult] = []
+        created_by_key: dict[tuple[str, str], EnqueueResult] = {}
+        earliest = None
+        for row, record in zip(rows, records):
+            key = (row[0], row[6])
+            if record["created"]:
+                result = EnqueueResult(record["id"], True, record["run_at"])
+                if row[6] is not None:
+                    created_by_key[key] = result
+                if earliest is None or result.run_at < earliest:
+                    earliest = result.run_at
+            elif record["existing_id"] is not None:
+                result = EnqueueResult(record["existing_id"], False, record["existing_run_at"])
+            elif key in created_by_key:
+                first = created_by_key[key]
+                result = EnqueueResult(first.job_id, False, first.run_at)
+            else:
+                # A live job with this key committed after our snapshot: look it up afresh.
+                found = await conn.fetchrow(SQL_FIND_LIVE_BY_KEY, *key)
+                if found is None:
+                    raise StoreError(
+                        f"Enqueue of a job with dedupe key {row[6]!r} in queue {row[0]!r} lost "
+                        "a race with a concurrent writer; retry it"
+                    )
+                result = EnqueueResult(found[0], False, found[1])
+            results.append(result)
+        self._wake_from_loop(earliest)
+        return results
+
+    # --- working jobs ---------------------------------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        due_by: datetime | None = None,
+    ) -> list[Job]:
+        _check_owner(owner)
+        lease = _check_lease(lease_seconds)
+        if type(limit) is not int or limit < 0:
+            raise ValidationError(f"limit must be a non-negative integer, got {limit!r}",
+                                  field="limit")
+        if limit == 0:
+            await trio.lowlevel.checkpoint()
+            return []
+        now = self.now()
+        due = now if due_by is None else as_utc(due_by)
+        args: list[Any] = [due, limit, owner, now + lease, now]
+        sql = SQL_CLAIM
+        if queues is not None:
+            queue_list = [str(q) for q in queues]
+            if not queue_list:
+                await trio.lowlevel.checkpoint()
+                return []
+            sql = SQL_CLAIM_QUEUES
+            args.append(queue_list)
+        return await self._run(self._claim_in_loop, sql, args)
+
+    async def _claim_in_loop(self, sql: str, args: list[Any]) -> list[Job]:
+        records = await self._fetch(sql, *args)
+        jobs = [_job(r) for r in records]
+        jobs.sort(key=lambda j: (j.run_at, -j.priority, j.id))
+        return jobs
+
+    async def heartbeat(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        _check_owner(owner)
+        lease = _check_lease(lease_seconds)
+        ids = _check_ids(job_ids)
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        records = await self._run(self._fetch, SQL_HEARTBEAT, owner, ids, self.now() + lease)
+        extended = {r[0] for r in records}
+        seen: set[int] = set()
+        result = []
+        for job_id in ids:
+            if job_id in extended and job_id not in seen:
+                seen.add(job_id)
+                result.append(job_id)
+        return result
+
+    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        _check_owner(owner)
+        rows = [_outcome_row(item) for item in outcomes]
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return []
+        statuses = await self._run(self._settle_in_loop, owner, self.now(), rows)
+        return [SettleResult(row[0], status) for row, status in zip(rows, statuses)]
+
+    async def _settle_in_loop(
+        self, owner: str, now: datetime, rows: list[tuple[Any, ...]]
+    ) -> list[SettleStatus]:
+        assert self._pool is not None
+        ids = [row[0] for row in rows]
+        if len(set(ids)) == len(ids):
+            statuses, wake = await self._settle_rows(self._pool, owner, now, rows)
+        else:
+            # The same job twice in one batch: apply in order, in one transaction, so a repeat
+            # sees the first (ALREADY) as it would in two calls.
+            statuses, wake = [], None
+            async with self._pool.acquire() as conn, conn.transaction():
+                for row in rows:
+                    (status,), when = await self._settle_rows(conn, owner, now, [row])
+                    statuses.append(status)
+                    if when is not None and (wake is None or when < wake):
+                        wake = when
+        self._wake_from_loop(wake)
+        return statuses
+
+    @staticmethod
+    async def _settle_rows(
+        db: Any, owner: str, now: datetime, rows: list[tuple[Any, ...]]
+    ) -> tuple[list[SettleStatus], datetime | None]:
+        columns = [list(column) for column in zip(*rows)]
+        records = await db.fetch(SQL_SETTLE, owner, now, *columns)
+        statuses: list[SettleStatus] = [SettleStatus.LEASE_LOST] * len(rows)
+        wake = None
+        for ord_, status, when in records:
+            statuses[ord_ - 1] = SettleStatus(status)
+            if when is not None and (wake is None or when < wake):
+                wake = when
+        return statuses, wake
+
+    async def release_expired(self) -> ExpiredLeases:
+        now = self.now()
+        return await self._run(self._release_expired_in_loop, now)
+
+    async def _release_expired_in_loop(self, now: datetime) -> ExpiredLeases:
+        records = await self._fetch(SQL_RELEASE_EXPIRED, now, EXPIRED_ERROR)
+        released = [r[0] for r in records if r[1] == "pending"]
+        dead = [r[0] for r in records if r[1] == "dead"]
+        if released:
+            self._wake_from_loop(now)
+        return ExpiredLeases(released=released, dead=dead)
+
+    # --- managing jobs --------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job:
+        row = await self._run(self._fetchrow, SQL_GET_JOB, _check_ids([job_id], "job_id")[0])
+        if row is None:
+            raise NotFound(f"Job {job_id} does not exist")
+        return _job(row)
+
+    async def cancel(self, job_id: int) -> Job:
+        _check_ids([job_id], "job_id")
+        return await self._run(self._cancel_in_loop, job_id, self.now())
+
+    async def _cancel_in_loop(self, job_id: int, now: datetime) -> Job:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(SQL_GET_JOB_FOR_UPDATE, job_id)
+            return await self._cancel_locked(conn, job_id, row, now)
+
+    @staticmethod
+    async def _cancel_locked(conn: Any, job_id: int, row: Any, now: datetime) -> Job:
+        if row is None:
+            raise NotFound(f"Job {job_id} does not exist")
+        state = row["state"]
+        if state == "cancelled":
+            return _job(row)
+        if state != "pending":
+            why = (
+                "it is running and cannot be unsent"
+                if state == "processing"
+                else "it has already finished"
+            )
+            raise InvalidTransition(
+                f"Job {job_id} is {state}: only a pending job can be cancelled ({why})",
+                job_id=job_id,
+                state=state,
+            )
+        updated = await conn.fetchrow(
+            f"UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1 "
+            f"RETURNING {_JOB_COLS}",
+            job_id,
+            now,
+        )
+        return _job(updated)
+
+    async def reschedule(self, job_id: int, run_at: datetime) -> Job:
+        _check_ids([job_id], "job_id")
+        return await self._run(self._reschedule_in_loop, job_id, as_utc(run_at))
+
+    async def _reschedule_in_loop(self, job_id: int, run_at: datetime) -> Job:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(SQL_GET_JOB_FOR_UPDATE, job_id)
+            if row is None:
+                raise NotFound(f"Job {job_id} does not exist")
+            if row["state"] != "pending":
+                raise InvalidTransition(
+                    f"Job {job_id} is {row['state']}: only a pending job can be rescheduled",
+                    job_id=job_id,
+                    state=row["state"],
+                )
+            updated = await conn.fetchrow(
+                f"UPDATE jobs SET run_at = $2 WHERE id = $1 RETURNING {_JOB_COLS}", job_id, run_at
+            )
+        self._wake_from_loop(run_at)
+        return _job(updated)
+
+    async def redrive(self, job_ids: Sequence[int]) -> list[int]:
+        ids = _check_ids(job_ids)
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._run(self._redrive_in_loop, ids, self.now())
+
+    async def _redrive_in_loop(self, ids: list[int], now: datetime) -> list[int]:
+        try:
+            records = await self._fetch(SQL_REDRIVE, ids, now)
+        except asyncpg.UniqueViolationError:
+            # A live job took a dead job's dedupe key meanwhile: redrive one by one, skipping it.
+            records = []
+            for job_id in ids:
+                with contextlib.suppress(asyncpg.UniqueViolationError):
+                    records += await self._fetch(SQL_REDRIVE, [job_id], now)
+        done = {r[0] for r in records}
+        if done:
+            self._wake_from_loop(now)
+        return [job_id for job_id in dict.fromkeys(ids) if job_id in done]
+
+    async def purge(self, finished_before: datetime) -> int:
+        status = await self._run(self._execute, SQL_PURGE, as_utc(finished_before))
+        return int(status.split()[-1])
+
+    # --- reading --------------------------------------------------------------------------
+
+    async def counts(self) -> list[QueueCount]:
+        records = await self._run(
+            self._fetch,
+            "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state",
+        )
+        return [QueueCount(r[0], _STATES[r[1]], r[2]) for r in records]
+
+    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+        if queues is None:
+            return await self._run(
+                self._fetchval, "SELECT min(run_at) FROM jobs WHERE state = 'pending'"
+            )
+        return await self._run(
+            self._fetchval,
+            "SELECT min(run_at) FROM jobs WHERE state = 'pending' AND queue = ANY($1::text[])",
+            [str(q) for q in queues],
+        )
+
+    async def attempts(self, job_id: int) -> list[Attempt]:
+        _check_ids([job_id], "job_id")
+        return await self._run(self._attempts_in_loop, job_id)
+
+    async def _attempts_in_loop(self, job_id: int) -> list[Attempt]:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+            job = await conn.fetchrow(
+                "SELECT state, attempt, owner, started_at, finished_at FROM jobs WHERE id = $1",
+                job_id,
+            )
+            if job is None:
+                raise NotFound(f"Job {job_id} does not exist")
+            history = await conn.fetch(
+                "SELECT attempt, owner, started_at, finished_at, outcome, error "
+                "FROM job_attempts WHERE job_id = $1 ORDER BY id",
+                job_id,
+            )
+        attempts = [
+            Attempt(job_id, r[0], r[1], r[2], r[3], _OUTCOMES[r[4]], r[5]) for r in history
+        ]
+        state = job["state"]
+        if state == "processing":
+            attempts.append(
+                Attempt(job_id, job["attempt"], job["owner"], job["started_at"], None,
+                        AttemptOutcome.RUNNING)  # fmt: skip
+            )
+        elif state == "completed" and job["attempt"] > 0:
+            attempts.append(
+                Attempt(job_id, job["attempt"], job["owner"], job["started_at"],
+                        job["finished_at"], AttemptOutcome.COMPLETED)  # fmt: skip
+            )
+        return attempts
+
+    def wakeups(self) -> AsyncIterator[datetime]:
+        return _Wakeups(self)
+
+    # --- users and API tokens --------------------------------------------------------------
+
+    async def create_user(self, user: NewUser) -> User:
+        user = validated(user)
+        return await self._run(self._create_user_in_loop, user, self.now())
+
+    async def _create_user_in_loop(self, user: NewUser, now: datetime) -> User:
+        try:
+            row = await self._fetchrow(
+                f"INSERT INTO users (name, tier, role, created_at) VALUES ($1, $2, $3, $4) "
+                f"RETURNING {_USER_COLS}",
+                user.name,
+                user.tier.value,
+                user.role.value,
+                now,
+            )
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict(f"User name {user.name!r} is taken; choose another") from exc
+        return _user(row)
+
+    async def _one(self, sql: str, args: Sequence[Any], convert: Callable[[Any], T],
+                   missing: str) -> T:  # fmt: skip
+        row = await self._run(self._fetchrow, sql, *args)
+        if row is None:
+            raise NotFound(missing)
+        return convert(row)
+
+    async def get_user(self, user_id: int) -> User:
+        _check_ids([user_id], "user_id")
+        return await self._one(f"SELECT {_USER_COLS} FROM users WHERE id = $1", [user_id], _user,
+                               f"User {user_id} does not exist")  # fmt: skip
+
+    async def get_user_by_name(self, name: str) -> User:
+        return await self._one(f"SELECT {_USER_COLS} FROM users WHERE name = $1", [str(name)],
+                               _user, f"User {name!r} does not exist")  # fmt: skip
+
+    async def list_users(self) -> list[User]:
+        records = await self._run(self._fetch, f"SELECT {_USER_COLS} FROM users ORDER BY id")
+        return [_user(r) for r in records]
+
+    async def set_tier(self, user_id: int, tier: Tier) -> User:
+        _check_ids([user_id], "user_id")
+        if not isinstance(tier, Tier):
+            try:
+                tier = Tier(tier)
+            except ValueError as exc:
+                allowed = ", ".join(t.value for t in Tier)
+                raise ValidationError(f"Unknown tier {tier!r}; use one of {allowed}",
+                                      field="tier") from exc  # fmt: skip
+        return await self._one(
+            f"UPDATE users SET tier = $2 WHERE id = $1 RETURNING {_USER_COLS}",
+            [user_id, tier.value], _user, f"User {user_id} does not exist",
+        )  # fmt: skip
+
+    async def create_token(self, user_id: int, name: str, token_hash: str) -> ApiToken:
+        _check_ids([user_id], "user_id")
+        _check_name(name, "name")
+        _check_token_hash(token_hash)
+        return await self._run(self._create_token_in_loop, user_id, name, token_hash, self.now())
+
+    async def _create_token_in_loop(self, user_id: int, name: str, token_hash: str,
+                                    now: datetime) -> ApiToken:  # fmt: skip
+        try:
+            row = await self._fetchrow(
+                f"INSERT INTO api_tokens (user_id, name, token_hash, created_at) "
+                f"VALUES ($1, $2, $3, $4) RETURNING {_TOKEN_COLS}",
+                user_id, name, token_hash, now,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError as exc:
+            raise Conflict("A token with this hash already exists") from exc
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"User {user_id} does not exist") from exc
+        return _token(row)
+
+    async def revoke_token(self, token_id: int) -> ApiToken:
+        _check_ids([token_id], "token_id")
+        return await self._one(
+            f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, $2) WHERE id = $1 "
+            f"RETURNING {_TOKEN_COLS}",
+            [token_id, self.now()], _token, f"Token {token_id} does not exist",
+        )  # fmt: skip
+
+    async def list_tokens(self, user_id: int) -> list[ApiToken]:
+        _check_ids([user_id], "user_id")
+        records = await self._run(
+            self._fetch,
+            f"SELECT {_TOKEN_COLS} FROM api_tokens WHERE user_id = $1 ORDER BY id", user_id,
+        )  # fmt: skip
+        return [_token(r) for r in records]
+
+    async def user_for_token(self, token_hash: str) -> User | None:
+        if not isinstance(token_hash, str):
+            raise ValidationError("token_hash must be a string", field="token_hash")
+        row = await self._run(
+            self._fetchrow,
+            "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
+            "JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+            token_hash,
+        )
+        return None if row is None else _user(row)
+
+    # --- Reddit accounts -------------------------------------------------------------------
+
+    async def create_account(self, account: NewAccount) -> Account:
+        account = validated(account)
+        return await self._run(self._create_account_in_loop, account, self.now())
+
+    async def _create_account_in_loop(self, account: NewAccount, now: datetime) -> Account:
+        try:
+            row = await self._fetchrow(
+                f"""INSERT INTO accounts (user_id, reddit_username, refresh_token_encrypted,
+                                          scopes, needs_relink, created_at)
+                    VALUES ($1, $2, $3, $4, false, $5)
+                    ON CONFLICT (user_id, reddit_username) DO UPDATE
+                    SET refresh_token_encrypted = EXCLUDED.refresh_token_encrypted,
+                        scopes = EXCLUDED.scopes, needs_relink = false
+                    RETURNING {_ACCOUNT_COLS}""",
+                account.user_id, account.reddit_username, account.refresh_token_encrypted,
+                account.scopes, now,
+            )  # fmt: skip
+        except asyncpg.ForeignKeyViolationError as exc:
+            raise NotFound(f"User {account.user_id} does not exist") from exc
+        return _account(row)
+
+    async def get_account(self, account_id: int) -> Account:
+        _check_ids([account_id], "account_id")
+        return await self._one(f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = $1",
+                               [account_id], _account,
+                               f"Account {account_id} does not exist")  # fmt: skip
+
+    async def list_accounts(self, user_id: int) -> list[Account]:
+        _check_ids([user_id], "user_id")
+        records = await self._run(
+            self._fetch, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE user_id = $1 ORDER BY id",
+            user_id,
+        )  # fmt: skip
+        return [_account(r) for r in records]
+
+    async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
+        _check_ids([account_id], "account_id")
+        if not isinstance(refresh_token_encrypted, bytes):
+            raise ValidationError("refresh_token_encrypted must be bytes",
+                                  field="refresh_token_encrypted")  # fmt: skip
+        return await self._one(
+            f"UPDATE accounts SET refresh_token_encrypted = $2, needs_relink = false "
+            f"WHERE id = $1 RETURNING {_ACCOUNT_COLS}",
+            [account_id, refresh_token_encrypted], _account,
+            f"Account {account_id} does not exist",
+        )  # fmt: skip
+
+    async def set_needs_relink(self, account_id: int, needs_relink: bool) -> Account:
+        _check_ids([account_id], "account_id")
+        return await self._one(
+            f"UPDATE accounts SET needs_relink = $2 WHERE id = $1 RETURNING {_ACCOUNT_COLS}",
+            [account_id, bool(needs_relink)], _account, f"Account {account_id} does not exist",
+        )  # fmt: skip
+
+    # --- posts -----------------------------------------------------------------------------
+
+    async def create_posts(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
+        posts = [validated(post) for post in posts]
+        if type(max_attempts) is not int or not 1 <= max_attempts <= 1000:
+            raise ValidationError("max_attempts must be an integer from 1 to 1000",
+                                  field="max_attempts")  # fmt: skip
+        if not posts:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._run(self._create_posts_in_loop, posts, max_attempts, self.now())
+
+    async def _create_posts_in_loop(
+        self, posts: list[NewPost], max_attempts: int, now: datetime
+    ) -> list[Post]:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            owners = dict(
+                await conn.fetch(
+                    "SELECT id, user_id FROM accounts WHERE id = ANY($1::bigint[])",
+                    list({post.account_id for post in posts}),
+                )
+            )
+            for post in posts:
+                if owners.get(post.account_id) != post.user_id:
+                    raise NotFound(
+                        f"Account {post.account_id} does not exist or does not belong to user "
+                        f"{post.user_id}"
+                    )
+            post_ids = [
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT nextval('posts_id_seq'::regclass) FROM generate_series(1, $1)",
+                    len(posts),
+                )
+            ]
+            scheduled = [as_utc(post.scheduled_for) for post in posts]
+            rows = [
+                (POST_QUEUE, POST_JOB_KIND, msgspec.json.encode({"post_id": post_id}), 0, when,
+                 max_attempts, None, now)  # fmt: skip
+                for post_id, when in zip(post_ids, scheduled)
+            ]
+            jobs = await self._insert_jobs(rows, conn)
+            contents = [_json(post.content) for post in posts]
+            recurrences = [
+                None if post.recurrence is None else _json(post.recurrence) for post in posts
+            ]
+            await conn.execute(
+                """INSERT INTO posts (id, user_id, account_id, job_id, scheduled_for, created_at,
+                                      updated_at, subreddit, title, content, recurrence)
+                   SELECT id, user_id, account_id, job_id, scheduled_for, $6, $6, subreddit,
+                          title, content::jsonb, recurrence::jsonb
+                   FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                               $5::timestamptz[], $7::text[], $8::text[], $9::text[],
+                               $10::text[])
+                        AS t(id, user_id, account_id, job_id, scheduled_for, subreddit, title,
+                             content, recurrence)""",
+                post_ids,
+                [post.user_id for post in posts],
+                [post.account_id for post in posts],
+                [job.job_id for job in jobs],
+                scheduled,
+                now,
+                [post.content.subreddit for post in posts],
+                [post.content.title for post in posts],
+                contents,
+                recurrences,
+            )
+        return [
+            Post(
+                id=post_id,
+                user_id=post.user_id,
+                account_id=post.account_id,
+                content=post.content,
+                scheduled_for=when,
+                status=PostStatus.SCHEDULED,
+                job_id=job.job_id,
+                reddit_id=None,
+                reddit_url=None,
+                error=None,
+                recurrence=post.recurrence,
+                created_at=now,
+                updated_at=now,
+            )
+            for post_id, post, when, job in zip(post_ids, posts, scheduled, jobs)
+        ]
+
+    async def get_post(self, post_id: int, user_id: int | None = None) -> Post:
+        _check_ids([post_id], "post_id")
+        if user_id is None:
+            return await self._one(f"{_POST_SELECT} WHERE p.id = $1", [post_id], _post,
+                                   f"Post {post_id} does not exist")  # fmt: skip
+        _check_ids([user_id], "user_id")
+        return await self._one(f"{_POST_SELECT} WHERE p.id = $1 AND p.user_id = $2",
+                               [post_id, user_id], _post,
+                               f"Post {post_id} does not exist")  # fmt: skip
+
+    async def get_post_by_job(self, job_id: int) -> Post:
+        _check_ids([job_id], "job_id")
+        return await self._one(f"{_POST_SELECT} WHERE p.job_id = $1", [job_id], _post,
+                               f"No post belongs to job {job_id}")  # fmt: skip
+
+    async def list_posts(
+        self,
+        user_id: int,
+        *,
+        status: PostStatus | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PostPage:
+        _check_ids([user_id], "user_id")
+        if type(limit) is not int or not 1 <= limit <= 500:
+            raise ValidationError(f"limit must be from 1 to 500, got {limit!r}", field="limit")
+        conditions = ["p.user_id = $1"]
+        args: list[Any] = [user_id]
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if status is not None:
+            if not isinstance(status, PostStatus):
+                try:
+                    status = PostStatus(status)
+                except ValueError as exc:
+                    raise ValidationError(f"Unknown post status {status!r}",
+                                          field="status") from exc  # fmt: skip
+            conditions.append(f"j.state = {arg(JOB_STATE_OF_POST_STATUS[status].value)}")
+        if scheduled_from is not None:
+            conditions.append(f"p.scheduled_for >= {arg(as_utc(scheduled_from))}")
+        if scheduled_to is not None:
+            conditions.append(f"p.scheduled_for < {arg(as_utc(scheduled_to))}")
+        if cursor is not None:
+            after_time, after_id = _decode_cursor(cursor)
+            conditions.append(f"(p.scheduled_for, p.id) > ({arg(after_time)}, {arg(after_id)})")
+        sql = (
+            f"{_POST_SELECT} WHERE {' AND '.join(conditions)} "
+            f"ORDER BY p.scheduled_for, p.id LIMIT {arg(limit + 1)}"
+        )
+        records = await self._run(self._fetch, sql, *args)
+        posts = [_post(r) for r in records[:limit]]
+        next_cursor = None
+        if len(records) > limit:
+            last = posts[-1]
+            next_cursor = _encode_cursor(last.scheduled_for, last.id)
+        return PostPage(posts=posts, next_cursor=next_cursor)
+
+    async def find_recent_posts(
+        self, account_id: int, subreddit: str, title: str, since: datetime
+    ) -> list[Post]:
+        _check_ids([account_id], "account_id")
+        records = await self._run(
+            self._fetch,
+            f"""{_POST_SELECT}
+                WHERE p.account_id = $1 AND lower(p.subreddit) = lower($2)
+                  AND lower(p.title) = lower($3)
+                  AND (j.state IN ('pending', 'processing')
+                       OR (j.state = 'completed' AND j.finished_at >= $4))
+                ORDER BY p.id""",
+            account_id, str(subreddit), str(title), as_utc(since),
+        )  # fmt: skip
+        return [_post(r) for r in records]
+
+    async def update_post(
+        self,
+        post_id: int,
+        user_id: int,
+        *,
+        content: PostContent | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> Post:
+        _check_ids([post_id], "post_id")
+        _check_ids([user_id], "user_id")
+        if content is not None:
+            content = validated(content)
+        when = None if scheduled_for is None else as_utc(scheduled_for)
+        return await self._run(self._update_post_in_loop, post_id, user_id, content, when,
+                               self.now())  # fmt: skip
+
+    async def _locked_post(self, conn: Any, post_id: int, user_id: int) -> Any:
+        row = await conn.fetchrow(
+            f"{_POST_SELECT} WHERE p.id = $1 AND p.user_id = $2 FOR UPDATE", post_id, user_id
+        )
+        if row is None:
+            raise NotFound(f"Post {post_id} does not exist")
+        return row
+
+    async def _update_post_in_loop(
+        self, post_id: int, user_id: int, content: PostContent | None,
+        scheduled_for: datetime | None, now: datetime,
+    ) -> Post:  # fmt: skip
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._locked_post(conn, post_id, user_id)
+            if row["state"] != "pending":
+                status = POST_STATUS_OF_JOB_STATE[_STATES[row["state"]]].value
+                raise InvalidTransition(
+                    f"Post {post_id} is {status}: only a scheduled post can be edited or "
+                    "rescheduled",
+                    job_id=row["job_id"],
+                    state=row["state"],
+                )
+            if content is not None:
+                await conn.execute(
+                    "UPDATE posts SET content = $2::jsonb, subreddit = $3, title = $4, "
+                    "updated_at = $5 WHERE id = $1",
+                    post_id, _json(content), content.subreddit, content.title, now,
+                )  # fmt: skip
+            if scheduled_for is not None:
+                await conn.execute(
+                    "UPDATE posts SET scheduled_for = $2, updated_at = $3 WHERE id = $1",
+                    post_id, scheduled_for, now,
+                )  # fmt: skip
+                await conn.execute(
+                    "UPDATE jobs SET run_at = $2 WHERE id = $1", row["job_id"], scheduled_for
+                )
+            updated = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
+        self._wake_from_loop(scheduled_for)
+        return _post(updated)
+
+    async def cancel_post(self, post_id: int, user_id: int) -> Post:
+        _check_ids([post_id], "post_id")
+        _check_ids([user_id], "user_id")
+        return await self._run(self._cancel_post_in_loop, post_id, user_id, self.now())
+
+    async def _cancel_post_in_loop(self, post_id: int, user_id: int, now: datetime) -> Post:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await self._locked_post(conn, post_id, user_id)
+            state = row["state"]
+            if state == "cancelled":
+                return _post(row)
+            if state != "pending":
+                status = POST_STATUS_OF_JOB_STATE[_STATES[state]].value
+                raise InvalidTransition(
+                    f"Post {post_id} is {status}: only a scheduled post can be cancelled",
+                    job_id=row["job_id"],
+                    state=state,
+                )
+            await conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1",
+                row["job_id"], now,
+            )  # fmt: skip
+            await conn.execute("UPDATE posts SET updated_at = $2 WHERE id = $1", post_id, now)
+            updated = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
+        return _post(updated)
+
+    async def record_publication(self, post_id: int, reddit_id: str, reddit_url: str) -> Post:
+        _check_ids([post_id], "post_id")
+        for field, value in (("reddit_id", reddit_id), ("reddit_url", reddit_url)):
+            if not isinstance(value, str) or not value or len(value) > 2000:
+                raise ValidationError(f"{field} must be a non-empty string", field=field)
+        return await self._run(self._record_publication_in_loop, post_id, reddit_id, reddit_url,
+                               self.now())  # fmt: skip
+
+    async def _record_publication_in_loop(
+        self, post_id: int, reddit_id: str, reddit_url: str, now: datetime
+    ) -> Post:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            current = await conn.fetchrow(
+                "SELECT reddit_id FROM posts WHERE id = $1 FOR UPDATE", post_id
+            )
+            if current is None:
+                raise NotFound(f"Post {post_id} does not exist")
+            if current[0] is None:
+                await conn.execute(
+                    "UPDATE posts SET reddit_id = $2, reddit_url = $3, updated_at = $4 "
+                    "WHERE id = $1",
+                    post_id, reddit_id, reddit_url, now,
+                )  # fmt: skip
+            elif current[0] != reddit_id:
+                raise InvalidTransition(
+                    f"Post {post_id} is already recorded as Reddit post {current[0]!r}, "
+                    f"not {reddit_id!r}"
+                )
+            row = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
+        return _post(row)
+
+
+# --- cursors ---------------------------------------------------------------------------------------
+
+
+def _encode_cursor(scheduled_for: datetime, post_id: int) -> str:
+    micros = (scheduled_for - EPOCH) // timedelta(microseconds=1)
+    return base64.urlsafe_b64encode(f"{micros}:{post_id}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, int]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        micros, post_id = base64.urlsafe_b64decode(padded.encode()).decode().split(":")
+        return EPOCH + timedelta(microseconds=int(micros)), int(post_id)
+    except (ValueError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError,
+            OverflowError) as exc:  # fmt: skip
+        raise ValidationError(
+            "Malformed cursor: pass the next_cursor of the previous page unchanged",
+            field="cursor",
+        ) from exc
+
+
+# --- module helpers ------------------------------------------------------------------------------
+
+
+async def migrate(conn: asyncpg.Connection) -> int:
+    """Create or upgrade the schema to :data:`SCHEMA_VERSION`; return the version found before.
+
+    Runs in one transaction under a transaction-level advisory lock, so processes starting at
+    once apply each migration exactly once. Raises SchemaError for a newer schema.
+    """
+    async with conn.transaction():
+        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS thotto_schema ("
+            " id integer PRIMARY KEY CHECK (id = 1),"
+            " version integer NOT NULL,"
+            " migrated_at timestamptz NOT NULL DEFAULT now())"
+        )
+        found = await conn.fetchval("SELECT version FROM thotto_schema WHERE id = 1") or 0
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"The database schema is version {found}, newer than this Thotto understands "
+                f"(version {SCHEMA_VERSION}); upgrade Thotto or use another database"
+            )
+        for version in range(found + 1, SCHEMA_VERSION + 1):
+            script = (SQL_DIR / MIGRATIONS[version]).read_text()
+            try:
+                await conn.execute(script)
+            except asyncpg.PostgresError as exc:
+                raise SchemaError(f"Migration to schema version {version} failed: {exc}") from exc
+        if found < SCHEMA_VERSION:
+            await conn.execute(
+                "INSERT INTO thotto_schema (id, version) VALUES (1, $1) "
+                "ON CONFLICT (id) DO UPDATE SET version = EXCLUDED.version, migrated_at = now()",
+                SCHEMA_VERSION,
+            )
+    return found
+
+
+async def _wait_closed(conn: asyncpg.Connection, ping_every: float = 10.0) -> None:
+    """Loop thread: return when ``conn`` closes; ping it now and then to notice a dead peer."""
+    closed = asyncio.get_running_loop().create_future()
+
+    def on_close(_conn: Any) -> None:
+        if not closed.done():
+            closed.set_result(None)
+
+    conn.add_termination_listener(on_close)
+    try:
+        while not closed.done() and not conn.is_closed():
+            try:
+                await asyncio.wait_for(asyncio.shield(closed), ping_every)
+            except asyncio.TimeoutError:
+                await conn.execute("SELECT 1", timeout=5)
+    finally:
+        conn.remove_termination_listener(on_close)
+
+
+async def _close_pool(pool: asyncpg.Pool) -> None:
+    try:
+        await asyncio.wait_for(pool.close(), 5)
+    except BaseException:
+        pool.terminate()
+        raise
+
+
+@contextlib.asynccontextmanager
+async def open_postgres_store(
+    dsn: str,
+    *,
+    clock: Clock = utcnow,
+    sidecar: Sidecar | None = None,
+    pool_size: int = 10,
+) -> AsyncIterator[PostgresStore]:
+    """Open the Postgres store at ``dsn`` (``postgresql://user@host:port/dbname``).
+
+    Creates or migrates the schema, opens an asyncpg pool of up to ``pool_size`` connections and
+    a LISTEN connection, on ``sidecar`` if given (shared, e.g. with the Redis client) or on a
+    sidecar of its own. On exit (also by cancellation) everything it opened is closed.
+    StoreUnavailable if the server cannot be reached; SchemaError if its schema is too new.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        if sidecar is None:
+            sidecar = await stack.enter_async_context(open_sidecar("thotto-postgres"))
+        store = PostgresStore(dsn, sidecar=sidecar, clock=clock, pool_size=pool_size)
+        try:
+            await store._open()
+            yield store
+        finally:
+            await store.aclose()
+
+
+__all__ = ["PostgresStore", "open_postgres_store", "migrate", "SCHEMA_VERSION", "describe_dsn"]
