@@ -1,0 +1,1574 @@
+"""The SQLite store: the embedded default (DESIGN §4).
+
+Layout of the adapter, top to bottom:
+
+* **Times**: INTEGER microseconds since the epoch (UTC) in the database; aware UTC datetimes out.
+* **The writer**: one thread owns the one read-write ``sqlite3`` connection and applies *group
+  commit*: it drains every queued request into one transaction and wakes all their callers with one
+  ``run_sync_soon``. A request is a plain function of the connection.
+* **The readers**: a small pool of read-only connections used through ``trio.to_thread``; WAL lets
+  them read while the writer writes, and reads never wait behind a group commit.
+* **The lock**: one process per file (``fcntl.flock`` on ``<path>.lock``); a second open in the same
+  process is refused too.
+* **Schema**: ``sql/sqlite_0001_schema.sql`` and the ones after it are the migrations, applied in
+  order in one transaction on open; ``PRAGMA user_version`` holds the version reached.
+* **SqliteStore**: each Store method validates its input on the Trio side, then runs one function
+  of the connection on the writer or a reader.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import importlib.resources
+import itertools
+import logging
+import os
+import queue
+import sqlite3
+import threading
+import urllib.parse
+import weakref
+from collections.abc import AsyncIterator, Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+import outcome
+import trio
+
+from thotto.errors import (
+    ConfigError,
+    Conflict,
+    InvalidTransition,
+    NotFound,
+    SchemaError,
+    StoreError,
+    StoreLocked,
+    StoreUnavailable,
+    ThottoError,
+    ValidationError,
+)
+from thotto.messages import (
+    POST_STATUS_OF_JOB_STATE,
+    UTC,
+    Account,
+    ApiToken,
+    Attempt,
+    AttemptOutcome,
+    Completed,
+    Dead,
+    Deferred,
+    EnqueueResult,
+    ExpiredLeases,
+    Job,
+    JobState,
+    NewAccount,
+    NewJob,
+    NewPost,
+    NewUser,
+    Outcome,
+    Post,
+    PostContent,
+    PostPage,
+    PostStatus,
+    QueueCount,
+    Recurrence,
+    Released,
+    Retry,
+    SettleResult,
+    SettleStatus,
+    Tier,
+    User,
+    Role,
+    Name,
+    TokenHash,
+    utcnow,
+    validated,
+    validated_jobs,
+)
+from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, Store
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
+MIGRATIONS = ("sqlite_0001_schema.sql",)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+BUSY_TIMEOUT_MS = 5_000
+READERS = 4  # read-only connections; 2 cores here, so more only adds contention for the GIL
+WRITER_PRAGMAS = (
+    "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: durable across crashes of the process
+    f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}",
+    "PRAGMA cache_size = -65536",  # 64 MiB of page cache: the claim index and hot rows stay in it
+    "PRAGMA temp_store = MEMORY",
+)
+
+# --- times --------------------------------------------------------------------------------------
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_US = timedelta(microseconds=1)
+
+
+def _us(value: Any, field: str) -> int:
+    """Microseconds since the epoch of an aware datetime; anything else is a ValidationError."""
+    if not isinstance(value, datetime):
+        raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}", field)
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValidationError(
+            f"{field} {value.isoformat()} has no time zone; give an offset, "
+            "e.g. 2026-01-01T09:00:00+00:00",
+            field,
+        )
+    return (value - EPOCH) // ONE_US
+
+
+def _dt(us: int) -> datetime:
+    """The aware UTC datetime of a stored microsecond count."""
+    return EPOCH + ONE_US * us
+
+
+class _Times(dict):
+    """Stored times → datetimes, converted once per batch (rows of a batch share many times)."""
+
+    def __init__(self) -> None:
+        super().__init__({None: None})
+
+    def __missing__(self, us: int) -> datetime:
+        value = self[us] = EPOCH + ONE_US * us
+        return value
+
+
+# --- validation ----------------------------------------------------------------------------------
+
+Owner = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+PositiveId = Annotated[int, msgspec.Meta(ge=1)]
+ClaimLimit = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)]
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+_OUTCOME_TYPES = (Completed, Retry, Dead, Deferred, Released)
+
+
+def _check(value: Any, type_: Any, field: str) -> Any:
+    """``value`` converted to ``type_`` (with its constraints), or a ValidationError."""
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"{field}: {exc}", field) from exc
+
+
+def _check_struct(value: Any, type_: type[T], field: str) -> T:
+    if not isinstance(value, type_):
+        raise ValidationError(f"{field} must be a {type_.__name__}, got {type(value).__name__}", field)
+    return validated(value)
+
+
+def _check_bytes(value: Any, field: str) -> bytes:
+    # msgspec.convert would accept a str here, as base64: refuse it instead
+    if type(value) is not bytes:
+        raise ValidationError(f"{field} must be bytes, got {type(value).__name__}", field)
+    return value
+
+
+def _check_ids(ids: Sequence[int], field: str) -> list[int]:
+    return _check(list(ids), list[PositiveId], field)
+
+
+def _check_outcome(item: Any) -> Outcome:
+    """One settle outcome, validated; ``Completed`` and ``Released`` only carry two ints."""
+    kind = type(item)
+    if kind is Completed or kind is Released:
+        if type(item.job_id) is int and type(item.attempt) is int:
+            return item
+    elif kind not in _OUTCOME_TYPES:
+        raise ValidationError(
+            f"Expected an outcome (Completed, Retry, Dead, Deferred or Released), got {kind.__name__}"
+        )
+    return validated(item)
+
+
+def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
+    return None if queues is None else _check(list(queues), list[Name], "queues")
+
+
+# --- errors --------------------------------------------------------------------------------------
+
+#: SQLite result codes meaning "the database cannot be used right now" (retrying may help).
+_UNAVAILABLE = {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_CANTOPEN", "SQLITE_FULL",
+                "SQLITE_PROTOCOL", "SQLITE_READONLY", "SQLITE_NOMEM"}
+
+
+def _wrap(exc: sqlite3.Error) -> StoreError:
+    """A Thotto error for a driver error, with the driver error as its cause."""
+    name = getattr(exc, "sqlite_errorname", None) or type(exc).__name__
+    primary = "_".join(name.split("_")[:2])
+    error_type = StoreUnavailable if primary in _UNAVAILABLE else StoreError
+    error = error_type(f"SQLite failed ({name}): {exc}")
+    error.__cause__ = exc
+    return error
+
+
+def _as_reply_error(exc: BaseException) -> BaseException:
+    return _wrap(exc) if isinstance(exc, sqlite3.Error) else exc
+
+
+def _not_found(what: str, record_id: Any) -> NotFound:
+    return NotFound(f"No {what} with id {record_id}")
+
+
+# --- SQL -----------------------------------------------------------------------------------------
+
+JOB_COLUMNS = (
+    "id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, dedupe_key, "
+    "lease_owner, lease_until, created_at, finished_at, last_error"
+)
+INSERT_COLUMNS = "queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at"
+INSERT_JOB = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+INSERT_JOB_DEDUPED = f"{INSERT_JOB} ON CONFLICT DO NOTHING"
+LIVE_JOB_BY_KEY = (
+    "SELECT id, run_at FROM jobs WHERE queue = ? AND dedupe_key = ? "
+    "AND dedupe_key IS NOT NULL AND state IN ('pending', 'processing')"
+)
+#: Rows per multi-row INSERT: far fewer calls than executemany, which costs ~5 µs a row here.
+INSERT_CHUNKS = (256, 64, 16, 4, 1)
+
+SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+CLAIM = (
+    "UPDATE jobs SET state = 'processing', lease_owner = ?, lease_until = ?, "
+    "attempt = attempt + 1, started_at = ? "
+    "WHERE id IN (SELECT id FROM jobs WHERE state = 'pending' AND run_at <= ? {queues}"
+    "ORDER BY run_at, priority DESC, id LIMIT ?) "
+    "RETURNING id, queue, kind, payload, priority, run_at, attempt, max_attempts, dedupe_key, "
+    "created_at, last_error"
+)
+HEARTBEAT = (
+    "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) "
+    "AND state = 'processing' AND lease_owner = ? RETURNING id"
+)
+COMPLETE = (
+    "UPDATE jobs SET state = 'completed', finished_at = ?, lease_until = NULL "
+    "WHERE id = ? AND state = 'processing' AND lease_owner = ? AND attempt = ?"
+)
+HELD_JOB = "SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = ?"
+TO_DEAD = (
+    "UPDATE jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ? "
+    "WHERE id = ?"
+)
+TO_PENDING = (
+    "UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - ?, lease_owner = NULL, "
+    "lease_until = NULL, last_error = coalesce(?, last_error) WHERE id = ?"
+)
+INSERT_ATTEMPT = (
+    "INSERT INTO attempts (job_id, attempt, owner, started_at, finished_at, outcome, error) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+ATTEMPT_RECORDED = (
+    "SELECT 1 FROM attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN ({})"
+)
+EXPIRED = (
+    "SELECT id, attempt, max_attempts, lease_owner, started_at FROM jobs "
+    "WHERE state = 'processing' AND lease_until < ?"
+)
+CANCEL_JOB = (
+    f"UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}"
+)
+RESCHEDULE_JOB = f"UPDATE jobs SET run_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}"
+REDRIVE_JOB = (
+    "UPDATE jobs SET state = 'pending', run_at = ?, attempt = 0, lease_owner = NULL, "
+    "lease_until = NULL, started_at = NULL, finished_at = NULL WHERE id = ? AND state = 'dead'"
+)
+FINISHED_BEFORE = (
+    "SELECT id FROM jobs WHERE finished_at < ? AND state IN ('completed', 'dead', 'cancelled')"
+)
+PURGE = (
+    f"DELETE FROM attempts WHERE job_id IN ({FINISHED_BEFORE})",
+    f"DELETE FROM posts WHERE job_id IN ({FINISHED_BEFORE})",
+    "DELETE FROM jobs WHERE finished_at < ? AND state IN ('completed', 'dead', 'cancelled')",
+)
+COUNTS = "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state"
+NEXT_DUE = (
+    "SELECT run_at FROM jobs WHERE state = 'pending' {queues}ORDER BY run_at, priority DESC LIMIT 1"
+)
+ATTEMPT_HISTORY = (
+    "SELECT attempt, owner, started_at, finished_at, outcome, error FROM attempts "
+    "WHERE job_id = ? ORDER BY id"
+)
+CURRENT_ATTEMPT = "SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id = ?"
+
+USER_COLUMNS = "id, name, tier, role, created_at"
+TOKEN_COLUMNS = "id, user_id, name, created_at, revoked_at"
+ACCOUNT_COLUMNS = (
+    "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
+)
+USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
+USER_BY_TOKEN = (
+    "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
+    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL"
+)
+LINK_ACCOUNT = (
+    "INSERT INTO accounts (user_id, reddit_username, refresh_token_encrypted, scopes, "
+    "needs_relink, created_at) VALUES (?, ?, ?, ?, 0, ?) "
+    "ON CONFLICT (user_id, reddit_username) DO UPDATE SET "
+    "refresh_token_encrypted = excluded.refresh_token_encrypted, scopes = excluded.scopes, "
+    f"needs_relink = 0 RETURNING {ACCOUNT_COLUMNS}"
+)
+
+POST_SELECT = (
+    "SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id, "
+    "p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at "
+    "FROM posts p JOIN jobs j ON j.id = p.job_id"
+)
+INSERT_POST = (
+    "INSERT INTO posts (user_id, account_id, job_id, subreddit, title_key, content, "
+    "scheduled_for, recurrence, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+RECENT_POSTS = (
+    f"{POST_SELECT} WHERE p.account_id = ? AND p.title_key = ? AND p.subreddit = ? "
+    "AND (j.state IN ('pending', 'processing') OR (j.state = 'completed' AND j.finished_at >= ?)) "
+    "ORDER BY p.id"
+)
+
+
+def _placeholders(count: int) -> str:
+    return ", ".join("?" * count)
+
+
+def _queue_filter(queues: list[str] | None) -> str:
+    return "" if queues is None else f"AND queue IN ({_placeholders(len(queues))}) "
+
+
+_INSERT_SQL = {
+    size: f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES "
+    + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * size)
+    for size in INSERT_CHUNKS
+}
+
+
+def _load_sql(name: str) -> str:
+    return importlib.resources.files("thotto.store").joinpath("sql", name).read_text("utf-8")
+
+
+# --- rows → records ------------------------------------------------------------------------------
+
+_STATES = {state.value: state for state in JobState}
+_OUTCOMES = {item.value: item for item in AttemptOutcome}
+_TIERS = {tier.value: tier for tier in Tier}
+_ROLES = {role.value: role for role in Role}
+_CONTENT = msgspec.json.Decoder(PostContent)
+_RECURRENCE = msgspec.json.Decoder(Recurrence)
+_ENCODE = msgspec.json.Encoder().encode
+
+
+def _job(row: tuple, times: _Times) -> Job:
+    return Job(
+        row[0], row[1], row[2], row[3], row[4], times[row[5]], _STATES[row[6]], row[7], row[8],
+        row[9], row[10], times[row[11]], times[row[12]], times[row[13]], row[14],
+    )
+
+
+def _user(row: tuple) -> User:
+    return User(row[0], row[1], _TIERS[row[2]], _ROLES[row[3]], _dt(row[4]))
+
+
+def _token(row: tuple) -> ApiToken:
+    return ApiToken(row[0], row[1], row[2], _dt(row[3]), None if row[4] is None else _dt(row[4]))
+
+
+def _account(row: tuple) -> Account:
+    return Account(row[0], row[1], row[2], row[3], row[4], bool(row[5]), _dt(row[6]))
+
+
+def _post(row: tuple, times: _Times) -> Post:
+    status = POST_STATUS_OF_JOB_STATE[_STATES[row[5]]]
+    error = None if status is PostStatus.PUBLISHED else row[9]
+    recurrence = None if row[10] is None else _RECURRENCE.decode(row[10])
+    return Post(
+        row[0], row[1], row[2], _CONTENT.decode(row[3]), times[row[4]], status, row[6], row[7],
+        row[8], error, recurrence, times[row[11]], times[row[12]],
+    )
+
+
+def _one(conn: sqlite3.Connection, sql: str, params: tuple, what: str, record_id: Any) -> tuple:
+    """The one row ``sql`` finds; NotFound when there is none."""
+    row = conn.execute(sql, params).fetchone()
+    if row is None:
+        raise _not_found(what, record_id)
+    return row
+
+
+# --- the process lock ----------------------------------------------------------------------------
+
+_OPEN_IN_THIS_PROCESS: set[str] = set()
+
+
+class _FileLock:
+    """One process per database file: an exclusive ``flock`` on ``<path>.lock``, held until
+    :meth:`release`. A second open of the same file in this process is refused as well."""
+
+    def __init__(self, path: str):
+        self.path = os.path.realpath(path)
+        self.lock_path = self.path + ".lock"
+        if self.path in _OPEN_IN_THIS_PROCESS:
+            raise StoreLocked(
+                f"The SQLite database {path} is already open in this process; open it once and "
+                "share the store (one process, one store per file)"
+            )
+        self._fd = self._acquire(path)
+        _OPEN_IN_THIS_PROCESS.add(self.path)
+
+    def _acquire(self, path: str) -> int:
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreUnavailable(f"Cannot create the lock file {self.lock_path}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise StoreLocked(
+                f"Another process (pid {holder}) is using the SQLite database {path}: it holds "
+                f"{self.lock_path}. Thotto runs one process per SQLite file; stop the other "
+                "process, or use PostgreSQL to run several."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)  # only to name the holder in that message
+        return fd
+
+    def release(self) -> None:
+        """Unlock (idempotent). The lock file stays: deleting it would race with a new opener."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+            _OPEN_IN_THIS_PROCESS.discard(self.path)
+
+
+# --- opening and migrating ------------------------------------------------------------------------
+
+
+def _connect_writer(path: str) -> sqlite3.Connection:
+    """The read-write connection, in WAL mode, migrated to :data:`SCHEMA_VERSION`."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    try:
+        conn = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, cached_statements=256
+        )
+    except sqlite3.Error as exc:
+        raise StoreUnavailable(f"Cannot open the SQLite database {path}: {exc}") from exc
+    try:
+        _prepare(conn, path)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _prepare(conn: sqlite3.Connection, path: str) -> None:
+    try:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        for pragma in WRITER_PRAGMAS:
+            conn.execute(pragma)
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a usable SQLite database: {exc}") from exc
+    if mode.lower() != "wal":
+        raise StoreError(f"Cannot put {path} in WAL mode (journal mode is {mode!r})")
+    _migrate(conn, path)
+
+
+def _migrate(conn: sqlite3.Connection, path: str) -> None:
+    """Apply the migrations this database lacks, all in one transaction."""
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaError(
+            f"The database {path} has schema version {version}, newer than this Thotto "
+            f"understands (up to {SCHEMA_VERSION}): upgrade Thotto, or restore a backup made "
+            "for this version"
+        )
+    if version == SCHEMA_VERSION:
+        return
+    steps = [_load_sql(name) for name in MIGRATIONS[version:]]
+    # executescript commits any open transaction first, so the script brings its own BEGIN.
+    script = "\n".join(["BEGIN IMMEDIATE;", *steps, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;"])
+    try:
+        conn.executescript(script)
+    except sqlite3.Error as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise SchemaError(
+            f"Migrating {path} from schema version {version} to {SCHEMA_VERSION} failed "
+            f"(nothing was changed): {exc}"
+        ) from exc
+
+
+def _connect_reader(uri: str) -> sqlite3.Connection:
+    conn = sqlite3.connect(
+        uri, uri=True, isolation_level=None, check_same_thread=False, cached_statements=128
+    )
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    return conn
+
+
+# --- the writer thread -----------------------------------------------------------------------------
+
+
+class _Request:
+    """One write: ``fn(conn)`` and the Trio task waiting for its result.
+
+    ``task`` is cleared (on the Trio thread) when the caller is cancelled, so the reply is
+    dropped. With ``wakes``, ``fn`` returns ``(result, run_at or None)`` and ``run_at`` feeds the
+    wake-ups once the transaction commits.
+    """
+
+    __slots__ = ("fn", "task", "wakes", "reply", "wake")
+
+    def __init__(self, fn: Callable[[sqlite3.Connection], Any], task: Any, wakes: bool):
+        self.fn = fn
+        self.task = task
+        self.wakes = wakes
+        self.reply: outcome.Outcome | None = None
+        self.wake: datetime | None = None
+
+
+def _stop(conn: sqlite3.Connection) -> None:
+    """The request that stops the writer (it runs last: nothing is queued after it)."""
+
+
+class _Writer:
+    """The one thread that writes, with group commit.
+
+    Each round it takes every queued request and runs them in one ``BEGIN IMMEDIATE`` …
+    ``COMMIT``. Requests run one after another without savepoints first; if one fails, the round
+    is rolled back and run again with a ``SAVEPOINT`` around each request, so the failing one
+    gets its exception and its neighbours still commit. (Failures are rare; a savepoint costs two
+    statements per request on every round.) After the commit, one ``run_sync_soon`` wakes every
+    caller of the round and posts the round's earliest wake-up.
+
+    Cancellation: a cancelled caller stops waiting at once; its write may still commit (Store
+    writes are idempotent) and its reply is dropped. :meth:`stop` runs what is queued, closes
+    the connection and ends the thread.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, on_wake: Callable[[datetime], None]):
+        self._conn = conn
+        self._on_wake = on_wake
+        self._token = trio.lowlevel.current_trio_token()
+        self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="thotto-sqlite-writer", daemon=True)
+        self.closed = False
+        self._thread.start()
+
+    async def call(self, fn: Callable[[sqlite3.Connection], Any], wakes: bool = False) -> Any:
+        """Run ``fn(conn)`` in the next group commit and return its result (or raise)."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self.closed:
+            raise StoreError("The SQLite store is closed")
+        request = _Request(fn, trio.lowlevel.current_task(), wakes)
+        self._queue.put(request)
+
+        def abort(_: Any) -> trio.lowlevel.Abort:
+            request.task = None  # the write may still commit; its reply will be dropped
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        return await trio.lowlevel.wait_task_rescheduled(abort)
+
+    async def stop(self) -> None:
+        """Finish the queued writes, close the connection, end the thread. Call it shielded."""
+        if not self.closed:
+            self.closed = True
+            request = _Request(_stop, trio.lowlevel.current_task(), False)
+            self._queue.put(request)
+            await trio.lowlevel.wait_task_rescheduled(lambda _: trio.lowlevel.Abort.FAILED)
+        await trio.to_thread.run_sync(self._thread.join)
+
+    # -- in the writer thread --
+
+    def _run(self) -> None:
+        running = True
+        while running:
+            group = [self._queue.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    group.append(self._queue.get_nowait())
+            running = group[-1].fn is not _stop
+            work = group if running else group[:-1]
+            try:
+                self._commit(work)
+            except BaseException as exc:  # a bug here must not kill the thread or strand callers
+                log.exception("SQLite writer failed a group of %d requests", len(work))
+                self._fail(work, exc)
+                self._abandon_transaction()
+            if not running:
+                self._close(group[-1])
+            self._reply(group)
+
+    def _abandon_transaction(self) -> None:
+        """Roll back what a failed round left open, so the next round can BEGIN."""
+        with contextlib.suppress(sqlite3.Error):
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+
+    def _close(self, stop: _Request) -> None:
+        try:
+            self._conn.close()
+            stop.reply = outcome.Value(None)
+        except sqlite3.Error as exc:
+            stop.reply = outcome.Error(_wrap(exc))
+
+    def _commit(self, group: list[_Request]) -> None:
+        if not group:
+            return
+        if self._round(group, savepoints=False):
+            return
+        if len(group) == 1:  # its own rollback already isolated it
+            return
+        self._round(group, savepoints=True)
+
+    def _round(self, group: list[_Request], savepoints: bool) -> bool:
+        """Run the group in one transaction. False: a request failed without savepoints and the
+        round was rolled back (run it again with savepoints)."""
+        conn = self._conn
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            self._fail(group, exc)
+            return True
+        for request in group:
+            if not self._apply(conn, request, savepoints):
+                if not conn.in_transaction:  # SQLite rolled everything back itself (I/O, full)
+                    self._fail(group, request.reply.error)
+                    return True
+                if not savepoints:
+                    failed = request.reply
+                    conn.execute("ROLLBACK")
+                    if len(group) == 1:
+                        request.reply = failed
+                        return True
+                    return False
+        return self._finish(conn, group)
+
+    def _apply(self, conn: sqlite3.Connection, request: _Request, savepoint: bool) -> bool:
+        if savepoint:
+            conn.execute("SAVEPOINT request")
+        try:
+            result = request.fn(conn)
+        except BaseException as exc:
+            request.reply = outcome.Error(_as_reply_error(exc))
+            request.wake = None
+            if savepoint and conn.in_transaction:
+                conn.execute("ROLLBACK TO request")
+                conn.execute("RELEASE request")
+            return False
+        if savepoint:
+            conn.execute("RELEASE request")
+        if request.wakes:
+            result, request.wake = result
+        request.reply = outcome.Value(result)
+        return True
+
+    def _finish(self, conn: sqlite3.Connection, group: list[_Request]) -> bool:
+        try:
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._fail(group, exc)
+        return True
+
+    def _fail(self, group: list[_Request], exc: BaseException) -> None:
+        error = _as_reply_error(exc)
+        for request in group:
+            request.reply = outcome.Error(error)
+            request.wake = None
+
+    def _reply(self, group: list[_Request]) -> None:
+        wakes = [request.wake for request in group if request.wake is not None]
+        try:
+            self._token.run_sync_soon(self._deliver, group, min(wakes) if wakes else None)
+        except trio.RunFinishedError:
+            pass  # the Trio run ended: nobody is waiting any more
+
+    # -- back on the Trio thread --
+
+    def _deliver(self, group: list[_Request], wake: datetime | None) -> None:
+        for request in group:
+            task = request.task
+            if task is not None:
+                request.task = None
+                trio.lowlevel.reschedule(task, request.reply)
+        if wake is not None:
+            self._on_wake(wake)
+
+
+# --- the read-only connections ----------------------------------------------------------------------
+
+
+class _Reader:
+    """One read-only connection, opened on first use in a worker thread."""
+
+    def __init__(self, uri: str):
+        self._uri = uri
+        self.conn: sqlite3.Connection | None = None
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` inside one read transaction (one consistent snapshot)."""
+        try:
+            if self.conn is None:
+                self.conn = _connect_reader(self._uri)
+            self.conn.execute("BEGIN")
+            try:
+                return fn(self.conn)
+            finally:
+                self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
+
+
+class _Readers:
+    """A pool of :data:`READERS` read-only connections used via ``trio.to_thread``.
+
+    Cancellation: a cancelled read waits for its query to finish (queries are short) and then
+    raises Cancelled. :meth:`close` closes idle connections; busy ones close when they return.
+    """
+
+    def __init__(self, path: str):
+        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+        self._idle = [_Reader(uri) for _ in range(READERS)]
+        self._limiter = trio.CapacityLimiter(READERS)
+        self.closed = False
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self.closed:
+            raise StoreError("The SQLite store is closed")
+        async with self._limiter:
+            reader = self._idle.pop()
+            try:
+                return await trio.to_thread.run_sync(reader.run, fn)
+            finally:
+                if self.closed:
+                    reader.close()
+                else:
+                    self._idle.append(reader)
+
+    def close(self) -> None:
+        self.closed = True
+        for reader in self._idle:
+            reader.close()
+
+
+# --- wake-ups --------------------------------------------------------------------------------------
+
+
+class _Wakeups:
+    """An open subscription to a store's wake-ups; see :meth:`Store.wakeups`.
+
+    Subscribed from creation (not from the first ``anext``), so nothing is lost in between.
+    Keeps only the earliest pending ``run_at``. Ends (StopAsyncIteration) when closed or when
+    the store closes.
+    """
+
+    def __init__(self, hub: weakref.WeakSet[_Wakeups]):
+        self._hub = hub
+        self._earliest: datetime | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        self._closed = False
+        hub.add(self)
+
+    def __aiter__(self) -> _Wakeups:
+        return self
+
+    async def __anext__(self) -> datetime:
+        if self._earliest is None and not self._closed:
+            while self._earliest is None and not self._closed:
+                await self._lot.park()
+        else:
+            await trio.lowlevel.checkpoint()
+        if self._closed:
+            raise StopAsyncIteration
+        when, self._earliest = self._earliest, None
+        return when
+
+    def post(self, when: datetime) -> None:
+        if self._earliest is None or when < self._earliest:
+            self._earliest = when
+            self._lot.unpark_all()
+
+    async def aclose(self) -> None:
+        """Unsubscribe; a pending ``anext`` ends. Idempotent."""
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        self._closed = True
+        self._hub.discard(self)
+        self._lot.unpark_all()
+
+
+# --- the store -------------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def open_sqlite_store(path: str, *, clock: Clock = utcnow) -> AsyncIterator[SqliteStore]:
+    """Open (creating or migrating) the SQLite database at ``path``; close it on exit.
+
+    Raises StoreLocked when another process (or another store in this process) has the file
+    open, SchemaError when its schema is newer than this code, ConfigError for ``:memory:``.
+    Exiting closes the store even when the body was cancelled; see :meth:`SqliteStore.aclose`.
+    """
+    store = await SqliteStore.open(path, clock=clock)
+    try:
+        yield store
+    finally:
+        await store.aclose()
+
+
+class SqliteStore(Store):
+    """The Store on one SQLite file: one writer thread (group commit), read-only readers.
+
+    Open it with :func:`open_sqlite_store` (or :func:`thotto.store.open_store`), which closes
+    it. Writes are queued to the writer thread; reads go to a pool of read-only connections on
+    Trio's worker threads. A cancelled write may still commit (writes are idempotent); a
+    cancelled read finishes its query first. Must be used from the Trio run that opened it.
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: str, conn: sqlite3.Connection, lock: _FileLock, clock: Clock):
+        super().__init__(clock)
+        self.path = path
+        self._lock = lock
+        self._subscribers: weakref.WeakSet[_Wakeups] = weakref.WeakSet()
+        self._writer = _Writer(conn, self._post_wake)
+        self._readers = _Readers(path)
+        self._closed = False
+
+    @classmethod
+    async def open(cls, path: str, *, clock: Clock = utcnow) -> SqliteStore:
+        """Lock, open and migrate ``path``; the caller must :meth:`aclose` the store."""
+        if not path or path == ":memory:" or path.startswith("file:"):
+            raise ConfigError(
+                f"SQLite path {path!r} is not a file path: Thotto needs a file on disk "
+                "(WAL mode and the process lock need one), e.g. sqlite:///var/thotto.db"
+            )
+        lock = _FileLock(path)
+        try:
+            with trio.CancelScope(shield=True):  # do not leak the connection when cancelled
+                conn = await trio.to_thread.run_sync(_connect_writer, path)
+        except BaseException:
+            lock.release()
+            raise
+        store = cls(path, conn, lock, clock)
+        await trio.lowlevel.checkpoint()
+        return store
+
+    async def aclose(self) -> None:
+        """Finish queued writes, stop the writer thread, close every connection, release the
+        file lock, and end open wake-up iterators. Idempotent; shielded, so it completes even
+        when cancelled."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        with trio.CancelScope(shield=True):
+            self._readers.close()
+            await self._writer.stop()
+            self._lock.release()
+            for subscriber in list(self._subscribers):
+                subscriber.close()
+
+    # --- plumbing --------------------------------------------------------------------------------
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], Any], wakes: bool = False) -> Any:
+        return await self._writer.call(fn, wakes)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._readers.run(fn)
+
+    def _now_us(self) -> tuple[datetime, int]:
+        now = self.now()
+        return now, _us(now, "now")
+
+    def _post_wake(self, when: datetime) -> None:
+        for subscriber in list(self._subscribers):
+            subscriber.post(when)
+
+    def wakeups(self) -> AsyncIterator[datetime]:
+        """See :meth:`Store.wakeups`; in-process only. Close it (``contextlib.aclosing``)."""
+        return _Wakeups(self._subscribers)
+
+    # --- enqueueing --------------------------------------------------------------------------------
+
+    async def enqueue(self, job: NewJob) -> EnqueueResult:
+        (result,) = await self.enqueue_many([job])
+        return result
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        if not jobs:
+            await trio.lowlevel.checkpoint()
+            return []
+        rows, run_ats = self._job_rows(jobs)
+        keyed = any(row[6] is not None for row in rows)
+        insert = _insert_keyed if keyed else _insert_plain
+        return await self._write(lambda conn: insert(conn, rows, run_ats), wakes=True)
+
+    def _job_rows(self, jobs: Sequence[NewJob]) -> tuple[list[tuple], list[datetime]]:
+        """Validated jobs as insert rows, and each job's run_at (now when None)."""
+        for job in jobs:
+            if type(job) is not NewJob:
+                raise ValidationError(f"Expected NewJob, got {type(job).__name__}")
+        validated_jobs(jobs)
+        now, now_us = self._now_us()
+        rows, run_ats = [], []
+        for job in jobs:
+            run_at = job.run_at
+            run_at_us = now_us if run_at is None else _us(run_at, "run_at")
+            run_ats.append(now if run_at is None else run_at.astimezone(UTC))
+            rows.append((job.queue, job.kind, job.payload, job.priority, run_at_us,
+                         job.max_attempts, job.dedupe_key, now_us))
+        return rows, run_ats
+
+    # --- working jobs ------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: float,
+        *,
+        queues: Sequence[str] | None = None,
+        due_by: datetime | None = None,
+    ) -> list[Job]:
+        owner = _check(owner, Owner, "owner")
+        limit = _check(limit, ClaimLimit, "limit")
+        lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
+        names = _check_queues(queues)
+        _, now_us = self._now_us()
+        due_us = now_us if due_by is None else _us(due_by, "due_by")
+        if names == []:
+            await trio.lowlevel.checkpoint()
+            return []
+        sql = CLAIM.format(queues=_queue_filter(names))
+        params = (owner, now_us + lease_us, now_us, due_us, *(names or ()), limit)
+        return await self._write(lambda conn: _claim(conn, sql, params))
+
+    async def heartbeat(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> list[int]:
+        owner = _check(owner, Owner, "owner")
+        ids = _check_ids(job_ids, "job_ids")
+        lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
+        _, now_us = self._now_us()
+        params = (now_us + lease_us, _ENCODE(ids).decode(), owner)  # json_each: text, not BLOB
+
+        def extend(conn: sqlite3.Connection) -> list[int]:
+            held = {row[0] for row in conn.execute(HEARTBEAT, params)}
+            return [job_id for job_id in dict.fromkeys(ids) if job_id in held]
+
+        return await self._write(extend)
+
+    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        owner = _check(owner, Owner, "owner")
+        checked = [_check_outcome(item) for item in outcomes]
+        now, now_us = self._now_us()
+        return await self._write(lambda conn: _settle(conn, owner, checked, now, now_us), wakes=True)
+
+    async def release_expired(self) -> ExpiredLeases:
+        now, now_us = self._now_us()
+        return await self._write(lambda conn: _release_expired(conn, now, now_us), wakes=True)
+
+    # --- managing jobs -----------------------------------------------------------------------------
+
+    async def get_job(self, job_id: int) -> Job:
+        job_id = _check(job_id, int, "job_id")
+        return await self._read(lambda conn: _job(_one(conn, SELECT_JOB, (job_id,), "job", job_id), _Times()))
+
+    async def cancel(self, job_id: int) -> Job:
+        job_id = _check(job_id, int, "job_id")
+        _, now_us = self._now_us()
+        return await self._write(lambda conn: _cancel(conn, job_id, now_us))
+
+    async def reschedule(self, job_id: int, run_at: datetime) -> Job:
+        job_id = _check(job_id, int, "job_id")
+        run_at_us = _us(run_at, "run_at")
+
+        def move(conn: sqlite3.Connection) -> tuple[Job, datetime]:
+            _pending_job(conn, job_id, "rescheduled")
+            job = _job(conn.execute(RESCHEDULE_JOB, (run_at_us, job_id)).fetchone(), _Times())
+            return job, job.run_at
+
+        return await self._write(move, wakes=True)
+
+    async def redrive(self, job_ids: Sequence[int]) -> list[int]:
+        ids = list(dict.fromkeys(_check_ids(job_ids, "job_ids")))
+        now, now_us = self._now_us()
+
+        def run(conn: sqlite3.Connection) -> tuple[list[int], datetime | None]:
+            done = [job_id for job_id in ids if _redrive_one(conn, job_id, now_us)]
+            return done, now if done else None
+
+        return await self._write(run, wakes=True)
+
+    async def purge(self, finished_before: datetime) -> int:
+        before_us = _us(finished_before, "finished_before")
+
+        def purge(conn: sqlite3.Connection) -> int:
+            for statement in PURGE[:-1]:
+                conn.execute(statement, (before_us,))
+            return conn.execute(PURGE[-1], (before_us,)).rowcount
+
+        return await self._write(purge)
+
+    # --- reading -----------------------------------------------------------------------------------
+
+    async def counts(self) -> list[QueueCount]:
+        rows = await self._read(lambda conn: conn.execute(COUNTS).fetchall())
+        return [QueueCount(queue, _STATES[state], count) for queue, state, count in rows]
+
+    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+        names = _check_queues(queues)
+        if names == []:
+            await trio.lowlevel.checkpoint()
+            return None
+        sql = NEXT_DUE.format(queues=_queue_filter(names))
+        row = await self._read(lambda conn: conn.execute(sql, names or ()).fetchone())
+        return None if row is None else _dt(row[0])
+
+    async def attempts(self, job_id: int) -> list[Attempt]:
+        job_id = _check(job_id, int, "job_id")
+        return await self._read(lambda conn: _attempts(conn, job_id))
+
+    # --- users and API tokens ------------------------------------------------------------------------
+
+    async def create_user(self, user: NewUser) -> User:
+        user = _check_struct(user, NewUser, "user")
+        _, now_us = self._now_us()
+        params = (user.name, user.tier.value, user.role.value, now_us)
+
+        def create(conn: sqlite3.Connection) -> User:
+            try:
+                return _user(conn.execute(
+                    f"INSERT INTO users (name, tier, role, created_at) VALUES (?, ?, ?, ?) "
+                    f"RETURNING {USER_COLUMNS}", params).fetchone())
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"The user name {user.name!r} is taken") from exc
+
+        return await self._write(create)
+
+    async def get_user(self, user_id: int) -> User:
+        user_id = _check(user_id, int, "user_id")
+        sql = f"SELECT {USER_COLUMNS} FROM users WHERE id = ?"
+        return _user(await self._read(lambda conn: _one(conn, sql, (user_id,), "user", user_id)))
+
+    async def get_user_by_name(self, name: str) -> User:
+        name = _check(name, str, "name")
+        sql = f"SELECT {USER_COLUMNS} FROM users WHERE name = ?"
+        row = await self._read(lambda conn: conn.execute(sql, (name,)).fetchone())
+        if row is None:
+            raise NotFound(f"No user named {name!r}")
+        return _user(row)
+
+    async def list_users(self) -> list[User]:
+        sql = f"SELECT {USER_COLUMNS} FROM users ORDER BY id"
+        return [_user(row) for row in await self._read(lambda conn: conn.execute(sql).fetchall())]
+
+    async def set_tier(self, user_id: int, tier: Tier) -> User:
+        user_id = _check(user_id, int, "user_id")
+        tier = _check(tier, Tier, "tier")
+        sql = f"UPDATE users SET tier = ? WHERE id = ? RETURNING {USER_COLUMNS}"
+        return _user(await self._write(lambda conn: _one(conn, sql, (tier.value, user_id), "user", user_id)))
+
+    async def create_token(self, user_id: int, name: str, token_hash: str) -> ApiToken:
+        user_id = _check(user_id, int, "user_id")
+        name = _check(name, TokenName, "name")
+        token_hash = _check(token_hash, TokenHash, "token_hash")
+        _, now_us = self._now_us()
+        sql = (f"INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?) "
+               f"RETURNING {TOKEN_COLUMNS}")
+
+        def create(conn: sqlite3.Connection) -> ApiToken:
+            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
+            try:
+                return _token(conn.execute(sql, (user_id, name, token_hash, now_us)).fetchone())
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("An API token with this hash already exists") from exc
+
+        return await self._write(create)
+
+    async def revoke_token(self, token_id: int) -> ApiToken:
+        token_id = _check(token_id, int, "token_id")
+        _, now_us = self._now_us()
+        sql = (f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? "
+               f"RETURNING {TOKEN_COLUMNS}")
+        return _token(await self._write(lambda conn: _one(conn, sql, (now_us, token_id), "API token", token_id)))
+
+    async def list_tokens(self, user_id: int) -> list[ApiToken]:
+        user_id = _check(user_id, int, "user_id")
+        sql = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY id"
+        return [_token(row) for row in await self._read(lambda conn: conn.execute(sql, (user_id,)).fetchall())]
+
+    async def user_for_token(self, token_hash: str) -> User | None:
+        token_hash = _check(token_hash, str, "token_hash")
+        row = await self._read(lambda conn: conn.execute(USER_BY_TOKEN, (token_hash,)).fetchone())
+        return None if row is None else _user(row)
+
+    # --- Reddit accounts ---------------------------------------------------------------------------
+
+    async def create_account(self, account: NewAccount) -> Account:
+        account = _check_struct(account, NewAccount, "account")
+        _, now_us = self._now_us()
+        params = (account.user_id, account.reddit_username, account.refresh_token_encrypted,
+                  account.scopes, now_us)
+
+        def link(conn: sqlite3.Connection) -> Account:
+            _one(conn, USER_EXISTS, (account.user_id,), "user", account.user_id)
+            return _account(conn.execute(LINK_ACCOUNT, params).fetchone())
+
+        return await self._write(link)
+
+    async def get_account(self, account_id: int) -> Account:
+        account_id = _check(account_id, int, "account_id")
+        sql = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
+        return _account(await self._read(lambda conn: _one(conn, sql, (account_id,), "account", account_id)))
+
+    async def list_accounts(self, user_id: int) -> list[Account]:
+        user_id = _check(user_id, int, "user_id")
+        sql = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? ORDER BY id"
+        return [_account(row) for row in await self._read(lambda conn: conn.execute(sql, (user_id,)).fetchall())]
+
+    async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
+        token = _check_bytes(refresh_token_encrypted, "refresh_token_encrypted")
+        return await self._update_account(account_id, "refresh_token_encrypted = ?, needs_relink = 0", token)
+
+    async def set_needs_relink(self, account_id: int, needs_relink: bool) -> Account:
+        flag = int(_check(needs_relink, bool, "needs_relink"))
+        return await self._update_account(account_id, "needs_relink = ?", flag)
+
+    async def _update_account(self, account_id: int, assignments: str, value: Any) -> Account:
+        account_id = _check(account_id, int, "account_id")
+        sql = f"UPDATE accounts SET {assignments} WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
+        return _account(await self._write(lambda conn: _one(conn, sql, (value, account_id), "account", account_id)))
+
+    # --- posts -------------------------------------------------------------------------------------
+
+    async def create_posts(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
+        checked = [_check_struct(post, NewPost, "posts") for post in posts]
+        max_attempts = _check(max_attempts, MaxAttemptsArg, "max_attempts")
+        now, now_us = self._now_us()
+        rows = [_post_row(post, now_us) for post in checked]
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return []
+
+        def create(conn: sqlite3.Connection) -> tuple[list[Post], datetime]:
+            created = [_create_post(conn, post, row, max_attempts, now)
+                       for post, row in zip(checked, rows)]
+            return created, min(post.scheduled_for for post in created)
+
+        return await self._write(create, wakes=True)
+
+    async def get_post(self, post_id: int, user_id: int | None = None) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        user_id = _check(user_id, int | None, "user_id")
+        return await self._read(lambda conn: _select_post(conn, post_id, user_id))
+
+    async def get_post_by_job(self, job_id: int) -> Post:
+        job_id = _check(job_id, int, "job_id")
+        sql = f"{POST_SELECT} WHERE p.job_id = ?"
+
+        def get(conn: sqlite3.Connection) -> Post:
+            row = conn.execute(sql, (job_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"No post is published by job {job_id}")
+            return _post(row, _Times())
+
+        return await self._read(get)
+
+    async def list_posts(
+        self,
+        user_id: int,
+        *,
+        status: PostStatus | None = None,
+        scheduled_from: datetime | None = None,
+        scheduled_to: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> PostPage:
+        user_id = _check(user_id, int, "user_id")
+        limit = _check(limit, PageLimit, "limit")
+        clauses, params = ["p.user_id = ?"], [user_id]
+        if _check(status, PostStatus | None, "status") is not None:
+            clauses.append("j.state = ?")
+            params.append(POST_JOB_STATES[status])
+        if scheduled_from is not None:
+            clauses.append("p.scheduled_for >= ?")
+            params.append(_us(scheduled_from, "scheduled_from"))
+        if scheduled_to is not None:
+            clauses.append("p.scheduled_for < ?")
+            params.append(_us(scheduled_to, "scheduled_to"))
+        if cursor is not None:
+            clauses.append("(p.scheduled_for, p.id) > (?, ?)")
+            params.extend(_decode_cursor(cursor))
+        sql = f"{POST_SELECT} WHERE {' AND '.join(clauses)} ORDER BY p.scheduled_for, p.id LIMIT ?"
+        params.append(limit + 1)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        times = _Times()
+        posts = [_post(row, times) for row in rows[:limit]]
+        more = len(rows) > limit
+        return PostPage(posts, _encode_cursor(rows[limit - 1]) if more else None)
+
+    async def find_recent_posts(
+        self, account_id: int, subreddit: str, title: str, since: datetime
+    ) -> list[Post]:
+        account_id = _check(account_id, int, "account_id")
+        subreddit = _check(subreddit, str, "subreddit")
+        title = _check(title, str, "title")
+        params = (account_id, title.casefold(), subreddit, _us(since, "since"))
+
+        def find(conn: sqlite3.Connection) -> list[Post]:
+            times = _Times()
+            return [_post(row, times) for row in conn.execute(RECENT_POSTS, params)]
+
+        return await self._read(find)
+
+    async def update_post(
+        self,
+        post_id: int,
+        user_id: int,
+        *,
+        content: PostContent | None = None,
+        scheduled_for: datetime | None = None,
+    ) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        user_id = _check(user_id, int, "user_id")
+        if content is not None:
+            content = _check_struct(content, PostContent, "content")
+        when_us = None if scheduled_for is None else _us(scheduled_for, "scheduled_for")
+        _, now_us = self._now_us()
+
+        def update(conn: sqlite3.Connection) -> tuple[Post, datetime | None]:
+            post = _scheduled(_select_post(conn, post_id, user_id), "edited")
+            _apply_post_edit(conn, post, content, when_us, now_us)
+            updated = _select_post(conn, post_id, user_id)
+            return updated, None if when_us is None else updated.scheduled_for
+
+        return await self._write(update, wakes=True)
+
+    async def cancel_post(self, post_id: int, user_id: int) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        user_id = _check(user_id, int, "user_id")
+        _, now_us = self._now_us()
+
+        def cancel(conn: sqlite3.Connection) -> Post:
+            post = _select_post(conn, post_id, user_id)
+            if post.status is PostStatus.CANCELLED:
+                return post
+            _scheduled(post, "cancelled")
+            conn.execute(CANCEL_JOB, (now_us, post.job_id)).fetchall()
+            conn.execute("UPDATE posts SET updated_at = ? WHERE id = ?", (now_us, post_id))
+            return _select_post(conn, post_id, user_id)
+
+        return await self._write(cancel)
+
+    async def record_publication(self, post_id: int, reddit_id: str, reddit_url: str) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        reddit_id = _check(reddit_id, RedditId, "reddit_id")
+        reddit_url = _check(reddit_url, RedditUrl, "reddit_url")
+        _, now_us = self._now_us()
+
+        def record(conn: sqlite3.Connection) -> Post:
+            post = _select_post(conn, post_id, None)
+            if post.reddit_id == reddit_id:
+                return post
+            if post.reddit_id is not None:
+                raise InvalidTransition(
+                    f"Post {post_id} is already recorded as Reddit post {post.reddit_id}; "
+                    f"refusing to record {reddit_id} over it",
+                    job_id=post.job_id, state=POST_JOB_STATES[post.status],
+                )
+            conn.execute(
+                "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?",
+                (reddit_id, reddit_url, now_us, post_id),
+            )
+            return _select_post(conn, post_id, None)
+
+        return await self._write(record)
+
+
+# --- functions of the connection: jobs ------------------------------------------------------------
+
+
+def _insert_plain(
+    conn: sqlite3.Connection, rows: list[tuple], run_ats: list[datetime]
+) -> tuple[list[EnqueueResult], datetime]:
+    """Insert jobs without dedupe keys with multi-row INSERTs; ids follow from lastrowid, since
+    the one writer assigns consecutive rowids inside its transaction."""
+    cursor = conn.cursor()
+    ids: list[int] = []
+    start = 0
+    while start < len(rows):
+        size = next(size for size in INSERT_CHUNKS if size <= len(rows) - start)
+        cursor.execute(_INSERT_SQL[size], list(itertools.chain.from_iterable(rows[start:start + size])))
+        last = cursor.lastrowid
+        ids.extend(range(last - size + 1, last + 1))
+        start += size
+    results = [EnqueueResult(job_id, True, run_at) for job_id, run_at in zip(ids, run_ats)]
+    return results, min(run_ats)
+
+
+def _insert_keyed(
+    conn: sqlite3.Connection, rows: list[tuple], run_ats: list[datetime]
+) -> tuple[list[EnqueueResult], datetime | None]:
+    """Insert jobs one by one, returning the live job of a taken dedupe key instead."""
+    results = []
+    for row, run_at in zip(rows, run_ats):
+        if row[6] is None:
+            results.append(EnqueueResult(conn.execute(INSERT_JOB, row).lastrowid, True, run_at))
+            continue
+        cursor = conn.execute(INSERT_JOB_DEDUPED, row)
+        if cursor.rowcount == 1:
+            results.append(EnqueueResult(cursor.lastrowid, True, run_at))
+        else:
+            job_id, existing_us = conn.execute(LIVE_JOB_BY_KEY, (row[0], row[6])).fetchone()
+            results.append(EnqueueResult(job_id, False, _dt(existing_us)))
+    created = [result.run_at for result in results if result.created]
+    return results, min(created) if created else None
+
+
+def _claim(conn: sqlite3.Connection, sql: str, params: tuple) -> list[Job]:
+    rows = conn.execute(sql, params).fetchall()
+    rows.sort(key=_claim_order)  # RETURNING comes in rowid order, not in claim order
+    times = _Times()
+    owner, lease_until = params[0], times[params[1]]
+    processing = JobState.PROCESSING
+    return [
+        Job(row[0], row[1], row[2], row[3], row[4], times[row[5]], processing, row[6], row[7],
+            row[8], owner, lease_until, times[row[9]], None, row[10])
+        for row in rows
+    ]
+
+
+def _claim_order(row: tuple) -> tuple[int, int, int]:
+    return row[5], -row[4], row[0]
+
+
+#: History outcomes that an outcome type may have written (a Retry on the last attempt is dead).
+_RECORDED_AS = {
+    Retry: ("retry", "dead"),
+    Dead: ("dead",),
+    Deferred: ("deferred",),
+    Released: ("released",),
+}
+
+
+def _settle(
+    conn: sqlite3.Connection, owner: str, outcomes: list[Outcome], now: datetime, now_us: int
+) -> tuple[list[SettleResult], datetime | None]:
+    cursor = conn.cursor()
+    ok = SettleStatus.OK
+    results, wakes = [], []
+    for item in outcomes:
+        if type(item) is Completed:  # the hot path: one UPDATE, no history row
+            cursor.execute(COMPLETE, (now_us, item.job_id, owner, item.attempt))
+            if cursor.rowcount == 1:
+                results.append(SettleResult(item.job_id, ok))
+                continue
+        status, wake = _settle_other(cursor, owner, item, now, now_us)
+        results.append(SettleResult(item.job_id, status))
+        if wake is not None:
+            wakes.append(wake)
+    return results, min(wakes) if wakes else None
+
+
+def _settle_other(
+    cursor: sqlite3.Cursor, owner: str, item: Outcome, now: datetime, now_us: int
+) -> tuple[SettleStatus, datetime | None]:
+    """Settle one outcome that is not a plain completion of a held job."""
+    row = cursor.execute(HELD_JOB, (item.job_id,)).fetchone()
+    if row is None or row[0] != "processing" or row[3] != owner or row[1] != item.attempt:
+        already = row is not None and _already_recorded(cursor, owner, item, row)
+        return (SettleStatus.ALREADY if already else SettleStatus.LEASE_LOST), None
+    if type(item) is Completed:  # the job matched above, so the fast UPDATE cannot have missed
+        raise StoreError(f"Job {item.job_id} is held but could not be completed")
+    started_us, kind = row[4], type(item)
+    if kind is Dead or (kind is Retry and row[1] >= row[2]):
+        _record_attempt(cursor, item, owner, started_us, now_us, "dead", item.error)
+        cursor.execute(TO_DEAD, (now_us, item.error, item.job_id))
+        return SettleStatus.OK, None
+    run_at = now if kind is Released else item.run_at.astimezone(UTC)
+    refund = 0 if kind is Retry else 1
+    error = item.error if kind is Retry else item.reason if kind is Deferred else None
+    _record_attempt(cursor, item, owner, started_us, now_us, _RECORDED_AS[kind][0], error)
+    cursor.execute(TO_PENDING, (_us(run_at, "run_at"), refund, error if kind is Retry else None, item.job_id))
+    return SettleStatus.OK, run_at
+
+
+def _already_recorded(cursor: sqlite3.Cursor, owner: str, item: Outcome, row: tuple) -> bool:
+    """Whether this very outcome (same owner, attempt and result) was recorded before."""
+    if type(item) is Completed:
+        return row[0] == "completed" and row[3] == owner and row[1] == item.attempt
+    names = _RECORDED_AS[type(item)]
+    sql = ATTEMPT_RECORDED.format(_placeholders(len(names)))
+    return cursor.execute(sql, (item.job_id, item.attempt, owner, *names)).fetchone() is not None
+
+
+def _record_attempt(
+    cursor: sqlite3.Cursor, item: Outcome, owner: str | None, started_us: int, now_us: int,
+    outcome_name: str, error: str | None,
+) -> None:
+    cursor.execute(
+        INSERT_ATTEMPT, (item.job_id, item.attempt, owner, started_us, now_us, outcome_name, error)
+    )
+
+
+def _release_expired(
+    conn: sqlite3.Connection, now: datetime, now_us: int
+) -> tuple[ExpiredLeases, datetime | None]:
+    expired = conn.execute(EXPIRED, (now_us,)).fetchall()
+    released, dead = [], []
+    for job_id, attempt, max_attempts, owner, started_us in expired:
+        last = attempt >= max_attempts
+        error = "lease expired" + ("; no attempts left" if last else "")
+        conn.execute(INSERT_ATTEMPT, (job_id, attempt, owner, started_us, now_us, "expired", error))
+        if last:
+            conn.execute(TO_DEAD, (now_us, error, job_id))
+            dead.append(job_id)
+        else:
+            conn.execute(TO_PENDING, (now_us, 0, error, job_id))
+            released.append(job_id)
+    return ExpiredLeases(released=released, dead=dead), now if released else None
+
+
+def _pending_job(conn: sqlite3.Connection, job_id: int, action: str) -> str:
+    """The job's state if it is pending (or cancelled); NotFound or InvalidTransition otherwise."""
+    (state,) = _one(conn, "SELECT state FROM jobs WHERE id = ?", (job_id,), "job", job_id)
+    if state != "pending" and not (state == "cancelled" and action == "cancelled"):
+        hint = " (it is running and cannot be unsent)" if state == "processing" else ""
+        raise InvalidTransition(
+            f"Job {job_id} is {state}{hint}: only a pending job can be {action}",
+            job_id=job_id, state=state,
+        )
+    return state
+
+
+def _cancel(conn: sqlite3.Connection, job_id: int, now_us: int) -> Job:
+    if _pending_job(conn, job_id, "cancelled") == "cancelled":
+        return _job(conn.execute(SELECT_JOB, (job_id,)).fetchone(), _Times())
+    return _job(conn.execute(CANCEL_JOB, (now_us, job_id)).fetchone(), _Times())
+
+
+def _redrive_one(conn: sqlite3.Connection, job_id: int, now_us: int) -> bool:
+    try:
+        return conn.execute(REDRIVE_JOB, (now_us, job_id)).rowcount == 1
+    except sqlite3.IntegrityError:
+        return False  # its dedupe key belongs to a live job now: leave it dead
+
+
+def _attempts(conn: sqlite3.Connection, job_id: int) -> list[Attempt]:
+    """History rows, then the attempt the job row describes (running or completed)."""
+    state, attempt, owner, started_us, finished_us = _one(
+        conn, CURRENT_ATTEMPT, (job_id,), "job", job_id
+    )
+    times = _Times()
+    history = [
+        Attempt(job_id, number, who, times[start], times[end], _OUTCOMES[result], error)
+        for number, who, start, end, result, error in conn.execute(ATTEMPT_HISTORY, (job_id,))
+    ]
+    if state == "processing":
+        history.append(Attempt(job_id, attempt, owner, times[started_us], None, AttemptOutcome.RUNNING))
+    elif state == "completed":
+        history.append(
+            Attempt(job_id, attempt, owner, times[started_us], times[finished_us], AttemptOutcome.COMPLETED)
+        )
+    return history
+
+
+# --- functions of the connection: posts ------------------------------------------------------------
+
+POST_JOB_STATES = {status: state.value for state, status in POST_STATUS_OF_JOB_STATE.items()}
+
+
+def _post_row(post: NewPost, now_us: int) -> tuple:
+    """The columns of a new post, but for its job id."""
+    recurrence = None if post.recurrence is None else _ENCODE(post.recurrence)
+    return (
+        post.user_id, post.account_id, post.content.subreddit, post.content.title.casefold(),
+        _ENCODE(post.content), _us(post.scheduled_for, "scheduled_for"), recurrence, now_us, now_us,
+    )
+
+
+def _create_post(
+    conn: sqlite3.Connection, post: NewPost, row: tuple, max_attempts: int, now: datetime
+) -> Post:
+    found = conn.execute("SELECT user_id FROM accounts WHERE id = ?", (post.account_id,)).fetchone()
+    if found is None or found[0] != post.user_id:
+        raise NotFound(f"Account {post.account_id} is not an account of user {post.user_id}")
+    job_row = (POST_QUEUE, POST_JOB_KIND, b"null", 0, row[5], max_attempts, None, row[7])
+    job_id = conn.execute(INSERT_JOB, job_row).lastrowid
+    post_id = conn.execute(INSERT_POST, (*row[:2], job_id, *row[2:])).lastrowid
+    payload = _ENCODE({"post_id": post_id})
+    conn.execute("UPDATE jobs SET payload = ? WHERE id = ?", (payload, job_id))
+    return Post(
+        post_id, post.user_id, post.account_id, post.content, post.scheduled_for.astimezone(UTC),
+        PostStatus.SCHEDULED, job_id, None, None, None, post.recurrence, now, now,
+    )
+
+
+def _select_post(conn: sqlite3.Connection, post_id: int, user_id: int | None) -> Post:
+    """The post; NotFound if it is missing or (with ``user_id``) another user's."""
+    row = conn.execute(f"{POST_SELECT} WHERE p.id = ?", (post_id,)).fetchone()
+    if row is None or (user_id is not None and row[1] != user_id):
+        raise _not_found("post", post_id)
+    return _post(row, _Times())
+
+
+def _scheduled(post: Post, action: str) -> Post:
+    """The post if it is still scheduled; InvalidTransition once publishing began."""
+    if post.status is not PostStatus.SCHEDULED:
+        raise InvalidTransition(
+            f"Post {post.id} is {post.status.value}: only a scheduled post can be {action}",
+            job_id=post.job_id, state=POST_JOB_STATES[post.status],
+        )
+    return post
+
+
+def _apply_post_edit(
+    conn: sqlite3.Connection, post: Post, content: PostContent | None, when_us: int | None,
+    now_us: int,
+) -> None:
+    if content is not None:
+        conn.execute(
+            "UPDATE posts SET content = ?, subreddit = ?, title_key = ? WHERE id = ?",
+            (_ENCODE(content), content.subreddit, content.title.casefold(), post.id),
+        )
+    if when_us is not None:
+        conn.execute("UPDATE posts SET scheduled_for = ? WHERE id = ?", (when_us, post.id))
+        conn.execute("UPDATE jobs SET run_at = ? WHERE id = ?", (when_us, post.job_id))
+    conn.execute("UPDATE posts SET updated_at = ? WHERE id = ?", (now_us, post.id))
+
+
+def _encode_cursor(row: tuple) -> str:
+    return base64.urlsafe_b64encode(f"{row[4]}:{row[0]}".encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> tuple[int, int]:
+    try:
+        scheduled_us, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        return int(scheduled_us), int(post_id)
+    except (ValueError, binascii.Error, UnicodeError, AttributeError) as exc:
+        raise ValidationError(
+            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
+        ) from exc
+
+
+__all__ = ["open_sqlite_store", "SqliteStore", "SCHEMA_VERSION", "MIGRATIONS"]
