@@ -171,7 +171,7 @@ class Mailbox(Generic[T]):
             with trio.CancelScope(deadline=deadline) as scope:
                 await self.send(message)
             if scope.cancelled_caught:
-                raise self._timed_out(timeout)
+                raise self._timed_out(timeout, "found no room")
         # The call's checkpoint, plus one more scheduling pass if needed: an idle actor answers
         # within these, and then the call skips the timeout scope, which costs more than a pass.
         await trio.lowlevel.checkpoint()
@@ -181,12 +181,12 @@ class Mailbox(Generic[T]):
             with trio.CancelScope(deadline=deadline) as scope:
                 await reply._wait_answered()
             if scope.cancelled_caught:
-                raise self._timed_out(timeout)
+                raise self._timed_out(timeout, "got no reply")
         return reply._result()
 
-    def _timed_out(self, timeout: float) -> CallTimeout:
+    def _timed_out(self, timeout: float, what: str) -> CallTimeout:
         return CallTimeout(
-            f"call to mailbox {self.name!r} got no reply within {timeout}s ({self.queued}/{self.capacity} queued)",
+            f"call to mailbox {self.name!r} {what} within {timeout}s ({self.queued}/{self.capacity} queued)",
             mailbox=self.name,
         )
 

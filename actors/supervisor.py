@@ -174,7 +174,9 @@ def _unwrap_sole_exception() -> Iterator[None]:
         if rest is None or len(rest.exceptions) != 1 or isinstance(rest.exceptions[0], BaseExceptionGroup):
             raise
         sole = rest.exceptions[0]
-    raise sole  # outside the except block, so the group does not become its __context__
+    # Raised from inside a with-statement exit, so Python makes the group its __context__; keep
+    # the real cause and hide that context, or every traceback would print the error twice.
+    raise sole from sole.__cause__
 
 
 class Supervisor:
@@ -285,7 +287,8 @@ class Supervisor:
 
         The child's startup runs in the caller's task (cancelling the caller aborts it); once ready
         it lives in the supervisor's nursery. Raises :class:`StartupError` (and the child is not
-        added) if it fails to start, ``ValueError`` if the name is taken.
+        added) if it fails to start, ``ValueError`` if the name is taken. Not from a child's own
+        startup: the supervisor may be waiting for that startup while holding the same lock.
         """
         async with self._lock:
             self._require_running()
@@ -300,7 +303,10 @@ class Supervisor:
                 raise
 
     async def terminate_child(self, name: str) -> None:
-        """Stop the named child gracefully (as on shutdown) and remove it; ``KeyError`` if unknown."""
+        """Stop the named child gracefully (as on shutdown) and remove it; ``KeyError`` if unknown.
+
+        Call it from outside that child: the stop waits for the child's task to end.
+        """
         async with self._lock:
             self._require_running()
             child = self._find(name)

@@ -55,7 +55,7 @@ async def test_call_without_reply_times_out_at_its_deadline_naming_the_mailbox(a
 async def test_call_to_a_full_mailbox_times_out_waiting_for_room(autojump_clock):
     mailbox: Mailbox[str] = Mailbox(1)
     await mailbox.cast("filler")
-    with pytest.raises(CallTimeout, match=r"\(1/1 queued\)"):
+    with pytest.raises(CallTimeout, match=r"found no room within 1s \(1/1 queued\)"):
         await mailbox.call("no room", timeout=1)
     assert trio.current_time() == 1
 

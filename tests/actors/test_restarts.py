@@ -110,7 +110,9 @@ async def test_simultaneous_crashes_restart_a_one_for_all_group_once():
         probe.crash("a")
         probe.crash("c")
         await settle()
-        assert probe.entries_since(mark) == ["crash a", "crash c", "stop b", "start a", "start b", "start c"]
+        reaction = probe.entries_since(mark)
+        assert sorted(reaction[:2]) == ["crash a", "crash c"]  # both wake in one batch, in either order
+        assert reaction[2:] == ["stop b", "start a", "start b", "start c"]
     assert [event.restart_count for event in events if event.kind is EventKind.RESTARTED] == [1, 1, 1]
 
 
