@@ -556,11 +556,11 @@ class PostgresStore(Store):
 
     # --- lifecycle ----------------------------------------------------------------------
 
-    def _connect_kwargs(self) -> dict[str, Any]:
+    def _connect_kwargs(self, application_name: str = "thotto") -> dict[str, Any]:
         return {
             "timeout": 10,
             "server_settings": {
-                "application_name": "thotto",
+                "application_name": application_name,
                 "thotto.instance": self._instance,
                 # JIT compiling a batch statement costs more than it saves here.
                 "jit": "off",
@@ -584,7 +584,7 @@ class PostgresStore(Store):
         self._listen_task = asyncio.get_running_loop().create_task(self._listen_forever())
 
     async def _connect_listener(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self._dsn, **self._connect_kwargs())
+        conn = await asyncpg.connect(self._dsn, **self._connect_kwargs("thotto-listener"))
         try:
             await conn.add_listener(WAKEUP_CHANNEL, self._on_notify)
         except BaseException:
