@@ -7,6 +7,8 @@ cause. Messages say what was wrong and how to fix it.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class ThottoError(Exception):
     """Base of every error Thotto raises on purpose."""
@@ -81,3 +83,41 @@ class EngineError(ThottoError):
 
 class UnknownJobKind(EngineError):
     """No handler is registered for a job's kind."""
+
+
+# --- raised by job handlers to say how an attempt ended ------------------------------------
+
+
+class JobError(EngineError):
+    """Base of the exceptions a job handler raises to classify its failure.
+
+    Any other exception from a handler counts as retryable.
+    """
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RetryableJobError(JobError):
+    """The attempt failed for a passing reason (5xx, timeout): retry with backoff.
+
+    ``after_seconds`` overrides the backoff delay when the cause says how long to wait.
+    """
+
+    def __init__(self, reason: str, *, after_seconds: float | None = None):
+        super().__init__(reason)
+        self.after_seconds = after_seconds
+
+
+class PermanentJobError(JobError):
+    """The job can never succeed as it is (banned subreddit, bad flair): dead-letter it now."""
+
+
+class DeferJob(JobError):
+    """Not now, and not the job's fault (rate limit, open breaker): run it again at ``until``
+    without spending an attempt."""
+
+    def __init__(self, reason: str, *, until: datetime):
+        super().__init__(reason)
+        self.until = until
