@@ -346,20 +346,24 @@ class EventFeed(Generic[T]):
 
 
 class _Pending:
-    __slots__ = ("item", "done", "result", "abandoned")
+    """One submitted item and the Trio task waiting for its result."""
 
-    def __init__(self, item: Any):
+    __slots__ = ("item", "task", "abandoned")
+
+    def __init__(self, item: Any, task: trio.lowlevel.Task):
         self.item = item
-        self.done = trio.Event()
-        self.result: outcome.Outcome[Any] | None = None
+        self.task = task
+        # Set (in the Trio thread) once the task stopped waiting: cancelled, or answered.
         self.abandoned = False
 
 
 def _deliver(batch: list[_Pending], results: list[outcome.Outcome[Any]]) -> None:
-    """Trio thread: hand each waiting caller its own result."""
+    """Trio thread: hand each still-waiting caller its own result."""
     for pending, result in zip(batch, results):
-        pending.result = result
-        pending.done.set()
+        if not pending.abandoned:
+            pending.abandoned = True
+            # Wrapped in a Value: submit returns the outcome rather than raising it.
+            trio.lowlevel.reschedule(pending.task, outcome.Value(result))
 
 
 class Coalescer(Generic[I, R]):
@@ -404,7 +408,7 @@ class Coalescer(Generic[I, R]):
         Returning the outcome rather than raising lets each caller wrap a shared error in an
         exception of its own. Raises :class:`SidecarClosed` if the coalescer is closed.
         """
-        pending = _Pending(item)
+        pending = _Pending(item, trio.lowlevel.current_task())
         with self._lock:
             if self._closed:
                 raise SidecarClosed("The coalescer is closed")
@@ -420,13 +424,15 @@ class Coalescer(Generic[I, R]):
                     self._active -= 1
                 pending.abandoned = True
                 raise
-        try:
-            await pending.done.wait()
-        except trio.Cancelled:
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            # Not yet answered (else we would not be asked): withdraw. A flusher skips it if it
+            # was still queued, and _deliver skips it if it was already taken.
             pending.abandoned = True
-            raise
-        assert pending.result is not None
-        return pending.result
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        # No Event/ParkingLot: the flusher's _deliver reschedules this task directly.
+        return await trio.lowlevel.wait_task_rescheduled(abort)
 
     def _start_flusher(self) -> None:  # loop thread
         task = asyncio.get_running_loop().create_task(self._flusher())

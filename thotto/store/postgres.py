@@ -98,11 +98,13 @@ SQL_DIR = Path(__file__).with_name("sql")
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
 WAKEUP_CHANNEL = "thotto_wakeup"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
 
 _STATES = {state.value: state for state in JobState}
 _OUTCOMES = {item.value: item for item in AttemptOutcome}
 _LIVE = ("pending", "processing")
+_REQUEUES = frozenset({"retry", "deferred", "released"})
 
 # --- SQL -------------------------------------------------------------------------------------
 
@@ -117,11 +119,34 @@ _UNNEST_JOBS = (
     "$7::text[], $8::timestamptz[])"
 )
 
-# Fast path: no dedupe keys in the batch. RETURNING yields rows in insertion order, which is the
-# order of the unnest scan, i.e. input order.
+
+# Wake-ups ride in the statement that makes jobs due: a MATERIALIZED CTE runs pg_notify exactly
+# once, joined to the statement's input so it cannot be skipped; the notification is delivered at
+# commit, with the write. (A statement trigger with a transition table would catch every write,
+# but copies every inserted or claimed row for it.) The payload, computed by the store, is
+# "<store instance> <earliest run_at in microseconds since the epoch>".
+def _notify_cte(param: int) -> str:
+    return f"n AS MATERIALIZED (SELECT pg_notify('{WAKEUP_CHANNEL}', ${param}::text))"
+
+
+SQL_NOTIFY = f"SELECT pg_notify('{WAKEUP_CHANNEL}', $1::text)"
+
+# Fast paths: no dedupe keys in the batch, one created_at for all (enqueue_many) or one each
+# (coalesced single enqueues). RETURNING yields rows in insertion order, which is the order of the
+# unnest scan, i.e. input order.
 SQL_INSERT_JOBS = f"""
-INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at)
-SELECT * FROM {_UNNEST_JOBS}
+WITH {_notify_cte(8)}
+INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, created_at)
+SELECT t.q, t.k, t.p, t.pr, t.r, t.m, $7
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::timestamptz[], $6::int[])
+     AS t(q, k, p, pr, r, m) CROSS JOIN n
+RETURNING id
+"""
+SQL_INSERT_JOBS_STAMPED = f"""
+WITH {_notify_cte(8)}
+INSERT INTO jobs (queue, kind, payload, priority, run_at, max_attempts, created_at)
+SELECT t.* FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::timestamptz[],
+                       $6::int[], $7::timestamptz[]) AS t CROSS JOIN n
 RETURNING id
 """
 
@@ -130,11 +155,12 @@ RETURNING id
 # ones conflict with it. The lateral join finds pre-existing live jobs (the statement's snapshot
 # does not see rows the statement itself inserted: those are resolved in Python).
 SQL_INSERT_JOBS_DEDUPE = f"""
-WITH u AS MATERIALIZED (
+WITH {_notify_cte(9)}, u AS MATERIALIZED (
     SELECT nextval('jobs_id_seq'::regclass) AS id, t.*
     FROM {_UNNEST_JOBS}
          WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts, dedupe_key,
                               created_at, ord)
+         CROSS JOIN n
 ), ins AS (
     INSERT INTO jobs (id, queue, kind, payload, priority, run_at, max_attempts, dedupe_key,
                       created_at)
@@ -163,17 +189,20 @@ SELECT id, run_at FROM jobs
 WHERE queue = $1 AND dedupe_key = $2 AND state IN ('pending', 'processing')
 """
 
+# The ids go through ARRAY(...) so the update finds its rows by primary key whatever the
+# planner believes about the table (a join with a CTE may hash-join against a full scan). The
+# rows are locked by the inner SELECT (which rechecks its WHERE on the newest row version), so the
+# outer UPDATE needs no state condition of its own.
 _CLAIM = """
-WITH c AS (
+UPDATE jobs j
+SET state = 'processing', attempt = j.attempt + 1, owner = $3, lease_until = $4, started_at = $5
+WHERE j.id = ANY(ARRAY(
     SELECT id FROM jobs
     WHERE state = 'pending' AND run_at <= $1 {queues}
     ORDER BY run_at, priority DESC, id
     LIMIT $2
     FOR UPDATE SKIP LOCKED
-)
-UPDATE jobs j
-SET state = 'processing', attempt = j.attempt + 1, owner = $3, lease_until = $4, started_at = $5
-FROM c WHERE j.id = c.id
+))
 RETURNING {cols}
 """
 SQL_CLAIM = _CLAIM.format(queues="", cols=_J_JOB_COLS)
@@ -188,10 +217,10 @@ RETURNING id
 # One statement settles a whole batch of outcomes. Kinds: completed, retry, dead, deferred,
 # released. Only outcomes matching (processing, owner, attempt) apply; the rest are checked for an
 # identical earlier record (ALREADY) against the statement's snapshot, i.e. before this update.
-SQL_SETTLE = """
-WITH u AS (
-    SELECT * FROM unnest($3::bigint[], $4::int[], $5::text[], $6::timestamptz[], $7::text[])
-        WITH ORDINALITY AS u(id, attempt, kind, run_at, error, ord)
+_SETTLE = """
+WITH {notify} u AS (
+    SELECT u.* FROM unnest($3::bigint[], $4::int[], $5::text[], $6::timestamptz[], $7::text[])
+        WITH ORDINALITY AS u(id, attempt, kind, run_at, error, ord) {join}
 ), upd AS (
     UPDATE jobs j SET
         state = CASE
@@ -237,20 +266,36 @@ SELECT u.ord,
        NULL
 FROM u WHERE u.ord NOT IN (SELECT ord FROM upd)
 """
+SQL_SETTLE = _SETTLE.format(notify="", join="")
+SQL_SETTLE_NOTIFY = _SETTLE.format(notify=_notify_cte(8) + ",", join="CROSS JOIN n")
+
+# The hot path: a batch of Completed outcomes only. Outcomes that did not apply are sorted into
+# ALREADY and LEASE_LOST by SQL_SETTLE_CHECK afterwards (rare).
+SQL_COMPLETE = """
+UPDATE jobs j SET state = 'completed', lease_until = NULL, finished_at = $2
+FROM unnest($3::bigint[], $4::int[]) WITH ORDINALITY AS u(id, attempt, ord)
+WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'processing' AND j.owner = $1
+RETURNING u.ord
+"""
+SQL_COMPLETED_ALREADY = """
+SELECT u.ord FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS u(id, attempt, ord)
+JOIN jobs j ON j.id = u.id
+WHERE j.state = 'completed' AND j.attempt = u.attempt AND j.owner = $1
+"""
 
 SQL_RELEASE_EXPIRED = """
-WITH e AS (
-    SELECT id FROM jobs
-    WHERE state = 'processing' AND lease_until < $1
-    FOR UPDATE SKIP LOCKED
-), upd AS (
+WITH upd AS (
     UPDATE jobs j SET
         state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'pending' END,
         run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
         lease_until = NULL,
         finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1 END,
         last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 ELSE j.last_error END
-    FROM e WHERE j.id = e.id
+    WHERE j.id = ANY(ARRAY(
+        SELECT id FROM jobs
+        WHERE state = 'processing' AND lease_until < $1
+        FOR UPDATE SKIP LOCKED
+    ))
     RETURNING j.id, j.state, j.attempt, j.owner, j.started_at
 ), hist AS (
     INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
@@ -434,6 +479,46 @@ def _outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | N
     return item.job_id, item.attempt, kind, None, None
 
 
+class _JobColumns:
+    """Jobs to insert as columns (the statement takes one array per column)."""
+
+    __slots__ = ("queue", "kind", "payload", "priority", "run_at", "max_attempts", "dedupe_key",
+                 "created_at")  # fmt: skip
+
+    def __init__(self, *columns: Any):
+        (self.queue, self.kind, self.payload, self.priority, self.run_at, self.max_attempts,
+         self.dedupe_key, self.created_at) = columns  # fmt: skip
+
+    @classmethod
+    def of_jobs(cls, jobs: Sequence[NewJob], now: datetime) -> _JobColumns:
+        """Validated jobs enqueued together at ``now``."""
+        run_at = [
+            now if job.run_at is None
+            else job.run_at if job.run_at.tzinfo is UTC else as_utc(job.run_at)
+            for job in jobs
+        ]  # fmt: skip
+        return cls(
+            [job.queue for job in jobs],
+            [job.kind for job in jobs],
+            [job.payload for job in jobs],
+            [job.priority for job in jobs],
+            run_at,
+            [job.max_attempts for job in jobs],
+            [job.dedupe_key for job in jobs],
+            now,
+        )
+
+    @classmethod
+    def of_rows(cls, rows: list[tuple[Any, ...]]) -> _JobColumns:
+        """Rows as single enqueues build them, each with its own created_at."""
+        columns = [list(column) for column in zip(*rows)]
+        created_at = columns[7]
+        first = created_at[0]
+        if all(stamp == first for stamp in created_at):
+            columns[7] = first
+        return cls(*columns)
+
+
 # --- wake-ups ------------------------------------------------------------------------------------
 
 
@@ -474,7 +559,7 @@ class PostgresStore(Store):
         sidecar: Sidecar,
         clock: Clock = utcnow,
         pool_size: int = 10,
-        enqueue_flushers: int = 2,
+        enqueue_flushers: int = 1,
     ):
         super().__init__(clock)
         self._dsn = dsn
@@ -485,13 +570,14 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._feeds: set[_Wakeups] = set()
+        self._job_shapes: set[tuple[Any, ...]] = set()
         self._listen_task: asyncio.Task[None] | None = None
         self._closed = False
         self._close_done: trio.Event | None = None
         # Concurrent single enqueues share one multi-row insert per hop (group commit).
         self._enqueuer: Coalescer[tuple[Any, ...], EnqueueResult] = Coalescer(
             sidecar,
-            self._insert_jobs,
+            self._insert_rows,
             max_flushes=enqueue_flushers,
             retry_singly=lambda error: not _is_unavailable(error),
         )
@@ -534,6 +620,10 @@ class PostgresStore(Store):
         if when is not None:
             self._sidecar.run_in_trio(self._dispatch_wake, when)
 
+    def _payload(self, when: datetime) -> str:
+        """The NOTIFY payload announcing ``when``: this store's instance and the time in µs."""
+        return f"{self._instance} {(when - EPOCH) // _MICROSECOND}"
+
     def _dispatch_wake(self, when: datetime) -> None:
         for feed in list(self._feeds):
             feed.put_nowait(when)
@@ -561,9 +651,12 @@ class PostgresStore(Store):
             "timeout": 10,
             "server_settings": {
                 "application_name": application_name,
-                "thotto.instance": self._instance,
                 # JIT compiling a batch statement costs more than it saves here.
                 "jit": "off",
+                # With stale statistics (a queue table grows from empty in seconds) the planner
+                # picks bitmap scans that read and sort every due job to claim a thousand; the
+                # ordered index scans our statements are written for are always fine.
+                "enable_bitmapscan": "off",
             },
         }
 
@@ -683,8 +776,26 @@ class PostgresStore(Store):
 
     # --- enqueueing -----------------------------------------------------------------------
 
+    def _validated_job(self, job: NewJob) -> NewJob:
+        """validated(job), skipping the full check for a shape of job seen before.
+
+        Hot callers enqueue the same queue/kind/limits over and over; as in
+        :func:`~thotto.messages.validated_jobs`, each distinct shape is validated fully once (a
+        few µs), then only the per-job checks remain.
+        """
+        if type(job) is not NewJob:
+            return validated(job)
+        shape = (job.queue, job.kind, job.priority, job.max_attempts, job.dedupe_key,
+                 type(job.payload), job.run_at is None or job.run_at.tzinfo is not None)  # fmt: skip
+        if shape not in self._job_shapes:
+            job = validated(job)
+            if len(self._job_shapes) >= 4096:
+                self._job_shapes.clear()
+            self._job_shapes.add(shape)
+        return job
+
     async def enqueue(self, job: NewJob) -> EnqueueResult:
-        job = validated(job)
+        job = self._validated_job(job)
         now = self.now()
         run_at = now if job.run_at is None else as_utc(job.run_at)
         row = (job.queue, job.kind, job.payload, job.priority, run_at, job.max_attempts,
@@ -702,49 +813,50 @@ class PostgresStore(Store):
     async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
         jobs = list(jobs)
         if not jobs:
+            await trio.lowlevel.checkpoint()
             return []
         validated_jobs(jobs)
-        now = self.now()
-        rows = []
-        for job in jobs:
-            if job.run_at is None:
-                run_at = now
-            else:
-                run_at = job.run_at if job.run_at.tzinfo is UTC else as_utc(job.run_at)
-            rows.append((job.queue, job.kind, job.payload, job.priority, run_at,
-                         job.max_attempts, job.dedupe_key, now))  # fmt: skip
-        return await self._run(self._insert_jobs, rows)
+        return await self._run(self._insert_jobs, _JobColumns.of_jobs(jobs, self.now()))
+
+    async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[EnqueueResult]:
+        """Loop thread: the group commit of single enqueues (rows as built by enqueue)."""
+        return await self._insert_jobs(_JobColumns.of_rows(rows))
 
     async def _insert_jobs(
-        self, rows: list[tuple[Any, ...]], conn: asyncpg.Connection | None = None
+        self, cols: _JobColumns, conn: asyncpg.Connection | None = None
     ) -> list[EnqueueResult]:
-        """Loop thread: insert rows (as built by enqueue) in one statement; results in order."""
-        columns = [list(column) for column in zip(*rows)]
-        keys = columns[6]
+        """Loop thread: insert jobs in one statement; results in input order."""
         if conn is None:
             assert self._pool is not None
             async with self._pool.acquire() as acquired:
-                return await self._insert_jobs_on(acquired, rows, columns, keys)
-        return await self._insert_jobs_on(conn, rows, columns, keys)
+                return await self._insert_jobs_on(acquired, cols)
+        return await self._insert_jobs_on(conn, cols)
 
     async def _insert_jobs_on(
-        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]], columns: list[list[Any]],
-        keys: list[Any],
+        self, conn: asyncpg.Connection, cols: _JobColumns
     ) -> list[EnqueueResult]:
-        run_ats = columns[4]
-        if not any(key is not None for key in keys):
-            ids = await conn.fetch(SQL_INSERT_JOBS, *columns)
+        run_ats = cols.run_at
+        head = (cols.queue, cols.kind, cols.payload, cols.priority, run_ats, cols.max_attempts)
+        # Jobs deduplicated away make the announcement early, never late.
+        payload = self._payload(min(run_ats))
+        if not any(key is not None for key in cols.dedupe_key):
+            sql = SQL_INSERT_JOBS if isinstance(cols.created_at, datetime) else SQL_INSERT_JOBS_STAMPED
+            ids = await conn.fetch(sql, *head, cols.created_at, payload)
             self._wake_from_loop(min(run_ats))
             return [EnqueueResult(r[0], True, run_at) for r, run_at in zip(ids, run_ats)]
-        records = await conn.fetch(SQL_INSERT_JOBS_DEDUPE, *columns)
+        created_at = cols.created_at
+        if isinstance(created_at, datetime):
+            created_at = [created_at] * len(run_ats)
+        records = await conn.fetch(SQL_INSERT_JOBS_DEDUPE, *head, cols.dedupe_key, created_at,
+                                   payload)  # fmt: skip
         results: list[EnqueueResult] = []
         created_by_key: dict[tuple[str, str], EnqueueResult] = {}
         earliest = None
-        for row, record in zip(rows, records):
-            key = (row[0], row[6])
+        for queue, dedupe_key, record in zip(cols.queue, cols.dedupe_key, records):
+            key = (queue, dedupe_key)
             if record["created"]:
                 result = EnqueueResult(record["id"], True, record["run_at"])
-                if row[6] is not None:
+                if dedupe_key is not None:
                     created_by_key[key] = result
                 if earliest is None or result.run_at < earliest:
                     earliest = result.run_at
@@ -758,8 +870,8 @@ class PostgresStore(Store):
                 found = await conn.fetchrow(SQL_FIND_LIVE_BY_KEY, *key)
                 if found is None:
                     raise StoreError(
-                        f"Enqueue of a job with dedupe key {row[6]!r} in queue {row[0]!r} lost "
-                        "a race with a concurrent writer; retry it"
+                        f"Enqueue of a job with dedupe key {dedupe_key!r} in queue {queue!r} "
+                        "lost a race with a concurrent writer; retry it"
                     )
                 result = EnqueueResult(found[0], False, found[1])
             results.append(result)
@@ -850,13 +962,35 @@ class PostgresStore(Store):
         self._wake_from_loop(wake)
         return statuses
 
-    @staticmethod
     async def _settle_rows(
-        db: Any, owner: str, now: datetime, rows: list[tuple[Any, ...]]
+        self, db: Any, owner: str, now: datetime, rows: list[tuple[Any, ...]]
     ) -> tuple[list[SettleStatus], datetime | None]:
-        columns = [list(column) for column in zip(*rows)]
-        records = await db.fetch(SQL_SETTLE, owner, now, *columns)
-        statuses: list[SettleStatus] = [SettleStatus.LEASE_LOST] * len(rows)
+        ids = [row[0] for row in rows]
+        attempts = [row[1] for row in rows]
+        if all(row[2] == "completed" for row in rows):
+            applied = await db.fetch(SQL_COMPLETE, owner, now, ids, attempts)
+            statuses = [SettleStatus.LEASE_LOST] * len(rows)
+            for (ord_,) in applied:
+                statuses[ord_ - 1] = SettleStatus.OK
+            if len(applied) < len(rows):
+                for (ord_,) in await db.fetch(SQL_COMPLETED_ALREADY, owner, ids, attempts):
+                    if statuses[ord_ - 1] is SettleStatus.LEASE_LOST:
+                        statuses[ord_ - 1] = SettleStatus.ALREADY
+            return statuses, None
+        columns = [ids, attempts, [row[2] for row in rows], [row[3] for row in rows],
+                   [row[4] for row in rows]]  # fmt: skip
+        # Announce the earliest time these outcomes could make due; if some do not apply (lease
+        # lost) the wake-up is merely early, which costs a listener one look.
+        earliest = min(
+            (now if row[2] == "released" else row[3] for row in rows if row[2] in _REQUEUES),
+            default=None,
+        )
+        if earliest is None:
+            records = await db.fetch(SQL_SETTLE, owner, now, *columns)
+        else:
+            records = await db.fetch(SQL_SETTLE_NOTIFY, owner, now, *columns,
+                                     self._payload(earliest))  # fmt: skip
+        statuses = [SettleStatus.LEASE_LOST] * len(rows)
         wake = None
         for ord_, status, when in records:
             statuses[ord_ - 1] = SettleStatus(status)
@@ -869,9 +1003,13 @@ class PostgresStore(Store):
         return await self._run(self._release_expired_in_loop, now)
 
     async def _release_expired_in_loop(self, now: datetime) -> ExpiredLeases:
-        records = await self._fetch(SQL_RELEASE_EXPIRED, now, EXPIRED_ERROR)
-        released = [r[0] for r in records if r[1] == "pending"]
-        dead = [r[0] for r in records if r[1] == "dead"]
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            records = await conn.fetch(SQL_RELEASE_EXPIRED, now, EXPIRED_ERROR)
+            released = [r[0] for r in records if r[1] == "pending"]
+            dead = [r[0] for r in records if r[1] == "dead"]
+            if released:
+                await conn.execute(SQL_NOTIFY, self._payload(now))
         if released:
             self._wake_from_loop(now)
         return ExpiredLeases(released=released, dead=dead)
@@ -939,6 +1077,7 @@ class PostgresStore(Store):
             updated = await conn.fetchrow(
                 f"UPDATE jobs SET run_at = $2 WHERE id = $1 RETURNING {_JOB_COLS}", job_id, run_at
             )
+            await conn.execute(SQL_NOTIFY, self._payload(run_at))
         self._wake_from_loop(run_at)
         return _job(updated)
 
@@ -950,14 +1089,20 @@ class PostgresStore(Store):
         return await self._run(self._redrive_in_loop, ids, self.now())
 
     async def _redrive_in_loop(self, ids: list[int], now: datetime) -> list[int]:
-        try:
-            records = await self._fetch(SQL_REDRIVE, ids, now)
-        except asyncpg.UniqueViolationError:
-            # A live job took a dead job's dedupe key meanwhile: redrive one by one, skipping it.
-            records = []
-            for job_id in ids:
-                with contextlib.suppress(asyncpg.UniqueViolationError):
-                    records += await self._fetch(SQL_REDRIVE, [job_id], now)
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            try:
+                async with conn.transaction():  # a savepoint
+                    records = await conn.fetch(SQL_REDRIVE, ids, now)
+            except asyncpg.UniqueViolationError:
+                # A live job took a dead job's dedupe key meanwhile: go one by one, skipping it.
+                records = []
+                for job_id in ids:
+                    with contextlib.suppress(asyncpg.UniqueViolationError):
+                        async with conn.transaction():
+                            records += await conn.fetch(SQL_REDRIVE, [job_id], now)
+            if records:
+                await conn.execute(SQL_NOTIFY, self._payload(now))
         done = {r[0] for r in records}
         if done:
             self._wake_from_loop(now)
@@ -1223,7 +1368,7 @@ class PostgresStore(Store):
                  max_attempts, None, now)  # fmt: skip
                 for post_id, when in zip(post_ids, scheduled)
             ]
-            jobs = await self._insert_jobs(rows, conn)
+            jobs = await self._insert_jobs(_JobColumns.of_rows(rows), conn)
             contents = [_json(post.content) for post in posts]
             recurrences = [
                 None if post.recurrence is None else _json(post.recurrence) for post in posts
@@ -1399,6 +1544,7 @@ class PostgresStore(Store):
                 await conn.execute(
                     "UPDATE jobs SET run_at = $2 WHERE id = $1", row["job_id"], scheduled_for
                 )
+                await conn.execute(SQL_NOTIFY, self._payload(scheduled_for))
             updated = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
         self._wake_from_loop(scheduled_for)
         return _post(updated)

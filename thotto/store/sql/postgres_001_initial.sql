@@ -99,29 +99,6 @@ CREATE TABLE posts (
 CREATE INDEX posts_user_schedule ON posts (user_id, scheduled_for, id);
 CREATE INDEX posts_account_title ON posts (account_id, lower(subreddit), lower(title));
 
--- Wake-ups: every statement that leaves jobs pending notifies the earliest run_at among them on
--- channel thotto_wakeup, in the same transaction (delivered at commit). The payload is
--- "<instance> <microseconds since the epoch>"; instance is the writer's thotto.instance setting,
--- so a store can skip its own notifications (it wakes its own listeners directly).
-CREATE FUNCTION thotto_notify_due() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    earliest timestamptz;
-BEGIN
-    SELECT min(run_at) INTO earliest FROM changed_jobs WHERE state = 'pending';
-    IF earliest IS NOT NULL THEN
-        PERFORM pg_notify(
-            'thotto_wakeup',
-            coalesce(current_setting('thotto.instance', true), '') || ' ' ||
-                (extract(epoch FROM earliest) * 1000000)::bigint::text
-        );
-    END IF;
-    RETURN NULL;
-END
-$$;
-
-CREATE TRIGGER jobs_notify_insert AFTER INSERT ON jobs
-    REFERENCING NEW TABLE AS changed_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION thotto_notify_due();
-CREATE TRIGGER jobs_notify_update AFTER UPDATE ON jobs
-    REFERENCING NEW TABLE AS changed_jobs
-    FOR EACH STATEMENT EXECUTE FUNCTION thotto_notify_due();
+-- Wake-ups: every statement that may make a job due sooner calls
+-- pg_notify('thotto_wakeup', '<store instance> <earliest run_at, microseconds since the epoch>')
+-- in its own transaction (see thotto/store/postgres.py); a store skips its own notifications.
