@@ -469,6 +469,7 @@ class _FileLock:
 
     def _acquire(self, path: str) -> int:
         try:
+            os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
             fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot create the lock file {self.lock_path}: {exc}") from exc
@@ -499,8 +500,6 @@ class _FileLock:
 
 def _connect_writer(path: str) -> sqlite3.Connection:
     """The read-write connection, in WAL mode, migrated to :data:`SCHEMA_VERSION`."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
     try:
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, cached_statements=256
