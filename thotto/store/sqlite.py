@@ -50,7 +50,6 @@ from thotto.errors import (
     StoreError,
     StoreLocked,
     StoreUnavailable,
-    ThottoError,
     ValidationError,
 )
 from thotto.messages import (
@@ -171,7 +170,8 @@ def _check(value: Any, type_: Any, field: str) -> Any:
 
 def _check_struct(value: Any, type_: type[T], field: str) -> T:
     if not isinstance(value, type_):
-        raise ValidationError(f"{field} must be a {type_.__name__}, got {type(value).__name__}", field)
+        wanted, got = type_.__name__, type(value).__name__
+        raise ValidationError(f"{field} must be a {wanted}, got {got}", field)
     return validated(value)
 
 
@@ -220,7 +220,8 @@ def _check_outcome(item: Any) -> Outcome:
             return item
     elif kind not in _OUTCOME_TYPES:
         raise ValidationError(
-            f"Expected an outcome (Completed, Retry, Dead, Deferred or Released), got {kind.__name__}"
+            "Expected an outcome (Completed, Retry, Dead, Deferred or Released), "
+            f"got {kind.__name__}"
         )
     return validated(item)
 
@@ -251,6 +252,8 @@ def _as_reply_error(exc: BaseException) -> BaseException:
 
 
 def _not_found(what: str, record_id: Any) -> NotFound:
+    if isinstance(record_id, str):
+        return NotFound(f"No {what} {record_id!r}")
     return NotFound(f"No {what} with id {record_id}")
 
 
@@ -271,8 +274,9 @@ LIVE_JOB_BY_KEY = (
 #: [payload as text, run_at] pairs, parsed by SQLite (~1.2 µs a job here, against ~2.3 µs for
 #: multi-row VALUES and ~5 µs for executemany).
 INSERT_JSON = (
-    f"INSERT INTO jobs ({INSERT_COLUMNS}) SELECT ?1, ?2, CAST(json_extract(value, '$[0]') AS BLOB), "
-    "?3, json_extract(value, '$[1]'), ?4, NULL, ?5 FROM json_each(?6)"
+    f"INSERT INTO jobs ({INSERT_COLUMNS}) SELECT ?1, ?2, "
+    "CAST(json_extract(value, '$[0]') AS BLOB), ?3, json_extract(value, '$[1]'), ?4, NULL, ?5 "
+    "FROM json_each(?6)"
 )
 #: Rows per multi-row INSERT, for payloads that cannot travel as JSON text.
 INSERT_CHUNKS = (256, 64, 16, 4, 1)
@@ -344,7 +348,9 @@ ATTEMPT_HISTORY = (
     "SELECT attempt, owner, started_at, finished_at, outcome, error FROM attempts "
     "WHERE job_id = ? ORDER BY id"
 )
-CURRENT_ATTEMPT = "SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id = ?"
+CURRENT_ATTEMPT = (
+    "SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id = ?"
+)
 
 USER_COLUMNS = "id, name, tier, role, created_at"
 TOKEN_COLUMNS = "id, user_id, name, created_at, revoked_at"
@@ -352,6 +358,29 @@ ACCOUNT_COLUMNS = (
     "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
 )
 USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
+INSERT_USER = (
+    f"INSERT INTO users (name, tier, role, created_at) VALUES (?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+)
+SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = ?"
+SELECT_USER_BY_NAME = f"SELECT {USER_COLUMNS} FROM users WHERE name = ?"
+SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users ORDER BY id"
+SET_TIER = f"UPDATE users SET tier = ? WHERE id = ? RETURNING {USER_COLUMNS}"
+INSERT_TOKEN = (
+    "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?) "
+    f"RETURNING {TOKEN_COLUMNS}"
+)
+REVOKE_TOKEN = (
+    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? "
+    f"RETURNING {TOKEN_COLUMNS}"
+)
+SELECT_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY id"
+SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
+SELECT_ACCOUNTS = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? ORDER BY id"
+SET_ACCOUNT_TOKEN = (
+    "UPDATE accounts SET refresh_token_encrypted = ?, needs_relink = 0 WHERE id = ? "
+    f"RETURNING {ACCOUNT_COLUMNS}"
+)
+SET_NEEDS_RELINK = f"UPDATE accounts SET needs_relink = ? WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
 USER_BY_TOKEN = (
     "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
     "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL"
@@ -415,6 +444,10 @@ def _job(row: tuple, times: _Times) -> Job:
         row[0], row[1], row[2], row[3], row[4], times[row[5]], _STATES[row[6]], row[7], row[8],
         row[9], row[10], times[row[11]], times[row[12]], times[row[13]], row[14],
     )
+
+
+def _one_job(row: tuple) -> Job:
+    return _job(row, _Times())
 
 
 def _user(row: tuple) -> User:
@@ -539,7 +572,9 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         return
     steps = [_load_sql(name) for name in MIGRATIONS[version:]]
     # executescript commits any open transaction first, so the script brings its own BEGIN.
-    script = "\n".join(["BEGIN IMMEDIATE;", *steps, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;"])
+    script = "\n".join(
+        ["BEGIN IMMEDIATE;", *steps, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;"]
+    )
     try:
         conn.executescript(script)
     except sqlite3.Error as exc:
@@ -572,11 +607,11 @@ def _connect(path: str) -> tuple[sqlite3.Connection, sqlite3.Connection]:
         raise StoreUnavailable(f"Cannot open {path} for reading: {exc}") from exc
 
 
-# --- the writer thread -----------------------------------------------------------------------------
+# --- the worker threads ---------------------------------------------------------------------------
 
 
 class _Request:
-    """One write: ``fn(conn)`` and the Trio task waiting for its result.
+    """One call: ``fn(conn)`` and the Trio task waiting for its result.
 
     ``task`` is cleared (on the Trio thread) when the caller is cancelled, so the reply is
     dropped. With ``wakes``, ``fn`` returns ``(result, run_at or None)`` and ``run_at`` feeds the
@@ -622,7 +657,7 @@ def _batch_at(group: list[_Request], start: int) -> list[_Request]:
 
 
 def _stop(conn: sqlite3.Connection) -> None:
-    """The request that stops the writer (it runs last: nothing is queued after it)."""
+    """The request that stops a worker (it comes last: nothing is queued after it)."""
 
 
 class _Worker:
@@ -694,10 +729,7 @@ class _Worker:
     def _run(self) -> None:
         running = True
         while running:
-            group = [self._queue.get()]
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    group.append(self._queue.get_nowait())
+            group = self._next_group()
             running = group[-1].fn is not _stop
             work = group if running else group[:-1]
             try:
@@ -710,6 +742,14 @@ class _Worker:
                 self._close(group[-1])
             self._reply(group)
 
+    def _next_group(self) -> list[_Request]:
+        """Every queued request, waiting for the first one."""
+        group = [self._queue.get()]
+        with contextlib.suppress(queue.Empty):
+            while True:
+                group.append(self._queue.get_nowait())
+        return group
+
     def _abandon_transaction(self) -> None:
         """Roll back what a failed round left open, so the next round can BEGIN."""
         with contextlib.suppress(sqlite3.Error):
@@ -720,8 +760,8 @@ class _Worker:
         try:
             self._conn.close()
             stop.reply = outcome.Value(None)
-        except sqlite3.Error as exc:
-            stop.reply = outcome.Error(_wrap(exc))
+        except BaseException as exc:  # reply anyway: aclose waits for this, shielded
+            stop.reply = outcome.Error(_as_reply_error(exc))
 
     def _commit(self, group: list[_Request]) -> None:
         if not group:
@@ -803,6 +843,8 @@ class _Worker:
             self._token.run_sync_soon(self._deliver, group, min(wakes) if wakes else None)
         except trio.RunFinishedError:
             pass  # the Trio run ended: nobody is waiting any more
+        except BaseException:  # never leave the thread: later callers would wait forever
+            log.exception("%s could not wake %d callers", self._thread.name, len(group))
 
     # -- back on the Trio thread --
 
@@ -839,23 +881,30 @@ class _Checkpointer:
             self._wanted.set()
 
     def _run(self) -> None:
-        conn = None
         try:
             conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
-            conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        except sqlite3.Error:  # the writer's own autocheckpoint still bounds the WAL
+            log.warning("SQLite checkpointer could not connect; the writer checkpoints instead",
+                        exc_info=True)
+            return
+        try:
             while True:
                 self._wanted.wait()
                 if self._stopping.is_set():
                     break
                 self._wanted.clear()
-                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                self._checkpoint(conn)
                 # Let commits pile up (fewer, larger checkpoints), but wake at once to stop.
                 self._stopping.wait(CHECKPOINT_PAUSE)
-        except sqlite3.Error:  # the writer's own autocheckpoint still bounds the WAL
-            log.warning("SQLite checkpointer stopped; the writer checkpoints instead", exc_info=True)
         finally:
-            if conn is not None:
-                conn.close()
+            conn.close()
+
+    @staticmethod
+    def _checkpoint(conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.Error:  # e.g. disk full: the next poke tries again
+            log.warning("SQLite checkpoint failed", exc_info=True)
 
     async def stop(self) -> None:
         """Stop the thread and close its connection. Call it shielded, after the writer stopped."""
@@ -864,7 +913,7 @@ class _Checkpointer:
         await trio.to_thread.run_sync(self._thread.join)
 
 
-# --- wake-ups --------------------------------------------------------------------------------------
+# --- wake-ups -------------------------------------------------------------------------------------
 
 
 class _Wakeups:
@@ -912,7 +961,7 @@ class _Wakeups:
         self._lot.unpark_all()
 
 
-# --- the store -------------------------------------------------------------------------------------
+# --- the store ------------------------------------------------------------------------------------
 
 
 @contextlib.asynccontextmanager
@@ -1004,6 +1053,23 @@ class SqliteStore(Store):
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._reader.call(fn)
 
+    async def _fetch_one(
+        self,
+        sql: str,
+        params: tuple,
+        missing: tuple[str, Any],
+        record: Callable[[tuple], T],
+        *,
+        write: bool = False,
+    ) -> T:
+        """The record of the one row ``sql`` returns; NotFound naming ``missing`` otherwise."""
+        worker = self._writer if write else self._reader
+        return record(await worker.call(lambda conn: _one(conn, sql, params, *missing)))
+
+    async def _fetch_all(self, sql: str, params: tuple, record: Callable[[tuple], T]) -> list[T]:
+        rows = await self._reader.call(lambda conn: conn.execute(sql, params).fetchall())
+        return [record(row) for row in rows]
+
     def _now_us(self) -> tuple[datetime, int]:
         now = self.now()  # the clock is trusted to be aware: it runs on every call
         return now, (now - EPOCH) // ONE_US
@@ -1016,7 +1082,7 @@ class SqliteStore(Store):
         """See :meth:`Store.wakeups`; in-process only. Close it (``contextlib.aclosing``)."""
         return _Wakeups(self._subscribers)
 
-    # --- enqueueing --------------------------------------------------------------------------------
+    # --- enqueueing -------------------------------------------------------------------------------
 
     async def enqueue(self, job: NewJob) -> EnqueueResult:
         now, now_us = self._now_us()
@@ -1039,7 +1105,7 @@ class SqliteStore(Store):
         insert = _insert_keyed if keyed else _insert_plain
         return await self._write(lambda conn: insert(conn, rows, run_ats), wakes=True)
 
-    # --- working jobs ------------------------------------------------------------------------------
+    # --- working jobs -----------------------------------------------------------------------------
 
     async def claim(
         self,
@@ -1063,7 +1129,9 @@ class SqliteStore(Store):
         params = (owner, now_us + lease_us, now_us, due_us, *(names or ()), limit)
         return await self._write(lambda conn: _claim(conn, sql, params))
 
-    async def heartbeat(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> list[int]:
+    async def heartbeat(
+        self, owner: str, job_ids: Sequence[int], lease_seconds: float
+    ) -> list[int]:
         owner = _check(owner, Owner, "owner")
         ids = _check_ids(job_ids, "job_ids")
         lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
@@ -1080,17 +1148,19 @@ class SqliteStore(Store):
         owner = _check(owner, Owner, "owner")
         checked = [_check_outcome(item) for item in outcomes]
         now, now_us = self._now_us()
-        return await self._write(lambda conn: _settle(conn, owner, checked, now, now_us), wakes=True)
+        return await self._write(
+            lambda conn: _settle(conn, owner, checked, now, now_us), wakes=True
+        )
 
     async def release_expired(self) -> ExpiredLeases:
         now, now_us = self._now_us()
         return await self._write(lambda conn: _release_expired(conn, now, now_us), wakes=True)
 
-    # --- managing jobs -----------------------------------------------------------------------------
+    # --- managing jobs ----------------------------------------------------------------------------
 
     async def get_job(self, job_id: int) -> Job:
         job_id = _check(job_id, int, "job_id")
-        return await self._read(lambda conn: _job(_one(conn, SELECT_JOB, (job_id,), "job", job_id), _Times()))
+        return await self._fetch_one(SELECT_JOB, (job_id,), ("job", job_id), _one_job)
 
     async def cancel(self, job_id: int) -> Job:
         job_id = _check(job_id, int, "job_id")
@@ -1128,7 +1198,7 @@ class SqliteStore(Store):
 
         return await self._write(purge)
 
-    # --- reading -----------------------------------------------------------------------------------
+    # --- reading ----------------------------------------------------------------------------------
 
     async def counts(self) -> list[QueueCount]:
         rows = await self._read(lambda conn: conn.execute(COUNTS).fetchall())
@@ -1147,81 +1217,66 @@ class SqliteStore(Store):
         job_id = _check(job_id, int, "job_id")
         return await self._read(lambda conn: _attempts(conn, job_id))
 
-    # --- users and API tokens ------------------------------------------------------------------------
+    # --- users and API tokens ----------------------------------------------------------------
 
     async def create_user(self, user: NewUser) -> User:
         user = _check_struct(user, NewUser, "user")
         _, now_us = self._now_us()
         params = (user.name, user.tier.value, user.role.value, now_us)
 
-        def create(conn: sqlite3.Connection) -> User:
+        def create(conn: sqlite3.Connection) -> tuple:
             try:
-                return _user(conn.execute(
-                    f"INSERT INTO users (name, tier, role, created_at) VALUES (?, ?, ?, ?) "
-                    f"RETURNING {USER_COLUMNS}", params).fetchone())
+                return conn.execute(INSERT_USER, params).fetchone()
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"The user name {user.name!r} is taken") from exc
 
-        return await self._write(create)
+        return _user(await self._write(create))
 
     async def get_user(self, user_id: int) -> User:
         user_id = _check(user_id, int, "user_id")
-        sql = f"SELECT {USER_COLUMNS} FROM users WHERE id = ?"
-        return _user(await self._read(lambda conn: _one(conn, sql, (user_id,), "user", user_id)))
+        return await self._fetch_one(SELECT_USER, (user_id,), ("user", user_id), _user)
 
     async def get_user_by_name(self, name: str) -> User:
         name = _check(name, str, "name")
-        sql = f"SELECT {USER_COLUMNS} FROM users WHERE name = ?"
-        row = await self._read(lambda conn: conn.execute(sql, (name,)).fetchone())
-        if row is None:
-            raise NotFound(f"No user named {name!r}")
-        return _user(row)
+        return await self._fetch_one(SELECT_USER_BY_NAME, (name,), ("user named", name), _user)
 
     async def list_users(self) -> list[User]:
-        sql = f"SELECT {USER_COLUMNS} FROM users ORDER BY id"
-        return [_user(row) for row in await self._read(lambda conn: conn.execute(sql).fetchall())]
+        return await self._fetch_all(SELECT_USERS, (), _user)
 
     async def set_tier(self, user_id: int, tier: Tier) -> User:
-        user_id = _check(user_id, int, "user_id")
-        tier = _check(tier, Tier, "tier")
-        sql = f"UPDATE users SET tier = ? WHERE id = ? RETURNING {USER_COLUMNS}"
-        return _user(await self._write(lambda conn: _one(conn, sql, (tier.value, user_id), "user", user_id)))
+        params = (_check(tier, Tier, "tier").value, _check(user_id, int, "user_id"))
+        return await self._fetch_one(SET_TIER, params, ("user", user_id), _user, write=True)
 
     async def create_token(self, user_id: int, name: str, token_hash: str) -> ApiToken:
         user_id = _check(user_id, int, "user_id")
         name = _check(name, TokenName, "name")
         token_hash = _check(token_hash, TokenHash, "token_hash")
         _, now_us = self._now_us()
-        sql = (f"INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?) "
-               f"RETURNING {TOKEN_COLUMNS}")
 
-        def create(conn: sqlite3.Connection) -> ApiToken:
+        def create(conn: sqlite3.Connection) -> tuple:
             _one(conn, USER_EXISTS, (user_id,), "user", user_id)
             try:
-                return _token(conn.execute(sql, (user_id, name, token_hash, now_us)).fetchone())
+                return conn.execute(INSERT_TOKEN, (user_id, name, token_hash, now_us)).fetchone()
             except sqlite3.IntegrityError as exc:
                 raise Conflict("An API token with this hash already exists") from exc
 
-        return await self._write(create)
+        return _token(await self._write(create))
 
     async def revoke_token(self, token_id: int) -> ApiToken:
         token_id = _check(token_id, int, "token_id")
         _, now_us = self._now_us()
-        sql = (f"UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? "
-               f"RETURNING {TOKEN_COLUMNS}")
-        return _token(await self._write(lambda conn: _one(conn, sql, (now_us, token_id), "API token", token_id)))
+        where = ("API token", token_id)
+        return await self._fetch_one(REVOKE_TOKEN, (now_us, token_id), where, _token, write=True)
 
     async def list_tokens(self, user_id: int) -> list[ApiToken]:
-        user_id = _check(user_id, int, "user_id")
-        sql = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY id"
-        return [_token(row) for row in await self._read(lambda conn: conn.execute(sql, (user_id,)).fetchall())]
+        return await self._fetch_all(SELECT_TOKENS, (_check(user_id, int, "user_id"),), _token)
 
     async def user_for_token(self, token_hash: str) -> User | None:
         token_hash = _check(token_hash, str, "token_hash")
         row = await self._read(lambda conn: conn.execute(USER_BY_TOKEN, (token_hash,)).fetchone())
         return None if row is None else _user(row)
 
-    # --- Reddit accounts ---------------------------------------------------------------------------
+    # --- Reddit accounts -------------------------------------------------------------------------
 
     async def create_account(self, account: NewAccount) -> Account:
         account = _check_struct(account, NewAccount, "account")
@@ -1229,36 +1284,34 @@ class SqliteStore(Store):
         params = (account.user_id, account.reddit_username, account.refresh_token_encrypted,
                   account.scopes, now_us)
 
-        def link(conn: sqlite3.Connection) -> Account:
+        def link(conn: sqlite3.Connection) -> tuple:
             _one(conn, USER_EXISTS, (account.user_id,), "user", account.user_id)
-            return _account(conn.execute(LINK_ACCOUNT, params).fetchone())
+            return conn.execute(LINK_ACCOUNT, params).fetchone()
 
-        return await self._write(link)
+        return _account(await self._write(link))
 
     async def get_account(self, account_id: int) -> Account:
         account_id = _check(account_id, int, "account_id")
-        sql = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
-        return _account(await self._read(lambda conn: _one(conn, sql, (account_id,), "account", account_id)))
+        where = ("account", account_id)
+        return await self._fetch_one(SELECT_ACCOUNT, (account_id,), where, _account)
 
     async def list_accounts(self, user_id: int) -> list[Account]:
-        user_id = _check(user_id, int, "user_id")
-        sql = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? ORDER BY id"
-        return [_account(row) for row in await self._read(lambda conn: conn.execute(sql, (user_id,)).fetchall())]
+        return await self._fetch_all(SELECT_ACCOUNTS, (_check(user_id, int, "user_id"),), _account)
 
     async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
         token = _check_bytes(refresh_token_encrypted, "refresh_token_encrypted")
-        return await self._update_account(account_id, "refresh_token_encrypted = ?, needs_relink = 0", token)
+        return await self._update_account(account_id, SET_ACCOUNT_TOKEN, token)
 
     async def set_needs_relink(self, account_id: int, needs_relink: bool) -> Account:
         flag = int(_check(needs_relink, bool, "needs_relink"))
-        return await self._update_account(account_id, "needs_relink = ?", flag)
+        return await self._update_account(account_id, SET_NEEDS_RELINK, flag)
 
-    async def _update_account(self, account_id: int, assignments: str, value: Any) -> Account:
+    async def _update_account(self, account_id: int, sql: str, value: Any) -> Account:
         account_id = _check(account_id, int, "account_id")
-        sql = f"UPDATE accounts SET {assignments} WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
-        return _account(await self._write(lambda conn: _one(conn, sql, (value, account_id), "account", account_id)))
+        where = ("account", account_id)
+        return await self._fetch_one(sql, (value, account_id), where, _account, write=True)
 
-    # --- posts -------------------------------------------------------------------------------------
+    # --- posts ------------------------------------------------------------------------------------
 
     async def create_posts(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
         checked = [_check_struct(post, NewPost, "posts") for post in posts]
@@ -1481,7 +1534,8 @@ class _InsertJob(_Batchable):
     def run_many(
         cls, conn: sqlite3.Connection, items: list[_InsertJob]
     ) -> list[tuple[EnqueueResult, datetime]]:
-        results, _ = _insert_plain(conn, [item.row for item in items], [item.run_at for item in items])
+        rows = [item.row for item in items]
+        results, _ = _insert_plain(conn, rows, [item.run_at for item in items])
         return [(result, result.run_at) for result in results]
 
 
@@ -1560,7 +1614,11 @@ def _runs(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
     run: list[Outcome] = []
     ids: set[int] = set()
     for item in outcomes:
-        keyed = type(item) is Completed and 0 < item.attempt < KEY_SHIFT and 0 < item.job_id < MAX_KEYED_ID
+        keyed = (
+            type(item) is Completed
+            and 0 < item.attempt < KEY_SHIFT
+            and 0 < item.job_id < MAX_KEYED_ID
+        )
         if run and (not keyed or item.job_id in ids):
             yield run
             run, ids = [], set()
@@ -1611,7 +1669,8 @@ def _settle_other(
     refund = 0 if kind is Retry else 1
     error = item.error if kind is Retry else item.reason if kind is Deferred else None
     _record_attempt(cursor, item, owner, started_us, now_us, _RECORDED_AS[kind][0], error)
-    cursor.execute(TO_PENDING, (_us(run_at, "run_at"), refund, error if kind is Retry else None, item.job_id))
+    last_error = error if kind is Retry else None
+    cursor.execute(TO_PENDING, (_us(run_at, "run_at"), refund, last_error, item.job_id))
     return SettleStatus.OK, run_at
 
 
@@ -1686,16 +1745,18 @@ def _attempts(conn: sqlite3.Connection, job_id: int) -> list[Attempt]:
         Attempt(job_id, number, who, times[start], times[end], _OUTCOMES[result], error)
         for number, who, start, end, result, error in conn.execute(ATTEMPT_HISTORY, (job_id,))
     ]
+    started = times[started_us]
     if state == "processing":
-        history.append(Attempt(job_id, attempt, owner, times[started_us], None, AttemptOutcome.RUNNING))
+        history.append(Attempt(job_id, attempt, owner, started, None, AttemptOutcome.RUNNING))
     elif state == "completed":
+        finished = times[finished_us]
         history.append(
-            Attempt(job_id, attempt, owner, times[started_us], times[finished_us], AttemptOutcome.COMPLETED)
+            Attempt(job_id, attempt, owner, started, finished, AttemptOutcome.COMPLETED)
         )
     return history
 
 
-# --- functions of the connection: posts ------------------------------------------------------------
+# --- functions of the connection: posts -----------------------------------------------------------
 
 POST_JOB_STATES = {status: state.value for state, status in POST_STATUS_OF_JOB_STATE.items()}
 
