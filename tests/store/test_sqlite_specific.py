@@ -415,3 +415,17 @@ async def test_settle_applies_a_batch_in_order_with_repeats(path):
             JobState.PROCESSING,
             JobState.COMPLETED,
         ]
+
+
+async def test_redrive_leaves_a_dead_job_dead_while_its_dedupe_key_is_live_again(path):
+    async with open_sqlite_store(path) as store:
+        dead = (await store.enqueue(NewJob(kind="k", dedupe_key="key", max_attempts=1))).job_id
+        (job,) = await store.claim("w1", 1, 30)
+        await store.fail("w1", job.id, job.attempt, "boom")
+        live = (await store.enqueue(NewJob(kind="k", dedupe_key="key"))).job_id
+        other = (await store.enqueue(NewJob(kind="k", queue="other", max_attempts=1))).job_id
+        await store.claim("w1", 1, 30, queues=["other"])
+        await store.fail("w1", other, 1, "boom")
+        assert await store.redrive([dead, other]) == [other]
+        assert (await store.get_job(dead)).state is JobState.DEAD
+        assert (await store.get_job(live)).state is JobState.PENDING

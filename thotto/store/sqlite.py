@@ -1071,7 +1071,11 @@ class SqliteStore(Store):
         return [record(row) for row in rows]
 
     def _now_us(self) -> tuple[datetime, int]:
-        now = self.now()  # the clock is trusted to be aware: it runs on every call
+        """Now (aware, UTC) and as stored. The clock is trusted to be aware: this runs on every
+        call, so it skips the checks that inputs get."""
+        now = self.now()
+        if now.tzinfo is not UTC:
+            now = now.astimezone(UTC)
         return now, (now - EPOCH) // ONE_US
 
     def _post_wake(self, when: datetime) -> None:
