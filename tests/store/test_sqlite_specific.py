@@ -147,6 +147,26 @@ async def test_concurrent_enqueues_share_one_insert_and_get_their_own_ids(path):
             assert (await store.get_job(result.job_id)).kind == f"k{n}"
 
 
+async def test_coalesced_enqueues_keep_their_own_times(path):
+    clock, gate, results = FakeClock(), WriterGate(), []
+
+    async def enqueue():
+        results.append((clock(), await store.enqueue(NewJob(kind="k"))))
+
+    async with open_sqlite_store(path, clock=clock) as store:
+        async with trio.open_nursery() as nursery:
+            await gate.hold(store, nursery)
+            for _ in range(3):
+                nursery.start_soon(enqueue)
+                await trio.testing.wait_all_tasks_blocked()
+                clock.advance(1)
+            gate.release()
+        assert gate.groups[0] == 3
+        for called_at, result in results:
+            job = await store.get_job(result.job_id)
+            assert (job.created_at, job.run_at, result.run_at) == (called_at,) * 3
+
+
 async def test_a_cancelled_caller_does_not_break_the_writer(path):
     """The write was queued when its caller was cancelled: it still commits (writes are
     idempotent), the reply is dropped, and the writer carries on."""
