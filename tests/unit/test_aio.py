@@ -8,7 +8,7 @@ import threading
 import pytest
 import trio
 
-from thotto.aio import EventFeed, SidecarClosed, open_sidecar
+from thotto.aio import Coalescer, EventFeed, SidecarClosed, open_sidecar
 
 
 async def add(a: int, b: int) -> int:
@@ -208,3 +208,102 @@ async def test_waiting_receiver_wakes_on_push():
             await trio.sleep(0.01)
             sidecar.call_soon(feed.push_threadsafe, "hello")
         assert got == ["hello"]
+
+
+# --- Coalescer: group commit across the bridge ---------------------------------------------------
+
+
+async def test_coalescer_batches_concurrent_calls_and_answers_each():
+    batches: list[list[int]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        batches.append(list(items))
+        await asyncio.sleep(0.01)  # while this runs, more calls queue up
+        return [item * 10 for item in items]
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1)
+        results = {}
+
+        async def call(i: int) -> None:
+            results[i] = (await coalescer.submit(i)).unwrap()
+
+        async with trio.open_nursery() as nursery:
+            for i in range(100):
+                nursery.start_soon(call, i)
+        await coalescer.aclose()
+    assert results == {i: i * 10 for i in range(100)}
+    assert sorted(item for batch in batches for item in batch) == list(range(100))
+    assert len(batches) < 20, "calls made while a flush ran should share the next one"
+
+
+async def test_coalescer_retries_singly_so_one_bad_item_fails_alone():
+    async def flush(items: list[int]) -> list[int]:
+        if 13 in items:
+            raise ValueError("13 is unlucky")
+        return items
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, retry_singly=lambda error: True)
+        outcomes = {}
+
+        async def call(i: int) -> None:
+            outcomes[i] = await coalescer.submit(i)
+
+        async with trio.open_nursery() as nursery:
+            for i in range(10, 20):
+                nursery.start_soon(call, i)
+        await coalescer.aclose()
+    assert {i: o.unwrap() for i, o in outcomes.items() if i != 13} == {
+        i: i for i in range(10, 20) if i != 13
+    }
+    with pytest.raises(ValueError, match="unlucky"):
+        outcomes[13].unwrap()
+
+
+async def test_coalescer_cancelled_caller_withdraws_its_item():
+    flushed: list[int] = []
+    gate = asyncio.Event()
+
+    async def flush(items: list[int]) -> list[int]:
+        flushed.extend(items)
+        await gate.wait()
+        return items
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(coalescer.submit, 1)  # taken at once; blocks the flusher
+            await trio.sleep(0.05)
+            with trio.move_on_after(0.05):
+                await coalescer.submit(2)  # queued behind it, then cancelled
+            sidecar.call_soon(gate.set)
+        assert (await coalescer.submit(3)).unwrap() == 3
+        await coalescer.aclose()
+    assert flushed == [1, 3]
+
+
+async def test_coalescer_close_fails_waiting_callers():
+    async def flush(items: list[int]) -> list[int]:
+        await asyncio.sleep(30)
+        return items  # pragma: no cover
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1)
+        outcomes = []
+
+        async def call(i: int) -> None:
+            outcomes.append(await coalescer.submit(i))
+
+        async with trio.open_nursery() as nursery:
+            for i in range(3):
+                nursery.start_soon(call, i)
+            await trio.sleep(0.05)
+            with trio.fail_after(5):
+                await coalescer.aclose()
+        assert len(outcomes) == 3
+        for result in outcomes:
+            with pytest.raises(SidecarClosed):
+                result.unwrap()
+        with pytest.raises(SidecarClosed):
+            await coalescer.submit(4)

@@ -98,6 +98,7 @@ SQL_DIR = Path(__file__).with_name("sql")
 #: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
 WAKEUP_CHANNEL = "thotto_wakeup"
+DEADLOCK_RETRIES = 3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
@@ -636,14 +637,23 @@ class PostgresStore(Store):
         """One hop to the sidecar, with driver errors wrapped (DESIGN §8)."""
         if self._closed:
             raise StoreUnavailable("The Postgres store is closed")
-        try:
-            return await self._sidecar.run(fn, *args)
-        except SidecarClosed as exc:
-            raise StoreUnavailable(f"The Postgres store is closed: {exc}") from exc
-        except ThottoError:
-            raise
-        except Exception as exc:
-            raise self._wrap(exc) from exc
+        for retry in range(DEADLOCK_RETRIES, -1, -1):
+            try:
+                return await self._sidecar.run(fn, *args)
+            except SidecarClosed as exc:
+                raise StoreUnavailable(f"The Postgres store is closed: {exc}") from exc
+            except ThottoError:
+                raise
+            except asyncpg.DeadlockDetectedError as exc:
+                # Two batches locking shared rows in different orders (a heartbeat and a settle
+                # of one owner, say): Postgres aborted this one's transaction, so it is clean to
+                # run again.
+                if not retry:
+                    raise self._wrap(exc) from exc
+                log.info("Deadlock detected in %s; retrying", getattr(fn, "__name__", fn))
+            except Exception as exc:
+                raise self._wrap(exc) from exc
+        raise AssertionError("unreachable")
 
     def _wrap(self, exc: BaseException) -> StoreError:
         """The StoreError for a driver error (StoreUnavailable when the database is out of
@@ -713,7 +723,7 @@ class PostgresStore(Store):
     async def _open_in_loop(self) -> None:
         """Loop thread: create the pool, migrate, connect the listener."""
         kwargs = self._connect_kwargs()
-        pool = await asyncpg.create_pool(
+        pool = asyncpg.create_pool(
             self._dsn,
             min_size=min(2, self._pool_size),
             max_size=self._pool_size,
@@ -721,11 +731,12 @@ class PostgresStore(Store):
             **kwargs,
         )
         try:
+            await pool  # connects min_size connections; cancellable
             async with pool.acquire() as conn:
                 await migrate(conn)
             self._listener = await self._connect_listener()
         except BaseException:
-            await _close_pool(pool)
+            pool.terminate()
             raise
         self._pool = pool
         self._listen_task = asyncio.get_running_loop().create_task(self._listen_forever())
