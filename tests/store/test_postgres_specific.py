@@ -325,3 +325,21 @@ async def test_survives_a_postgres_restart(postgres_server, postgres_dsn):
 def test_wakeup_channel_name_is_stable():
     # Other tools (and older Thotto processes) listen on this name: changing it is a migration.
     assert WAKEUP_CHANNEL == "thotto_wakeup"
+
+
+async def test_cancelling_a_call_cancels_the_query_and_frees_its_connection(postgres_dsn):
+    async with open_postgres_store(postgres_dsn, pool_size=1) as store:
+        with trio.fail_after(5):  # the query sleeps 30 s: only a real cancel gets out in time
+            with trio.move_on_after(0.2) as scope:
+                await store._run(store._fetch, "SELECT pg_sleep(30)")
+        assert scope.cancelled_caught
+        # The pool's only connection is back and idle: the next call runs at once.
+        with trio.fail_after(5):
+            assert [c.count for c in await store.counts()] == []
+        rows = await sql(
+            postgres_dsn,
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND query LIKE 'SELECT pg_sleep%' "
+            "AND state = 'active'",
+        )
+        assert rows[0][0] == 0
