@@ -43,6 +43,20 @@ async def sql(dsn: str, query: str, *args):
         return await sidecar.run(go)
 
 
+async def wait_for_listeners(dsn: str, count: int, seconds: float = 10) -> None:
+    """Wait until ``count`` stores' LISTEN connections are connected to the database."""
+    with trio.fail_after(seconds):
+        while True:
+            rows = await sql(
+                dsn,
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE application_name = 'thotto-listener' AND datname = current_database()",
+            )
+            if rows[0][0] >= count:
+                return
+            await trio.sleep(0.05)
+
+
 CLAIMER = textwrap.dedent(
     """
     import json, sys, trio
@@ -113,17 +127,24 @@ async def test_two_processes_racing_never_claim_the_same_job(postgres_dsn, tmp_p
     assert counts == {("default", "completed"): 2000}
 
 
+@contextlib.asynccontextmanager
+async def two_stores(dsn: str):
+    """A writer store, and the wake-ups of a second (listening) store on the same database."""
+    async with (
+        open_postgres_store(dsn) as listener,
+        open_postgres_store(dsn) as writer,
+        contextlib.aclosing(listener.wakeups()) as wakes,
+    ):
+        yield writer, wakes
+
+
 async def next_wake(wakes, seconds: float = 5.0) -> datetime:
     with trio.fail_after(seconds):
         return await wakes.__anext__()
 
 
 async def test_a_write_in_another_store_wakes_this_one(postgres_dsn):
-    async with (
-        open_postgres_store(postgres_dsn) as listener,
-        open_postgres_store(postgres_dsn) as writer,
-        contextlib.aclosing(listener.wakeups()) as wakes,
-    ):
+    async with two_stores(postgres_dsn) as (writer, wakes):
         await writer.enqueue(NewJob(kind="k", run_at=T0))
         assert await next_wake(wakes) == T0
 
@@ -158,11 +179,7 @@ async def test_wakeups_coalesce_to_the_earliest(postgres_dsn):
 
 
 async def test_listener_reconnects_after_its_connection_is_killed(postgres_dsn):
-    async with (
-        open_postgres_store(postgres_dsn) as listener,
-        open_postgres_store(postgres_dsn) as writer,
-        contextlib.aclosing(listener.wakeups()) as wakes,
-    ):
+    async with two_stores(postgres_dsn) as (writer, wakes):
         await writer.enqueue(NewJob(kind="k", run_at=T0 + timedelta(hours=1)))
         await next_wake(wakes)
         killed = await sql(
@@ -174,16 +191,7 @@ async def test_listener_reconnects_after_its_connection_is_killed(postgres_dsn):
         # After reconnecting, the listener reports the earliest pending job (it may have missed
         # notifications meanwhile), then notifications flow again.
         assert await next_wake(wakes) == T0 + timedelta(hours=1)
-        with trio.fail_after(10):  # the writer's listener reconnects too; wait for both
-            while True:
-                rows = await sql(
-                    postgres_dsn,
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'thotto-listener' AND datname = current_database()",
-                )
-                if rows[0][0] >= 2:
-                    break
-                await trio.sleep(0.05)
+        await wait_for_listeners(postgres_dsn, 2)  # the writer's reconnects too
         await writer.enqueue(NewJob(kind="k", run_at=T0))
         assert await next_wake(wakes) == T0
 
@@ -284,11 +292,7 @@ async def test_a_cancelled_caller_leaves_the_store_usable(postgres_dsn):
 
 @pytest.mark.slow
 async def test_survives_a_postgres_restart(postgres_server, postgres_dsn):
-    async with (
-        open_postgres_store(postgres_dsn) as listener,
-        open_postgres_store(postgres_dsn) as writer,
-        contextlib.aclosing(listener.wakeups()) as wakes,
-    ):
+    async with two_stores(postgres_dsn) as (writer, wakes):
         await writer.enqueue(NewJob(kind="k", run_at=T0 + timedelta(hours=2)))
         await next_wake(wakes)
         await trio.to_thread.run_sync(postgres_server.stop)
@@ -308,16 +312,7 @@ async def test_survives_a_postgres_restart(postgres_server, postgres_dsn):
         assert sum(c.count for c in counts) == 1
         # The listener reconnected and reports the earliest pending job it may have missed.
         assert await next_wake(wakes, 20) == T0 + timedelta(hours=2)
-        with trio.fail_after(20):
-            while True:
-                rows = await sql(
-                    postgres_dsn,
-                    "SELECT count(*) FROM pg_stat_activity "
-                    "WHERE application_name = 'thotto-listener' AND datname = current_database()",
-                )
-                if rows[0][0] >= 2:
-                    break
-                await trio.sleep(0.1)
+        await wait_for_listeners(postgres_dsn, 2, seconds=20)
         await writer.enqueue(NewJob(kind="k", run_at=T0))
         assert await next_wake(wakes, 10) == T0
 
