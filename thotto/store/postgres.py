@@ -3,16 +3,18 @@
 Every store call is one hop to the sidecar (:mod:`thotto.aio`) and, on the hot paths, one SQL
 statement, so it commits on its own without BEGIN/COMMIT round trips:
 
-* claims are one ``UPDATE ... FROM (SELECT ... FOR UPDATE SKIP LOCKED)``, so processes never hold
-  the same job;
-* settles and batch enqueues pass columns as arrays (``unnest``): one statement per batch;
+* claims are one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))``, so
+  processes never hold the same job;
+* settles and batch enqueues pass columns as arrays (``unnest``), or as one scalar when a column
+  is the same for the whole batch: one statement per batch;
 * concurrent single ``enqueue`` calls are coalesced into one multi-row insert per hop (group
-  commit), each caller still getting its own result;
-* wake-ups: a statement trigger notifies channel ``thotto_wakeup`` with the earliest run_at of the
-  jobs a statement left pending; each store LISTENs on a dedicated connection (reconnected if it
-  drops) and wakes its own iterators directly for its own writes.
+  commit, :class:`thotto.aio.Coalescer`), each caller still getting its own result;
+* wake-ups: every write that may make a job due sooner runs ``pg_notify('thotto_wakeup', ...)``
+  with the earliest run_at in its own transaction; each store LISTENs on a dedicated connection
+  (reconnected if it drops), skips its own notifications and wakes its own iterators directly.
 
-"Now" is always the store's clock, passed as a parameter; SQL ``now()`` is never used.
+"Now" is always the store's clock, passed as a parameter: SQL ``now()`` never decides a job's or a
+record's time.
 """
 
 from __future__ import annotations
