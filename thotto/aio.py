@@ -14,6 +14,9 @@ operation, never one per row.
 Events flow the other way (asyncio → Trio) through :class:`EventFeed`: asyncio code calls
 :meth:`EventFeed.push_threadsafe` and a Trio task iterates the feed. A full feed coalesces values
 with its ``merge`` function instead of blocking the loop or dropping values.
+
+:class:`Coalescer` is group commit across the bridge: concurrent Trio calls queue items, and a
+flusher on the loop handles all that queued in one batched call, answering each caller.
 """
 
 from __future__ import annotations
@@ -49,11 +52,10 @@ class _Call:
     asyncio task has finished cancelling.
     """
 
-    __slots__ = ("trio_task", "coro", "atask", "raise_cancel")
+    __slots__ = ("trio_task", "atask", "raise_cancel")
 
-    def __init__(self, trio_task: trio.lowlevel.Task, coro: Any):
+    def __init__(self, trio_task: trio.lowlevel.Task):
         self.trio_task = trio_task
-        self.coro = coro
         self.atask: asyncio.Task[Any] | None = None
         self.raise_cancel: Callable[[], Any] | None = None
 
@@ -97,7 +99,7 @@ class Sidecar:
         coro = fn(*args)
         if not inspect.iscoroutine(coro):
             raise TypeError(f"Sidecar.run needs a coroutine function; {fn!r} returned {coro!r}")
-        call = _Call(trio.lowlevel.current_task(), coro)
+        call = _Call(trio.lowlevel.current_task())
 
         def on_done(atask: asyncio.Task[Any]) -> None:  # asyncio thread
             if atask.cancelled():

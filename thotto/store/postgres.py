@@ -107,7 +107,6 @@ EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
 
 _STATES = {state.value: state for state in JobState}
 _OUTCOMES = {item.value: item for item in AttemptOutcome}
-_LIVE = ("pending", "processing")
 _REQUEUES = frozenset({"retry", "deferred", "released"})
 
 # --- SQL -------------------------------------------------------------------------------------
