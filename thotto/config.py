@@ -55,6 +55,24 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 25.0
     """How long in-flight jobs may finish after SIGINT/SIGTERM before they are cancelled."""
 
+    workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
+    """Poster pool size: jobs run at once by this process."""
+
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
+    """How long a claimed job stays ours without a heartbeat (renewed every third of it)."""
+
+    lookahead_ms: Annotated[float, msgspec.Meta(ge=0, le=10000)] = 50.0
+    """Claim jobs due this soon ahead of time, so each starts at its exact instant."""
+
+    max_prefetch: Annotated[int, msgspec.Meta(ge=0, le=100000)] = 1000
+    """Most jobs claimed beyond the workers' capacity (the prefetch follows the job rate)."""
+
+    sweep_interval_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
+    """How often expired leases are looked for."""
+
+    retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
+    """Finished jobs and posts older than this are purged by the daily retention job."""
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/thotto.db``."""
         return self.database_url or str(Path(self.data_dir) / "thotto.db")

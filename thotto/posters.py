@@ -84,6 +84,7 @@ class PosterPool:
         self._outcomes_ready = trio.Event()
         self._idle = trio.Event()
         self._accepting = False
+        self._grace = trio.CancelScope()
         self._rate = 0.0
         self._window_start = 0.0
         self._window_done = 0
@@ -146,7 +147,8 @@ class PosterPool:
         await self._release(unstarted)
         if self._running:
             self._idle = trio.Event()
-            with trio.move_on_after(self.grace_seconds):
+            with self._grace:
+                self._grace.deadline = trio.current_time() + self.grace_seconds
                 await self._idle.wait()
         workers.cancel()
         await self._flush_outcomes()
@@ -165,6 +167,10 @@ class PosterPool:
             log.warning("could not release %d leases; they will expire", len(jobs), exc_info=True)
         for job in jobs:
             self._held.pop(job.id, None)
+
+    def abandon_grace(self) -> None:
+        """Cut the shutdown grace period short: running jobs are cancelled and released now."""
+        self._grace.cancel()
 
     # --- workers --------------------------------------------------------------------------
 

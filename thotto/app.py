@@ -1,0 +1,99 @@
+"""The supervision tree: the only place that wires Thotto's actors together.
+
+Children start in this order and stop in reverse: sweeper, poster pool, ticker. So on shutdown
+the ticker stops claiming first, then the pool finishes or hands back its jobs within the grace
+period, then the sweeper stops. The HTTP API joins the tree in its own issue (#5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import trio
+
+import actors
+from thotto.config import Role
+from thotto.posters import PosterPool
+from thotto.sweeper import Sweeper
+from thotto.ticker import Ticker
+
+if TYPE_CHECKING:
+    from thotto.engine import Engine
+
+log = logging.getLogger("thotto.app")
+
+# Leases are released by the pool's own shielded cleanup within this many seconds after grace.
+RELEASE_MARGIN_SECONDS = 15.0
+
+
+class EngineTree:
+    """The engine's actors under one supervisor; ``running()`` starts and stops them."""
+
+    def __init__(self, engine: "Engine", *, run_workers: bool | None = None):
+        settings = engine.settings
+        self.engine = engine
+        self.run_workers = settings.role is not Role.API if run_workers is None else run_workers
+        self.pool = PosterPool(
+            engine.store, engine.registry, engine.clock, owner=engine.owner,
+            workers=settings.workers, lease_seconds=settings.lease_seconds,
+            grace_seconds=settings.shutdown_grace_seconds, max_prefetch=settings.max_prefetch,
+        )
+        self.ticker = Ticker(
+            engine.store, self.pool, engine.clock, owner=engine.owner,
+            lease_seconds=settings.lease_seconds, lookahead_seconds=settings.lookahead_ms / 1000,
+        )
+        self.sweeper = Sweeper(engine.store, interval_seconds=settings.sweep_interval_seconds)
+        self.supervisor = actors.Supervisor(self._specs(), name="thotto", on_event=_log_event)
+        self._stopped = trio.Event()
+
+    def _specs(self) -> list[actors.ChildSpec]:
+        if not self.run_workers:
+            return []
+        grace = self.engine.settings.shutdown_grace_seconds
+        return [
+            actors.ChildSpec("sweeper", self.sweeper.run),
+            actors.ChildSpec("posters", self.pool.run, wants_context=True,
+                             shutdown_seconds=grace + RELEASE_MARGIN_SECONDS),
+            actors.ChildSpec("ticker", self.ticker.run, wants_context=True, shutdown_seconds=5.0),
+        ]
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator["EngineTree"]:
+        """Start every child (each ready before the next); on exit stop them gracefully."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self._supervise)
+            try:
+                yield self
+            finally:
+                self.stop()
+                await self._stopped.wait()
+
+    async def _supervise(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            await self.supervisor.run(task_status=task_status)
+        finally:
+            self._stopped.set()
+
+    def stop(self) -> None:
+        """Ask for a graceful stop (returns at once; see :meth:`wait_stopped`)."""
+        self.supervisor.stop()
+
+    def stop_now(self) -> None:
+        """Stop without waiting out the grace period (a second signal): running jobs are
+        cancelled and their leases released at once."""
+        self.pool.abandon_grace()
+        self.supervisor.stop()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+
+def _log_event(event: actors.SupervisorEvent) -> None:
+    if event.kind in (actors.EventKind.RESTARTED, actors.EventKind.GAVE_UP, actors.EventKind.START_FAILED):
+        log.warning("actor %s: %s (restarts %d) %s", event.child, event.kind.value,
+                    event.restart_count, event.error or "")
+    else:
+        log.debug("actor %s: %s", event.child, event.kind.value)

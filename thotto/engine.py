@@ -1,0 +1,279 @@
+"""The embedding API: ``async with thotto.open_engine(settings) as engine:``.
+
+An :class:`Engine` schedules jobs (one and many), reads, cancels and reschedules them, and runs
+them through registered handlers; cron jobs run on five-field schedules in an IANA time zone. The
+supervision tree behind it (ticker, poster pool, sweeper) is built in :mod:`thotto.app`.
+
+Cron jobs are durable jobs too: each cron job is one job (queue ``cron``, dedupe key
+``cron:<name>``) that runs at each fire time and then defers itself to the next one. So the next
+run survives restarts, a run missed during downtime is caught up once (or skipped, per job), and
+among several processes on one Postgres exactly one runs each occurrence.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+
+from thotto.clock import Clock, SystemClock
+from thotto.config import Settings
+from thotto.cron import CatchUp, CronSchedule, plan_occurrence
+from thotto.errors import DeferJob, ValidationError
+from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
+from thotto.messages import (
+    Attempt,
+    EnqueueResult,
+    Job,
+    JobState,
+    NewJob,
+    QueueCount,
+    as_utc,
+    validated,
+    validated_jobs,
+)
+from thotto.store import open_store
+from thotto.store.base import Store
+
+if TYPE_CHECKING:
+    from thotto.app import EngineTree
+
+log = logging.getLogger("thotto.engine")
+
+CRON_QUEUE = "cron"
+CRON_KIND = "thotto.cron"
+CRON_TIMEOUT_SECONDS = 3600.0
+# Each run defers the job (refunding the attempt), so attempts are spent only by crashes mid-run;
+# the job must survive many of those. A dead one is recreated by the next start.
+CRON_MAX_ATTEMPTS = 1000
+
+CronFunction = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class CronStatus:
+    """What the API shows of a cron job: its schedule, last run and next run."""
+
+    name: str
+    schedule: str
+    timezone: str
+    catch_up: str
+    next_run_at: datetime | None = None
+    last_run_at: datetime | None = None
+    last_duration_seconds: float | None = None
+    last_error: str | None = None
+    runs: int = 0
+
+
+@dataclass
+class CronEntry:
+    name: str
+    schedule: CronSchedule
+    function: CronFunction
+    catch_up: CatchUp
+    status: CronStatus
+
+
+class Engine:
+    """Schedule, inspect and run jobs. Get one from :func:`open_engine`."""
+
+    def __init__(self, store: Store, clock: Clock, settings: Settings):
+        self.store = store
+        self.clock = clock
+        self.settings = settings
+        self.registry = HandlerRegistry()
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._crons: dict[str, CronEntry] = {}
+        self.tree: EngineTree | None = None  # set by open_engine while the actors run
+        self.registry.register(CRON_KIND, self._run_cron, timeout_seconds=CRON_TIMEOUT_SECONDS,
+                               retry=RetryPolicy(max_attempts=CRON_MAX_ATTEMPTS))
+
+    # --- handlers and cron jobs -----------------------------------------------------------
+
+    def register_handler(
+        self,
+        kind: str,
+        handler: Handler,
+        *,
+        timeout_seconds: float | None = 300.0,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        """Run jobs of ``kind`` with ``handler``; ``retry.max_attempts`` becomes the default
+        for jobs of this kind enqueued through this engine."""
+        self.registry.register(kind, handler, timeout_seconds=timeout_seconds, retry=retry)
+
+    def handler(self, kind: str, **options: Any) -> Callable[[Handler], Handler]:
+        """Decorator form of :meth:`register_handler`."""
+
+        def register(function: Handler) -> Handler:
+            self.register_handler(kind, function, **options)
+            return function
+
+        return register
+
+    async def add_cron(
+        self,
+        name: str,
+        schedule: str,
+        function: CronFunction,
+        *,
+        timezone: str = "UTC",
+        catch_up: CatchUp = CatchUp.RUN_ONCE,
+    ) -> CronStatus:
+        """Run ``function()`` on a five-field cron ``schedule`` in ``timezone``.
+
+        Creates the cron job's durable occurrence unless one exists. An existing future
+        occurrence that no longer matches the schedule is moved; an overdue one (missed while
+        Thotto was down) stays, to be caught up per ``catch_up``.
+        """
+        entry = CronEntry(name, CronSchedule(schedule, timezone), function, catch_up,
+                          CronStatus(name, schedule, timezone, catch_up.value))
+        self._crons[name] = entry
+        entry.status.next_run_at = await self._ensure_occurrence(entry)
+        return entry.status
+
+    def cron_statuses(self) -> list[CronStatus]:
+        return [entry.status for entry in self._crons.values()]
+
+    async def _ensure_occurrence(self, entry: CronEntry) -> datetime:
+        now = self.clock.now()
+        wanted = entry.schedule.next_after(now)
+        result = await self.store.enqueue(
+            NewJob(queue=CRON_QUEUE, kind=CRON_KIND, payload=msgspec.json.encode({"name": entry.name}),
+                   run_at=wanted, max_attempts=CRON_MAX_ATTEMPTS, dedupe_key=f"cron:{entry.name}")
+        )
+        if result.created or result.run_at <= now or result.run_at == wanted:
+            return result.run_at
+        job = await self.store.get_job(result.job_id)
+        if job.state is JobState.PENDING:  # a schedule change: move the future occurrence
+            await self.store.reschedule(job.id, wanted)
+            return wanted
+        return result.run_at
+
+    async def _run_cron(self, ctx: JobContext) -> None:
+        name = ctx.payload(dict)["name"]
+        entry = self._crons.get(name)
+        if entry is None:
+            raise DeferJob(f"cron job {name!r} is not registered in this process",
+                           until=self.clock.now() + timedelta(seconds=60))
+        plan = plan_occurrence(entry.schedule, entry.catch_up, ctx.job.run_at, self.clock.now())
+        if plan.missed:
+            log.warning("cron %s: %d runs missed while down", name, plan.missed)
+        if plan.run:
+            await self._call_cron(entry)
+        entry.status.next_run_at = plan.next_at
+        # The cron job lives on: deferring spends no attempt and keeps its dedupe key live.
+        raise DeferJob(f"next run of cron {name!r}", until=plan.next_at)
+
+    async def _call_cron(self, entry: CronEntry) -> None:
+        status = entry.status
+        status.last_run_at = self.clock.now()
+        started = time.perf_counter()
+        try:
+            await entry.function()
+            status.last_error = None
+        except Exception as error:  # a failed run is reported; the next run is still scheduled
+            status.last_error = f"{type(error).__name__}: {error}"
+            log.exception("cron %s failed", entry.name)
+        finally:
+            status.last_duration_seconds = time.perf_counter() - started
+            status.runs += 1
+
+    # --- scheduling -----------------------------------------------------------------------
+
+    def new_job(
+        self,
+        kind: str,
+        payload: Any = None,
+        *,
+        queue: str = "default",
+        run_at: datetime | None = None,
+        priority: int = 0,
+        max_attempts: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> NewJob:
+        """Build a job; ``payload`` is any msgspec-encodable value, stored as JSON."""
+        if max_attempts is None:
+            spec = self.registry.get(kind)
+            max_attempts = spec.retry.max_attempts if spec else 3
+        try:
+            encoded = msgspec.json.encode(payload)
+        except TypeError as exc:
+            raise ValidationError(f"payload cannot be encoded as JSON: {exc}", field="payload") from exc
+        return NewJob(queue=queue, kind=kind, payload=encoded, priority=priority, run_at=run_at,
+                      max_attempts=max_attempts, dedupe_key=dedupe_key)
+
+    async def enqueue(self, kind: str, payload: Any = None, **options: Any) -> EnqueueResult:
+        """Enqueue one job to run now, or at ``run_at=`` (see :meth:`new_job` for options)."""
+        return await self.store.enqueue(validated(self.new_job(kind, payload, **options)))
+
+    async def schedule(self, kind: str, run_at: datetime, payload: Any = None, **options: Any) -> EnqueueResult:
+        """Enqueue one job to run at ``run_at`` (an aware datetime)."""
+        return await self.enqueue(kind, payload, run_at=as_utc(run_at), **options)
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[EnqueueResult]:
+        """Enqueue many jobs (build them with :meth:`new_job`) in one transaction."""
+        return await self.store.enqueue_many(validated_jobs(jobs))
+
+    async def get(self, job_id: int) -> Job:
+        return await self.store.get_job(job_id)
+
+    async def attempts(self, job_id: int) -> list[Attempt]:
+        return await self.store.attempts(job_id)
+
+    async def cancel(self, job_id: int) -> Job:
+        return await self.store.cancel(job_id)
+
+    async def reschedule(self, job_id: int, run_at: datetime) -> Job:
+        return await self.store.reschedule(job_id, as_utc(run_at))
+
+    async def counts(self) -> list[QueueCount]:
+        return await self.store.counts()
+
+
+@contextlib.asynccontextmanager
+async def open_engine(
+    settings: Settings | None = None,
+    *,
+    clock: Clock | None = None,
+    run_workers: bool | None = None,
+) -> AsyncIterator[Engine]:
+    """Open the store and start the engine's actors; on exit stop them gracefully.
+
+    ``run_workers`` defaults from ``settings.role`` (``api`` runs none). Leaving the block stops
+    claiming, gives running jobs ``settings.shutdown_grace_seconds``, then cancels them and
+    releases their leases; the store is closed last.
+    """
+    from thotto.app import EngineTree  # the one place that wires actors together
+
+    settings = settings or Settings()
+    clock = clock or SystemClock()
+    async with open_store(settings.resolved_database_url(), clock=clock.now) as store:
+        engine = Engine(store, clock, settings)
+        async with EngineTree(engine, run_workers=run_workers).running() as tree:
+            engine.tree = tree
+            await _add_builtin_crons(engine)
+            yield engine
+
+
+async def _add_builtin_crons(engine: Engine) -> None:
+    """Retention runs daily at 03:00 UTC. (Analytics and community sync arrive with the Reddit
+    client: TODO #4, #5.)"""
+    settings = engine.settings
+
+    async def retention() -> None:
+        cutoff = engine.clock.now() - timedelta(days=settings.retention_days)
+        purged = await engine.store.purge(cutoff)
+        log.info("retention: purged %d finished jobs older than %s", purged, cutoff.isoformat())
+
+    await engine.add_cron("retention", "0 3 * * *", retention)
