@@ -43,10 +43,10 @@ def open_test_engine(mock_clock, settings):
     """``async with open_test_engine(epoch=..., **setting_overrides) as (engine, clock):``"""
 
     @contextlib.asynccontextmanager
-    async def opener(epoch: datetime = EPOCH, **overrides):
+    async def opener(epoch: datetime = EPOCH, run_workers: bool = True, **overrides):
         clock = TrioClock(epoch)
         chosen = settings if not overrides else Settings(**{**_as_dict(settings), **overrides})
-        async with open_engine(chosen, clock=clock) as engine:
+        async with open_engine(chosen, clock=clock, run_workers=run_workers) as engine:
             yield engine, clock
 
     return opener
