@@ -82,6 +82,7 @@ class PosterPool:
         self._work_ready = trio.lowlevel.ParkingLot()
         self._capacity_freed = trio.lowlevel.ParkingLot()
         self._outcomes_ready = trio.Event()
+        self._holding = trio.Event()
         self._idle = trio.Event()
         self._accepting = False
         self._grace = trio.CancelScope()
@@ -116,6 +117,7 @@ class PosterPool:
             self._held[job.id] = job
             heapq.heappush(self._queue, (job.run_at, -job.priority, job.id, job))
         self._work_ready.unpark(count=len(jobs))
+        self._holding.set()
         return []
 
     # --- running --------------------------------------------------------------------------
@@ -279,10 +281,11 @@ class PosterPool:
     async def _heartbeat_loop(self) -> None:
         """Renew every held lease each third of the lease; stop jobs whose lease was lost."""
         while True:
+            if not self._held:  # idle: no timer ticking until there is a lease to renew
+                self._holding = trio.Event()
+                await self._holding.wait()
             await trio.sleep(self.lease_seconds / 3)
             held = list(self._held)
-            if not held:
-                continue
             try:
                 alive = set(await self.store.heartbeat(self.owner, held, self.lease_seconds))
             except StoreError:
