@@ -231,7 +231,8 @@ class Store(abc.ABC):
 
         Enqueue, reschedule, redrive, settle (retry/defer/release) and release_expired report
         here; on Postgres so do those of other processes (LISTEN/NOTIFY). Wake-ups may be
-        coalesced (only the earliest kept) but never lost while the iterator is open. Use it as
+        coalesced (only the earliest kept) but never lost from the moment ``wakeups()`` is
+        *called* (not first iterated) until the iterator is closed. Use it as
         ``async with contextlib.aclosing(store.wakeups()) as wakes:``.
         """
 
