@@ -7,15 +7,17 @@ Prints a results table with the targets from the issues; ``--json`` writes
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 
 import trio
 
+from bench import queue as queue_bench
 from bench import store as store_bench
 from bench.common import Result, print_table, write_json
 from bench.databases import DEFAULT_POSTGRES
 
-SUITES = {"store": store_bench}
+SUITES = {"store": store_bench, "queue": queue_bench}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,6 +30,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="a server to create throwaway databases on (default: %(default)s)")
     parser.add_argument("--quick", action="store_true", help="small sizes: checks the benches run")
     parser.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--jobs", type=int, help="queue: how many jobs the drain runs")
     return parser.parse_args(argv)
 
 
@@ -40,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         targets.update(suite.TARGETS)
         for kind in args.store or ["sqlite"]:
             print(f"{suite_name} on {kind}{' (quick)' if args.quick else ''}:", flush=True)
-            results += trio.run(suite.run, kind, args.quick, args.postgres_dsn)
+            options = {"jobs": args.jobs} if suite is queue_bench else {}
+            results += trio.run(functools.partial(suite.run, kind, args.quick, args.postgres_dsn, **options))
     print()
     print_table(results, targets)
     if args.json:

@@ -87,11 +87,12 @@ class CronEntry:
 class Engine:
     """Schedule, inspect and run jobs. Get one from :func:`open_engine`."""
 
-    def __init__(self, store: Store, clock: Clock, settings: Settings):
+    def __init__(self, store: Store, clock: Clock, settings: Settings,
+                 registry: HandlerRegistry | None = None):
         self.store = store
         self.clock = clock
         self.settings = settings
-        self.registry = HandlerRegistry()
+        self.registry = registry or HandlerRegistry()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crons: dict[str, CronEntry] = {}
         self.tree: EngineTree | None = None  # set by open_engine while the actors run
@@ -247,10 +248,14 @@ async def open_engine(
     *,
     clock: Clock | None = None,
     run_workers: bool | None = None,
+    registry: HandlerRegistry | None = None,
 ) -> AsyncIterator[Engine]:
     """Open the store and start the engine's actors; on exit stop them gracefully.
 
-    ``run_workers`` defaults from ``settings.role`` (``api`` runs none). Leaving the block stops
+    Handlers registered on ``registry`` beforehand are in place before the first claim, so jobs
+    already due at startup find them (``engine.register_handler`` inside the block works too, but
+    a job claimed before its handler exists is deferred 30 s). ``run_workers`` defaults from
+    ``settings.role`` (``api`` runs none). Leaving the block stops
     claiming, gives running jobs ``settings.shutdown_grace_seconds``, then cancels them and
     releases their leases; the store is closed last.
     """
@@ -259,7 +264,7 @@ async def open_engine(
     settings = settings or Settings()
     clock = clock or SystemClock()
     async with open_store(settings.resolved_database_url(), clock=clock.now) as store:
-        engine = Engine(store, clock, settings)
+        engine = Engine(store, clock, settings, registry)
         async with EngineTree(engine, run_workers=run_workers).running() as tree:
             engine.tree = tree
             await _add_builtin_crons(engine)

@@ -84,10 +84,9 @@ class Ticker:
         # Shielded: a claim that committed must reach the pool, or its leases would be stranded
         # until they expire (and the attempt counted for nothing).
         with trio.CancelScope(shield=True):
-            jobs = await self.store.claim(
-                self.owner, limit, self.lease_seconds, due_by=self.clock.now() + self.lookahead
-            )
-            refused = self.pool.submit(jobs)
+            now = self.clock.now()
+            jobs = await self.store.claim(self.owner, limit, self.lease_seconds, due_by=now + self.lookahead)
+            refused = self.pool.submit(jobs, claimed_at=now)
             if refused:
                 await self.store.release(self.owner, refused)
         self.claims += 1
