@@ -322,6 +322,10 @@ COMPLETE_MANY = (
 )
 KEY_SHIFT = 1 << 20  # attempts stay far below (max_attempts <= 1000)
 MAX_KEYED_ID = 1 << 42  # id * KEY_SHIFT + attempt must fit in 63 bits
+TO_COMPLETED = (
+    "UPDATE jobs SET state = 'completed', finished_at = ?, lease_until = NULL WHERE id = ?"
+)
+JOB_STATE = "SELECT state FROM jobs WHERE id = ?"
 HELD_JOB = "SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = ?"
 TO_DEAD = (
     "UPDATE jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ? "
@@ -420,6 +424,15 @@ INSERT_POST = (
     "INSERT INTO posts (user_id, account_id, job_id, subreddit, title_key, content, "
     "scheduled_for, recurrence, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+POST_BY_ID = f"{POST_SELECT} WHERE p.id = ?"
+POST_BY_JOB = f"{POST_SELECT} WHERE p.job_id = ?"
+ACCOUNT_OWNER = "SELECT user_id FROM accounts WHERE id = ?"
+SET_JOB_PAYLOAD = "UPDATE jobs SET payload = ? WHERE id = ?"
+SET_JOB_RUN_AT = "UPDATE jobs SET run_at = ? WHERE id = ?"
+SET_POST_CONTENT = "UPDATE posts SET content = ?, subreddit = ?, title_key = ? WHERE id = ?"
+SET_POST_SCHEDULE = "UPDATE posts SET scheduled_for = ? WHERE id = ?"
+SET_POST_UPDATED = "UPDATE posts SET updated_at = ? WHERE id = ?"
+SET_PUBLICATION = "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?"
 RECENT_POSTS = (
     f"{POST_SELECT} WHERE p.account_id = ? AND p.title_key = ? AND p.subreddit = ? "
     "AND (j.state IN ('pending', 'processing') OR (j.state = 'completed' AND j.finished_at >= ?)) "
@@ -998,7 +1011,7 @@ async def open_sqlite_store(path: str, *, clock: Clock = utcnow) -> AsyncIterato
 
 
 class SqliteStore(Store):
-    """The Store on one SQLite file: one writer thread (group commit), read-only readers.
+    """The Store on one SQLite file: a writer thread (group commit) and a reader thread.
 
     Open it with :func:`open_sqlite_store` (or :func:`thotto.store.open_store`), which closes
     it. Writes are queued to the writer thread, reads to the reader thread (a read-only
@@ -1030,7 +1043,12 @@ class SqliteStore(Store):
 
     @classmethod
     async def open(cls, path: str, *, clock: Clock = utcnow) -> SqliteStore:
-        """Lock, open and migrate ``path``; the caller must :meth:`aclose` the store."""
+        """Lock, open and migrate ``path``; the caller must :meth:`aclose` the store.
+
+        Cancellation is checked only on entry: once the file is locked, opening runs to the end
+        (shielded), so a cancelled open never leaves a lock or a connection behind.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
         if not path or path == ":memory:" or path.startswith("file:"):
             raise ConfigError(
                 f"SQLite path {path!r} is not a file path: Thotto needs a file on disk "
@@ -1043,9 +1061,7 @@ class SqliteStore(Store):
         except BaseException:
             lock.release()
             raise
-        store = cls(path, conns, lock, clock)
-        await trio.lowlevel.checkpoint()
-        return store
+        return cls(path, conns, lock, clock)
 
     async def aclose(self) -> None:
         """Finish queued writes, stop the writer thread, close every connection, release the
@@ -1358,10 +1374,8 @@ class SqliteStore(Store):
 
     async def get_post_by_job(self, job_id: int) -> Post:
         job_id = _check(job_id, int, "job_id")
-        sql = f"{POST_SELECT} WHERE p.job_id = ?"
-
         def get(conn: sqlite3.Connection) -> Post:
-            row = conn.execute(sql, (job_id,)).fetchone()
+            row = conn.execute(POST_BY_JOB, (job_id,)).fetchone()
             if row is None:
                 raise NotFound(f"No post is published by job {job_id}")
             return _post(row, _Times())
@@ -1449,7 +1463,7 @@ class SqliteStore(Store):
                 return post
             _scheduled(post, "cancelled")
             conn.execute(CANCEL_JOB, (now_us, post.job_id)).fetchall()
-            conn.execute("UPDATE posts SET updated_at = ? WHERE id = ?", (now_us, post_id))
+            conn.execute(SET_POST_UPDATED, (now_us, post_id))
             return _select_post(conn, post_id, user_id)
 
         return await self._write(cancel)
@@ -1470,10 +1484,7 @@ class SqliteStore(Store):
                     f"refusing to record {reddit_id} over it",
                     job_id=post.job_id, state=POST_JOB_STATES[post.status],
                 )
-            conn.execute(
-                "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?",
-                (reddit_id, reddit_url, now_us, post_id),
-            )
+            conn.execute(SET_PUBLICATION, (reddit_id, reddit_url, now_us, post_id))
             return _select_post(conn, post_id, None)
 
         return await self._write(record)
@@ -1707,10 +1718,7 @@ def _settle_other(
         return (SettleStatus.ALREADY if already else SettleStatus.LEASE_LOST), None
     started_us, kind = row[4], type(item)
     if kind is Completed:  # only for attempts outside the keyed range, which no claim makes
-        cursor.execute(
-            "UPDATE jobs SET state = 'completed', finished_at = ?, lease_until = NULL WHERE id = ?",
-            (now_us, item.job_id),
-        )
+        cursor.execute(TO_COMPLETED, (now_us, item.job_id))
         return SettleStatus.OK, None
     if kind is Dead or (kind is Retry and row[1] >= row[2]):
         _record_attempt(cursor, item, owner, started_us, now_us, "dead", item.error)
@@ -1763,7 +1771,7 @@ def _release_expired(
 
 def _pending_job(conn: sqlite3.Connection, job_id: int, action: str) -> str:
     """The job's state if it is pending (or cancelled); NotFound or InvalidTransition otherwise."""
-    (state,) = _one(conn, "SELECT state FROM jobs WHERE id = ?", (job_id,), "job", job_id)
+    (state,) = _one(conn, JOB_STATE, (job_id,), "job", job_id)
     if state != "pending" and not (state == "cancelled" and action == "cancelled"):
         hint = " (it is running and cannot be unsent)" if state == "processing" else ""
         raise InvalidTransition(
@@ -1824,14 +1832,14 @@ def _post_row(post: NewPost, now_us: int) -> tuple:
 def _create_post(
     conn: sqlite3.Connection, post: NewPost, row: tuple, max_attempts: int, now: datetime
 ) -> Post:
-    found = conn.execute("SELECT user_id FROM accounts WHERE id = ?", (post.account_id,)).fetchone()
+    found = conn.execute(ACCOUNT_OWNER, (post.account_id,)).fetchone()
     if found is None or found[0] != post.user_id:
         raise NotFound(f"Account {post.account_id} is not an account of user {post.user_id}")
     job_row = (POST_QUEUE, POST_JOB_KIND, b"null", 0, row[5], max_attempts, None, row[7])
     job_id = conn.execute(INSERT_JOB, job_row).lastrowid
     post_id = conn.execute(INSERT_POST, (*row[:2], job_id, *row[2:])).lastrowid
     payload = _ENCODE({"post_id": post_id})
-    conn.execute("UPDATE jobs SET payload = ? WHERE id = ?", (payload, job_id))
+    conn.execute(SET_JOB_PAYLOAD, (payload, job_id))
     return Post(
         post_id, post.user_id, post.account_id, post.content, post.scheduled_for.astimezone(UTC),
         PostStatus.SCHEDULED, job_id, None, None, None, post.recurrence, now, now,
@@ -1840,7 +1848,7 @@ def _create_post(
 
 def _select_post(conn: sqlite3.Connection, post_id: int, user_id: int | None) -> Post:
     """The post; NotFound if it is missing or (with ``user_id``) another user's."""
-    row = conn.execute(f"{POST_SELECT} WHERE p.id = ?", (post_id,)).fetchone()
+    row = conn.execute(POST_BY_ID, (post_id,)).fetchone()
     if row is None or (user_id is not None and row[1] != user_id):
         raise _not_found("post", post_id)
     return _post(row, _Times())
@@ -1861,14 +1869,12 @@ def _apply_post_edit(
     now_us: int,
 ) -> None:
     if content is not None:
-        conn.execute(
-            "UPDATE posts SET content = ?, subreddit = ?, title_key = ? WHERE id = ?",
-            (_ENCODE(content), content.subreddit, content.title.casefold(), post.id),
-        )
+        params = (_ENCODE(content), content.subreddit, content.title.casefold(), post.id)
+        conn.execute(SET_POST_CONTENT, params)
     if when_us is not None:
-        conn.execute("UPDATE posts SET scheduled_for = ? WHERE id = ?", (when_us, post.id))
-        conn.execute("UPDATE jobs SET run_at = ? WHERE id = ?", (when_us, post.job_id))
-    conn.execute("UPDATE posts SET updated_at = ? WHERE id = ?", (now_us, post.id))
+        conn.execute(SET_POST_SCHEDULE, (when_us, post.id))
+        conn.execute(SET_JOB_RUN_AT, (when_us, post.job_id))
+    conn.execute(SET_POST_UPDATED, (now_us, post.id))
 
 
 def _encode_cursor(row: tuple) -> str:
