@@ -47,7 +47,7 @@ log = logging.getLogger("thotto.posters")
 NO_HANDLER_DEFER_SECONDS = 30.0
 YIELD_EVERY_JOBS = 64  # a worker running only instant handlers still lets other tasks in
 SETTLE_RETRY_SECONDS = 1.0
-RATE_WINDOW_SECONDS = 1.0
+RATE_WINDOW_SECONDS = 0.25
 
 
 class PosterPool:
@@ -102,14 +102,21 @@ class PosterPool:
         """Jobs accepted and not yet finished running (queued plus running)."""
         return len(self._queue) + self._active
 
-    def capacity(self) -> int:
-        """How many more jobs the pool takes now: workers plus a rate-based prefetch, minus busy."""
+    def target(self) -> int:
+        """How many jobs the pool wants in hand: workers plus a prefetch of what it finishes in
+        ``prefetch_seconds`` at its measured rate (at least ``workers``, at most ``max_prefetch``)."""
         prefetch = min(self.max_prefetch, max(self.workers, int(self._rate * self.prefetch_seconds)))
-        return max(0, self.workers + prefetch - self.busy) if self._accepting else 0
+        return self.workers + prefetch
+
+    def capacity(self) -> int:
+        """How many more jobs the pool takes now."""
+        return max(0, self.target() - self.busy) if self._accepting else 0
 
     async def wait_for_capacity(self) -> None:
-        """Return once ``capacity()`` is positive (or at once if it already is)."""
-        while self.capacity() == 0:
+        """Return once the pool is down to half its target (or idle workers wait), so claims
+        come in worthwhile batches while the pool still has work in hand, not one job at a
+        time as each finishes."""
+        while not self._accepting or self.busy > max(self.target() // 2, self.workers - 1):
             await self._capacity_freed.park()
 
     def submit(self, jobs: Sequence[Job], claimed_at: datetime) -> list[Job]:
