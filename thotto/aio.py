@@ -33,6 +33,7 @@ import outcome
 import trio
 
 from thotto.errors import ThottoError
+from thotto.clock import wait_for_thread
 
 T = TypeVar("T")
 I = TypeVar("I")
@@ -140,7 +141,7 @@ class Sidecar:
         except RuntimeError as exc:  # loop closed between the check and here
             coro.close()
             raise SidecarClosed(f"Sidecar {self.name!r} is closed") from exc
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        return await wait_for_thread(abort)
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run the plain function ``fn(*args)`` on the loop thread soon (fire and forget)."""
@@ -434,7 +435,7 @@ class Coalescer(Generic[I, R]):
             return trio.lowlevel.Abort.SUCCEEDED
 
         # No Event/ParkingLot: the flusher's _deliver reschedules this task directly.
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        return await wait_for_thread(abort)
 
     def _start_flusher(self) -> None:  # loop thread
         task = asyncio.get_running_loop().create_task(self._flusher())

@@ -59,3 +59,24 @@ class TrioClock:
 async def sleep_until(clock: Clock, at: datetime) -> None:
     """Sleep until wall-clock ``at`` (returns at once if it has passed)."""
     await trio.sleep_until(clock.deadline(at))
+
+
+class OffTrioWork:
+    """How many Trio tasks are waiting for a reply from another thread right now (the SQLite
+    writer and readers, the asyncio sidecar).
+
+    Trio cannot see such work: to it a task waiting on a thread is simply blocked. A virtual test
+    clock reads this count so it never jumps time forward while a store call is in flight
+    (``tests/support/clock.py``). Counting costs two integer updates per store call.
+    """
+
+    pending = 0
+
+
+async def wait_for_thread(abort_fn) -> object:
+    """``trio.lowlevel.wait_task_rescheduled`` for a reply that another thread will deliver."""
+    OffTrioWork.pending += 1
+    try:
+        return await trio.lowlevel.wait_task_rescheduled(abort_fn)
+    finally:
+        OffTrioWork.pending -= 1

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import os
 import socket
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -33,6 +33,7 @@ from thotto.errors import DeferJob, ValidationError
 from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
 from thotto.messages import (
     Attempt,
+    AttemptOutcome,
     EnqueueResult,
     Job,
     JobState,
@@ -56,13 +57,15 @@ CRON_TIMEOUT_SECONDS = 3600.0
 # Each run defers the job (refunding the attempt), so attempts are spent only by crashes mid-run;
 # the job must survive many of those. A dead one is recreated by the next start.
 CRON_MAX_ATTEMPTS = 1000
+CRON_REGISTRATION_WAIT_SECONDS = 10.0
 
 CronFunction = Callable[[], Awaitable[None]]
 
 
 @dataclass
 class CronStatus:
-    """What the API shows of a cron job: its schedule, last run and next run."""
+    """What the API shows of a cron job, read from the store, so it is the same in every
+    process and survives restarts: each run is an entry of the cron job's attempt history."""
 
     name: str
     schedule: str
@@ -81,7 +84,13 @@ class CronEntry:
     schedule: CronSchedule
     function: CronFunction
     catch_up: CatchUp
-    status: CronStatus
+    job_id: int = 0
+
+
+# How each run is written into the cron job's attempt history (the reason of its deferral):
+# "ran in 0.012 s", "failed after 0.012 s: RuntimeError: ...", or SKIPPED.
+RUN_RECORD = re.compile(r"^(?:ran in (?P<ok>[0-9.]+) s|failed after (?P<failed>[0-9.]+) s: (?P<error>.*))$", re.S)
+SKIPPED = "skipped a missed run"
 
 
 class Engine:
@@ -95,6 +104,7 @@ class Engine:
         self.registry = registry or HandlerRegistry()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crons: dict[str, CronEntry] = {}
+        self._cron_added: dict[str, trio.Event] = {}
         self.tree: EngineTree | None = None  # set by open_engine while the actors run
         self.registry.register(CRON_KIND, self._run_cron, timeout_seconds=CRON_TIMEOUT_SECONDS,
                                retry=RetryPolicy(max_attempts=CRON_MAX_ATTEMPTS))
@@ -137,58 +147,80 @@ class Engine:
         occurrence that no longer matches the schedule is moved; an overdue one (missed while
         Thotto was down) stays, to be caught up per ``catch_up``.
         """
-        entry = CronEntry(name, CronSchedule(schedule, timezone), function, catch_up,
-                          CronStatus(name, schedule, timezone, catch_up.value))
+        entry = CronEntry(name, CronSchedule(schedule, timezone), function, catch_up)
         self._crons[name] = entry
-        entry.status.next_run_at = await self._ensure_occurrence(entry)
-        return entry.status
+        self._cron_added.setdefault(name, trio.Event()).set()
+        entry.job_id = await self._ensure_occurrence(entry)
+        return await self.cron_status(name)
 
-    def cron_statuses(self) -> list[CronStatus]:
-        return [entry.status for entry in self._crons.values()]
+    async def cron_status(self, name: str) -> CronStatus:
+        """The cron job's schedule, next run and last run (from the store)."""
+        entry = self._crons[name]
+        status = CronStatus(name, entry.schedule.expression, entry.schedule.timezone, entry.catch_up.value)
+        job = await self.store.get_job(entry.job_id)
+        status.next_run_at = job.run_at if job.state is JobState.PENDING else None
+        runs = [(attempt, RUN_RECORD.match(attempt.error or ""))
+                for attempt in await self.store.attempts(entry.job_id)
+                if attempt.outcome is AttemptOutcome.DEFERRED]
+        runs = [(attempt, record) for attempt, record in runs if record]
+        status.runs = len(runs)
+        if runs:
+            attempt, record = runs[-1]
+            status.last_duration_seconds = float(record["ok"] or record["failed"])
+            status.last_run_at = attempt.finished_at - timedelta(seconds=status.last_duration_seconds)
+            status.last_error = record["error"]
+        return status
 
-    async def _ensure_occurrence(self, entry: CronEntry) -> datetime:
+    async def cron_statuses(self) -> list[CronStatus]:
+        return [await self.cron_status(name) for name in self._crons]
+
+    async def _ensure_occurrence(self, entry: CronEntry) -> int:
+        """Make sure the cron job's durable job exists and follows the schedule; its id."""
         now = self.clock.now()
         wanted = entry.schedule.next_after(now)
         result = await self.store.enqueue(
             NewJob(queue=CRON_QUEUE, kind=CRON_KIND, payload=msgspec.json.encode({"name": entry.name}),
                    run_at=wanted, max_attempts=CRON_MAX_ATTEMPTS, dedupe_key=f"cron:{entry.name}")
         )
-        if result.created or result.run_at <= now or result.run_at == wanted:
-            return result.run_at
-        job = await self.store.get_job(result.job_id)
-        if job.state is JobState.PENDING:  # a schedule change: move the future occurrence
-            await self.store.reschedule(job.id, wanted)
-            return wanted
-        return result.run_at
+        if not result.created and now < result.run_at != wanted:
+            job = await self.store.get_job(result.job_id)
+            if job.state is JobState.PENDING:  # a schedule change: move the future occurrence
+                await self.store.reschedule(job.id, wanted)
+        return result.job_id
 
     async def _run_cron(self, ctx: JobContext) -> None:
         name = ctx.payload(dict)["name"]
-        entry = self._crons.get(name)
+        entry = await self._cron_entry(name)
         if entry is None:
             raise DeferJob(f"cron job {name!r} is not registered in this process",
                            until=self.clock.now() + timedelta(seconds=60))
         plan = plan_occurrence(entry.schedule, entry.catch_up, ctx.job.run_at, self.clock.now())
         if plan.missed:
             log.warning("cron %s: %d runs missed while down", name, plan.missed)
-        if plan.run:
-            await self._call_cron(entry)
-        entry.status.next_run_at = plan.next_at
-        # The cron job lives on: deferring spends no attempt and keeps its dedupe key live.
-        raise DeferJob(f"next run of cron {name!r}", until=plan.next_at)
+        outcome = await self._call_cron(entry) if plan.run else SKIPPED
+        # The cron job lives on: deferring spends no attempt, keeps its dedupe key live, and
+        # writes this run into its history (the outcome is the deferral's reason).
+        raise DeferJob(outcome, until=plan.next_at)
 
-    async def _call_cron(self, entry: CronEntry) -> None:
-        status = entry.status
-        status.last_run_at = self.clock.now()
-        started = time.perf_counter()
+    async def _cron_entry(self, name: str) -> CronEntry | None:
+        """The registered cron job, waiting a little for it: an overdue occurrence is claimed
+        as soon as the engine starts, usually just before the program calls ``add_cron``.
+        Deferring at once would move the occurrence and lose the fact that a run was missed."""
+        if name not in self._crons:
+            with trio.move_on_after(CRON_REGISTRATION_WAIT_SECONDS):
+                await self._cron_added.setdefault(name, trio.Event()).wait()
+        return self._crons.get(name)
+
+    async def _call_cron(self, entry: CronEntry) -> str:
+        """Run the function; describe the run for the history (see RUN_RECORD)."""
+        started = trio.current_time()
         try:
             await entry.function()
-            status.last_error = None
         except Exception as error:  # a failed run is reported; the next run is still scheduled
-            status.last_error = f"{type(error).__name__}: {error}"
             log.exception("cron %s failed", entry.name)
-        finally:
-            status.last_duration_seconds = time.perf_counter() - started
-            status.runs += 1
+            took = trio.current_time() - started
+            return f"failed after {took:.6f} s: {type(error).__name__}: {error}"[:4000]
+        return f"ran in {trio.current_time() - started:.6f} s"
 
     # --- scheduling -----------------------------------------------------------------------
 
@@ -265,9 +297,9 @@ async def open_engine(
     clock = clock or SystemClock()
     async with open_store(settings.resolved_database_url(), clock=clock.now) as store:
         engine = Engine(store, clock, settings, registry)
+        await _add_builtin_crons(engine)
         async with EngineTree(engine, run_workers=run_workers).running() as tree:
             engine.tree = tree
-            await _add_builtin_crons(engine)
             yield engine
 
 

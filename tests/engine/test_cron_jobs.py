@@ -25,9 +25,13 @@ async def test_a_cron_job_runs_at_each_fire_time(open_test_engine, mock_clock):
     async with open_test_engine(epoch=START) as (engine, clock):
         status = await engine.add_cron("hourly", "15 * * * *", counting(clock, runs))
         assert status.next_run_at == datetime(2026, 3, 2, 12, 15, tzinfo=UTC)
+        assert status.runs == 0 and status.last_run_at is None
         await trio.sleep(3 * 3600)
+        status = await engine.cron_status("hourly")
     assert runs == [datetime(2026, 3, 2, h, 15, tzinfo=UTC) for h in (12, 13, 14)]
     assert status.runs == 3 and status.last_error is None
+    assert status.last_run_at == datetime(2026, 3, 2, 14, 15, tzinfo=UTC)
+    assert status.last_duration_seconds == 0
     assert status.next_run_at == datetime(2026, 3, 2, 15, 15, tzinfo=UTC)
 
 
@@ -48,8 +52,10 @@ async def test_a_run_missed_during_downtime_is_caught_up_once(open_test_engine, 
     async with open_test_engine(epoch=back) as (engine, clock):
         status = await engine.add_cron("hourly", "0 * * * *", counting(clock, runs))
         await trio.sleep(60 * 60)
+        status = await engine.cron_status("hourly")
     assert runs == [back, datetime(2026, 3, 2, 18, tzinfo=UTC)]
     assert status.next_run_at == datetime(2026, 3, 2, 19, tzinfo=UTC)
+    assert status.runs == 2 and status.last_run_at == datetime(2026, 3, 2, 18, tzinfo=UTC)
 
 
 async def test_skip_policy_drops_missed_runs(open_test_engine, mock_clock):
@@ -72,11 +78,13 @@ async def test_a_failing_cron_run_is_reported_and_the_next_still_happens(open_te
             if len(calls) == 1:
                 raise RuntimeError("analytics source down")
 
-        status = await engine.add_cron("hourly", "0 * * * *", fails_once)
+        await engine.add_cron("hourly", "0 * * * *", fails_once)
         await trio.sleep(3600 + 60)
-        assert status.last_error == "RuntimeError: analytics source down"
+        failed = await engine.cron_status("hourly")
         await trio.sleep(3600)
-    assert len(calls) == 2 and status.last_error is None
+        recovered = await engine.cron_status("hourly")
+    assert failed.last_error == "RuntimeError: analytics source down" and failed.runs == 1
+    assert len(calls) == 2 and recovered.last_error is None and recovered.runs == 2
 
 
 async def test_a_changed_schedule_moves_the_pending_occurrence(open_test_engine, mock_clock):

@@ -90,6 +90,7 @@ from thotto.messages import (
     validated,
 )
 from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, Store
+from thotto.clock import wait_for_thread
 
 log = logging.getLogger(__name__)
 
@@ -744,7 +745,7 @@ class _Worker:
             request.task = None  # the write may still commit; its reply will be dropped
             return trio.lowlevel.Abort.SUCCEEDED
 
-        return await trio.lowlevel.wait_task_rescheduled(abort)
+        return await wait_for_thread(abort)
 
     async def stop(self) -> None:
         """Finish the queued requests, close the connection, end the thread. Call it shielded."""
