@@ -120,7 +120,7 @@ async def test_killing_a_process_hands_its_jobs_to_the_other_after_the_lease(wor
         workers.start(lease_seconds=2, slow_seconds=0.1)
         await wait_until(lambda: len(workers.runs()) >= 6, timeout=30)
         with trio.fail_after(10):  # a run is logged just before its outcome is stored
-            while not all((await store.get_job(i)).state is JobState.COMPLETED for i in ids):
+            while [(await store.get_job(i)).state for i in ids] != [JobState.COMPLETED] * 6:
                 await trio.sleep(0.05)
     runs = workers.runs()
     assert {job_id for job_id, *_ in runs} == ids
