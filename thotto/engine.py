@@ -304,13 +304,15 @@ async def open_engine(
 
 
 async def _add_builtin_crons(engine: Engine) -> None:
-    """Retention runs daily at 03:00 UTC. (Analytics and community sync arrive with the Reddit
-    client: TODO #4, #5.)"""
+    """Retention (purge finished jobs and posts older than ``retention_days``, then database
+    upkeep) runs daily at 03:00 UTC. Analytics and community sync arrive with the Reddit client
+    (TODO #4, #5)."""
     settings = engine.settings
 
     async def retention() -> None:
         cutoff = engine.clock.now() - timedelta(days=settings.retention_days)
         purged = await engine.store.purge(cutoff)
         log.info("retention: purged %d finished jobs older than %s", purged, cutoff.isoformat())
+        await engine.store.tidy()
 
     await engine.add_cron("retention", "0 3 * * *", retention)

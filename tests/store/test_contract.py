@@ -773,6 +773,18 @@ async def test_purge_deletes_the_posts_of_purged_jobs(store, clock):
     assert [p.id for p in (await store.list_posts(account.user_id)).posts] == [kept.id]
 
 
+async def test_tidy_after_a_purge_leaves_every_live_job_workable(store, clock):
+    finished = [await job_in(store, COMPLETED) for _ in range(20)]
+    live = [await add(store) for _ in range(3)]
+    clock.advance(100)
+    assert await store.purge(clock()) == len(finished)
+    await store.tidy()
+    await store.tidy()  # safe to repeat
+    claimed = await store.claim("w", 10, 30.0)
+    assert sorted(job.id for job in claimed) == sorted(live)
+    assert await store.counts() == [QueueCount("default", PROCESSING, 3)]
+
+
 # === counts / next_due / attempts ==============================================================
 
 

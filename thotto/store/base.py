@@ -211,6 +211,12 @@ class Store(abc.ABC):
         posts, that finished before ``finished_before``. Returns how many jobs were deleted.
         Live jobs are never purged."""
 
+    @abc.abstractmethod
+    async def tidy(self) -> None:
+        """Database upkeep, e.g. after a purge: refresh the query planner's statistics and
+        reclaim space where that does not block other work for long. Safe to run at any time,
+        from any process, concurrently with everything else."""
+
     # --- reading --------------------------------------------------------------------------
 
     @abc.abstractmethod

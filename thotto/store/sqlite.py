@@ -1237,6 +1237,11 @@ class SqliteStore(Store):
 
         return await self._write(purge)
 
+    async def tidy(self) -> None:
+        # PRAGMA optimize runs ANALYZE only on tables whose statistics it judges stale. Space
+        # freed by purges is reused by later inserts (a VACUUM would block the writer).
+        await self._write(lambda conn: conn.execute("PRAGMA optimize").fetchall())
+
     # --- reading ----------------------------------------------------------------------------------
 
     async def counts(self) -> list[QueueCount]:
