@@ -359,7 +359,9 @@ class NewPost(Base, kw_only=True):
 
 
 class Post(Base):
-    """A stored post. ``status`` is derived from its job's state."""
+    """A stored post. ``status`` is derived from its job's state; ``error`` is the job's last
+    error (the dead-letter reason of a failed post, the latest retry reason of a scheduled
+    one), None once published."""
 
     id: int
     user_id: int

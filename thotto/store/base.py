@@ -138,6 +138,11 @@ class Store(abc.ABC):
         * ``Released`` → ``pending`` at once; the attempt is refunded.
 
         Every outcome but ``Completed`` is kept in the attempt history with its error or reason.
+        A lease past ``lease_until`` still counts as held until ``release_expired`` returns the
+        job (nobody else can hold it meanwhile), so a late outcome is still recorded.
+
+        Because Deferred and Released refund the attempt, the next claim reuses its number;
+        ``(job_id, attempt)`` with the owner identifies the lease, not a unique attempt.
         """
 
     async def complete(self, owner: str, job_id: int, attempt: int) -> SettleStatus:
@@ -344,8 +349,9 @@ class Store(abc.ABC):
     async def find_recent_posts(
         self, account_id: int, subreddit: str, title: str, since: datetime
     ) -> list[Post]:
-        """Posts of an account to a subreddit with this title (case-insensitive) that are
-        scheduled or publishing, or were published since ``since``: for duplicate detection."""
+        """Posts of an account to a subreddit (name compared case-insensitively) with this title
+        (case-insensitive) that are scheduled or publishing, or whose job completed since
+        ``since``: for duplicate detection."""
 
     @abc.abstractmethod
     async def update_post(
