@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -89,6 +90,20 @@ class EngineTree:
 
     async def wait_stopped(self) -> None:
         await self._stopped.wait()
+
+    async def stop_on_signals(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """Until cancelled: the first SIGINT/SIGTERM stops gracefully, the next stops now."""
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            task_status.started()
+            async for signum in signals:
+                if self.supervisor.state in (actors.State.STOPPING, actors.State.STOPPED):
+                    log.warning("%s again: stopping now", signal.Signals(signum).name)
+                    self.stop_now()
+                else:
+                    log.warning("%s: stopping; running jobs get %g s to finish (signal again to "
+                                "stop now)", signal.Signals(signum).name,
+                                self.engine.settings.shutdown_grace_seconds)
+                    self.stop()
 
 
 def _log_event(event: actors.SupervisorEvent) -> None:

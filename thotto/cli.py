@@ -7,7 +7,6 @@ exit, never a traceback.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 
@@ -70,25 +69,12 @@ async def serve(settings: Settings) -> int:
     _ensure_data_dir(settings)
     async with open_engine(settings) as engine:
         async with trio.open_nursery() as nursery:
-            await nursery.start(_stop_on_signals, engine.tree)
+            await nursery.start(engine.tree.stop_on_signals)
             print(f"thotto {__version__}: serving (role {settings.role.value}, "
                   f"store {engine.store.name}); Ctrl-C stops", file=sys.stderr, flush=True)
             await engine.tree.wait_stopped()
             nursery.cancel_scope.cancel()
     return EXIT_OK
-
-
-async def _stop_on_signals(tree, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        task_status.started()
-        async for _ in signals:
-            if tree.supervisor.state.value in ("stopping", "stopped"):
-                print("thotto: stopping now", file=sys.stderr, flush=True)
-                tree.stop_now()
-            else:
-                print("thotto: stopping; running jobs get the grace period "
-                      "(signal again to stop now)", file=sys.stderr, flush=True)
-                tree.stop()
 
 
 async def migrate(settings: Settings) -> int:

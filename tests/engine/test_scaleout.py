@@ -72,10 +72,12 @@ def now() -> datetime:
 
 
 async def test_two_processes_share_a_queue_and_run_each_job_once(workers, postgres_dsn):
-    workers.start()
-    workers.start()
+    # Jobs of 2 ms: long enough that one process cannot drain the queue before the other
+    # starts claiming, short enough to finish in about a second.
+    workers.start(slow_seconds=0.002)
+    workers.start(slow_seconds=0.002)
     async with open_store(postgres_dsn) as store:
-        jobs = [NewJob(kind="record") for _ in range(3000)]
+        jobs = [NewJob(kind="slow") for _ in range(3000)]
         await store.enqueue_many(jobs)
         await wait_until(lambda: len(workers.runs()) >= 3000, timeout=60)
         await trio.sleep(0.5)  # any duplicate would have landed by now
@@ -86,6 +88,7 @@ async def test_two_processes_share_a_queue_and_run_each_job_once(workers, postgr
     per_owner = collections.Counter(owner for _, _, owner, _, _ in runs)
     assert len(per_owner) == 2, per_owner  # both processes took part
     assert counts[("default", JobState.COMPLETED)] == 3000
+    assert not any(state is not JobState.COMPLETED for _, state in counts)
 
 
 async def test_a_job_enqueued_elsewhere_wakes_an_idle_process_at_its_time(workers, postgres_dsn):
@@ -137,3 +140,25 @@ async def test_no_job_runs_in_two_processes_at_once(workers, postgres_dsn):
     runs = workers.runs()
     assert len(runs) == 200 and len({job_id for job_id, *_ in runs}) == 200
     assert len({owner for _, _, owner, _, _ in runs}) == 3
+
+
+async def test_sigterm_under_load_exits_cleanly_and_hands_back_leases_at_once(workers, postgres_dsn):
+    busy = workers.start(slow_seconds=30, lease_seconds=600)
+    async with open_store(postgres_dsn) as store:
+        results = await store.enqueue_many([NewJob(kind="slow") for _ in range(20)])
+        ids = [r.job_id for r in results]
+        with trio.fail_after(10):
+            while [(await store.get_job(i)).state for i in ids].count(JobState.PROCESSING) < 8:
+                await trio.sleep(0.05)
+        busy.send_signal(signal.SIGTERM)  # grace is 1 s in the worker; the jobs take 30 s
+        assert busy.wait(timeout=30) == 0
+        jobs = [await store.get_job(i) for i in ids]
+        # Released, not left to expire: pending now, no attempt spent, no lease left.
+        assert {job.state for job in jobs} == {JobState.PENDING}
+        assert {job.attempt for job in jobs} == {0}
+        restarted_at = time.time()
+        workers.start(slow_seconds=0.01, lease_seconds=600)
+        await wait_until(lambda: len(workers.runs()) >= 20, timeout=30)
+    runs = workers.runs()
+    assert sorted(job_id for job_id, *_ in runs) == sorted(ids)
+    assert all(started - restarted_at < 5 for *_, started, _ in runs)  # at once, not after 600 s

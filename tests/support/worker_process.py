@@ -5,14 +5,13 @@ per run to ``--log`` (``job_id attempt owner start end`` as wall-clock seconds) 
 does the same after sleeping ``--slow-seconds``. Lines are written with O_APPEND, so several
 processes can share one log; a killed process may leave a started-but-unfinished run unlogged,
 which is the point (its job must be recovered by another process). Prints ``ready`` on stdout once
-serving.
+serving. SIGINT/SIGTERM stop it as they stop ``thotto serve``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import trio
@@ -51,12 +50,12 @@ async def main(args: argparse.Namespace) -> None:
 
         engine.register_handler("record", record)
         engine.register_handler("slow", slow, timeout_seconds=600)
-        print("ready", flush=True)
-        await trio.sleep_forever()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.tree.stop_on_signals)
+            print("ready", flush=True)
+            await engine.tree.wait_stopped()
+            nursery.cancel_scope.cancel()
 
 
 if __name__ == "__main__":
-    try:
-        trio.run(main, parse())
-    except KeyboardInterrupt:
-        sys.exit(0)
+    trio.run(main, parse())
