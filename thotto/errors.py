@@ -121,3 +121,72 @@ class DeferJob(JobError):
     def __init__(self, reason: str, *, until: datetime):
         super().__init__(reason)
         self.until = until
+
+
+# --- Reddit ----------------------------------------------------------------------------------
+# Raised by thotto.reddit.client. Each carries Reddit's error type (``SUBREDDIT_NOEXIST``,
+# ``RATELIMIT``, ``HTTP_503``...), Reddit's human message (shown to the user), the form field
+# Reddit blamed when it said one, and the HTTP status. Each is also one of the engine's job
+# outcomes, so a handler may let them propagate.
+
+
+class RedditErrorInfo:
+    """What Reddit said; mixed into every Reddit error."""
+
+    error_type: str
+    message: str
+    field: str | None
+    status: int | None
+
+    def _set_info(self, error_type: str, message: str, field: str | None, status: int | None):
+        self.error_type = error_type
+        self.message = message
+        self.field = field
+        self.status = status
+
+
+class RedditRetryable(RetryableJobError, RedditErrorInfo):
+    """A passing failure: 5xx, 408, a timeout, a refused or reset connection. Retry with backoff."""
+
+    def __init__(self, reason: str, *, error_type: str, message: str = "", field: str | None = None,
+                 status: int | None = None, after_seconds: float | None = None):
+        super().__init__(reason, after_seconds=after_seconds)
+        self._set_info(error_type, message or reason, field, status)
+
+
+class RedditOutcomeUnknown(RedditRetryable):
+    """A submission may or may not have been accepted (timeout or dropped connection after the
+    request was sent, a 5xx, an image post still processing). Before submitting again, look for
+    the post in the account's submissions (``RedditAccount.find_submission``)."""
+
+
+class RedditRateLimited(DeferJob, RedditErrorInfo):
+    """Reddit said to slow down (HTTP 429 or a ``RATELIMIT`` error): run the job again at
+    ``until`` (``wait_seconds`` from now) without spending an attempt."""
+
+    def __init__(self, reason: str, *, until: datetime, wait_seconds: float, error_type: str,
+                 message: str = "", field: str | None = None, status: int | None = None):
+        super().__init__(reason, until=until)
+        self.wait_seconds = wait_seconds
+        self._set_info(error_type, message or reason, field, status)
+
+
+class RedditPermanent(PermanentJobError, RedditErrorInfo):
+    """The request can never succeed as it is: private or banned subreddit (403/404),
+    ``SUBREDDIT_NOEXIST``, ``NO_SELFS``, ``NO_LINKS``, an invalid flair (400), ``ALREADY_SUB``,
+    or a post that fails validation before it is sent."""
+
+    def __init__(self, reason: str, *, error_type: str, message: str = "", field: str | None = None,
+                 status: int | None = None):
+        super().__init__(reason)
+        self._set_info(error_type, message or reason, field, status)
+
+
+class RedditAuthError(PermanentJobError, RedditErrorInfo):
+    """Reddit refused the account's credentials even after one token refresh (revoked or
+    expired refresh token, changed password): the account must be linked again."""
+
+    def __init__(self, reason: str, *, error_type: str, message: str = "", field: str | None = None,
+                 status: int | None = None):
+        super().__init__(reason)
+        self._set_info(error_type, message or reason, field, status)

@@ -101,7 +101,8 @@ async def test_a_job_enqueued_elsewhere_wakes_an_idle_process_at_its_time(worker
     (job_id, attempt, _, started, _), = workers.runs()
     assert job_id == result.job_id and attempt == 1
     lateness = started - due.timestamp()
-    assert 0 <= lateness < 0.5, lateness  # woken by NOTIFY, not by a poll
+    # With nothing pending the idle process sleeps without a timeout: only NOTIFY can wake it.
+    assert 0 <= lateness < 1.0, lateness
 
 
 async def test_killing_a_process_hands_its_jobs_to_the_other_after_the_lease(workers, postgres_dsn):
