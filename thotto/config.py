@@ -73,6 +73,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
     """Finished jobs and posts older than this are purged by the daily retention job."""
 
+    encryption_key: str | None = None
+    """Fernet key for stored Reddit credentials; default: <data_dir>/secret.key, made on first start."""
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/thotto.db``."""
         return self.database_url or str(Path(self.data_dir) / "thotto.db")
