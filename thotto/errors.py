@@ -190,3 +190,21 @@ class RedditAuthError(PermanentJobError, RedditErrorInfo):
                  status: int | None = None):
         super().__init__(reason)
         self._set_info(error_type, message or reason, field, status)
+
+
+# --- circuit breakers --------------------------------------------------------------------------
+
+
+class BreakerOpen(DeferJob):
+    """A circuit breaker refused the call: its dependency has been failing, so it was not tried.
+
+    ``until`` is when the breaker half-opens (lets a probe call through). A job handler that lets
+    this propagate is deferred until then without spending an attempt. ``breaker`` names the
+    breaker (``"reddit.account.alice"``, ``"redis"``); ``retry_after`` is ``until`` in seconds
+    from now.
+    """
+
+    def __init__(self, reason: str, *, until: datetime, breaker: str, retry_after: float):
+        super().__init__(reason, until=until)
+        self.breaker = breaker
+        self.retry_after = retry_after
