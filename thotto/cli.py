@@ -33,6 +33,13 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", help="create or upgrade the database schema, then exit")
     _add_settings_options(migrate)
 
+    sandbox = commands.add_parser("sandbox", help="serve the Reddit-compatible sandbox until SIGINT/SIGTERM")
+    sandbox.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    sandbox.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    sandbox.add_argument("--data-dir", default="sandbox-data", help="where the durable record of posts lives")
+    sandbox.add_argument("--token-lifetime", type=float, default=3600.0, help="access token lifetime, seconds")
+    sandbox.add_argument("--rate-budget", type=int, default=1000, help="requests per app per 10 minutes")
+
     bench = commands.add_parser("bench", help="run benchmarks (python -m bench --help)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
@@ -50,6 +57,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.__main__ import main as bench_main
 
         return bench_main(args.bench_args)
+    if args.command == "sandbox":
+        return trio.run(sandbox, args)
     try:
         settings = load_settings(args.config, data_dir=args.data_dir, database_url=args.database_url,
                                  role=getattr(args, "role", None))
@@ -84,6 +93,30 @@ async def migrate(settings: Settings) -> int:
     _ensure_data_dir(settings)
     async with open_store(settings.resolved_database_url()) as store:
         print(f"thotto: {store.name} schema is up to date", file=sys.stderr)
+    return EXIT_OK
+
+
+async def sandbox(args: argparse.Namespace) -> int:
+    """Serve the Reddit sandbox (thotto/reddit/sandbox.py); a signal stops it gracefully."""
+    import signal
+    from functools import partial
+
+    from thotto.reddit.sandbox import SandboxConfig, serve_sandbox
+
+    config = SandboxConfig(token_lifetime=args.token_lifetime, rate_budget=args.rate_budget)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                port = await nursery.start(partial(serve_sandbox, args.host, args.port, args.data_dir,
+                                                   config=config))
+            except OSError as error:
+                print(f"thotto: cannot serve the sandbox on {args.host}:{args.port}: {error}",
+                      file=sys.stderr)
+                return EXIT_USER_ERROR
+            print(f"thotto sandbox: listening on http://{args.host}:{port} (data in {args.data_dir}); "
+                  "Ctrl-C stops", file=sys.stderr, flush=True)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
     return EXIT_OK
 
 

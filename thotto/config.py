@@ -73,6 +73,43 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
     """Finished jobs and posts older than this are purged by the daily retention job."""
 
+    reddit_url: str | None = None
+    """Point both the token and the API host at this base URL, e.g. a sandbox started with
+    ``thotto sandbox`` (``http://127.0.0.1:8765``); overrides the two settings below."""
+
+    reddit_token_url: str = "https://www.reddit.com"
+    """Where Reddit's authorize page and token endpoint live."""
+
+    reddit_api_url: str = "https://oauth.reddit.com"
+    """Where Reddit's OAuth API lives."""
+
+    reddit_client_id: str | None = None
+    """The id of the Reddit app (reddit.com/prefs/apps): a web app, or a script app for one person."""
+
+    reddit_client_secret: str | None = None
+    """The Reddit app's secret."""
+
+    reddit_redirect_uri: str | None = None
+    """The web app's registered redirect URI (where Reddit sends users back after consenting)."""
+
+    reddit_scopes: str = "identity submit read history flair"
+    """OAuth scopes asked for, separated by spaces."""
+
+    reddit_user_agent_platform: Annotated[str, msgspec.Meta(pattern=r"^[^:\s]+$")] = "python"
+    """First part of the User-Agent Reddit requires: <platform>:<app id>:<version> (by /u/<username>)."""
+
+    reddit_user_agent_app_id: Annotated[str, msgspec.Meta(pattern=r"^[^:\s]+$")] = "thotto"
+    """The app id part of the User-Agent."""
+
+    reddit_user_agent_username: str | None = None
+    """The Reddit username responsible for this installation, named in the User-Agent."""
+
+    reddit_requests_per_minute: Annotated[float, msgspec.Meta(gt=0, le=6000)] = 100.0
+    """Requests per minute per Reddit app; requests are spaced evenly (Reddit allows 100)."""
+
+    reddit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    """How long one request to Reddit may take."""
+
     encryption_key: str | None = None
     """Fernet key for stored Reddit credentials; default: <data_dir>/secret.key, made on first start."""
 

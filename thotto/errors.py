@@ -184,7 +184,10 @@ class RedditPermanent(PermanentJobError, RedditErrorInfo):
 
 class RedditAuthError(PermanentJobError, RedditErrorInfo):
     """Reddit refused the account's credentials even after one token refresh (revoked or
-    expired refresh token, changed password): the account must be linked again."""
+    expired refresh token, changed password, missing scope): the account must be linked again.
+
+    Except with ``error_type == "invalid_client"``: then Reddit refused the *app's* credentials
+    (the reddit_client_id / reddit_client_secret settings), and no account is at fault."""
 
     def __init__(self, reason: str, *, error_type: str, message: str = "", field: str | None = None,
                  status: int | None = None):

@@ -1,0 +1,839 @@
+"""Thotto's Reddit client: OAuth2, submissions, the reads Thotto needs, rate limits, errors.
+
+One :class:`RedditClient` per OAuth app (client id) owns the HTTP connection pool and the
+:class:`~thotto.reddit.ratelimit.RateLimiter` that Reddit's per-client budget calls for; each
+linked Reddit account is a :class:`RedditAccount` made from it, holding that account's
+credentials and its cached access token::
+
+    async with RedditClient(RedditConfig.from_settings(settings)) as reddit:
+        account = reddit.account_from_refresh_token(refresh_token)
+        result = await account.submit("test", "Hello", text="First post")
+
+Wire format (reddit.com and the sandbox alike): tokens come from ``{token_url}/api/v1/access_token``
+(client credentials by HTTP Basic, form-encoded grants); the API lives at ``{api_url}`` with
+``Authorization: bearer <token>``. Every failure raises one of the Reddit errors of
+:mod:`thotto.errors`, each also an engine job outcome:
+
+* :class:`~thotto.errors.RedditRetryable` — 5xx, 408, timeouts, refused or reset connections;
+  :class:`~thotto.errors.RedditOutcomeUnknown` (a subclass) when a submission may have been
+  accepted: reconcile with :meth:`RedditAccount.find_submission` before submitting again.
+* :class:`~thotto.errors.RedditRateLimited` — HTTP 429 or a ``RATELIMIT`` error, with ``until``.
+* :class:`~thotto.errors.RedditPermanent` — 400/403/404 and Reddit's refusals
+  (``SUBREDDIT_NOEXIST``, ``NO_SELFS``, ``NO_LINKS``, ``ALREADY_SUB``...), and posts that fail
+  validation before anything is sent.
+* :class:`~thotto.errors.RedditAuthError` — a 401 that persists after one token refresh, or a
+  token endpoint that refuses the grant: the account must be linked again.
+"""
+
+from __future__ import annotations
+
+import base64
+import mimetypes
+import re
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode, urljoin
+from xml.etree import ElementTree
+
+import httpx
+import msgspec
+import trio
+
+from thotto.errors import (
+    ConfigError,
+    RedditAuthError,
+    RedditOutcomeUnknown,
+    RedditPermanent,
+    RedditRateLimited,
+    RedditRetryable,
+    ThottoError,
+)
+from thotto.reddit.ratelimit import RateLimiter, parse_rate_limit_headers
+
+T = TypeVar("T")
+UTC = timezone.utc
+
+DEFAULT_TOKEN_URL = "https://www.reddit.com"
+DEFAULT_API_URL = "https://oauth.reddit.com"
+DEFAULT_SCOPES = ("identity", "submit", "read", "history", "flair")
+"""identity: /api/v1/me; submit: posting and media; read: about pages; history: the submitted
+listing; flair: link flair templates."""
+
+MAX_TITLE = 300
+MAX_FLAIR_TEXT = 64
+MAX_FLAIR_ID = 36
+DEFAULT_RATE_LIMIT_WAIT = 60.0
+"""Seconds to wait when Reddit rate-limits without saying for how long."""
+
+_IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif"}
+_SUBREDDIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$")
+# Reddit's RATELIMIT messages: "you are doing that too much. try again in 9 minutes.",
+# "Looks like you've been doing that a lot. Take a break for 2 minutes before trying again.",
+# "...try again in 7 seconds", "...try again in 500 milliseconds".
+_WAIT = re.compile(r"(\d+(?:\.\d+)?)\s*(milliseconds?|ms|seconds?|secs?|minutes?|mins?|hours?)\b",
+                   re.IGNORECASE)
+_RATE_LIMIT_TYPES = frozenset({"RATELIMIT", "QUOTA_FILLED"})
+
+
+def user_agent(platform: str, app_id: str, version: str, username: str | None) -> str:
+    """Reddit's required form: ``<platform>:<app id>:<version> (by /u/<username>)``."""
+    agent = f"{platform}:{app_id}:{version}"
+    return f"{agent} (by /u/{username})" if username else agent
+
+
+def parse_wait(message: str) -> float | None:
+    """Seconds to wait named in a rate-limit message ("try again in 7 seconds"), or None."""
+    match = _WAIT.search(message or "")
+    if match is None:
+        return None
+    unit = match.group(2).lower()
+    scale = (0.001 if unit.startswith(("ms", "milli")) else 1.0 if unit.startswith("s")
+             else 60.0 if unit.startswith("min") else 3600.0)
+    return float(match.group(1)) * scale
+
+
+# --- configuration -------------------------------------------------------------------------
+
+
+class RedditConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """How to reach Reddit as one OAuth app. :meth:`from_settings` builds it from Settings."""
+
+    client_id: str
+    client_secret: str = ""
+    """Empty for installed apps; script and web apps have one."""
+    user_agent: str
+    token_url: str = DEFAULT_TOKEN_URL
+    """Where ``/api/v1/authorize`` and ``/api/v1/access_token`` live."""
+    api_url: str = DEFAULT_API_URL
+    """Where the OAuth API lives."""
+    redirect_uri: str | None = None
+    """The web app's registered callback; needed for the authorization-code flow."""
+    scopes: tuple[str, ...] = DEFAULT_SCOPES
+    requests_per_minute: float = 100.0
+    """Our own budget per OAuth client; the server's headers can only slow us further."""
+    burst: int = 1
+    timeout_seconds: float = 30.0
+    token_margin_seconds: float = 60.0
+    """Renew an access token this long before Reddit says it expires (at most half its life)."""
+    max_queue_seconds: float = 30.0
+    """A request whose rate-limit slot is further away than this is not queued: it raises
+    RedditRateLimited at once, so a job is deferred instead of holding a worker."""
+    image_lookup_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    """Pauses between looks for a just-submitted image post in the account's listing (Reddit
+    announces image posts only over a websocket, which Thotto does not use)."""
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> "RedditConfig":
+        """The config for ``settings`` (a :class:`thotto.config.Settings`).
+
+        ``settings.reddit_url``, when set, points both the token and the API host at it (a
+        sandbox). Raises :class:`~thotto.errors.ConfigError` without a client id.
+        """
+        from thotto import __version__
+
+        if not settings.reddit_client_id:
+            raise ConfigError("Reddit needs reddit_client_id (THOTTO_REDDIT_CLIENT_ID): the id of "
+                              "the app registered at reddit.com/prefs/apps")
+        base = settings.reddit_url.rstrip("/") if settings.reddit_url else None
+        values: dict[str, Any] = dict(
+            client_id=settings.reddit_client_id,
+            client_secret=settings.reddit_client_secret or "",
+            user_agent=user_agent(settings.reddit_user_agent_platform,
+                                  settings.reddit_user_agent_app_id, __version__,
+                                  settings.reddit_user_agent_username),
+            token_url=base or settings.reddit_token_url,
+            api_url=base or settings.reddit_api_url,
+            redirect_uri=settings.reddit_redirect_uri,
+            scopes=tuple(settings.reddit_scopes.split()),
+            requests_per_minute=settings.reddit_requests_per_minute,
+            timeout_seconds=settings.reddit_timeout_seconds,
+        )
+        values.update(overrides)
+        return cls(**values)
+
+
+# --- what Reddit returns (only the fields Thotto needs; others are ignored) --------------------
+
+
+class TokenGrant(msgspec.Struct, frozen=True):
+    """A token endpoint answer. ``refresh_token`` comes with code grants of duration permanent."""
+
+    access_token: str
+    expires_in: float
+    token_type: str = "bearer"
+    scope: str = ""
+    refresh_token: str | None = None
+
+
+class Me(msgspec.Struct, frozen=True):
+    """``/api/v1/me``: the account the token belongs to."""
+
+    name: str
+    id: str = ""
+    created_utc: float | None = None
+    over_18: bool | None = None
+
+
+class Submission(msgspec.Struct, frozen=True):
+    """One post of a listing (``t3``)."""
+
+    id: str
+    name: str
+    title: str
+    subreddit: str
+    created_utc: float
+    author: str = ""
+    url: str = ""
+    permalink: str = ""
+    is_self: bool = False
+    over_18: bool = False
+    spoiler: bool = False
+    link_flair_text: str | None = None
+    link_flair_template_id: str | None = None
+
+
+class SubmitResult(msgspec.Struct, frozen=True):
+    """A published post: ``id`` (base 36), ``name`` (``t3_<id>``) and its URL on Reddit."""
+
+    id: str
+    name: str
+    url: str
+
+
+class PostRequirements(msgspec.Struct, frozen=True):
+    """``/api/v1/{sr}/post_requirements``. Reddit sends null for unset limits."""
+
+    is_flair_required: bool = False
+    title_text_min_length: int | None = None
+    title_text_max_length: int | None = None
+    title_regexes: list[str] | None = None
+    title_required_strings: list[str] | None = None
+    title_blacklisted_strings: list[str] | None = None
+    body_restriction_policy: str | None = None
+    """``required``, ``notAllowed`` or ``none``."""
+    body_text_min_length: int | None = None
+    body_text_max_length: int | None = None
+    body_required_strings: list[str] | None = None
+    body_blacklisted_strings: list[str] | None = None
+    link_restriction_policy: str | None = None
+    """``whitelist``, ``blacklist`` or ``none``."""
+    domain_whitelist: list[str] | None = None
+    domain_blacklist: list[str] | None = None
+    guidelines_text: str | None = None
+
+
+class LinkFlair(msgspec.Struct, frozen=True):
+    """A link flair template from ``/r/{sr}/api/link_flair_v2``."""
+
+    id: str
+    text: str = ""
+    text_editable: bool = False
+    mod_only: bool = False
+    type: str = "text"
+
+
+class SubredditAbout(msgspec.Struct, frozen=True):
+    """``/r/{sr}/about``: what scheduling checks need."""
+
+    display_name: str
+    subreddit_type: str = "public"
+    """public, private, restricted, gold_restricted, archived, user..."""
+    submission_type: str = "any"
+    """any, link or self."""
+    over18: bool = False
+    subscribers: int | None = None
+    allow_images: bool | None = None
+    link_flair_enabled: bool | None = None
+    user_is_banned: bool | None = None
+    public_description: str | None = None
+
+
+class _Thing(msgspec.Struct):
+    kind: str
+    data: Submission
+
+
+class _ListingData(msgspec.Struct):
+    children: list[_Thing]
+    after: str | None = None
+
+
+class _Listing(msgspec.Struct):
+    data: _ListingData
+
+
+class _About(msgspec.Struct):
+    data: SubredditAbout
+
+
+# --- the client ----------------------------------------------------------------------------
+
+
+class RedditClient:
+    """One OAuth app: an ``httpx.AsyncClient``, the app's rate limiter, and its token grants.
+
+    An async context manager; leaving it (or :meth:`aclose`) closes every pooled connection.
+    Share one instance among all tasks and accounts of the app, so that the limiter sees every
+    request. Cancelling a call abandons its connection; a cancelled submission may or may not have
+    been accepted (treat it as :class:`~thotto.errors.RedditOutcomeUnknown`).
+
+    ``clock`` (Trio time by default) decides when cached access tokens expire; ``wall_clock``
+    (Unix seconds) dates rate-limit deferrals and submission look-ups. Tests inject both.
+    """
+
+    def __init__(
+        self,
+        config: RedditConfig,
+        *,
+        limiter: RateLimiter | None = None,
+        clock: Callable[[], float] = trio.current_time,
+        wall_clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
+        self.config = config
+        self.limiter = limiter or RateLimiter(config.requests_per_minute, burst=config.burst)
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self._http = httpx.AsyncClient(
+            headers={"User-Agent": config.user_agent},
+            timeout=httpx.Timeout(config.timeout_seconds),
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> "RedditClient":
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool. Idempotent."""
+        await self._http.aclose()
+
+    # --- OAuth ---------------------------------------------------------------------------
+
+    def authorize_url(self, state: str, *, scopes: tuple[str, ...] | None = None,
+                      duration: str = "permanent") -> str:
+        """The URL to send a user to for the web-app flow; Reddit redirects back to
+        ``redirect_uri`` with ``code`` and the same ``state`` (check it: it defeats CSRF).
+        ``duration=permanent`` gets a refresh token."""
+        if not self.config.redirect_uri:
+            raise ConfigError("the web-app flow needs reddit_redirect_uri (THOTTO_REDDIT_REDIRECT_URI)")
+        if duration not in ("permanent", "temporary"):
+            raise ValueError("duration is 'permanent' or 'temporary'")
+        query = urlencode({
+            "client_id": self.config.client_id,
+            "response_type": "code",
+            "state": state,
+            "redirect_uri": self.config.redirect_uri,
+            "duration": duration,
+            "scope": " ".join(scopes or self.config.scopes),
+        }, quote_via=quote)
+        return f"{self.config.token_url.rstrip('/')}/api/v1/authorize?{query}"
+
+    @staticmethod
+    def new_state() -> str:
+        """A fresh unguessable ``state`` for :meth:`authorize_url`."""
+        return secrets.token_urlsafe(24)
+
+    async def exchange_code(self, code: str) -> TokenGrant:
+        """Trade the code from the redirect for tokens (web-app flow)."""
+        if not self.config.redirect_uri:
+            raise ConfigError("the web-app flow needs reddit_redirect_uri (THOTTO_REDDIT_REDIRECT_URI)")
+        return await self.request_token({"grant_type": "authorization_code", "code": code,
+                                         "redirect_uri": self.config.redirect_uri})
+
+    async def link_with_code(self, code: str) -> "RedditAccount":
+        """Exchange ``code`` and return the account, its fresh access token cached. Persist
+        ``account.refresh_token`` (encrypted); ``await account.me()`` names the account."""
+        started = self.clock()
+        grant = await self.exchange_code(code)
+        if grant.refresh_token is None:
+            raise RedditAuthError("Reddit issued no refresh token; authorize with duration=permanent",
+                                  error_type="NO_REFRESH_TOKEN")
+        account = RedditAccount(self, refresh_token=grant.refresh_token)
+        account._store(grant, started)
+        return account
+
+    def account_from_refresh_token(self, refresh_token: str, *, username: str | None = None
+                                   ) -> "RedditAccount":
+        """An account linked through the web-app flow. No request is made until it is used."""
+        return RedditAccount(self, refresh_token=refresh_token, username=username)
+
+    def account_from_password(self, username: str, password: str) -> "RedditAccount":
+        """An account of a script app (the app's developers only): password grants, no refresh
+        token; an expired token is replaced by a new password grant."""
+        return RedditAccount(self, username=username, password=password)
+
+    async def request_token(self, grant: Mapping[str, str]) -> TokenGrant:
+        """POST a grant to the token endpoint and return the tokens.
+
+        A body with an ``error`` key (Reddit answers ``{"error": "invalid_grant"}`` with HTTP 200)
+        and a 400/401 raise :class:`~thotto.errors.RedditAuthError`; 429 and 5xx raise as anywhere.
+        """
+        url = f"{self.config.token_url.rstrip('/')}/api/v1/access_token"
+        secret = f"{self.config.client_id}:{self.config.client_secret}".encode()
+        headers = {"Authorization": "Basic " + base64.b64encode(secret).decode()}
+        response = await self._send("POST", url, context="an access token",
+                                    data=dict(grant), headers=headers)
+        body = _json_or_none(response)
+        status = response.status_code
+        if status == 408 or status == 429 or status >= 500:
+            self._raise_for_status(response, body, context="an access token")
+        error = body.get("error") if isinstance(body, dict) else None
+        error = None if isinstance(error, int) else error  # {"message": ..., "error": 401}
+        if status == 401 or error == "invalid_client":
+            raise RedditAuthError("Reddit refused the app's credentials (check reddit_client_id "
+                                  "and reddit_client_secret)", error_type="invalid_client", status=status)
+        if error is not None or status == 400:
+            kind = str(error or "invalid_request")
+            raise RedditAuthError(f"Reddit refused the account's authorization ({kind}); link the "
+                                  "account again", error_type=kind, status=status)
+        self._raise_for_status(response, body, context="an access token")
+        try:
+            return msgspec.convert(body, TokenGrant)
+        except msgspec.ValidationError as exc:
+            raise RedditRetryable(f"unexpected token response from Reddit: {exc}",
+                                  error_type="BAD_RESPONSE", status=response.status_code) from exc
+
+    def post_url(self, post: Submission) -> str:
+        """The page of a listed post: its permalink (a path) on the web host, which is
+        www.reddit.com, or the sandbox when ``reddit_url`` is set."""
+        return urljoin(self.config.token_url, post.permalink) if post.permalink else post.url
+
+    # --- requests ------------------------------------------------------------------------
+
+    async def _send(self, method: str, url: str, *, context: str, submit: bool = False,
+                    **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange, transport failures classified."""
+        try:
+            return await self._http.request(method, url, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # Nothing reached Reddit: safe to retry, even a submission.
+            raise RedditRetryable(f"could not reach Reddit for {context}: {_describe(exc)}",
+                                  error_type="CONNECT_FAILED") from exc
+        except httpx.TimeoutException as exc:
+            error = RedditOutcomeUnknown if submit else RedditRetryable
+            raise error(f"Reddit did not answer in time for {context}", error_type="TIMEOUT") from exc
+        except httpx.TransportError as exc:
+            error = RedditOutcomeUnknown if submit else RedditRetryable
+            raise error(f"the connection to Reddit broke for {context}: {_describe(exc)}",
+                        error_type="CONNECTION_LOST") from exc
+
+    async def _api(self, account: "RedditAccount", method: str, path: str, *, context: str,
+                   submit: bool = False, flair: bool = False, params: dict[str, Any] | None = None,
+                   data: dict[str, str] | None = None) -> tuple[httpx.Response, Any]:
+        """An authorized API call: limiter slot, bearer token, one refresh on 401, errors raised.
+        Returns the response and its decoded JSON body."""
+        url = self.config.api_url.rstrip("/") + path
+        params = {**(params or {}), "raw_json": 1}
+        refreshed = False
+        while True:
+            token = await account._access_token()
+            wait = self.limiter.delay()
+            if wait > self.config.max_queue_seconds:
+                raise _rate_limited(f"this app's Reddit rate limit is spent for {wait:.0f} s; not "
+                                    f"queueing {context}", wait, self.wall_clock,
+                                    error_type="CLIENT_RATE_LIMIT")
+            await self.limiter.acquire()
+            response = await self._send(method, url, context=context, submit=submit, params=params,
+                                        data=data, headers={"Authorization": f"bearer {token}"})
+            self.limiter.update(parse_rate_limit_headers(response.headers))
+            if response.status_code != 401:
+                break
+            if refreshed:
+                raise RedditAuthError(
+                    f"Reddit refused the account's token for {context} (HTTP 401) even after a "
+                    "refresh; link the account again", error_type="UNAUTHORIZED", status=401)
+            await account._refresh(stale=token)
+            refreshed = True
+        body = _json_or_none(response)
+        self._raise_for_status(response, body, context=context, submit=submit, flair=flair)
+        if body is None:
+            error = RedditOutcomeUnknown if submit else RedditRetryable
+            raise error(f"Reddit answered with something that is not JSON for {context}",
+                        error_type="BAD_RESPONSE", status=response.status_code)
+        _raise_for_json_errors(body, context=context, wall_clock=self.wall_clock)
+        return response, body
+
+    def _raise_for_status(self, response: httpx.Response, body: Any, *, context: str,
+                          submit: bool = False, flair: bool = False) -> None:
+        status = response.status_code
+        if response.is_success:
+            return
+        message, reason_word = _error_text(body, response)
+        where = f"for {context}"
+        if status == 429:
+            limits = parse_rate_limit_headers(response.headers)
+            wait = (limits.reset_seconds if limits is not None and limits.remaining < 1 else None)
+            wait = wait if wait is not None else _retry_after(response.headers, self.wall_clock)
+            wait = wait if wait is not None else DEFAULT_RATE_LIMIT_WAIT
+            self.limiter.pause_for(wait)
+            raise _rate_limited(f"Reddit is rate-limiting this app (HTTP 429) {where}", wait,
+                                self.wall_clock, error_type="HTTP_429", message=message, status=status)
+        if status == 408 or status >= 500:
+            error = RedditOutcomeUnknown if submit and status != 408 else RedditRetryable
+            raise error(f"Reddit had a problem {where} (HTTP {status})", error_type=f"HTTP_{status}",
+                        message=message, status=status,
+                        after_seconds=_retry_after(response.headers, self.wall_clock))
+        if status == 403 and "insufficient_scope" in response.headers.get("www-authenticate", ""):
+            raise RedditAuthError(f"the account's authorization does not allow {context} (HTTP 403, "
+                                  "insufficient scope); link the account again", status=status,
+                                  error_type="insufficient_scope", message=message)
+        if 300 <= status < 400:
+            raise RedditPermanent(f"Reddit redirected {where} (HTTP {status}); the resource does "
+                                  "not exist", error_type=f"HTTP_{status}", status=status)
+        if status in (403, 404) and reason_word:
+            kind = {"private": "SUBREDDIT_PRIVATE", "banned": "SUBREDDIT_BANNED",
+                    "quarantined": "SUBREDDIT_QUARANTINED"}.get(reason_word.lower(), reason_word.upper())
+            raise RedditPermanent(f"Reddit refused {context}: the subreddit is {reason_word.lower()} "
+                                  f"(HTTP {status})", error_type=kind, message=message, status=status)
+        if status == 400 and flair:
+            raise RedditPermanent(f"Reddit refused {context} (HTTP 400): the flair is not one of the "
+                                  "subreddit's flair templates", error_type="INVALID_FLAIR",
+                                  message=message, field="flair_id", status=status)
+        raise RedditPermanent(f"Reddit refused {context} (HTTP {status}: {message})",
+                              error_type=f"HTTP_{status}", message=message, status=status)
+
+
+class RedditAccount:
+    """One Reddit account, authorized through its client's OAuth app.
+
+    Holds the account's credentials (a refresh token, or a script app's username and password)
+    and its current access token, renewed ``token_margin_seconds`` before ``expires_in`` runs out
+    and once more when Reddit answers 401. Concurrent calls share one renewal. Owns no resources:
+    the client's connection pool serves it.
+    """
+
+    def __init__(self, client: RedditClient, *, refresh_token: str | None = None,
+                 username: str | None = None, password: str | None = None):
+        if refresh_token is None and password is None:
+            raise ValueError("an account needs a refresh token or a username and password")
+        self.client = client
+        self.refresh_token = refresh_token
+        self.username = username
+        self._password = password
+        self._token: str | None = None
+        self._valid_until = -float("inf")
+        self._lock = trio.Lock()
+        self.scopes: tuple[str, ...] = ()
+        self.token_requests = 0
+        """How many times this account asked the token endpoint (for tests and metrics)."""
+
+    def __repr__(self) -> str:  # never show secrets
+        return f"RedditAccount(username={self.username!r})"
+
+    # --- tokens --------------------------------------------------------------------------
+
+    async def _access_token(self) -> str:
+        if self._token is not None and self.client.clock() < self._valid_until:
+            return self._token
+        return await self._refresh(stale=self._token)
+
+    async def _refresh(self, *, stale: str | None) -> str:
+        """A new access token, unless another task already replaced ``stale``."""
+        async with self._lock:
+            if self._token is not None and self._token != stale and \
+                    self.client.clock() < self._valid_until:
+                return self._token
+            started = self.client.clock()
+            if self.refresh_token is not None:
+                grant = {"grant_type": "refresh_token", "refresh_token": self.refresh_token}
+            else:
+                grant = {"grant_type": "password", "username": self.username or "",
+                         "password": self._password or ""}
+            self.token_requests += 1
+            self._store(await self.client.request_token(grant), started)
+            assert self._token is not None
+            return self._token
+
+    def _store(self, grant: TokenGrant, started: float) -> None:
+        # Measured from before the request, so the token is never believed to outlive Reddit's.
+        margin = min(self.client.config.token_margin_seconds, grant.expires_in / 2)
+        self._token = grant.access_token
+        self._valid_until = started + grant.expires_in - margin
+        self.scopes = tuple(grant.scope.split())
+        if grant.refresh_token:
+            self.refresh_token = grant.refresh_token
+
+    # --- reads ---------------------------------------------------------------------------
+
+    async def me(self) -> Me:
+        """The account's identity; also sets :attr:`username`."""
+        _, body = await self.client._api(self, "GET", "/api/v1/me", context="the account's identity")
+        me = _convert(body, Me, "the account's identity")
+        self.username = me.name
+        return me
+
+    async def submitted(self, username: str | None = None, *, limit: int = 25) -> list[Submission]:
+        """The newest posts of ``username`` (default: this account), newest first."""
+        name = username or self.username or (await self.me()).name
+        _, body = await self.client._api(
+            self, "GET", f"/user/{quote(name, safe='')}/submitted",
+            params={"sort": "new", "limit": max(1, min(limit, 100))},
+            context=f"u/{name}'s submissions")
+        listing = _convert(body, _Listing, f"u/{name}'s submissions")
+        return [child.data for child in listing.data.children if child.kind == "t3"]
+
+    async def find_submission(self, subreddit: str, title: str, *, since: float,
+                              limit: int = 100) -> Submission | None:
+        """This account's post to ``subreddit`` titled ``title`` created at or after ``since``
+        (Unix seconds), the earliest if several, or None. How a publisher whose submission's
+        outcome is unknown learns whether Reddit accepted it. Allow for clock skew in ``since``."""
+        matches = [post for post in await self.submitted(limit=limit)
+                   if post.subreddit.lower() == subreddit.lower() and post.title == title
+                   and post.created_utc >= since]
+        # The listing is newest first; among posts of the same second the last listed is oldest.
+        return min(reversed(matches), key=lambda post: post.created_utc) if matches else None
+
+    async def post_requirements(self, subreddit: str) -> PostRequirements:
+        """The subreddit's posting rules (title limits, flair required, body policy...)."""
+        sr = _check_subreddit(subreddit)
+        _, body = await self.client._api(self, "GET", f"/api/v1/{sr}/post_requirements",
+                                         context=f"r/{sr}'s post requirements")
+        return _convert(body, PostRequirements, f"r/{sr}'s post requirements")
+
+    async def link_flairs(self, subreddit: str) -> list[LinkFlair]:
+        """The subreddit's link flair templates the account may choose."""
+        sr = _check_subreddit(subreddit)
+        _, body = await self.client._api(self, "GET", f"/r/{sr}/api/link_flair_v2",
+                                         context=f"r/{sr}'s link flairs")
+        return _convert(body, list[LinkFlair], f"r/{sr}'s link flairs")
+
+    async def about(self, subreddit: str) -> SubredditAbout:
+        """The subreddit's about page: type, allowed post kinds, NSFW, subscribers."""
+        sr = _check_subreddit(subreddit)
+        _, body = await self.client._api(self, "GET", f"/r/{sr}/about",
+                                         context=f"r/{sr}'s about page")
+        return _convert(body, _About, f"r/{sr}'s about page").data
+
+    # --- writes --------------------------------------------------------------------------
+
+    async def upload_image(self, image: bytes, filename: str, mimetype: str | None = None) -> str:
+        """Upload an image for an image post and return its URL.
+
+        Reddit leases an upload slot (``/api/media/asset.json``), the image goes by multipart POST
+        to the leased ``action`` URL with the leased fields, and the post is then submitted with
+        ``url = action/key``.
+        """
+        mimetype = mimetype or _IMAGE_TYPES.get(filename.rpartition(".")[2].lower()) or \
+            mimetypes.guess_type(filename)[0]
+        if mimetype not in _IMAGE_TYPES.values():
+            raise RedditPermanent(f"{filename}: Reddit takes PNG, JPEG or GIF images",
+                                  error_type="BAD_IMAGE", field="image")
+        _, lease = await self.client._api(self, "POST", "/api/media/asset.json",
+                                          data={"filepath": filename, "mimetype": mimetype},
+                                          context="an image upload lease")
+        try:
+            action = urljoin(self.client.config.api_url, lease["args"]["action"])
+            fields = {item["name"]: item["value"] for item in lease["args"]["fields"]}
+            key = fields["key"]
+        except (KeyError, TypeError) as exc:
+            raise RedditRetryable("unexpected image upload lease from Reddit", error_type="BAD_RESPONSE"
+                                  ) from exc
+        response = await self.client._send("POST", action, context="the image upload",
+                                           data=fields, files={"file": (filename, image, mimetype)})
+        if not response.is_success:
+            code, message = _s3_error(response)
+            if response.status_code >= 500 or response.status_code == 408:
+                raise RedditRetryable(f"the image upload failed (HTTP {response.status_code})",
+                                      error_type=code, message=message, status=response.status_code)
+            raise RedditPermanent(f"the image upload was refused: {message}", error_type=code,
+                                  message=message, field="image", status=response.status_code)
+        return f"{action}/{key}"
+
+    async def submit(
+        self,
+        subreddit: str,
+        title: str,
+        *,
+        text: str | None = None,
+        url: str | None = None,
+        image: bytes | None = None,
+        image_name: str = "image.png",
+        nsfw: bool = False,
+        spoiler: bool = False,
+        flair_id: str | None = None,
+        flair_text: str | None = None,
+        send_replies: bool = True,
+        resubmit: bool = True,
+    ) -> SubmitResult:
+        """Publish a post: a self post (``text``, may be empty or None), a link (``url``) or an
+        image (``image`` bytes, uploaded first). Validated before anything is sent.
+
+        ``resubmit=False`` makes Reddit refuse a link already posted there (``ALREADY_SUB``).
+        Raises the Reddit errors of :mod:`thotto.errors`; a
+        :class:`~thotto.errors.RedditOutcomeUnknown` means the post may exist: check with
+        :meth:`find_submission` before trying again.
+        """
+        sr = _check_subreddit(subreddit)
+        _validate_post(title, text=text, url=url, image=image, flair_id=flair_id,
+                       flair_text=flair_text)
+        form = {"api_type": "json", "sr": sr, "title": title, "nsfw": _bool(nsfw),
+                "spoiler": _bool(spoiler), "sendreplies": _bool(send_replies),
+                "resubmit": _bool(resubmit)}
+        if flair_id is not None:
+            form["flair_id"] = flair_id
+        if flair_text is not None:
+            form["flair_text"] = flair_text
+        if image is not None:
+            form.update(kind="image", url=await self.upload_image(image, image_name))
+        elif url is not None:
+            form.update(kind="link", url=url)
+        else:
+            form.update(kind="self", text=text or "")
+        started = self.client.wall_clock()
+        context = f"the post to r/{sr}"
+        _, body = await self.client._api(self, "POST", "/api/submit", data=form, context=context,
+                                         submit=True, flair=flair_id is not None)
+        data = (body.get("json") or {}).get("data") or {} if isinstance(body, dict) else {}
+        if data.get("name") and data.get("url"):
+            name = str(data["name"])
+            return SubmitResult(id=str(data.get("id") or name.removeprefix("t3_")), name=name,
+                                url=str(data["url"]))
+        if form["kind"] == "image":
+            # Reddit answers media posts with a websocket URL to wait on, not the post itself;
+            # find the post in the account's listing instead.
+            return await self._await_media_post(sr, title, since=started - 60)
+        raise RedditOutcomeUnknown(f"Reddit accepted the submission to r/{sr} without naming the post",
+                                   error_type="BAD_RESPONSE")
+
+    async def _await_media_post(self, subreddit: str, title: str, *, since: float) -> SubmitResult:
+        """The image post Reddit just accepted, from the account's listing."""
+        for pause in (0.0, *self.client.config.image_lookup_delays):
+            await trio.sleep(pause)
+            try:
+                post = await self.find_submission(subreddit, title, since=since, limit=25)
+            except ThottoError as exc:
+                # The post was accepted: whatever went wrong now, do not let it be posted again
+                # without looking first.
+                raise RedditOutcomeUnknown(
+                    f"Reddit accepted the image post to r/{subreddit}, then looking it up failed: "
+                    f"{exc}", error_type="MEDIA_LOOKUP_FAILED") from exc
+            if post is not None:
+                return SubmitResult(id=post.id, name=post.name, url=self.client.post_url(post))
+        raise RedditOutcomeUnknown(
+            f"Reddit accepted the image post to r/{subreddit} but it has not appeared in the "
+            "account's submissions yet", error_type="MEDIA_PROCESSING")
+
+
+# --- helpers -------------------------------------------------------------------------------
+
+
+def _bool(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _check_subreddit(subreddit: str) -> str:
+    name = subreddit.removeprefix("r/").removeprefix("/r/")
+    if not _SUBREDDIT.match(name):
+        raise RedditPermanent(f"{subreddit!r} is not a subreddit name", error_type="BAD_SR_NAME",
+                              field="sr")
+    return name
+
+
+def _validate_post(title: str, *, text: str | None, url: str | None, image: bytes | None,
+                   flair_id: str | None, flair_text: str | None) -> None:
+    """Reddit's own limits, checked before anything is sent."""
+    def invalid(reason: str, error_type: str, field: str) -> RedditPermanent:
+        return RedditPermanent(reason, error_type=error_type, field=field)
+
+    if not title or not title.strip():
+        raise invalid("the title is empty", "NO_TEXT", "title")
+    if len(title) > MAX_TITLE:
+        raise invalid(f"the title is {len(title)} characters; Reddit allows {MAX_TITLE}", "TOO_LONG", "title")
+    if flair_text is not None and len(flair_text) > MAX_FLAIR_TEXT:
+        raise invalid(f"the flair text is {len(flair_text)} characters; Reddit allows {MAX_FLAIR_TEXT}",
+                      "TOO_LONG", "flair_text")
+    if flair_id is not None and len(flair_id) > MAX_FLAIR_ID:
+        raise invalid(f"the flair id is {len(flair_id)} characters; Reddit allows {MAX_FLAIR_ID}",
+                      "TOO_LONG", "flair_id")
+    if sum(value is not None for value in (text, url, image)) > 1:
+        raise invalid("a post has text, a URL or an image, not several", "BAD_KIND", "kind")
+    if url is not None and not re.match(r"^https?://[^\s/]+\S*$", url):
+        raise invalid(f"{url!r} is not an http(s) URL", "BAD_URL", "url")
+    if image is not None and not image:
+        raise invalid("the image is empty", "BAD_IMAGE", "image")
+
+
+def _json_or_none(response: httpx.Response) -> Any:
+    try:
+        return msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        return None
+
+
+def _convert(body: Any, type_: type[T], context: str) -> T:
+    try:
+        return msgspec.convert(body, type_)
+    except msgspec.ValidationError as exc:
+        raise RedditRetryable(f"unexpected answer from Reddit for {context}: {exc}",
+                              error_type="BAD_RESPONSE") from exc
+
+
+def _error_text(body: Any, response: httpx.Response) -> tuple[str, str | None]:
+    """Reddit's message for an HTTP error, and its ``reason`` word (``private``, ``banned``)."""
+    if isinstance(body, dict):
+        message = body.get("explanation") or body.get("message") or response.reason_phrase
+        reason = body.get("reason")
+        return str(message), str(reason) if reason else None
+    return response.reason_phrase or f"HTTP {response.status_code}", None
+
+
+def _raise_for_json_errors(body: Any, *, context: str, wall_clock: Callable[[], float]) -> None:
+    """Reddit's HTTP-200 errors: ``{"json": {"errors": [[TYPE, message, field], ...]}}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("json"), dict):
+        return
+    errors = body["json"].get("errors") or []
+    if not errors:
+        return
+    first = list(errors[0]) + [None, None, None]
+    error_type, message, field = str(first[0]), str(first[1] or first[0]), first[2]
+    everything = "; ".join(f"{e[0]}: {e[1]}" for e in errors if isinstance(e, list) and len(e) > 1)
+    if error_type in _RATE_LIMIT_TYPES:
+        seconds = body["json"].get("ratelimit")
+        wait = float(seconds) if isinstance(seconds, (int, float)) else parse_wait(message)
+        raise _rate_limited(f"Reddit says to slow down for {context}: {message}",
+                            wait if wait is not None else DEFAULT_RATE_LIMIT_WAIT, wall_clock,
+                            error_type=error_type, message=message, field=field)
+    raise RedditPermanent(f"Reddit refused {context}: {everything or message}", error_type=error_type,
+                          message=message, field=field)
+
+
+def _rate_limited(reason: str, wait: float, wall_clock: Callable[[], float], **info: Any
+                  ) -> RedditRateLimited:
+    until = datetime.fromtimestamp(wall_clock(), UTC) + timedelta(seconds=wait)
+    return RedditRateLimited(reason, until=until, wait_seconds=wait, **info)
+
+
+def _retry_after(headers: httpx.Headers, wall_clock: Callable[[], float]) -> float | None:
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - wall_clock())
+    except (TypeError, ValueError):
+        return None
+
+
+def _s3_error(response: httpx.Response) -> tuple[str, str]:
+    """The ``Code`` and ``Message`` of an S3-style XML error body."""
+    try:
+        root = ElementTree.fromstring(response.content)
+        return (root.findtext("Code") or f"HTTP_{response.status_code}",
+                root.findtext("Message") or response.reason_phrase)
+    except ElementTree.ParseError:
+        return f"HTTP_{response.status_code}", response.reason_phrase
+
+
+def _describe(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -1,0 +1,991 @@
+"""A Reddit-compatible sandbox: the endpoints Thotto uses, over real HTTP, with fault injection.
+
+Reddit cannot be reached from Thotto's machines, so the client is tested against this server, and
+``THOTTO_REDDIT_URL`` points a running Thotto at it (``thotto sandbox --port P --data-dir DIR``).
+It speaks Reddit's wire format: the token endpoint (password, authorization-code and refresh
+grants; client credentials by HTTP Basic; ``{"error": "invalid_grant"}`` with HTTP 200), an
+authorize page that at once redirects back with a code, and on the API side ``/api/v1/me``,
+``/api/submit`` (self, link and image posts; errors as ``{"json": {"errors": [[TYPE, message,
+field]]}}``), the media upload lease and an S3-like upload endpoint, ``/user/{name}/submitted``,
+``/api/v1/{sr}/post_requirements``, ``/r/{sr}/api/link_flair_v2`` and ``/r/{sr}/about``. Every API
+response carries ``X-Ratelimit-Used/Remaining/Reset`` for its OAuth client, and a client over its
+budget gets 429.
+
+Accounts are created by their first password grant (or authorization). Subreddits are seeded with
+one of each kind (:data:`SEED_SUBREDDITS`) and set through the control API.
+
+Control API (JSON), under ``/_sandbox``:
+
+* ``POST /_sandbox/faults`` — replace the fault set (:class:`Faults`): latency, HTTP errors by
+  status and rate (``count`` limits how often), ``RATELIMIT`` bodies with a wait, 429 with headers,
+  "accept the next posts then drop the connection", and the immediate actions ``expire_tokens`` and
+  ``revoke_refresh_tokens``. ``GET`` shows what is left of it.
+* ``POST /_sandbox/config`` — token lifetime, rate budget and window, who the authorize page
+  authorizes (:class:`SandboxConfig`).
+* ``POST /_sandbox/subreddits`` — add or replace subreddits (a list of :class:`SubredditRules`).
+* ``GET /_sandbox/posts`` — every accepted post, read back from the durable record.
+* ``POST /_sandbox/reset`` — forget everything: posts, accounts, tokens, media, faults, settings.
+
+Durability: each accepted post is appended to ``posts.jsonl`` in the data directory and fsynced
+before the reply, so a test can prove exactly-once publishing across sandbox restarts. Accounts,
+app credentials, refresh tokens, subreddits and settings live in ``state.json`` (rewritten
+atomically); access tokens and authorization codes live in memory only, so a restart makes every
+client refresh its token, as an outage of Reddit's token cache would.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import math
+import os
+import random
+import re
+import secrets
+import socket
+import time
+import zlib
+from email.parser import BytesParser
+from email.policy import HTTP
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
+
+import msgspec
+import trio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+POSTS_FILE = "posts.jsonl"
+STATE_FILE = "state.json"
+MEDIA_DIR = "media"
+_FIRST_POST_NUMBER = 36**5  # ids look like Reddit's ("100000" in base 36 and up)
+
+
+# --- the sandbox's model ---------------------------------------------------------------------
+
+
+class Flair(msgspec.Struct, kw_only=True):
+    """A link flair template."""
+
+    id: str
+    text: str
+    text_editable: bool = False
+    mod_only: bool = False
+
+
+class SubredditRules(msgspec.Struct, kw_only=True):
+    """One subreddit and what it allows."""
+
+    name: str
+    state: str = "public"
+    """public, private (403 to reads, SUBREDDIT_NOTALLOWED to posts) or banned (404, and
+    SUBREDDIT_NOEXIST to posts)."""
+    submission_type: str = "any"
+    """any, self (link posts get NO_LINKS) or link (self posts get NO_SELFS)."""
+    allow_images: bool = True
+    flair_required: bool = False
+    flairs: list[Flair] = []
+    over18: bool = False
+    subscribers: int = 1000
+    title_min: int | None = None
+    title_max: int | None = None
+
+
+TEST_FLAIRS = [
+    Flair(id="6c4b3e7a-0000-4000-8000-000000000001", text="Discussion", text_editable=True),
+    Flair(id="6c4b3e7a-0000-4000-8000-000000000002", text="News"),
+]
+
+SEED_SUBREDDITS = [
+    SubredditRules(name="test", flairs=TEST_FLAIRS, subscribers=12000),
+    SubredditRules(name="self_only", submission_type="self"),
+    SubredditRules(name="links_only", submission_type="link"),
+    SubredditRules(name="flair_required", flair_required=True, flairs=TEST_FLAIRS),
+    SubredditRules(name="private_sub", state="private"),
+    SubredditRules(name="banned_sub", state="banned"),
+    SubredditRules(name="nsfw_sub", over18=True, subscribers=500),
+    SubredditRules(name="no_images", allow_images=False),
+]
+"""What a fresh sandbox knows: one subreddit of each kind."""
+
+
+class SandboxConfig(msgspec.Struct, kw_only=True):
+    """Settings of a running sandbox (``POST /_sandbox/config`` changes any of them)."""
+
+    token_lifetime: float = 3600.0
+    """Seconds an access token lives (Reddit's ``expires_in``)."""
+    rate_budget: int = 1000
+    """Requests per OAuth client per window (Reddit: 1,000 per 10 minutes)."""
+    rate_window: float = 600.0
+    authorize_as: str = "sandbox_user"
+    """The account the authorize page grants access to, unless the URL names ``username``."""
+    media_delay: float = 0.0
+    """Seconds an accepted image post stays out of listings ("processing"), as on Reddit."""
+
+
+class ErrorRule(msgspec.Struct, kw_only=True):
+    """Answer requests with ``status`` at ``rate`` (0..1), ``count`` times (None: always)."""
+
+    status: int
+    rate: float = 1.0
+    count: int | None = None
+    path: str | None = None
+    """Only requests whose path starts with this."""
+    reason: str | None = None
+    """Reddit's ``reason`` word in the body (``private``, ``banned``)."""
+
+
+class RateLimitRule(msgspec.Struct, kw_only=True):
+    """Answer the next ``count`` submissions with a ``RATELIMIT`` error."""
+
+    count: int = 1
+    message: str | None = None
+    """Default: "you are doing that too much. try again in N seconds." from ``seconds``, else
+    Reddit's "take a break for 2 minutes" wording."""
+    seconds: float | None = None
+    """Also sent as ``json.ratelimit`` (as Reddit does) when set."""
+
+
+class TooManyRequestsRule(msgspec.Struct, kw_only=True):
+    """Answer the next ``count`` API requests with 429 and exhausted rate-limit headers."""
+
+    count: int = 1
+    reset: float = 30.0
+
+
+class Faults(msgspec.Struct, kw_only=True):
+    """The fault set; ``POST /_sandbox/faults`` replaces it."""
+
+    latency: float = 0.0
+    """Seconds added before handling each Reddit request."""
+    latency_path: str | None = None
+    """Only delay requests whose path starts with this."""
+    errors: list[ErrorRule] = []
+    ratelimit: RateLimitRule | None = None
+    too_many_requests: TooManyRequestsRule | None = None
+    drop_after_accept: int = 0
+    """Record the next N submissions durably, then drop the connection instead of replying."""
+    expire_tokens: bool = False
+    """Immediate: every access token expires now."""
+    revoke_refresh_tokens: bool = False
+    """Immediate: every refresh token stops working."""
+
+
+class PostRecord(msgspec.Struct, kw_only=True):
+    """An accepted post, as the durable record keeps it."""
+
+    id: str
+    name: str
+    subreddit: str
+    title: str
+    author: str
+    created_utc: float
+    kind: str
+    url: str
+    """The link for link posts, the image for image posts, the post's page for self posts."""
+    permalink: str
+    text: str | None = None
+    nsfw: bool = False
+    spoiler: bool = False
+    flair_id: str | None = None
+    flair_text: str | None = None
+    send_replies: bool = True
+    client_id: str = ""
+
+
+class Account(msgspec.Struct, kw_only=True):
+    id: str
+    password: str | None = None
+    created_utc: float = 0.0
+
+
+class RefreshGrant(msgspec.Struct, kw_only=True):
+    username: str
+    client_id: str
+    scope: str
+
+
+class State(msgspec.Struct, kw_only=True):
+    """What survives a restart besides the posts."""
+
+    accounts: dict[str, Account] = {}
+    clients: dict[str, str] = {}
+    """client id → secret, remembered from the client's first token request."""
+    refresh_tokens: dict[str, RefreshGrant] = {}
+    subreddits: list[SubredditRules] = []
+    config: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+
+
+class _AccessToken(msgspec.Struct):
+    username: str
+    client_id: str
+    scope: str
+    expires_at: float
+
+
+class _Code(msgspec.Struct):
+    username: str
+    client_id: str
+    redirect_uri: str
+    scope: str
+    duration: str
+
+
+class _Window(msgspec.Struct):
+    start: float
+    used: int
+
+
+class Sandbox:
+    """The sandbox's state and its Starlette app (:attr:`app`).
+
+    ``data_dir`` holds the durable record; it is created if missing and read back on start.
+    ``clock`` (Unix seconds) dates posts and expires tokens. Holds open no files between requests.
+    """
+
+    def __init__(self, data_dir: str | os.PathLike[str], *, config: SandboxConfig | None = None,
+                 clock=time.time):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        (self.data_dir / MEDIA_DIR).mkdir(exist_ok=True)
+        self.clock = clock
+        self.state = self._load_state()
+        if config is not None:
+            self.state.config = config
+        if not self.state.subreddits:
+            self.state.subreddits = msgspec.convert(msgspec.to_builtins(SEED_SUBREDDITS),
+                                                    list[SubredditRules])
+        self._save_state()
+        self.posts: list[PostRecord] = self._load_posts()
+        self.faults = Faults()
+        self.tokens: dict[str, _AccessToken] = {}
+        self.codes: dict[str, _Code] = {}
+        self.windows: dict[str, _Window] = {}
+        self.processing_until: dict[str, float] = {}
+        """Image posts still "processing" (left out of listings) until then; not persisted."""
+        self._write_lock = trio.Lock()
+        self.app = Starlette(routes=self._routes())
+
+    # --- persistence ---------------------------------------------------------------------
+
+    def _load_state(self) -> State:
+        path = self.data_dir / STATE_FILE
+        if path.exists():
+            return msgspec.json.decode(path.read_bytes(), type=State)
+        return State()
+
+    def _save_state(self) -> None:
+        path = self.data_dir / STATE_FILE
+        temporary = path.with_suffix(".tmp")
+        with open(temporary, "wb") as file:
+            file.write(msgspec.json.encode(self.state))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+
+    def _load_posts(self) -> list[PostRecord]:
+        path = self.data_dir / POSTS_FILE
+        if not path.exists():
+            return []
+        decoder = msgspec.json.Decoder(PostRecord)
+        posts = []
+        for line in path.read_bytes().splitlines():
+            if line.strip():
+                try:
+                    posts.append(decoder.decode(line))
+                except msgspec.DecodeError:
+                    break  # a torn last line from a crash mid-write: it was never acknowledged
+        return posts
+
+    def read_posts(self) -> list[PostRecord]:
+        """Every accepted post, from the file (not memory): what a crash would leave."""
+        return self._load_posts()
+
+    async def _append_post(self, post: PostRecord) -> None:
+        line = msgspec.json.encode(post) + b"\n"
+
+        def write() -> None:
+            with open(self.data_dir / POSTS_FILE, "ab") as file:
+                file.write(line)
+                file.flush()
+                os.fsync(file.fileno())
+
+        async with self._write_lock:
+            await trio.to_thread.run_sync(write)
+
+    def reset(self) -> None:
+        """Forget everything and re-seed the subreddits."""
+        for path in (self.data_dir / MEDIA_DIR).iterdir():
+            path.unlink()
+        (self.data_dir / POSTS_FILE).unlink(missing_ok=True)
+        self.state = State(subreddits=msgspec.convert(msgspec.to_builtins(SEED_SUBREDDITS),
+                                                      list[SubredditRules]))
+        self._save_state()
+        self.posts = []
+        self.faults = Faults()
+        self.tokens.clear()
+        self.codes.clear()
+        self.windows.clear()
+        self.processing_until.clear()
+
+    # --- routing -------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route]:
+        return [
+            Route("/api/v1/authorize", self.authorize, methods=["GET"]),
+            Route("/api/v1/authorize.compact", self.authorize, methods=["GET"]),
+            Route("/api/v1/access_token", self.access_token, methods=["POST"]),
+            Route("/api/v1/me", self.me, methods=["GET"]),
+            Route("/api/submit", self.submit, methods=["POST"]),
+            Route("/api/media/asset.json", self.media_lease, methods=["POST"]),
+            Route("/_sandbox/media", self.media_upload, methods=["POST"]),
+            Route("/_sandbox/media/{key:path}", self.media_file, methods=["GET"]),
+            Route("/user/{name}/submitted", self.submitted, methods=["GET"]),
+            Route("/api/v1/{sr}/post_requirements", self.post_requirements, methods=["GET"]),
+            Route("/r/{sr}/api/link_flair_v2", self.link_flair, methods=["GET"]),
+            Route("/r/{sr}/about", self.about, methods=["GET"]),
+            Route("/_sandbox/faults", self.control_faults, methods=["GET", "POST"]),
+            Route("/_sandbox/config", self.control_config, methods=["GET", "POST"]),
+            Route("/_sandbox/subreddits", self.control_subreddits, methods=["GET", "POST"]),
+            Route("/_sandbox/posts", self.control_posts, methods=["GET"]),
+            Route("/_sandbox/reset", self.control_reset, methods=["POST"]),
+        ]
+
+    # --- OAuth ---------------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        """Reddit's consent page, consenting at once: redirect back with a code and the state."""
+        query = request.query_params
+        missing = [key for key in ("client_id", "response_type", "state", "redirect_uri", "scope")
+                   if not query.get(key)]
+        if missing or query["response_type"] != "code":
+            return PlainTextResponse(f"bad request: missing or invalid {', '.join(missing) or 'response_type'}",
+                                     status_code=400)
+        username = query.get("username") or self.state.config.authorize_as
+        self._account(username)
+        code = secrets.token_urlsafe(20)
+        self.codes[code] = _Code(username, query["client_id"], query["redirect_uri"], query["scope"],
+                                 query.get("duration", "temporary"))
+        separator = "&" if "?" in query["redirect_uri"] else "?"
+        location = f"{query['redirect_uri']}{separator}{urlencode({'state': query['state'], 'code': code})}"
+        return RedirectResponse(location, status_code=302)
+
+    async def access_token(self, request: Request) -> Response:
+        """``POST /api/v1/access_token``: password, authorization-code and refresh grants."""
+        fault = await self._fault(request)
+        if fault is not None:
+            return fault
+        client_id = self._client(request)
+        if client_id is None:
+            return _error_json(401)
+        form = await _form(request)
+        grant_type = form.get("grant_type")
+        now = self.clock()
+        if grant_type == "password":
+            username, password = form.get("username", ""), form.get("password", "")
+            account = self.state.accounts.get(username)
+            if not re.match(r"^[A-Za-z0-9_-]{3,20}$", username) or (
+                    account is not None and account.password not in (None, password)):
+                return JSONResponse({"error": "invalid_grant"})
+            account = self._account(username)
+            if account.password is None:
+                account.password = password
+                self._save_state()
+            return self._grant(username, client_id, "*", refresh=False)
+        if grant_type == "authorization_code":
+            code = self.codes.pop(form.get("code", ""), None)
+            if code is None or code.client_id != client_id or code.redirect_uri != form.get("redirect_uri"):
+                return JSONResponse({"error": "invalid_grant"})
+            return self._grant(code.username, client_id, code.scope,
+                               refresh=code.duration == "permanent")
+        if grant_type == "refresh_token":
+            token = form.get("refresh_token", "")
+            grant = self.state.refresh_tokens.get(token)
+            if grant is None or grant.client_id != client_id:
+                return JSONResponse({"error": "invalid_grant"})
+            access = self._new_access_token(grant.username, client_id, grant.scope, now)
+            return JSONResponse({"access_token": access, "token_type": "bearer",
+                                 "expires_in": self.state.config.token_lifetime,
+                                 "scope": grant.scope, "refresh_token": token})
+        return JSONResponse({"error": "unsupported_grant_type"})
+
+    def _client(self, request: Request) -> str | None:
+        """The client id of valid HTTP Basic credentials; a new client id is registered."""
+        header = request.headers.get("authorization", "")
+        if not header.lower().startswith("basic "):
+            return None
+        try:
+            client_id, _, secret = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return None
+        if not client_id:
+            return None
+        known = self.state.clients.get(client_id)
+        if known is None:
+            self.state.clients[client_id] = secret
+            self._save_state()
+        elif known != secret:
+            return None
+        return client_id
+
+    def _account(self, username: str) -> Account:
+        account = self.state.accounts.get(username)
+        if account is None:
+            number = len(self.state.accounts) + 1
+            account = Account(id=_base36(36**4 + number), created_utc=float(int(self.clock())))
+            self.state.accounts[username] = account
+            self._save_state()
+        return account
+
+    def _new_access_token(self, username: str, client_id: str, scope: str, now: float) -> str:
+        token = secrets.token_urlsafe(24)
+        self.tokens[token] = _AccessToken(username, client_id, scope,
+                                          now + self.state.config.token_lifetime)
+        return token
+
+    def _grant(self, username: str, client_id: str, scope: str, *, refresh: bool) -> Response:
+        body: dict[str, Any] = {
+            "access_token": self._new_access_token(username, client_id, scope, self.clock()),
+            "token_type": "bearer", "expires_in": self.state.config.token_lifetime, "scope": scope}
+        if refresh:
+            token = secrets.token_urlsafe(24)
+            self.state.refresh_tokens[token] = RefreshGrant(username=username, client_id=client_id,
+                                                            scope=scope)
+            self._save_state()
+            body["refresh_token"] = token
+        return JSONResponse(body)
+
+    # --- the API's common path -----------------------------------------------------------
+
+    async def _fault(self, request: Request) -> Response | None:
+        """Latency and injected HTTP errors, applied before a request is handled."""
+        faults = self.faults
+        path = request.url.path
+        if faults.latency > 0 and (faults.latency_path is None or path.startswith(faults.latency_path)):
+            await trio.sleep(faults.latency)
+        for rule in faults.errors:
+            if rule.path is not None and not path.startswith(rule.path):
+                continue
+            if rule.count is not None and rule.count <= 0:
+                continue
+            if random.random() < rule.rate:
+                if rule.count is not None:
+                    rule.count -= 1
+                return _error_json(rule.status, reason=rule.reason)
+        return None
+
+    async def _authorized(self, request: Request, scope: str
+                          ) -> tuple[_AccessToken | None, Response | None]:
+        """The request's token (which must carry ``scope``) after counting it against its
+        client's rate limit, or the response that refuses it."""
+        fault = await self._fault(request)
+        if fault is not None:
+            return None, fault
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        grant = self.tokens.get(token.strip()) if scheme.lower() == "bearer" else None
+        if grant is None or grant.expires_at <= self.clock():
+            response = _error_json(401)
+            response.headers["www-authenticate"] = 'Bearer realm="reddit", error="invalid_token"'
+            return None, response
+        if scope not in grant.scope.split() and grant.scope != "*":
+            response = _error_json(403)
+            response.headers["www-authenticate"] = 'Bearer realm="reddit", error="insufficient_scope"'
+            return None, response
+        too_many = self.faults.too_many_requests
+        if too_many is not None and too_many.count > 0:
+            too_many.count -= 1
+            response = _error_json(429)
+            response.headers.update({"x-ratelimit-used": str(self.state.config.rate_budget),
+                                     "x-ratelimit-remaining": "0.0",
+                                     "x-ratelimit-reset": str(int(too_many.reset))})
+            return None, response
+        headers = self._count(grant.client_id)
+        if float(headers["x-ratelimit-remaining"]) < 0:
+            response = _error_json(429)
+            headers["x-ratelimit-remaining"] = "0.0"
+            response.headers.update(headers)
+            return None, response
+        request.state.rate_headers = headers
+        return grant, None
+
+    def _count(self, client_id: str) -> dict[str, str]:
+        """Count a request against its client's window; the headers that report it."""
+        config = self.state.config
+        now = self.clock()
+        start = math.floor(now / config.rate_window) * config.rate_window
+        window = self.windows.get(client_id)
+        if window is None or window.start != start:
+            window = self.windows[client_id] = _Window(start, 0)
+        window.used += 1
+        return {"x-ratelimit-used": str(window.used),
+                "x-ratelimit-remaining": f"{float(config.rate_budget - window.used):.1f}",
+                "x-ratelimit-reset": str(max(0, math.ceil(start + config.rate_window - now)))}
+
+    def _json(self, request: Request, body: Any, status_code: int = 200) -> JSONResponse:
+        response = JSONResponse(msgspec.to_builtins(body), status_code=status_code)
+        response.headers.update(getattr(request.state, "rate_headers", {}))
+        return response
+
+    def _subreddit(self, name: str) -> SubredditRules | None:
+        for rules in self.state.subreddits:
+            if rules.name.lower() == name.lower():
+                return rules
+        return None
+
+    def _base(self, request: Request) -> str:
+        return f"{request.url.scheme}://{request.url.netloc}"
+
+    # --- API endpoints -------------------------------------------------------------------
+
+    async def me(self, request: Request) -> Response:
+        """``GET /api/v1/me``: the token's account."""
+        grant, refused = await self._authorized(request, "identity")
+        if refused is not None:
+            return refused
+        account = self._account(grant.username)
+        return self._json(request, {"name": grant.username, "id": account.id,
+                                    "created_utc": account.created_utc, "over_18": True,
+                                    "is_employee": False, "has_verified_email": True})
+
+    async def submit(self, request: Request) -> Response:
+        """``POST /api/submit``: check the post against the subreddit's rules, record it durably,
+        answer as Reddit does (media posts without the post itself)."""
+        grant, refused = await self._authorized(request, "submit")
+        if refused is not None:
+            return refused
+        form = await _form(request)
+        rate_rule = self.faults.ratelimit
+        if rate_rule is not None and rate_rule.count > 0:
+            rate_rule.count -= 1
+            return self._json(request, _ratelimit_body(rate_rule))
+        problem = self._check_submission(form, self._base(request))
+        if isinstance(problem, Response):
+            problem.headers.update(request.state.rate_headers)
+            return problem
+        if problem is not None:
+            return self._json(request, {"json": {"errors": [list(problem)]}})
+        post = await self._accept(form, grant, self._base(request))
+        if self.faults.drop_after_accept > 0:
+            self.faults.drop_after_accept -= 1
+            return _DroppedConnection()
+        if post.kind == "image":
+            # Reddit answers media posts with where to wait for them, not the post itself.
+            data = {"user_submitted_page": f"{self._base(request)}/user/{post.author}/submitted/",
+                    "websocket_url": f"ws://{request.url.netloc}/_sandbox/ws/{post.id}"}
+        else:
+            data = {"url": post.url if post.kind == "self" else self._base(request) + post.permalink,
+                    "id": post.id, "name": post.name, "drafts_count": 0}
+        return self._json(request, {"json": {"errors": [], "data": data}})
+
+    def _check_submission(self, form: dict[str, str], base: str
+                          ) -> tuple[str, str, str] | Response | None:
+        """Reddit's refusal of a submission, or None when it is accepted."""
+        rules = self._subreddit(form.get("sr", ""))
+        if rules is None or rules.state == "banned":
+            return ("SUBREDDIT_NOEXIST", "that subreddit doesn't exist", "sr")
+        if rules.state == "private":
+            return ("SUBREDDIT_NOTALLOWED", "you aren't allowed to post there.", "sr")
+        title = form.get("title", "")
+        if not title.strip():
+            return ("NO_TEXT", "we need something here", "title")
+        limit = min(300, rules.title_max or 300)
+        if len(title) > limit:
+            return ("TOO_LONG", f"this is too long (max: {limit})", "title")
+        if rules.title_min and len(title) < rules.title_min:
+            return ("TOO_SHORT", f"this is too short (min: {rules.title_min})", "title")
+        kind = form.get("kind", "link")
+        if kind == "self" and rules.submission_type == "link":
+            return ("NO_SELFS", "this community doesn't allow text posts", "sr")
+        if kind in ("link", "image") and rules.submission_type == "self":
+            return ("NO_LINKS", "this community only allows text posts", "sr")
+        if kind == "image" and not rules.allow_images:
+            return ("NO_IMAGES", "this community doesn't allow images", "sr")
+        if kind not in ("self", "link", "image"):
+            return ("INVALID_OPTION", "that option is not valid", "kind")
+        url = form.get("url", "")
+        if kind in ("link", "image"):
+            if not url:
+                return ("NO_URL", "a url is required", "url")
+            if not re.match(r"^https?://[^\s/]+", url):
+                return ("BAD_URL", "you should check that url", "url")
+        if kind == "image" and not self._media_path(url, base):
+            return ("BAD_URL", "that image has not been uploaded", "url")
+        if kind == "link" and form.get("resubmit", "").lower() != "true" and any(
+                post.url == url and post.subreddit.lower() == rules.name.lower() for post in self.posts):
+            return ("ALREADY_SUB", "that link has already been submitted", "url")
+        flair_id = form.get("flair_id")
+        if flair_id is not None and all(flair.id != flair_id for flair in rules.flairs):
+            return _error_json(400)
+        if rules.flair_required and not flair_id:
+            return ("SUBMIT_VALIDATION_FLAIR_REQUIRED", "Your post must contain post flair.", "flair")
+        return None
+
+    async def _accept(self, form: dict[str, str], grant: _AccessToken, base: str) -> PostRecord:
+        rules = self._subreddit(form["sr"])
+        assert rules is not None
+        post_id = _base36(_FIRST_POST_NUMBER + len(self.posts))
+        slug = "_".join(re.findall(r"[a-z0-9]+", form["title"].lower()))[:50] or "_"
+        permalink = f"/r/{rules.name}/comments/{post_id}/{slug}/"
+        kind = form.get("kind", "link")
+        flair_id = form.get("flair_id")
+        flair_text = form.get("flair_text")
+        if flair_id is not None and flair_text is None:
+            flair_text = next(flair.text for flair in rules.flairs if flair.id == flair_id)
+        post = PostRecord(
+            id=post_id, name=f"t3_{post_id}", subreddit=rules.name, title=form["title"],
+            author=grant.username, created_utc=float(int(self.clock())), kind=kind,
+            url=base + permalink if kind == "self" else form["url"], permalink=permalink,
+            text=form.get("text") if kind == "self" else None,
+            nsfw=form.get("nsfw", "").lower() == "true" or rules.over18,
+            spoiler=form.get("spoiler", "").lower() == "true",
+            flair_id=flair_id, flair_text=flair_text,
+            send_replies=form.get("sendreplies", "true").lower() == "true",
+            client_id=grant.client_id)
+        if kind == "image":
+            self.processing_until[post.id] = self.clock() + self.state.config.media_delay
+        # The id is taken before the write so that concurrent submissions get distinct ids.
+        self.posts.append(post)
+        await self._append_post(post)
+        return post
+
+    async def media_lease(self, request: Request) -> Response:
+        """``POST /api/media/asset.json``: lease an upload slot (action URL and form fields)."""
+        grant, refused = await self._authorized(request, "submit")
+        if refused is not None:
+            return refused
+        form = await _form(request)
+        filepath, mimetype = form.get("filepath", ""), form.get("mimetype", "")
+        if not filepath or not mimetype.startswith("image/"):
+            return self._json(request, {"json": {"errors": [
+                ["INVALID_OPTION", "that option is not valid", "mimetype"]]}})
+        asset_id = secrets.token_hex(8)
+        key = f"{asset_id}/{Path(filepath).name}"
+        return self._json(request, {
+            "args": {"action": f"//{request.url.netloc}/_sandbox/media",
+                     "fields": [{"name": "acl", "value": "private"},
+                                {"name": "key", "value": key},
+                                {"name": "Content-Type", "value": mimetype},
+                                {"name": "x-amz-meta-ext", "value": Path(filepath).suffix.lstrip(".")},
+                                {"name": "success_action_status", "value": "201"}]},
+            "asset": {"asset_id": asset_id, "processing_state": "incomplete",
+                      "payload": {"filepath": filepath},
+                      "websocket_url": f"ws://{request.url.netloc}/_sandbox/ws/{asset_id}"}})
+
+    async def media_upload(self, request: Request) -> Response:
+        """The S3-like upload: multipart fields from the lease, then ``file``."""
+        fields, files = _multipart(request.headers.get("content-type", ""), await request.body())
+        key = fields.get("key", "")
+        if not re.match(r"^[0-9a-f]{16}/[^/\\]+$", key) or "file" not in files:
+            return Response(b"<?xml version=\"1.0\" encoding=\"UTF-8\"?><Error><Code>InvalidArgument"
+                            b"</Code><Message>key and file are required</Message></Error>",
+                            status_code=400, media_type="application/xml")
+        target = self.data_dir / MEDIA_DIR / key.replace("/", "__")
+        await trio.Path(target).write_bytes(files["file"])
+        location = f"{self._base(request)}/_sandbox/media/{key}"
+        return Response(f"<?xml version=\"1.0\" encoding=\"UTF-8\"?><PostResponse><Location>{location}"
+                        f"</Location><Key>{key}</Key></PostResponse>".encode(), status_code=201,
+                        media_type="application/xml")
+
+    async def media_file(self, request: Request) -> Response:
+        """An uploaded image, as the post's URL serves it."""
+        path = self._media_path(f"{self._base(request)}/_sandbox/media/{request.path_params['key']}",
+                                self._base(request))
+        if path is None:
+            return PlainTextResponse("not found", status_code=404)
+        return Response(await trio.Path(path).read_bytes(), media_type="application/octet-stream")
+
+    def _media_path(self, url: str, base: str) -> Path | None:
+        prefix = f"{base}/_sandbox/media/"
+        if not url.startswith(prefix):
+            return None
+        key = url[len(prefix):]
+        if not re.match(r"^[0-9a-f]{16}/[^/\\]+$", key):
+            return None
+        path = self.data_dir / MEDIA_DIR / key.replace("/", "__")
+        return path if path.exists() else None
+
+    async def submitted(self, request: Request) -> Response:
+        """``GET /user/{name}/submitted``: the user's posts, newest first, as a Listing."""
+        grant, refused = await self._authorized(request, "history")
+        if refused is not None:
+            return refused
+        name = request.path_params["name"]
+        if name.lower() not in {username.lower() for username in self.state.accounts}:
+            return self._json(request, {"message": "Not Found", "error": 404}, status_code=404)
+        try:
+            limit = max(1, min(100, int(request.query_params.get("limit", "25"))))
+        except ValueError:
+            limit = 25
+        now = self.clock()
+        posts = [post for post in reversed(self.posts) if post.author.lower() == name.lower()
+                 and self.processing_until.get(post.id, now) <= now]
+        after = request.query_params.get("after")
+        if after:
+            names = [post.name for post in posts]
+            posts = posts[names.index(after) + 1:] if after in names else []
+        page = posts[:limit]
+        children = [{"kind": "t3", "data": _listing_entry(post, self._base(request))} for post in page]
+        return self._json(request, {"kind": "Listing", "data": {
+            "after": page[-1].name if len(posts) > limit else None, "before": None,
+            "dist": len(children), "modhash": None, "children": children}})
+
+    async def _readable(self, request: Request, scope: str
+                        ) -> tuple[SubredditRules | None, Response | None]:
+        grant, refused = await self._authorized(request, scope)
+        if refused is not None:
+            return None, refused
+        rules = self._subreddit(request.path_params["sr"])
+        if rules is None:
+            return None, self._json(request, {"message": "Not Found", "error": 404}, 404)
+        if rules.state == "banned":
+            return None, self._json(request, {"reason": "banned", "message": "Not Found", "error": 404}, 404)
+        if rules.state == "private":
+            return None, self._json(request, {"reason": "private", "message": "Forbidden", "error": 403}, 403)
+        return rules, None
+
+    async def post_requirements(self, request: Request) -> Response:
+        """``GET /api/v1/{sr}/post_requirements``."""
+        rules, refused = await self._readable(request, "submit")
+        if refused is not None:
+            return refused
+        return self._json(request, {
+            "title_regexes": [], "body_blacklisted_strings": [], "title_blacklisted_strings": [],
+            "body_text_max_length": None, "title_required_strings": [], "guidelines_text": None,
+            "gallery_min_items": None, "domain_blacklist": [], "domain_whitelist": [],
+            "title_text_max_length": rules.title_max, "body_restriction_policy":
+                "notAllowed" if rules.submission_type == "link" else "none",
+            "link_restriction_policy": "none", "guidelines_display_policy": None,
+            "body_required_strings": [], "title_text_min_length": rules.title_min,
+            "gallery_captions_requirement": "none", "is_flair_required": rules.flair_required,
+            "gallery_max_items": None, "gallery_urls_requirement": "none", "body_regexes": [],
+            "link_repost_age": None, "body_text_min_length": None})
+
+    async def link_flair(self, request: Request) -> Response:
+        """``GET /r/{sr}/api/link_flair_v2``: the flair templates."""
+        rules, refused = await self._readable(request, "flair")
+        if refused is not None:
+            return refused
+        return self._json(request, [
+            {"type": "text", "text_editable": flair.text_editable, "allowable_content": "all",
+             "text": flair.text, "max_emojis": 10, "text_color": "dark", "mod_only": flair.mod_only,
+             "css_class": "", "richtext": [], "background_color": "", "id": flair.id}
+            for flair in rules.flairs])
+
+    async def about(self, request: Request) -> Response:
+        """``GET /r/{sr}/about``: a ``t5`` thing."""
+        rules, refused = await self._readable(request, "read")
+        if refused is not None:
+            return refused
+        return self._json(request, {"kind": "t5", "data": {
+            "display_name": rules.name, "display_name_prefixed": f"r/{rules.name}",
+            "name": f"t5_{_base36(zlib.crc32(rules.name.lower().encode()))}",
+            "subreddit_type": "public", "submission_type": rules.submission_type,
+            "over18": rules.over18, "subscribers": rules.subscribers,
+            "allow_images": rules.allow_images, "link_flair_enabled": bool(rules.flairs),
+            "user_is_banned": False, "public_description": f"The sandbox's r/{rules.name}.",
+            "url": f"/r/{rules.name}/"}})
+
+    # --- control API ---------------------------------------------------------------------
+
+    async def control_faults(self, request: Request) -> Response:
+        """``/_sandbox/faults``: GET shows, POST replaces the fault set (see :class:`Faults`)."""
+        if request.method == "POST":
+            try:
+                faults = msgspec.json.decode(await request.body() or b"{}", type=Faults)
+            except msgspec.DecodeError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            if faults.expire_tokens:
+                for token in self.tokens.values():
+                    token.expires_at = min(token.expires_at, self.clock())
+            if faults.revoke_refresh_tokens:
+                self.state.refresh_tokens.clear()
+                self._save_state()
+            faults.expire_tokens = faults.revoke_refresh_tokens = False
+            self.faults = faults
+        return JSONResponse(msgspec.to_builtins(self.faults))
+
+    async def control_config(self, request: Request) -> Response:
+        """``/_sandbox/config``: GET shows, POST changes :class:`SandboxConfig` fields."""
+        if request.method == "POST":
+            try:
+                changes = msgspec.json.decode(await request.body() or b"{}")
+                merged = {**msgspec.to_builtins(self.state.config), **changes}
+                self.state.config = msgspec.convert(merged, SandboxConfig)
+            except (msgspec.DecodeError, msgspec.ValidationError, TypeError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            self._save_state()
+        return JSONResponse(msgspec.to_builtins(self.state.config))
+
+    async def control_subreddits(self, request: Request) -> Response:
+        """``/_sandbox/subreddits``: GET lists, POST adds or replaces by name."""
+        if request.method == "POST":
+            try:
+                added = msgspec.json.decode(await request.body(), type=list[SubredditRules])
+            except msgspec.DecodeError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            names = {rules.name.lower() for rules in added}
+            self.state.subreddits = [rules for rules in self.state.subreddits
+                                     if rules.name.lower() not in names] + added
+            self._save_state()
+        return JSONResponse(msgspec.to_builtins(self.state.subreddits))
+
+    async def control_posts(self, request: Request) -> Response:
+        """``GET /_sandbox/posts``: the durable record."""
+        posts = await trio.to_thread.run_sync(self.read_posts)
+        return JSONResponse({"posts": msgspec.to_builtins(posts)})
+
+    async def control_reset(self, request: Request) -> Response:
+        """``POST /_sandbox/reset``: see :meth:`reset`."""
+        self.reset()
+        return JSONResponse({"ok": True})
+
+
+# --- responses and parsing ---------------------------------------------------------------------
+
+_REASONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+            408: "Request Timeout", 429: "Too Many Requests", 500: "Internal Server Error",
+            502: "Bad Gateway", 503: "Service Unavailable", 504: "Gateway Timeout"}
+
+
+def _error_json(status: int, *, reason: str | None = None) -> JSONResponse:
+    """Reddit's shape for HTTP errors: ``{"message": "Forbidden", "error": 403}``."""
+    body: dict[str, Any] = {"message": _REASONS.get(status, "Error"), "error": status}
+    if reason:
+        body["reason"] = reason
+    return JSONResponse(body, status_code=status)
+
+
+def _ratelimit_body(rule: RateLimitRule) -> dict[str, Any]:
+    if rule.message:
+        message = rule.message
+    elif rule.seconds is not None:
+        message = f"you are doing that too much. try again in {int(rule.seconds)} seconds."
+    else:
+        message = ("Looks like you've been doing that a lot. Take a break for 2 minutes before "
+                   "trying again.")
+    body: dict[str, Any] = {"errors": [["RATELIMIT", message, "ratelimit"]]}
+    if rule.seconds is not None:
+        body["ratelimit"] = rule.seconds
+    return {"json": body}
+
+
+def _listing_entry(post: PostRecord, base: str) -> dict[str, Any]:
+    return {"id": post.id, "name": post.name, "title": post.title, "subreddit": post.subreddit,
+            "subreddit_name_prefixed": f"r/{post.subreddit}", "author": post.author,
+            "created_utc": post.created_utc, "created": post.created_utc, "url": post.url,
+            "permalink": post.permalink, "is_self": post.kind == "self",
+            "selftext": post.text or "", "over_18": post.nsfw, "spoiler": post.spoiler,
+            "link_flair_text": post.flair_text, "link_flair_template_id": post.flair_id,
+            "send_replies": post.send_replies, "domain": urlsplit(post.url).netloc or
+            f"self.{post.subreddit}", "is_video": False, "post_hint": "image"
+            if post.kind == "image" else None}
+
+
+class _DroppedConnection(Response):
+    """Start a response, then break the connection before its body is complete: the client
+    cannot know whether the request it sent was acted upon."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    async def __call__(self, scope, receive, send) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"4096")]})
+        await send({"type": "http.response.body", "body": b'{"json": {"err', "more_body": True})
+        raise ConnectionAbortedError("sandbox fault: connection dropped after accepting the post")
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """A form-encoded body (Starlette's parser needs python-multipart, which Thotto avoids)."""
+    return dict(parse_qsl((await request.body()).decode("utf-8", "replace"), keep_blank_values=True))
+
+
+def _multipart(content_type: str, body: bytes) -> tuple[dict[str, str], dict[str, bytes]]:
+    """Fields and files of a multipart/form-data body, parsed with the standard library."""
+    if not content_type.lower().startswith("multipart/form-data"):
+        return {}, {}
+    message = BytesParser(policy=HTTP).parsebytes(
+        b"Content-Type: " + content_type.encode("latin-1") + b"\r\n\r\n" + body)
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        payload = part.get_payload(decode=True) or b""
+        if part.get_filename() is not None:
+            files[str(name)] = payload
+        else:
+            fields[str(name)] = payload.decode("utf-8", "replace")
+    return fields, files
+
+
+def _base36(number: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        number, remainder = divmod(number, 36)
+        out = digits[remainder] + out
+        if number == 0:
+            return out
+
+
+# --- serving -----------------------------------------------------------------------------------
+
+
+async def serve_sandbox(
+    host: str,
+    port: int,
+    data_dir: str | os.PathLike[str],
+    *,
+    config: SandboxConfig | None = None,
+    grace_seconds: float = 2.0,
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a :class:`Sandbox` on ``host:port`` (hypercorn's Trio worker) until cancelled.
+
+    ``task_status.started(port)`` reports the bound port once listening (``port=0`` picks a free
+    one). Cancellation stops gracefully: no new connections, in-flight requests get up to
+    ``grace_seconds`` to finish, then the server is cancelled. The durable record needs no
+    closing: every accepted post was fsynced before its reply.
+    """
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+
+    # Bind here, outside any nursery, so that a port in use is a plain OSError for the caller;
+    # hypercorn serves a duplicate of the socket ("fd://").
+    family, type_, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    listener = socket.socket(family, type_, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        sandbox = Sandbox(data_dir, config=config)
+        hypercorn_config = Config()
+        hypercorn_config.bind = [f"fd://{os.dup(listener.fileno())}"]
+        hypercorn_config.accesslog = None
+        hypercorn_config.errorlog = logging.getLogger("thotto.reddit.sandbox.http")
+        hypercorn_config.graceful_timeout = grace_seconds
+        hypercorn_config.keep_alive_timeout = 5.0
+        stop = trio.Event()
+        server_scope = trio.CancelScope(shield=True)
+
+        async def run_server(*, task_status: trio.TaskStatus[list[str]]) -> None:
+            # Shielded so that cancelling serve_sandbox becomes a graceful stop (below) that a
+            # deadline bounds, rather than tearing connections down mid-response.
+            with server_scope:
+                await serve(sandbox.app, hypercorn_config, shutdown_trigger=stop.wait,
+                            task_status=task_status)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_server)
+            try:
+                task_status.started(listener.getsockname()[1])
+                await trio.sleep_forever()
+            finally:
+                stop.set()
+                server_scope.deadline = trio.current_time() + grace_seconds
+    finally:
+        listener.close()
