@@ -376,6 +376,8 @@ class Post(Base):
     recurrence: Recurrence | None
     created_at: datetime
     updated_at: datetime
+    armed_at: datetime | None = None
+    """When the first attempt that may have reached Reddit began (effectively-once, DESIGN §5)."""
 
 
 class PostPage(Base):
@@ -383,6 +385,33 @@ class PostPage(Base):
 
     posts: list[Post]
     next_cursor: str | None
+
+
+class SubredditRules(Base, kw_only=True):
+    """What Thotto knows of a subreddit's posting rules (synced weekly, fetched on first use),
+    so that a post breaking a known rule is refused when it is scheduled, not when it is due."""
+
+    name: Annotated[str, msgspec.Meta(min_length=2, max_length=21)]
+    """Lower-cased, the key."""
+    display_name: str
+    subreddit_type: str = "public"
+    allows_self: bool = True
+    allows_link: bool = True
+    allows_image: bool = True
+    over18: bool = False
+    flair_required: bool = False
+    flair_ids: list[str] = []
+    """Known flair template ids (empty: unknown, so any id is accepted)."""
+    title_min_length: int | None = None
+    title_max_length: int | None = None
+    title_required_strings: list[str] = []
+    title_blacklisted_strings: list[str] = []
+    body_policy: str | None = None
+    """``required``, ``notAllowed`` or ``none`` (Reddit's body_restriction_policy)."""
+    domain_whitelist: list[str] = []
+    domain_blacklist: list[str] = []
+    subscribers: int | None = None
+    synced_at: AwareDatetime
 
 
 # --- actor messages -------------------------------------------------------------------------
@@ -423,6 +452,7 @@ AnyMessage = Union[
     NewPost,
     Post,
     PostPage,
+    SubredditRules,
     Wake,
     Shutdown,
 ]
