@@ -113,6 +113,35 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     encryption_key: str | None = None
     """Fernet key for stored Reddit credentials; default: <data_dir>/secret.key, made on first start."""
 
+    redis_url: str | None = None
+    """``redis://host:port/db`` for the shared cache (L2), cross-process cache invalidation and
+    shared breaker state; none: each process caches in memory and decides alone."""
+
+    redis_namespace: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")] = "thotto"
+    """Prefix of Thotto's Redis keys and channels (processes of one installation share it)."""
+
+    cache_max_entries: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 10_000
+    """Most entries the in-memory cache holds (least recently used go first)."""
+
+    cache_max_mb: Annotated[float, msgspec.Meta(ge=0, le=1_000_000)] = 64.0
+    """About how much memory the in-memory cache may use, in MiB (0: no limit)."""
+
+    cache_default_ttl_seconds: Annotated[float, msgspec.Meta(gt=0, le=31_536_000)] = 300.0
+    """How long a cached value lives when the caller names no TTL or TTL class."""
+
+    cache_ttl_user_metrics_seconds: Annotated[float, msgspec.Meta(gt=0, le=31_536_000)] = 3600.0
+    """TTL class ``user_metrics`` (optimal times, analytics)."""
+
+    cache_ttl_community_seconds: Annotated[float, msgspec.Meta(gt=0, le=31_536_000)] = 21600.0
+    """TTL class ``community`` (subreddit rules and data)."""
+
+    cache_ttl_post_list_seconds: Annotated[float, msgspec.Meta(gt=0, le=31_536_000)] = 300.0
+    """TTL class ``post_list``."""
+
+    cache_ttl_jitter: Annotated[float, msgspec.Meta(ge=0, lt=1)] = 0.1
+    """Each cached value's TTL is shortened by a random share below this, so values cached
+    together do not all expire together."""
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/thotto.db``."""
         return self.database_url or str(Path(self.data_dir) / "thotto.db")
