@@ -12,12 +12,13 @@ import sys
 
 import trio
 
+from bench import cache as cache_bench
 from bench import queue as queue_bench
 from bench import store as store_bench
 from bench.common import Result, print_table, write_json
 from bench.databases import DEFAULT_POSTGRES
 
-SUITES = {"store": store_bench, "queue": queue_bench}
+SUITES = {"store": store_bench, "queue": queue_bench, "cache": cache_bench}
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

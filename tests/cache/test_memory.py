@@ -291,3 +291,16 @@ def test_local_cache_expire_skips_overwritten_entries():
     assert l1.expire(50.0) == 1 and not l1.data
     with pytest.raises(ValueError):
         LocalCache(max_entries=0)
+
+
+def test_config_from_settings():
+    from thotto.config import load_settings
+
+    settings = load_settings(environ={"THOTTO_CACHE_TTL_POST_LIST_SECONDS": "60", "THOTTO_CACHE_MAX_MB": "0",
+                                      "THOTTO_REDIS_URL": "redis://127.0.0.1:6379/2"})
+    config = CacheConfig.from_settings(settings, jitter=0.0)
+    assert config.ttl_classes == {"user_metrics": 3600.0, "community": 21600.0, "post_list": 60.0}
+    assert config.max_bytes is None and config.redis_url == "redis://127.0.0.1:6379/2"
+    assert config.jitter == 0.0 and config.max_entries == 10_000
+    with pytest.raises(ValueError):
+        CacheConfig(ttl_classes={"bad": 0})

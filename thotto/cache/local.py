@@ -101,23 +101,27 @@ class LocalCache:
     def put(self, key: str, value: Any, *, fresh_until: float, stale_until: float | None = None,
             keep_until: float | None = None, tags: Iterable[str] = (), size: int = 0) -> None:
         """Store ``value`` (replacing any entry), most recently used; evict past the bounds."""
-        stale_until = fresh_until if stale_until is None else max(fresh_until, stale_until)
-        keep_until = stale_until if keep_until is None else max(stale_until, keep_until)
-        old = self.data.get(key)
+        if stale_until is None or stale_until < fresh_until:
+            stale_until = fresh_until
+        if keep_until is None or keep_until < stale_until:
+            keep_until = stale_until
+        data = self.data
+        old = data.get(key)
         if old is not None:
             self._drop(key, old)
-        self._seq += 1
-        tags = tuple(tags)
-        entry = Entry(value, fresh_until, stale_until, keep_until, tags, size + len(key) + ENTRY_OVERHEAD,
-                      self._seq)
-        self.data[key] = entry
-        self.bytes += entry.size
+        self._seq = seq = self._seq + 1
+        tags = tuple(tags) if tags else ()
+        size += len(key) + ENTRY_OVERHEAD
+        data[key] = Entry(value, fresh_until, stale_until, keep_until, tags, size, seq)
+        self.bytes += size
         for tag in tags:
             self.tags.setdefault(tag, set()).add(key)
-        heapq.heappush(self._expiry, (keep_until, self._seq, key))
-        if len(self._expiry) > 2 * len(self.data) + 1024:
+        expiry = self._expiry
+        heapq.heappush(expiry, (keep_until, seq, key))
+        if len(expiry) > 2 * len(data) + 1024:
             self._rebuild_expiry()
-        self._enforce_bounds()
+        if len(data) > self.max_entries or (self.max_bytes is not None and self.bytes > self.max_bytes):
+            self._enforce_bounds()
 
     def remove(self, key: str) -> bool:
         """Drop ``key`` (a manual eviction). True if it was there."""
@@ -163,6 +167,10 @@ class LocalCache:
 
     def _drop(self, key: str, entry: Entry) -> None:
         del self.data[key]
+        self._forget(key, entry)
+
+    def _forget(self, key: str, entry: Entry) -> None:
+        """Account for ``entry`` having left ``data``."""
         self.bytes -= entry.size
         for tag in entry.tags:
             keys = self.tags.get(tag)
@@ -175,8 +183,8 @@ class LocalCache:
         data = self.data
         while len(data) > self.max_entries or (self.max_bytes is not None and self.bytes > self.max_bytes
                                                 and len(data) > 1):
-            key, entry = next(iter(data.items()))
-            self._drop(key, entry)
+            key, entry = data.popitem(last=False)
+            self._forget(key, entry)
             self.evictions.lru += 1
 
     def _rebuild_expiry(self) -> None:

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import trio
 from redis.asyncio.retry import Retry
@@ -36,6 +37,28 @@ return 0
 """
 
 
+# MGET whose reply is one msgpack array (a missing key is nil): for keys that hold msgpack values,
+# one bulk string instead of one per key, which redis-py's pure-Python reply parser reads ~8x
+# faster; msgspec then splits it in C. Values that are not msgpack fail the decode, and the
+# caller falls back to a plain MGET.
+_MGET_PACKED = """
+local values = redis.call('MGET', unpack(KEYS))
+local parts = {}
+for i, value in ipairs(values) do
+  if value then parts[i] = value else parts[i] = '\\192' end
+end
+local n = #values
+return string.char(0xdd, math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+                   math.floor(n / 256) % 256, n % 256) .. table.concat(parts)
+"""
+# Lua's unpack() takes at most ~8,000 values; stay well below.
+_MGET_CHUNK = 4000
+# Below this many keys a plain MGET parses as fast and spares Redis the script.
+_PLAIN_MGET_MAX = 32
+_RAW_LIST = msgspec.msgpack.Decoder(list[msgspec.Raw])
+_NIL = b"\xc0"
+
+
 class RedisLink:
     """A Redis client living on ``sidecar``'s loop, driven from Trio.
 
@@ -49,8 +72,8 @@ class RedisLink:
         self.sidecar = sidecar
         self.timeout_seconds = timeout_seconds
         self.client: aioredis.Redis | None = None  # touched on the loop thread only
-        self._getter: Coalescer[str, bytes | None] = Coalescer(sidecar, self._mget_items, max_batch=2000)
-        self._unlock_sha: str | None = None
+        self._getter: Coalescer[str, Any] = Coalescer(sidecar, self._mget_items, max_batch=2000)
+        self._mget_packed: Any = None  # the registered script (loop thread)
 
     # --- lifecycle --------------------------------------------------------------------------
 
@@ -97,17 +120,33 @@ class RedisLink:
         """One key; concurrent callers share one MGET."""
         return (await self._getter.submit(key)).unwrap()
 
-    async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        """Many keys in one MGET."""
+    async def get_many(self, keys: Sequence[str]) -> list[Any]:
+        """Many keys in one hop; each value is bytes-like (``bytes`` or ``msgspec.Raw``) or
+        None. Values that are msgpack travel in one packed reply (see ``_MGET_PACKED``)."""
         if not keys:
             return []
         return await self.sidecar.run(self._mget, list(keys))
 
-    async def _mget(self, keys: list[str]) -> list[bytes | None]:
-        return await self._client().mget(keys)
+    async def _mget(self, keys: list[str]) -> list[Any]:
+        client = self._client()
+        if len(keys) <= _PLAIN_MGET_MAX:
+            return await client.mget(keys)
+        if self._mget_packed is None:
+            self._mget_packed = client.register_script(_MGET_PACKED)
+        found: list[Any] = []
+        for start in range(0, len(keys), _MGET_CHUNK):
+            chunk = keys[start:start + _MGET_CHUNK]
+            blob = await self._mget_packed(keys=chunk)
+            try:
+                values = _RAW_LIST.decode(blob)
+            except msgspec.DecodeError:
+                found.extend(await client.mget(chunk))  # not all msgpack: the plain way
+                continue
+            found.extend(None if len(value) == 1 and bytes(value) == _NIL else value for value in values)
+        return found
 
-    async def _mget_items(self, keys: list[str]) -> list[bytes | None]:
-        return await self._client().mget(keys)
+    async def _mget_items(self, keys: list[str]) -> list[Any]:
+        return await self._mget(keys)
 
     async def set_many(
         self,
