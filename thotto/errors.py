@@ -211,3 +211,15 @@ class BreakerOpen(DeferJob):
         super().__init__(reason, until=until)
         self.breaker = breaker
         self.retry_after = retry_after
+
+
+# --- scheduling ------------------------------------------------------------------------------
+
+
+class RuleViolation(ValidationError):
+    """A post breaks a known rule of its subreddit; ``problems`` lists (field, message) pairs."""
+
+    def __init__(self, subreddit: str, problems: list[tuple[str, str]]):
+        super().__init__("; ".join(message for _, message in problems), field=problems[0][0])
+        self.subreddit = subreddit
+        self.problems = problems

@@ -1,0 +1,86 @@
+"""Scheduling posts: check what a post says and where it goes, then store it with its job.
+
+Refused at scheduling time, with the field and a message: a kind without its content (a link
+without a URL, an image without a file), and anything that breaks a known rule of the subreddit
+(:mod:`thotto.community`). Rules not yet known are fetched from Reddit with the post's own
+account when Reddit is configured; if Reddit cannot be asked, the post is accepted and Reddit
+has the last word at publishing time.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from urllib.parse import urlsplit
+
+from thotto.community import rule_problems
+from thotto.errors import JobError, RuleViolation, ValidationError
+from thotto.messages import NewPost, Post, PostContent, PostKind, SubredditRules, as_utc, validated
+from thotto.store.base import Store
+
+log = logging.getLogger("thotto.posts")
+
+# Fetches a subreddit's rules from Reddit with an account: (account_id, subreddit) → rules.
+RulesFetcher = Callable[[int, str], Awaitable[SubredditRules]]
+
+
+class PostScheduler:
+    """Validates and stores scheduled posts. ``fetch_rules`` is None without Reddit access."""
+
+    def __init__(self, store: Store, now: Callable[[], datetime], fetch_rules: RulesFetcher | None = None):
+        self.store = store
+        self.now = now
+        self.fetch_rules = fetch_rules
+
+    async def schedule(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
+        """Check every post, then store them all (or none, if one is refused)."""
+        checked = [validated(post) for post in posts]
+        for post in checked:
+            check_content(post.content)
+            if as_utc(post.scheduled_for) <= self.now():
+                raise ValidationError("scheduledFor must be in the future", field="scheduled_for")
+            await self._check_rules(post)
+        return await self.store.create_posts(checked, max_attempts=max_attempts)
+
+    async def _check_rules(self, post: NewPost) -> None:
+        rules = await self.rules_for(post.account_id, post.content.subreddit)
+        if rules is not None:
+            problems = rule_problems(post.content, rules)
+            if problems:
+                raise RuleViolation(rules.display_name, problems)
+
+    async def rules_for(self, account_id: int, subreddit: str) -> SubredditRules | None:
+        """Stored rules, else fetched (and stored) when Reddit can be asked, else None."""
+        rules = await self.store.get_subreddit_rules(subreddit)
+        if rules is not None or self.fetch_rules is None:
+            return rules
+        try:
+            rules = await self.fetch_rules(account_id, subreddit)
+        except JobError as error:  # Reddit unreachable or refusing us: it decides at publish time
+            log.warning("could not read r/%s's rules (%s); scheduling without them", subreddit, error)
+            return None
+        await self.store.save_subreddit_rules(rules)
+        return rules
+
+
+def check_content(content: PostContent) -> None:
+    """A post of each kind carries what that kind needs, and nothing of the others."""
+    if content.kind is PostKind.LINK:
+        if not content.url:
+            raise ValidationError("a link post needs a url", field="url")
+        parts = urlsplit(content.url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValidationError("url must be an http(s) address, e.g. https://example.com/page", field="url")
+    if content.kind is PostKind.IMAGE:
+        if not content.image_path:
+            raise ValidationError("an image post needs image_path", field="image_path")
+        if not os.path.isfile(content.image_path):
+            raise ValidationError(f"image file {content.image_path} does not exist", field="image_path")
+    extras = {"text": content.text and content.kind is not PostKind.SELF,
+              "url": content.url and content.kind is not PostKind.LINK,
+              "image_path": content.image_path and content.kind is not PostKind.IMAGE}
+    for field, present in extras.items():
+        if present:
+            raise ValidationError(f"{field} does not go with a {content.kind.value} post", field=field)
