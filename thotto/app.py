@@ -1,8 +1,13 @@
-"""The supervision tree: the only place that wires Thotto's actors together.
+"""The wiring: the process's shared services and the supervision tree of its actors.
 
-Children start in this order and stop in reverse: sweeper, poster pool, ticker. So on shutdown
-the ticker stops claiming first, then the pool finishes or hands back its jobs within the grace
-period, then the sweeper stops. The HTTP API joins the tree in its own issue (#5).
+:func:`open_services` opens what the actors share, in order, and closes it in reverse: the
+asyncio sidecar (when Postgres or Redis is used), the store, the Reddit client (when Reddit is
+configured); the vault, breakers and cache are plain objects.
+
+Children of the tree start in this order and stop in reverse: breakers, cache, sweeper, poster
+pool, ticker. So on shutdown the ticker stops claiming first, then the pool finishes or hands
+back its jobs within the grace period, then the sweeper, cache and breakers stop. The HTTP API
+joins the tree in its own issue (#5).
 """
 
 from __future__ import annotations
@@ -11,15 +16,25 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import trio
 
 import actors
-from thotto.config import Role
+from thotto.aio import Sidecar, open_sidecar
+from thotto.breaker import BreakerConfig, Breakers
+from thotto.cache import Cache, CacheConfig
+from thotto.clock import Clock
+from thotto.config import Role, Settings
+from thotto.errors import DeferJob, PermanentJobError
 from thotto.posters import PosterPool
+from thotto.reddit.client import RedditClient, RedditConfig
+from thotto.store import POSTGRES_SCHEMES, open_store
+from thotto.store.base import Store
 from thotto.sweeper import Sweeper
 from thotto.ticker import Ticker
+from thotto.vault import Vault
 
 if TYPE_CHECKING:
     from thotto.engine import Engine
@@ -28,6 +43,49 @@ log = logging.getLogger("thotto.app")
 
 # Leases are released by the pool's own shielded cleanup within this many seconds after grace.
 RELEASE_MARGIN_SECONDS = 15.0
+
+
+def reddit_failure_counts(error: BaseException) -> bool:
+    """What trips a Reddit breaker: outages (5xx, timeouts, dropped connections), not Reddit
+    refusing a post (permanent) nor asking us to slow down (a deferral)."""
+    return not isinstance(error, (PermanentJobError, DeferJob))
+
+
+REDDIT_BREAKER = BreakerConfig(counts=reddit_failure_counts, open_seconds=30.0,
+                               max_open_seconds=600.0, min_calls=5)
+
+
+@dataclass
+class Services:
+    """What the actors of one process share. See :func:`open_services`."""
+
+    settings: Settings
+    clock: Clock
+    store: Store
+    vault: Vault
+    breakers: Breakers
+    cache: Cache
+    sidecar: Sidecar | None = None
+    reddit: RedditClient | None = None
+
+
+@contextlib.asynccontextmanager
+async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Services]:
+    """Open the shared services; close them in reverse order on exit (also when cancelled)."""
+    url = settings.resolved_database_url()
+    async with contextlib.AsyncExitStack() as stack:
+        sidecar = None
+        if url.startswith(POSTGRES_SCHEMES) or settings.redis_url:
+            sidecar = await stack.enter_async_context(open_sidecar())
+        store = await stack.enter_async_context(open_store(url, clock=clock.now, sidecar=sidecar))
+        reddit = None
+        if settings.reddit_client_id:
+            reddit = await stack.enter_async_context(RedditClient(RedditConfig.from_settings(settings)))
+        breakers = Breakers({"reddit.*": REDDIT_BREAKER}, clock=clock, redis_url=settings.redis_url,
+                            sidecar=sidecar, namespace=settings.redis_namespace)
+        cache = Cache(CacheConfig.from_settings(settings), sidecar=sidecar, breakers=breakers)
+        vault = Vault.for_settings(settings.data_dir, settings.encryption_key)
+        yield Services(settings, clock, store, vault, breakers, cache, sidecar, reddit)
 
 
 class EngineTree:
@@ -51,10 +109,16 @@ class EngineTree:
         self._stopped = trio.Event()
 
     def _specs(self) -> list[actors.ChildSpec]:
+        services = self.engine.services
+        shared = [
+            actors.ChildSpec("breakers", services.breakers.run, wants_context=True),
+            actors.ChildSpec("cache", services.cache.run, wants_context=True),
+        ]
         if not self.run_workers:
-            return []
+            return shared
         grace = self.engine.settings.shutdown_grace_seconds
         return [
+            *shared,
             actors.ChildSpec("sweeper", self.sweeper.run),
             actors.ChildSpec("posters", self.pool.run, wants_context=True,
                              shutdown_seconds=grace + RELEASE_MARGIN_SECONDS),

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
@@ -29,25 +29,33 @@ import trio
 from thotto.clock import Clock, SystemClock
 from thotto.config import Settings
 from thotto.cron import CatchUp, CronSchedule, plan_occurrence
-from thotto.errors import DeferJob, ValidationError
+from thotto.community import fetch_rules
+from thotto.errors import ConfigError, DeferJob, ValidationError
 from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
 from thotto.messages import (
+    Account,
     Attempt,
     AttemptOutcome,
     EnqueueResult,
     Job,
     JobState,
+    NewAccount,
     NewJob,
+    NewPost,
+    Post,
     QueueCount,
+    SubredditRules,
     as_utc,
     validated,
     validated_jobs,
 )
-from thotto.store import open_store
-from thotto.store.base import Store
+from thotto.app import EngineTree, Services, open_services
+from thotto.posts import PostScheduler
+from thotto.publishing import Publisher
+from thotto.reddit.client import RedditClient
+from thotto.vault import Password, RefreshToken
+from thotto.store.base import POST_JOB_KIND
 
-if TYPE_CHECKING:
-    from thotto.app import EngineTree
 
 log = logging.getLogger("thotto.engine")
 
@@ -58,6 +66,7 @@ CRON_TIMEOUT_SECONDS = 3600.0
 # the job must survive many of those. A dead one is recreated by the next start.
 CRON_MAX_ATTEMPTS = 1000
 CRON_REGISTRATION_WAIT_SECONDS = 10.0
+PUBLISH_TIMEOUT_SECONDS = 120.0
 
 CronFunction = Callable[[], Awaitable[None]]
 
@@ -96,12 +105,20 @@ SKIPPED = "skipped a missed run"
 class Engine:
     """Schedule, inspect and run jobs. Get one from :func:`open_engine`."""
 
-    def __init__(self, store: Store, clock: Clock, settings: Settings,
-                 registry: HandlerRegistry | None = None):
-        self.store = store
-        self.clock = clock
-        self.settings = settings
+    def __init__(self, services: Services, registry: HandlerRegistry | None = None):
+        self.services = services
+        self.store = services.store
+        self.clock = services.clock
+        self.settings = services.settings
         self.registry = registry or HandlerRegistry()
+        self.posts = PostScheduler(self.store, self.clock.now,
+                                   self._fetch_rules if services.reddit else None)
+        self.publisher: Publisher | None = None
+        if services.reddit is not None:
+            self.publisher = Publisher(self.store, services.reddit, services.vault,
+                                       services.breakers, self.clock.now)
+            self.registry.register(POST_JOB_KIND, self.publisher.handle,
+                                   timeout_seconds=PUBLISH_TIMEOUT_SECONDS)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crons: dict[str, CronEntry] = {}
         self._cron_added: dict[str, trio.Event] = {}
@@ -222,6 +239,47 @@ class Engine:
             return f"failed after {took:.6f} s: {type(error).__name__}: {error}"[:4000]
         return f"ran in {trio.current_time() - started:.6f} s"
 
+    # --- Reddit accounts and posts ----------------------------------------------------------
+
+    def _reddit(self) -> "RedditClient":
+        if self.services.reddit is None:
+            raise ConfigError("Reddit is not configured: set reddit_client_id (THOTTO_REDDIT_CLIENT_ID)"
+                              " and reddit_client_secret, or reddit_url for a sandbox")
+        return self.services.reddit
+
+    async def link_account(self, user_id: int, username: str, password: str) -> Account:
+        """Link a Reddit account by a script app's password grant (self-hosters). The
+        credentials are checked with Reddit, then stored encrypted."""
+        reddit = self._reddit().account_from_password(username, password)
+        me = await reddit.me()
+        sealed = self.services.vault.seal(Password(username=me.name, password=password))
+        return await self._save_account(user_id, me.name, sealed, reddit.scopes)
+
+    async def link_account_with_code(self, user_id: int, code: str) -> Account:
+        """Finish the web-app OAuth flow: exchange the callback's ``code`` for a permanent
+        refresh token, which is stored encrypted."""
+        reddit = await self._reddit().link_with_code(code)
+        me = await reddit.me()
+        sealed = self.services.vault.seal(RefreshToken(token=reddit.refresh_token))
+        return await self._save_account(user_id, me.name, sealed, reddit.scopes)
+
+    async def _save_account(self, user_id: int, name: str, sealed: bytes, scopes) -> Account:
+        account = NewAccount(user_id=user_id, reddit_username=name, refresh_token_encrypted=sealed,
+                             scopes=" ".join(scopes))
+        saved = await self.store.create_account(validated(account))
+        if self.publisher is not None:
+            self.publisher.forget(saved.id)  # a re-link replaces the cached credentials
+        return saved
+
+    async def schedule_posts(self, posts: Sequence[NewPost]) -> list[Post]:
+        """Check and store posts to publish at their ``scheduled_for`` (see PostScheduler)."""
+        return await self.posts.schedule(posts)
+
+    async def _fetch_rules(self, account_id: int, subreddit: str) -> SubredditRules:
+        assert self.publisher is not None
+        account = await self.store.get_account(account_id)
+        return await fetch_rules(self.publisher.reddit_account(account), subreddit, self.clock.now)
+
     # --- scheduling -----------------------------------------------------------------------
 
     def new_job(
@@ -291,12 +349,11 @@ async def open_engine(
     claiming, gives running jobs ``settings.shutdown_grace_seconds``, then cancels them and
     releases their leases; the store is closed last.
     """
-    from thotto.app import EngineTree  # the one place that wires actors together
 
     settings = settings or Settings()
     clock = clock or SystemClock()
-    async with open_store(settings.resolved_database_url(), clock=clock.now) as store:
-        engine = Engine(store, clock, settings, registry)
+    async with open_services(settings, clock) as services:
+        engine = Engine(services, registry)
         await _add_builtin_crons(engine)
         async with EngineTree(engine, run_workers=run_workers).running() as tree:
             engine.tree = tree

@@ -114,8 +114,9 @@ class CacheConfig:
     """Life of the cross-process load lock (a crashed loader's lock expires after this)."""
     lock_wait_seconds: float = 2.0
     """How long a process waits for another's load (polling L2) before loading itself."""
-    sweep_interval_seconds: float = 1.0
-    """How often expired entries are dropped from L1."""
+    sweep_interval_seconds: float = 60.0
+    """How often expired entries are dropped from L1 to free memory (reads never return an
+    expired entry whatever this is; a rare sweep keeps an idle process idle)."""
     breaker: BreakerConfig = field(default_factory=_redis_breaker_config)
     """The ``redis`` breaker (used when the cache is not given a registry that has one)."""
 
@@ -483,7 +484,8 @@ class Cache:
     async def _sweeper(self) -> None:
         while True:
             await trio.sleep(self.config.sweep_interval_seconds)
-            self.l1.expire(trio.current_time())
+            if len(self.l1):
+                self.l1.expire(trio.current_time())
 
     async def _prober(self) -> None:
         """While the Redis breaker is open, probe Redis as soon as it half-opens, so that L2

@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from thotto.errors import ConfigError
 from thotto.messages import utcnow
 from thotto.store.base import Clock, Store
 
+if TYPE_CHECKING:
+    from thotto.aio import Sidecar
+
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
 
 @contextlib.asynccontextmanager
-async def open_store(url: str, *, clock: Clock = utcnow) -> AsyncIterator[Store]:
+async def open_store(url: str, *, clock: Clock = utcnow, sidecar: "Sidecar | None" = None) -> AsyncIterator[Store]:
     """Open the store at ``url`` and close it on exit (also when cancelled).
 
-    Creates the database schema or migrates it to the current version on open.
+    Creates the database schema or migrates it to the current version on open. Postgres runs
+    on ``sidecar`` (the process's asyncio thread) when given, else on a sidecar of its own.
     """
     if url.startswith(POSTGRES_SCHEMES):
         from thotto.store.postgres import open_postgres_store
 
-        async with open_postgres_store(url, clock=clock) as store:
+        async with open_postgres_store(url, clock=clock, sidecar=sidecar) as store:
             yield store
     else:
         from thotto.store.sqlite import open_sqlite_store

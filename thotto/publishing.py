@@ -1,0 +1,138 @@
+"""Publishing a scheduled post to Reddit, effectively once (DESIGN §5).
+
+The ``reddit.submit`` handler. Before it calls Reddit it durably *arms* the post (records when
+the first attempt that may reach Reddit began). A later attempt that finds the post armed but
+with no Reddit id recorded cannot know whether Reddit accepted the earlier submission (a crash,
+a timeout, a connection dropped after Reddit accepted): it first *reconciles*, looking for the
+post in the account's own submissions, and records it instead of posting again. Reddit's
+listings can lag a moment behind a submission, so an armed post that was armed less than
+``RECONCILE_SETTLE_SECONDS`` ago and is not listed yet is deferred and looked for again rather
+than resubmitted.
+
+Errors are the client's classes (``thotto.errors``): rate limits defer the job, 5xx and
+timeouts retry it, permanent refusals dead-letter it with Reddit's reason, and a refused login
+flags the account for re-linking.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
+
+import trio
+
+from thotto.breaker import Breakers
+from thotto.errors import DeferJob, PermanentJobError, RedditAuthError
+from thotto.handlers import JobContext
+from thotto.messages import Account, Post, PostKind
+from thotto.reddit.client import RedditAccount, RedditClient
+from thotto.store.base import Store
+from thotto.vault import Password, RefreshToken, Vault
+
+log = logging.getLogger("thotto.publishing")
+
+RECONCILE_SETTLE_SECONDS = 60.0
+CLOCK_SKEW_SECONDS = 120.0  # our clock against Reddit's created_utc
+APP_REFUSED = "invalid_client"  # Reddit refused the OAuth app itself
+
+
+class Publisher:
+    """Publishes posts for the jobs of kind ``reddit.submit``; one per process."""
+
+    def __init__(self, store: Store, client: RedditClient, vault: Vault, breakers: Breakers,
+                 now: Callable[[], datetime]):
+        self.store = store
+        self.client = client
+        self.vault = vault
+        self.breakers = breakers
+        self.now = now
+        self._accounts: dict[int, RedditAccount] = {}  # keeps access tokens between posts
+
+    async def handle(self, ctx: JobContext) -> None:
+        post = await self.store.get_post_by_job(ctx.job.id)
+        if post.reddit_id is not None:
+            return  # published and recorded; only the job's own outcome had been lost
+        account = await self.store.get_account(post.account_id)
+        if account.needs_relink:
+            raise PermanentJobError(f"Reddit account u/{account.reddit_username} must be linked again")
+        reddit = self.reddit_account(account)
+        try:
+            async with self._guard(account):
+                if post.armed_at is not None and await self._reconcile(reddit, post):
+                    return
+                await self.store.arm_post(post.id)
+                result = await self._submit(reddit, post)
+        except RedditAuthError as error:
+            if error.error_type != APP_REFUSED:  # the app's own credentials: no account's fault
+                await self.store.set_needs_relink(account.id, True)
+            self._accounts.pop(account.id, None)
+            raise
+        await self.store.record_publication(post.id, result.id, result.url)
+        log.info("published post %d as %s", post.id, result.url,
+                 extra={"job_id": ctx.job.id, "attempt": ctx.attempt, "post_id": post.id,
+                        "account": account.reddit_username})
+
+    async def _reconcile(self, reddit: RedditAccount, post: Post) -> bool:
+        """Did an earlier attempt publish this post? Record it if so. Defers while Reddit's
+        listing may still be catching up with a recent attempt."""
+        content = post.content
+        since = post.armed_at.timestamp() - CLOCK_SKEW_SECONDS
+        found = await reddit.find_submission(content.subreddit, content.title, since=since)
+        if found is not None:
+            await self.store.record_publication(post.id, found.id, self.client.post_url(found))
+            log.warning("post %d was already on Reddit as %s (an earlier attempt's outcome was "
+                        "unknown); recorded it instead of posting again", post.id, found.id)
+            return True
+        settled_at = post.armed_at + timedelta(seconds=RECONCILE_SETTLE_SECONDS)
+        if self.now() < settled_at:
+            raise DeferJob("checking whether an interrupted attempt reached Reddit", until=settled_at)
+        return False
+
+    async def _submit(self, reddit: RedditAccount, post: Post):
+        content = post.content
+        image = None
+        if content.kind is PostKind.IMAGE:
+            image = await trio.Path(content.image_path).read_bytes()
+        return await reddit.submit(
+            content.subreddit, content.title,
+            text=content.text if content.kind is PostKind.SELF else None,
+            url=content.url if content.kind is PostKind.LINK else None,
+            image=image, image_name=_file_name(content.image_path),
+            nsfw=content.nsfw, spoiler=content.spoiler,
+            flair_id=content.flair_id, flair_text=content.flair_text,
+        )
+
+    @contextlib.asynccontextmanager
+    async def _guard(self, account: Account) -> AsyncIterator[None]:
+        """Reddit's breakers: one for the OAuth app (Reddit down for everyone) and one per
+        account. While either is open the job is deferred until it half-opens (BreakerOpen is
+        a DeferJob), so an outage spends no attempts and kills no post."""
+        async with self.breakers[f"reddit.client.{self.client.config.client_id}"].guard():
+            async with self.breakers[f"reddit.account.{account.reddit_username}"].guard():
+                yield
+
+    def forget(self, account_id: int) -> None:
+        """Drop cached credentials and tokens of an account (after a re-link)."""
+        self._accounts.pop(account_id, None)
+
+    def reddit_account(self, account: Account) -> RedditAccount:
+        """The client-side account for a stored one (credentials decrypted once, then cached
+        with its access token)."""
+        cached = self._accounts.get(account.id)
+        if cached is None:
+            credentials = self.vault.open(account.refresh_token_encrypted)
+            if isinstance(credentials, RefreshToken):
+                cached = RedditAccount(self.client, refresh_token=credentials.token,
+                                       username=account.reddit_username)
+            else:
+                assert isinstance(credentials, Password)
+                cached = RedditAccount(self.client, username=credentials.username,
+                                       password=credentials.password)
+            self._accounts[account.id] = cached
+        return cached
+
+
+def _file_name(path: str | None) -> str:
+    return path.rsplit("/", 1)[-1] if path else "image.png"
