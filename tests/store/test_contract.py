@@ -51,6 +51,7 @@ from thotto.messages import (
     Role,
     SettleResult,
     SettleStatus,
+    SubredditRules,
     Tier,
     User,
 )
@@ -1286,3 +1287,36 @@ async def test_unknown_ids_are_not_found(store, lookup):
 async def test_aclose_is_idempotent(store):
     await store.aclose()
     await store.aclose()
+
+
+# === arming and community rules (issue #4) ======================================================
+
+
+async def test_arm_post_keeps_the_earliest_arming(store, clock):
+    post = await schedule(store, await make_account(store), clock() + seconds(60))
+    assert post.armed_at is None
+    armed = await store.arm_post(post.id)
+    assert armed.armed_at == clock()
+    clock.advance(30)
+    again = await store.arm_post(post.id)
+    assert again.armed_at == armed.armed_at  # a later attempt must look back to the first one
+    assert (await store.get_post(post.id)).armed_at == armed.armed_at
+    with pytest.raises(NotFound):
+        await store.arm_post(UNKNOWN_ID)
+
+
+def subreddit_rules(clock, name="Pics", **fields) -> SubredditRules:
+    return SubredditRules(name=name.lower(), display_name=name, synced_at=clock(), **fields)
+
+
+async def test_subreddit_rules_are_saved_replaced_and_found_by_any_case(store, clock):
+    assert await store.get_subreddit_rules("pics") is None
+    first = subreddit_rules(clock, allows_self=False, flair_ids=["a", "b"], subscribers=10)
+    await store.save_subreddit_rules(first)
+    assert await store.get_subreddit_rules("PICS") == first
+    clock.advance(7 * 86400)
+    second = subreddit_rules(clock, flair_required=True)
+    await store.save_subreddit_rules(second)
+    await store.save_subreddit_rules(subreddit_rules(clock, name="Art"))
+    assert await store.get_subreddit_rules("pics") == second
+    assert [r.name for r in await store.list_subreddit_rules()] == ["art", "pics"]

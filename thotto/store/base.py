@@ -50,6 +50,7 @@ from thotto.messages import (
     Retry,
     SettleResult,
     SettleStatus,
+    SubredditRules,
     Tier,
     User,
     utcnow,
@@ -374,6 +375,27 @@ class Store(abc.ABC):
     async def record_publication(self, post_id: int, reddit_id: str, reddit_url: str) -> Post:
         """Record Reddit's id and URL for a published post. Idempotent for the same id;
         InvalidTransition if a different Reddit id is already recorded."""
+
+    @abc.abstractmethod
+    async def arm_post(self, post_id: int) -> Post:
+        """Record, durably, that an attempt to publish the post is about to call Reddit: sets
+        ``armed_at`` to now unless it is already set (the earliest arming is kept, so a later
+        reconciliation looks back far enough). Call it before every submission. NotFound."""
+
+    # --- community rules -------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def save_subreddit_rules(self, rules: SubredditRules) -> None:
+        """Store (or replace) what is known of a subreddit's rules, keyed by its lower-cased
+        name."""
+
+    @abc.abstractmethod
+    async def get_subreddit_rules(self, name: str) -> SubredditRules | None:
+        """The stored rules of a subreddit (name compared case-insensitively), or None."""
+
+    @abc.abstractmethod
+    async def list_subreddit_rules(self) -> list[SubredditRules]:
+        """Every stored subreddit's rules, by name (for the weekly community sync)."""
 
     # --- lifecycle -------------------------------------------------------------------------
 

@@ -84,6 +84,7 @@ from thotto.messages import (
     User,
     as_utc,
     utcnow,
+    SubredditRules,
     validated,
     validated_jobs,
 )
@@ -94,8 +95,8 @@ log = logging.getLogger("thotto.store.postgres")
 T = TypeVar("T")
 
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
-SCHEMA_VERSION = 1
-MIGRATIONS = {1: "postgres_001_initial.sql"}
+SCHEMA_VERSION = 2
+MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql"}
 SQL_DIR = Path(__file__).with_name("sql")
 #: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
@@ -360,7 +361,8 @@ _ACCOUNT_COLS = (
 )
 _POST_SELECT = """
 SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id,
-       p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at
+       p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at,
+       p.armed_at
 FROM posts p JOIN jobs j ON j.id = p.job_id
 """
 
@@ -440,6 +442,7 @@ def _post(r: Any) -> Post:
         recurrence=_recurrence_decoder.decode(r[10]) if r[10] is not None else None,
         created_at=r[11],
         updated_at=r[12],
+        armed_at=r[13],
     )
 
 
@@ -1679,6 +1682,38 @@ class PostgresStore(Store):
                 )
             row = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
         return _post(row)
+
+    async def arm_post(self, post_id: int) -> Post:
+        _check_ids([post_id], "post_id")
+        status = await self._run(
+            self._execute, "UPDATE posts SET armed_at = coalesce(armed_at, $2) WHERE id = $1",
+            post_id, self.now(),
+        )  # fmt: skip
+        if status == "UPDATE 0":
+            raise NotFound(f"Post {post_id} does not exist")
+        return await self.get_post(post_id)
+
+    # --- community rules ----------------------------------------------------------------
+
+    async def save_subreddit_rules(self, rules: SubredditRules) -> None:
+        rules = validated(rules)
+        await self._run(
+            self._execute,
+            "INSERT INTO subreddits (name, rules, synced_at) VALUES ($1, $2::jsonb, $3) "
+            "ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, synced_at = excluded.synced_at",
+            rules.name.lower(), msgspec.json.encode(rules).decode(), as_utc(rules.synced_at),
+        )  # fmt: skip
+
+    async def get_subreddit_rules(self, name: str) -> SubredditRules | None:
+        if not isinstance(name, str):
+            raise ValidationError("name must be a string", field="name")
+        text = await self._run(self._fetchval, "SELECT rules::text FROM subreddits WHERE name = $1",
+                               name.lower())
+        return None if text is None else msgspec.json.decode(text, type=SubredditRules)
+
+    async def list_subreddit_rules(self) -> list[SubredditRules]:
+        rows = await self._run(self._fetch, "SELECT rules::text FROM subreddits ORDER BY name")
+        return [msgspec.json.decode(row[0], type=SubredditRules) for row in rows]
 
 
 # --- cursors ---------------------------------------------------------------------------------------

@@ -81,6 +81,7 @@ from thotto.messages import (
     Retry,
     SettleResult,
     SettleStatus,
+    SubredditRules,
     Tier,
     User,
     Role,
@@ -97,7 +98,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
-MIGRATIONS = ("sqlite_0001_schema.sql",)
+MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -418,8 +419,8 @@ LINK_ACCOUNT = (
 
 POST_SELECT = (
     "SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id, "
-    "p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at "
-    "FROM posts p JOIN jobs j ON j.id = p.job_id"
+    "p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at, "
+    "p.armed_at FROM posts p JOIN jobs j ON j.id = p.job_id"
 )
 INSERT_POST = (
     "INSERT INTO posts (user_id, account_id, job_id, subreddit, title_key, content, "
@@ -434,6 +435,13 @@ SET_POST_CONTENT = "UPDATE posts SET content = ?, subreddit = ?, title_key = ? W
 SET_POST_SCHEDULE = "UPDATE posts SET scheduled_for = ? WHERE id = ?"
 SET_POST_UPDATED = "UPDATE posts SET updated_at = ? WHERE id = ?"
 SET_PUBLICATION = "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?"
+ARM_POST = "UPDATE posts SET armed_at = coalesce(armed_at, ?) WHERE id = ?"
+SAVE_RULES = (
+    "INSERT INTO subreddits (name, rules, synced_at) VALUES (?, ?, ?) "
+    "ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, synced_at = excluded.synced_at"
+)
+RULES_BY_NAME = "SELECT rules FROM subreddits WHERE name = ?"
+ALL_RULES = "SELECT rules FROM subreddits ORDER BY name"
 RECENT_POSTS = (
     f"{POST_SELECT} WHERE p.account_id = ? AND p.title_key = ? AND p.subreddit = ? "
     "AND (j.state IN ('pending', 'processing') OR (j.state = 'completed' AND j.finished_at >= ?)) "
@@ -468,6 +476,7 @@ _TIERS = {tier.value: tier for tier in Tier}
 _ROLES = {role.value: role for role in Role}
 _CONTENT = msgspec.json.Decoder(PostContent)
 _RECURRENCE = msgspec.json.Decoder(Recurrence)
+_RULES = msgspec.json.Decoder(SubredditRules)
 _ENCODE = msgspec.json.Encoder().encode
 
 
@@ -500,7 +509,7 @@ def _post(row: tuple, times: _Times) -> Post:
     recurrence = None if row[10] is None else _RECURRENCE.decode(row[10])
     return Post(
         row[0], row[1], row[2], _CONTENT.decode(row[3]), times[row[4]], status, row[6], row[7],
-        row[8], error, recurrence, times[row[11]], times[row[12]],
+        row[8], error, recurrence, times[row[11]], times[row[12]], times[row[13]],
     )
 
 
@@ -1494,6 +1503,32 @@ class SqliteStore(Store):
             return _select_post(conn, post_id, None)
 
         return await self._write(record)
+
+    async def arm_post(self, post_id: int) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        _, now_us = self._now_us()
+
+        def arm(conn: sqlite3.Connection) -> Post:
+            conn.execute(ARM_POST, (now_us, post_id))
+            return _select_post(conn, post_id, None)
+
+        return await self._write(arm)
+
+    # --- community rules --------------------------------------------------------------------------
+
+    async def save_subreddit_rules(self, rules: SubredditRules) -> None:
+        rules = _check_struct(rules, SubredditRules, "rules")
+        row = (rules.name.lower(), _ENCODE(rules), _us(rules.synced_at, "synced_at"))
+        await self._write(lambda conn: conn.execute(SAVE_RULES, row).fetchall())
+
+    async def get_subreddit_rules(self, name: str) -> SubredditRules | None:
+        name = _check(name, str, "name").lower()
+        row = await self._read(lambda conn: conn.execute(RULES_BY_NAME, (name,)).fetchone())
+        return None if row is None else _RULES.decode(row[0])
+
+    async def list_subreddit_rules(self) -> list[SubredditRules]:
+        rows = await self._read(lambda conn: conn.execute(ALL_RULES).fetchall())
+        return [_RULES.decode(row[0]) for row in rows]
 
 
 # --- functions of the connection: jobs ------------------------------------------------------------
