@@ -51,8 +51,10 @@ def reddit_failure_counts(error: BaseException) -> bool:
     return not isinstance(error, (PermanentJobError, DeferJob))
 
 
-REDDIT_BREAKER = BreakerConfig(counts=reddit_failure_counts, open_seconds=30.0,
-                               max_open_seconds=600.0, min_calls=5)
+# Three outage failures in a row trip it: no more than a post's default attempts, so the
+# failure that trips it (deferred, see Publisher) leaves every post with an attempt to spare.
+REDDIT_BREAKER = BreakerConfig(counts=reddit_failure_counts, consecutive_failures=3,
+                               open_seconds=30.0, max_open_seconds=600.0, min_calls=5)
 
 
 @dataclass

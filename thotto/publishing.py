@@ -23,8 +23,8 @@ from datetime import datetime, timedelta
 
 import trio
 
-from thotto.breaker import Breakers
-from thotto.errors import DeferJob, PermanentJobError, RedditAuthError
+from thotto.breaker import Breakers, BreakerState
+from thotto.errors import DeferJob, PermanentJobError, RedditAuthError, RedditRetryable
 from thotto.handlers import JobContext
 from thotto.messages import Account, Post, PostKind
 from thotto.reddit.client import RedditAccount, RedditClient
@@ -48,6 +48,7 @@ class Publisher:
         self.vault = vault
         self.breakers = breakers
         self.now = now
+        self.reconcile_settle_seconds = RECONCILE_SETTLE_SECONDS
         self._accounts: dict[int, RedditAccount] = {}  # keeps access tokens between posts
 
     async def handle(self, ctx: JobContext) -> None:
@@ -85,7 +86,7 @@ class Publisher:
             log.warning("post %d was already on Reddit as %s (an earlier attempt's outcome was "
                         "unknown); recorded it instead of posting again", post.id, found.id)
             return True
-        settled_at = post.armed_at + timedelta(seconds=RECONCILE_SETTLE_SECONDS)
+        settled_at = post.armed_at + timedelta(seconds=self.reconcile_settle_seconds)
         if self.now() < settled_at:
             raise DeferJob("checking whether an interrupted attempt reached Reddit", until=settled_at)
         return False
@@ -109,9 +110,18 @@ class Publisher:
         """Reddit's breakers: one for the OAuth app (Reddit down for everyone) and one per
         account. While either is open the job is deferred until it half-opens (BreakerOpen is
         a DeferJob), so an outage spends no attempts and kills no post."""
-        async with self.breakers[f"reddit.client.{self.client.config.client_id}"].guard():
-            async with self.breakers[f"reddit.account.{account.reddit_username}"].guard():
+        client = self.breakers[f"reddit.client.{self.client.config.client_id}"]
+        mine = self.breakers[f"reddit.account.{account.reddit_username}"]
+        try:
+            async with client.guard(), mine.guard():
                 yield
+        except RedditRetryable as error:
+            # The failure that trips a breaker is an outage, not this post's fault: defer it
+            # like the posts the open breaker will turn away, rather than spend its attempt.
+            tripped = [breaker for breaker in (client, mine) if breaker.state is not BreakerState.CLOSED]
+            if tripped:
+                raise tripped[0].open_error() from error
+            raise
 
     def forget(self, account_id: int) -> None:
         """Drop cached credentials and tokens of an account (after a re-link)."""
