@@ -30,7 +30,7 @@ from thotto.clock import Clock, SystemClock
 from thotto.config import Settings
 from thotto.cron import CatchUp, CronSchedule, plan_occurrence
 from thotto.community import fetch_rules
-from thotto.errors import ConfigError, DeferJob, ValidationError
+from thotto.errors import ConfigError, DeferJob, JobError, ValidationError
 from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
 from thotto.messages import (
     Account,
@@ -275,6 +275,31 @@ class Engine:
         """Check and store posts to publish at their ``scheduled_for`` (see PostScheduler)."""
         return await self.posts.schedule(posts)
 
+    async def sync_communities(self) -> int:
+        """Refresh the stored rules of every known subreddit through a working linked account;
+        returns how many were refreshed. A subreddit that fails to refresh keeps its old rules."""
+        account = await self._any_working_account()
+        if account is None:
+            log.info("community sync: no linked Reddit account to read rules with")
+            return 0
+        refreshed = 0
+        for known in await self.store.list_subreddit_rules():
+            try:
+                rules = await self._fetch_rules(account.id, known.display_name)
+            except JobError as error:
+                log.warning("community sync: r/%s not refreshed: %s", known.display_name, error)
+                continue
+            await self.store.save_subreddit_rules(rules)
+            refreshed += 1
+        return refreshed
+
+    async def _any_working_account(self) -> Account | None:
+        for user in await self.store.list_users():
+            for account in await self.store.list_accounts(user.id):
+                if not account.needs_relink:
+                    return account
+        return None
+
     async def _fetch_rules(self, account_id: int, subreddit: str) -> SubredditRules:
         assert self.publisher is not None
         account = await self.store.get_account(account_id)
@@ -362,8 +387,9 @@ async def open_engine(
 
 async def _add_builtin_crons(engine: Engine) -> None:
     """Retention (purge finished jobs and posts older than ``retention_days``, then database
-    upkeep) runs daily at 03:00 UTC. Analytics and community sync arrive with the Reddit client
-    (TODO #4, #5)."""
+    upkeep) runs daily at 03:00 UTC; with Reddit configured, the community sync runs weekly on
+    Monday 02:00 UTC. The hourly analytics update arrives with the API's engagement data
+    (TODO #5)."""
     settings = engine.settings
 
     async def retention() -> None:
@@ -373,3 +399,5 @@ async def _add_builtin_crons(engine: Engine) -> None:
         await engine.store.tidy()
 
     await engine.add_cron("retention", "0 3 * * *", retention)
+    if engine.publisher is not None:
+        await engine.add_cron("community-sync", "0 2 * * 1", engine.sync_communities)

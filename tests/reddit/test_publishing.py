@@ -155,3 +155,15 @@ async def test_scheduling_refuses_a_post_that_breaks_a_known_rule(sandbox, tmp_p
             await schedule(engine, user, account, subreddit="links_only")
         assert refused.value.field == "kind"
         assert (await engine.store.list_posts(user.id)).posts == []
+
+
+async def test_the_weekly_community_sync_refreshes_known_rules(sandbox, tmp_path):
+    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+        await schedule(engine, user, account, subreddit="test", seconds=3600)  # learns r/test
+        assert (await engine.store.get_subreddit_rules("test")).allows_self
+        await sandbox.control("POST", "/_sandbox/subreddits",
+                              json=[{"name": "test", "submission_type": "link"}])
+        assert await engine.sync_communities() == 1
+        assert not (await engine.store.get_subreddit_rules("test")).allows_self
+        status = await engine.cron_status("community-sync")
+    assert status.schedule == "0 2 * * 1" and status.next_run_at.weekday() == 0
