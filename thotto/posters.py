@@ -18,10 +18,12 @@ it still holds (shielded), so another process or a restart picks them up at once
 
 from __future__ import annotations
 
+import collections
 import heapq
 import itertools
 import logging
 import math
+import operator
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
@@ -47,6 +49,9 @@ log = logging.getLogger("thotto.posters")
 NO_HANDLER_DEFER_SECONDS = 30.0
 YIELD_EVERY_JOBS = 64  # a worker running only instant handlers still lets other tasks in
 SETTLE_RETRY_SECONDS = 1.0
+CLAIM_AT = 0.5  # claim again once the pool is down to this fraction of its target
+SETTLES_IN_FLIGHT = 2
+SETTLE_AHEAD = 256  # outcomes waiting that are worth a second settle while one is in flight
 RATE_WINDOW_SECONDS = 0.25
 
 
@@ -85,7 +90,8 @@ class PosterPool:
         self._outcomes: list[Outcome] = []
         self._work_ready = trio.lowlevel.ParkingLot()
         self._capacity_freed = trio.lowlevel.ParkingLot()
-        self._outcomes_ready = trio.Event()
+        self._settle_wanted = trio.Event()
+        self._settling = 0  # settles in flight
         self._holding = trio.Event()
         self._idle = trio.Event()
         self._accepting = False
@@ -93,6 +99,8 @@ class PosterPool:
         self._rate = 0.0
         self._window_start = 0.0
         self._window_done = 0
+        self._claim_below = self._claim_threshold()  # busy at or under this: claim more
+        self._ticker_woken = 0
         self.counts = {"completed": 0, "retried": 0, "dead": 0, "deferred": 0, "lease_lost": 0}
 
     # --- the ticker's side (direct calls) ---------------------------------------------------
@@ -116,18 +124,27 @@ class PosterPool:
         """Return once the pool is down to half its target (or idle workers wait), so claims
         come in worthwhile batches while the pool still has work in hand, not one job at a
         time as each finishes."""
-        while not self._accepting or self.busy > max(self.target() // 2, self.workers - 1):
+        while not self._accepting or self.busy > self._claim_below:
             await self._capacity_freed.park()
+
+    def _claim_threshold(self) -> int:
+        return max(int(self.target() * CLAIM_AT), self.workers - 1)
 
     def submit(self, jobs: Sequence[Job], claimed_at: datetime) -> list[Job]:
         """Accept jobs claimed at ``claimed_at`` (their leases are now the pool's). Returns the
         ones refused because the pool is stopping; the caller must release those."""
         if not self._accepting:
             return list(jobs)
-        for job in jobs:
-            self._held[job.id] = job
-            early = job.run_at > claimed_at  # claimed ahead: wait for its exact time
-            heapq.heappush(self._queue, (job.run_at, -job.priority, job.id, job, early))
+        if not jobs:
+            return []
+        self._held.update(zip(map(_ID, jobs), jobs))
+        entries = [(job.run_at, -job.priority, job.id, job, job.run_at > claimed_at) for job in jobs]
+        queue, had_work = self._queue, bool(self._queue)
+        if not had_work:  # a claim comes in claim order, which is heap order: a sorted list is a heap
+            entries.sort()
+        queue += entries
+        if had_work:
+            heapq.heapify(queue)  # O(n), in C
         self._work_ready.unpark(count=len(jobs))
         self._holding.set()
         return []
@@ -139,6 +156,7 @@ class PosterPool:
         gracefully as the module docstring says)."""
         self._accepting = True
         self._window_start = trio.current_time()
+        self._capacity_freed.unpark_all()  # a restarted pool: the ticker may be waiting
         try:
             async with trio.open_nursery() as nursery:
                 workers = trio.CancelScope()
@@ -208,39 +226,58 @@ class PosterPool:
             self._record_interruption(slot)
 
     async def _work_until_interrupted(self, slot: "_Slot") -> None:
+        # The path of every job, kept to local operations: with no-op handlers it runs ~250k
+        # times a second, and each attribute lookup or call shows (this loop, not the store, was
+        # the limit of a drain once claims and settles were batched).
+        queue, heappop, get_spec = self._queue, heapq.heappop, self.registry.get
+        trio_now = trio.lowlevel.current_clock().current_time  # what trio.current_time() reads
+        outcomes, wall_now, capacity_freed = self._outcomes, self.clock.now, self._capacity_freed
+        settle_now = (1, SETTLE_AHEAD)  # outcomes waiting that call for a settle (_settle_loop)
+        seen_wakes = self._ticker_woken
         for count in itertools.count(1):
-            while not self._queue:
+            while not queue:
                 await self._work_ready.park()
-            run_at, _, _, job, claimed_early = heapq.heappop(self._queue)
+            run_at, _, _, job, claimed_early = heappop(queue)
             if claimed_early:
                 await trio.sleep_until(self.clock.deadline(run_at))
-            spec = self.registry.get(job.kind)
-            self._start(slot, job, spec)
+            spec = get_spec(job.kind)
+            # started: the watchdog reads the slot
+            timeout = spec.timeout_seconds if spec is not None and spec.timeout_seconds else math.inf
+            slot.job, slot.deadline, slot.interruption = job, trio_now() + timeout, None
+            self._active += 1
+            if slot.deadline < self._watching_until:
+                self._watchdog_nudge.set()
             try:
-                outcome = await self._outcome_of(job, spec)
-            finally:
-                self._stop(slot)
+                if spec is None:
+                    outcome = self._no_handler(job)
+                else:
+                    try:
+                        await spec.handler(JobContext(job, wall_now))
+                    except Exception as error:
+                        outcome = self._failure(job, spec, error)
+                    else:
+                        outcome = Completed(job.id, job.attempt)
+            finally:  # stopped, also when cancelled
+                slot.job = None
+                self._active -= 1
+                if capacity_freed and len(queue) + self._active <= self._claim_below:
+                    capacity_freed.unpark_all()
+                    self._ticker_woken += 1  # every worker yields at its next job (below)
+                if not self._active and not self._accepting:
+                    self._idle.set()
             if slot.interruption is None:
-                self._record(outcome)
+                outcomes.append(outcome)
+                if len(outcomes) in settle_now:
+                    self._settle_wanted.set()
             elif slot.interruption == "timeout":  # it finished anyway, before noticing: keep that
                 slot.interruption = None
                 self._record(outcome)
-            if count % YIELD_EVERY_JOBS == 0:
+            if count % YIELD_EVERY_JOBS == 0 or seen_wakes != self._ticker_woken:
+                # Yield now and then, and at once when the ticker was just woken: it should
+                # claim while the pool still has work in hand, not after a full round of every
+                # worker's YIELD_EVERY_JOBS jobs.
+                seen_wakes = self._ticker_woken
                 await trio.sleep(0)
-
-    def _start(self, slot: "_Slot", job: Job, spec: HandlerSpec | None) -> None:
-        timeout = spec.timeout_seconds if spec and spec.timeout_seconds else math.inf
-        slot.job, slot.deadline, slot.interruption = job, trio.current_time() + timeout, None
-        self._active += 1
-        if slot.deadline < self._watching_until:
-            self._watchdog_nudge.set()
-
-    def _stop(self, slot: "_Slot") -> None:
-        slot.job = None
-        self._active -= 1
-        self._capacity_freed.unpark_all()
-        if not self._active and not self._accepting:
-            self._idle.set()
 
     def _record_interruption(self, slot: "_Slot") -> None:
         """A worker's scope was cancelled: record the timeout (a lost lease gets no outcome)."""
@@ -269,22 +306,22 @@ class PosterPool:
             with trio.move_on_at(earliest):
                 await self._watchdog_nudge.wait()
 
-    async def _outcome_of(self, job: Job, spec: HandlerSpec | None) -> Outcome:
-        if spec is None:
-            until = self.clock.now() + timedelta(seconds=NO_HANDLER_DEFER_SECONDS)
-            return Deferred(job.id, job.attempt, until, f"no handler for kind {job.kind!r} in this process")
-        try:
-            await spec.handler(JobContext(job, self.clock.now))
-        except DeferJob as defer:
-            return Deferred(job.id, job.attempt, defer.until, defer.reason)
-        except PermanentJobError as error:
+    def _no_handler(self, job: Job) -> Outcome:
+        until = self.clock.now() + timedelta(seconds=NO_HANDLER_DEFER_SECONDS)
+        return Deferred(job.id, job.attempt, until, f"no handler for kind {job.kind!r} in this process")
+
+    def _failure(self, job: Job, spec: HandlerSpec, error: Exception) -> Outcome:
+        """The outcome of a handler that raised ``error``."""
+        if isinstance(error, DeferJob):
+            return Deferred(job.id, job.attempt, error.until, error.reason)
+        if isinstance(error, PermanentJobError):
             return Dead(job.id, job.attempt, error.reason)
-        except RetryableJobError as error:
+        if isinstance(error, RetryableJobError):
             return self._retry(spec, job, error.reason, error.after_seconds)
-        except Exception as error:  # an unclassified failure is worth another try
-            log.warning("job %d attempt %d (%s) failed", job.id, job.attempt, job.kind, exc_info=True)
-            return self._retry(spec, job, f"{type(error).__name__}: {error}", None)
-        return Completed(job.id, job.attempt)
+        # an unclassified failure is worth another try
+        log.warning("job %d attempt %d (%s) failed", job.id, job.attempt, job.kind,
+                    exc_info=(type(error), error, error.__traceback__))
+        return self._retry(spec, job, f"{type(error).__name__}: {error}", None)
 
     def _retry(self, spec: HandlerSpec, job: Job, reason: str, after: float | None) -> Outcome:
         return Retry(job.id, job.attempt, spec.retry_at(job.attempt, self.clock.now(), after), reason[:4000])
@@ -293,38 +330,70 @@ class PosterPool:
 
     def _record(self, outcome: Outcome) -> None:
         self._outcomes.append(outcome)
-        self._outcomes_ready.set()
+        if len(self._outcomes) in (1, SETTLE_AHEAD):
+            self._settle_wanted.set()
 
     async def _settle_loop(self) -> None:
-        while True:
-            await self._outcomes_ready.wait()
-            await self._flush_outcomes()
+        """Write outcomes as they come: a settle whenever none is in flight, and a second one as
+        soon as SETTLE_AHEAD outcomes wait, so the store finds the next batch queued when it
+        finishes one (the SQLite writer sat idle a fifth of a drain waiting for it)."""
+        async with trio.open_nursery() as nursery:
+            while True:
+                await self._settle_wanted.wait()
+                self._settle_wanted = trio.Event()
+                while self._outcomes and (not self._settling or (
+                    self._settling < SETTLES_IN_FLIGHT and len(self._outcomes) >= SETTLE_AHEAD
+                )):
+                    self._settling += 1
+                    nursery.start_soon(self._settle_in_flight, self._take_outcomes())
+
+    async def _settle_in_flight(self, batch: list[Outcome]) -> None:
+        try:
+            await self._settle(batch)
+        finally:
+            self._settling -= 1
+            if self._outcomes:
+                self._settle_wanted.set()
+
+    def _take_outcomes(self) -> list[Outcome]:
+        batch = self._outcomes[:]
+        self._outcomes.clear()  # in place: workers hold on to this list
+        return batch
 
     async def _flush_outcomes(self) -> None:
-        """Write every recorded outcome in one settle; keep them and retry if the store fails
-        (settle is idempotent, so a retry after an unknown result is safe)."""
+        """Write every recorded outcome now (settles already in flight finish on their own)."""
         while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            self._outcomes_ready = trio.Event()
-            try:
-                with trio.CancelScope(shield=True):
-                    results = await self.store.settle(self.owner, batch)
-            except StoreError:
-                log.warning("settling %d outcomes failed; retrying", len(batch), exc_info=True)
-                self._outcomes = batch + self._outcomes
-                await trio.sleep(SETTLE_RETRY_SECONDS)
-                continue
-            self._account(batch, results)
+            await self._settle(self._take_outcomes())
+
+    async def _settle(self, batch: list[Outcome]) -> None:
+        """One settle; on a store failure, put the outcomes back and pause (settle is
+        idempotent, so retrying after an unknown result is safe)."""
+        try:
+            with trio.CancelScope(shield=True):
+                results = await self.store.settle(self.owner, batch)
+        except StoreError:
+            log.warning("settling %d outcomes failed; retrying", len(batch), exc_info=True)
+            self._outcomes[:0] = batch
+            await trio.sleep(SETTLE_RETRY_SECONDS)
+            return
+        self._account(batch, results)
 
     def _account(self, batch: list[Outcome], results) -> None:
-        for outcome, result in zip(batch, results):
-            self._held.pop(outcome.job_id, None)
-            if result.status is SettleStatus.LEASE_LOST:
-                self.counts["lease_lost"] += 1
-                log.warning("job %d attempt %d: lease lost before its outcome was stored",
-                            outcome.job_id, outcome.attempt)
-            else:
-                self.counts[_COUNTER[type(outcome)]] += 1
+        ids = list(map(_JOB_ID, batch))
+        if all(map(operator.is_, map(_STATUS, results), itertools.repeat(SettleStatus.OK))) and (
+            set(map(type, batch)) == {Completed}
+        ):
+            collections.deque(map(self._held.pop, ids, itertools.repeat(None)), 0)  # in C
+            self.counts["completed"] += len(batch)
+        else:
+            for outcome, result in zip(batch, results):
+                self._held.pop(outcome.job_id, None)
+                if result.status is SettleStatus.LEASE_LOST:
+                    self.counts["lease_lost"] += 1
+                    log.warning("job %d attempt %d: lease lost before its outcome was stored",
+                                outcome.job_id, outcome.attempt)
+                else:
+                    self.counts[_COUNTER[type(outcome)]] += 1
         self._update_rate(len(batch))
 
     def _update_rate(self, finished: int) -> None:
@@ -333,6 +402,9 @@ class PosterPool:
         if elapsed >= RATE_WINDOW_SECONDS:
             self._rate = self._window_done / elapsed
             self._window_start, self._window_done = trio.current_time(), 0
+            self._claim_below = self._claim_threshold()
+            if self._capacity_freed and self.busy <= self._claim_below:
+                self._capacity_freed.unpark_all()
 
     # --- leases ---------------------------------------------------------------------------
 
@@ -360,11 +432,14 @@ class PosterPool:
         for slot in self._slots:
             if slot.job is not None and slot.job.id == job_id:
                 self._interrupt(slot, "lease_lost")
-        self._queue = [entry for entry in self._queue if entry[2] != job_id]
+        self._queue[:] = [entry for entry in self._queue if entry[2] != job_id]
         heapq.heapify(self._queue)
 
 
 _COUNTER = {Completed: "completed", Retry: "retried", Dead: "dead", Deferred: "deferred"}
+_ID = operator.attrgetter("id")
+_JOB_ID = operator.attrgetter("job_id")
+_STATUS = operator.attrgetter("status")
 
 
 class _Slot:
