@@ -142,6 +142,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Each cached value's TTL is shortened by a random share below this, so values cached
     together do not all expire together."""
 
+    reddit_reconcile_settle_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0
+    """After an attempt whose outcome is unknown, how long Reddit's listing gets to show the post
+    before Thotto concludes it was not accepted and submits again."""
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/thotto.db``."""
         return self.database_url or str(Path(self.data_dir) / "thotto.db")

@@ -117,6 +117,7 @@ class Engine:
         if services.reddit is not None:
             self.publisher = Publisher(self.store, services.reddit, services.vault,
                                        services.breakers, self.clock.now)
+            self.publisher.reconcile_settle_seconds = self.settings.reddit_reconcile_settle_seconds
             self.registry.register(POST_JOB_KIND, self.publisher.handle,
                                    timeout_seconds=PUBLISH_TIMEOUT_SECONDS)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"

@@ -169,6 +169,9 @@ class Faults(msgspec.Struct, kw_only=True):
     too_many_requests: TooManyRequestsRule | None = None
     drop_after_accept: int = 0
     """Record the next N submissions durably, then drop the connection instead of replying."""
+    hold_after_accept: float = 0.0
+    """Seconds to wait between recording a submission and replying: a window in which a test can
+    kill the client after Reddit accepted the post and before the client learned of it."""
     expire_tokens: bool = False
     """Immediate: every access token expires now."""
     revoke_refresh_tokens: bool = False
@@ -570,6 +573,8 @@ class Sandbox:
         if problem is not None:
             return self._json(request, {"json": {"errors": [list(problem)]}})
         post = await self._accept(form, grant, self._base(request))
+        if self.faults.hold_after_accept > 0:
+            await trio.sleep(self.faults.hold_after_accept)
         if self.faults.drop_after_accept > 0:
             self.faults.drop_after_accept -= 1
             return _DroppedConnection()
