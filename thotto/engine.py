@@ -112,7 +112,7 @@ class Engine:
         self.settings = services.settings
         self.registry = registry or HandlerRegistry()
         self.posts = PostScheduler(self.store, self.clock.now,
-                                   self._fetch_rules if services.reddit else None)
+                                   self._fetch_rules if services.reddit else None, services.cache)
         self.publisher: Publisher | None = None
         if services.reddit is not None:
             self.publisher = Publisher(self.store, services.reddit, services.vault,
@@ -290,7 +290,7 @@ class Engine:
             except JobError as error:
                 log.warning("community sync: r/%s not refreshed: %s", known.display_name, error)
                 continue
-            await self.store.save_subreddit_rules(rules)
+            await self.posts.save_rules(rules)
             refreshed += 1
         return refreshed
 

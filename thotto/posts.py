@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
 
+from thotto.cache import Cache
 from thotto.community import rule_problems
 from thotto.errors import JobError, RuleViolation, ValidationError
 from thotto.messages import NewPost, Post, PostContent, PostKind, SubredditRules, as_utc, validated
@@ -26,13 +27,23 @@ log = logging.getLogger("thotto.posts")
 RulesFetcher = Callable[[int, str], Awaitable[SubredditRules]]
 
 
-class PostScheduler:
-    """Validates and stores scheduled posts. ``fetch_rules`` is None without Reddit access."""
+def rules_key(subreddit: str) -> str:
+    """The cache key of a subreddit's rules. Invalidation: every write of those rules (the
+    weekly sync, a first fetch) deletes it, in every process; otherwise it lives for the
+    ``community`` TTL class (6 h)."""
+    return f"rules:{subreddit.lower()}"
 
-    def __init__(self, store: Store, now: Callable[[], datetime], fetch_rules: RulesFetcher | None = None):
+
+class PostScheduler:
+    """Validates and stores scheduled posts. ``fetch_rules`` is None without Reddit access;
+    ``cache`` (optional) keeps subreddit rules in memory (and Redis) between schedulings."""
+
+    def __init__(self, store: Store, now: Callable[[], datetime], fetch_rules: RulesFetcher | None = None,
+                 cache: Cache | None = None):
         self.store = store
         self.now = now
         self.fetch_rules = fetch_rules
+        self.cache = cache
 
     async def schedule(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
         """Check every post, then store them all (or none, if one is refused)."""
@@ -52,7 +63,24 @@ class PostScheduler:
                 raise RuleViolation(rules.display_name, problems)
 
     async def rules_for(self, account_id: int, subreddit: str) -> SubredditRules | None:
-        """Stored rules, else fetched (and stored) when Reddit can be asked, else None."""
+        """Cached rules, else stored, else fetched (and stored) when Reddit can be asked, else
+        None. Unknown rules are not cached, so the next scheduling asks again."""
+        if self.cache is not None:
+            cached = await self.cache.get(rules_key(subreddit), type=SubredditRules)
+            if cached is not None:
+                return cached
+        rules = await self._stored_or_fetched(account_id, subreddit)
+        if rules is not None and self.cache is not None:
+            await self.cache.set(rules_key(subreddit), rules, ttl_class="community")
+        return rules
+
+    async def save_rules(self, rules: SubredditRules) -> None:
+        """Store rules and evict them from every process's cache."""
+        await self.store.save_subreddit_rules(rules)
+        if self.cache is not None:
+            await self.cache.delete(rules_key(rules.name))
+
+    async def _stored_or_fetched(self, account_id: int, subreddit: str) -> SubredditRules | None:
         rules = await self.store.get_subreddit_rules(subreddit)
         if rules is not None or self.fetch_rules is None:
             return rules
@@ -61,7 +89,7 @@ class PostScheduler:
         except JobError as error:  # Reddit unreachable or refusing us: it decides at publish time
             log.warning("could not read r/%s's rules (%s); scheduling without them", subreddit, error)
             return None
-        await self.store.save_subreddit_rules(rules)
+        await self.save_rules(rules)
         return rules
 
 

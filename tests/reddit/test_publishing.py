@@ -167,3 +167,17 @@ async def test_the_weekly_community_sync_refreshes_known_rules(sandbox, tmp_path
         assert not (await engine.store.get_subreddit_rules("test")).allows_self
         status = await engine.cron_status("community-sync")
     assert status.schedule == "0 2 * * 1" and status.next_run_at.weekday() == 0
+
+
+async def test_rules_are_served_from_the_cache_until_the_sync_rewrites_them(sandbox, tmp_path):
+    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+        await schedule(engine, user, account, subreddit="test", seconds=3600)
+        cache = engine.services.cache
+        loads = cache.stats().misses
+        await schedule(engine, user, account, subreddit="test", title="Second", seconds=3600)
+        assert cache.stats().misses == loads  # the second scheduling hit the cache
+        await sandbox.control("POST", "/_sandbox/subreddits", json=[{"name": "test", "submission_type": "link"}])
+        await engine.sync_communities()  # rewrites r/test's rules and evicts them
+        from thotto.errors import RuleViolation
+        with pytest.raises(RuleViolation):
+            await schedule(engine, user, account, subreddit="test", title="Third", seconds=3600)
