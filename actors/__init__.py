@@ -25,6 +25,7 @@ from actors.supervisor import (
     Supervisor,
     SupervisorEvent,
     open_supervisor,
+    unwrap_sole_exception,
 )
 
 __all__ = [
@@ -51,4 +52,5 @@ __all__ = [
     "Supervisor",
     "SupervisorEvent",
     "open_supervisor",
+    "unwrap_sole_exception",
 ]

@@ -160,7 +160,7 @@ def _describe(exit: _Exit) -> str:
 
 
 @contextmanager
-def _unwrap_sole_exception() -> Iterator[None]:
+def unwrap_sole_exception() -> Iterator[None]:
     """Re-raise a nursery's exception group as its one non-Cancelled exception, if it has one.
 
     So callers can write ``except RestartIntensityExceeded`` instead of ``except*``. Groups with
@@ -247,7 +247,7 @@ class Supervisor:
         """
         self._begin_run()
         try:
-            with _unwrap_sole_exception():
+            with unwrap_sole_exception():
                 async with trio.open_nursery() as watcher_nursery:
                     watcher_nursery.start_soon(self._stop_when_asked, ctx)
                     # Shielded: outside cancellation reaches only the watcher, which turns it into a
@@ -589,7 +589,7 @@ async def open_supervisor(specs: Iterable[ChildSpec], **options: Any) -> AsyncIt
     from the ``async with`` statement as a plain exception.
     """
     supervisor = Supervisor(specs, **options)
-    with _unwrap_sole_exception():
+    with unwrap_sole_exception():
         async with trio.open_nursery() as nursery:
             await nursery.start(supervisor.run)
             try:

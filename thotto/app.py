@@ -129,7 +129,14 @@ class EngineTree:
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["EngineTree"]:
-        """Start every child (each ready before the next); on exit stop them gracefully."""
+        """Start every child (each ready before the next); on exit stop them gracefully. An
+        error from the body comes out as itself, not wrapped in an exception group."""
+        with actors.unwrap_sole_exception():
+            async with self._supervising() as tree:
+                yield tree
+
+    @contextlib.asynccontextmanager
+    async def _supervising(self) -> AsyncIterator["EngineTree"]:
         async with trio.open_nursery() as nursery:
             await nursery.start(self._supervise)
             try:

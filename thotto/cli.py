@@ -7,6 +7,7 @@ exit, never a traceback.
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Sequence
 
@@ -14,6 +15,8 @@ import trio
 
 from thotto import __version__
 from thotto.config import Role, Settings, load_settings
+from thotto.messages import NewUser, Tier, validated
+from thotto.messages import Role as UserRole
 from thotto.errors import ThottoError
 
 EXIT_OK = 0
@@ -40,6 +43,24 @@ def build_parser() -> argparse.ArgumentParser:
     sandbox.add_argument("--token-lifetime", type=float, default=3600.0, help="access token lifetime, seconds")
     sandbox.add_argument("--rate-budget", type=int, default=1000, help="requests per app per 10 minutes")
 
+    user = commands.add_parser("user", help="manage users").add_subparsers(
+        dest="subcommand", required=True, metavar="SUBCOMMAND")
+    user_add = user.add_parser("add", help="create a user")
+    user_add.add_argument("name", help="1-64 letters, digits, '_', '.', ':' or '-'")
+    user_add.add_argument("--tier", choices=[tier.value for tier in Tier], default="free")
+    user_add.add_argument("--role", dest="user_role", choices=[role.value for role in UserRole],
+                          default="user")
+    _add_settings_options(user_add)
+
+    account = commands.add_parser("account", help="manage linked Reddit accounts").add_subparsers(
+        dest="subcommand", required=True, metavar="SUBCOMMAND")
+    link = account.add_parser("link", help="link a Reddit account with a script app's password grant")
+    link.add_argument("--user", required=True, help="the Thotto user who will post with it")
+    link.add_argument("--reddit-username", required=True)
+    link.add_argument("--password-stdin", action="store_true",
+                      help="read the Reddit password from standard input instead of prompting")
+    _add_settings_options(link)
+
     bench = commands.add_parser("bench", help="run benchmarks (python -m bench --help)", add_help=False)
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
@@ -65,13 +86,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from thotto import logs
 
         logs.configure(settings.log_level, json_lines=settings.log_format.value == "json")
-        return trio.run(COMMANDS[args.command], settings)
+        command = COMMANDS[(args.command, getattr(args, "subcommand", None))]
+        return trio.run(command, settings, args)
     except ThottoError as error:
         print(f"thotto: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
 
 
-async def serve(settings: Settings) -> int:
+async def serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run the engine until a signal: the first stops gracefully, a second stops now."""
     from thotto.engine import open_engine
 
@@ -86,7 +108,7 @@ async def serve(settings: Settings) -> int:
     return EXIT_OK
 
 
-async def migrate(settings: Settings) -> int:
+async def migrate(settings: Settings, args: argparse.Namespace) -> int:
     """Opening a store creates or upgrades its schema."""
     from thotto.store import open_store
 
@@ -126,4 +148,38 @@ def _ensure_data_dir(settings: Settings) -> None:
     os.makedirs(settings.data_dir, exist_ok=True)
 
 
-COMMANDS = {"serve": serve, "migrate": migrate}
+async def user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.store import open_store
+
+    _ensure_data_dir(settings)
+    new_user = validated(NewUser(name=args.name, tier=Tier(args.tier), role=UserRole(args.user_role)))
+    async with open_store(settings.resolved_database_url()) as store:
+        user = await store.create_user(new_user)
+    print(f"user {user.name} (id {user.id}, tier {user.tier.value}, role {user.role.value}) created")
+    return EXIT_OK
+
+
+async def account_link(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.engine import open_engine
+
+    password = sys.stdin.readline().rstrip("\n") if args.password_stdin else getpass.getpass(
+        f"Reddit password for u/{args.reddit_username}: ")
+    _ensure_data_dir(settings)
+    async with open_engine(settings, run_workers=False) as engine:
+        user = await engine.store.get_user_by_name(args.user)
+        account = await engine.link_account(user.id, args.reddit_username, password)
+    print(f"u/{account.reddit_username} linked to {user.name} (account id {account.id}); "
+          "its password is stored encrypted")
+    return EXIT_OK
+
+
+COMMANDS = {
+    ("serve", None): serve,
+    ("migrate", None): migrate,
+    ("user", "add"): user_add,
+    ("account", "link"): account_link,
+}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

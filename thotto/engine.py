@@ -244,8 +244,9 @@ class Engine:
 
     def _reddit(self) -> "RedditClient":
         if self.services.reddit is None:
-            raise ConfigError("Reddit is not configured: set reddit_client_id (THOTTO_REDDIT_CLIENT_ID)"
-                              " and reddit_client_secret, or reddit_url for a sandbox")
+            raise ConfigError("Reddit is not configured: set reddit_client_id (THOTTO_REDDIT_CLIENT_ID) "
+                              "and reddit_client_secret (THOTTO_REDDIT_CLIENT_SECRET), plus "
+                              "reddit_url (THOTTO_REDDIT_URL) to use a sandbox")
         return self.services.reddit
 
     async def link_account(self, user_id: int, username: str, password: str) -> Account:
