@@ -100,7 +100,7 @@ class PosterPool:
         self._window_start = 0.0
         self._window_done = 0
         self._claim_below = self._claim_threshold()  # busy at or under this: claim more
-        self._ticker_woken = 0
+        self._ticker_due = False  # the ticker was woken to claim and has not run yet
         self.counts = {"completed": 0, "retried": 0, "dead": 0, "deferred": 0, "lease_lost": 0}
 
     # --- the ticker's side (direct calls) ---------------------------------------------------
@@ -126,6 +126,7 @@ class PosterPool:
         time as each finishes."""
         while not self._accepting or self.busy > self._claim_below:
             await self._capacity_freed.park()
+        self._ticker_due = False
 
     def _claim_threshold(self) -> int:
         return max(int(self.target() * CLAIM_AT), self.workers - 1)
@@ -233,7 +234,6 @@ class PosterPool:
         trio_now = trio.lowlevel.current_clock().current_time  # what trio.current_time() reads
         outcomes, wall_now, capacity_freed = self._outcomes, self.clock.now, self._capacity_freed
         settle_now = (1, SETTLE_AHEAD)  # outcomes waiting that call for a settle (_settle_loop)
-        seen_wakes = self._ticker_woken
         for count in itertools.count(1):
             while not queue:
                 await self._work_ready.park()
@@ -262,7 +262,7 @@ class PosterPool:
                 self._active -= 1
                 if capacity_freed and len(queue) + self._active <= self._claim_below:
                     capacity_freed.unpark_all()
-                    self._ticker_woken += 1  # every worker yields at its next job (below)
+                    self._ticker_due = True  # workers yield after each job until it has run
                 if not self._active and not self._accepting:
                     self._idle.set()
             if slot.interruption is None:
@@ -272,11 +272,10 @@ class PosterPool:
             elif slot.interruption == "timeout":  # it finished anyway, before noticing: keep that
                 slot.interruption = None
                 self._record(outcome)
-            if count % YIELD_EVERY_JOBS == 0 or seen_wakes != self._ticker_woken:
-                # Yield now and then, and at once when the ticker was just woken: it should
-                # claim while the pool still has work in hand, not after a full round of every
-                # worker's YIELD_EVERY_JOBS jobs.
-                seen_wakes = self._ticker_woken
+            if count % YIELD_EVERY_JOBS == 0 or self._ticker_due:
+                # Yield now and then, and after every job while the ticker waits to run: it
+                # should claim while the pool still has work in hand, not after every worker ran
+                # a slice of YIELD_EVERY_JOBS jobs (Trio may run a batch in either order).
                 await trio.sleep(0)
 
     def _record_interruption(self, slot: "_Slot") -> None:

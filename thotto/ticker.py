@@ -67,7 +67,9 @@ class Ticker:
             self._woken = trio.Event()  # wake-ups from here on interrupt the next sleep
             try:
                 if await self._claim_due():
-                    await trio.sleep(0)
+                    # Straight back to waiting for capacity (a checkpoint only if the pool is
+                    # full): a sleep(0) here let every worker run a full slice of jobs before
+                    # the next claim went out, and the pool ran dry waiting for it.
                     continue
                 next_due = await self.store.next_due()
             except StoreError:

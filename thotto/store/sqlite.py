@@ -683,15 +683,19 @@ class _Request:
 
     ``task`` is cleared (on the Trio thread) when the caller is cancelled, so the reply is
     dropped. With ``wakes``, ``fn`` returns ``(result, run_at or None)`` and ``run_at`` feeds the
-    wake-ups once the transaction commits.
+    wake-ups once the transaction commits. An ``urgent`` request (a claim: workers may be
+    waiting for its jobs) runs and commits before the other requests of its round.
     """
 
-    __slots__ = ("fn", "task", "wakes", "reply", "wake")
+    __slots__ = ("fn", "task", "wakes", "urgent", "reply", "wake")
 
-    def __init__(self, fn: Callable[[sqlite3.Connection], Any], task: Any, wakes: bool):
+    def __init__(
+        self, fn: Callable[[sqlite3.Connection], Any], task: Any, wakes: bool, urgent: bool = False
+    ):
         self.fn = fn
         self.task = task
         self.wakes = wakes
+        self.urgent = urgent
         self.reply: outcome.Outcome | None = None
         self.wake: datetime | None = None
 
@@ -769,12 +773,14 @@ class _Worker:
         self.closed = False
         self._thread.start()
 
-    async def call(self, fn: Callable[[sqlite3.Connection], Any], wakes: bool = False) -> Any:
+    async def call(
+        self, fn: Callable[[sqlite3.Connection], Any], wakes: bool = False, urgent: bool = False
+    ) -> Any:
         """Run ``fn(conn)`` in the next round and return its result (or raise)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         if self.closed:
             raise StoreError("The SQLite store is closed")
-        request = _Request(fn, trio.lowlevel.current_task(), wakes)
+        request = _Request(fn, trio.lowlevel.current_task(), wakes, urgent)
         self._queue.put(request)
 
         def abort(_: Any) -> trio.lowlevel.Abort:
@@ -800,15 +806,28 @@ class _Worker:
             group = self._next_group()
             running = group[-1].fn is not _stop
             work = group if running else group[:-1]
-            try:
-                self._commit(work)
-            except BaseException as exc:  # a bug here must not kill the thread or strand callers
-                log.exception("%s failed a group of %d requests", self._thread.name, len(work))
-                self._fail(work, exc)
-                self._abandon_transaction()
-            if not running:
-                self._close(group[-1])
-            self._reply(group)
+            urgent = [request for request in work if request.urgent]
+            if urgent and len(urgent) < len(work):
+                # Claims first, committed and answered on their own: the workers start on the
+                # claimed jobs while this thread writes the rest (queued requests are concurrent
+                # calls, so any order of them is a valid one).
+                self._serve(urgent)
+                work = [request for request in work if not request.urgent]
+            self._serve(work, None if running else group[-1])
+
+    def _serve(self, work: list[_Request], stop: _Request | None = None) -> None:
+        """Run ``work`` in one transaction and answer its callers (and ``stop``'s, after
+        closing the connection)."""
+        try:
+            self._commit(work)
+        except BaseException as exc:  # a bug here must not kill the thread or strand callers
+            log.exception("%s failed a group of %d requests", self._thread.name, len(work))
+            self._fail(work, exc)
+            self._abandon_transaction()
+        if stop is not None:
+            self._close(stop)
+            work = [*work, stop]
+        self._reply(work)
 
     def _next_group(self) -> list[_Request]:
         """Every queued request, waiting for the first one."""
@@ -1118,8 +1137,10 @@ class SqliteStore(Store):
 
     # --- plumbing --------------------------------------------------------------------------------
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], Any], wakes: bool = False) -> Any:
-        return await self._writer.call(fn, wakes)
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], Any], wakes: bool = False, urgent: bool = False
+    ) -> Any:
+        return await self._writer.call(fn, wakes, urgent)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._reader.call(fn)
@@ -1203,7 +1224,7 @@ class SqliteStore(Store):
         queues = _numbered_queue_filter(names, 6)
         statements = CLAIM_ROWS.format(queues=queues), CLAIM.format(queues=queues)
         params = (owner, now_us + lease_us, now_us, due_us, limit, *(names or ()))
-        document = await self._write(lambda conn: _claim(conn, statements, params))
+        document = await self._write(lambda conn: _claim(conn, statements, params), urgent=True)
         return _claimed_jobs(document, owner, now_us + lease_us)
 
     async def heartbeat(
