@@ -231,6 +231,10 @@ WHERE queue = $1 AND dedupe_key = $2 AND state IN ('pending', 'processing')
 # cost ~3 µs a job of this process's CPU to decode into records and Jobs on the sidecar, against
 # ~1 µs for the arrays (zipped into Jobs on the Trio side, :func:`_claimed_jobs`). A JSON document
 # instead cost the server more than it saved here.
+_NEXT_DUE = (
+    "SELECT run_at FROM jobs WHERE state = 'pending' {queues} "
+    "ORDER BY run_at, priority DESC, id LIMIT 1"
+)
 _CLAIM = """
 WITH claimed AS (
     UPDATE jobs j
@@ -1243,13 +1247,13 @@ class PostgresStore(Store):
         return [QueueCount(r[0], _STATES[r[1]], r[2]) for r in records]
 
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+        # Written as the claim index's own order with LIMIT 1, so the plan is an index scan
+        # whatever the statistics said when asyncpg prepared it: a plan cached while the table
+        # was tiny (a seq scan) would otherwise read every pending row once it has grown.
         if queues is None:
-            return await self._run(
-                self._fetchval, "SELECT min(run_at) FROM jobs WHERE state = 'pending'"
-            )
+            return await self._run(self._fetchval, _NEXT_DUE.format(queues=""))
         return await self._run(
-            self._fetchval,
-            "SELECT min(run_at) FROM jobs WHERE state = 'pending' AND queue = ANY($1::text[])",
+            self._fetchval, _NEXT_DUE.format(queues="AND queue = ANY($1::text[])"),
             [str(q) for q in queues],
         )
 
