@@ -3,7 +3,8 @@
 The ticker hands claimed jobs to :meth:`PosterPool.submit` (a direct call: it only pushes onto a
 heap). Idle workers take the earliest job, sleep until its ``run_at`` if it was claimed a little
 ahead, and run its handler under the kind's timeout. Outcomes are collected and written with one
-``Store.settle`` per batch; leases of every held job are renewed together by one heartbeat task.
+``Store.settle`` per batch (a second batch goes out while one is in flight once ``SETTLE_AHEAD``
+outcomes wait); leases of every held job are renewed together by one heartbeat task.
 
 Capacity (backpressure): the pool accepts at most ``workers + prefetch`` unstarted-or-running
 jobs, where the prefetch follows the measured completion rate (what the pool finishes in

@@ -118,7 +118,6 @@ _JOB_COLS = (
     "id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, dedupe_key, "
     "owner, lease_until, created_at, finished_at, last_error"
 )
-_J_JOB_COLS = ", ".join(f"j.{col.strip()}" for col in _JOB_COLS.split(","))
 
 _UNNEST_JOBS = (
     "unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::timestamptz[], $6::int[], "
