@@ -6,7 +6,6 @@ from datetime import timedelta
 
 import trio
 
-from tests.engine.conftest import EPOCH
 from thotto.errors import DeferJob, PermanentJobError, RetryableJobError
 from thotto.handlers import RetryPolicy
 from thotto.messages import AttemptOutcome, JobState
