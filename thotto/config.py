@@ -146,6 +146,50 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """After an attempt whose outcome is unknown, how long Reddit's listing gets to show the post
     before Thotto concludes it was not accepted and submits again."""
 
+    api_host: str = "127.0.0.1"
+    """Address the HTTP API listens on (``0.0.0.0`` to accept other machines)."""
+
+    api_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    """Port of the HTTP API (0 picks a free one, printed at startup)."""
+
+    public_url: str | None = None
+    """How users reach this installation, e.g. ``https://thotto.example.com`` (links, OAuth
+    redirect); default: ``http://<api_host>:<api_port>``."""
+
+    api_max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100_000_000)] = 1_000_000
+    """Largest request body the API accepts (413 beyond it)."""
+
+    api_requests_per_minute: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 600.0
+    """Each user's sustained API request rate; beyond it and the burst, 429 with Retry-After."""
+
+    api_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 60
+    """Requests a user may make at once above the sustained rate."""
+
+    duplicate_window_hours: Annotated[float, msgspec.Meta(ge=0, le=8760)] = 24.0
+    """A post with the same account, subreddit and title as one pending, or published within
+    this many hours, is refused as a duplicate (409)."""
+
+    monitor_interval_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=86400)] = 30.0
+    """How often the queue monitor takes a snapshot of every queue."""
+
+    monitor_history: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 100
+    """Snapshots kept per queue."""
+
+    alert_waiting: Annotated[int, msgspec.Meta(ge=0)] = 1000
+    """Alert when more jobs than this wait (are due and unclaimed) in one queue."""
+
+    alert_failed_rate: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.10
+    """Alert when more than this share of a queue's finished attempts failed since the last snapshot."""
+
+    alert_stalled: Annotated[int, msgspec.Meta(ge=0)] = 10
+    """Alert when more leases than this expired since the last snapshot."""
+
+    alert_redis_latency_ms: Annotated[float, msgspec.Meta(ge=0)] = 100.0
+    """Alert when a Redis round trip takes longer than this."""
+
+    alert_webhook_url: str | None = None
+    """POST alerts, permanently failed posts and accounts needing re-linking here as JSON."""
+
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/thotto.db``."""
         return self.database_url or str(Path(self.data_dir) / "thotto.db")
