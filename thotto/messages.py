@@ -323,8 +323,10 @@ class Account(Base):
     created_at: datetime
 
 
-class Recurrence(Base, kw_only=True):
-    """Repeat a post: every ``interval`` days/weeks/months in ``timezone``, until or count."""
+class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
+    """Repeat a post: every ``interval`` days/weeks/months in ``timezone`` (IANA), at the same
+    local time, until ``until`` or for ``count`` occurrences in all (this one included). When an
+    occurrence publishes, the next is scheduled with ``count`` one less."""
 
     frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)$")]
     interval: Annotated[int, msgspec.Meta(ge=1, le=365)] = 1
@@ -412,6 +414,200 @@ class SubredditRules(Base, kw_only=True):
     domain_blacklist: list[str] = []
     subscribers: int | None = None
     synced_at: AwareDatetime
+
+
+# --- HTTP API bodies --------------------------------------------------------------------------
+# What the API reads and writes, in camelCase; unknown fields are refused. The OpenAPI document is
+# generated from these types (thotto/api/openapi.py), so they are the API's one definition.
+
+
+class ApiBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel", omit_defaults=False):
+    """Base of the HTTP API's request and response bodies."""
+
+
+class ScheduleRequest(ApiBody):
+    """Schedule a post, to one subreddit or (``subreddits``) to several, one post each."""
+
+    title: Title
+    scheduled_for: AwareDatetime
+    subreddit: Subreddit | None = None
+    subreddits: Annotated[list[Subreddit], msgspec.Meta(min_length=1, max_length=25)] | None = None
+    kind: PostKind = PostKind.SELF
+    text: Annotated[str, msgspec.Meta(max_length=40000)] | None = None
+    url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    image_path: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    nsfw: bool = False
+    spoiler: bool = False
+    flair_id: FlairId | None = None
+    flair_text: FlairText | None = None
+    account: RedditUsername | None = None
+    """The linked Reddit account to post with; may be left out when the user has only one."""
+    recurrence: Recurrence | None = None
+
+
+class BatchScheduleRequest(ApiBody):
+    """Up to 100 posts, accepted all together or not at all."""
+
+    posts: Annotated[list[ScheduleRequest], msgspec.Meta(min_length=1, max_length=100)]
+
+
+class PostChange(ApiBody):
+    """Edit or reschedule a scheduled post; fields left out stay as they are, ``null`` clears an
+    optional one."""
+
+    title: Title | msgspec.UnsetType = msgspec.UNSET
+    scheduled_for: AwareDatetime | msgspec.UnsetType = msgspec.UNSET
+    text: Annotated[str, msgspec.Meta(max_length=40000)] | None | msgspec.UnsetType = msgspec.UNSET
+    url: Annotated[str, msgspec.Meta(max_length=2000)] | None | msgspec.UnsetType = msgspec.UNSET
+    nsfw: bool | msgspec.UnsetType = msgspec.UNSET
+    spoiler: bool | msgspec.UnsetType = msgspec.UNSET
+    flair_id: FlairId | None | msgspec.UnsetType = msgspec.UNSET
+    flair_text: FlairText | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class PostView(ApiBody):
+    """A scheduled post as the API shows it."""
+
+    id: int
+    status: PostStatus
+    subreddit: str
+    title: str
+    kind: PostKind
+    scheduled_for: datetime
+    account_id: int
+    text: str | None = None
+    url: str | None = None
+    image_path: str | None = None
+    nsfw: bool = False
+    spoiler: bool = False
+    flair_id: str | None = None
+    flair_text: str | None = None
+    reddit_id: str | None = None
+    reddit_url: str | None = None
+    error: str | None = None
+    recurrence: Recurrence | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class AttemptView(ApiBody):
+    attempt: int
+    started_at: datetime
+    finished_at: datetime | None
+    outcome: AttemptOutcome
+    error: str | None = None
+
+
+class PostDetail(PostView):
+    """A post with its publishing history."""
+
+    attempts: list[AttemptView] = []
+    next_attempt_at: datetime | None = None
+
+
+class PostList(ApiBody):
+    posts: list[PostView]
+    next_cursor: str | None = None
+    """Pass back as ``cursor`` for the next page; null on the last page."""
+
+
+class ScheduledPosts(ApiBody):
+    posts: list[PostView]
+
+
+class OptimalTimesRequest(ApiBody):
+    subreddit: Subreddit
+
+
+class TimeSlot(ApiBody):
+    """An hour of the week to post in, ranked by expected engagement."""
+
+    weekday: Annotated[int, msgspec.Meta(ge=0, le=6)]
+    """0 is Monday (UTC)."""
+    hour: Annotated[int, msgspec.Meta(ge=0, le=23)]
+    """Hour of the day, UTC."""
+    score: float
+    """Expected engagement, relative: the best slot is 100."""
+    posts: int = 0
+    """Published posts behind this slot's score (0 for community data)."""
+
+
+class OptimalTimes(ApiBody):
+    subreddit: str
+    source: Annotated[str, msgspec.Meta(pattern=r"^(engagement|community)$")]
+    """``engagement``: our published posts' scores and comments; ``community``: general
+    activity of Reddit communities (too few posts of ours yet)."""
+    slots: list[TimeSlot]
+    computed_at: datetime
+
+
+class ErrorBody(ApiBody, omit_defaults=True):
+    """Every error the API returns."""
+
+    error: str
+    detail: str | None = None
+    field: str | None = None
+    required_tier: Tier | None = None
+    existing_post_id: int | None = None
+    errors: list["ItemError"] | None = None
+
+
+class ItemError(ApiBody, omit_defaults=True):
+    """What was wrong with one item of a batch."""
+
+    index: int
+    error: str
+    field: str | None = None
+
+
+class UserRequest(ApiBody):
+    name: Name
+    tier: Tier = Tier.FREE
+    role: Role = Role.USER
+
+
+class UserView(ApiBody):
+    id: int
+    name: str
+    tier: Tier
+    role: Role
+    created_at: datetime
+
+
+class TierChange(ApiBody):
+    tier: Tier
+
+
+class TokenRequest(ApiBody):
+    name: Name = "api"
+
+
+class TokenView(ApiBody):
+    id: int
+    name: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+
+class TokenCreated(TokenView):
+    """A new token: ``token`` is shown this once; only its hash is stored."""
+
+    token: str = ""
+
+
+class AccountView(ApiBody):
+    id: int
+    reddit_username: str
+    scopes: str
+    needs_relink: bool
+    created_at: datetime
+
+
+class LinkStart(ApiBody):
+    """Send the user to ``authorizeUrl``; Reddit returns them to the callback."""
+
+    authorize_url: str
+    state: str
 
 
 # --- actor messages -------------------------------------------------------------------------
