@@ -3,26 +3,23 @@
 * ``queue.enqueue.single|concurrent|batch``: enqueue through ``Engine`` (validation included).
 * ``queue.drain``: jobs/s from "N jobs due" to "N outcomes stored", 8 poster workers.
 * ``queue.lateness.p50|p99|max``: 200 jobs due at spread times 2–4 s ahead; start minus due time.
-* ``memory.rss_1m_future_jobs``: process RSS with 1M jobs scheduled in the future and the engine
-  running; ``queue.next_due.small|1m``: the cost of finding the next job with 10 and 1M pending
-  (it must not grow with the number pending).
+
+The memory figures (1M future jobs) are the ``memory`` suite (bench/memory.py).
 """
 
 from __future__ import annotations
 
 import contextlib
-import gc
 import random
-import resource
-import statistics
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import trio
 
-from bench.common import Result, Stopwatch
+from bench.common import Result, Stopwatch, latency_results, progress, report
 from bench.databases import fresh_postgres_database
 from thotto.clock import SystemClock
 from thotto.config import Settings
@@ -35,8 +32,8 @@ TARGETS = {
     "postgres:queue.drain": (">=", 40_000),
     "queue.lateness.p99": ("<=", 2.0),
     "queue.lateness.max": ("<=", 5.0),
-    "memory.rss_1m_future_jobs": ("<=", 150),
 }
+STORES = None  # the stores chosen with --store
 CALLERS = 50
 BATCH = 1_000
 WORKERS = 8
@@ -49,13 +46,13 @@ class Sizes:
     batch_total: int
     drain: int
     lateness_jobs: int
-    future_jobs: int
+    lateness_ahead: tuple[float, float]  # seconds: due times spread over this window
 
     @classmethod
     def pick(cls, quick: bool, jobs: int | None) -> "Sizes":
         if quick:
-            return cls(200, 1_000, 5_000, jobs or 5_000, 50, 20_000)
-        return cls(5_000, 50_000, 200_000, jobs or 200_000, 200, 1_000_000)
+            return cls(200, 1_000, 5_000, jobs or 5_000, 50, (0.5, 1.5))
+        return cls(5_000, 50_000, 200_000, jobs or 200_000, 200, (2.0, 4.0))
 
 
 @contextlib.asynccontextmanager
@@ -114,15 +111,23 @@ async def drain(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
             for start in range(0, sizes.drain, 10_000):
                 count = min(10_000, sizes.drain - start)
                 await engine.enqueue_many([engine.new_job("noop") for _ in range(count)])
+        progress(f"  queue.drain: {sizes.drain:,} due jobs")
+        completed_over_time: list[tuple[float, int]] = []  # (seconds, completed): the drain plot
         with Stopwatch() as watch:
             async with open_engine(settings, clock=SystemClock(), registry=registry) as engine:
-                while engine.tree.pool.counts["completed"] < sizes.drain:
+                while (done := engine.tree.pool.counts["completed"]) < sizes.drain:
+                    elapsed = time.perf_counter() - watch.started
+                    if not completed_over_time or elapsed - completed_over_time[-1][0] >= 0.01:
+                        completed_over_time.append((elapsed, done))
                     await trio.sleep(0.001)
-    return [_rate("queue.drain", kind, sizes.drain, watch, workers=WORKERS)]
+                completed_over_time.append((time.perf_counter() - watch.started, done))
+    result = _rate("queue.drain", kind, sizes.drain, watch, workers=WORKERS)
+    result.series["completed_over_time"] = completed_over_time
+    return [result]
 
 
 async def lateness(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
-    """Jobs due at random times 2–4 s ahead: how late does each start?"""
+    """Jobs due at random times a few seconds ahead: how late does each start?"""
     late_ms: list[float] = []
     async with bench_engine(kind, dsn) as engine:
         async def measure(ctx) -> None:
@@ -130,72 +135,22 @@ async def lateness(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
 
         engine.register_handler("measure", measure)
         start = utcnow()
-        dues = [start + timedelta(seconds=random.uniform(2, 4)) for _ in range(sizes.lateness_jobs)]
+        dues = [start + timedelta(seconds=random.uniform(*sizes.lateness_ahead)) for _ in range(sizes.lateness_jobs)]
         for due in dues:
             await engine.schedule("measure", due)
         while len(late_ms) < sizes.lateness_jobs:
             await trio.sleep(0.05)
-    late_ms.sort()
-    quantiles = statistics.quantiles(late_ms, n=100, method="inclusive")
-    params = {"jobs": sizes.lateness_jobs}
-    return [
-        Result("queue.lateness.p50", quantiles[49], "ms", kind, params),
-        Result("queue.lateness.p99", quantiles[98], "ms", kind, params),
-        Result("queue.lateness.max", late_ms[-1], "ms", kind, params),
-    ]
-
-
-async def memory(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
-    """RSS of a running engine with many future jobs pending, and the next-due lookup with few
-    and with many pending."""
-    async with bench_engine(kind, dsn) as engine:
-        await engine.enqueue_many([engine.new_job("noop", run_at=_far(i)) for i in range(10)])
-        small = await _time_next_due(engine)
-        for start in range(0, sizes.future_jobs, 10_000):
-            await engine.enqueue_many([engine.new_job("noop", run_at=_far(start + i)) for i in range(10_000)])
-        big = await _time_next_due(engine)
-        await trio.sleep(1)
-        gc.collect()
-        rss_mb = _current_rss_mb()
-    params = {"pending": sizes.future_jobs}
-    return [
-        Result("memory.rss_1m_future_jobs", rss_mb, "MB", kind, params),
-        Result("queue.next_due.small", small, "µs", kind, {"pending": 10}),
-        Result("queue.next_due.1m", big, "µs", kind, params),
-    ]
-
-
-def _far(i: int) -> datetime:
-    return utcnow() + timedelta(days=1, seconds=i)
-
-
-async def _time_next_due(engine: Engine, rounds: int = 200) -> float:
-    with Stopwatch() as watch:
-        for _ in range(rounds):
-            await engine.store.next_due()
-    return watch.seconds / rounds * 1e6
-
-
-def _current_rss_mb() -> float:
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return latency_results("queue.lateness", late_ms, kind, {"jobs": sizes.lateness_jobs})
 
 
 def _rate(name: str, kind: str, count: int, watch: Stopwatch, **params) -> Result:
-    rate = count / watch.seconds
-    print(f"  {name:<28} {kind:<8} {rate:>12,.0f} jobs/s", flush=True)
-    return Result(name, rate, "jobs/s", kind, {"jobs": count, **params})
+    return report(Result(name, count / watch.seconds, "jobs/s", kind, {"jobs": count, **params}))
 
 
 async def run(kind: str, quick: bool, postgres_dsn: str | None, jobs: int | None = None) -> list[Result]:
     sizes = Sizes.pick(quick, jobs)
     results = await enqueue_rates(kind, sizes, postgres_dsn)
     results += await drain(kind, sizes, postgres_dsn)
+    progress(f"  queue.lateness: {sizes.lateness_jobs} jobs due {sizes.lateness_ahead} s ahead")
     results += await lateness(kind, sizes, postgres_dsn)
-    results += await memory(kind, sizes, postgres_dsn)
-    for result in results[-6:]:
-        print(f"  {result.name:<28} {kind:<8} {result.value:>12,.2f} {result.unit}", flush=True)
     return results

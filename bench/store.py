@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import trio
 
-from bench.common import Result, Stopwatch
+from bench.common import Result, Stopwatch, progress, report
 from bench.databases import fresh_postgres_database
 from thotto.messages import Completed, NewJob
 from thotto.store import Store, open_store
@@ -26,6 +26,7 @@ TARGETS = {
     "postgres:store.enqueue.batch": (">=", 100_000),
     "postgres:store.claim_complete.batch": (">=", 30_000),
 }
+STORES = None  # the stores chosen with --store
 PAYLOAD = b'{"post_id": 1}'
 CALLERS = 50
 BATCH = 1_000
@@ -117,8 +118,8 @@ async def run(kind: str, quick: bool, postgres_dsn: str | None) -> list[Result]:
     ]
     results = []
     for name, workload, count, params in workloads:
+        progress(f"  {name}: {count:,} jobs")
         async with bench_store(kind, postgres_dsn) as store:
             rate = await workload(store, count)
-        print(f"  {name:<28} {kind:<8} {rate:>12,.0f} jobs/s", flush=True)
-        results.append(Result(name, rate, "jobs/s", store=kind, params={"jobs": count, **params}))
+        results.append(report(Result(name, rate, "jobs/s", store=kind, params={"jobs": count, **params})))
     return results
