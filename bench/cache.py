@@ -9,7 +9,9 @@ would need for 95%.
 Why: the cache sits in front of every analytics, community-rules and post-list read; its hit path
 must cost next to nothing, L2 must keep up with several processes' misses, and a stampede must
 not reach the database. The L2 figures run against a private redis-server this bench starts on a
-free port and stops afterwards. ``kind`` (the ``--store`` option) does not apply and is recorded.
+free port and stops afterwards. The ``--store`` option does not apply. For the plot, the Zipf
+workload also runs with LRU caches of other sizes (hit ratio against cache size, with the ideal
+cache's bound).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
-from bench.common import Result, Stopwatch, median_of
+from bench.common import Result, Stopwatch, median_of, progress, report
 from thotto.aio import open_sidecar
 from thotto.cache import Cache, CacheConfig
 
@@ -41,6 +43,8 @@ L2_TASKS = 50
 MULTIGET_BATCH = 1_000
 ZIPF_KEYS = 10_000
 ZIPF_CACHE = 2_000
+ZIPF_CACHE_SIZES = [250, 500, 1_000, 2_000, 4_000, 8_000]  # for the hit-ratio plot
+STORES = (None,)  # store-independent
 
 
 def _sizes(quick: bool) -> dict[str, int]:
@@ -49,42 +53,49 @@ def _sizes(quick: bool) -> dict[str, int]:
     return {"l1": 2_000_000, "l2": 50_000, "multiget": 500_000, "zipf": 500_000}
 
 
-async def run(kind: str, quick: bool, postgres_dsn: str | None) -> list[Result]:
+async def run(kind: str | None, quick: bool, postgres_dsn: str | None) -> list[Result]:
     sizes = _sizes(quick)
-    params = {"bench_store_option": kind}
+    progress("  cache: L1 reads, stampede, Zipf")
     results = [
-        Result("cache.l1.get", median_of([await l1_reads(sizes["l1"]) for _ in range(3)]), "ops/s",
-               params={"keys": ZIPF_CACHE, "call": "await cache.get(key)", **params}),
-        Result("cache.l1.peek", median_of([await l1_reads(sizes["l1"], sync=True) for _ in range(3)]), "ops/s",
-               params={"keys": ZIPF_CACHE, "call": "cache.peek(key) (sync)", **params}),
-        Result("cache.stampede.loads", await stampede(), "loads",
-               params={"concurrent_misses": 1000, "where": "one process", **params}),
+        report(Result("cache.l1.get", median_of([await l1_reads(sizes["l1"]) for _ in range(3)]), "ops/s",
+                      params={"keys": ZIPF_CACHE, "call": "await cache.get(key)"})),
+        report(Result("cache.l1.peek", median_of([await l1_reads(sizes["l1"], sync=True) for _ in range(3)]),
+                      "ops/s", params={"keys": ZIPF_CACHE, "call": "cache.peek(key) (sync)"})),
+        report(Result("cache.stampede.loads", await stampede(), "loads",
+                      params={"concurrent_misses": 1000, "where": "one process"})),
     ]
     reduction, bound = await zipf_reduction(sizes["zipf"])
-    results.append(Result("cache.zipf.db_reduction", reduction, "%",
-                          params={"keys": ZIPF_KEYS, "cache_entries": ZIPF_CACHE, "requests": sizes["zipf"],
-                                  "zipf_s": 1.0, "policy": "LRU",
-                                  "ideal_cache_pct": round(bound, 1),
-                                  "ideal_entries_for_95pct": entries_for(95.0), **params}))
+    zipf = Result("cache.zipf.db_reduction", reduction, "%",
+                  params={"keys": ZIPF_KEYS, "cache_entries": ZIPF_CACHE, "requests": sizes["zipf"],
+                          "zipf_s": 1.0, "policy": "LRU", "ideal_cache_pct": round(bound, 1),
+                          "ideal_entries_for_95pct": entries_for(95.0)})
+    zipf.series["hit_ratio_by_size"] = [(entries, (await zipf_reduction(sizes["zipf"] // 5, entries))[0],
+                                         zipf_upper_bound(ZIPF_KEYS, entries))
+                                        for entries in ZIPF_CACHE_SIZES]
+    results.append(report(zipf))
     if shutil.which("redis-server") is None:
-        print("  redis-server not found: L2 benches skipped")
+        progress("  redis-server not found: L2 benches skipped")
         return results
+    progress("  cache: L2 (a private redis-server)")
     with private_redis() as url:
         async with l2_caches(url) as (writer, reader, other):
             keys = [f"k{i}" for i in range(10_000)]
             value = {"user": 1, "hours": [9, 14, 20], "score": 0.75}
             await fill_l2(writer, keys, value)
-            results.append(Result("cache.l2.get", median_of([await l2_get(reader, keys, sizes["l2"], L2_TASKS)
-                                                              for _ in range(3)]), "ops/s",
-                                  params={"tasks": L2_TASKS, "l1_entries": 1, **params}))
-            results.append(Result("cache.l2.get.sequential",
-                                  median_of([await l2_get(reader, keys, sizes["l2"] // 5, 1) for _ in range(3)]),
-                                  "ops/s", params={"tasks": 1, "l1_entries": 1, **params}))
-            results.append(Result("cache.l2.multiget",
-                                  median_of([await l2_multiget(reader, keys, sizes["multiget"]) for _ in range(3)]),
-                                  "keys/s", params={"batch": MULTIGET_BATCH, **params}))
-            results.append(Result("cache.stampede.loads.two_caches", await stampede(reader, other, key="stampede"), "loads",
-                                  params={"concurrent_misses": 1000, "where": "two caches sharing Redis", **params}))
+            results.append(report(Result(
+                "cache.l2.get", median_of([await l2_get(reader, keys, sizes["l2"], L2_TASKS) for _ in range(3)]),
+                "ops/s", params={"tasks": L2_TASKS, "l1_entries": 1})))
+            results.append(report(Result(
+                "cache.l2.get.sequential", median_of([await l2_get(reader, keys, sizes["l2"] // 5, 1)
+                                                      for _ in range(3)]),
+                "ops/s", params={"tasks": 1, "l1_entries": 1})))
+            results.append(report(Result(
+                "cache.l2.multiget", median_of([await l2_multiget(reader, keys, sizes["multiget"])
+                                                for _ in range(3)]),
+                "keys/s", params={"batch": MULTIGET_BATCH})))
+            results.append(report(Result(
+                "cache.stampede.loads.two_caches", await stampede(reader, other, key="stampede"), "loads",
+                params={"concurrent_misses": 1000, "where": "two caches sharing Redis"})))
     return results
 
 
@@ -161,12 +172,13 @@ def entries_for(percent: float, keys: int = ZIPF_KEYS, s: float = 1.0) -> int:
     return keys
 
 
-async def zipf_reduction(requests: int) -> tuple[float, float]:
-    """Database queries saved (%) against one query per request, and the ideal cache's bound."""
+async def zipf_reduction(requests: int, entries: int = ZIPF_CACHE) -> tuple[float, float]:
+    """Database queries saved (%) against one query per request by an LRU cache of ``entries``,
+    and the ideal cache's bound."""
     rng = random.Random(7)
     cumulative = list(itertools.accumulate(1 / rank for rank in range(1, ZIPF_KEYS + 1)))
     wanted = rng.choices(range(ZIPF_KEYS), cum_weights=cumulative, k=requests)
-    cache = Cache(CacheConfig(max_entries=ZIPF_CACHE, max_bytes=None, jitter=0.0))
+    cache = Cache(CacheConfig(max_entries=entries, max_bytes=None, jitter=0.0))
     queries = 0
 
     async def query() -> int:
@@ -176,7 +188,7 @@ async def zipf_reduction(requests: int) -> tuple[float, float]:
 
     for key in wanted:
         await cache.get_or_load(f"row:{key}", query, ttl=86400)
-    return 100 * (1 - queries / requests), zipf_upper_bound(ZIPF_KEYS, ZIPF_CACHE)
+    return 100 * (1 - queries / requests), zipf_upper_bound(ZIPF_KEYS, entries)
 
 
 # --- L2 ------------------------------------------------------------------------------------------
