@@ -416,6 +416,30 @@ class SubredditRules(Base, kw_only=True):
     synced_at: AwareDatetime
 
 
+class EngagementReading(Base, kw_only=True):
+    """A published post's engagement as read from Reddit at ``read_at`` (Store.record_engagement)."""
+
+    post_id: RowId
+    score: Annotated[int, msgspec.Meta(ge=-(2**31), le=2**31 - 1)]
+    """Reddit's score (upvotes minus downvotes, fuzzed); may be negative."""
+    comments: Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+    read_at: AwareDatetime
+
+
+class PostEngagement(Base, kw_only=True):
+    """A published post with its latest engagement reading (Store.subreddit_engagement)."""
+
+    post_id: int
+    account_id: int
+    subreddit: str
+    scheduled_for: datetime
+    published_at: datetime
+    """When its publishing job completed."""
+    score: int
+    comments: int
+    read_at: datetime
+
+
 # --- HTTP API bodies --------------------------------------------------------------------------
 # What the API reads and writes, in camelCase; unknown fields are refused. The OpenAPI document is
 # generated from these types (thotto/api/openapi.py), so they are the API's one definition.
@@ -649,6 +673,8 @@ AnyMessage = Union[
     Post,
     PostPage,
     SubredditRules,
+    EngagementReading,
+    PostEngagement,
     Wake,
     Shutdown,
 ]

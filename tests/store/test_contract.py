@@ -33,6 +33,7 @@ from thotto.messages import (
     Completed,
     Dead,
     Deferred,
+    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     Job,
@@ -44,6 +45,7 @@ from thotto.messages import (
     Outcome,
     Post,
     PostContent,
+    PostEngagement,
     PostStatus,
     QueueCount,
     Released,
@@ -1320,3 +1322,138 @@ async def test_subreddit_rules_are_saved_replaced_and_found_by_any_case(store, c
     await store.save_subreddit_rules(subreddit_rules(clock, name="Art"))
     assert await store.get_subreddit_rules("pics") == second
     assert [r.name for r in await store.list_subreddit_rules()] == ["art", "pics"]
+
+
+# === recurring posts and engagement ==============================================================
+
+
+async def test_create_follow_up_creates_the_next_occurrence_once(store, clock):
+    account = await make_account(store)
+    first = await publish(store, await schedule(store, account, clock()), "t3_one")
+    nxt = new_post(account, clock() + seconds(86400))
+    follow_up, created = await store.create_follow_up(first.id, nxt, max_attempts=5)
+    assert created and follow_up.status is PostStatus.SCHEDULED
+    assert (follow_up.scheduled_for, follow_up.content) == (nxt.scheduled_for, nxt.content)
+    job = await store.get_job(follow_up.job_id)
+    assert (job.run_at, job.max_attempts, json.loads(job.payload)) == (
+        nxt.scheduled_for, 5, {"post_id": follow_up.id},
+    )
+    # A repeat (a crash after the first call, another process) finds it, even at another time.
+    later = msgspec.structs.replace(nxt, scheduled_for=clock() + seconds(90000))
+    again, created_again = await store.create_follow_up(first.id, later)
+    assert (again, created_again) == (follow_up, False)
+    assert len((await store.list_posts(account.user_id)).posts) == 2
+
+
+async def test_create_follow_up_still_finds_a_cancelled_follow_up(store, clock):
+    account = await make_account(store)
+    first = await publish(store, await schedule(store, account, clock()))
+    follow_up, _ = await store.create_follow_up(first.id, new_post(account, clock() + seconds(60)))
+    await store.cancel_post(follow_up.id, account.user_id)
+    again, created = await store.create_follow_up(first.id, new_post(account, clock() + seconds(60)))
+    assert not created and again.id == follow_up.id and again.status is PostStatus.CANCELLED
+
+
+async def race_follow_ups(stores: list[Store], clock) -> None:
+    """Create the follow-up of one post from every store at once: one post is created."""
+    account = await make_account(stores[0])
+    first = await publish(stores[0], await schedule(stores[0], account, clock()))
+    results = []
+
+    async def create(store: Store) -> None:
+        results.append(await store.create_follow_up(first.id, new_post(account, clock())))
+
+    async with trio.open_nursery() as nursery:
+        for store in stores:
+            nursery.start_soon(create, store)
+    assert len({post.id for post, _ in results}) == 1
+    assert sorted(created for _, created in results) == [False] * (len(stores) - 1) + [True]
+    assert len((await stores[0].list_posts(account.user_id)).posts) == 2
+
+
+async def test_concurrent_create_follow_up_makes_one_post(store, clock):
+    await race_follow_ups([store] * 4, clock)
+
+
+@pytest.mark.parametrize(
+    "store_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
+async def test_two_postgres_stores_racing_create_one_follow_up(store, store_factory, clock):
+    async with store_factory() as other:
+        await race_follow_ups([store, other, store, other], clock)
+
+
+async def test_create_follow_up_of_an_unknown_post_or_foreign_account_is_not_found(store, clock):
+    alice = await make_account(store)
+    bob = await make_account(store, user="bob", reddit="bob_r")
+    first = await schedule(store, alice, clock())
+    with pytest.raises(NotFound):
+        await store.create_follow_up(UNKNOWN_ID, new_post(alice, clock()))
+    not_bobs = msgspec.structs.replace(new_post(alice, clock()), user_id=bob.user_id)
+    with pytest.raises(NotFound):
+        await store.create_follow_up(first.id, not_bobs)
+    assert len((await store.list_posts(alice.user_id)).posts) == 1
+
+
+def reading(post: Post, score: int, comments: int, at: datetime) -> EngagementReading:
+    return EngagementReading(post_id=post.id, score=score, comments=comments, read_at=at)
+
+
+async def test_engagement_is_recorded_and_read_per_subreddit(store, clock):
+    account = await make_account(store)
+    published_at = clock()
+    pics = await publish(store, await schedule(store, account, clock(), subreddit="Pics"), "t3_a")
+    other = await publish(store, await schedule(store, account, clock(), subreddit="art"), "t3_b")
+    unpublished = await schedule(store, account, clock() + seconds(60), subreddit="pics")
+    clock.advance(3600)
+    changed = await store.record_engagement([
+        reading(pics, 42, 7, clock()), reading(other, 3, 0, clock()),
+        reading(unpublished, 9, 9, clock()),  # no Reddit id: ignored
+        EngagementReading(post_id=UNKNOWN_ID, score=1, comments=0, read_at=clock()),  # purged
+    ])
+    assert changed == 2
+    assert await store.subreddit_engagement("PICS") == [PostEngagement(
+        post_id=pics.id, account_id=account.id, subreddit="Pics", scheduled_for=pics.scheduled_for,
+        published_at=published_at, score=42, comments=7, read_at=clock(),
+    )]
+    assert await store.subreddit_engagement("pics", since=published_at + seconds(1)) == []
+
+
+async def test_the_latest_engagement_reading_wins(store, clock):
+    post = await publish(store, await schedule(store, await make_account(store), clock()))
+    early, late = clock() + seconds(10), clock() + seconds(20)
+    assert await store.record_engagement([reading(post, 5, 1, late), reading(post, 1, 0, early)]) == 1
+    assert await store.record_engagement([reading(post, 2, 0, early)]) == 0  # older: ignored
+    assert await store.record_engagement([reading(post, 5, 1, late)]) == 1  # idempotent
+    (seen,) = await store.subreddit_engagement("thotto_test")
+    assert (seen.score, seen.comments, seen.read_at) == (5, 1, late)
+
+
+async def test_posts_to_refresh_lists_recent_published_posts_never_or_long_unread(store, clock):
+    account = await make_account(store)
+    old = await publish(store, await schedule(store, account, clock(), title="old"), "t3_old")
+    clock.advance(10 * 86400)
+    since = clock()
+    fresh = await publish(store, await schedule(store, account, clock(), title="a"), "t3_a")
+    read = await publish(store, await schedule(store, account, clock(), title="b"), "t3_b")
+    stale = await publish(store, await schedule(store, account, clock(), title="c"), "t3_c")
+    await schedule(store, account, clock() + seconds(60), title="pending")
+    await fail_post(store, await schedule(store, account, clock(), title="failed"))
+    await store.record_engagement([reading(stale, 1, 0, clock()), reading(old, 1, 0, clock())])
+    clock.advance(3600)
+    await store.record_engagement([reading(read, 1, 0, clock())])
+    found = await store.posts_to_refresh(since, clock() - seconds(60))
+    assert [p.id for p in found] == [fresh.id, stale.id]  # never read first, then oldest reading
+    assert [p.id for p in await store.posts_to_refresh(since, clock(), limit=1)] == [fresh.id]
+    assert old.id not in [p.id for p in await store.posts_to_refresh(since, clock() + seconds(1))]
+    with pytest.raises(ValidationError):
+        await store.posts_to_refresh(since, clock(), limit=0)
+
+
+async def test_engagement_readings_are_validated(store, clock):
+    post = await publish(store, await schedule(store, await make_account(store), clock()))
+    with pytest.raises(ValidationError):
+        await store.record_engagement([reading(post, 1, -1, clock())])
+    with pytest.raises(ValidationError):
+        await store.record_engagement([reading(post, 1, 0, NAIVE)])
+    assert await store.subreddit_engagement("thotto_test") == []

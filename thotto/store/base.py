@@ -33,6 +33,7 @@ from thotto.messages import (
     Completed,
     Dead,
     Deferred,
+    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     Job,
@@ -43,6 +44,7 @@ from thotto.messages import (
     Outcome,
     Post,
     PostContent,
+    PostEngagement,
     PostPage,
     PostStatus,
     QueueCount,
@@ -381,6 +383,46 @@ class Store(abc.ABC):
         """Record, durably, that an attempt to publish the post is about to call Reddit: sets
         ``armed_at`` to now unless it is already set (the earliest arming is kept, so a later
         reconciliation looks back far enough). Call it before every submission. NotFound."""
+
+    # --- recurring posts and engagement -----------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_follow_up(
+        self, previous_post_id: int, post: NewPost, *, max_attempts: int = 3
+    ) -> tuple[Post, bool]:
+        """Create ``post`` (with its publishing job, as :meth:`create_posts` does) as the next
+        occurrence of the recurring post ``previous_post_id``, exactly once: a post has at most
+        one follow-up, whatever repeats or races the call (the database enforces it), so a
+        repeated call creates nothing and returns the existing follow-up, even if it has since
+        been published or cancelled. Returns the follow-up and whether this call created it.
+        NotFound if the previous post does not exist or the account is not the post's user's."""
+
+    @abc.abstractmethod
+    async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:
+        """Store the latest score and comment count of published posts, in one transaction.
+
+        A reading replaces the post's stored one unless that was read later (readings from
+        several processes may arrive out of order: the latest read wins); with several readings
+        of one post in the batch, the latest counts. Readings of posts that are unknown (purged
+        meanwhile) or have no Reddit id are ignored. Returns how many posts changed. Idempotent.
+        """
+
+    @abc.abstractmethod
+    async def posts_to_refresh(
+        self, published_since: datetime, read_before: datetime, *, limit: int = 1000
+    ) -> list[Post]:
+        """Published posts (job completed, Reddit id recorded) whose job completed at or after
+        ``published_since`` and whose engagement was never read or last read before
+        ``read_before``: never-read ones first, then the longest unread, then by id; at most
+        ``limit`` (1-10,000, else ValidationError)."""
+
+    @abc.abstractmethod
+    async def subreddit_engagement(
+        self, subreddit: str, *, since: datetime | None = None
+    ) -> list[PostEngagement]:
+        """The published posts to ``subreddit`` (case-insensitive) that have an engagement
+        reading, with their latest one, published (job completed) at or after ``since`` when
+        given; ordered by publication time, then post id."""
 
     # --- community rules -------------------------------------------------------------------
 

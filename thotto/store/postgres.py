@@ -61,6 +61,7 @@ from thotto.messages import (
     Completed,
     Dead,
     Deferred,
+    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     Job,
@@ -72,6 +73,7 @@ from thotto.messages import (
     Outcome,
     Post,
     PostContent,
+    PostEngagement,
     PostPage,
     PostStatus,
     QueueCount,
@@ -97,8 +99,9 @@ log = logging.getLogger("thotto.store.postgres")
 T = TypeVar("T")
 
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
-SCHEMA_VERSION = 2
-MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql"}
+SCHEMA_VERSION = 3
+MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
+              3: "postgres_003_engagement_recurrence.sql"}
 SQL_DIR = Path(__file__).with_name("sql")
 #: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
@@ -1741,6 +1744,117 @@ class PostgresStore(Store):
         if status == "UPDATE 0":
             raise NotFound(f"Post {post_id} does not exist")
         return await self.get_post(post_id)
+
+    # --- recurring posts and engagement ---------------------------------------------------
+
+    async def create_follow_up(
+        self, previous_post_id: int, post: NewPost, *, max_attempts: int = 3
+    ) -> tuple[Post, bool]:
+        _check_ids([previous_post_id], "previous_post_id")
+        if not isinstance(post, NewPost):
+            raise ValidationError(f"post must be a NewPost, got {type(post).__name__}", field="post")
+        post = validated(post)
+        if type(max_attempts) is not int or not 1 <= max_attempts <= 1000:
+            raise ValidationError("max_attempts must be an integer from 1 to 1000",
+                                  field="max_attempts")  # fmt: skip
+        return await self._run(self._create_follow_up_in_loop, previous_post_id, post,
+                               max_attempts, self.now())  # fmt: skip
+
+    async def _create_follow_up_in_loop(
+        self, previous_post_id: int, post: NewPost, max_attempts: int, now: datetime
+    ) -> tuple[Post, bool]:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            # Locking the previous post queues concurrent calls here; each statement after the
+            # lock sees what the winner committed. The unique index is the last word besides.
+            if await conn.fetchval("SELECT id FROM posts WHERE id = $1 FOR UPDATE",
+                                   previous_post_id) is None:  # fmt: skip
+                raise NotFound(f"Post {previous_post_id} does not exist")
+            found = await conn.fetchrow(f"{_POST_SELECT} WHERE p.follows_post_id = $1",
+                                        previous_post_id)  # fmt: skip
+            if found is not None:
+                return _post(found), False
+            owner = await conn.fetchval("SELECT user_id FROM accounts WHERE id = $1",
+                                        post.account_id)  # fmt: skip
+            if owner != post.user_id:
+                raise NotFound(f"Account {post.account_id} does not exist or does not belong "
+                               f"to user {post.user_id}")  # fmt: skip
+            post_id = await conn.fetchval("SELECT nextval('posts_id_seq'::regclass)")
+            when = as_utc(post.scheduled_for)
+            row = (POST_QUEUE, POST_JOB_KIND, msgspec.json.encode({"post_id": post_id}), 0, when,
+                   max_attempts, None, now)  # fmt: skip
+            (job,) = await self._insert_jobs(_JobColumns.of_rows([row]), conn)
+            await conn.execute(
+                """INSERT INTO posts (id, user_id, account_id, job_id, scheduled_for, created_at,
+                                      updated_at, subreddit, title, content, recurrence,
+                                      follows_post_id)
+                   VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9::jsonb, $10::jsonb, $11)""",
+                post_id, post.user_id, post.account_id, job.job_id, when, now,
+                post.content.subreddit, post.content.title, _json(post.content),
+                None if post.recurrence is None else _json(post.recurrence), previous_post_id,
+            )  # fmt: skip
+            created = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
+        return _post(created), True
+
+    async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:
+        latest: dict[int, EngagementReading] = {}
+        for reading in readings:
+            if not isinstance(reading, EngagementReading):
+                raise ValidationError("readings must be EngagementReading records",
+                                      field="readings")  # fmt: skip
+            reading = validated(reading)
+            kept = latest.get(reading.post_id)
+            if kept is None or kept.read_at <= reading.read_at:
+                latest[reading.post_id] = reading
+        if not latest:
+            await trio.lowlevel.checkpoint()
+            return 0
+        chosen = list(latest.values())
+        status = await self._run(
+            self._execute,
+            """UPDATE posts p SET score = r.score, comments = r.comments, engagement_at = r.at
+               FROM unnest($1::bigint[], $2::integer[], $3::integer[], $4::timestamptz[])
+                    AS r(id, score, comments, at)
+               WHERE p.id = r.id AND p.reddit_id IS NOT NULL
+                 AND (p.engagement_at IS NULL OR p.engagement_at <= r.at)""",
+            [r.post_id for r in chosen], [r.score for r in chosen], [r.comments for r in chosen],
+            [as_utc(r.read_at) for r in chosen],
+        )  # fmt: skip
+        return int(status.split()[-1])
+
+    async def posts_to_refresh(
+        self, published_since: datetime, read_before: datetime, *, limit: int = 1000
+    ) -> list[Post]:
+        if type(limit) is not int or not 1 <= limit <= 10_000:
+            raise ValidationError(f"limit must be from 1 to 10000, got {limit!r}", field="limit")
+        records = await self._run(
+            self._fetch,
+            f"""{_POST_SELECT}
+                WHERE j.state = 'completed' AND j.finished_at >= $1 AND p.reddit_id IS NOT NULL
+                  AND (p.engagement_at IS NULL OR p.engagement_at < $2)
+                ORDER BY p.engagement_at NULLS FIRST, p.id LIMIT $3""",
+            as_utc(published_since), as_utc(read_before), limit,
+        )  # fmt: skip
+        return [_post(r) for r in records]
+
+    async def subreddit_engagement(
+        self, subreddit: str, *, since: datetime | None = None
+    ) -> list[PostEngagement]:
+        if not isinstance(subreddit, str):
+            raise ValidationError("subreddit must be a string", field="subreddit")
+        records = await self._run(
+            self._fetch,
+            """SELECT p.id, p.account_id, p.subreddit, p.scheduled_for, j.finished_at, p.score,
+                      p.comments, p.engagement_at
+               FROM posts p JOIN jobs j ON j.id = p.job_id
+               WHERE lower(p.subreddit) = lower($1) AND p.engagement_at IS NOT NULL
+                 AND j.state = 'completed' AND j.finished_at >= $2
+               ORDER BY j.finished_at, p.id""",
+            subreddit, EPOCH if since is None else as_utc(since),
+        )  # fmt: skip
+        return [PostEngagement(post_id=r[0], account_id=r[1], subreddit=r[2], scheduled_for=r[3],
+                               published_at=r[4], score=r[5], comments=r[6], read_at=r[7])
+                for r in records]  # fmt: skip
 
     # --- community rules ----------------------------------------------------------------
 

@@ -62,6 +62,7 @@ from thotto.messages import (
     Completed,
     Dead,
     Deferred,
+    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     Job,
@@ -73,6 +74,7 @@ from thotto.messages import (
     Outcome,
     Post,
     PostContent,
+    PostEngagement,
     PostPage,
     PostStatus,
     QueueCount,
@@ -98,7 +100,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
-MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql")
+MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
+              "sqlite_0003_engagement_recurrence.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -159,6 +162,7 @@ TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
 RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+RefreshLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 _OUTCOME_TYPES = (Completed, Retry, Dead, Deferred, Released)
 _JOB_ID = operator.attrgetter("job_id")
 _ATTEMPT = operator.attrgetter("attempt")
@@ -465,6 +469,25 @@ RECENT_POSTS = (
     f"{POST_SELECT} WHERE p.account_id = ? AND p.title_key = ? AND p.subreddit = ? "
     "AND (j.state IN ('pending', 'processing') OR (j.state = 'completed' AND j.finished_at >= ?)) "
     "ORDER BY p.id"
+)
+FOLLOW_UP_OF = "SELECT id FROM posts WHERE follows_post_id = ?"
+SET_FOLLOWS = "UPDATE posts SET follows_post_id = ? WHERE id = ?"
+POST_EXISTS = "SELECT 1 FROM posts WHERE id = ?"
+#: The latest read wins: an older reading (from a slower process) does not overwrite a newer.
+SET_ENGAGEMENT = (
+    "UPDATE posts SET score = ?, comments = ?, engagement_at = ? WHERE id = ? "
+    "AND reddit_id IS NOT NULL AND (engagement_at IS NULL OR engagement_at <= ?)"
+)
+TO_REFRESH = (
+    f"{POST_SELECT} WHERE j.state = 'completed' AND j.finished_at >= ? "
+    "AND p.reddit_id IS NOT NULL AND (p.engagement_at IS NULL OR p.engagement_at < ?) "
+    "ORDER BY p.engagement_at NULLS FIRST, p.id LIMIT ?"
+)
+SUBREDDIT_ENGAGEMENT = (
+    "SELECT p.id, p.account_id, p.subreddit, p.scheduled_for, j.finished_at, p.score, "
+    "p.comments, p.engagement_at FROM posts p JOIN jobs j ON j.id = p.job_id "
+    "WHERE p.subreddit = ? AND p.engagement_at IS NOT NULL AND j.state = 'completed' "
+    "AND j.finished_at >= ? ORDER BY j.finished_at, p.id"
 )
 
 
@@ -1579,6 +1602,71 @@ class SqliteStore(Store):
             return _select_post(conn, post_id, None)
 
         return await self._write(arm)
+
+    # --- recurring posts and engagement -----------------------------------------------------------
+
+    async def create_follow_up(
+        self, previous_post_id: int, post: NewPost, *, max_attempts: int = 3
+    ) -> tuple[Post, bool]:
+        previous_post_id = _check(previous_post_id, PositiveId, "previous_post_id")
+        post = _check_struct(post, NewPost, "post")
+        max_attempts = _check(max_attempts, MaxAttemptsArg, "max_attempts")
+        now, now_us = self._now_us()
+        row = _post_row(post, now_us)
+
+        def create(conn: sqlite3.Connection) -> tuple[tuple[Post, bool], datetime | None]:
+            # One writer, one transaction: the look-up and the insert cannot interleave with
+            # another call; the unique index is the database's own guarantee besides.
+            _one(conn, POST_EXISTS, (previous_post_id,), "post", previous_post_id)
+            found = conn.execute(FOLLOW_UP_OF, (previous_post_id,)).fetchone()
+            if found is not None:
+                return (_select_post(conn, found[0], None), False), None
+            created = _create_post(conn, post, row, max_attempts, now)
+            conn.execute(SET_FOLLOWS, (previous_post_id, created.id))
+            return (created, True), created.scheduled_for
+
+        return await self._write(create, wakes=True)
+
+    async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:
+        latest: dict[int, EngagementReading] = {}
+        for reading in readings:
+            reading = _check_struct(reading, EngagementReading, "readings")
+            kept = latest.get(reading.post_id)
+            if kept is None or kept.read_at <= reading.read_at:
+                latest[reading.post_id] = reading
+        rows = [(r.score, r.comments, _us(r.read_at, "read_at"), r.post_id, _us(r.read_at, "read_at"))
+                for r in latest.values()]
+        if not rows:
+            await trio.lowlevel.checkpoint()
+            return 0
+
+        def record(conn: sqlite3.Connection) -> int:
+            return sum(conn.execute(SET_ENGAGEMENT, params).rowcount for params in rows)
+
+        return await self._write(record)
+
+    async def posts_to_refresh(
+        self, published_since: datetime, read_before: datetime, *, limit: int = 1000
+    ) -> list[Post]:
+        params = (_us(published_since, "published_since"), _us(read_before, "read_before"),
+                  _check(limit, RefreshLimit, "limit"))
+
+        def find(conn: sqlite3.Connection) -> list[Post]:
+            times = _Times()
+            return [_post(row, times) for row in conn.execute(TO_REFRESH, params)]
+
+        return await self._read(find)
+
+    async def subreddit_engagement(
+        self, subreddit: str, *, since: datetime | None = None
+    ) -> list[PostEngagement]:
+        params = (_check(subreddit, str, "subreddit"),
+                  0 if since is None else _us(since, "since"))
+        rows = await self._read(lambda conn: conn.execute(SUBREDDIT_ENGAGEMENT, params).fetchall())
+        times = _Times()
+        return [PostEngagement(post_id=r[0], account_id=r[1], subreddit=r[2],
+                               scheduled_for=times[r[3]], published_at=times[r[4]], score=r[5],
+                               comments=r[6], read_at=times[r[7]]) for r in rows]
 
     # --- community rules --------------------------------------------------------------------------
 
