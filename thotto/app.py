@@ -5,9 +5,9 @@ asyncio sidecar (when Postgres or Redis is used), the store, the Reddit client (
 configured); the vault, breakers and cache are plain objects.
 
 Children of the tree start in this order and stop in reverse: breakers, cache, sweeper, poster
-pool, ticker. So on shutdown the ticker stops claiming first, then the pool finishes or hands
-back its jobs within the grace period, then the sweeper, cache and breakers stop. The HTTP API
-joins the tree in its own issue (#5).
+pool, ticker, then the HTTP API when served. So on shutdown the API stops taking requests first,
+the ticker stops claiming, then the pool finishes or hands back its jobs within the grace period,
+then the sweeper, cache and breakers stop.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ if TYPE_CHECKING:
     from thotto.engine import Engine
 
 log = logging.getLogger("thotto.app")
+
+# Requests in flight get this long to finish when the API stops.
+API_GRACE_SECONDS = 5.0
 
 # Leases are released by the pool's own shielded cleanup within this many seconds after grace.
 RELEASE_MARGIN_SECONDS = 15.0
@@ -93,10 +96,11 @@ async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Servi
 class EngineTree:
     """The engine's actors under one supervisor; ``running()`` starts and stops them."""
 
-    def __init__(self, engine: "Engine", *, run_workers: bool | None = None):
+    def __init__(self, engine: "Engine", *, run_workers: bool | None = None, serve_api: bool = False):
         settings = engine.settings
         self.engine = engine
         self.run_workers = settings.role is not Role.API if run_workers is None else run_workers
+        self.api = _api_server(engine) if serve_api else None
         self.pool = PosterPool(
             engine.store, engine.registry, engine.clock, owner=engine.owner,
             workers=settings.workers, lease_seconds=settings.lease_seconds,
@@ -116,16 +120,18 @@ class EngineTree:
             actors.ChildSpec("breakers", services.breakers.run, wants_context=True),
             actors.ChildSpec("cache", services.cache.run, wants_context=True),
         ]
-        if not self.run_workers:
-            return shared
-        grace = self.engine.settings.shutdown_grace_seconds
-        return [
-            *shared,
-            actors.ChildSpec("sweeper", self.sweeper.run),
-            actors.ChildSpec("posters", self.pool.run, wants_context=True,
-                             shutdown_seconds=grace + RELEASE_MARGIN_SECONDS),
-            actors.ChildSpec("ticker", self.ticker.run, wants_context=True, shutdown_seconds=5.0),
-        ]
+        workers = []
+        if self.run_workers:
+            grace = self.engine.settings.shutdown_grace_seconds
+            workers = [
+                actors.ChildSpec("sweeper", self.sweeper.run),
+                actors.ChildSpec("posters", self.pool.run, wants_context=True,
+                                 shutdown_seconds=grace + RELEASE_MARGIN_SECONDS),
+                actors.ChildSpec("ticker", self.ticker.run, wants_context=True, shutdown_seconds=5.0),
+            ]
+        # The API starts last and stops first: no request arrives once the workers are stopping.
+        api = [actors.ChildSpec("api", self.api.run, shutdown_seconds=API_GRACE_SECONDS + 1)] if self.api else []
+        return [*shared, *workers, *api]
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator["EngineTree"]:
@@ -177,6 +183,18 @@ class EngineTree:
                                 "stop now)", signal.Signals(signum).name,
                                 self.engine.settings.shutdown_grace_seconds)
                     self.stop()
+
+
+def _api_server(engine: "Engine"):
+    from thotto.api.auth import RequestLimiter
+    from thotto.api.app import ApiContext
+    from thotto.api.server import ApiServer
+
+    settings = engine.settings
+    limiter = RequestLimiter(settings.api_requests_per_minute, settings.api_burst,
+                             engine.services.cache, settings.redis_namespace)
+    return ApiServer(ApiContext(engine, limiter), settings.api_host, settings.api_port,
+                     grace_seconds=API_GRACE_SECONDS)
 
 
 def _log_event(event: actors.SupervisorEvent) -> None:

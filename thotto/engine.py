@@ -366,13 +366,15 @@ async def open_engine(
     clock: Clock | None = None,
     run_workers: bool | None = None,
     registry: HandlerRegistry | None = None,
+    serve_api: bool = False,
 ) -> AsyncIterator[Engine]:
     """Open the store and start the engine's actors; on exit stop them gracefully.
 
     Handlers registered on ``registry`` beforehand are in place before the first claim, so jobs
     already due at startup find them (``engine.register_handler`` inside the block works too, but
     a job claimed before its handler exists is deferred 30 s). ``run_workers`` defaults from
-    ``settings.role`` (``api`` runs none). Leaving the block stops
+    ``settings.role`` (``api`` runs none). ``serve_api`` serves the HTTP API on
+    ``settings.api_host``/``api_port`` (``engine.tree.api.url`` once started). Leaving the block stops
     claiming, gives running jobs ``settings.shutdown_grace_seconds``, then cancels them and
     releases their leases; the store is closed last.
     """
@@ -382,7 +384,7 @@ async def open_engine(
     async with open_services(settings, clock) as services:
         engine = Engine(services, registry)
         await _add_builtin_crons(engine)
-        async with EngineTree(engine, run_workers=run_workers).running() as tree:
+        async with EngineTree(engine, run_workers=run_workers, serve_api=serve_api).running() as tree:
             engine.tree = tree
             yield engine
 

@@ -223,3 +223,38 @@ class RuleViolation(ValidationError):
         super().__init__("; ".join(message for _, message in problems), field=problems[0][0])
         self.subreddit = subreddit
         self.problems = problems
+
+
+# --- HTTP API ----------------------------------------------------------------------------------
+
+
+class Unauthorized(ThottoError):
+    """No valid API token was presented (``Authorization: Bearer <token>``)."""
+
+
+class Forbidden(ThottoError):
+    """The caller may not do this; ``required_tier`` names the tier that may, when that is why."""
+
+    def __init__(self, message: str, *, required_tier: str | None = None):
+        super().__init__(message)
+        self.required_tier = required_tier
+
+
+class TooManyRequests(ThottoError):
+    """The caller's request rate is above its limit; try again after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DuplicatePost(Conflict):
+    """The same account already has this title pending or recently published in the subreddit."""
+
+    def __init__(self, message: str, *, existing_post_id: int):
+        super().__init__(message)
+        self.existing_post_id = existing_post_id
+
+
+class PayloadTooLarge(ValidationError):
+    """A request body is larger than ``api_max_body_bytes``."""

@@ -47,13 +47,22 @@ class PostScheduler:
 
     async def schedule(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
         """Check every post, then store them all (or none, if one is refused)."""
-        checked = [validated(post) for post in posts]
-        for post in checked:
-            check_content(post.content)
-            if as_utc(post.scheduled_for) <= self.now():
-                raise ValidationError("scheduledFor must be in the future", field="scheduled_for")
-            await self._check_rules(post)
-        return await self.store.create_posts(checked, max_attempts=max_attempts)
+        for post in posts:
+            await self.check(post)
+        return await self.create(posts, max_attempts=max_attempts)
+
+    async def check(self, post: NewPost, *, require_future: bool = True) -> None:
+        """Refuse a post that breaks a constraint, lacks what its kind needs, is not in the
+        future, or breaks a known rule of its subreddit."""
+        validated(post)
+        check_content(post.content)
+        if require_future and as_utc(post.scheduled_for) <= self.now():
+            raise ValidationError("scheduledFor must be in the future", field="scheduled_for")
+        await self._check_rules(post)
+
+    async def create(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
+        """Store checked posts with their jobs, all or none."""
+        return await self.store.create_posts(posts, max_attempts=max_attempts)
 
     async def _check_rules(self, post: NewPost) -> None:
         rules = await self.rules_for(post.account_id, post.content.subreddit)

@@ -74,6 +74,18 @@ class Vault:
                 "the data is damaged; link the account again"
             ) from exc
 
+    def seal_note(self, note: str) -> str:
+        """An encrypted, authenticated, timestamped note (e.g. an OAuth ``state`` naming the
+        user who started linking): only this installation can make or read one."""
+        return self._fernet.encrypt(note.encode()).decode()
+
+    def open_note(self, sealed: str, *, max_age_seconds: float) -> str | None:
+        """The note, or None if it is forged, damaged or older than ``max_age_seconds``."""
+        try:
+            return self._fernet.decrypt(sealed.encode(), ttl=int(max_age_seconds)).decode()
+        except (InvalidToken, ValueError):
+            return None
+
 
 def load_or_create_key(path: Path) -> bytes:
     """Read the key file, creating it (mode 0600) if it does not exist.

@@ -711,6 +711,15 @@ class Cache:
     def _tag_key(self, tag: str) -> str:
         return f"{self._ns}:t:{tag}"
 
+    def shared_redis(self) -> "RedisLink | None":
+        """The Redis link while it works (its breaker closed), for other shared state (the
+        API's request limits); None without Redis or while it is failing."""
+        return self._link if self._l2_ready() else None
+
+    def redis_failed(self, error: BaseException) -> None:
+        """Tell the cache's Redis breaker a call through :meth:`shared_redis` failed."""
+        self._l2_failed(error)
+
     def _l2_ready(self) -> bool:
         return self._link is not None and self.breaker.allow()
 

@@ -37,6 +37,23 @@ return 0
 """
 
 
+# A token bucket in one hash {tokens, at}: refill for the time since ``at`` (Redis's clock), take
+# one if there is one, else answer the wait. The key expires once the bucket would be full again.
+_TAKE_TOKEN = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local now = redis.call('TIME')
+now = tonumber(now[1]) + tonumber(now[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
+return tostring(wait)
+"""
+
 # MGET whose reply is one msgpack array (a missing key is nil): for keys that hold msgpack values,
 # one bulk string instead of one per key, which redis-py's pure-Python reply parser reads ~8x
 # faster; msgspec then splits it in C. Values that are not msgpack fail the decode, and the
@@ -229,6 +246,15 @@ class RedisLink:
 
     async def _unlock(self, key: str, token: bytes) -> None:
         await self._client().eval(_UNLOCK, 1, key, token)
+
+    async def take_token(self, key: str, per_second: float, burst: int) -> float:
+        """Take one token from the bucket at ``key`` (refilled at ``per_second`` up to ``burst``,
+        on Redis's own clock, so every process shares one bucket): 0.0 if taken, else the
+        seconds until one will be there."""
+        return await self.sidecar.run(self._take_token, key, per_second, burst)
+
+    async def _take_token(self, key: str, per_second: float, burst: int) -> float:
+        return float(await self._client().eval(_TAKE_TOKEN, 1, key, repr(per_second), str(burst)))
 
     async def flush_prefix(self, pattern: str) -> int:
         """Delete every key matching ``pattern`` (SCAN + DEL; for tests and admin)."""

@@ -1,0 +1,290 @@
+"""The HTTP API as a Starlette app over an :class:`~thotto.engine.Engine`.
+
+Every route is an :class:`Endpoint`: the handler plus what it reads and returns. The Starlette
+routes and the OpenAPI document (:mod:`thotto.api.openapi`) are both built from that one table, so
+the document cannot drift from the behaviour. Handlers find the :class:`ApiContext` at
+``request.app.state.api`` and raise :mod:`thotto.errors` exceptions; :func:`error_response` turns
+each into JSON ``{error, detail, field}`` with its status (:data:`ERROR_STATUS`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+import trio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from thotto.errors import (
+    Conflict,
+    ConfigError,
+    DuplicatePost,
+    Forbidden,
+    InvalidTransition,
+    JobError,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+    ThottoError,
+    TooManyRequests,
+    Unauthorized,
+    ValidationError,
+)
+from thotto.messages import ErrorBody, ItemError
+
+if TYPE_CHECKING:
+    from thotto.api.auth import RequestLimiter
+    from thotto.engine import Engine
+
+log = logging.getLogger("thotto.api")
+
+T = TypeVar("T")
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class BatchInvalid(ValidationError):
+    """Items of a batch failed validation; ``errors`` says which and why."""
+
+    def __init__(self, errors: list[ItemError]):
+        super().__init__(f"{len(errors)} of the posts are invalid; nothing was scheduled")
+        self.errors = errors
+
+
+class MalformedBody(ValidationError):
+    """The body is not JSON at all."""
+
+
+# Most specific first: DuplicatePost is a Conflict, PayloadTooLarge a ValidationError.
+ERROR_STATUS: list[tuple[type[BaseException], int]] = [
+    (Unauthorized, 401),
+    (Forbidden, 403),
+    (TooManyRequests, 429),
+    (PayloadTooLarge, 413),
+    (MalformedBody, 400),
+    (NotFound, 404),
+    (DuplicatePost, 409),
+    (Conflict, 409),
+    (InvalidTransition, 409),
+    (ValidationError, 422),
+    (StoreUnavailable, 503),
+    (ConfigError, 503),
+    (JobError, 502),  # Reddit refused or failed a call made for the request (e.g. linking)
+]
+
+SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404: "Not found",
+           409: "Conflict", 413: "Body too large", 422: "Invalid input", 429: "Too many requests",
+           502: "Reddit call failed", 503: "Unavailable"}
+
+
+@dataclass
+class ApiContext:
+    """What the API's handlers share: the engine and the per-user request limiter."""
+
+    engine: "Engine"
+    limiter: "RequestLimiter"
+    base_url: str = ""
+    """How users reach the API (set once the server is listening)."""
+    user_locks: defaultdict[int, trio.Lock] = field(default_factory=lambda: defaultdict(trio.Lock))
+    """One per user: their schedulings run one at a time (see thotto.api.posts)."""
+
+    @property
+    def services(self):
+        return self.engine.services
+
+    @property
+    def settings(self):
+        return self.engine.settings
+
+    @property
+    def store(self):
+        return self.engine.store
+
+    @property
+    def cache(self):
+        return self.engine.services.cache
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One route: ``handler`` serves ``method path``; the rest describes it for OpenAPI."""
+
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: Any = None
+    response: Any = None
+    status: int = 200
+    auth: str | None = "user"  # "user", "admin" or None (public)
+    query: Any = None
+    errors: tuple[int, ...] = ()
+    tags: tuple[str, ...] = ()
+    content_type: str = "application/json"
+
+    def route(self) -> Route:
+        return Route(self.path, self.handler, methods=[self.method])
+
+
+@dataclass
+class EndpointGroup:
+    """The endpoints of one module, in the order they are matched."""
+
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def add(self, method: str, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
+        def register(handler: Handler) -> Handler:
+            self.endpoints.append(Endpoint(method, path, handler, summary, **options))
+            return handler
+
+        return register
+
+
+# --- requests and responses ------------------------------------------------------------------
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_ENCODER.encode(body), status, headers=headers, media_type="application/json")
+
+
+async def read_body(request: Request) -> bytes:
+    """The request body, refused with 413 beyond ``api_max_body_bytes`` (checked on the
+    declared length first, then while reading, so a lying client cannot exhaust memory)."""
+    limit = request.app.state.api.settings.api_max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The body is {declared} bytes; at most {limit} are accepted")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The body is over {limit} bytes; at most {limit} are accepted")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def decode_body(data: bytes, type: type[T]) -> T:
+    """Decode a JSON body into ``type``: 400 if it is not JSON, 422 naming the field if it does
+    not fit the type."""
+    if not data.strip():
+        raise MalformedBody("The request needs a JSON body (Content-Type: application/json)")
+    try:
+        return msgspec.json.decode(data, type=type)
+    except msgspec.ValidationError as error:
+        raise ValidationError(str(error), field=field_of(str(error))) from None
+    except msgspec.DecodeError as error:
+        raise MalformedBody(f"The body is not valid JSON: {error}") from None
+
+
+async def read_json(request: Request, type: type[T]) -> T:
+    return decode_body(await read_body(request), type)
+
+
+def read_query(request: Request, type: type[T]) -> T:
+    """Query parameters as ``type`` (numbers and dates converted from their text)."""
+    try:
+        return msgspec.convert(dict(request.query_params), type, strict=False)
+    except msgspec.ValidationError as error:
+        raise ValidationError(str(error).replace("`$.", "`"), field=field_of(str(error))) from None
+
+
+def path_id(request: Request, name: str = "id") -> int:
+    value = request.path_params[name]
+    if not value.isdigit() or int(value) < 1 or len(value) > 18:
+        raise NotFound(f"No such {name}: {value!r}")
+    return int(value)
+
+
+def field_of(message: str) -> str | None:
+    """The field path msgspec names at the end of its messages (``- at `$.posts[0].title```)."""
+    marker = "at `$."
+    start = message.rfind(marker)
+    return message[start + len(marker):].rstrip("`") if start != -1 else None
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+def camel(field: str | None) -> str | None:
+    """A field path as the API spells it: ``content.image_path`` -> ``content.imagePath``."""
+    return re.sub(r"_([a-z])", lambda match: match.group(1).upper(), field) if field else field
+
+
+def status_of(error: BaseException) -> int:
+    for kind, status in ERROR_STATUS:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def error_response(error: ThottoError) -> Response:
+    status = status_of(error)
+    body = ErrorBody(error=SUMMARY.get(status, "Error"), detail=str(error),
+                     field=camel(getattr(error, "field", None)))
+    headers = {}
+    if isinstance(error, Forbidden) and error.required_tier:
+        body.error = str(error)
+        body.detail = None
+        body.required_tier = error.required_tier
+    if isinstance(error, DuplicatePost):
+        body.existing_post_id = error.existing_post_id
+    if isinstance(error, BatchInvalid):
+        body.errors = error.errors
+    if isinstance(error, TooManyRequests):
+        headers["Retry-After"] = str(max(1, round(error.retry_after + 0.499)))
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="thotto"'
+    if status == 503:
+        headers["Retry-After"] = "5"
+    return json_response(body, status, headers)
+
+
+async def _on_thotto_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ThottoError)
+    return error_response(error)
+
+
+async def _on_http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    detail = {404: f"No route {request.url.path}; see /openapi.json",
+              405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, error.detail)
+    return json_response(ErrorBody(error=SUMMARY.get(error.status_code, "Error"), detail=detail),
+                         error.status_code, dict(error.headers or {}))
+
+
+async def _on_unexpected(request: Request, error: Exception) -> Response:
+    incident = uuid.uuid4().hex[:12]
+    log.error("unexpected error in %s %s (incident %s)", request.method, request.url.path, incident,
+              exc_info=error)
+    return json_response(ErrorBody(error="Internal error", detail=f"logged as incident {incident}"), 500)
+
+
+# --- the app -----------------------------------------------------------------------------------
+
+
+def all_endpoints() -> list[Endpoint]:
+    """Every endpoint of the API, in matching order."""
+    from thotto.api import accounts, openapi, posts
+
+    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *openapi.ENDPOINTS.endpoints]
+
+
+def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:
+    """The Starlette app serving every endpoint over ``context``."""
+    routes = [endpoint.route() for endpoint in all_endpoints()] + list(extra_routes)
+    app = Starlette(routes=routes, exception_handlers={
+        ThottoError: _on_thotto_error, HTTPException: _on_http_error, Exception: _on_unexpected,
+    })
+    app.state.api = context
+    return app

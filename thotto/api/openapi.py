@@ -1,0 +1,117 @@
+"""The OpenAPI 3.1 document, generated from the endpoint table and the msgspec body types.
+
+``GET /openapi.json`` serves it; ``thotto openapi`` prints it (docs/api.md is generated from it).
+Everything in it comes from :func:`thotto.api.app.all_endpoints`: paths, methods, bodies,
+responses, query parameters, auth and error statuses, so it is true to what the API does.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from thotto import __version__
+from thotto.api.app import SUMMARY, Endpoint, EndpointGroup, all_endpoints, json_response
+from thotto.messages import ApiBody, ErrorBody
+
+ENDPOINTS = EndpointGroup()
+REF = "#/components/schemas/{name}"
+
+
+def document() -> dict[str, Any]:
+    endpoints = [e for e in all_endpoints() if e.method != "HEAD"]
+    types = _types(endpoints)
+    schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    schema_of = dict(zip(types, schemas))
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, schema_of)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Thotto", "version": __version__,
+                 "description": "Schedule Reddit posts; each publishes at its time, exactly once."},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
+                                           "description": "An API token: `thotto token create`"}},
+        },
+    }
+
+
+def _types(endpoints: list[Endpoint]) -> list[Any]:
+    found: list[Any] = [ErrorBody]
+    for endpoint in endpoints:
+        for type_ in (endpoint.body, endpoint.response, endpoint.query):
+            if type_ is not None and type_ not in found:
+                found.append(type_)
+    return found
+
+
+def _operation(endpoint: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": endpoint.summary,
+        "operationId": endpoint.handler.__name__,
+        "tags": list(endpoint.tags),
+        "responses": {str(endpoint.status): _content(endpoint, schema_of.get(endpoint.response))},
+    }
+    for status in endpoint.errors:
+        operation["responses"][str(status)] = {
+            "description": SUMMARY.get(status, "Error"),
+            "content": {"application/json": {"schema": schema_of[ErrorBody]}}}
+    if endpoint.auth:
+        operation["security"] = [{"bearer": []}]
+    parameters = _path_parameters(endpoint.path) + _query_parameters(endpoint.query, schema_of)
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        operation["requestBody"] = {"required": True, "content": {
+            "application/json": {"schema": schema_of[endpoint.body]}}}
+    return operation
+
+
+def _content(endpoint: Endpoint, schema: Any) -> dict[str, Any]:
+    response: dict[str, Any] = {"description": endpoint.summary}
+    if schema is not None:
+        response["content"] = {endpoint.content_type: {"schema": schema}}
+    return response
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+            for name in re.findall(r"{(\w+)}", path)]
+
+
+def _query_parameters(query: Any, schema_of: dict[Any, Any]) -> list[dict[str, Any]]:
+    if query is None:
+        return []
+    _, components = msgspec.json.schema_components([query], ref_template=REF)
+    struct = components[query.__name__]
+    return [{"name": name, "in": "query", "required": name in struct.get("required", []), "schema": schema}
+            for name, schema in struct["properties"].items()]
+
+
+@functools.cache
+def encoded_document() -> bytes:
+    return msgspec.json.encode(document())
+
+
+@ENDPOINTS.add("GET", "/openapi.json", "This document", auth=None, tags=("meta",))
+async def openapi_json(request: Request) -> Response:
+    return Response(encoded_document(), media_type="application/json")
+
+
+class Liveness(ApiBody):
+    status: str
+    version: str
+
+
+@ENDPOINTS.add("GET", "/api/health", "Liveness: the process serves requests (no auth)",
+               response=Liveness, auth=None, tags=("meta",))
+async def health(request: Request) -> Response:
+    return json_response(Liveness(status="ok", version=__version__))
