@@ -28,7 +28,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import trio
 
-from bench.common import Result, Stopwatch, median_of, progress, report
+from bench.common import Result, Stopwatch, free_port, median_of, progress, report
 from thotto.aio import open_sidecar
 from thotto.cache import Cache, CacheConfig
 
@@ -194,16 +194,10 @@ async def zipf_reduction(requests: int, entries: int = ZIPF_CACHE) -> tuple[floa
 # --- L2 ------------------------------------------------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @contextlib.contextmanager
 def private_redis() -> Iterator[str]:
     """A throwaway redis-server on a free port (no persistence); stopped on exit."""
-    port = _free_port()
+    port = free_port()
     with tempfile.TemporaryDirectory(prefix="thotto-bench-redis-") as directory:
         process = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
+import socket
 import sqlite3
 import statistics
 import subprocess
@@ -12,6 +14,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+import trio
 
 import thotto
 
@@ -74,6 +78,30 @@ def latency_results(prefix: str, samples_ms: list[float], store: str | None,
     figures = [("p50", quantiles[49]), ("p99", quantiles[98]), ("max", ordered[-1])]
     return [report(Result(f"{prefix}.{label}", value, "ms", store, params, series={"samples_ms": ordered}))
             for label, value in figures]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def stop_processes(processes: list[trio.Process], timeout: float = 30.0) -> None:
+    """SIGINT each still-running process, SIGKILL what is left after ``timeout``; reap them all.
+    Shielded: it runs in ``finally`` blocks, also after a cancellation."""
+    with trio.CancelScope(shield=True):
+        for process in processes:
+            if process.returncode is None:
+                process.send_signal(signal.SIGINT)
+        for process in processes:
+            with trio.move_on_after(timeout):
+                await process.wait()
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            if process.stdout is not None:
+                await process.stdout.aclose()
 
 
 def environment(postgres_dsn: str | None = None) -> dict[str, Any]:

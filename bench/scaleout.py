@@ -16,7 +16,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from pathlib import Path
 
 import trio
 
-from bench.common import Result, progress, report
+from bench.common import Result, progress, report, stop_processes
 from bench.databases import fresh_postgres_database
 from thotto.messages import JobState, NewJob
 from thotto.store import open_store
@@ -147,8 +146,7 @@ async def worker_processes(dsn: str, log: Path, count: int, errors: Path) -> Asy
                         raise RuntimeError(f"a worker process exited before it was ready:\n{tail}")
             yield
         finally:
-            with trio.CancelScope(shield=True):
-                await _stop(started)
+            await stop_processes(started, STOP_TIMEOUT_SECONDS)
 
 
 async def _ready(process: trio.Process) -> bool:
@@ -160,16 +158,3 @@ async def _ready(process: trio.Process) -> bool:
             return False
         received += chunk
     return received.split(b"\n")[0].strip() == b"ready"
-
-
-async def _stop(processes: list[trio.Process]) -> None:
-    for process in processes:
-        if process.returncode is None:
-            process.send_signal(signal.SIGINT)
-    for process in processes:
-        with trio.move_on_after(STOP_TIMEOUT_SECONDS):
-            await process.wait()
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-        await process.stdout.aclose()
