@@ -174,10 +174,10 @@ async def read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def decode_body(data: bytes, type: type[T]) -> T:
+def decode_body(data: bytes | msgspec.Raw, type: type[T]) -> T:
     """Decode a JSON body into ``type``: 400 if it is not JSON, 422 naming the field if it does
     not fit the type."""
-    if not data.strip():
+    if isinstance(data, bytes) and not data.strip():
         raise MalformedBody("The request needs a JSON body (Content-Type: application/json)")
     try:
         return msgspec.json.decode(data, type=type)

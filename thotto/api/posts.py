@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from thotto.api.app import BatchInvalid, EndpointGroup, json_response, path_id, read_body, read_json, read_query
-from thotto.api.app import decode_body
+from thotto.api.app import camel, decode_body
 from thotto.api.auth import require_user
 from thotto.errors import DuplicatePost, Forbidden, ThottoError, ValidationError
 from thotto.messages import (
@@ -209,7 +209,7 @@ def _refuse_repeats(earlier: list[NewPost], new: list[NewPost], index: int, erro
 
 
 def _item_error(index: int, error: ThottoError) -> ItemError:
-    return ItemError(index=index, error=str(error), field=getattr(error, "field", None))
+    return ItemError(index=index, error=str(error), field=camel(getattr(error, "field", None)))
 
 
 @ENDPOINTS.add("POST", "/api/scheduled-posts", "Schedule a post (to one subreddit or several)",
