@@ -1457,3 +1457,16 @@ async def test_engagement_readings_are_validated(store, clock):
     with pytest.raises(ValidationError):
         await store.record_engagement([reading(post, 1, 0, NAIVE)])
     assert await store.subreddit_engagement("thotto_test") == []
+
+
+async def test_follow_ups_carry_the_series_start(store, clock):
+    account = await make_account(store)
+    first = await publish(store, await schedule(store, account, clock() + seconds(60)))
+    assert await store.series_start(first.id) == first.scheduled_for
+    second, _ = await store.create_follow_up(first.id, new_post(account, clock() + seconds(120)))
+    await publish(store, second, "t3_two")
+    third, _ = await store.create_follow_up(second.id, new_post(account, clock() + seconds(180)))
+    assert await store.series_start(second.id) == first.scheduled_for
+    assert await store.series_start(third.id) == first.scheduled_for
+    with pytest.raises(NotFound):
+        await store.series_start(UNKNOWN_ID)

@@ -394,8 +394,15 @@ class Store(abc.ABC):
         occurrence of the recurring post ``previous_post_id``, exactly once: a post has at most
         one follow-up, whatever repeats or races the call (the database enforces it), so a
         repeated call creates nothing and returns the existing follow-up, even if it has since
-        been published or cancelled. Returns the follow-up and whether this call created it.
-        NotFound if the previous post does not exist or the account is not the post's user's."""
+        been published or cancelled. The follow-up inherits the previous post's
+        :meth:`series_start`. Returns the follow-up and whether this call created it. NotFound
+        if the previous post does not exist or the account is not the post's user's."""
+
+    @abc.abstractmethod
+    async def series_start(self, post_id: int) -> datetime:
+        """The anchor of the post's recurring series: the scheduled time of its first
+        occurrence, which :meth:`create_follow_up` carries from each post to its follow-up (a
+        post that follows none is its own first occurrence). NotFound."""
 
     @abc.abstractmethod
     async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:

@@ -99,9 +99,9 @@ log = logging.getLogger("thotto.store.postgres")
 T = TypeVar("T")
 
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
-              3: "postgres_003_engagement_recurrence.sql"}
+              3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql"}
 SQL_DIR = Path(__file__).with_name("sql")
 #: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
@@ -1787,14 +1787,22 @@ class PostgresStore(Store):
             await conn.execute(
                 """INSERT INTO posts (id, user_id, account_id, job_id, scheduled_for, created_at,
                                       updated_at, subreddit, title, content, recurrence,
-                                      follows_post_id)
-                   VALUES ($1, $2, $3, $4, $5, $6, $6, $7, $8, $9::jsonb, $10::jsonb, $11)""",
+                                      follows_post_id, series_start)
+                   SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9::jsonb, $10::jsonb, $11,
+                          coalesce(series_start, scheduled_for)
+                   FROM posts WHERE id = $11""",
                 post_id, post.user_id, post.account_id, job.job_id, when, now,
                 post.content.subreddit, post.content.title, _json(post.content),
                 None if post.recurrence is None else _json(post.recurrence), previous_post_id,
             )  # fmt: skip
             created = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
         return _post(created), True
+
+    async def series_start(self, post_id: int) -> datetime:
+        _check_ids([post_id], "post_id")
+        return await self._one("SELECT coalesce(series_start, scheduled_for) FROM posts "
+                               "WHERE id = $1", [post_id], lambda row: row[0],
+                               f"Post {post_id} does not exist")  # fmt: skip
 
     async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:
         latest: dict[int, EngagementReading] = {}

@@ -101,7 +101,7 @@ T = TypeVar("T")
 
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
-              "sqlite_0003_engagement_recurrence.sql")
+              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -471,7 +471,12 @@ RECENT_POSTS = (
     "ORDER BY p.id"
 )
 FOLLOW_UP_OF = "SELECT id FROM posts WHERE follows_post_id = ?"
-SET_FOLLOWS = "UPDATE posts SET follows_post_id = ? WHERE id = ?"
+#: A follow-up carries its series' anchor: the previous post's, or the previous post's time.
+SET_FOLLOWS = (
+    "UPDATE posts SET follows_post_id = ?1, series_start = "
+    "(SELECT coalesce(series_start, scheduled_for) FROM posts WHERE id = ?1) WHERE id = ?2"
+)
+SERIES_START = "SELECT coalesce(series_start, scheduled_for) FROM posts WHERE id = ?"
 POST_EXISTS = "SELECT 1 FROM posts WHERE id = ?"
 #: The latest read wins: an older reading (from a slower process) does not overwrite a newer.
 SET_ENGAGEMENT = (
@@ -1626,6 +1631,11 @@ class SqliteStore(Store):
             return (created, True), created.scheduled_for
 
         return await self._write(create, wakes=True)
+
+    async def series_start(self, post_id: int) -> datetime:
+        post_id = _check(post_id, PositiveId, "post_id")
+        return await self._fetch_one(SERIES_START, (post_id,), ("post", post_id),
+                                     lambda row: _dt(row[0]))
 
     async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:
         latest: dict[int, EngagementReading] = {}
