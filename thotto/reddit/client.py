@@ -32,7 +32,7 @@ import mimetypes
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
@@ -66,6 +66,8 @@ listing; flair: link flair templates."""
 MAX_TITLE = 300
 MAX_FLAIR_TEXT = 64
 MAX_FLAIR_ID = 36
+MAX_INFO_IDS = 100
+"""Reddit's limit of ids per ``/api/info`` request."""
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 """Seconds to wait when Reddit rate-limits without saying for how long."""
 
@@ -194,6 +196,9 @@ class Submission(msgspec.Struct, frozen=True):
     spoiler: bool = False
     link_flair_text: str | None = None
     link_flair_template_id: str | None = None
+    score: int = 0
+    """Upvotes minus downvotes, as Reddit shows it (fuzzed)."""
+    num_comments: int = 0
 
 
 class SubmitResult(msgspec.Struct, frozen=True):
@@ -590,6 +595,22 @@ class RedditAccount:
                    and post.created_utc >= since]
         # The listing is newest first; among posts of the same second the last listed is oldest.
         return min(reversed(matches), key=lambda post: post.created_utc) if matches else None
+
+    async def info(self, ids: Sequence[str]) -> list[Submission]:
+        """The current state of posts by id (``abc123`` or ``t3_abc123``), with their ``score``
+        and ``num_comments``: ``GET /api/info?id=t3_a,t3_b``, one request per 100 ids (Reddit's
+        limit). Posts Reddit does not return (deleted, or not visible to this account) are
+        left out; the rest come in Reddit's order."""
+        names = [name if name.startswith("t3_") else f"t3_{name}" for name in ids]
+        found: list[Submission] = []
+        for start in range(0, len(names), MAX_INFO_IDS):
+            chunk = names[start:start + MAX_INFO_IDS]
+            context = f"the state of {len(chunk)} posts"
+            _, body = await self.client._api(self, "GET", "/api/info",
+                                             params={"id": ",".join(chunk)}, context=context)
+            listing = _convert(body, _Listing, context)
+            found.extend(child.data for child in listing.data.children if child.kind == "t3")
+        return found
 
     async def post_requirements(self, subreddit: str) -> PostRequirements:
         """The subreddit's posting rules (title limits, flair required, body policy...)."""

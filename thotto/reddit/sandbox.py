@@ -7,6 +7,7 @@ grants; client credentials by HTTP Basic; ``{"error": "invalid_grant"}`` with HT
 authorize page that at once redirects back with a code, and on the API side ``/api/v1/me``,
 ``/api/submit`` (self, link and image posts; errors as ``{"json": {"errors": [[TYPE, message,
 field]]}}``), the media upload lease and an S3-like upload endpoint, ``/user/{name}/submitted``,
+``/api/info?id=t3_a,t3_b`` (posts with their score and comment count),
 ``/api/v1/{sr}/post_requirements``, ``/r/{sr}/api/link_flair_v2`` and ``/r/{sr}/about``. Every API
 response carries ``X-Ratelimit-Used/Remaining/Reset`` for its OAuth client, and a client over its
 budget gets 429.
@@ -24,6 +25,10 @@ Control API (JSON), under ``/_sandbox``:
   authorizes (:class:`SandboxConfig`).
 * ``POST /_sandbox/subreddits`` — add or replace subreddits (a list of :class:`SubredditRules`).
 * ``GET /_sandbox/posts`` — every accepted post, read back from the durable record.
+* ``POST /_sandbox/engagement`` — set posts' score and comment count:
+  ``{"<post id>": {"score": 42, "num_comments": 7}}`` (ids with or without ``t3_``). Every
+  accepted post starts at score 1 (the author's own upvote) and no comments, as on Reddit.
+  ``GET`` shows what was set.
 * ``POST /_sandbox/reset`` — forget everything: posts, accounts, tokens, media, faults, settings.
 
 Durability: each accepted post is appended to ``posts.jsonl`` in the data directory and fsynced
@@ -200,6 +205,13 @@ class PostRecord(msgspec.Struct, kw_only=True):
     client_id: str = ""
 
 
+class Engagement(msgspec.Struct, kw_only=True):
+    """A post's votes and comments (``POST /_sandbox/engagement`` sets them)."""
+
+    score: int = 1
+    num_comments: int = 0
+
+
 class Account(msgspec.Struct, kw_only=True):
     id: str
     password: str | None = None
@@ -221,6 +233,8 @@ class State(msgspec.Struct, kw_only=True):
     refresh_tokens: dict[str, RefreshGrant] = {}
     subreddits: list[SubredditRules] = []
     config: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
+    engagement: dict[str, Engagement] = {}
+    """Post id (base 36) → what was set; posts not in it have the default Engagement."""
 
 
 class _AccessToken(msgspec.Struct):
@@ -348,6 +362,7 @@ class Sandbox:
             Route("/_sandbox/media", self.media_upload, methods=["POST"]),
             Route("/_sandbox/media/{key:path}", self.media_file, methods=["GET"]),
             Route("/user/{name}/submitted", self.submitted, methods=["GET"]),
+            Route("/api/info", self.info, methods=["GET"]),
             Route("/api/v1/{sr}/post_requirements", self.post_requirements, methods=["GET"]),
             Route("/r/{sr}/api/link_flair_v2", self.link_flair, methods=["GET"]),
             Route("/r/{sr}/about", self.about, methods=["GET"]),
@@ -355,6 +370,7 @@ class Sandbox:
             Route("/_sandbox/config", self.control_config, methods=["GET", "POST"]),
             Route("/_sandbox/subreddits", self.control_subreddits, methods=["GET", "POST"]),
             Route("/_sandbox/posts", self.control_posts, methods=["GET"]),
+            Route("/_sandbox/engagement", self.control_engagement, methods=["GET", "POST"]),
             Route("/_sandbox/reset", self.control_reset, methods=["POST"]),
         ]
 
@@ -734,10 +750,32 @@ class Sandbox:
             names = [post.name for post in posts]
             posts = posts[names.index(after) + 1:] if after in names else []
         page = posts[:limit]
-        children = [{"kind": "t3", "data": _listing_entry(post, self._base(request))} for post in page]
+        children = [{"kind": "t3", "data": self._entry(post, self._base(request))} for post in page]
         return self._json(request, {"kind": "Listing", "data": {
             "after": page[-1].name if len(posts) > limit else None, "before": None,
             "dist": len(children), "modhash": None, "children": children}})
+
+    async def info(self, request: Request) -> Response:
+        """``GET /api/info?id=t3_a,t3_b``: those posts (up to 100), as a Listing, in the order
+        asked; unknown ids are left out."""
+        grant, refused = await self._authorized(request, "read")
+        if refused is not None:
+            return refused
+        names = [name for name in request.query_params.get("id", "").split(",") if name][:100]
+        by_name = {post.name: post for post in self.posts}
+        now = self.clock()
+        found = [by_name[name] for name in names if name in by_name
+                 and self.processing_until.get(by_name[name].id, now) <= now]
+        children = [{"kind": "t3", "data": self._entry(post, self._base(request))} for post in found]
+        return self._json(request, {"kind": "Listing", "data": {
+            "after": None, "before": None, "dist": len(children), "modhash": None,
+            "children": children}})
+
+    def _entry(self, post: PostRecord, base: str) -> dict[str, Any]:
+        """A post as listings show it, with its engagement."""
+        engagement = self.state.engagement.get(post.id) or Engagement()
+        return {**_listing_entry(post, base), "score": engagement.score,
+                "ups": max(engagement.score, 0), "num_comments": engagement.num_comments}
 
     async def _readable(self, request: Request, scope: str
                         ) -> tuple[SubredditRules | None, Response | None]:
@@ -844,6 +882,23 @@ class Sandbox:
         posts = await trio.to_thread.run_sync(self.read_posts)
         return JSONResponse({"posts": msgspec.to_builtins(posts)})
 
+    async def control_engagement(self, request: Request) -> Response:
+        """``/_sandbox/engagement``: POST sets posts' score and comments, GET shows them."""
+        if request.method == "POST":
+            try:
+                changes = msgspec.json.decode(await request.body() or b"{}",
+                                              type=dict[str, Engagement])
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+            known = {post.id for post in self.posts}
+            ids = {name.removeprefix("t3_"): value for name, value in changes.items()}
+            unknown = sorted(set(ids) - known)
+            if unknown:
+                return JSONResponse({"error": f"no such posts: {', '.join(unknown)}"}, status_code=404)
+            self.state.engagement.update(ids)
+            self._save_state()
+        return JSONResponse(msgspec.to_builtins(self.state.engagement))
+
     async def control_reset(self, request: Request) -> Response:
         """``POST /_sandbox/reset``: see :meth:`reset`."""
         self.reset()
@@ -947,13 +1002,15 @@ async def serve_sandbox(
     data_dir: str | os.PathLike[str],
     *,
     config: SandboxConfig | None = None,
+    clock=time.time,
     grace_seconds: float = 2.0,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a :class:`Sandbox` on ``host:port`` (hypercorn's Trio worker) until cancelled.
 
     ``task_status.started(port)`` reports the bound port once listening (``port=0`` picks a free
-    one). Cancellation stops gracefully: no new connections, in-flight requests get up to
+    one). ``clock`` (Unix seconds) dates posts and expires tokens (see :class:`Sandbox`).
+    Cancellation stops gracefully: no new connections, in-flight requests get up to
     ``grace_seconds`` to finish, then the server is cancelled. The durable record needs no
     closing: every accepted post was fsynced before its reply.
     """
@@ -967,7 +1024,7 @@ async def serve_sandbox(
     try:
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind(address)
-        sandbox = Sandbox(data_dir, config=config)
+        sandbox = Sandbox(data_dir, config=config, clock=clock)
         hypercorn_config = Config()
         hypercorn_config.bind = [f"fd://{os.dup(listener.fileno())}"]
         hypercorn_config.accesslog = None
