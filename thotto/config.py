@@ -257,3 +257,34 @@ def _allowed(name: str) -> str:
     annotation = Settings.__annotations__.get(name)
     kind = {"Role": Role, "LogFormat": LogFormat}.get(str(annotation))
     return f"; allowed: {', '.join(member.value for member in kind)}" if kind else ""
+
+
+def reference_table() -> str:
+    """The settings reference (Markdown), generated from :class:`Settings` and its field docs."""
+    import ast
+    import inspect
+
+    docs = _field_docs(ast, inspect)
+    rows = ["| setting | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for name, default in zip(Settings.__struct_fields__, _defaults()):
+        meaning = " ".join(docs.get(name, "").split()).replace("|", "\\|")
+        rows.append(f"| `{name}` | `{ENV_PREFIX}{name.upper()}` | `{default}` | {meaning} |")
+    return "\n".join(rows)
+
+
+def _defaults() -> list[str]:
+    defaults = msgspec.to_builtins(Settings())
+    return [str(defaults.get(name)) if defaults.get(name) is not None else "none"
+            for name in Settings.__struct_fields__]
+
+
+def _field_docs(ast, inspect) -> dict[str, str]:
+    """Each field's docstring: the string literal right after its annotated assignment."""
+    tree = ast.parse(inspect.getsource(Settings))
+    body = tree.body[0].body
+    docs = {}
+    for statement, following in zip(body, body[1:]):
+        if (isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
+                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+            docs[statement.target.id] = following.value.value
+    return docs

@@ -174,8 +174,9 @@ async def check_duplicate(context, account_id: int, subreddit: str, title: str, 
                 existing_post_id=found.id)
 
 
-async def _schedule(context, user: User, requests: list[ScheduleRequest], *, batch: bool) -> list[Post]:
-    """Check every request, then store all their posts in one transaction (all or nothing)."""
+async def schedule_for_user(context, user: User, requests: list[ScheduleRequest], *, batch: bool) -> list[Post]:
+    """Check every request, then store all their posts in one transaction (all or nothing).
+    ``batch`` collects every item's problems (BatchInvalid) instead of raising the first."""
     async with context.user_locks[user.id]:
         scheduling = Scheduling(context, user)
         posts, errors = [], []
@@ -218,7 +219,7 @@ def _item_error(index: int, error: ThottoError) -> ItemError:
 async def schedule_post(request: Request) -> Response:
     user = await require_user(request)
     body = await read_json(request, ScheduleRequest)
-    created = await _schedule(request.app.state.api, user, [body], batch=False)
+    created = await schedule_for_user(request.app.state.api, user, [body], batch=False)
     return json_response(ScheduledPosts(posts=[post_view(post) for post in created]), 201)
 
 
@@ -241,7 +242,7 @@ async def schedule_batch(request: Request) -> Response:
             errors.append(_item_error(index, error))
     if errors:
         raise BatchInvalid(errors)
-    created = await _schedule(request.app.state.api, user, requests, batch=True)
+    created = await schedule_for_user(request.app.state.api, user, requests, batch=True)
     return json_response(ScheduledPosts(posts=[post_view(post) for post in created]), 201)
 
 

@@ -1,0 +1,511 @@
+"""What each ``thotto`` command does (the argument parsing is in :mod:`thotto.cli`).
+
+Each command is ``async def command(settings, args) -> exit code``. Commands that change posts go
+through the same checks as the API (tiers, duplicates, subreddit rules), by the same code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import re
+import sys
+from collections.abc import AsyncIterator, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import trio
+
+from thotto import __version__
+from thotto.config import Settings
+from thotto.errors import ValidationError
+from thotto.messages import NewUser, Role, ScheduleRequest, Tier, User, utcnow
+
+EXIT_OK = 0
+ADMIN_TIER = Tier.PREMIUM
+DEMO_CLIENT_ID = "thotto-demo"
+DEMO_ACCOUNT = "demo_creator"
+
+
+# --- output ----------------------------------------------------------------------------------
+
+
+def emit(args: argparse.Namespace, value: Any, columns: Sequence[str] | None = None) -> None:
+    """Print ``value`` (a struct or a list of structs) as JSON with ``--json``, else as a table
+    of ``columns`` (a struct alone: one ``name: value`` line per field)."""
+    builtins = msgspec.to_builtins(value)
+    if getattr(args, "json", False):
+        print(msgspec.json.encode(builtins).decode())
+    elif isinstance(builtins, list):
+        print_table(builtins, columns or (list(builtins[0]) if builtins else []))
+    else:
+        width = max(map(len, builtins), default=0)
+        for key, item in builtins.items():
+            print(f"{key:<{width}}  {_cell(item)}")
+
+
+def print_table(rows: list[dict], columns: Sequence[str]) -> None:
+    if not rows:
+        print("(none)")
+        return
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    print("  ".join(column.upper().ljust(width) for column, width in zip(columns, widths)).rstrip())
+    for line in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def say(message: str) -> None:
+    """Progress and notes go to stderr, so ``--json`` output stays parseable."""
+    print(message, file=sys.stderr, flush=True)
+
+
+# --- opening things ----------------------------------------------------------------------------
+
+
+def _ensure_data_dir(settings: Settings) -> None:
+    os.makedirs(settings.data_dir, exist_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[Any]:
+    from thotto.store import POSTGRES_SCHEMES, open_store
+
+    _ensure_data_dir(settings)
+    url = settings.resolved_database_url()
+    async with contextlib.AsyncExitStack() as stack:
+        sidecar = None
+        if url.startswith(POSTGRES_SCHEMES):
+            from thotto.aio import open_sidecar
+
+            sidecar = await stack.enter_async_context(open_sidecar())
+        yield await stack.enter_async_context(open_store(url, sidecar=sidecar))
+
+
+@contextlib.asynccontextmanager
+async def _engine(settings: Settings) -> AsyncIterator[Any]:
+    """The engine without workers or HTTP: for commands that schedule or link."""
+    from thotto.engine import open_engine
+
+    _ensure_data_dir(settings)
+    async with open_engine(settings, run_workers=False) as engine:
+        yield engine
+
+
+def _api_context(engine):
+    from thotto.api.app import ApiContext
+    from thotto.api.auth import RequestLimiter
+
+    return ApiContext(engine, RequestLimiter(1e9, 1_000_000))
+
+
+# --- serve, init, migrate, status ----------------------------------------------------------------
+
+
+async def serve(settings: Settings, args: argparse.Namespace) -> int:
+    """Run everything until a signal: the first stops gracefully, a second stops now."""
+    from thotto.engine import open_engine
+
+    _ensure_data_dir(settings)
+    async with trio.open_nursery() as nursery:
+        if args.demo:
+            settings = await _start_demo_sandbox(nursery, settings)
+        first_start = await _first_start(settings)
+        serve_api = settings.role.value != "worker"
+        async with open_engine(settings, serve_api=serve_api) as engine:
+            async with trio.open_nursery() as signals:
+                await signals.start(engine.tree.stop_on_signals)
+                await _welcome(engine, settings, first_start, demo=args.demo)
+                await engine.tree.wait_stopped()
+                signals.cancel_scope.cancel()
+        nursery.cancel_scope.cancel()
+    return EXIT_OK
+
+
+async def _start_demo_sandbox(nursery: trio.Nursery, settings: Settings) -> Settings:
+    """Serve the sandbox in this process and point Reddit at it."""
+    from thotto.reddit.sandbox import serve_sandbox
+
+    data_dir = os.path.join(settings.data_dir, "sandbox")
+    port = await nursery.start(serve_sandbox, "127.0.0.1", 0, data_dir)
+    return msgspec.structs.replace(settings, reddit_url=f"http://127.0.0.1:{port}",
+                                   reddit_client_id=DEMO_CLIENT_ID,
+                                   reddit_client_secret=_demo_secret(settings),
+                                   reddit_redirect_uri=None)
+
+
+def _demo_secret(settings: Settings) -> str:
+    """The demo app's secret, kept in the data dir so that restarts agree with the sandbox."""
+    import secrets
+
+    path = os.path.join(settings.data_dir, "demo-secret")
+    if not os.path.exists(path):
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(secrets.token_urlsafe(16))
+    with open(path) as file:
+        return file.read().strip()
+
+
+async def _first_start(settings: Settings) -> tuple[User, str] | None:
+    """On the very first start (no users yet), make the admin and a token; else None."""
+    async with _store(settings) as store:
+        if await store.list_users():
+            return None
+    return await _init_admin(settings, "admin")
+
+
+async def _init_admin(settings: Settings, name: str) -> tuple[User, str]:
+    from thotto.api.auth import new_token, token_hash
+    from thotto.vault import Vault
+
+    Vault.for_settings(settings.data_dir, settings.encryption_key)  # makes the key file now
+    async with _store(settings) as store:
+        admin = await store.create_user(NewUser(name=name, tier=ADMIN_TIER, role=Role.ADMIN))
+        token = new_token()
+        await store.create_token(admin.id, "init", token_hash(token))
+    return admin, token
+
+
+async def _welcome(engine, settings: Settings, first_start, *, demo: bool) -> None:
+    api = engine.tree.api
+    where = f"API on {api.context.base_url}" if api else "workers only"
+    say(f"thotto {__version__}: serving ({where}; role {settings.role.value}; store {engine.store.name}); "
+        "Ctrl-C stops")
+    if demo:
+        await _link_demo_account(engine)
+        say(f"demo: posting to the Reddit sandbox at {settings.reddit_url} as u/{DEMO_ACCOUNT}")
+    if first_start and api:
+        admin, token = first_start
+        say(first_start_message(api.context.base_url, admin.name, token, demo=demo))
+
+
+async def _link_demo_account(engine) -> None:
+    for user in await engine.store.list_users():
+        if user.role is Role.ADMIN and not await engine.store.list_accounts(user.id):
+            await engine.link_account(user.id, DEMO_ACCOUNT, "demo-password")
+
+
+def first_start_message(url: str, admin: str, token: str, *, demo: bool) -> str:
+    where = ("the demo sandbox (r/test exists there)" if demo else
+             "Reddit: first link an account (thotto account link --user admin --reddit-username NAME)")
+    return f"""
+First start: created the admin user {admin!r} and an API token. It is shown only now; keep it:
+
+    export THOTTO_TOKEN={token}
+
+Schedule a first post one minute from now, to {where}:
+
+    curl -s -X POST {url}/api/scheduled-posts \\
+      -H "Authorization: Bearer $THOTTO_TOKEN" -H 'Content-Type: application/json' \\
+      -d '{{"subreddit": "test", "title": "My first Thotto post", "text": "Hello!", "scheduledFor": "'$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ)'"}}'
+
+Then watch it: curl -s {url}/api/scheduled-posts -H "Authorization: Bearer $THOTTO_TOKEN"
+API reference: {url}/openapi.json
+"""
+
+
+async def init(settings: Settings, args: argparse.Namespace) -> int:
+    """Create the data dir, schema, key and an admin with a token; refuses to run twice."""
+    async with _store(settings) as store:
+        existing = await store.list_users()
+    if existing:
+        raise ValidationError(f"{settings.data_dir} is already initialised ({len(existing)} users); "
+                              "create a token with `thotto token create --user NAME`")
+    admin, token = await _init_admin(settings, args.admin)
+    say(f"initialised {settings.resolved_database_url()}; the key is in {settings.data_dir}")
+    emit(args, {"admin": admin.name, "id": admin.id, "tier": admin.tier.value, "token": token})
+    return EXIT_OK
+
+
+async def migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """Opening a store creates or upgrades its schema."""
+    async with _store(settings) as store:
+        say(f"thotto: {store.name} schema is up to date")
+    return EXIT_OK
+
+
+async def status(settings: Settings, args: argparse.Namespace) -> int:
+    """Queue counts and cron jobs from the store; breakers from the running server if it answers."""
+    async with _engine(settings) as engine:
+        counts = await engine.store.counts()
+        crons = await engine.cron_statuses()
+    report = {
+        "queues": [{"queue": c.queue, "state": c.state.value, "count": c.count} for c in counts],
+        "crons": [{"name": c.name, "schedule": c.schedule, "next_run_at": c.next_run_at,
+                   "last_run_at": c.last_run_at, "last_error": c.last_error, "runs": c.runs} for c in crons],
+        "breakers": await _server_breakers(settings),
+    }
+    if args.json:
+        emit(args, report)
+        return EXIT_OK
+    print_table(report["queues"], ["queue", "state", "count"])
+    print()
+    print_table(msgspec.to_builtins(report["crons"]), ["name", "schedule", "next_run_at", "last_run_at", "last_error"])
+    print()
+    breakers = report["breakers"]
+    if isinstance(breakers, str):
+        print(f"breakers: {breakers}")
+    else:
+        print_table(breakers, ["name", "state"])
+    return EXIT_OK
+
+
+async def _server_breakers(settings: Settings) -> list[dict] | str:
+    """Breakers live in the serving process: ask its API (needs THOTTO_TOKEN, an admin's)."""
+    import httpx
+
+    token = os.environ.get("THOTTO_TOKEN")
+    if not token:
+        return "set THOTTO_TOKEN (an admin token) to read them from the running server"
+    url = (settings.public_url or f"http://{settings.api_host}:{settings.api_port}") + "/api/monitoring/breakers"
+    try:
+        async with httpx.AsyncClient(timeout=5) as client:
+            response = await client.get(url, headers={"authorization": f"Bearer {token}"})
+    except httpx.HTTPError as error:
+        return f"the server at {url} does not answer ({type(error).__name__})"
+    if response.status_code != 200:
+        return f"the server answered {response.status_code}: {response.text[:200]}"
+    body = response.json()
+    return body if isinstance(body, list) else body.get("breakers", [])
+
+
+# --- users, tokens, accounts ------------------------------------------------------------------------
+
+
+async def user_add(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.messages import validated
+
+    new_user = validated(NewUser(name=args.name, tier=Tier(args.tier), role=Role(args.user_role)))
+    async with _store(settings) as store:
+        user = await store.create_user(new_user)
+    if args.json:
+        emit(args, _user_row(user))
+    else:
+        print(f"user {user.name} (id {user.id}, tier {user.tier.value}, role {user.role.value}) created")
+    return EXIT_OK
+
+
+def _user_row(user: User) -> dict:
+    return {"id": user.id, "name": user.name, "tier": user.tier.value, "role": user.role.value,
+            "created_at": user.created_at.isoformat()}
+
+
+async def user_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        users = await store.list_users()
+    emit(args, [_user_row(user) for user in users], ["id", "name", "tier", "role", "created_at"])
+    return EXIT_OK
+
+
+async def user_set_tier(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.name)
+        user = await store.set_tier(user.id, Tier(args.tier))
+    emit(args, _user_row(user))
+    return EXIT_OK
+
+
+async def token_create(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.auth import new_token, token_hash
+
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.user)
+        token = new_token()
+        record = await store.create_token(user.id, args.name, token_hash(token))
+    say(f"token {record.id} for {user.name}: shown only now, keep it")
+    emit(args, {"id": record.id, "user": user.name, "name": record.name, "token": token})
+    return EXIT_OK
+
+
+async def token_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.user)
+        tokens = await store.list_tokens(user.id)
+    rows = [{"id": t.id, "name": t.name, "created_at": t.created_at.isoformat(),
+             "revoked_at": t.revoked_at.isoformat() if t.revoked_at else None} for t in tokens]
+    emit(args, rows, ["id", "name", "created_at", "revoked_at"])
+    return EXIT_OK
+
+
+async def token_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        token = await store.revoke_token(args.id)
+    emit(args, {"id": token.id, "name": token.name, "revoked_at": token.revoked_at.isoformat()})
+    return EXIT_OK
+
+
+async def account_link(settings: Settings, args: argparse.Namespace) -> int:
+    async with _engine(settings) as engine:
+        user = await engine.store.get_user_by_name(args.user)
+        account = await engine.link_account(user.id, args.reddit_username, args.password)
+    if args.json:
+        emit(args, {"id": account.id, "user": user.name, "reddit_username": account.reddit_username})
+    else:
+        print(f"u/{account.reddit_username} linked to {user.name} (account id {account.id}); "
+              "its password is stored encrypted")
+    return EXIT_OK
+
+
+async def account_list(settings: Settings, args: argparse.Namespace) -> int:
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.user)
+        accounts = await store.list_accounts(user.id)
+    rows = [{"id": a.id, "reddit_username": a.reddit_username, "needs_relink": a.needs_relink,
+             "created_at": a.created_at.isoformat()} for a in accounts]
+    emit(args, rows, ["id", "reddit_username", "needs_relink", "created_at"])
+    return EXIT_OK
+
+
+# --- posts ---------------------------------------------------------------------------------------
+
+POST_COLUMNS = ["id", "status", "subreddit", "title", "scheduledFor", "redditUrl"]
+
+
+async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.posts import post_view, schedule_for_user
+
+    requests = _requests_from_file(args.file) if args.file else [_request_from_args(args)]
+    async with _engine(settings) as engine:
+        user = await engine.store.get_user_by_name(args.user)
+        context = _api_context(engine)
+        created = []
+        for start in range(0, len(requests), 100):  # batches of 100, each all or nothing
+            batch = requests[start:start + 100]
+            created += await schedule_for_user(context, user, batch, batch=len(requests) > 1)
+            if len(requests) > 100:
+                say(f"scheduled {len(created)} of {len(requests)} posts")
+    emit(args, [post_view(post) for post in created], POST_COLUMNS)
+    return EXIT_OK
+
+
+def _request_from_args(args: argparse.Namespace) -> ScheduleRequest:
+    missing = [flag for flag, value in (("--subreddit", args.subreddit), ("--title", args.title),
+                                        ("--at", args.scheduled_for)) if not value]
+    if missing:
+        raise ValidationError(f"post schedule needs {', '.join(missing)} (or --file)")
+    kind = "image" if args.image else "link" if args.url else "self"
+    subreddits = args.subreddit
+    fields = {"title": args.title, "scheduledFor": _when(args.scheduled_for).isoformat(), "kind": kind,
+              "text": args.text, "url": args.url, "imagePath": args.image and os.path.abspath(args.image),
+              "nsfw": args.nsfw, "spoiler": args.spoiler, "account": args.account,
+              **({"subreddit": subreddits[0]} if len(subreddits) == 1 else {"subreddits": subreddits})}
+    from thotto.api.app import decode_body
+
+    return decode_body(msgspec.json.encode({k: v for k, v in fields.items() if v is not None}), ScheduleRequest)
+
+
+def _requests_from_file(path: str) -> list[ScheduleRequest]:
+    from thotto.api.app import decode_body
+
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as error:
+        raise ValidationError(f"cannot read {path}: {error.strerror}") from None
+    return decode_body(data, list[ScheduleRequest])
+
+
+RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
+
+
+def _when(text: str) -> datetime:
+    """ISO 8601 with an offset, or +N s/m/h/d from now."""
+    relative = RELATIVE.match(text.strip())
+    if relative:
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative[2]]
+        return utcnow() + timedelta(**{unit: float(relative[1])})
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationError(f"--at {text!r} is neither ISO 8601 (2026-12-01T09:00:00+01:00) nor +10m") from None
+    if when.tzinfo is None:
+        raise ValidationError(f"--at {text!r} has no offset; add one, e.g. {text}+00:00")
+    return when
+
+
+async def post_list(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.posts import post_view
+    from thotto.messages import PostStatus
+
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.user)
+        status = PostStatus(args.status) if args.status else None
+        page = await store.list_posts(user.id, status=status, limit=args.limit)
+    emit(args, [post_view(post) for post in page.posts], POST_COLUMNS)
+    return EXIT_OK
+
+
+async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.posts import post_view
+
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.user)
+        post = await store.cancel_post(args.id, user.id)
+    emit(args, post_view(post))
+    return EXIT_OK
+
+
+# --- commands without settings ------------------------------------------------------------------------
+
+
+async def openapi(args: argparse.Namespace) -> int:
+    from thotto.api.openapi import encoded_document
+
+    print(msgspec.json.format(encoded_document(), indent=2).decode())
+    return EXIT_OK
+
+
+async def settings(args: argparse.Namespace) -> int:
+    from thotto.config import reference_table
+
+    print(reference_table())
+    return EXIT_OK
+
+
+async def sandbox(args: argparse.Namespace) -> int:
+    """Serve the Reddit sandbox (thotto/reddit/sandbox.py); a signal stops it gracefully."""
+    import signal
+    from functools import partial
+
+    from thotto.reddit.sandbox import SandboxConfig, serve_sandbox
+
+    config = SandboxConfig(token_lifetime=args.token_lifetime, rate_budget=args.rate_budget)
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            try:
+                port = await nursery.start(partial(serve_sandbox, args.host, args.port, args.data_dir,
+                                                   config=config))
+            except OSError as error:
+                raise ValidationError(f"cannot serve the sandbox on {args.host}:{args.port}: {error}") from None
+            say(f"thotto sandbox: listening on http://{args.host}:{port} (data in {args.data_dir}); Ctrl-C stops")
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+    return EXIT_OK
+
+
+COMMANDS = {
+    ("serve", None): serve,
+    ("init", None): init,
+    ("migrate", None): migrate,
+    ("status", None): status,
+    ("user", "add"): user_add,
+    ("user", "list"): user_list,
+    ("user", "set-tier"): user_set_tier,
+    ("token", "create"): token_create,
+    ("token", "list"): token_list,
+    ("token", "revoke"): token_revoke,
+    ("account", "link"): account_link,
+    ("account", "list"): account_list,
+    ("post", "schedule"): post_schedule,
+    ("post", "list"): post_list,
+    ("post", "cancel"): post_cancel,
+}
