@@ -22,8 +22,10 @@ Job lifecycle (DESIGN §5): ``pending`` → claimed under a lease (``processing`
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
+
+import msgspec
 
 from thotto.errors import InvalidTransition, LeaseLost
 from thotto.messages import (
@@ -59,6 +61,44 @@ from thotto.messages import (
 )
 
 Clock = Callable[[], datetime]
+
+
+class QueueActivity(msgspec.Struct, frozen=True):
+    """One queue's row of :meth:`Store.queue_activity`."""
+
+    queue: str
+    due: int
+    delayed: int
+    completed: int
+    dead: int
+    failed_attempts: int
+    retried: int
+    expired: int
+    durations: list[float]
+
+
+def activity_rows(counted: Iterable[tuple[str, str, int]],
+                  durations: Iterable[tuple[str, float]]) -> list[QueueActivity]:
+    """Build :meth:`Store.queue_activity`'s answer from an adapter's rows: ``(queue, what,
+    count)`` where ``what`` is ``due``, ``delayed``, ``completed``, ``dead`` (jobs) or
+    ``attempt_retry``, ``attempt_dead``, ``attempt_expired`` (attempts); and ``(queue,
+    seconds)`` run times."""
+    found: dict[str, dict[str, int]] = {}
+    for queue, what, count in counted:
+        found.setdefault(queue, {})[what] = int(count)
+    times: dict[str, list[float]] = {}
+    for queue, seconds in durations:
+        times.setdefault(queue, []).append(float(seconds))
+        found.setdefault(queue, {})
+    rows = []
+    for queue in sorted(found):
+        got = found[queue].get
+        retry, dead, expired = got("attempt_retry", 0), got("attempt_dead", 0), got("attempt_expired", 0)
+        rows.append(QueueActivity(queue, got("due", 0), got("delayed", 0), got("completed", 0),
+                                  got("dead", 0), retry + dead + expired, retry, expired,
+                                  times.get(queue, [])))
+    return rows
+
 
 POST_QUEUE = "posts"
 POST_JOB_KIND = "reddit.submit"
@@ -230,6 +270,15 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def counts(self) -> list[QueueCount]:
         """Job counts per queue and state (states with no jobs are omitted)."""
+
+    @abc.abstractmethod
+    async def queue_activity(self, since: datetime, *, sample: int = 1000) -> list[QueueActivity]:
+        """Per queue, what waits now and what happened since ``since`` (the queue monitor's
+        snapshot): pending jobs due (``run_at`` <= now) and not yet due; jobs completed and
+        dead-lettered since; attempts since that failed (retry, dead, expired), were retried, or
+        expired (stalled); and the run times (``finished_at - started_at``, seconds) of up to
+        ``sample`` jobs completed since, most recent first. Queues with none of these are left
+        out. Ordered by queue."""
 
     @abc.abstractmethod
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
@@ -458,6 +507,8 @@ __all__ = [
     "Clock",
     "POST_QUEUE",
     "POST_JOB_KIND",
+    "QueueActivity",
+    "activity_rows",
     "InvalidTransition",
     "LeaseLost",
     "Retry",

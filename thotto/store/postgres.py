@@ -92,7 +92,7 @@ from thotto.messages import (
     validated,
     validated_jobs,
 )
-from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, Store
+from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
 
 log = logging.getLogger("thotto.store.postgres")
 
@@ -233,6 +233,22 @@ WHERE queue = $1 AND dedupe_key = $2 AND state IN ('pending', 'processing')
 # cost ~3 µs a job of this process's CPU to decode into records and Jobs on the sidecar, against
 # ~1 µs for the arrays (zipped into Jobs on the Trio side, :func:`_claimed_jobs`). A JSON document
 # instead cost the server more than it saved here.
+# The queue monitor's snapshot (Store.queue_activity; names as activity_rows in base.py).
+_ACTIVITY = """
+SELECT queue, CASE WHEN run_at <= $1 THEN 'due' ELSE 'delayed' END, count(*)
+  FROM jobs WHERE state = 'pending' GROUP BY 1, 2
+UNION ALL
+SELECT queue, state, count(*) FROM jobs
+ WHERE finished_at >= $2 AND state IN ('completed', 'dead') GROUP BY 1, 2
+UNION ALL
+SELECT j.queue, 'attempt_' || a.outcome, count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+ WHERE a.finished_at >= $2 AND a.outcome IN ('retry', 'dead', 'expired') GROUP BY 1, 2
+"""
+_ACTIVITY_DURATIONS = """
+SELECT queue, extract(epoch FROM finished_at - started_at)::float8 FROM jobs
+ WHERE finished_at >= $1 AND state = 'completed' AND started_at IS NOT NULL
+ ORDER BY finished_at DESC LIMIT $2
+"""
 _NEXT_DUE = (
     "SELECT run_at FROM jobs WHERE state = 'pending' {queues} "
     "ORDER BY run_at, priority DESC, id LIMIT 1"
@@ -1247,6 +1263,18 @@ class PostgresStore(Store):
             "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state",
         )
         return [QueueCount(r[0], _STATES[r[1]], r[2]) for r in records]
+
+    async def queue_activity(self, since: datetime, *, sample: int = 1000) -> list[QueueActivity]:
+        since = as_utc(since)
+        counted, durations = await self._run(self._activity, self.now(), since, max(0, int(sample)))
+        return activity_rows(counted, durations)
+
+    async def _activity(self, now: datetime, since: datetime, sample: int) -> tuple[list, list]:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            counted = [tuple(row) for row in await conn.fetch(_ACTIVITY, now, since)]
+            durations = [tuple(row) for row in await conn.fetch(_ACTIVITY_DURATIONS, since, sample)]
+        return counted, durations
 
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
         # Written as the claim index's own order with LIMIT 1, so the plan is an index scan

@@ -92,7 +92,7 @@ from thotto.messages import (
     utcnow,
     validated,
 )
-from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, Store
+from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
 from thotto.clock import wait_for_thread
 
 log = logging.getLogger(__name__)
@@ -388,6 +388,19 @@ PURGE = (
     "DELETE FROM jobs WHERE finished_at < ? AND state IN ('completed', 'dead', 'cancelled')",
 )
 COUNTS = "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state"
+# The queue monitor's snapshot (Store.queue_activity): :now is now, :since since, :sample the sample size.
+ACTIVITY = (
+    "SELECT queue, 'due', count(*) FROM jobs WHERE state = 'pending' AND run_at <= :now GROUP BY queue",
+    "SELECT queue, 'delayed', count(*) FROM jobs WHERE state = 'pending' AND run_at > :now GROUP BY queue",
+    "SELECT queue, state, count(*) FROM jobs WHERE finished_at >= :since AND state IN ('completed', 'dead') "
+    "GROUP BY queue, state",
+    "SELECT j.queue, 'attempt_' || a.outcome, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
+    "WHERE a.finished_at >= :since AND a.outcome IN ('retry', 'dead', 'expired') GROUP BY j.queue, a.outcome",
+)
+ACTIVITY_DURATIONS = (
+    "SELECT queue, finished_at - started_at FROM jobs WHERE finished_at >= :since AND state = 'completed' "
+    "AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT :sample"
+)
 NEXT_DUE = (
     "SELECT run_at FROM jobs WHERE state = 'pending' {queues}ORDER BY run_at, priority DESC LIMIT 1"
 )
@@ -1350,6 +1363,18 @@ class SqliteStore(Store):
     async def counts(self) -> list[QueueCount]:
         rows = await self._read(lambda conn: conn.execute(COUNTS).fetchall())
         return [QueueCount(queue, _STATES[state], count) for queue, state, count in rows]
+
+    async def queue_activity(self, since: datetime, *, sample: int = 1000) -> list[QueueActivity]:
+        since_us = _us(since, "since")
+        _, now_us = self._now_us()
+        params = {"now": now_us, "since": since_us, "sample": max(0, int(sample))}
+
+        def read(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple]]:
+            counted = [row for sql in ACTIVITY for row in conn.execute(sql, params)]
+            return counted, conn.execute(ACTIVITY_DURATIONS, params).fetchall()
+
+        counted, durations = await self._read(read)
+        return activity_rows(counted, ((queue, us / 1e6) for queue, us in durations))
 
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
         names = _check_queues(queues)
