@@ -44,3 +44,5 @@ def configure(level: str = "INFO", json_lines: bool = False) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO; Thotto logs what matters about its Reddit calls itself.
+    logging.getLogger("httpx").setLevel(max(logging.WARNING, root.level))
