@@ -41,6 +41,8 @@ def _serve_parsers(commands) -> None:
     serve.add_argument("--role", choices=[role.value for role in Role], help="all (default), api, or worker")
     serve.add_argument("--demo", action="store_true",
                        help="also run the Reddit sandbox in-process and post to it (try Thotto without Reddit)")
+    serve.add_argument("--demo-unless-configured", action="store_true",
+                       help="--demo when no Reddit app is configured (what run.py does)")
     init = commands.add_parser("init", help="create the data dir, database, encryption key, an admin and a token")
     init.add_argument("--admin", default="admin", help="the admin user's name (default: admin)")
     _add_settings_options(init, json=True)

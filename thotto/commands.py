@@ -18,6 +18,8 @@ from typing import Any
 import msgspec
 import trio
 
+import actors
+
 from thotto import __version__
 from thotto.config import Settings
 from thotto.errors import ValidationError
@@ -113,18 +115,24 @@ def _api_context(engine):
 
 async def serve(settings: Settings, args: argparse.Namespace) -> int:
     """Run everything until a signal: the first stops gracefully, a second stops now."""
+    _ensure_data_dir(settings)
+    with actors.unwrap_sole_exception():  # a startup error (a locked file) is one clear line
+        return await _serve(settings, args)
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.engine import open_engine
 
-    _ensure_data_dir(settings)
     async with trio.open_nursery() as nursery:
-        if args.demo:
+        demo = args.demo or (args.demo_unless_configured and not settings.reddit_client_id)
+        if demo:
             settings = await _start_demo_sandbox(nursery, settings)
         first_start = await _first_start(settings)
         serve_api = settings.role.value != "worker"
         async with open_engine(settings, serve_api=serve_api) as engine:
             async with trio.open_nursery() as signals:
                 await signals.start(engine.tree.stop_on_signals)
-                await _welcome(engine, settings, first_start, demo=args.demo)
+                await _welcome(engine, settings, first_start, demo=demo)
                 await engine.tree.wait_stopped()
                 signals.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
@@ -135,6 +143,9 @@ async def _start_demo_sandbox(nursery: trio.Nursery, settings: Settings) -> Sett
     """Serve the sandbox in this process and point Reddit at it."""
     from thotto.reddit.sandbox import serve_sandbox
 
+    import logging
+
+    logging.getLogger("thotto.reddit.sandbox.http").setLevel(logging.WARNING)
     data_dir = os.path.join(settings.data_dir, "sandbox")
     port = await nursery.start(serve_sandbox, "127.0.0.1", 0, data_dir)
     return msgspec.structs.replace(settings, reddit_url=f"http://127.0.0.1:{port}",
@@ -182,7 +193,8 @@ async def _welcome(engine, settings: Settings, first_start, *, demo: bool) -> No
         "Ctrl-C stops")
     if demo:
         await _link_demo_account(engine)
-        say(f"demo: posting to the Reddit sandbox at {settings.reddit_url} as u/{DEMO_ACCOUNT}")
+        say(f"demo: Reddit is the sandbox at {settings.reddit_url} (u/{DEMO_ACCOUNT}); to post to "
+            "reddit.com set THOTTO_REDDIT_CLIENT_ID and THOTTO_REDDIT_CLIENT_SECRET (see README)")
     if first_start and api:
         admin, token = first_start
         say(first_start_message(api.context.base_url, admin.name, token, demo=demo))

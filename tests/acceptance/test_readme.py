@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
+
+import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,12 +34,66 @@ def test_the_embedding_example_runs(tmp_path):
     assert (tmp_path / "thotto-example" / "thotto.db").exists()
 
 
-def test_run_py_serves_on_embedded_defaults_and_stops_cleanly_on_sigterm(tmp_path):
-    process = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=tmp_path,
-                               stderr=subprocess.PIPE, text=True)
+class Output:
+    """A process's stderr, read line by line in a thread so that waiting for a line has a
+    deadline instead of hanging the test."""
+
+    def __init__(self, process: subprocess.Popen):
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._pump, args=(process.stderr,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self.lines.get(timeout=left)
+            except queue.Empty:
+                break
+            self.seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; got:\n{''.join(self.seen)}")
+
+
+def start_run_py(cwd: Path, **env: str) -> tuple[subprocess.Popen, Output]:
+    process = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=cwd, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "THOTTO_API_PORT": "0", **env})
+    return process, Output(process)
+
+
+def test_first_start_then_the_documented_first_post_publishes_exactly_once(tmp_path):
+    process, output = start_run_py(tmp_path)
     try:
-        first_line = process.stderr.readline()
-        assert "serving" in first_line, first_line
+        url = output.wait_for(r"serving \(API on (http://\S+);")[1]
+        token = output.wait_for(r"export THOTTO_TOKEN=(\S+)")[1]
+        headers = {"authorization": f"Bearer {token}"}
+        when = (datetime.now(timezone.utc) + timedelta(seconds=1)).isoformat()
+        body = {"subreddit": "test", "title": "My first Thotto post", "text": "Hello!", "scheduledFor": when}
+        created = httpx.post(f"{url}/api/scheduled-posts", json=body, headers=headers)
+        assert created.status_code == 201, created.text
+        post_id = created.json()["posts"][0]["id"]
+        deadline = time.monotonic() + 20
+        while (post := httpx.get(f"{url}/api/scheduled-posts/{post_id}", headers=headers).json())["status"] != "published":
+            assert time.monotonic() < deadline, post
+            time.sleep(0.1)
+        assert post["redditUrl"].startswith("http://127.0.0.1:") and post["attempts"][0]["outcome"] == "completed"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+    record = (tmp_path / "thotto-data" / "sandbox" / "posts.jsonl").read_text().splitlines()
+    assert len([line for line in record if "My first Thotto post" in line]) == 1
+
+
+def test_run_py_serves_on_embedded_defaults_and_stops_cleanly_on_sigterm(tmp_path):
+    process, output = start_run_py(tmp_path)
+    try:
+        output.wait_for("serving")
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:
@@ -51,12 +111,11 @@ def test_a_bad_setting_is_one_clear_line_and_exit_2(tmp_path):
 
 
 def test_a_second_process_on_the_same_sqlite_file_is_refused(tmp_path):
-    first = subprocess.Popen([sys.executable, str(ROOT / "run.py")], cwd=tmp_path,
-                             stderr=subprocess.PIPE, text=True)
+    first, output = start_run_py(tmp_path)
     try:
-        assert "serving" in first.stderr.readline()
-        second = subprocess.run([sys.executable, str(ROOT / "run.py")], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=30)
+        output.wait_for("serving")
+        second = subprocess.run([sys.executable, str(ROOT / "run.py")], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=30, env={**os.environ, "THOTTO_API_PORT": "0"})
         assert second.returncode == 2
         assert "thotto:" in second.stderr and "Traceback" not in second.stderr
     finally:

@@ -47,7 +47,7 @@ class ApiServer:
             config = Config()
             config.bind = [f"fd://{os.dup(listener.fileno())}"]
             config.accesslog = None
-            config.errorlog = logging.getLogger("thotto.api.http")
+            config.errorlog = _quiet_logger("thotto.api.http")
             config.graceful_timeout = self.grace_seconds
             config.keep_alive_timeout = 30.0
             stop = trio.Event()
@@ -64,7 +64,7 @@ class ApiServer:
                 self.port = listener.getsockname()[1]
                 self.context.base_url = self.context.settings.public_url or self.url
                 self.ready.set()
-                log.info("API listening on %s", self.url)
+                log.debug("API listening on %s", self.url)
                 task_status.started()
                 try:
                     await trio.sleep_forever()
@@ -73,6 +73,14 @@ class ApiServer:
                     server_scope.deadline = trio.current_time() + self.grace_seconds
         finally:
             listener.close()
+
+
+def _quiet_logger(name: str) -> logging.Logger:
+    """Hypercorn's log, without its "Running on ..." line (Thotto says where it listens)."""
+    logger = logging.getLogger(name)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+    return logger
 
 
 def _bind(host: str, port: int) -> socket.socket:
