@@ -30,7 +30,15 @@ from thotto.clock import Clock, SystemClock
 from thotto.config import Settings
 from thotto.cron import CatchUp, CronSchedule, plan_occurrence
 from thotto.community import fetch_rules
-from thotto.errors import ConfigError, DeferJob, JobError, ValidationError
+from thotto import analytics
+from thotto.errors import (
+    ConfigError,
+    DeferJob,
+    JobError,
+    StoreUnavailable,
+    ThottoError,
+    ValidationError,
+)
 from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
 from thotto.messages import (
     Account,
@@ -42,6 +50,7 @@ from thotto.messages import (
     NewAccount,
     NewJob,
     NewPost,
+    OptimalTimes,
     Post,
     QueueCount,
     SubredditRules,
@@ -52,6 +61,7 @@ from thotto.messages import (
 from thotto.app import EngineTree, Services, open_services
 from thotto.posts import PostScheduler
 from thotto.publishing import Publisher
+from thotto.recurrence import schedule_next_occurrence
 from thotto.reddit.client import RedditClient
 from thotto.vault import Password, RefreshToken
 from thotto.store.base import POST_JOB_KIND
@@ -120,6 +130,7 @@ class Engine:
             self.publisher.reconcile_settle_seconds = self.settings.reddit_reconcile_settle_seconds
             self.registry.register(POST_JOB_KIND, self.publisher.handle,
                                    timeout_seconds=PUBLISH_TIMEOUT_SECONDS)
+            self.publisher.on_published = self._after_publication
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crons: dict[str, CronEntry] = {}
         self._cron_added: dict[str, trio.Event] = {}
@@ -295,6 +306,35 @@ class Engine:
             refreshed += 1
         return refreshed
 
+    async def _after_publication(self, post: Post) -> None:
+        """Schedule a published recurring post's next occurrence, exactly once (see
+        :func:`thotto.recurrence.schedule_next_occurrence`; the Publisher calls this again on
+        every later run of the post's job, so a crash in between loses nothing)."""
+        try:
+            await schedule_next_occurrence(self.store, post, self.clock.now())
+        except StoreUnavailable as error:
+            # The post is out; try again when storage is back, without spending an attempt.
+            raise DeferJob(f"post {post.id} is published; its next occurrence waits for the store",
+                           until=self.clock.now() + timedelta(seconds=30)) from error
+        except ThottoError:  # e.g. the account is gone: the series ends, the post stays published
+            log.exception("post %d is published, but its next occurrence could not be scheduled",
+                          post.id)
+
+    async def refresh_engagement(self) -> int:
+        """Read published posts' scores and comments from Reddit and store them, then drop
+        cached optimal times (the hourly ``analytics`` cron job; see
+        :func:`thotto.analytics.refresh_engagement`). Returns how many posts were updated."""
+        assert self.publisher is not None
+        return await analytics.refresh_engagement(self.store, self.publisher.reddit_account,
+                                                  self.services.cache, self.clock.now)
+
+    async def optimal_times(self, subreddit: str) -> OptimalTimes:
+        """The best hours of the week (UTC) to post in ``subreddit``: from our published posts'
+        engagement once there are enough of them, else a generic prior; cached for an hour and
+        invalidated by every analytics run (see :func:`thotto.analytics.optimal_times`)."""
+        return await analytics.optimal_times(self.store, self.services.cache, subreddit,
+                                             self.clock.now)
+
     async def _any_working_account(self) -> Account | None:
         for user in await self.store.list_users():
             for account in await self.store.list_accounts(user.id):
@@ -392,8 +432,8 @@ async def open_engine(
 async def _add_builtin_crons(engine: Engine) -> None:
     """Retention (purge finished jobs and posts older than ``retention_days``, then database
     upkeep) runs daily at 03:00 UTC; with Reddit configured, the community sync runs weekly on
-    Monday 02:00 UTC. The hourly analytics update arrives with the API's engagement data
-    (TODO #5)."""
+    Monday 02:00 UTC and the analytics job (published posts' engagement, see
+    :meth:`Engine.refresh_engagement`) hourly at minute 17, off the hour's rush of posts."""
     settings = engine.settings
 
     async def retention() -> None:
@@ -405,3 +445,4 @@ async def _add_builtin_crons(engine: Engine) -> None:
     await engine.add_cron("retention", "0 3 * * *", retention)
     if engine.publisher is not None:
         await engine.add_cron("community-sync", "0 2 * * 1", engine.sync_communities)
+        await engine.add_cron("analytics", "17 * * * *", engine.refresh_engagement)

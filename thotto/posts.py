@@ -19,6 +19,7 @@ from thotto.cache import Cache
 from thotto.community import rule_problems
 from thotto.errors import JobError, RuleViolation, ValidationError
 from thotto.messages import NewPost, Post, PostContent, PostKind, SubredditRules, as_utc, validated
+from thotto.recurrence import check_recurrence
 from thotto.store.base import Store
 
 log = logging.getLogger("thotto.posts")
@@ -53,9 +54,11 @@ class PostScheduler:
 
     async def check(self, post: NewPost, *, require_future: bool = True) -> None:
         """Refuse a post that breaks a constraint, lacks what its kind needs, is not in the
-        future, or breaks a known rule of its subreddit."""
+        future, has a recurrence that could not run (an unknown time zone), or breaks a known
+        rule of its subreddit."""
         validated(post)
         check_content(post.content)
+        check_recurrence(post.recurrence)
         if require_future and as_utc(post.scheduled_for) <= self.now():
             raise ValidationError("scheduledFor must be in the future", field="scheduled_for")
         await self._check_rules(post)

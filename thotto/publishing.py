@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 import trio
@@ -50,30 +50,46 @@ class Publisher:
         self.now = now
         self.reconcile_settle_seconds = RECONCILE_SETTLE_SECONDS
         self._accounts: dict[int, RedditAccount] = {}  # keeps access tokens between posts
+        self.on_published: Callable[[Post], Awaitable[None]] | None = None
+        """Called with the post once its publication is recorded, and again whenever its job
+        runs again afterwards, so it must be idempotent (the Engine schedules a recurring
+        post's next occurrence here)."""
 
     async def handle(self, ctx: JobContext) -> None:
         post = await self.store.get_post_by_job(ctx.job.id)
         if post.reddit_id is not None:
-            return  # published and recorded; only the job's own outcome had been lost
+            # Published and recorded; only the job's own outcome, or what follows a
+            # publication (a crash in between), had been lost.
+            await self._after_publication(post)
+            return
         account = await self.store.get_account(post.account_id)
         if account.needs_relink:
             raise PermanentJobError(f"Reddit account u/{account.reddit_username} must be linked again")
         reddit = self.reddit_account(account)
         try:
             async with self._guard(account):
-                if post.armed_at is not None and await self._reconcile(reddit, post):
-                    return
-                await self.store.arm_post(post.id)
-                result = await self._submit(reddit, post)
+                reconciled = post.armed_at is not None and await self._reconcile(reddit, post)
+                if not reconciled:
+                    await self.store.arm_post(post.id)
+                    result = await self._submit(reddit, post)
         except RedditAuthError as error:
             if error.error_type != APP_REFUSED:  # the app's own credentials: no account's fault
                 await self.store.set_needs_relink(account.id, True)
             self._accounts.pop(account.id, None)
             raise
-        await self.store.record_publication(post.id, result.id, result.url)
-        log.info("published post %d as %s", post.id, result.url,
-                 extra={"job_id": ctx.job.id, "attempt": ctx.attempt, "post_id": post.id,
-                        "account": account.reddit_username})
+        if not reconciled:
+            await self.store.record_publication(post.id, result.id, result.url)
+            log.info("published post %d as %s", post.id, result.url,
+                     extra={"job_id": ctx.job.id, "attempt": ctx.attempt, "post_id": post.id,
+                            "account": account.reddit_username})
+        # Outside the breakers' guard: a failure here is no fault of Reddit's.
+        await self._after_publication(post)
+
+    async def _after_publication(self, post: Post) -> None:
+        """Run :attr:`on_published`. It runs again on every later run of a recorded post's job,
+        so a failure here (the job retries) or a crash just before it loses nothing."""
+        if self.on_published is not None:
+            await self.on_published(post)
 
     async def _reconcile(self, reddit: RedditAccount, post: Post) -> bool:
         """Did an earlier attempt publish this post? Record it if so. Defers while Reddit's
