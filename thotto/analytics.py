@@ -72,8 +72,9 @@ async def optimal_times(store: Store, cache: Cache | None, subreddit: str,
     ``source="engagement"`` when at least :data:`MIN_POSTS` published posts to the subreddit
     have engagement readings: each weekday×hour slot of their publication times is ranked by
     the mean engagement of its posts (:func:`engagement_value`), shrunk toward the
-    subreddit's overall mean as if the slot had one more, average post (so one lucky post
-    does not outrank a slot with many good ones); only slots with posts are listed.
+    subreddit's overall mean as if the slot had one more, average post (a slot of one post
+    moves halfway to the mean, so one lucky post counts for less than many good ones); only
+    slots with posts are listed.
     Otherwise ``source="community"``: a generic prior of Reddit activity by hour and weekday
     (:data:`COMMUNITY_HOURLY`, :data:`COMMUNITY_WEEKDAY`; not measured for this subreddit),
     nudged up in the slots where the few posts we have did well (``posts`` shows them).
