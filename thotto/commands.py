@@ -148,10 +148,13 @@ async def _start_demo_sandbox(nursery: trio.Nursery, settings: Settings) -> Sett
     logging.getLogger("thotto.reddit.sandbox.http").setLevel(logging.WARNING)
     data_dir = os.path.join(settings.data_dir, "sandbox")
     port = await nursery.start(serve_sandbox, "127.0.0.1", 0, data_dir)
+    # The web-app flow works too when the API's port is known in advance (not 0).
+    callback = (f"{settings.public_url or f'http://{settings.api_host}:{settings.api_port}'}/api/accounts/callback"
+                if settings.api_port else None)
     return msgspec.structs.replace(settings, reddit_url=f"http://127.0.0.1:{port}",
                                    reddit_client_id=DEMO_CLIENT_ID,
                                    reddit_client_secret=_demo_secret(settings),
-                                   reddit_redirect_uri=None)
+                                   reddit_redirect_uri=callback)
 
 
 def _demo_secret(settings: Settings) -> str:

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import os
-import queue
 import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+
+from tests.support.process_output import Output
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -32,32 +32,6 @@ def test_the_embedding_example_runs(tmp_path):
     assert "hello, world (attempt 1)" in result.stdout
     assert re.search(r"job \d+ ran", result.stdout)
     assert (tmp_path / "thotto-example" / "thotto.db").exists()
-
-
-class Output:
-    """A process's stderr, read line by line in a thread so that waiting for a line has a
-    deadline instead of hanging the test."""
-
-    def __init__(self, process: subprocess.Popen):
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._pump, args=(process.stderr,), daemon=True).start()
-
-    def _pump(self, stream) -> None:
-        for line in stream:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self.lines.get(timeout=left)
-            except queue.Empty:
-                break
-            self.seen.append(line)
-            if match := re.search(pattern, line):
-                return match
-        raise AssertionError(f"no line matching {pattern!r} within {timeout} s; got:\n{''.join(self.seen)}")
 
 
 def start_run_py(cwd: Path, **env: str) -> tuple[subprocess.Popen, Output]:
