@@ -72,11 +72,12 @@ def report(result: "Result") -> "Result":
 
 def latency_results(prefix: str, samples_ms: list[float], store: str | None,
                     params: dict[str, Any]) -> list["Result"]:
-    """``prefix.p50``, ``.p99`` and ``.max`` (ms) of ``samples_ms``; the samples go to the plot."""
+    """``prefix.p50``, ``.p99`` and ``.max`` (ms) of ``samples_ms`` (not yet reported); the
+    samples go to the plot."""
     ordered = sorted(samples_ms)
     quantiles = statistics.quantiles(ordered, n=100, method="inclusive")
     figures = [("p50", quantiles[49]), ("p99", quantiles[98]), ("max", ordered[-1])]
-    return [report(Result(f"{prefix}.{label}", value, "ms", store, params, series={"samples_ms": ordered}))
+    return [Result(f"{prefix}.{label}", value, "ms", store, dict(params), series={"samples_ms": ordered})
             for label, value in figures]
 
 
@@ -173,7 +174,7 @@ def print_table(results: list[Result], targets: dict[str, tuple[str, float]] | N
                 result.unit,
                 f"{target[0]} {target[1]:,}" if target else "",
                 _verdict(result.value, target),
-                f"{ratio:,.2f}x" if isinstance(ratio, (int, float)) else str(ratio or ""),
+                f"{ratio:.3g}x" if isinstance(ratio, (int, float)) else str(ratio or ""),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

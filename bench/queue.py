@@ -140,7 +140,8 @@ async def lateness(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
             await engine.schedule("measure", due)
         while len(late_ms) < sizes.lateness_jobs:
             await trio.sleep(0.05)
-    return latency_results("queue.lateness", late_ms, kind, {"jobs": sizes.lateness_jobs})
+    return [report(result) for result in latency_results("queue.lateness", late_ms, kind,
+                                                         {"jobs": sizes.lateness_jobs})]
 
 
 def _rate(name: str, kind: str, count: int, watch: Stopwatch, **params) -> Result:
