@@ -50,6 +50,7 @@ class Publisher:
         self.now = now
         self.reconcile_settle_seconds = RECONCILE_SETTLE_SECONDS
         self._accounts: dict[int, RedditAccount] = {}  # keeps access tokens between posts
+        self._sent_at: dict[int, float] = {}  # post id -> trio.current_time() of our last submit
         self.on_published: Callable[[Post], Awaitable[None]] | None = None
         """Called with the post once its publication is recorded, and again whenever its job
         runs again afterwards, so it must be idempotent (the Engine schedules a recurring
@@ -103,11 +104,23 @@ class Publisher:
                         "unknown); recorded it instead of posting again", post.id, found.id)
             return True
         settled_at = post.armed_at + timedelta(seconds=self.reconcile_settle_seconds)
+        sent_at = self._sent_at.get(post.id)
+        if sent_at is not None:
+            # This process sent the earlier attempt: time its settling on the monotonic clock
+            # too. After the wall clock jumps forward, armed_at looks long past while that
+            # request may still be in flight (its lease looked expired and it was taken back).
+            settling = sent_at + self.reconcile_settle_seconds - trio.current_time()
+            settled_at = max(settled_at, self.now() + timedelta(seconds=settling))
         if self.now() < settled_at:
             raise DeferJob("checking whether an interrupted attempt reached Reddit", until=settled_at)
         return False
 
     async def _submit(self, reddit: RedditAccount, post: Post):
+        now = trio.current_time()
+        if len(self._sent_at) >= 1000:  # forget sends that have long settled
+            self._sent_at = {key: at for key, at in self._sent_at.items()
+                             if at + self.reconcile_settle_seconds > now}
+        self._sent_at[post.id] = now
         content = post.content
         image = None
         if content.kind is PostKind.IMAGE:

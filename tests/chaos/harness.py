@@ -1,6 +1,6 @@
 """What the chaos scenarios run and judge with: real processes, a real sandbox, and the judge.
 
-* :class:`SandboxProcess` — ``thotto sandbox`` as a child process on a free loopback port; its
+* :class:`SandboxProcess` — the sandbox (what ``thotto sandbox`` serves) as a child process on a free loopback port; its
   durable record of accepted posts (``posts.jsonl``, fsynced before each reply) is the judge.
 * :class:`ThottoProcess` — a Thotto process (``tests.support.chaos_process``: the engine's whole
   tree, configured from ``THOTTO_*`` variables as ``thotto serve`` is) with its log in a file.
@@ -104,7 +104,8 @@ def _tail(log: Path | None, lines: int = 40) -> str:
 
 
 class SandboxProcess:
-    """``thotto sandbox`` in a child process. The record survives its restarts."""
+    """The sandbox in a child process (tests/support/sandbox_process.py). The record survives
+    its restarts."""
 
     def __init__(self, data_dir: Path, log: Path):
         self.data_dir = data_dir
@@ -119,9 +120,8 @@ class SandboxProcess:
     async def start(self, timeout: float = 30) -> None:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "thotto.cli", "sandbox", "--host", "127.0.0.1",
-                 "--port", str(self.port), "--data-dir", str(self.data_dir),
-                 "--rate-budget", "10000000"],
+                [sys.executable, "-m", "tests.support.sandbox_process", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir)],
                 cwd=ROOT, env=child_env(), stdout=subprocess.DEVNULL, stderr=log)
         with trio.fail_after(timeout):
             while True:
@@ -305,8 +305,11 @@ class Chaos:
         return load_settings(environ=self.env(**overrides))
 
     def thotto(self, name: str = "thotto", *, breaker_open_seconds: float | None = 1.0,
+               clock_offset_seconds: float = 0.0, jump_seconds: float = 3600.0,
                **overrides: Any) -> ThottoProcess:
+        """A Thotto process (not started) on this world's settings plus ``overrides``."""
         args = [] if breaker_open_seconds is None else ["--breaker-open-seconds", str(breaker_open_seconds)]
+        args += ["--clock-offset-seconds", str(clock_offset_seconds), "--jump-seconds", str(jump_seconds)]
         process = ThottoProcess(name, self.env(**overrides), self.tmp_path / f"{name}.log", args)
         self.processes.append(process)
         return process
@@ -317,9 +320,9 @@ class Chaos:
     # --- seeding through the library --------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def engine(self, **overrides: Any):
+    async def engine(self, clock=None, **overrides: Any):
         """An engine in this test process that runs no workers (to schedule and to read)."""
-        async with open_engine(self.settings(**overrides), run_workers=False) as engine:
+        async with open_engine(self.settings(**overrides), clock=clock, run_workers=False) as engine:
             yield engine
 
     async def link(self, engine) -> None:
@@ -396,12 +399,13 @@ class Chaos:
 
     # --- the judge --------------------------------------------------------------------------
 
-    async def judge(self, *, on_time_within: float | None = None) -> "Verdict":
+    async def judge(self, *, on_time_within: float | None = None, allow_early: bool = False) -> "Verdict":
         """Every seeded post published exactly once, by the sandbox's record AND the store:
 
         * the record holds exactly one post per seeded title and nothing else;
         * the store has each post ``published`` with the record's id and permalink;
-        * no post went out before its time, and with ``on_time_within`` none later than that.
+        * no post went out before its time (unless ``allow_early``: Thotto's clock was made to
+          run ahead of Reddit's), and with ``on_time_within`` none later than that.
         """
         record = self.sandbox.record()
         by_title = collections.Counter(post["title"] for post in record)
@@ -424,7 +428,8 @@ class Chaos:
             assert post.reddit_url.endswith(accepted["permalink"]), (title, post.reddit_url)
             assert accepted["author"] == ACCOUNT
             # created_utc is whole seconds (truncated), as on Reddit
-            assert accepted["created_utc"] >= int(post.scheduled_for.timestamp()), f"{title} went out early"
+            if not allow_early:
+                assert accepted["created_utc"] >= int(post.scheduled_for.timestamp()), f"{title} went out early"
             if on_time_within is not None:
                 late = accepted["created_utc"] - post.scheduled_for.timestamp()
                 assert late <= on_time_within, f"{title} went out {late:.1f} s after its time"

@@ -7,8 +7,9 @@ second at once; exit code 0). On top of that:
 
 * ``--breaker-open-seconds S`` shortens how long Reddit's breakers stay open (the real 30 s would
   make a compressed outage take minutes to recover from);
-* the wall clock can be made to jump: each SIGUSR1 moves it ``--jump-seconds`` forward (a VM
-  resumed from suspend, an NTP step), for the store, the ticker's sleeps and the leases alike.
+* the wall clock can be off and jump: it starts ``--clock-offset-seconds`` away from the system
+  clock, and each SIGUSR1 moves it ``--jump-seconds`` forward (an NTP step, a VM resumed from
+  suspend), for the store, the ticker's sleeps and the leases alike.
 
 Prints ``ready`` on stdout once serving; logs go to stderr.
 """
@@ -31,10 +32,10 @@ from thotto.engine import open_engine
 
 
 class JumpingClock(SystemClock):
-    """The system clock plus an offset that only grows (see the module docstring)."""
+    """The system clock plus an offset, which :meth:`jump` moves (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self.offset = timedelta(0)
+    def __init__(self, offset_seconds: float = 0.0) -> None:
+        self.offset = timedelta(seconds=offset_seconds)
 
     def jump(self, seconds: float) -> None:
         self.offset += timedelta(seconds=seconds)
@@ -59,7 +60,7 @@ async def jump_on_sigusr1(clock: JumpingClock, seconds: float, *, task_status=tr
 async def main(args: argparse.Namespace) -> None:
     settings = load_settings()
     logs.configure(settings.log_level, json_lines=False)
-    clock = JumpingClock()
+    clock = JumpingClock(args.clock_offset_seconds)
     async with open_engine(settings, clock=clock) as engine:
         if args.breaker_open_seconds is not None:
             engine.services.breakers.configure(
@@ -76,5 +77,6 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--breaker-open-seconds", type=float)
     parser.add_argument("--jump-seconds", type=float, default=3600.0)
+    parser.add_argument("--clock-offset-seconds", type=float, default=0.0)
     trio.run(main, parser.parse_args())
     sys.exit(0)
