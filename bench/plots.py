@@ -43,7 +43,8 @@ def draw(results: list[Result], directory: str) -> list[str]:
 
 
 def _label(result: Result) -> str:
-    return result.params.get("system") or result.store or "thotto"
+    system = result.params.get("system", "thotto")
+    return f"{system} ({result.store})" if result.store else system
 
 
 def lateness(results: list[Result], path: str) -> bool:
