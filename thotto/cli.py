@@ -56,7 +56,8 @@ def _serve_parsers(commands) -> None:
     sandbox.add_argument("--data-dir", default="sandbox-data", help="where the durable record of posts lives")
     sandbox.add_argument("--token-lifetime", type=float, default=3600.0, help="access token lifetime, seconds")
     sandbox.add_argument("--rate-budget", type=int, default=1000, help="requests per app per 10 minutes")
-    commands.add_parser("openapi", help="print the API's OpenAPI 3.1 document")
+    openapi = commands.add_parser("openapi", help="print the API's OpenAPI 3.1 document")
+    openapi.add_argument("--markdown", action="store_true", help="as the Markdown reference (docs/api.md)")
     commands.add_parser("settings", help="print the settings reference table (Markdown)")
 
 

@@ -473,9 +473,9 @@ async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def openapi(args: argparse.Namespace) -> int:
-    from thotto.api.openapi import encoded_document
+    from thotto.api.openapi import encoded_document, markdown
 
-    print(msgspec.json.format(encoded_document(), indent=2).decode())
+    print(markdown() if args.markdown else msgspec.json.format(encoded_document(), indent=2).decode())
     return EXIT_OK
 
 

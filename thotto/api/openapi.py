@@ -96,6 +96,50 @@ def _query_parameters(query: Any, schema_of: dict[Any, Any]) -> list[dict[str, A
             for name, schema in struct["properties"].items()]
 
 
+def markdown() -> str:
+    """The API reference for docs/api.md, generated from the same document."""
+    doc = document()
+    lines = ["# Thotto HTTP API", "",
+             f"Generated from the OpenAPI {doc['openapi']} document (`GET /openapi.json`, or "
+             "`thotto openapi`) by `thotto openapi --markdown`. Bodies are JSON in camelCase; unknown "
+             "fields are refused. Errors are `{\"error\", \"detail\", \"field\"}` with the status "
+             "listed. Authenticate with `Authorization: Bearer <token>`.", ""]
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            lines += _markdown_operation(method, path, operation)
+    lines += ["## Schemas", ""]
+    for name, schema in doc["components"]["schemas"].items():
+        lines += [f"### {name}", "", "```json", msgspec.json.format(msgspec.json.encode(schema), indent=2).decode(),
+                  "```", ""]
+    return "\n".join(lines)
+
+
+def _markdown_operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
+    auth = "bearer token" if operation.get("security") else "none"
+    lines = [f"## `{method.upper()} {path}`", "", operation["summary"] + ".", "", f"- Auth: {auth}"]
+    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    if body:
+        lines.append(f"- Body: {_schema_name(body)}")
+    for parameter in operation.get("parameters", []):
+        if parameter["in"] == "query":
+            lines.append(f"- Query `{parameter['name']}`: {_schema_name(parameter['schema'])}")
+    for status, response in operation["responses"].items():
+        schema = response.get("content", {}).get("application/json", {}).get("schema")
+        lines.append(f"- {status}: {response['description']}" + (f" ({_schema_name(schema)})" if schema else ""))
+    return lines + [""]
+
+
+def _schema_name(schema: dict[str, Any]) -> str:
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return f"[{name}](#{name.lower()})"
+    if schema.get("type") == "array":
+        return f"list of {_schema_name(schema['items'])}"
+    if "anyOf" in schema:
+        return " or ".join(_schema_name(option) for option in schema["anyOf"])
+    return f"`{schema.get('type', 'any')}`"
+
+
 @functools.cache
 def encoded_document() -> bytes:
     return msgspec.json.encode(document())
