@@ -494,7 +494,7 @@ async def sandbox(args: argparse.Namespace) -> int:
     from thotto.reddit.sandbox import SandboxConfig, serve_sandbox
 
     config = SandboxConfig(token_lifetime=args.token_lifetime, rate_budget=args.rate_budget)
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with actors.unwrap_sole_exception(), trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
             try:
                 port = await nursery.start(partial(serve_sandbox, args.host, args.port, args.data_dir,

@@ -191,3 +191,24 @@ async def test_an_account_must_be_linked_and_named_when_there_are_several(api):
     assert response.status_code == 201
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body(account="nobody_here", title="x"))
     assert response.status_code == 422 and "nobody_here" in response.json()["detail"]
+
+
+async def test_optimal_times_are_ranked_slots(api):
+    response = await api.pro.client.post("/api/scheduled-posts/optimal-times", json={"subreddit": "test"})
+    assert response.status_code == 200, response.text
+    times = response.json()
+    assert times["subreddit"] == "test" and times["source"] == "community"
+    scores = [slot["score"] for slot in times["slots"]]
+    assert scores == sorted(scores, reverse=True) and scores[0] == 100
+    assert all(0 <= slot["weekday"] <= 6 and 0 <= slot["hour"] <= 23 for slot in times["slots"])
+    response = await api.pro.client.post("/api/scheduled-posts/optimal-times", json={"subreddit": "r/bad name"})
+    assert response.status_code == 422 and response.json()["field"] == "subreddit"
+
+
+async def test_a_recurring_post_names_a_real_time_zone(api):
+    recurrence = {"frequency": "weekly", "timezone": "Mars/Olympus", "count": 3}
+    response = await api.pro.client.post("/api/scheduled-posts", json=post_body(recurrence=recurrence))
+    assert response.status_code == 422 and response.json()["field"] == "recurrence.timezone"
+    recurrence["timezone"] = "Europe/Berlin"
+    response = await api.pro.client.post("/api/scheduled-posts", json=post_body(recurrence=recurrence))
+    assert response.status_code == 201 and response.json()["posts"][0]["recurrence"]["count"] == 3
