@@ -59,7 +59,7 @@ from thotto.messages import (
     validated_jobs,
 )
 from thotto.app import EngineTree, Services, open_services
-from thotto.posts import PostScheduler
+from thotto.posts import PostScheduler, post_list_tag
 from thotto.publishing import Publisher
 from thotto.recurrence import schedule_next_occurrence
 from thotto.reddit.client import RedditClient
@@ -310,6 +310,7 @@ class Engine:
         """Schedule a published recurring post's next occurrence, exactly once (see
         :func:`thotto.recurrence.schedule_next_occurrence`; the Publisher calls this again on
         every later run of the post's job, so a crash in between loses nothing)."""
+        await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
         try:
             await schedule_next_occurrence(self.store, post, self.clock.now())
         except StoreUnavailable as error:

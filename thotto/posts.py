@@ -28,6 +28,12 @@ log = logging.getLogger("thotto.posts")
 RulesFetcher = Callable[[int, str], Awaitable[SubredditRules]]
 
 
+def post_list_tag(user_id: int) -> str:
+    """The cache tag of a user's post lists (the API caches them). Invalidation: every change
+    the user makes, and every publication the engine records."""
+    return f"posts:{user_id}"
+
+
 def rules_key(subreddit: str) -> str:
     """The cache key of a subreddit's rules. Invalidation: every write of those rules (the
     weekly sync, a first fetch) deletes it, in every process; otherwise it lives for the

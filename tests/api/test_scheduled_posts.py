@@ -212,3 +212,11 @@ async def test_a_recurring_post_names_a_real_time_zone(api):
     recurrence["timezone"] = "Europe/Berlin"
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body(recurrence=recurrence))
     assert response.status_code == 201 and response.json()["posts"][0]["recurrence"]["count"] == 3
+
+
+async def test_the_cached_list_shows_a_publication_at_once(api):
+    post = (await api.pro.client.post("/api/scheduled-posts", json=post_body(scheduledFor=at(0.5)))).json()["posts"][0]
+    assert (await api.pro.client.get("/api/scheduled-posts")).json()["posts"][0]["status"] == "scheduled"
+    published = await wait_for(api.pro.client, post["id"], "published")
+    listed = (await api.pro.client.get("/api/scheduled-posts")).json()["posts"]
+    assert [(p["status"], p["redditUrl"]) for p in listed] == [("published", published["redditUrl"])]

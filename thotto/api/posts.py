@@ -6,9 +6,10 @@ A post with the same account, subreddit and title as one pending, or published w
 ``duplicate_window_hours``, is a duplicate (409 naming it). Within a process, one user's
 schedulings run one at a time, so two identical requests racing cannot both pass that check.
 
-Post lists are cached per user and query (TTL class ``post_list``). Invalidation: every change the
-user makes through the API, and every publishing outcome the Publisher records (tag
-``posts:<user id>``), in every process.
+Post lists are cached per user and query (TTL class ``post_list``, tag
+:func:`~thotto.posts.post_list_tag`). Invalidation: every change the user makes through the API
+and every publication the engine records, in every process. A post's own page
+(``GET /api/scheduled-posts/{id}``) is never cached.
 """
 
 from __future__ import annotations
@@ -44,17 +45,13 @@ from thotto.messages import (
     User,
     as_utc,
 )
-from thotto.posts import check_content
+from thotto.posts import check_content, post_list_tag
 
 ENDPOINTS = EndpointGroup()
 TAGS = ("scheduled posts",)
 
 # How far ahead each tier may schedule; tiers not listed may not schedule at all.
 HORIZON = {Tier.PRO: timedelta(days=7), Tier.PREMIUM: timedelta(days=30)}
-
-
-def posts_tag(user_id: int) -> str:
-    return f"posts:{user_id}"
 
 
 class PostQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -193,7 +190,7 @@ async def schedule_for_user(context, user: User, requests: list[ScheduleRequest]
         if errors:
             raise BatchInvalid(errors)
         created = await context.engine.posts.create(posts)
-    await context.cache.invalidate_tags(posts_tag(user.id))
+    await context.cache.invalidate_tags(post_list_tag(user.id))
     return created
 
 
@@ -265,7 +262,7 @@ async def list_posts(request: Request) -> Response:
         return msgspec.json.encode(body)
 
     # The encoded body is cached, so a hit costs no encoding either.
-    encoded = await context.cache.get_or_load(key, load, ttl_class="post_list", tags=(posts_tag(user.id),),
+    encoded = await context.cache.get_or_load(key, load, ttl_class="post_list", tags=(post_list_tag(user.id),),
                                               type=bytes)
     return Response(encoded, media_type="application/json")
 
@@ -300,7 +297,7 @@ async def change_post(request: Request) -> Response:
         post = await context.store.get_post(path_id(request), user.id)
         content, scheduled_for = await _changed(context, user, post, change)
         updated = await context.store.update_post(post.id, user.id, content=content, scheduled_for=scheduled_for)
-    await context.cache.invalidate_tags(posts_tag(user.id))
+    await context.cache.invalidate_tags(post_list_tag(user.id))
     return json_response(post_view(updated))
 
 
@@ -330,7 +327,7 @@ async def cancel_post(request: Request) -> Response:
     user = await require_user(request)
     context = request.app.state.api
     cancelled = await context.store.cancel_post(path_id(request), user.id)
-    await context.cache.invalidate_tags(posts_tag(user.id))
+    await context.cache.invalidate_tags(post_list_tag(user.id))
     return json_response(post_view(cancelled))
 
 
