@@ -56,3 +56,54 @@ async def test_1_killed_during_an_sqlite_group_commit_publishes_each_once(make_c
     await chaos.wait_until_all_finished(timeout=60)
     assert await faults.sigterm(thotto) == 0
     await chaos.judge()
+
+
+async def test_10_two_processes_one_killed_again_and_again_publish_each_post_once(make_chaos, postgres_dsn, sizes):
+    count, kills, window = sizes.pick((200, 4, 10.0), (1000, 10, 40.0))
+    chaos = make_chaos(postgres_dsn)
+    await chaos.seed(titles("pair", count), spread(3, window, count))
+    await faults.latency_spike(chaos.sandbox, 0.05)  # keep some posts in flight at every kill
+    survivor, victim = chaos.thotto("survivor"), chaos.thotto("victim")
+    async with trio.open_nursery() as nursery:  # start both at once
+        nursery.start_soon(survivor.start)
+        nursery.start_soon(victim.start)
+    for kill in range(kills):
+        # Kill at evenly spaced moments through the publishing window, whatever the progress.
+        await trio.sleep(window / kills)
+        await faults.kill_9(victim)
+        await victim.start()
+    await chaos.wait_until_all_finished(timeout=120)
+    assert survivor.alive and survivor.starts == 1
+    assert victim.starts == kills + 1
+    await chaos.judge()
+
+
+async def test_11_sigterm_under_load_exits_0_releases_leases_and_a_restart_resumes_at_once(make_chaos, postgres_dsn):
+    # Leases of ten minutes: only a release, never an expiry, can let a restart resume at once.
+    chaos = make_chaos(postgres_dsn, lease_seconds=600, reddit_reconcile_settle_seconds=3)
+    await chaos.seed(titles("term", 40), soon(2))
+    await faults.latency_spike(chaos.sandbox, 1.5)  # every worker busy at Reddit at the signal
+    thotto = chaos.thotto()
+    await thotto.start()
+    async with open_store(postgres_dsn) as store:
+
+        async def workers_busy() -> bool:
+            return sum(c.count for c in await store.counts()
+                       if c.queue == "posts" and c.state is JobState.PROCESSING) >= 8
+
+        await chaos.wait_for("8 posts being published", workers_busy, timeout=30)
+        assert await faults.sigterm(thotto) == 0
+        jobs = [await store.get_job(post.job_id) for post in chaos.seeded.posts.values()]
+        assert not [job.id for job in jobs if job.state is JobState.PROCESSING], "leases left held"
+        assert not [job.id for job in jobs if job.lease_owner is not None]
+        released = [job for job in jobs if job.state is JobState.PENDING
+                    and (await store.attempts(job.id))[-1:] and
+                    (await store.attempts(job.id))[-1].outcome is AttemptOutcome.RELEASED]
+        assert released, "no running post was handed back"
+        assert {job.attempt for job in released} == {0}  # a released attempt is refunded
+    await faults.reddit_recovers(chaos.sandbox)
+    await thotto.start()
+    # Far sooner than the 600 s leases could expire.
+    await chaos.wait_until_all_finished(timeout=60)
+    assert await faults.sigterm(thotto) == 0
+    await chaos.judge()
