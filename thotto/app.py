@@ -16,7 +16,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import trio
@@ -28,6 +28,8 @@ from thotto.cache import Cache, CacheConfig
 from thotto.clock import Clock
 from thotto.config import Role, Settings
 from thotto.errors import DeferJob, PermanentJobError
+from thotto.metrics import Metrics
+from thotto.monitor import Monitor
 from thotto.posters import PosterPool
 from thotto.reddit.client import RedditClient, RedditConfig
 from thotto.store import POSTGRES_SCHEMES, open_store
@@ -72,6 +74,7 @@ class Services:
     cache: Cache
     sidecar: Sidecar | None = None
     reddit: RedditClient | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @contextlib.asynccontextmanager
@@ -90,7 +93,10 @@ async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Servi
                             sidecar=sidecar, namespace=settings.redis_namespace)
         cache = Cache(CacheConfig.from_settings(settings), sidecar=sidecar, breakers=breakers)
         vault = Vault.for_settings(settings.data_dir, settings.encryption_key)
-        yield Services(settings, clock, store, vault, breakers, cache, sidecar, reddit)
+        services = Services(settings, clock, store, vault, breakers, cache, sidecar, reddit)
+        services.metrics.instrument_store(store)
+        services.metrics.bind_services(services)
+        yield services
 
 
 class EngineTree:
@@ -111,7 +117,10 @@ class EngineTree:
             lease_seconds=settings.lease_seconds, lookahead_seconds=settings.lookahead_ms / 1000,
         )
         self.sweeper = Sweeper(engine.store, interval_seconds=settings.sweep_interval_seconds)
+        self.monitor = Monitor(engine.services, metrics=engine.services.metrics)
+        self.pool.on_dead.append(self.monitor.job_died)
         self.supervisor = actors.Supervisor(self._specs(), name="thotto", on_event=_log_event)
+        engine.services.metrics.bind_tree(self)
         self._stopped = trio.Event()
 
     def _specs(self) -> list[actors.ChildSpec]:
@@ -119,6 +128,7 @@ class EngineTree:
         shared = [
             actors.ChildSpec("breakers", services.breakers.run, wants_context=True),
             actors.ChildSpec("cache", services.cache.run, wants_context=True),
+            actors.ChildSpec("monitor", self.monitor.run, wants_context=True),
         ]
         workers = []
         if self.run_workers:

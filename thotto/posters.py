@@ -25,7 +25,7 @@ import itertools
 import logging
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 import trio
@@ -34,6 +34,7 @@ from actors import ChildContext
 from thotto.clock import Clock
 from thotto.errors import DeferJob, PermanentJobError, RetryableJobError, StoreError
 from thotto.handlers import HandlerRegistry, HandlerSpec, JobContext
+from thotto.metrics import JobTimings
 from thotto.messages import (
     Completed,
     Dead,
@@ -54,6 +55,8 @@ CLAIM_AT = 0.5  # claim again once the pool is down to this fraction of its targ
 SETTLES_IN_FLIGHT = 2
 SETTLE_AHEAD = 256  # outcomes waiting that are worth a second settle while one is in flight
 RATE_WINDOW_SECONDS = 0.25
+TIMING_SAMPLE_EVERY = 8  # with more than TIMING_SAMPLE_QUEUE jobs queued, time one job of a
+TIMING_SAMPLE_QUEUE = 64  # kind in this many (see _work_until_interrupted)
 
 
 class PosterPool:
@@ -103,6 +106,14 @@ class PosterPool:
         self._claim_below = self._claim_threshold()  # busy at or under this: claim more
         self._ticker_due = False  # the ticker was woken to claim and has not run yet
         self.counts = {"completed": 0, "retried": 0, "dead": 0, "deferred": 0, "lease_lost": 0}
+        # The same outcomes by (queue, kind), and run times and lateness (start minus due) by
+        # (queue, kind): read by thotto.metrics at scrape time, so they cost the hot path little.
+        self.finished: dict[str, collections.Counter[tuple[str, str]]] = {
+            name: collections.Counter() for name in ("completed", "retried", "dead", "deferred")}
+        self.timings: dict[tuple[str, str], JobTimings] = {}
+        #: Called as ``listener(job, reason)`` for each job an outcome of this pool dead-letters
+        #: (the queue monitor's webhooks); must not block.
+        self.on_dead: list[Callable[[Job, str], None]] = []
 
     # --- the ticker's side (direct calls) ---------------------------------------------------
 
@@ -234,6 +245,8 @@ class PosterPool:
         queue, heappop, get_spec = self._queue, heapq.heappop, self.registry.get
         trio_now = trio.lowlevel.current_clock().current_time  # what trio.current_time() reads
         outcomes, wall_now, capacity_freed = self._outcomes, self.clock.now, self._capacity_freed
+        timings, timings_for, weight = self.timings, self._timings_for, 1
+        sample_below, sample_queue = TIMING_SAMPLE_EVERY - 1, TIMING_SAMPLE_QUEUE
         settle_now = (1, SETTLE_AHEAD)  # outcomes waiting that call for a settle (_settle_loop)
         for count in itertools.count(1):
             while not queue:
@@ -244,7 +257,17 @@ class PosterPool:
             spec = get_spec(job.kind)
             # started: the watchdog reads the slot
             timeout = spec.timeout_seconds if spec is not None and spec.timeout_seconds else math.inf
-            slot.job, slot.deadline, slot.interruption = job, trio_now() + timeout, None
+            started = trio_now()
+            slot.job, slot.deadline, slot.interruption = job, started + timeout, None
+            # Timings of every job while the pool keeps up; with a long queue, of one job in
+            # TIMING_SAMPLE_EVERY of a kind, weighted by the jobs of its kind skipped since.
+            timing = timings.get((job.queue, job.kind)) or timings_for(job)
+            if len(queue) > sample_queue and timing.skipped < sample_below:
+                timing.skipped += 1
+                lateness = None
+            else:
+                weight, timing.skipped = timing.skipped + 1, 0
+                lateness = (wall_now() - run_at).total_seconds()
             self._active += 1
             if slot.deadline < self._watching_until:
                 self._watchdog_nudge.set()
@@ -266,6 +289,9 @@ class PosterPool:
                     self._ticker_due = True  # workers yield after each job until it has run
                 if not self._active and not self._accepting:
                     self._idle.set()
+                if lateness is not None:
+                    timing.duration.observe(trio_now() - started, weight)
+                    timing.lateness.observe(lateness, weight)
             if slot.interruption is None:
                 outcomes.append(outcome)
                 if len(outcomes) in settle_now:
@@ -278,6 +304,10 @@ class PosterPool:
                 # should claim while the pool still has work in hand, not after every worker ran
                 # a slice of YIELD_EVERY_JOBS jobs (Trio may run a batch in either order).
                 await trio.sleep(0)
+
+    def _timings_for(self, job: Job) -> JobTimings:
+        """The timings of the job's queue and kind, made on first use."""
+        return self.timings.setdefault((job.queue, job.kind), JobTimings())
 
     def _record_interruption(self, slot: "_Slot") -> None:
         """A worker's scope was cancelled: record the timeout (a lost lease gets no outcome)."""
@@ -383,18 +413,31 @@ class PosterPool:
         if all(map(operator.is_, map(_STATUS, results), itertools.repeat(SettleStatus.OK))) and (
             set(map(type, batch)) == {Completed}
         ):
-            collections.deque(map(self._held.pop, ids, itertools.repeat(None)), 0)  # in C
+            # in C: forget the jobs, count them by (queue, kind)
+            self.finished["completed"].update(map(_QUEUE_KIND, filter(None, map(
+                self._held.pop, ids, itertools.repeat(None)))))
             self.counts["completed"] += len(batch)
         else:
             for outcome, result in zip(batch, results):
-                self._held.pop(outcome.job_id, None)
+                job = self._held.pop(outcome.job_id, None)
                 if result.status is SettleStatus.LEASE_LOST:
                     self.counts["lease_lost"] += 1
                     log.warning("job %d attempt %d: lease lost before its outcome was stored",
                                 outcome.job_id, outcome.attempt)
                 else:
                     self.counts[_COUNTER[type(outcome)]] += 1
+                    if job is not None:
+                        self.finished[_COUNTER[type(outcome)]][job.queue, job.kind] += 1
+                        if self.on_dead and _dead_letters(job, outcome):
+                            self._report_dead(job, outcome.error)
         self._update_rate(len(batch))
+
+    def _report_dead(self, job: Job, reason: str) -> None:
+        for listener in self.on_dead:
+            try:
+                listener(job, reason)
+            except Exception:  # a listener's bug must not lose the pool's accounting
+                log.exception("on_dead listener failed for job %d", job.id)
 
     def _update_rate(self, finished: int) -> None:
         self._window_done += finished
@@ -436,8 +479,14 @@ class PosterPool:
         heapq.heapify(self._queue)
 
 
+def _dead_letters(job: Job, outcome: Outcome) -> bool:
+    """Whether this outcome dead-letters the job: Dead, or a Retry of its last attempt."""
+    return type(outcome) is Dead or (type(outcome) is Retry and job.attempt >= job.max_attempts)
+
+
 _COUNTER = {Completed: "completed", Retry: "retried", Dead: "dead", Deferred: "deferred"}
 _ID = operator.attrgetter("id")
+_QUEUE_KIND = operator.attrgetter("queue", "kind")
 _JOB_ID = operator.attrgetter("job_id")
 _STATUS = operator.attrgetter("status")
 

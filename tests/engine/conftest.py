@@ -28,9 +28,10 @@ def mock_clock():
 
 @pytest.fixture
 def settings(tmp_path):
-    # Long lease and sweep periods keep timer wake-ups rare in tests that are not about them.
+    # Long lease, sweep and monitor periods keep timer wake-ups rare in tests that are not about them.
     return Settings(data_dir=str(tmp_path), workers=4, lease_seconds=1800.0,
-                    shutdown_grace_seconds=5.0, sweep_interval_seconds=1800.0)
+                    shutdown_grace_seconds=5.0, sweep_interval_seconds=1800.0,
+                    monitor_interval_seconds=1800.0)
 
 
 @pytest.fixture

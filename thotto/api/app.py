@@ -21,6 +21,7 @@ import msgspec
 import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -275,16 +276,19 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
 
 def all_endpoints() -> list[Endpoint]:
     """Every endpoint of the API, in matching order."""
-    from thotto.api import accounts, openapi, posts
+    from thotto.api import accounts, monitoring, openapi, posts
 
-    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *openapi.ENDPOINTS.endpoints]
+    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *openapi.ENDPOINTS.endpoints,
+            *monitoring.ENDPOINTS.endpoints]
 
 
 def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:
     """The Starlette app serving every endpoint over ``context``."""
     routes = [endpoint.route() for endpoint in all_endpoints()] + list(extra_routes)
+    from thotto.metrics import MetricsMiddleware
+
     app = Starlette(routes=routes, exception_handlers={
         ThottoError: _on_thotto_error, HTTPException: _on_http_error, Exception: _on_unexpected,
-    })
+    }, middleware=[Middleware(MetricsMiddleware, metrics=lambda: context.services.metrics)])
     app.state.api = context
     return app

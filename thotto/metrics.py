@@ -1,0 +1,338 @@
+"""Prometheus metrics for one engine, on Thotto's own registry (never the global one).
+
+One :class:`Metrics` per engine (see :class:`thotto.app.Services`), so several engines in one
+process each expose their own numbers. Most metrics are read at scrape time from telemetry the
+parts already keep, so the hot paths pay nothing for them:
+
+* the poster pool's per-(queue, kind) outcome counters and job timings (:class:`Timings`),
+* the sweeper's expired-lease counts, the supervisor's restart counts,
+* the cache's :meth:`~thotto.cache.Cache.stats` and the breakers' snapshots,
+* queue depths from ``Store.counts`` (refreshed by ``/metrics`` itself and by the monitor),
+* Redis latency and memory from the monitor's last probe.
+
+Counters kept directly: HTTP request durations (:class:`MetricsMiddleware`) and store operation
+latency, batch sizes and jobs enqueued (:meth:`Metrics.instrument_store` wraps the store's
+methods on the instance: one timer per call, and claims and settles are batches).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    SummaryMetricFamily,
+)
+
+if TYPE_CHECKING:
+    from thotto.app import EngineTree, Services
+    from thotto.store.base import Store
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Job duration and lateness buckets (seconds): no-op jobs take microseconds, Reddit posts seconds.
+JOB_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+STORE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
+HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+
+# Store methods timed, and those whose size is worth a histogram (how it is measured).
+TIMED_OPERATIONS = (
+    "enqueue", "enqueue_many", "claim", "heartbeat", "settle", "release_expired", "get_job",
+    "cancel", "reschedule", "redrive", "purge", "counts", "next_due", "attempts", "create_posts",
+    "get_post_by_job", "record_publication", "arm_post", "queue_activity",
+)
+_BATCH_OF_ARGUMENT = {"enqueue_many": 0, "settle": 1, "heartbeat": 1, "create_posts": 0}
+
+
+class Timings:
+    """A cheap histogram accumulator for the poster pool's hot path: ``observe`` is a bisect
+    and two additions (no lock: only Trio's thread writes it). Exposed at scrape time."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(JOB_BUCKETS) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float, weight: int = 1) -> None:
+        """Count ``value`` (seconds) ``weight`` times (a sample standing for several jobs)."""
+        self.counts[bisect.bisect_left(JOB_BUCKETS, value)] += weight
+        self.sum += value * weight
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative ``(le, count)`` pairs, as Prometheus wants them."""
+        total, out = 0, []
+        for bound, count in zip((*map(str, JOB_BUCKETS), "+Inf"), self.counts):
+            total += count
+            out.append((bound, total))
+        return out
+
+
+class JobTimings:
+    """Run time and lateness of the jobs of one (queue, kind), for the poster pool's hot path.
+    ``skipped`` counts jobs not timed yet: under load the pool times one job in a few and
+    weights it by the jobs skipped before it, so histogram counts match the jobs run."""
+
+    __slots__ = ("duration", "lateness", "skipped")
+
+    def __init__(self) -> None:
+        self.duration = Timings()
+        self.lateness = Timings()
+        self.skipped = 0
+
+
+class Metrics:
+    """Every metric of one engine, on :attr:`registry`. Build one per engine; :meth:`bind_tree`
+    connects the actors' telemetry, :meth:`render` is the ``/metrics`` text."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.http_duration = Histogram(
+            "thotto_http_request_duration_seconds", "HTTP request duration by route and status.",
+            ["method", "route", "status"], buckets=HTTP_BUCKETS, registry=self.registry)
+        self.jobs_enqueued = Counter(
+            "thotto_jobs_enqueued", "Jobs created (deduplicated enqueues excluded).",
+            ["queue", "kind"], registry=self.registry)
+        self.store_latency = Histogram(
+            "thotto_store_operation_seconds", "Store call latency by operation.",
+            ["operation"], buckets=STORE_BUCKETS, registry=self.registry)
+        self.store_batch = Histogram(
+            "thotto_store_batch_size", "Items per batched store call (claimed, settled, enqueued).",
+            ["operation"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.store_errors = Counter(
+            "thotto_store_errors", "Store calls that raised, by operation.", ["operation"],
+            registry=self.registry)
+        self.queue_depth = Gauge(
+            "thotto_queue_jobs", "Jobs per queue and state (store-wide: aggregate with max, "
+            "not sum, across processes).", ["queue", "state"], registry=self.registry)
+        self.redis_latency = Gauge(
+            "thotto_redis_latency_seconds", "Last Redis PING round trip (the monitor's probe).",
+            registry=self.registry)
+        self.redis_memory = Gauge(
+            "thotto_redis_memory_bytes", "Redis used_memory (INFO memory).", registry=self.registry)
+        self.alerts_active = Gauge(
+            "thotto_alerts_active", "Alerts raised by the last monitor snapshot.", ["alert"],
+            registry=self.registry)
+        self.webhooks = Counter(
+            "thotto_webhooks", "Webhook deliveries by result.", ["result"], registry=self.registry)
+        self._tree: EngineTree | None = None
+        self._services: Services | None = None
+        self.registry.register(_TelemetryCollector(self))
+
+    # --- wiring ---------------------------------------------------------------------------
+
+    def bind_services(self, services: "Services") -> None:
+        """Read cache and breaker telemetry from these services at scrape time."""
+        self._services = services
+
+    def bind_tree(self, tree: "EngineTree") -> None:
+        """Read the pool, sweeper and supervisor telemetry of this tree at scrape time."""
+        self._tree = tree
+
+    def instrument_store(self, store: "Store") -> None:
+        """Time the store's calls and count enqueued jobs, by wrapping its methods on the
+        instance (the object stays the same, so ``isinstance`` and identity hold)."""
+        for name in TIMED_OPERATIONS:
+            method = getattr(store, name, None)
+            if method is not None:
+                setattr(store, name, self._timed(name, method))
+
+    def _timed(self, name: str, method: Any) -> Any:
+        latency = self.store_latency.labels(name)
+        errors = self.store_errors.labels(name)
+        batch = self.store_batch.labels(name) if name in _BATCH_OF_ARGUMENT or name == "claim" else None
+        position = _BATCH_OF_ARGUMENT.get(name)
+        counted = self._count_enqueued if name in ("enqueue", "enqueue_many", "create_posts") else None
+        perf_counter = time.perf_counter
+
+        @functools.wraps(method)
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = perf_counter()
+            try:
+                result = await method(*args, **kwargs)
+            except BaseException as error:
+                if isinstance(error, Exception):
+                    errors.inc()
+                raise
+            finally:
+                latency.observe(perf_counter() - started)
+            if batch is not None:
+                batch.observe(len(result) if position is None else len(args[position]))
+            if counted is not None:
+                counted(name, args, result)
+            return result
+
+        return timed
+
+    def _count_enqueued(self, name: str, args: tuple, result: Any) -> None:
+        from thotto.store.base import POST_JOB_KIND, POST_QUEUE
+
+        if name == "create_posts":
+            self.jobs_enqueued.labels(POST_QUEUE, POST_JOB_KIND).inc(len(result))
+            return
+        jobs = args[0] if name == "enqueue_many" else [args[0]]
+        results = result if name == "enqueue_many" else [result]
+        for job, outcome in zip(jobs, results):
+            if outcome.created:
+                self.jobs_enqueued.labels(job.queue, job.kind).inc()
+
+    # --- reading --------------------------------------------------------------------------
+
+    def set_queue_counts(self, counts: Iterable[Any]) -> None:
+        """Replace the queue depth gauges with ``Store.counts()`` (states absent count 0)."""
+        from thotto.messages import JobState
+
+        seen = {(count.queue, count.state.value): count.count for count in counts}
+        for queue in {queue for queue, _ in seen} | {labels[0] for labels in self._depth_labels()}:
+            for state in JobState:
+                self.queue_depth.labels(queue, state.value).set(seen.get((queue, state.value), 0))
+
+    def _depth_labels(self) -> list[tuple[str, ...]]:
+        return [tuple(sample.labels.values()) for metric in self.queue_depth.collect()
+                for sample in metric.samples]
+
+    async def refresh(self, store: "Store") -> None:
+        """Update what must be read asynchronously (queue depths) before a scrape."""
+        self.set_queue_counts(await store.counts())
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _TelemetryCollector:
+    """Reads the actors' own counters at scrape time (see the module docstring)."""
+
+    def __init__(self, metrics: Metrics):
+        self.metrics = metrics
+
+    def collect(self) -> Iterable[Any]:
+        yield from self._jobs()
+        yield from self._actors()
+        yield from self._cache()
+        yield from self._breakers()
+
+    def _jobs(self) -> Iterable[Any]:
+        tree = self.metrics._tree
+        finished = CounterMetricFamily("thotto_jobs", "Job attempts finished in this process, "
+                                       "by queue, kind and outcome.", labels=["queue", "kind", "outcome"])
+        duration = HistogramMetricFamily("thotto_job_duration_seconds", "Handler run time.",
+                                         labels=["queue", "kind"])
+        lateness = HistogramMetricFamily("thotto_job_lateness_seconds",
+                                         "Start time minus due time.", labels=["queue", "kind"])
+        expired = CounterMetricFamily("thotto_leases_expired", "Leases that expired and were "
+                                      "taken back by this process's sweeper, by what happened.",
+                                      labels=["result"])
+        lost = CounterMetricFamily("thotto_leases_lost", "Jobs whose lease this process lost "
+                                   "while running them.")
+        if tree is not None:
+            pool = tree.pool
+            for outcome, counter in pool.finished.items():
+                for (queue, kind), count in counter.items():
+                    finished.add_metric([queue, kind, outcome], count)
+            for (queue, kind), timing in pool.timings.items():
+                duration.add_metric([queue, kind], timing.duration.buckets(), timing.duration.sum)
+                lateness.add_metric([queue, kind], timing.lateness.buckets(), timing.lateness.sum)
+            expired.add_metric(["pending"], tree.sweeper.released)
+            expired.add_metric(["dead"], tree.sweeper.dead)
+            lost.add_metric([], pool.counts["lease_lost"])
+        yield from (finished, duration, lateness, expired, lost)
+
+    def _actors(self) -> Iterable[Any]:
+        restarts = CounterMetricFamily("thotto_actor_restarts", "Restarts per actor.", labels=["actor"])
+        up = GaugeMetricFamily("thotto_actor_up", "1 while the actor runs.", labels=["actor"])
+        tree = self.metrics._tree
+        if tree is not None:
+            for child in tree.supervisor.children():
+                restarts.add_metric([child.name], child.restart_count)
+                up.add_metric([child.name], 1.0 if child.state.value == "running" else 0.0)
+        yield from (restarts, up)
+
+    def _cache(self) -> Iterable[Any]:
+        services = self.metrics._services
+        if services is None:
+            return
+        stats = services.cache.stats()
+        hits = CounterMetricFamily("thotto_cache_hits", "Cache reads answered, by tier.", labels=["tier"])
+        hits.add_metric(["l1"], stats.l1_hits)
+        hits.add_metric(["l2"], stats.l2_hits)
+        misses = CounterMetricFamily("thotto_cache_misses", "Cache reads that found nothing.")
+        misses.add_metric([], stats.misses)
+        evictions = CounterMetricFamily("thotto_cache_evictions", "L1 evictions by reason.", labels=["reason"])
+        for reason, count in (("lru", stats.evictions_lru), ("ttl", stats.evictions_ttl),
+                              ("manual", stats.evictions_manual)):
+            evictions.add_metric([reason], count)
+        loads = SummaryMetricFamily("thotto_cache_load_seconds", "Time spent in cache loaders.",
+                                    count_value=stats.loads, sum_value=stats.load_seconds_total)
+        load_errors = CounterMetricFamily("thotto_cache_load_errors", "Loader failures.")
+        load_errors.add_metric([], stats.load_errors)
+        entries = GaugeMetricFamily("thotto_cache_entries", "Entries in L1.", value=stats.keys)
+        size = GaugeMetricFamily("thotto_cache_bytes", "Estimated bytes held by L1.", value=stats.bytes)
+        l2_up = GaugeMetricFamily("thotto_cache_l2_up", "1 when Redis (L2) is configured and healthy.",
+                                  value=1.0 if stats.l2 == "ok" else 0.0)
+        yield from (hits, misses, evictions, loads, load_errors, entries, size, l2_up)
+
+    def _breakers(self) -> Iterable[Any]:
+        services = self.metrics._services
+        if services is None:
+            return
+        state = GaugeMetricFamily("thotto_breaker_state", "1 for the state each breaker is in.",
+                                  labels=["breaker", "state"])
+        transitions = CounterMetricFamily("thotto_breaker_transitions", "Breaker changes of state.",
+                                          labels=["breaker", "transition"])
+        rejected = CounterMetricFamily("thotto_breaker_rejected", "Calls refused while not closed.",
+                                       labels=["breaker"])
+        snapshots = dict(services.breakers.snapshot())
+        redis = services.cache.breaker.snapshot()
+        snapshots.setdefault(redis.name, redis)
+        for name, snap in sorted(snapshots.items()):
+            for candidate in ("closed", "open", "half_open"):
+                state.add_metric([name, candidate], 1.0 if snap.state == candidate else 0.0)
+            for change, count in snap.transitions.items():
+                transitions.add_metric([name, change], count)
+            rejected.add_metric([name], snap.rejected)
+        yield from (state, transitions, rejected)
+
+
+class MetricsMiddleware:
+    """ASGI middleware timing HTTP requests into ``thotto_http_request_duration_seconds``.
+
+    The route label is the matched route's path template (``/api/posts/{id}``), so label values
+    stay few; unmatched paths count as ``unmatched``. ``metrics`` is a :class:`Metrics` or a
+    callable returning the one to use (the app's engine may be attached after construction).
+    """
+
+    def __init__(self, app: Any, metrics: Any):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception before any response counts as a server error
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics = self.metrics() if callable(self.metrics) else self.metrics
+            if metrics is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                metrics.http_duration.labels(scope.get("method", ""), template, str(status)).observe(
+                    time.perf_counter() - started)
