@@ -136,7 +136,8 @@ class Monitor:
         self._last_at: datetime | None = None
         self._relink_reported: set[int] = set()
         self.failures: collections.deque[Failure] = collections.deque(maxlen=RECENT_FAILURES)
-        self._post = post  # tests may replace the HTTP POST
+        self.post_webhook = post
+        """``await post_webhook(url, body)`` replaces the HTTP POST when set (tests)."""
         self._events_in, self._events = trio.open_memory_channel[dict](WEBHOOK_QUEUE)
         self._deaths_in, self._deaths = trio.open_memory_channel[tuple[Job, str]](WEBHOOK_QUEUE)
         self._redis: Any = None
@@ -345,8 +346,8 @@ class Monitor:
         url = self.settings.alert_webhook_url
         async for body in self._events:
             try:
-                if self._post is not None:
-                    await self._post(url, body)
+                if self.post_webhook is not None:
+                    await self.post_webhook(url, body)
                 else:
                     with trio.fail_after(WEBHOOK_TIMEOUT_SECONDS + 1):
                         response = await http.post(url, json=body)

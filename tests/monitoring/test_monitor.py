@@ -1,0 +1,140 @@
+"""The queue monitor under virtual time: snapshots, thresholds raising and clearing alerts,
+webhooks for alerts, failed posts and accounts needing re-linking (captured here; a real HTTP
+delivery is in test_webhooks.py)."""
+
+from __future__ import annotations
+
+import trio
+
+from thotto.errors import PermanentJobError
+from thotto.messages import NewAccount, NewPost, NewUser, PostContent
+from thotto.store.base import POST_JOB_KIND
+
+INTERVAL = 10.0
+HOOK = "http://127.0.0.1:9/unused"  # deliveries are captured, never sent
+
+
+def capture(engine) -> list[dict]:
+    sent: list[dict] = []
+
+    async def post(url: str, body: dict) -> None:
+        assert url == HOOK
+        sent.append(body)
+
+    engine.tree.monitor.post_webhook = post
+    return sent
+
+
+async def next_snapshot() -> None:
+    """Sleep past the monitor's next snapshot. Snapshots are taken at start and every INTERVAL
+    after; tests call :func:`mid_interval` first, so they never wake at a snapshot's instant."""
+    await trio.sleep(INTERVAL)
+
+
+async def mid_interval() -> None:
+    await trio.sleep(INTERVAL / 2)
+
+
+async def test_a_backlog_raises_an_alert_and_clears_once_drained(open_test_engine, mock_clock):
+    async with open_test_engine(run_workers=False, monitor_interval_seconds=INTERVAL, alert_waiting=2,
+                                alert_webhook_url=HOOK) as (engine, clock):
+        await mid_interval()
+        monitor, sent = engine.tree.monitor, capture(engine)
+        ids = [(await engine.enqueue("test.job")).job_id for _ in range(3)]
+        await next_snapshot()
+        snap = monitor.latest()["default"]
+        assert (snap.queue, snap.waiting, snap.delayed, snap.active) == ("default", 3, 0, 0)
+        assert list(monitor.alerts) == [("backlog", "default")]
+        assert monitor.status() == "degraded"
+        assert [(b["event"], b["name"], b["queue"], b["value"], b["threshold"]) for b in sent] == [
+            ("alert", "backlog", "default", 3, 2)]
+
+        await next_snapshot()  # still raised: no second webhook
+        assert len(sent) == 1
+
+        for job_id in ids:
+            await engine.cancel(job_id)
+        await next_snapshot()
+        assert monitor.alerts == {} and monitor.status() == "healthy"
+        assert len(monitor.history["default"]) == 3 and len(sent) == 1
+
+
+async def test_history_keeps_the_last_monitor_history_snapshots(open_test_engine, mock_clock):
+    async with open_test_engine(run_workers=False, monitor_interval_seconds=INTERVAL,
+                                monitor_history=2) as (engine, clock):
+        await mid_interval()
+        await engine.enqueue("test.job")
+        for _ in range(4):
+            await next_snapshot()
+        snaps = list(engine.tree.monitor.history["default"])
+        assert len(snaps) == 2 and snaps[0].at < snaps[1].at
+
+
+async def test_failures_above_the_rate_raise_an_alert_with_run_times(open_test_engine, mock_clock):
+    async with open_test_engine(monitor_interval_seconds=INTERVAL, alert_failed_rate=0.3) as (engine, clock):
+        await mid_interval()
+        @engine.handler("test.slow")
+        async def slow(ctx):
+            await trio.sleep(2)
+
+        @engine.handler("test.bad")
+        async def bad(ctx):
+            raise PermanentJobError("no such subreddit")
+
+        await engine.enqueue("test.slow")
+        await engine.enqueue("test.slow")
+        await engine.enqueue("test.bad")
+        await next_snapshot()
+        snap = engine.tree.monitor.latest()["default"]
+        assert (snap.completed_recent, snap.failed_recent, snap.dead_recent) == (2, 1, 1)
+        assert abs(snap.failed_rate - 1 / 3) < 1e-9
+        assert snap.avg_seconds == snap.p95_seconds == 2.0
+        assert ("failed_rate", "default") in engine.tree.monitor.alerts
+        (failure,) = engine.tree.monitor.failures
+        assert (failure.kind, failure.reason) == ("test.bad", "no such subreddit")
+
+        await next_snapshot()  # nothing finished since: the rate is no longer above
+        assert engine.tree.monitor.alerts == {}
+
+
+async def test_expired_leases_raise_a_stalled_alert(open_test_engine, mock_clock):
+    async with open_test_engine(run_workers=False, monitor_interval_seconds=INTERVAL,
+                                alert_stalled=0) as (engine, clock):
+        await mid_interval()
+        await engine.enqueue("test.job", queue="stuck")
+        (job,) = await engine.store.claim("crashed-process", 1, 1.0)
+        await trio.sleep(2)
+        assert (await engine.store.release_expired()).released == [job.id]
+        await next_snapshot()
+        assert engine.tree.monitor.latest()["stuck"].stalled == 1
+        assert ("stalled", "stuck") in engine.tree.monitor.alerts
+
+
+async def test_a_post_that_fails_for_good_sends_webhooks(open_test_engine, mock_clock):
+    async with open_test_engine(monitor_interval_seconds=INTERVAL, alert_webhook_url=HOOK,
+                                alert_failed_rate=1.0) as (engine, clock):
+        await mid_interval()
+        sent = capture(engine)
+        store = engine.store
+        user = await store.create_user(NewUser(name="alice"))
+        account = await store.create_account(NewAccount(user_id=user.id, reddit_username="alice_r",
+                                                        refresh_token_encrypted=b"sealed"))
+
+        async def refused_login(ctx):  # what the publisher does when Reddit refuses the token
+            await store.set_needs_relink(account.id, True)
+            raise PermanentJobError("Reddit refused the login: invalid_grant")
+
+        engine.register_handler(POST_JOB_KIND, refused_login)
+        content = PostContent(subreddit="test", title="Hello", text="hi")
+        (post,) = await store.create_posts([NewPost(user_id=user.id, account_id=account.id,
+                                                    content=content, scheduled_for=clock.now())])
+        with trio.fail_after(60):
+            while len(sent) < 2:
+                await trio.sleep(1)
+        failed, relink = sorted(sent, key=lambda body: body["event"] != "post_failed")
+        assert failed["event"] == "post_failed"
+        assert (failed["post_id"], failed["job_id"], failed["account"], failed["subreddit"]) == (
+            post.id, post.job_id, "alice_r", "test")
+        assert failed["reason"] == "Reddit refused the login: invalid_grant"
+        assert relink == {"event": "account_needs_relink", "at": relink["at"], "account_id": account.id,
+                          "user_id": user.id, "account": "alice_r"}
