@@ -315,7 +315,10 @@ class Monitor:
         :attr:`failures`; posts are reported as ``post_failed`` webhooks by the monitor's own task."""
         self.failures.appendleft(Failure(job_id=job.id, queue=job.queue, kind=job.kind,
                                          attempt=job.attempt, reason=reason, at=self.clock.now()))
-        if job.queue != POST_QUEUE or not self.settings.alert_webhook_url:
+        log.warning("job %d attempt %d (%s) failed for good: %s", job.id, job.attempt, job.kind, reason,
+                    extra={"job_id": job.id, "attempt": job.attempt, "queue": job.queue,
+                           "kind": job.kind, "event": "dead"})
+        if job.queue != POST_QUEUE:
             return
         try:
             self._deaths_in.send_nowait((job, reason))
@@ -334,8 +337,9 @@ class Monitor:
                 details.update(post_id=post.id, user_id=post.user_id, subreddit=post.content.subreddit,
                                title=post.content.title, account=account.reddit_username)
             except (NotFound, StoreError) as error:
-                log.warning("post_failed webhook for job %d without post details: %s", job.id, error,
+                log.warning("failed post of job %d: no post details: %s", job.id, error,
                             extra={"job_id": job.id, "attempt": job.attempt})
+            log.warning("post failed for good", extra={**details, "event": "post_failed"})
             self.notify("post_failed", details)
             if account is not None and account.needs_relink and account.id not in self._relink_reported:
                 self._relink_reported.add(account.id)

@@ -349,7 +349,7 @@ class PosterPool:
         if isinstance(error, RetryableJobError):
             return self._retry(spec, job, error.reason, error.after_seconds)
         # an unclassified failure is worth another try
-        log.warning("job %d attempt %d (%s) failed", job.id, job.attempt, job.kind,
+        log.warning("job %d attempt %d (%s) failed", job.id, job.attempt, job.kind, extra=_fields(job),
                     exc_info=(type(error), error, error.__traceback__))
         return self._retry(spec, job, f"{type(error).__name__}: {error}", None)
 
@@ -423,7 +423,8 @@ class PosterPool:
                 if result.status is SettleStatus.LEASE_LOST:
                     self.counts["lease_lost"] += 1
                     log.warning("job %d attempt %d: lease lost before its outcome was stored",
-                                outcome.job_id, outcome.attempt)
+                                outcome.job_id, outcome.attempt,
+                                extra={"job_id": outcome.job_id, "attempt": outcome.attempt})
                 else:
                     self.counts[_COUNTER[type(outcome)]] += 1
                     if job is not None:
@@ -437,7 +438,7 @@ class PosterPool:
             try:
                 listener(job, reason)
             except Exception:  # a listener's bug must not lose the pool's accounting
-                log.exception("on_dead listener failed for job %d", job.id)
+                log.exception("on_dead listener failed for job %d", job.id, extra=_fields(job))
 
     def _update_rate(self, finished: int) -> None:
         self._window_done += finished
@@ -469,7 +470,8 @@ class PosterPool:
                     self._lose(job_id)
 
     def _lose(self, job_id: int) -> None:
-        log.warning("job %d: lease lost (expired and taken back); stopping its work", job_id)
+        log.warning("job %d: lease lost (expired and taken back); stopping its work", job_id,
+                    extra={"job_id": job_id})
         self._held.pop(job_id, None)
         self.counts["lease_lost"] += 1
         for slot in self._slots:
@@ -477,6 +479,11 @@ class PosterPool:
                 self._interrupt(slot, "lease_lost")
         self._queue[:] = [entry for entry in self._queue if entry[2] != job_id]
         heapq.heapify(self._queue)
+
+
+def _fields(job: Job) -> dict:
+    """What every log line about a job carries (``extra=``; thotto.logs puts it on JSON lines)."""
+    return {"job_id": job.id, "attempt": job.attempt, "queue": job.queue, "kind": job.kind}
 
 
 def _dead_letters(job: Job, outcome: Outcome) -> bool:
