@@ -113,6 +113,9 @@ class Metrics:
         self.queue_depth = Gauge(
             "thotto_queue_jobs", "Jobs per queue and state (store-wide: aggregate with max, "
             "not sum, across processes).", ["queue", "state"], registry=self.registry)
+        self.queue_waiting = Gauge(
+            "thotto_queue_waiting", "Jobs due and unclaimed per queue, at the monitor's last "
+            "snapshot (store-wide).", ["queue"], registry=self.registry)
         self.redis_latency = Gauge(
             "thotto_redis_latency_seconds", "Last Redis PING round trip (the monitor's probe).",
             registry=self.registry)

@@ -230,6 +230,8 @@ class Monitor:
                 p95_seconds=durations[min(len(durations) - 1, math.ceil(0.95 * len(durations)) - 1)]
                 if durations else None,
             )
+            if self.metrics is not None:
+                self.metrics.queue_waiting.labels(queue).set(snap.waiting)
             kept = self.history.setdefault(queue, collections.deque(maxlen=self.settings.monitor_history))
             kept.append(snap)
             taken[queue] = snap

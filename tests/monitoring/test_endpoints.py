@@ -3,21 +3,12 @@ monitoring JSON endpoints, admin-only access, and redriving a dead job."""
 
 from __future__ import annotations
 
-import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import api_settings, serving
-from tests.reddit.conftest import sandbox  # noqa: F401 (a fixture)
 from thotto.errors import PermanentJobError
 
 OK_JOBS, BAD_JOBS = 5, 2
-
-
-@pytest.fixture
-async def api(sandbox, tmp_path):  # noqa: F811
-    async with serving(api_settings(tmp_path, sandbox.url, monitor_interval_seconds=0.2)) as api:
-        yield api
 
 
 async def run_jobs(api) -> list[int]:
