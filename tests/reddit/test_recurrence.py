@@ -94,6 +94,7 @@ async def virtual_engine(nursery, tmp_path, monkeypatch):
         data_dir=str(tmp_path / "thotto"), reddit_url=sandbox.url, reddit_client_id=CLIENT_ID,
         reddit_client_secret=CLIENT_SECRET, reddit_requests_per_minute=6000,
         shutdown_grace_seconds=1, lease_seconds=600, sweep_interval_seconds=600,
+        monitor_interval_seconds=600,
     )
     async with open_engine(settings, clock=clock) as engine:
         user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
