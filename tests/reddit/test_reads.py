@@ -49,6 +49,16 @@ async def test_find_submission_matches_subreddit_title_and_time(sandbox, alice):
     assert (await alice.find_submission("test", "Same title", since=0)).id == first.id
 
 
+async def test_find_submission_looks_past_the_first_page_of_a_busy_account(sandbox, alice):
+    # Found by the chaos suite: a post accepted before a crash had 100+ newer posts by the time
+    # it was looked for, fell off the first page, and was submitted a second time.
+    first = await alice.submit("test", "Before the crash", text="x")
+    for number in range(120):
+        await alice.submit("test", f"Backlog {number}", text="x")
+    found = await alice.find_submission("test", "Before the crash", since=0)
+    assert found is not None and found.id == first.id
+
+
 async def test_submitted_of_an_unknown_user_is_permanent(sandbox, alice):
     from thotto.errors import RedditPermanent
 

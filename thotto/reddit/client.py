@@ -67,6 +67,7 @@ MAX_TITLE = 300
 MAX_FLAIR_TEXT = 64
 MAX_FLAIR_ID = 36
 MAX_INFO_IDS = 100
+MAX_LISTING_PAGES = 10  # Reddit lists about 1,000 of a user's posts, 100 a page
 """Reddit's limit of ids per ``/api/info`` request."""
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 """Seconds to wait when Reddit rate-limits without saying for how long."""
@@ -577,22 +578,40 @@ class RedditAccount:
 
     async def submitted(self, username: str | None = None, *, limit: int = 25) -> list[Submission]:
         """The newest posts of ``username`` (default: this account), newest first."""
+        posts, _ = await self._submitted_page(username, limit=limit)
+        return posts
+
+    async def _submitted_page(self, username: str | None = None, *, limit: int = 100,
+                              after: str | None = None) -> tuple[list[Submission], str | None]:
+        """One page of ``username``'s posts, newest first, and the cursor of the next page."""
         name = username or self.username or (await self.me()).name
+        params: dict[str, str | int] = {"sort": "new", "limit": max(1, min(limit, 100))}
+        if after is not None:
+            params["after"] = after
         _, body = await self.client._api(
-            self, "GET", f"/user/{quote(name, safe='')}/submitted",
-            params={"sort": "new", "limit": max(1, min(limit, 100))},
+            self, "GET", f"/user/{quote(name, safe='')}/submitted", params=params,
             context=f"u/{name}'s submissions")
         listing = _convert(body, _Listing, f"u/{name}'s submissions")
-        return [child.data for child in listing.data.children if child.kind == "t3"]
+        return [child.data for child in listing.data.children if child.kind == "t3"], listing.data.after
 
     async def find_submission(self, subreddit: str, title: str, *, since: float,
                               limit: int = 100) -> Submission | None:
         """This account's post to ``subreddit`` titled ``title`` created at or after ``since``
         (Unix seconds), the earliest if several, or None. How a publisher whose submission's
-        outcome is unknown learns whether Reddit accepted it. Allow for clock skew in ``since``."""
-        matches = [post for post in await self.submitted(limit=limit)
-                   if post.subreddit.lower() == subreddit.lower() and post.title == title
-                   and post.created_utc >= since]
+        outcome is unknown learns whether Reddit accepted it. Allow for clock skew in ``since``.
+
+        Reads the listing page by page (``limit`` a page) until it reaches posts older than
+        ``since`` or Reddit's end of it (about 1,000 posts): a busy account may have published
+        many posts since the one looked for."""
+        matches: list[Submission] = []
+        after = None
+        for _ in range(MAX_LISTING_PAGES):
+            page, after = await self._submitted_page(limit=limit, after=after)
+            matches += [post for post in page
+                        if post.subreddit.lower() == subreddit.lower() and post.title == title
+                        and post.created_utc >= since]
+            if after is None or not page or page[-1].created_utc < since:
+                break
         # The listing is newest first; among posts of the same second the last listed is oldest.
         return min(reversed(matches), key=lambda post: post.created_utc) if matches else None
 
