@@ -89,6 +89,24 @@ async def test_9_a_rate_limit_storm_defers_spends_no_attempt_and_all_publish(mak
                 if a.outcome not in (AttemptOutcome.DEFERRED, AttemptOutcome.COMPLETED)]
 
 
+async def test_dropped_replies_and_expired_tokens_publish_each_post_once(make_chaos, postgres_dsn):
+    chaos = make_chaos(postgres_dsn)
+    await chaos.seed(titles("dropped", 20), spread(2, 3, 20))
+    thotto = chaos.thotto()
+    await thotto.start()
+    await chaos.wait_for_record(3, timeout=30)
+    await faults.expire_tokens(chaos.sandbox)  # every access token dies mid-run
+    await faults.accept_then_drop(chaos.sandbox, 5)  # then 5 posts accepted, their replies lost
+    await chaos.wait_until_all_finished(timeout=60)
+    await chaos.judge()
+    async with open_store(postgres_dsn) as store:
+        ran_again = [post for post in chaos.seeded.posts.values()
+                     if len(await store.attempts(post.job_id)) > 1]
+    # Each lost reply leaves an outcome unknown: the post runs again (retried, or deferred once
+    # the failures trip the breaker) and is found on Reddit rather than posted twice.
+    assert len(ran_again) >= 5, "the dropped replies did not make posts run again"
+
+
 async def test_the_clock_stepped_forward_under_load_publishes_each_post_once(make_chaos, postgres_dsn):
     # The machine's clock runs an hour slow, and NTP steps it to the right time while
     # submissions are in flight: every lease the process holds suddenly looks an hour expired to
