@@ -306,10 +306,12 @@ class Chaos:
 
     def thotto(self, name: str = "thotto", *, breaker_open_seconds: float | None = 1.0,
                clock_offset_seconds: float = 0.0, jump_seconds: float = 3600.0,
-               **overrides: Any) -> ThottoProcess:
+               serve_api: bool = False, **overrides: Any) -> ThottoProcess:
         """A Thotto process (not started) on this world's settings plus ``overrides``."""
         args = [] if breaker_open_seconds is None else ["--breaker-open-seconds", str(breaker_open_seconds)]
         args += ["--clock-offset-seconds", str(clock_offset_seconds), "--jump-seconds", str(jump_seconds)]
+        if serve_api:
+            args.append("--serve-api")
         process = ThottoProcess(name, self.env(**overrides), self.tmp_path / f"{name}.log", args)
         self.processes.append(process)
         return process

@@ -11,7 +11,8 @@ second at once; exit code 0). On top of that:
   clock, and each SIGUSR1 moves it ``--jump-seconds`` forward (an NTP step, a VM resumed from
   suspend), for the store, the ticker's sleeps and the leases alike.
 
-Prints ``ready`` on stdout once serving; logs go to stderr.
+With ``--serve-api`` it serves the HTTP API too, on ``THOTTO_API_HOST:THOTTO_API_PORT``. Prints
+``ready`` on stdout once serving; logs go to stderr.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = load_settings()
     logs.configure(settings.log_level, json_lines=False)
     clock = JumpingClock(args.clock_offset_seconds)
-    async with open_engine(settings, clock=clock) as engine:
+    async with open_engine(settings, clock=clock, serve_api=args.serve_api) as engine:
         if args.breaker_open_seconds is not None:
             engine.services.breakers.configure(
                 "reddit.*", REDDIT_BREAKER.with_(open_seconds=args.breaker_open_seconds))
@@ -78,5 +79,6 @@ if __name__ == "__main__":
     parser.add_argument("--breaker-open-seconds", type=float)
     parser.add_argument("--jump-seconds", type=float, default=3600.0)
     parser.add_argument("--clock-offset-seconds", type=float, default=0.0)
+    parser.add_argument("--serve-api", action="store_true", help="serve the HTTP API (THOTTO_API_PORT)")
     trio.run(main, parser.parse_args())
     sys.exit(0)
