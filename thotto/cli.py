@@ -153,7 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  role=getattr(args, "role", None))
         from thotto import commands, logs
 
-        logs.configure(settings.log_level, json_lines=settings.log_format.value == "json")
+        logs.configure(settings.log_level, json_lines=settings.log_format.value == "json",
+                       secrets=(settings.reddit_client_secret, settings.encryption_key))
         command = commands.COMMANDS[(args.command, getattr(args, "subcommand", None))]
         if args.command == "account" and args.subcommand == "link":
             args.password = _read_password(args)

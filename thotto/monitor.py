@@ -38,6 +38,7 @@ import trio
 from thotto.errors import NotFound, StoreError
 from thotto.messages import Job, JobState
 from thotto.store.base import POST_QUEUE
+from thotto.posts import post_list_tag
 
 if TYPE_CHECKING:
     import actors
@@ -335,6 +336,8 @@ class Monitor:
             account = None
             try:
                 post = await self.store.get_post_by_job(job.id)
+                # The failure is settled now, so the owner's cached post lists are stale.
+                await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
                 account = await self.store.get_account(post.account_id)
                 details.update(post_id=post.id, user_id=post.user_id, subreddit=post.content.subreddit,
                                title=post.content.title, account=account.reddit_username)

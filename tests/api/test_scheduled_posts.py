@@ -220,3 +220,14 @@ async def test_the_cached_list_shows_a_publication_at_once(api):
     published = await wait_for(api.pro.client, post["id"], "published")
     listed = (await api.pro.client.get("/api/scheduled-posts")).json()["posts"]
     assert [(p["status"], p["redditUrl"]) for p in listed] == [("published", published["redditUrl"])]
+
+
+async def test_the_cached_list_shows_a_failure_once_it_is_settled(api, sandbox):
+    post = (await api.pro.client.post("/api/scheduled-posts", json=post_body(scheduledFor=at(1)))).json()["posts"][0]
+    assert (await api.pro.client.get("/api/scheduled-posts")).json()["posts"][0]["status"] == "scheduled"
+    await sandbox.control("POST", "/_sandbox/subreddits", json=[{"name": "test", "state": "banned"}])
+    failed = await wait_for(api.pro.client, post["id"], "failed")
+    assert "SUBREDDIT_NOEXIST" in failed["error"]
+    with trio.fail_after(5):  # the monitor evicts the cached list once the failure is settled
+        while (await api.pro.client.get("/api/scheduled-posts")).json()["posts"][0]["status"] != "failed":
+            await trio.sleep(0.05)

@@ -82,8 +82,13 @@ def _content(endpoint: Endpoint, schema: Any) -> dict[str, Any]:
     return response
 
 
+# Path parameters named ``id`` are row ids (see thotto.api.app.path_id); others are names.
+_PATH_SCHEMAS = {"id": {"type": "integer", "minimum": 1}}
+
+
 def _path_parameters(path: str) -> list[dict[str, Any]]:
-    return [{"name": name, "in": "path", "required": True, "schema": {"type": "integer", "minimum": 1}}
+    return [{"name": name, "in": "path", "required": True,
+             "schema": _PATH_SCHEMAS.get(name, {"type": "string", "minLength": 1})}
             for name in re.findall(r"{(\w+)}", path)]
 
 
