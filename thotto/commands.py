@@ -80,17 +80,11 @@ def _ensure_data_dir(settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[Any]:
-    from thotto.store import POSTGRES_SCHEMES, open_store
+    from thotto.store import open_store
 
     _ensure_data_dir(settings)
-    url = settings.resolved_database_url()
-    async with contextlib.AsyncExitStack() as stack:
-        sidecar = None
-        if url.startswith(POSTGRES_SCHEMES):
-            from thotto.aio import open_sidecar
-
-            sidecar = await stack.enter_async_context(open_sidecar())
-        yield await stack.enter_async_context(open_store(url, sidecar=sidecar))
+    async with open_store(settings.resolved_database_url()) as store:
+        yield store
 
 
 @contextlib.asynccontextmanager
@@ -105,9 +99,8 @@ async def _engine(settings: Settings) -> AsyncIterator[Any]:
 
 def _api_context(engine):
     from thotto.api.app import ApiContext
-    from thotto.api.auth import RequestLimiter
 
-    return ApiContext(engine, RequestLimiter(1e9, 1_000_000))
+    return ApiContext(engine)
 
 
 # --- serve, init, migrate, status ----------------------------------------------------------------
@@ -174,18 +167,16 @@ async def _first_start(settings: Settings) -> tuple[User, str] | None:
     async with _store(settings) as store:
         if await store.list_users():
             return None
-    return await _init_admin(settings, "admin")
+        return await _init_admin(store, settings, "admin")
 
 
-async def _init_admin(settings: Settings, name: str) -> tuple[User, str]:
-    from thotto.api.auth import new_token, token_hash
+async def _init_admin(store, settings: Settings, name: str) -> tuple[User, str]:
+    from thotto.api.auth import mint_token
     from thotto.vault import Vault
 
     Vault.for_settings(settings.data_dir, settings.encryption_key)  # makes the key file now
-    async with _store(settings) as store:
-        admin = await store.create_user(NewUser(name=name, tier=ADMIN_TIER, role=Role.ADMIN))
-        token = new_token()
-        await store.create_token(admin.id, "init", token_hash(token))
+    admin = await store.create_user(NewUser(name=name, tier=ADMIN_TIER, role=Role.ADMIN))
+    _, token = await mint_token(store, admin.id, "init")
     return admin, token
 
 
@@ -232,10 +223,10 @@ async def init(settings: Settings, args: argparse.Namespace) -> int:
     """Create the data dir, schema, key and an admin with a token; refuses to run twice."""
     async with _store(settings) as store:
         existing = await store.list_users()
-    if existing:
-        raise ValidationError(f"{settings.data_dir} is already initialised ({len(existing)} users); "
-                              "create a token with `thotto token create --user NAME`")
-    admin, token = await _init_admin(settings, args.admin)
+        if existing:
+            raise ValidationError(f"{settings.data_dir} is already initialised ({len(existing)} users); "
+                                  "create a token with `thotto token create --user NAME`")
+        admin, token = await _init_admin(store, settings, args.admin)
     say(f"initialised {settings.resolved_database_url()}; the key is in {settings.data_dir}")
     emit(args, {"admin": admin.name, "id": admin.id, "tier": admin.tier.value, "token": token})
     return EXIT_OK
@@ -330,12 +321,11 @@ async def user_set_tier(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def token_create(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.auth import new_token, token_hash
+    from thotto.api.auth import mint_token
 
     async with _store(settings) as store:
         user = await store.get_user_by_name(args.user)
-        token = new_token()
-        record = await store.create_token(user.id, args.name, token_hash(token))
+        record, token = await mint_token(store, user.id, args.name)
     say(f"token {record.id} for {user.name}: shown only now, keep it")
     emit(args, {"id": record.id, "user": user.name, "name": record.name, "token": token})
     return EXIT_OK

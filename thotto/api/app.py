@@ -89,10 +89,11 @@ SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404:
 
 @dataclass
 class ApiContext:
-    """What the API's handlers share: the engine and the per-user request limiter."""
+    """What the API's handlers share: the engine and the per-user request limiter (None for
+    callers that are not HTTP clients, e.g. the CLI reusing the scheduling checks)."""
 
     engine: "Engine"
-    limiter: "RequestLimiter"
+    limiter: "RequestLimiter | None" = None
     base_url: str = ""
     """How users reach the API (set once the server is listening)."""
     user_locks: defaultdict[int, trio.Lock] = field(default_factory=lambda: defaultdict(trio.Lock))

@@ -40,12 +40,16 @@ def user_tag(user_id: int) -> str:
     return f"user:{user_id}"
 
 
-async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]:
-    """Mint a token for the user; returns the stored record and the token (shown once)."""
+async def mint_token(store, user_id: int, name: str) -> tuple[ApiToken, str]:
+    """Store a new token's hash for the user; returns the record and the token (shown once)."""
     token = new_token()
-    hashed = token_hash(token)
-    record = await context.store.create_token(user_id, name, hashed)
-    await context.cache.delete(token_key(hashed))
+    return await store.create_token(user_id, name, token_hash(token)), token
+
+
+async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]:
+    """:func:`mint_token`, then forget a cached "unknown token" answer for it."""
+    record, token = await mint_token(context.store, user_id, name)
+    await context.cache.delete(token_key(token_hash(token)))
     return record, token
 
 
@@ -65,7 +69,8 @@ async def require_user(request: Request) -> User:
     user = await _user_for(context, token_hash(token.strip()))
     if user is None:
         raise Unauthorized("The API token is unknown or revoked")
-    await context.limiter.check(user.id)
+    if context.limiter is not None:
+        await context.limiter.check(user.id)
     return user
 
 

@@ -185,7 +185,7 @@ async def schedule_for_user(context, user: User, requests: list[ScheduleRequest]
                     raise
                 errors.append(_item_error(index, error))
                 continue
-            _refuse_repeats(posts, new, index, errors, batch)
+            errors += _repeats(posts, new, index)
             posts += new
         if errors:
             raise BatchInvalid(errors)
@@ -194,16 +194,14 @@ async def schedule_for_user(context, user: User, requests: list[ScheduleRequest]
     return created
 
 
-def _refuse_repeats(earlier: list[NewPost], new: list[NewPost], index: int, errors: list, batch: bool) -> None:
-    """A batch must not hold the same account, subreddit and title twice."""
+def _repeats(earlier: list[NewPost], new: list[NewPost], index: int) -> list[ItemError]:
+    """A batch must not hold the same account, subreddit and title twice (one request cannot:
+    its subreddits are distinct)."""
     keys = {(p.account_id, p.content.subreddit.lower(), p.content.title.lower()) for p in earlier}
-    for post in new:
-        if (post.account_id, post.content.subreddit.lower(), post.content.title.lower()) in keys:
-            error = ValidationError(f"The batch has this title for r/{post.content.subreddit} twice",
-                                    field="title")
-            if not batch:
-                raise error
-            errors.append(_item_error(index, error))
+    return [_item_error(index, ValidationError(
+                f"The batch has this title for r/{post.content.subreddit} twice", field="title"))
+            for post in new
+            if (post.account_id, post.content.subreddit.lower(), post.content.title.lower()) in keys]
 
 
 def _item_error(index: int, error: ThottoError) -> ItemError:

@@ -31,7 +31,6 @@ class ApiServer:
         self.port: int | None = None
         self.grace_seconds = grace_seconds
         self.app = build_app(context, extra_routes)
-        self.ready = trio.Event()
 
     @property
     def url(self) -> str:
@@ -63,7 +62,6 @@ class ApiServer:
                 await nursery.start(run_server)
                 self.port = listener.getsockname()[1]
                 self.context.base_url = self.context.settings.public_url or self.url
-                self.ready.set()
                 log.debug("API listening on %s", self.url)
                 task_status.started()
                 try:
