@@ -8,6 +8,7 @@ responses, query parameters, auth and error statuses, so it is true to what the 
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 from typing import Any
 
@@ -27,6 +28,7 @@ def document() -> dict[str, Any]:
     endpoints = [e for e in all_endpoints() if e.method != "HEAD"]
     types = _types(endpoints)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
+    _clean_descriptions(components)
     schema_of = dict(zip(types, schemas))
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
@@ -42,6 +44,22 @@ def document() -> dict[str, Any]:
                                            "description": "An API token: `thotto token create`"}},
         },
     }
+
+
+def _clean_descriptions(node: Any) -> None:
+    """Dedent every docstring-born description in place.
+
+    msgspec copies docstrings as Python keeps them, and Python 3.13 and msgspec 0.23 changed how
+    much indentation that is; cleandoc makes the document the same whichever versions are installed.
+    """
+    if isinstance(node, dict):
+        if isinstance(node.get("description"), str):
+            node["description"] = inspect.cleandoc(node["description"])
+        for value in node.values():
+            _clean_descriptions(value)
+    elif isinstance(node, list):
+        for value in node:
+            _clean_descriptions(value)
 
 
 def _types(endpoints: list[Endpoint]) -> list[Any]:
@@ -96,6 +114,7 @@ def _query_parameters(query: Any, schema_of: dict[Any, Any]) -> list[dict[str, A
     if query is None:
         return []
     _, components = msgspec.json.schema_components([query], ref_template=REF)
+    _clean_descriptions(components)
     struct = components[query.__name__]
     return [{"name": name, "in": "query", "required": name in struct.get("required", []), "schema": schema}
             for name, schema in struct["properties"].items()]
