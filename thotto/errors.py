@@ -70,6 +70,17 @@ class InvalidTransition(StoreError):
         self.state = state
 
 
+class OutcomePending(InvalidTransition):
+    """A post cannot change while an attempt to publish it may have reached Reddit and its
+    outcome is not known yet (see thotto.store.lifecycle). ``retry_after_seconds`` is when the
+    check is expected to have ended; the API sends it as Retry-After with its 409."""
+
+    def __init__(self, message: str, *, post_id: int, retry_after_seconds: float):
+        super().__init__(message, state="publishing")
+        self.post_id = post_id
+        self.retry_after_seconds = retry_after_seconds
+
+
 class LeaseLost(InvalidTransition):
     """The caller does not hold the job's lease (it expired and was released, or never held)."""
 

@@ -47,7 +47,7 @@ HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.
 TIMED_OPERATIONS = (
     "enqueue", "enqueue_many", "claim", "heartbeat", "settle", "release_expired", "get_job",
     "cancel", "reschedule", "redrive", "purge", "counts", "next_due", "attempts", "create_posts",
-    "get_post_by_job", "record_publication", "arm_post", "queue_activity",
+    "get_post_by_job", "record_publication", "arm_post", "disarm_post", "queue_activity",
 )
 _BATCH_OF_ARGUMENT = {"enqueue_many": 0, "settle": 1, "heartbeat": 1, "create_posts": 0}
 

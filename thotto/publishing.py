@@ -24,18 +24,29 @@ from datetime import datetime, timedelta
 import trio
 
 from thotto.breaker import Breakers, BreakerState
-from thotto.errors import DeferJob, PermanentJobError, RedditAuthError, RedditRetryable
+from thotto.errors import (
+    DeferJob,
+    PermanentJobError,
+    RedditAuthError,
+    RedditOutcomeUnknown,
+    RedditPermanent,
+    RedditRateLimited,
+    RedditRetryable,
+)
 from thotto.handlers import JobContext
 from thotto.messages import Account, Post, PostKind
 from thotto.reddit.client import RedditAccount, RedditClient
 from thotto.store.base import Store
+from thotto.store.lifecycle import RECONCILE_SETTLE_SECONDS
 from thotto.vault import Password, RefreshToken, Vault
 
 log = logging.getLogger("thotto.publishing")
 
-RECONCILE_SETTLE_SECONDS = 60.0
 CLOCK_SKEW_SECONDS = 120.0  # our clock against Reddit's created_utc
 APP_REFUSED = "invalid_client"  # Reddit refused the OAuth app itself
+# Errors that mean Reddit answered and did not take the post (RedditOutcomeUnknown, a
+# RedditRetryable, is the exception: it may have).
+REFUSALS = (RedditRateLimited, RedditPermanent, RedditAuthError, RedditRetryable)
 
 
 class Publisher:
@@ -72,7 +83,12 @@ class Publisher:
                 reconciled = post.armed_at is not None and await self._reconcile(reddit, post)
                 if not reconciled:
                     await self.store.arm_post(post.id)
-                    result = await self._submit(reddit, post)
+                    result = await self._submit_armed(reddit, post)
+        except RedditOutcomeUnknown:
+            if ctx.attempt < ctx.job.max_attempts:
+                raise  # the next attempt reconciles first
+            await self._last_look(reddit, post)
+            reconciled = True
         except RedditAuthError as error:
             if error.error_type != APP_REFUSED:  # the app's own credentials: no account's fault
                 await self.store.set_needs_relink(account.id, True)
@@ -92,9 +108,10 @@ class Publisher:
         if self.on_published is not None:
             await self.on_published(post)
 
-    async def _reconcile(self, reddit: RedditAccount, post: Post) -> bool:
+    async def _reconcile(self, reddit: RedditAccount, post: Post, *, settled: bool = False) -> bool:
         """Did an earlier attempt publish this post? Record it if so. Defers while Reddit's
-        listing may still be catching up with a recent attempt."""
+        listing may still be catching up with a recent attempt (unless the caller waited for it
+        to settle)."""
         content = post.content
         since = post.armed_at.timestamp() - CLOCK_SKEW_SECONDS
         found = await reddit.find_submission(content.subreddit, content.title, since=since)
@@ -103,6 +120,8 @@ class Publisher:
             log.warning("post %d was already on Reddit as %s (an earlier attempt's outcome was "
                         "unknown); recorded it instead of posting again", post.id, found.id)
             return True
+        if settled:
+            return False
         settled_at = post.armed_at + timedelta(seconds=self.reconcile_settle_seconds)
         sent_at = self._sent_at.get(post.id)
         if sent_at is not None:
@@ -114,6 +133,31 @@ class Publisher:
         if self.now() < settled_at:
             raise DeferJob("checking whether an interrupted attempt reached Reddit", until=settled_at)
         return False
+
+    async def _submit_armed(self, reddit: RedditAccount, post: Post):
+        """Submit an armed post. When Reddit answers with a refusal, nothing was posted: disarm
+        it, so its creator may edit or cancel it again while it waits for its next attempt.
+        Reconciliation has already ruled out earlier attempts (or there were none), so nothing
+        of this post is in doubt any more. An unknown outcome keeps it armed."""
+        try:
+            return await self._submit(reddit, post)
+        except REFUSALS as error:
+            if not isinstance(error, RedditOutcomeUnknown):
+                await self.store.disarm_post(post.id)
+            raise
+
+    async def _last_look(self, reddit: RedditAccount, post: Post) -> None:
+        """The last attempt's outcome is unknown. Failing the post now could report a post that
+        is live on Reddit as failed, so wait until Reddit's listing has settled and look once
+        more: record it if it is there, else it fails, known not to be on Reddit."""
+        await trio.sleep(self.reconcile_settle_seconds)
+        armed = await self.store.get_post(post.id)
+        if await self._reconcile(reddit, armed, settled=True):
+            return
+        await self.store.disarm_post(post.id)
+        raise PermanentJobError(
+            f"Reddit never confirmed post {post.id} to r/{post.content.subreddit} and it is not "
+            "among the account's submissions: nothing was published; reschedule it to try again")
 
     async def _submit(self, reddit: RedditAccount, post: Post):
         now = trio.current_time()

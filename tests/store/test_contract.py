@@ -21,6 +21,7 @@ from thotto.errors import (
     InvalidTransition,
     LeaseLost,
     NotFound,
+    OutcomePending,
     StoreLocked,
     ValidationError,
 )
@@ -45,6 +46,7 @@ from thotto.messages import (
     Outcome,
     Post,
     PostContent,
+    PostKind,
     PostEngagement,
     PostStatus,
     QueueCount,
@@ -1226,9 +1228,83 @@ async def test_record_publication_is_idempotent_for_the_same_id(store, clock):
     await claim_job(store, post.job_id)
     first = await store.record_publication(post.id, "t3_abc", "https://redd.it/t3_abc")
     assert (first.reddit_id, first.reddit_url) == ("t3_abc", "https://redd.it/t3_abc")
-    assert first.status is PostStatus.PUBLISHING
+    assert first.status is PostStatus.PUBLISHED  # as soon as Reddit's id is recorded
     again = await store.record_publication(post.id, "t3_abc", "https://redd.it/t3_abc")
     assert (again.reddit_id, again.reddit_url) == ("t3_abc", "https://redd.it/t3_abc")
+
+
+async def in_doubt(store: Store, account: Account, clock) -> Post:
+    """A post whose attempt was armed and then failed with an unknown outcome: its job waits
+    for a retry, and the post may be on Reddit."""
+    post = await schedule(store, account, clock())
+    job = await claim_job(store, post.job_id)
+    await store.arm_post(post.id)
+    await store.fail("w1", job.id, job.attempt, "HTTP_504", retry_at=clock() + seconds(30))
+    return await store.get_post(post.id)
+
+
+async def test_a_post_that_may_be_on_reddit_is_publishing_and_cannot_change(store, clock):
+    account = await make_account(store)
+    post = await in_doubt(store, account, clock)
+    assert post.status is PostStatus.PUBLISHING
+    assert post.error == "HTTP_504"
+    changed = PostContent(subreddit="thotto_test", title="A new title", kind=PostKind.SELF, text="x")
+    for change in (lambda: store.update_post(post.id, account.user_id, content=changed),
+                   lambda: store.update_post(post.id, account.user_id, scheduled_for=clock() + seconds(600)),
+                   lambda: store.cancel_post(post.id, account.user_id)):
+        with pytest.raises(OutcomePending) as refused:
+            await change()
+        assert "may already be on r/thotto_test" in str(refused.value)
+        assert refused.value.retry_after_seconds >= 5
+    unchanged = await store.get_post(post.id)
+    assert (unchanged.content, unchanged.scheduled_for) == (post.content, post.scheduled_for)
+    assert await state_of(store, post.job_id) is JobState.PENDING
+
+
+async def test_a_running_post_cannot_change_either(store, clock):
+    account = await make_account(store)
+    post = await schedule(store, account, clock())
+    await claim_job(store, post.job_id)
+    with pytest.raises(OutcomePending, match="being published to r/thotto_test right now"):
+        await store.cancel_post(post.id, account.user_id)
+    assert await state_of(store, post.job_id) is JobState.PROCESSING
+
+
+async def test_posts_in_doubt_are_listed_as_publishing(store, clock):
+    account = await make_account(store)
+    doubtful = await in_doubt(store, account, clock)
+    waiting = await schedule(store, account, clock() + seconds(60), title="Later")
+    published = await publish(store, await schedule(store, account, clock(), title="Done"))
+
+    async def ids(status: PostStatus) -> list[int]:
+        page = await store.list_posts(account.user_id, status=status)
+        return [p.id for p in page.posts]
+
+    assert await ids(PostStatus.PUBLISHING) == [doubtful.id]
+    assert await ids(PostStatus.SCHEDULED) == [waiting.id]
+    assert await ids(PostStatus.PUBLISHED) == [published.id]
+
+
+async def test_a_disarmed_post_is_scheduled_again_and_may_change(store, clock):
+    account = await make_account(store)
+    post = await in_doubt(store, account, clock)
+    disarmed = await store.disarm_post(post.id)
+    assert (disarmed.status, disarmed.armed_at) == (PostStatus.SCHEDULED, None)
+    cancelled = await store.cancel_post(post.id, account.user_id)
+    assert cancelled.status is PostStatus.CANCELLED
+    assert cancelled.error is None
+
+
+async def test_disarming_a_published_post_keeps_it_published(store, clock):
+    account = await make_account(store)
+    post = await schedule(store, account, clock())
+    await claim_job(store, post.job_id)
+    await store.arm_post(post.id)
+    await store.record_publication(post.id, "t3_abc", "https://redd.it/t3_abc")
+    kept = await store.disarm_post(post.id)
+    assert kept.armed_at is not None and kept.status is PostStatus.PUBLISHED
+    with pytest.raises(InvalidTransition, match="is published"):
+        await store.cancel_post(post.id, account.user_id)
 
 
 async def test_record_publication_of_a_different_id_is_an_invalid_transition(store, clock):

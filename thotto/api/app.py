@@ -10,6 +10,7 @@ each into JSON ``{error, detail, field}`` with its status (:data:`ERROR_STATUS`)
 from __future__ import annotations
 
 import logging
+import math
 import re
 import uuid
 from collections import defaultdict
@@ -32,6 +33,7 @@ from thotto.errors import (
     DuplicatePost,
     Forbidden,
     InvalidTransition,
+    OutcomePending,
     JobError,
     NotFound,
     PayloadTooLarge,
@@ -244,12 +246,19 @@ def error_response(error: ThottoError) -> Response:
     if isinstance(error, BatchInvalid):
         body.errors = error.errors
     if isinstance(error, TooManyRequests):
-        headers["Retry-After"] = str(max(1, round(error.retry_after + 0.499)))
+        headers["Retry-After"] = _seconds(error.retry_after)
+    if isinstance(error, OutcomePending):
+        headers["Retry-After"] = _seconds(error.retry_after_seconds)
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="thotto"'
     if status == 503:
         headers["Retry-After"] = "5"
     return json_response(body, status, headers)
+
+
+def _seconds(delay: float) -> str:
+    """A Retry-After value: whole seconds, rounded up, at least 1."""
+    return str(max(1, math.ceil(delay)))
 
 
 async def _on_thotto_error(request: Request, error: Exception) -> Response:

@@ -431,7 +431,16 @@ class Store(abc.ABC):
     async def arm_post(self, post_id: int) -> Post:
         """Record, durably, that an attempt to publish the post is about to call Reddit: sets
         ``armed_at`` to now unless it is already set (the earliest arming is kept, so a later
-        reconciliation looks back far enough). Call it before every submission. NotFound."""
+        reconciliation looks back far enough). Call it before every submission. NotFound.
+
+        While a post is armed and unpublished its status is ``publishing`` and it cannot be
+        edited, rescheduled or cancelled (thotto.store.lifecycle)."""
+
+    @abc.abstractmethod
+    async def disarm_post(self, post_id: int) -> Post:
+        """Clear ``armed_at`` once nothing of the post is in doubt: Reddit refused the attempt
+        and any earlier one was reconciled as absent. A published post keeps its mark. The post
+        is ``scheduled`` again (or failed, by its job), and may change. NotFound."""
 
     # --- recurring posts and engagement -----------------------------------------------------
 

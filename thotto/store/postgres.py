@@ -51,8 +51,6 @@ from thotto.errors import (
     ValidationError,
 )
 from thotto.messages import (
-    JOB_STATE_OF_POST_STATUS,
-    POST_STATUS_OF_JOB_STATE,
     UTC,
     Account,
     ApiToken,
@@ -92,6 +90,7 @@ from thotto.messages import (
     validated,
     validated_jobs,
 )
+from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
 from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
 
 log = logging.getLogger("thotto.store.postgres")
@@ -492,7 +491,7 @@ _recurrence_decoder = msgspec.json.Decoder(Recurrence)
 
 
 def _post(r: Any) -> Post:
-    status = POST_STATUS_OF_JOB_STATE[_STATES[r[5]]]
+    status = post_status(_STATES[r[5]], r[13], r[7])
     return Post(
         id=r[0],
         user_id=r[1],
@@ -503,7 +502,7 @@ def _post(r: Any) -> Post:
         job_id=r[6],
         reddit_id=r[7],
         reddit_url=r[8],
-        error=r[9] if status is PostStatus.FAILED else None,
+        error=post_error(status, r[9]),
         recurrence=_recurrence_decoder.decode(r[10]) if r[10] is not None else None,
         created_at=r[11],
         updated_at=r[12],
@@ -1610,7 +1609,7 @@ class PostgresStore(Store):
                 except ValueError as exc:
                     raise ValidationError(f"Unknown post status {status!r}",
                                           field="status") from exc  # fmt: skip
-            conditions.append(f"j.state = {arg(JOB_STATE_OF_POST_STATUS[status].value)}")
+            conditions.append(STATUS_CONDITION[status])
         if scheduled_from is not None:
             conditions.append(f"p.scheduled_for >= {arg(as_utc(scheduled_from))}")
         if scheduled_to is not None:
@@ -1677,14 +1676,7 @@ class PostgresStore(Store):
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked_post(conn, post_id, user_id)
-            if row["state"] != "pending":
-                status = POST_STATUS_OF_JOB_STATE[_STATES[row["state"]]].value
-                raise InvalidTransition(
-                    f"Post {post_id} is {status}: only a scheduled post can be edited or "
-                    "rescheduled",
-                    job_id=row["job_id"],
-                    state=row["state"],
-                )
+            check_changeable(_post(row), "edited" if content is not None else "rescheduled", now)
             if content is not None:
                 await conn.execute(
                     "UPDATE posts SET content = $2::jsonb, subreddit = $3, title = $4, "
@@ -1713,16 +1705,10 @@ class PostgresStore(Store):
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
             row = await self._locked_post(conn, post_id, user_id)
-            state = row["state"]
-            if state == "cancelled":
-                return _post(row)
-            if state != "pending":
-                status = POST_STATUS_OF_JOB_STATE[_STATES[state]].value
-                raise InvalidTransition(
-                    f"Post {post_id} is {status}: only a scheduled post can be cancelled",
-                    job_id=row["job_id"],
-                    state=state,
-                )
+            post = _post(row)
+            if post.status is PostStatus.CANCELLED:
+                return post
+            check_changeable(post, "cancelled", now)
             await conn.execute(
                 "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE id = $1",
                 row["job_id"], now,
@@ -1771,6 +1757,15 @@ class PostgresStore(Store):
         )  # fmt: skip
         if status == "UPDATE 0":
             raise NotFound(f"Post {post_id} does not exist")
+        return await self.get_post(post_id)
+
+    async def disarm_post(self, post_id: int) -> Post:
+        _check_ids([post_id], "post_id")
+        await self._run(
+            self._execute,
+            "UPDATE posts SET armed_at = NULL, updated_at = $2 WHERE id = $1 AND reddit_id IS NULL",
+            post_id, self.now(),
+        )  # fmt: skip
         return await self.get_post(post_id)
 
     # --- recurring posts and engagement ---------------------------------------------------

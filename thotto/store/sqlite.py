@@ -53,7 +53,6 @@ from thotto.errors import (
     ValidationError,
 )
 from thotto.messages import (
-    POST_STATUS_OF_JOB_STATE,
     UTC,
     Account,
     ApiToken,
@@ -93,6 +92,7 @@ from thotto.messages import (
     validated,
 )
 from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
+from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
 from thotto.clock import wait_for_thread
 
 log = logging.getLogger(__name__)
@@ -472,6 +472,7 @@ SET_POST_SCHEDULE = "UPDATE posts SET scheduled_for = ? WHERE id = ?"
 SET_POST_UPDATED = "UPDATE posts SET updated_at = ? WHERE id = ?"
 SET_PUBLICATION = "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?"
 ARM_POST = "UPDATE posts SET armed_at = coalesce(armed_at, ?) WHERE id = ?"
+DISARM_POST = "UPDATE posts SET armed_at = NULL, updated_at = ? WHERE id = ? AND reddit_id IS NULL"
 SAVE_RULES = (
     "INSERT INTO subreddits (name, rules, synced_at) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, synced_at = excluded.synced_at"
@@ -572,12 +573,12 @@ def _account(row: tuple) -> Account:
 
 
 def _post(row: tuple, times: _Times) -> Post:
-    status = POST_STATUS_OF_JOB_STATE[_STATES[row[5]]]
-    error = None if status is PostStatus.PUBLISHED else row[9]
+    armed_at = times[row[13]]
+    status = post_status(_STATES[row[5]], armed_at, row[7])
     recurrence = None if row[10] is None else _RECURRENCE.decode(row[10])
     return Post(
         row[0], row[1], row[2], _CONTENT.decode(row[3]), times[row[4]], status, row[6], row[7],
-        row[8], error, recurrence, times[row[11]], times[row[12]], times[row[13]],
+        row[8], post_error(status, row[9]), recurrence, times[row[11]], times[row[12]], armed_at,
     )
 
 
@@ -1530,8 +1531,7 @@ class SqliteStore(Store):
         limit = _check(limit, PageLimit, "limit")
         clauses, params = ["p.user_id = ?"], [user_id]
         if _check(status, PostStatus | None, "status") is not None:
-            clauses.append("j.state = ?")
-            params.append(POST_JOB_STATES[status])
+            clauses.append(STATUS_CONDITION[status])
         if scheduled_from is not None:
             clauses.append("p.scheduled_for >= ?")
             params.append(_us(scheduled_from, "scheduled_from"))
@@ -1576,10 +1576,11 @@ class SqliteStore(Store):
         if content is not None:
             content = _check_struct(content, PostContent, "content")
         when_us = None if scheduled_for is None else _us(scheduled_for, "scheduled_for")
-        _, now_us = self._now_us()
+        now, now_us = self._now_us()
 
         def update(conn: sqlite3.Connection) -> tuple[Post, datetime | None]:
-            post = _scheduled(_select_post(conn, post_id, user_id), "edited")
+            post = _select_post(conn, post_id, user_id)
+            check_changeable(post, "edited" if content is not None else "rescheduled", now)
             _apply_post_edit(conn, post, content, when_us, now_us)
             updated = _select_post(conn, post_id, user_id)
             return updated, None if when_us is None else updated.scheduled_for
@@ -1589,13 +1590,13 @@ class SqliteStore(Store):
     async def cancel_post(self, post_id: int, user_id: int) -> Post:
         post_id = _check(post_id, int, "post_id")
         user_id = _check(user_id, int, "user_id")
-        _, now_us = self._now_us()
+        now, now_us = self._now_us()
 
         def cancel(conn: sqlite3.Connection) -> Post:
             post = _select_post(conn, post_id, user_id)
             if post.status is PostStatus.CANCELLED:
                 return post
-            _scheduled(post, "cancelled")
+            check_changeable(post, "cancelled", now)
             conn.execute(CANCEL_JOB, (now_us, post.job_id)).fetchall()
             conn.execute(SET_POST_UPDATED, (now_us, post_id))
             return _select_post(conn, post_id, user_id)
@@ -1616,7 +1617,7 @@ class SqliteStore(Store):
                 raise InvalidTransition(
                     f"Post {post_id} is already recorded as Reddit post {post.reddit_id}; "
                     f"refusing to record {reddit_id} over it",
-                    job_id=post.job_id, state=POST_JOB_STATES[post.status],
+                    job_id=post.job_id, state=post.status.value,
                 )
             conn.execute(SET_PUBLICATION, (reddit_id, reddit_url, now_us, post_id))
             return _select_post(conn, post_id, None)
@@ -1632,6 +1633,16 @@ class SqliteStore(Store):
             return _select_post(conn, post_id, None)
 
         return await self._write(arm)
+
+    async def disarm_post(self, post_id: int) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        _, now_us = self._now_us()
+
+        def disarm(conn: sqlite3.Connection) -> Post:
+            conn.execute(DISARM_POST, (now_us, post_id))
+            return _select_post(conn, post_id, None)
+
+        return await self._write(disarm)
 
     # --- recurring posts and engagement -----------------------------------------------------------
 
@@ -2065,7 +2076,6 @@ def _attempts(conn: sqlite3.Connection, job_id: int) -> list[Attempt]:
 
 # --- functions of the connection: posts -----------------------------------------------------------
 
-POST_JOB_STATES = {status: state.value for state, status in POST_STATUS_OF_JOB_STATE.items()}
 
 
 def _post_row(post: NewPost, now_us: int) -> tuple:
@@ -2100,16 +2110,6 @@ def _select_post(conn: sqlite3.Connection, post_id: int, user_id: int | None) ->
     if row is None or (user_id is not None and row[1] != user_id):
         raise _not_found("post", post_id)
     return _post(row, _Times())
-
-
-def _scheduled(post: Post, action: str) -> Post:
-    """The post if it is still scheduled; InvalidTransition once publishing began."""
-    if post.status is not PostStatus.SCHEDULED:
-        raise InvalidTransition(
-            f"Post {post.id} is {post.status.value}: only a scheduled post can be {action}",
-            job_id=post.job_id, state=POST_JOB_STATES[post.status],
-        )
-    return post
 
 
 def _apply_post_edit(
