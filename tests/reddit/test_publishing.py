@@ -82,6 +82,31 @@ async def test_a_connection_dropped_after_reddit_accepted_is_reconciled_not_repo
     assert job.attempt >= 2  # the first attempt's outcome was unknown
 
 
+async def test_a_last_attempt_whose_reply_is_lost_looks_again_instead_of_failing_a_live_post(sandbox, tmp_path):
+    """With no attempt left, failing now could report a post that is live as failed: the
+    publisher waits for the listing to settle and finds it."""
+    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+        await sandbox.faults(drop_after_accept=1)
+        new = NewPost(user_id=user.id, account_id=account.id, scheduled_for=utcnow() + timedelta(seconds=0.5),
+                      content=PostContent(subreddit="test", title="Only one try", text="body"))
+        (post,) = await engine.store.create_posts([new], max_attempts=1)
+        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, PostStatus.FAILED)
+    (record,) = await sandbox.posts()
+    assert published.status is PostStatus.PUBLISHED and published.reddit_id == record["id"]
+
+
+async def test_a_last_attempt_that_reached_nothing_fails_saying_so(sandbox, tmp_path):
+    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+        await sandbox.faults(errors=[{"status": 504, "path": "/api/submit", "count": 1}])
+        new = NewPost(user_id=user.id, account_id=account.id, scheduled_for=utcnow() + timedelta(seconds=0.5),
+                      content=PostContent(subreddit="test", title="Gateway timeout", text="body"))
+        (post,) = await engine.store.create_posts([new], max_attempts=1)
+        failed = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, PostStatus.FAILED)
+    assert await sandbox.posts() == []
+    assert failed.status is PostStatus.FAILED and "nothing was published" in failed.error
+    assert failed.armed_at is None  # known not to be on Reddit: free to reschedule
+
+
 async def test_a_crash_between_submit_and_record_is_reconciled(sandbox, tmp_path, monkeypatch):
     async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
         store = engine.store
