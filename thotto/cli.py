@@ -30,8 +30,6 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parsers(commands)
     _admin_parsers(commands)
     _post_parsers(commands)
-    bench = commands.add_parser("bench", help="run benchmarks (python -m bench --help)", add_help=False)
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -140,10 +138,6 @@ def _add_settings_options(parser: argparse.ArgumentParser, *, json: bool = False
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if args.command == "bench":
-        from bench.__main__ import main as bench_main
-
-        return bench_main(args.bench_args)
     try:
         if args.command in ("openapi", "settings", "sandbox"):
             from thotto import commands

@@ -40,6 +40,22 @@ def start_run_py(cwd: Path, **env: str) -> tuple[subprocess.Popen, Output]:
     return process, Output(process)
 
 
+def test_the_first_post_curl_computes_its_time_without_gnu_date():
+    """The README's curl computes "a minute from now" with python3, not GNU ``date -d`` (which
+    macOS lacks): run its command substitution through a shell as a reader would."""
+    (command,) = re.findall(r'"scheduledFor": "\'\$\((.*?)\)\'"', (ROOT / "README.md").read_text())
+    printed = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=30)
+    assert printed.returncode == 0, printed.stderr
+    when = datetime.fromisoformat(printed.stdout.strip())
+    assert timedelta(seconds=30) < when - datetime.now(timezone.utc) <= timedelta(seconds=61)
+
+
+def test_python_m_thotto_is_the_thotto_command(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "thotto", "--version"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("thotto "), result.stderr
+
+
 def test_first_start_then_the_documented_first_post_publishes_exactly_once(tmp_path):
     process, output = start_run_py(tmp_path)
     try:

@@ -1,4 +1,4 @@
-"""The single-file build: ``shiv -c thotto -o dist/thotto.pyz .`` (README, "Single file")."""
+"""The single-file build: ``bash scripts/build-single-file`` (README, "Single file")."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_the_pyz_starts_and_answers_health(tmp_path):
     pyz = tmp_path / "thotto.pyz"
-    shiv = Path(sys.executable).with_name("shiv")
-    build = subprocess.run([str(shiv), "-c", "thotto", "-o", str(pyz), "."], cwd=ROOT, capture_output=True,
+    build = subprocess.run(["bash", "scripts/build-single-file", str(pyz)], cwd=ROOT, capture_output=True,
                            text=True, timeout=300, env={**os.environ, "SHIV_ROOT": str(tmp_path / "shiv-root")})
     assert build.returncode == 0, build.stderr[-2000:]
     process = subprocess.Popen([sys.executable, str(pyz), "serve", "--demo", "--data-dir", str(tmp_path / "data")],
