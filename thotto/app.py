@@ -208,7 +208,11 @@ def _api_server(engine: "Engine"):
 
 
 def _log_event(event: actors.SupervisorEvent) -> None:
-    if event.kind in (actors.EventKind.RESTARTED, actors.EventKind.GAVE_UP, actors.EventKind.START_FAILED):
+    # A child that fails its very first start fails the whole start, and that error reaches the
+    # caller (the CLI prints it as its one line): logging it here too would say it twice.
+    first_start_failed = event.kind is actors.EventKind.START_FAILED and event.restart_count == 0
+    if not first_start_failed and event.kind in (actors.EventKind.RESTARTED, actors.EventKind.GAVE_UP,
+                                                 actors.EventKind.START_FAILED):
         log.warning("actor %s: %s (restarts %d) %s", event.child, event.kind.value,
                     event.restart_count, event.error or "")
     else:

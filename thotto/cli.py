@@ -10,12 +10,14 @@ import argparse
 import getpass
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
+import actors
 from thotto import __version__
 from thotto.config import Role, load_settings
-from thotto.errors import ThottoError
+from thotto.errors import ConfigError, ThottoError, ValidationError
 from thotto.messages import PostStatus, Tier
 from thotto.messages import Role as UserRole
 
@@ -137,6 +139,7 @@ def _add_settings_options(parser: argparse.ArgumentParser, *, json: bool = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
         if args.command in ("openapi", "settings", "sandbox"):
@@ -150,14 +153,78 @@ def main(argv: Sequence[str] | None = None) -> int:
         logs.configure(settings.log_level, json_lines=settings.log_format.value == "json",
                        secrets=(settings.reddit_client_secret, settings.encryption_key))
         command = commands.COMMANDS[(args.command, getattr(args, "subcommand", None))]
-        if args.command == "account" and args.subcommand == "link":
-            args.password = _read_password(args)
+        if args.command not in ("serve", "init", "migrate"):
+            _require_data_dir(settings)
+        args.password = _read_password(args) if (args.command, getattr(args, "subcommand", None)) == ("account", "link") else None
+        args.file_data = _read_file(args.file) if getattr(args, "file", None) else None
+        if args.command != "serve":
+            reply = _run_in_server(settings, argv, args)
+            if reply is not None:
+                return reply
         return trio.run(command, settings, args)
     except ThottoError as error:
         print(f"thotto: {error}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except actors.StartupError as error:
+        print(f"thotto: {_startup_failure(error)}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+
+
+def _require_data_dir(settings) -> None:
+    """Commands work on an existing installation: never make an empty one by accident (a CLI run
+    from another directory would otherwise find no users in a brand-new database)."""
+    from thotto.store import POSTGRES_SCHEMES
+
+    data_dir = Path(settings.data_dir).resolve()
+    database = settings.resolved_database_url()
+    missing = (not data_dir.is_dir() if database.startswith(POSTGRES_SCHEMES)
+               else not Path(database).exists())
+    if missing:
+        raise ConfigError(
+            f"no Thotto installation at {data_dir} (from --data-dir, THOTTO_DATA_DIR or the config "
+            "file, else ./thotto-data in the current directory); point --data-dir at the directory "
+            "your server uses, or run `thotto init` to start a new one there")
+
+
+def _run_in_server(settings, argv: list[str], args: argparse.Namespace) -> int | None:
+    """While a server holds the SQLite file, run the command in it (thotto.control); None when
+    no server listens, and the command runs here."""
+    from thotto import control
+
+    request = control.ControlRequest(argv=argv, password=args.password, file=args.file_data)
+    try:
+        reply = control.run_remotely(control.socket_path(settings.data_dir), request)
+    except (OSError, ConnectionError) as error:
+        raise ConfigError(f"the running server did not answer on its control socket ({error}); "
+                          "is it stopping? Try again in a moment") from None
+    if reply is None:
+        return None
+    sys.stdout.write(reply.stdout)
+    sys.stderr.write(reply.stderr)
+    return reply.exit_code
+
+
+def _startup_failure(error: BaseException) -> str:
+    """The reason a server could not start, in one line: the first Thotto error (which says what
+    to do) among the causes, else the innermost cause."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ThottoError):
+            return str(cause)
+        if cause.__cause__ is None:
+            break
+        cause = cause.__cause__
+    return f"{getattr(error, 'child', 'a service')} could not start: {cause}"
+
+
+def _read_file(path: str) -> bytes:
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise ValidationError(f"cannot read {path}: {error.strerror}") from None
 
 
 def _read_password(args: argparse.Namespace) -> str:

@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import os
 import re
-import sys
 from collections.abc import AsyncIterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -22,10 +21,12 @@ import actors
 
 from thotto import __version__
 from thotto.config import Settings
-from thotto.errors import ValidationError
+from thotto.control import console, serving_engine
+from thotto.errors import ThottoError, ValidationError
 from thotto.messages import NewUser, Role, ScheduleRequest, Tier, User, utcnow
 
 EXIT_OK = 0
+EXIT_USER_ERROR = 2
 ADMIN_TIER = Tier.PREMIUM
 DEMO_CLIENT_ID = "thotto-demo"
 DEMO_ACCOUNT = "demo_creator"
@@ -39,24 +40,24 @@ def emit(args: argparse.Namespace, value: Any, columns: Sequence[str] | None = N
     of ``columns`` (a struct alone: one ``name: value`` line per field)."""
     builtins = msgspec.to_builtins(value)
     if getattr(args, "json", False):
-        print(msgspec.json.encode(builtins).decode())
+        out(msgspec.json.encode(builtins).decode())
     elif isinstance(builtins, list):
         print_table(builtins, columns or (list(builtins[0]) if builtins else []))
     else:
         width = max(map(len, builtins), default=0)
         for key, item in builtins.items():
-            print(f"{key:<{width}}  {_cell(item)}")
+            out(f"{key:<{width}}  {_cell(item)}")
 
 
 def print_table(rows: list[dict], columns: Sequence[str]) -> None:
     if not rows:
-        print("(none)")
+        out("(none)")
         return
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
-    print("  ".join(column.upper().ljust(width) for column, width in zip(columns, widths)).rstrip())
+    out("  ".join(column.upper().ljust(width) for column, width in zip(columns, widths)).rstrip())
     for line in cells:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        out("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
 
 
 def _cell(value: Any) -> str:
@@ -66,9 +67,15 @@ def _cell(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def out(text: str = "") -> None:
+    """A line of the command's output (the terminal's stdout, or the CLI's over the control
+    socket when a server runs the command)."""
+    print(text, file=console().out)
+
+
 def say(message: str) -> None:
     """Progress and notes go to stderr, so ``--json`` output stays parseable."""
-    print(message, file=sys.stderr, flush=True)
+    print(message, file=console().err, flush=True)
 
 
 # --- opening things ----------------------------------------------------------------------------
@@ -80,8 +87,13 @@ def _ensure_data_dir(settings: Settings) -> None:
 
 @contextlib.asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[Any]:
+    """The store: the running server's when it runs this command, else opened for it."""
     from thotto.store import open_store
 
+    engine = serving_engine()
+    if engine is not None:
+        yield engine.store
+        return
     _ensure_data_dir(settings)
     async with open_store(settings.resolved_database_url()) as store:
         yield store
@@ -89,9 +101,14 @@ async def _store(settings: Settings) -> AsyncIterator[Any]:
 
 @contextlib.asynccontextmanager
 async def _engine(settings: Settings) -> AsyncIterator[Any]:
-    """The engine without workers or HTTP: for commands that schedule or link."""
+    """The engine for commands that schedule or link: the running server's when it runs this
+    command, else one opened without workers or HTTP."""
     from thotto.engine import open_engine
 
+    engine = serving_engine()
+    if engine is not None:
+        yield engine
+        return
     _ensure_data_dir(settings)
     async with open_engine(settings, run_workers=False) as engine:
         yield engine
@@ -120,16 +137,46 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
         demo = args.demo or (args.demo_unless_configured and not settings.reddit_client_id)
         if demo:
             settings = await _start_demo_sandbox(nursery, settings)
-        first_start = await _first_start(settings)
         serve_api = settings.role.value != "worker"
         async with open_engine(settings, serve_api=serve_api) as engine:
-            async with trio.open_nursery() as signals:
-                await signals.start(engine.tree.stop_on_signals)
+            async with trio.open_nursery() as services:
+                await services.start(engine.tree.stop_on_signals)
+                if not engine.store.name.startswith("postgres"):
+                    await services.start(_serve_control_socket, engine, settings)
+                # Only now, with the server listening, is there a first token worth printing: a
+                # start that fails earlier (a port in use) leaves the next start a first start.
+                first_start = await _first_start(engine.store, settings) if serve_api else None
                 await _welcome(engine, settings, first_start, demo=demo)
                 await engine.tree.wait_stopped()
-                signals.cancel_scope.cancel()
+                services.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
     return EXIT_OK
+
+
+async def _serve_control_socket(engine, settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    """Let the CLI run its commands in this process while it holds the SQLite file."""
+    from thotto.control import serve_control, socket_path
+
+    async def run(request) -> int:
+        return await run_for_cli(settings, request)
+
+    await serve_control(socket_path(settings.data_dir), run, engine, task_status=task_status)
+
+
+async def run_for_cli(settings: Settings, request) -> int:
+    """Run a command line the CLI sent over the control socket, as the CLI would have run it
+    (it has already parsed it: it cannot fail to parse here), on this server's settings."""
+    from thotto.cli import build_parser
+
+    args = build_parser().parse_args(request.argv)
+    args.password = request.password
+    args.file_data = request.file
+    command = COMMANDS[(args.command, getattr(args, "subcommand", None))]
+    try:
+        return await command(settings, args)
+    except ThottoError as error:
+        say(f"thotto: {error}")
+        return EXIT_USER_ERROR
 
 
 async def _start_demo_sandbox(nursery: trio.Nursery, settings: Settings) -> Settings:
@@ -162,12 +209,11 @@ def _demo_secret(settings: Settings) -> str:
         return file.read().strip()
 
 
-async def _first_start(settings: Settings) -> tuple[User, str] | None:
+async def _first_start(store, settings: Settings) -> tuple[User, str] | None:
     """On the very first start (no users yet), make the admin and a token; else None."""
-    async with _store(settings) as store:
-        if await store.list_users():
-            return None
-        return await _init_admin(store, settings, "admin")
+    if await store.list_users():
+        return None
+    return await _init_admin(store, settings, "admin")
 
 
 async def _init_admin(store, settings: Settings, name: str) -> tuple[User, str]:
@@ -248,21 +294,27 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
         "queues": [{"queue": c.queue, "state": c.state.value, "count": c.count} for c in counts],
         "crons": [{"name": c.name, "schedule": c.schedule, "next_run_at": c.next_run_at,
                    "last_run_at": c.last_run_at, "last_error": c.last_error, "runs": c.runs} for c in crons],
-        "breakers": await _server_breakers(settings),
+        "breakers": _breakers_here() if serving_engine() is not None else await _server_breakers(settings),
     }
     if args.json:
         emit(args, report)
         return EXIT_OK
     print_table(report["queues"], ["queue", "state", "count"])
-    print()
+    out()
     print_table(msgspec.to_builtins(report["crons"]), ["name", "schedule", "next_run_at", "last_run_at", "last_error"])
-    print()
+    out()
     breakers = report["breakers"]
     if isinstance(breakers, str):
-        print(f"breakers: {breakers}")
+        out(f"breakers: {breakers}")
     else:
         print_table(breakers, ["name", "state"])
     return EXIT_OK
+
+
+def _breakers_here() -> list[dict]:
+    """The running server's breakers (this command runs in it, over the control socket)."""
+    snapshots = serving_engine().services.breakers.snapshot().values()
+    return [{"name": b.name, "state": b.state} for b in snapshots]
 
 
 async def _server_breakers(settings: Settings) -> list[dict] | str:
@@ -296,7 +348,7 @@ async def user_add(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         emit(args, _user_row(user))
     else:
-        print(f"user {user.name} (id {user.id}, tier {user.tier.value}, role {user.role.value}) created")
+        out(f"user {user.name} (id {user.id}, tier {user.tier.value}, role {user.role.value}) created")
     return EXIT_OK
 
 
@@ -355,7 +407,7 @@ async def account_link(settings: Settings, args: argparse.Namespace) -> int:
     if args.json:
         emit(args, {"id": account.id, "user": user.name, "reddit_username": account.reddit_username})
     else:
-        print(f"u/{account.reddit_username} linked to {user.name} (account id {account.id}); "
+        out(f"u/{account.reddit_username} linked to {user.name} (account id {account.id}); "
               "its password is stored encrypted")
     return EXIT_OK
 
@@ -378,7 +430,7 @@ POST_COLUMNS = ["id", "status", "subreddit", "title", "scheduledFor", "redditUrl
 async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.api.posts import post_view, schedule_for_user
 
-    requests = _requests_from_file(args.file) if args.file else [_request_from_args(args)]
+    requests = _requests_from_file(args.file_data) if args.file_data else [_request_from_args(args)]
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
         context = _api_context(engine)
@@ -408,14 +460,10 @@ def _request_from_args(args: argparse.Namespace) -> ScheduleRequest:
     return decode_body(msgspec.json.encode({k: v for k, v in fields.items() if v is not None}), ScheduleRequest)
 
 
-def _requests_from_file(path: str) -> list[ScheduleRequest]:
+def _requests_from_file(data: bytes) -> list[ScheduleRequest]:
+    """The posts of ``--file`` (read by the CLI, which may be another process than this one)."""
     from thotto.api.app import decode_body
 
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as error:
-        raise ValidationError(f"cannot read {path}: {error.strerror}") from None
     return decode_body(data, list[ScheduleRequest])
 
 
@@ -465,14 +513,14 @@ async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
 async def openapi(args: argparse.Namespace) -> int:
     from thotto.api.openapi import encoded_document, markdown
 
-    print(markdown() if args.markdown else msgspec.json.format(encoded_document(), indent=2).decode())
+    out(markdown() if args.markdown else msgspec.json.format(encoded_document(), indent=2).decode())
     return EXIT_OK
 
 
 async def settings(args: argparse.Namespace) -> int:
     from thotto.config import reference_table
 
-    print(reference_table())
+    out(reference_table())
     return EXIT_OK
 
 

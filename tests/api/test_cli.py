@@ -35,6 +35,7 @@ async def test_init_makes_an_admin_with_a_token_once(tmp_path):
 
 
 async def test_users_tokens_and_tiers(tmp_path):
+    await run("migrate", cwd=tmp_path)  # a new installation with no users yet
     assert (await run("user", "add", "bob", cwd=tmp_path)).returncode == 0
     result = await run("user", "set-tier", "bob", "pro", "--json", cwd=tmp_path)
     assert json.loads(result.stdout)["tier"] == "pro"
@@ -51,6 +52,7 @@ async def test_users_tokens_and_tiers(tmp_path):
 async def test_posts_are_scheduled_listed_and_cancelled_with_the_apis_rules(sandbox, tmp_path):
     env = {"THOTTO_REDDIT_URL": sandbox.url, "THOTTO_REDDIT_CLIENT_ID": CLIENT_ID,
            "THOTTO_REDDIT_CLIENT_SECRET": CLIENT_SECRET}
+    await run("migrate", cwd=tmp_path)
     await run("user", "add", "carol", "--tier", "pro", cwd=tmp_path)
     await run("account", "link", "--user", "carol", "--reddit-username", "carol_r", "--password-stdin",
               cwd=tmp_path, env=env, stdin="pw\n")

@@ -1,0 +1,116 @@
+"""A self-hoster's day (issue #18): a first start that cannot lose the token, and the ``thotto``
+command working while ``python run.py`` serves on SQLite, through its control socket. Real
+processes, real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.acceptance.test_readme import ROOT, start_run_py
+
+
+def thotto(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "thotto", *args], cwd=cwd, input=stdin, capture_output=True,
+                          text=True, timeout=60)
+
+
+def test_a_first_start_on_a_taken_port_is_one_line_and_the_next_start_lets_the_admin_in(tmp_path):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = subprocess.run([sys.executable, str(ROOT / "run.py")], cwd=tmp_path, capture_output=True,
+                                text=True, timeout=60, env={**os.environ, "THOTTO_API_PORT": str(port)})
+    assert failed.returncode == 2
+    assert failed.stderr.strip().splitlines() == [
+        f"thotto: Cannot listen on 127.0.0.1:{port} (Address already in use); set api_port "
+        "(THOTTO_API_PORT) to a free port, or stop what uses it"]
+    process, output = start_run_py(tmp_path)
+    try:
+        url = output.wait_for(r"serving \(API on (http://\S+);")[1]
+        token = output.wait_for(r"export THOTTO_TOKEN=(\S+)")[1]
+        me = httpx.get(f"{url}/api/me", headers={"authorization": f"Bearer {token}"})
+        assert me.status_code == 200 and me.json()["name"] == "admin"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def serving(tmp_path):
+    """``python run.py`` serving on SQLite in tmp_path, with its URL and the admin's token."""
+    process, output = start_run_py(tmp_path)
+    try:
+        url = output.wait_for(r"serving \(API on (http://\S+);")[1]
+        token = output.wait_for(r"export THOTTO_TOKEN=(\S+)")[1]
+        yield url, token
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.kill()
+
+
+def test_the_cli_works_while_the_server_holds_the_sqlite_file(serving, tmp_path):
+    url, token = serving
+    api = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"})
+    scheduled = thotto("post", "schedule", "--user", "admin", "--subreddit", "test", "--title", "From the CLI",
+                       "--text", "hi", "--at", "+1h", "--json", cwd=tmp_path)
+    assert scheduled.returncode == 0, scheduled.stderr
+    (post,) = json.loads(scheduled.stdout)
+    listed = thotto("post", "list", "--user", "admin", "--json", cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    through_api = api.get("/api/scheduled-posts").json()["posts"]
+    assert [(p["id"], p["title"], p["status"]) for p in json.loads(listed.stdout)] == \
+        [(p["id"], p["title"], p["status"]) for p in through_api] == [(post["id"], "From the CLI", "scheduled")]
+    users = thotto("user", "list", "--json", cwd=tmp_path)
+    assert [u["name"] for u in json.loads(users.stdout)] == ["admin"]
+
+
+def test_the_cli_meets_the_servers_checks_and_says_so_in_one_line(serving, tmp_path):
+    """The server knows its Reddit (here the demo sandbox): a subreddit that does not exist is
+    refused by the CLI as by the API."""
+    refused = thotto("post", "schedule", "--user", "admin", "--subreddit", "no_such_place", "--title", "Lost",
+                     "--text", "hi", "--at", "+1h", cwd=tmp_path)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+    assert "no_such_place" in refused.stderr and "Traceback" not in refused.stderr
+    unknown = thotto("post", "list", "--user", "nobody", cwd=tmp_path)
+    assert unknown.returncode == 2 and "nobody" in unknown.stderr
+
+
+def test_status_shows_the_running_servers_breakers(serving, tmp_path):
+    status = thotto("status", "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    breakers = json.loads(status.stdout)["breakers"]
+    assert isinstance(breakers, list), breakers
+
+
+def test_a_lost_first_token_is_recovered_with_one_command(serving, tmp_path):
+    url, _lost = serving
+    created = thotto("token", "create", "--user", "admin", "--json", cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    token = json.loads(created.stdout)["token"]
+    assert httpx.get(f"{url}/api/me", headers={"authorization": f"Bearer {token}"}).json()["name"] == "admin"
+
+
+def test_the_control_socket_is_for_the_owner_only(serving, tmp_path):
+    sock = tmp_path / "thotto-data" / "control.sock"
+    assert stat.S_ISSOCK(sock.stat().st_mode) and stat.S_IMODE(sock.stat().st_mode) == 0o600
+
+
+def test_the_cli_elsewhere_names_where_it_looked_instead_of_making_an_empty_installation(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = thotto("user", "list", cwd=elsewhere)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert str(elsewhere / "thotto-data") in result.stderr and "--data-dir" in result.stderr
+    assert not (elsewhere / "thotto-data").exists()
