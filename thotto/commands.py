@@ -258,10 +258,11 @@ Schedule a first post one minute from now, to {where}:
 
     curl -s -X POST {url}/api/scheduled-posts \\
       -H "Authorization: Bearer $THOTTO_TOKEN" -H 'Content-Type: application/json' \\
-      -d '{{"subreddit": "test", "title": "My first Thotto post", "text": "Hello!", "scheduledFor": "'$(date -u -d '+1 minute' +%Y-%m-%dT%H:%M:%SZ)'"}}'
+      -d '{{"subreddit": "test", "title": "My first Thotto post", "text": "Hello!", "scheduledFor": "'$(python3 -c 'import datetime as d; print((d.datetime.now(d.timezone.utc) + d.timedelta(minutes=1)).isoformat(timespec="seconds"))')'"}}'
 
 Then watch it: curl -s {url}/api/scheduled-posts -H "Authorization: Bearer $THOTTO_TOKEN"
 API reference: {url}/openapi.json
+Lost this token? `thotto token create --user {admin}` makes another (it works while the server runs).
 """
 
 
