@@ -99,7 +99,7 @@ def _admin_parsers(commands) -> None:
 
 
 def _post_parsers(commands) -> None:
-    post = _group(commands, "post", "schedule, list and cancel posts")
+    post = _group(commands, "post", "schedule, list, show, edit and cancel posts")
     schedule = post.add_parser("schedule", help="schedule a post (same rules as the API)")
     schedule.add_argument("--user", required=True)
     schedule.add_argument("--subreddit", action="append", help="repeat to post to several")
@@ -107,22 +107,52 @@ def _post_parsers(commands) -> None:
     schedule.add_argument("--text")
     schedule.add_argument("--url")
     schedule.add_argument("--image", help="path of an image file")
-    schedule.add_argument("--at", dest="scheduled_for",
-                          help="when: ISO 8601 with offset (2026-12-01T09:00:00+01:00) or +30s/+10m/+2h/+1d")
+    _add_when_option(schedule)
     schedule.add_argument("--account", help="the linked Reddit account (if the user has several)")
     schedule.add_argument("--nsfw", action="store_true")
     schedule.add_argument("--spoiler", action="store_true")
+    _add_flair_options(schedule)
+    schedule.add_argument("--repeat", choices=["daily", "weekly", "monthly"], help="make it recurring")
+    schedule.add_argument("--every", type=int, default=1, help="with --repeat: every N days/weeks/months")
+    schedule.add_argument("--until", help="with --repeat: the last time it may run (like --at)")
+    schedule.add_argument("--count", type=int, help="with --repeat: how many times in all")
     schedule.add_argument("--file", help="a JSON file holding a list of posts as the API takes them")
-    _add_settings_options(schedule, json=True)
-    post_list = post.add_parser("list", help="list a user's posts")
+    _add_settings_options(schedule, json=True, zone=True)
+    post_list = post.add_parser("list", help="list a user's posts, with why each failed")
     post_list.add_argument("--user", required=True)
     post_list.add_argument("--status", choices=[status.value for status in PostStatus])
     post_list.add_argument("--limit", type=int, default=50)
-    _add_settings_options(post_list, json=True)
+    _add_settings_options(post_list, json=True, zone=True)
+    show = post.add_parser("show", help="one post with its attempts, errors and Reddit link")
+    show.add_argument("--user", required=True)
+    show.add_argument("id", type=int)
+    _add_settings_options(show, json=True, zone=True)
+    edit = post.add_parser("edit", help="edit or reschedule a scheduled post (same rules as the API)")
+    edit.add_argument("--user", required=True)
+    edit.add_argument("id", type=int)
+    edit.add_argument("--title")
+    edit.add_argument("--text")
+    edit.add_argument("--url")
+    _add_when_option(edit)
+    edit.add_argument("--nsfw", action=argparse.BooleanOptionalAction, default=None)
+    edit.add_argument("--spoiler", action=argparse.BooleanOptionalAction, default=None)
+    _add_flair_options(edit)
+    _add_settings_options(edit, json=True, zone=True)
     cancel = post.add_parser("cancel", help="cancel a scheduled post")
     cancel.add_argument("--user", required=True)
     cancel.add_argument("id", type=int)
-    _add_settings_options(cancel, json=True)
+    _add_settings_options(cancel, json=True, zone=True)
+
+
+def _add_when_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--at", dest="scheduled_for",
+                        help="when: +30s/+10m/+2h/+1d from now, or a date and time (2026-12-01T09:00, "
+                             "in --tz unless it has an offset)")
+
+
+def _add_flair_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--flair-id", help="the id of one of the subreddit's flair templates")
+    parser.add_argument("--flair-text", help="the flair's text, where the template lets you edit it")
 
 
 def _group(commands, name: str, help: str):
@@ -130,7 +160,10 @@ def _group(commands, name: str, help: str):
                                                                metavar="SUBCOMMAND")
 
 
-def _add_settings_options(parser: argparse.ArgumentParser, *, json: bool = False) -> None:
+def _add_settings_options(parser: argparse.ArgumentParser, *, json: bool = False, zone: bool = False) -> None:
+    if zone:
+        parser.add_argument("--tz", help="IANA time zone for times shown and --at/--until without an "
+                                         "offset (default: this machine's, or TZ)")
     parser.add_argument("--config", help="a TOML settings file (also THOTTO_CONFIG)")
     parser.add_argument("--data-dir", help="where local state lives (also THOTTO_DATA_DIR)")
     parser.add_argument("--database-url", help="sqlite:///path or postgresql://... (also THOTTO_DATABASE_URL)")

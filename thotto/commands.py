@@ -11,8 +11,9 @@ import contextlib
 import os
 import re
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
 import trio
@@ -36,17 +37,50 @@ DEMO_ACCOUNT = "demo_creator"
 
 
 def emit(args: argparse.Namespace, value: Any, columns: Sequence[str] | None = None) -> None:
-    """Print ``value`` (a struct or a list of structs) as JSON with ``--json``, else as a table
-    of ``columns`` (a struct alone: one ``name: value`` line per field)."""
+    """Print ``value`` (a struct or a list of structs) as JSON with ``--json`` (times in UTC, as
+    the API gives them), else as a table of ``columns`` (a struct alone: one ``name: value`` line
+    per field) with times in ``--tz``."""
     builtins = msgspec.to_builtins(value)
     if getattr(args, "json", False):
         out(msgspec.json.encode(builtins).decode())
-    elif isinstance(builtins, list):
+        return
+    builtins = _local_times(builtins, _zone(args))
+    if isinstance(builtins, list):
         print_table(builtins, columns or (list(builtins[0]) if builtins else []))
     else:
         width = max(map(len, builtins), default=0)
         for key, item in builtins.items():
-            out(f"{key:<{width}}  {_cell(item)}")
+            if isinstance(item, list) and item and isinstance(item[0], dict):
+                out(f"{key}:")
+                print_table(item, list(item[0]))
+            else:
+                out(f"{key:<{width}}  {_cell(item)}")
+
+
+ISO_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
+
+
+def _zone(args: argparse.Namespace) -> tzinfo:
+    """The zone of ``--tz``, else the TZ environment variable's, else this machine's."""
+    name = getattr(args, "tz", None) or os.environ.get("TZ")
+    if not name:
+        return datetime.now().astimezone().tzinfo
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValidationError(f"--tz {name!r} is not an IANA time zone (e.g. Europe/Berlin, America/New_York)") from None
+
+
+def _local_times(value: Any, zone: tzinfo) -> Any:
+    """``value`` with every ISO 8601 time in it shown in ``zone``, to the minute ("2026-12-02
+    09:30 CET"): what a person reads in a table."""
+    if isinstance(value, dict):
+        return {key: _local_times(item, zone) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_local_times(item, zone) for item in value]
+    if isinstance(value, str) and ISO_TIME.match(value):
+        return datetime.fromisoformat(value).astimezone(zone).strftime("%Y-%m-%d %H:%M %Z")
+    return value
 
 
 def print_table(rows: list[dict], columns: Sequence[str]) -> None:
@@ -115,9 +149,12 @@ async def _engine(settings: Settings) -> AsyncIterator[Any]:
 
 
 def _api_context(engine):
+    """The API's own context when this engine serves the API (so a command and a request of the
+    same user take turns, as two requests do), else one for this command."""
     from thotto.api.app import ApiContext
 
-    return ApiContext(engine)
+    api = getattr(getattr(engine, "tree", None), "api", None)
+    return api.context if api is not None else ApiContext(engine)
 
 
 # --- serve, init, migrate, status ----------------------------------------------------------------
@@ -425,7 +462,7 @@ async def account_list(settings: Settings, args: argparse.Namespace) -> int:
 
 # --- posts ---------------------------------------------------------------------------------------
 
-POST_COLUMNS = ["id", "status", "subreddit", "title", "scheduledFor", "redditUrl"]
+POST_COLUMNS = ["id", "status", "subreddit", "title", "scheduledFor", "redditUrl", "error"]
 
 
 async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
@@ -452,13 +489,39 @@ def _request_from_args(args: argparse.Namespace) -> ScheduleRequest:
         raise ValidationError(f"post schedule needs {', '.join(missing)} (or --file)")
     kind = "image" if args.image else "link" if args.url else "self"
     subreddits = args.subreddit
-    fields = {"title": args.title, "scheduledFor": _when(args.scheduled_for).isoformat(), "kind": kind,
+    fields = {"title": args.title, "scheduledFor": _when(args.scheduled_for, args).isoformat(), "kind": kind,
               "text": args.text, "url": args.url, "imagePath": args.image and os.path.abspath(args.image),
               "nsfw": args.nsfw, "spoiler": args.spoiler, "account": args.account,
+              "flairId": args.flair_id, "flairText": args.flair_text, "recurrence": _recurrence(args),
               **({"subreddit": subreddits[0]} if len(subreddits) == 1 else {"subreddits": subreddits})}
+    return _decoded(fields, ScheduleRequest)
+
+
+def _recurrence(args: argparse.Namespace) -> dict | None:
+    if not args.repeat:
+        if args.until or args.count:
+            raise ValidationError("--until and --count go with --repeat daily|weekly|monthly")
+        return None
+    recurrence = {"frequency": args.repeat, "interval": args.every, "timezone": _zone_name(args)}
+    if args.until:
+        recurrence["until"] = _when(args.until, args, flag="--until").isoformat()
+    if args.count:
+        recurrence["count"] = args.count
+    return recurrence
+
+
+def _zone_name(args: argparse.Namespace) -> str:
+    """The IANA name of ``--tz`` (a recurrence keeps its local time across DST there), else UTC
+    when this machine's zone has no IANA name."""
+    zone = _zone(args)
+    return getattr(zone, "key", None) or "UTC"
+
+
+def _decoded(fields: dict, type_: Any) -> Any:
+    """A request body built from flags, validated exactly as the API validates its JSON."""
     from thotto.api.app import decode_body
 
-    return decode_body(msgspec.json.encode({k: v for k, v in fields.items() if v is not None}), ScheduleRequest)
+    return decode_body(msgspec.json.encode({k: v for k, v in fields.items() if v is not None}), type_)
 
 
 def _requests_from_file(data: bytes) -> list[ScheduleRequest]:
@@ -471,8 +534,8 @@ def _requests_from_file(data: bytes) -> list[ScheduleRequest]:
 RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
 
 
-def _when(text: str) -> datetime:
-    """ISO 8601 with an offset, or +N s/m/h/d from now."""
+def _when(text: str, args: argparse.Namespace, *, flag: str = "--at") -> datetime:
+    """+N s/m/h/d from now, or ISO 8601 (in ``--tz`` when it has no offset)."""
     relative = RELATIVE.match(text.strip())
     if relative:
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative[2]]
@@ -480,10 +543,8 @@ def _when(text: str) -> datetime:
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"--at {text!r} is neither ISO 8601 (2026-12-01T09:00:00+01:00) nor +10m") from None
-    if when.tzinfo is None:
-        raise ValidationError(f"--at {text!r} has no offset; add one, e.g. {text}+00:00")
-    return when
+        raise ValidationError(f"{flag} {text!r} is neither a date and time (2026-12-01T09:00) nor +10m") from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=_zone(args))
 
 
 async def post_list(settings: Settings, args: argparse.Namespace) -> int:
@@ -498,12 +559,40 @@ async def post_list(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.posts import post_view
+async def post_show(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.posts import post_detail
 
-    async with _store(settings) as store:
-        user = await store.get_user_by_name(args.user)
-        post = await store.cancel_post(args.id, user.id)
+    async with _engine(settings) as engine:
+        user = await engine.store.get_user_by_name(args.user)
+        detail = await post_detail(_api_context(engine), user, args.id)
+    emit(args, detail)
+    return EXIT_OK
+
+
+async def post_edit(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.posts import edit_post, post_view
+    from thotto.messages import PostChange
+
+    fields = {"title": args.title, "text": args.text, "url": args.url, "nsfw": args.nsfw,
+              "spoiler": args.spoiler, "flairId": args.flair_id, "flairText": args.flair_text,
+              "scheduledFor": args.scheduled_for and _when(args.scheduled_for, args).isoformat()}
+    if all(value is None for value in fields.values()):
+        raise ValidationError("post edit needs something to change: --title, --text, --url, --at, "
+                              "--flair-id, --flair-text, --[no-]nsfw or --[no-]spoiler")
+    change = _decoded(fields, PostChange)
+    async with _engine(settings) as engine:
+        user = await engine.store.get_user_by_name(args.user)
+        post = await edit_post(_api_context(engine), user, args.id, change)
+    emit(args, post_view(post))
+    return EXIT_OK
+
+
+async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.api.posts import cancel_user_post, post_view
+
+    async with _engine(settings) as engine:
+        user = await engine.store.get_user_by_name(args.user)
+        post = await cancel_user_post(_api_context(engine), user, args.id)
     emit(args, post_view(post))
     return EXIT_OK
 
@@ -561,5 +650,7 @@ COMMANDS = {
     ("account", "list"): account_list,
     ("post", "schedule"): post_schedule,
     ("post", "list"): post_list,
+    ("post", "show"): post_show,
+    ("post", "edit"): post_edit,
     ("post", "cancel"): post_cancel,
 }

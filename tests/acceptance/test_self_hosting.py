@@ -11,7 +11,9 @@ import socket
 import stat
 import subprocess
 import sys
+from datetime import datetime, time, timedelta, timezone
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
@@ -114,3 +116,31 @@ def test_the_cli_elsewhere_names_where_it_looked_instead_of_making_an_empty_inst
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert str(elsewhere / "thotto-data") in result.stderr and "--data-dir" in result.stderr
     assert not (elsewhere / "thotto-data").exists()
+
+
+def test_the_cli_shows_edits_and_repeats_posts_as_the_api_does(serving, tmp_path):
+    url, token = serving
+    api = httpx.Client(base_url=url, headers={"authorization": f"Bearer {token}"})
+    day = (datetime.now(timezone.utc) + timedelta(days=10)).date()
+    berlin = datetime.combine(day, time(9, 30), ZoneInfo("Europe/Berlin"))
+    scheduled = thotto("post", "schedule", "--user", "admin", "--subreddit", "test", "--title", "Weekly notes",
+                       "--text", "hi", "--at", f"{day}T09:30", "--tz", "Europe/Berlin", "--repeat", "weekly",
+                       "--count", "3", "--json", cwd=tmp_path)
+    assert scheduled.returncode == 0, scheduled.stderr
+    (post,) = json.loads(scheduled.stdout)
+    assert datetime.fromisoformat(post["scheduledFor"]) == berlin  # 09:30 in Berlin, kept in UTC
+    assert post["recurrence"] == {"type": "Recurrence", "frequency": "weekly", "interval": 1, "timezone": "Europe/Berlin",
+                                  "until": None, "count": 3}
+    edited = thotto("post", "edit", str(post["id"]), "--user", "admin", "--title", "Weekly notes, edited",
+                    "--spoiler", "--json", cwd=tmp_path)
+    assert edited.returncode == 0, edited.stderr
+    shown = thotto("post", "show", str(post["id"]), "--user", "admin", "--json", cwd=tmp_path)
+    assert json.loads(shown.stdout) == api.get(f"/api/scheduled-posts/{post['id']}").json()
+    assert json.loads(shown.stdout)["title"] == "Weekly notes, edited" and json.loads(shown.stdout)["spoiler"]
+    table = thotto("post", "show", str(post["id"]), "--user", "admin", "--tz", "America/New_York", cwd=tmp_path)
+    new_york = berlin.astimezone(ZoneInfo("America/New_York")).strftime("%Y-%m-%d %H:%M %Z")
+    assert new_york in table.stdout  # times in the zone asked for, to the minute
+    nothing = thotto("post", "edit", str(post["id"]), "--user", "admin", cwd=tmp_path)
+    assert nothing.returncode == 2 and "needs something to change" in nothing.stderr
+    bad_zone = thotto("post", "list", "--user", "admin", "--tz", "Mars/Olympus", cwd=tmp_path)
+    assert bad_zone.returncode == 2 and "IANA" in bad_zone.stderr

@@ -117,3 +117,5 @@ async def test_the_cli_meets_the_same_rule(tmp_path):
     assert "may already be on r/test" in result.stderr
     listed = await run("post", "list", "--user", "dana", "--json", cwd=tmp_path, env=env)
     assert [p["status"] for p in json.loads(listed.stdout)] == ["publishing"]
+    table = await run("post", "list", "--user", "dana", cwd=tmp_path, env=env)
+    assert table.stdout.splitlines()[0].split()[-1] == "ERROR" and "HTTP_504" in table.stdout  # why, at a glance

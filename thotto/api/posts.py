@@ -269,15 +269,18 @@ async def list_posts(request: Request) -> Response:
                response=PostDetail, errors=(401, 404, 429), tags=TAGS)
 async def get_post(request: Request) -> Response:
     user = await require_user(request)
-    context = request.app.state.api
-    post = await context.store.get_post(path_id(request), user.id)
+    return json_response(await post_detail(request.app.state.api, user, path_id(request)))
+
+
+async def post_detail(context, user: User, post_id: int) -> PostDetail:
+    """One of the user's posts with its attempts (another user's is NotFound)."""
+    post = await context.store.get_post(post_id, user.id)
     attempts = await context.store.attempts(post.job_id)
     job = await context.store.get_job(post.job_id)
-    detail = PostDetail(**_view_fields(post), attempts=[
+    return PostDetail(**_view_fields(post), attempts=[
         AttemptView(attempt=a.attempt, started_at=a.started_at, finished_at=a.finished_at,
                     outcome=a.outcome, error=a.error) for a in attempts],
         next_attempt_at=job.run_at if post.status is PostStatus.SCHEDULED else None)
-    return json_response(detail)
 
 
 # --- changing ------------------------------------------------------------------------------------
@@ -289,14 +292,20 @@ CONTENT_CHANGES = ("title", "text", "url", "nsfw", "spoiler", "flair_id", "flair
                body=PostChange, response=PostView, errors=(400, 401, 403, 404, 409, 413, 422, 429), tags=TAGS)
 async def change_post(request: Request) -> Response:
     user = await require_user(request)
-    context = request.app.state.api
     change = await read_json(request, PostChange)
+    return json_response(post_view(await edit_post(request.app.state.api, user, path_id(request), change)))
+
+
+async def edit_post(context, user: User, post_id: int, change: PostChange) -> Post:
+    """Edit or reschedule one of the user's posts, checked like a new post (tier, content,
+    subreddit rules, duplicates); the store refuses it unless the post is scheduled
+    (thotto.store.lifecycle)."""
     async with context.user_locks[user.id]:
-        post = await context.store.get_post(path_id(request), user.id)
+        post = await context.store.get_post(post_id, user.id)
         content, scheduled_for = await _changed(context, user, post, change)
         updated = await context.store.update_post(post.id, user.id, content=content, scheduled_for=scheduled_for)
     await context.cache.invalidate_tags(post_list_tag(user.id))
-    return json_response(post_view(updated))
+    return updated
 
 
 async def _changed(context, user: User, post: Post, change: PostChange):
@@ -323,10 +332,14 @@ async def _changed(context, user: User, post: Post, change: PostChange):
                response=PostView, errors=(401, 404, 409, 429), tags=TAGS)
 async def cancel_post(request: Request) -> Response:
     user = await require_user(request)
-    context = request.app.state.api
-    cancelled = await context.store.cancel_post(path_id(request), user.id)
+    return json_response(post_view(await cancel_user_post(request.app.state.api, user, path_id(request))))
+
+
+async def cancel_user_post(context, user: User, post_id: int) -> Post:
+    """Cancel one of the user's posts; the store refuses unless it is scheduled."""
+    cancelled = await context.store.cancel_post(post_id, user.id)
     await context.cache.invalidate_tags(post_list_tag(user.id))
-    return json_response(post_view(cancelled))
+    return cancelled
 
 
 @ENDPOINTS.add("POST", "/api/scheduled-posts/optimal-times",
