@@ -183,7 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  role=getattr(args, "role", None))
         from thotto import commands, logs
 
-        logs.configure(settings.log_level, json_lines=settings.log_format.value == "json",
+        # A one-shot command says what it did or one line of why not; the background chatter of
+        # the engine it opens (the monitor's alerts, say) is the server's to log.
+        level = settings.log_level if args.command == "serve" else "ERROR"
+        logs.configure(level, json_lines=settings.log_format.value == "json",
                        secrets=(settings.reddit_client_secret, settings.encryption_key))
         command = commands.COMMANDS[(args.command, getattr(args, "subcommand", None))]
         if args.command not in ("serve", "init", "migrate"):
