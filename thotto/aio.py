@@ -1,7 +1,7 @@
 """The asyncio sidecar: one thread running an asyncio event loop, for asyncio-only clients.
 
 asyncpg (and the Redis client) are asyncio libraries; Thotto is a Trio program. Rather than
-trio-asyncio (measured 3-6x slower here, DESIGN §7), those clients live on one dedicated thread that
+trio-asyncio (measured 3-6x slower here: docs/architecture.md, "Measured facts"), those clients live on one dedicated thread that
 runs an asyncio loop, and Trio code awaits coroutines on it through a small bridge::
 
     async with open_sidecar() as sidecar:

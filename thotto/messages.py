@@ -78,7 +78,7 @@ class Base(msgspec.Struct, tag_field="type", tag=True):
 
 
 class JobState(enum.Enum):
-    """Where a job is in its life (DESIGN §5)."""
+    """Where a job is in its life (docs/architecture.md, "The life of a job")."""
 
     PENDING = "pending"  # waiting for run_at (or due and waiting for a worker)
     PROCESSING = "processing"  # claimed under a lease
@@ -379,7 +379,7 @@ class Post(Base):
     created_at: datetime
     updated_at: datetime
     armed_at: datetime | None = None
-    """When the first attempt that may have reached Reddit began (effectively-once, DESIGN §5)."""
+    """When the first attempt that may have reached Reddit began (effectively once: thotto/publishing.py)."""
 
 
 class PostPage(Base):

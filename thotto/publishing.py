@@ -1,4 +1,4 @@
-"""Publishing a scheduled post to Reddit, effectively once (DESIGN §5).
+"""Publishing a scheduled post to Reddit, effectively once (docs/architecture.md, "The life of a post").
 
 The ``reddit.submit`` handler. Before it calls Reddit it durably *arms* the post (records when
 the first attempt that may reach Reddit began). A later attempt that finds the post armed but

@@ -1,6 +1,6 @@
 """Redis on the asyncio sidecar: one ``redis.asyncio`` client and the few commands Thotto sends.
 
-Each public coroutine here is one hop to the sidecar (DESIGN §4) carrying a whole batch (MGET, a
+Each public coroutine here is one hop to the sidecar (thotto/aio.py) carrying a whole batch (MGET, a
 pipeline), never one hop per key. Concurrent single-key reads share one MGET through a
 :class:`~thotto.aio.Coalescer`. Failures raise the driver's own exceptions (``redis`` errors,
 ``OSError``, timeouts); callers decide (the cache falls back to memory and the loader, breakers

@@ -15,7 +15,7 @@ otherwise:
 * Driver errors are wrapped (``raise ... from``): :class:`~thotto.errors.StoreUnavailable` when the
   database cannot be reached, :class:`~thotto.errors.StoreError` otherwise.
 
-Job lifecycle (DESIGN §5): ``pending`` → claimed under a lease (``processing``, attempt + 1) →
+Job lifecycle (docs/architecture.md): ``pending`` → claimed under a lease (``processing``, attempt + 1) →
 ``completed`` | retry (``pending`` at a later ``run_at``) | ``dead`` ; ``cancelled`` while pending.
 """
 

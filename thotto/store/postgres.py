@@ -702,7 +702,7 @@ class PostgresStore(Store):
     # --- plumbing -----------------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., Awaitable[T]], *args: Any) -> T:
-        """One hop to the sidecar, with driver errors wrapped (DESIGN §8)."""
+        """One hop to the sidecar, with driver errors wrapped in thotto.errors."""
         if self._closed:
             raise StoreUnavailable("The Postgres store is closed")
         for retry in range(DEADLOCK_RETRIES, -1, -1):

@@ -1,4 +1,4 @@
-"""The SQLite store: the embedded default (DESIGN §4).
+"""The SQLite store: the embedded default (docs/architecture.md, "Storage").
 
 Layout of the adapter, top to bottom:
 
