@@ -66,6 +66,7 @@ from thotto.messages import (
     EnqueueResult,
     ExpiredLeases,
     Job,
+    LinkRequest,
     JobState,
     NewAccount,
     NewJob,
@@ -101,7 +102,8 @@ T = TypeVar("T")
 
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
-              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql")
+              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
+              "sqlite_0006_link_requests.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -453,6 +455,26 @@ LINK_ACCOUNT = (
     f"needs_relink = 0 RETURNING {ACCOUNT_COLUMNS}"
 )
 
+LINK_REQUEST_COLUMNS = (
+    "state_hash, user_id, secret_hash, created_at, expires_at, used_at, held_code, verifier_hash"
+)
+INSERT_LINK_REQUEST = (
+    "INSERT INTO link_requests (state_hash, user_id, secret_hash, created_at, expires_at) "
+    f"VALUES (?, ?, ?, ?, ?) RETURNING {LINK_REQUEST_COLUMNS}"
+)
+FORGET_OLD_LINK_REQUESTS = "DELETE FROM link_requests WHERE expires_at < ?"
+SELECT_LINK_REQUEST = f"SELECT {LINK_REQUEST_COLUMNS} FROM link_requests WHERE state_hash = ?"
+HOLD_LINK_CODE = (
+    "UPDATE link_requests SET held_code = ?, verifier_hash = ? WHERE state_hash = ? "
+    "AND held_code IS NULL AND used_at IS NULL AND expires_at > ?"
+)
+USE_LINK_REQUEST = (
+    "UPDATE link_requests SET used_at = ? WHERE state_hash = ? AND used_at IS NULL "
+    "AND expires_at > ?"
+)
+#: Expired link requests are kept this long (to say "expired" rather than "unknown"), then dropped.
+LINK_REQUEST_MEMORY_US = 24 * 3600 * 1_000_000
+
 POST_SELECT = (
     "SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id, "
     "p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at, "
@@ -569,6 +591,11 @@ def _token(row: tuple) -> ApiToken:
 
 def _account(row: tuple) -> Account:
     return Account(row[0], row[1], row[2], row[3], row[4], bool(row[5]), _dt(row[6]))
+
+
+def _link_request(row: tuple) -> LinkRequest:
+    return LinkRequest(row[0], row[1], row[2], _dt(row[3]), _dt(row[4]),
+                       None if row[5] is None else _dt(row[5]), row[6], row[7])
 
 
 def _post(row: tuple, times: _Times) -> Post:
@@ -1482,6 +1509,42 @@ class SqliteStore(Store):
         account_id = _check(account_id, int, "account_id")
         where = ("account", account_id)
         return await self._fetch_one(sql, (value, account_id), where, _account, write=True)
+
+    # --- account link requests ----------------------------------------------------------------
+
+    async def create_link_request(self, state_hash: str, user_id: int, secret_hash: str,
+                                  expires_at: datetime) -> LinkRequest:
+        state_hash = _check(state_hash, TokenHash, "state_hash")
+        user_id = _check(user_id, int, "user_id")
+        secret_hash = _check(secret_hash, TokenHash, "secret_hash")
+        expires_us = _us(expires_at, "expires_at")
+        _, now_us = self._now_us()
+
+        def create(conn: sqlite3.Connection) -> tuple:
+            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
+            conn.execute(FORGET_OLD_LINK_REQUESTS, (now_us - LINK_REQUEST_MEMORY_US,))
+            try:
+                return conn.execute(INSERT_LINK_REQUEST,
+                                    (state_hash, user_id, secret_hash, now_us, expires_us)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("A link request with this state already exists") from exc
+
+        return _link_request(await self._write(create))
+
+    async def get_link_request(self, state_hash: str) -> LinkRequest | None:
+        state_hash = _check(state_hash, str, "state_hash")
+        row = await self._read(lambda conn: conn.execute(SELECT_LINK_REQUEST, (state_hash,)).fetchone())
+        return None if row is None else _link_request(row)
+
+    async def hold_link_code(self, state_hash: str, held_code: bytes, verifier_hash: str) -> bool:
+        params = (_check_bytes(held_code, "held_code"), _check(verifier_hash, TokenHash, "verifier_hash"),
+                  _check(state_hash, str, "state_hash"), self._now_us()[1])
+        return await self._write(lambda conn: conn.execute(HOLD_LINK_CODE, params).rowcount == 1)
+
+    async def use_link_request(self, state_hash: str) -> bool:
+        _, now_us = self._now_us()
+        params = (now_us, _check(state_hash, str, "state_hash"), now_us)
+        return await self._write(lambda conn: conn.execute(USE_LINK_REQUEST, params).rowcount == 1)
 
     # --- posts ------------------------------------------------------------------------------------
 
