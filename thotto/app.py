@@ -196,14 +196,18 @@ class EngineTree:
 
 
 def _api_server(engine: "Engine"):
-    from thotto.api.auth import RequestLimiter
+    from thotto.api.auth import FailureLimiter, RequestLimiter, TokenBuckets
     from thotto.api.app import ApiContext
     from thotto.api.server import ApiServer
 
     settings = engine.settings
-    limiter = RequestLimiter(settings.api_requests_per_minute, settings.api_burst,
-                             engine.services.cache, settings.redis_namespace)
-    return ApiServer(ApiContext(engine, limiter), settings.api_host, settings.api_port,
+    cache = engine.services.cache
+    limiter = RequestLimiter(settings.api_requests_per_minute, settings.api_burst, cache,
+                             settings.redis_namespace)
+    auth_failures = FailureLimiter(TokenBuckets(
+        settings.api_auth_failures_per_minute, settings.api_auth_failure_burst, cache,
+        settings.redis_namespace, scope="authfail"))
+    return ApiServer(ApiContext(engine, limiter, auth_failures), settings.api_host, settings.api_port,
                      grace_seconds=API_GRACE_SECONDS)
 
 
