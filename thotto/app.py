@@ -28,6 +28,7 @@ from thotto.cache import Cache, CacheConfig
 from thotto.clock import Clock
 from thotto.config import Role, Settings
 from thotto.errors import DeferJob, PermanentJobError
+from thotto.files import keep_data_private
 from thotto.metrics import Metrics
 from thotto.monitor import Monitor
 from thotto.posters import PosterPool
@@ -81,6 +82,7 @@ class Services:
 async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Services]:
     """Open the shared services; close them in reverse order on exit (also when cancelled)."""
     url = settings.resolved_database_url()
+    keep_data_private(settings.data_dir, url, uses_key_file=not settings.encryption_key)
     async with contextlib.AsyncExitStack() as stack:
         sidecar = None
         if url.startswith(POSTGRES_SCHEMES) or settings.redis_url:

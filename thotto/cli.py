@@ -7,6 +7,7 @@ database, an unknown user) end with one clear line on stderr and exit code 2, ne
 from __future__ import annotations
 
 import argparse
+import os
 import getpass
 import sys
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import trio
 from thotto import __version__
 from thotto.config import Role, load_settings
 from thotto.errors import ThottoError
+from thotto.files import PRIVATE_UMASK
 from thotto.messages import PostStatus, Tier
 from thotto.messages import Role as UserRole
 
@@ -144,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.__main__ import main as bench_main
 
         return bench_main(args.bench_args)
+    # Whatever Thotto writes (database, key, sandbox state, media) is its owner's alone.
+    os.umask(PRIVATE_UMASK)
     try:
         if args.command in ("openapi", "settings", "sandbox"):
             from thotto import commands

@@ -95,6 +95,7 @@ from thotto.messages import (
 )
 from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
 from thotto.clock import wait_for_thread
+from thotto.files import PRIVATE_FILE, create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -639,7 +640,7 @@ class _FileLock:
     def _acquire(self, path: str) -> int:
         try:
             os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot create the lock file {self.lock_path}: {exc}") from exc
         try:
@@ -668,12 +669,14 @@ class _FileLock:
 
 
 def _connect_writer(path: str) -> sqlite3.Connection:
-    """The read-write connection, in WAL mode, migrated to :data:`SCHEMA_VERSION`."""
+    """The read-write connection, in WAL mode, migrated to :data:`SCHEMA_VERSION`. A new
+    database file is made 0600 first: SQLite gives its WAL and SHM files the same mode."""
     try:
+        create_private_file(path)
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, cached_statements=256
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise StoreUnavailable(f"Cannot open the SQLite database {path}: {exc}") from exc
     try:
         _prepare(conn, path)
