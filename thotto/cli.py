@@ -146,8 +146,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from bench.__main__ import main as bench_main
 
         return bench_main(args.bench_args)
-    # Whatever Thotto writes (database, key, sandbox state, media) is its owner's alone.
-    os.umask(PRIVATE_UMASK)
+    # Whatever Thotto writes (database, key, sandbox state, media) is its owner's alone; the
+    # caller's umask comes back afterwards, for programs that call main() in-process.
+    previous_umask = os.umask(PRIVATE_UMASK)
     try:
         if args.command in ("openapi", "settings", "sandbox"):
             from thotto import commands
@@ -168,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        os.umask(previous_umask)
 
 
 def _read_password(args: argparse.Namespace) -> str:
