@@ -23,6 +23,7 @@ import hmac
 import html
 import secrets
 from datetime import timedelta
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -183,12 +184,15 @@ async def start_link(request: Request) -> Response:
     context = request.app.state.api
     reddit = context.engine._reddit()
     state, secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    authorize_url = reddit.authorize_url(state)  # first: without a redirect URI, 503 and no row
     expires_at = context.engine.clock.now() + timedelta(seconds=LINK_STATE_SECONDS)
     await context.store.create_link_request(_digest(state), user.id, _digest(secret), expires_at)
-    response = json_response(LinkStart(authorize_url=reddit.authorize_url(state), state=state,
-                                       secret=secret, expires_at=expires_at))
-    response.set_cookie(_cookie_name(state), secret, max_age=int(LINK_STATE_SECONDS), path=CALLBACK_PATH,
-                        httponly=True, samesite="lax", secure=context.base_url.startswith("https:"))
+    response = json_response(LinkStart(authorize_url=authorize_url, state=state, secret=secret,
+                                       expires_at=expires_at))
+    # The browser sends it back only to the callback, and only over HTTPS when that is HTTPS.
+    response.set_cookie(_cookie_name(state), secret, max_age=int(LINK_STATE_SECONDS),
+                        path=_callback_path(reddit), httponly=True, samesite="lax",
+                        secure=reddit.config.redirect_uri.startswith("https:"))
     return response
 
 
@@ -221,7 +225,7 @@ async def finish_link(request: Request) -> Response:
     if cookie is not None and _matches(cookie, link.secret_hash):
         account = await _link_once(context, link, query.code)
         response = _linked_response(request, account)
-        response.delete_cookie(_cookie_name(query.state), path=CALLBACK_PATH)
+        response.delete_cookie(_cookie_name(query.state), path=_callback_path(context.engine._reddit()))
         return response
     return await _hold_for_starter(request, context, link, query.code)
 
@@ -274,6 +278,11 @@ def _matches(value: str, expected_hash: str) -> bool:
 def _cookie_name(state: str) -> str:
     """One cookie per link, so that two links started in one browser do not undo each other."""
     return "thotto_link_" + _digest(state)[:16]
+
+
+def _callback_path(reddit) -> str:
+    """The callback's path as the browser sees it: the redirect URI's (a proxy may prefix it)."""
+    return urlsplit(reddit.config.redirect_uri or "").path or CALLBACK_PATH
 
 
 def _new_verification_code() -> str:
