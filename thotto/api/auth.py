@@ -48,7 +48,8 @@ async def mint_token(store, user_id: int, name: str) -> tuple[ApiToken, str]:
 
 
 async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]:
-    """:func:`mint_token`, then forget a cached "unknown token" answer for it."""
+    """:func:`mint_token`, then forget any cached answer for it (earlier versions cached unknown
+    tokens, and a Redis shared with one may still hold such an answer)."""
     record, token = await mint_token(context.store, user_id, name)
     await context.cache.delete(token_key(token_hash(token)))
     return record, token
