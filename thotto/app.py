@@ -28,6 +28,7 @@ from thotto.cache import Cache, CacheConfig
 from thotto.clock import Clock
 from thotto.config import Role, Settings
 from thotto.errors import DeferJob, PermanentJobError
+from thotto.files import keep_data_private
 from thotto.metrics import Metrics
 from thotto.monitor import Monitor
 from thotto.posters import PosterPool
@@ -81,6 +82,7 @@ class Services:
 async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Services]:
     """Open the shared services; close them in reverse order on exit (also when cancelled)."""
     url = settings.resolved_database_url()
+    keep_data_private(settings.data_dir, url, uses_key_file=not settings.encryption_key)
     async with contextlib.AsyncExitStack() as stack:
         sidecar = None
         if url.startswith(POSTGRES_SCHEMES) or settings.redis_url:
@@ -196,14 +198,18 @@ class EngineTree:
 
 
 def _api_server(engine: "Engine"):
-    from thotto.api.auth import RequestLimiter
+    from thotto.api.auth import FailureLimiter, RequestLimiter, TokenBuckets
     from thotto.api.app import ApiContext
     from thotto.api.server import ApiServer
 
     settings = engine.settings
-    limiter = RequestLimiter(settings.api_requests_per_minute, settings.api_burst,
-                             engine.services.cache, settings.redis_namespace)
-    return ApiServer(ApiContext(engine, limiter), settings.api_host, settings.api_port,
+    cache = engine.services.cache
+    limiter = RequestLimiter(settings.api_requests_per_minute, settings.api_burst, cache,
+                             settings.redis_namespace)
+    auth_failures = FailureLimiter(TokenBuckets(
+        settings.api_auth_failures_per_minute, settings.api_auth_failure_burst, cache,
+        settings.redis_namespace, scope="authfail"))
+    return ApiServer(ApiContext(engine, limiter, auth_failures), settings.api_host, settings.api_port,
                      grace_seconds=API_GRACE_SECONDS)
 
 

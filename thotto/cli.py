@@ -7,6 +7,7 @@ database, an unknown user) end with one clear line on stderr and exit code 2, ne
 from __future__ import annotations
 
 import argparse
+import os
 import getpass
 import sys
 from collections.abc import Sequence
@@ -18,6 +19,7 @@ import actors
 from thotto import __version__
 from thotto.config import Role, load_settings
 from thotto.errors import ConfigError, ThottoError, ValidationError
+from thotto.files import PRIVATE_UMASK
 from thotto.messages import PostStatus, Tier
 from thotto.messages import Role as UserRole
 
@@ -174,6 +176,9 @@ def _add_settings_options(parser: argparse.ArgumentParser, *, json: bool = False
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    # Whatever Thotto writes (database, key, sandbox state, media) is its owner's alone; the
+    # caller's umask comes back afterwards, for programs that call main() in-process.
+    previous_umask = os.umask(PRIVATE_UMASK)
     try:
         if args.command in ("openapi", "settings", "sandbox"):
             from thotto import commands
@@ -206,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130
+    finally:
+        os.umask(previous_umask)
 
 
 def _require_data_dir(settings) -> None:

@@ -116,7 +116,10 @@ def say(message: str) -> None:
 
 
 def _ensure_data_dir(settings: Settings) -> None:
-    os.makedirs(settings.data_dir, exist_ok=True)
+    from thotto.files import keep_data_private
+
+    keep_data_private(settings.data_dir, settings.resolved_database_url(),
+                      uses_key_file=not settings.encryption_key)
 
 
 @contextlib.asynccontextmanager

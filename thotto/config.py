@@ -165,6 +165,13 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 60
     """Requests a user may make at once above the sustained rate."""
 
+    api_auth_failures_per_minute: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 10.0
+    """Failed authentications (unknown or revoked API tokens) one client address may make a
+    minute, sustained; beyond it and the burst, 429 with Retry-After."""
+
+    api_auth_failure_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
+    """Failed authentications one client address may make at once above the sustained rate."""
+
     duplicate_window_hours: Annotated[float, msgspec.Meta(ge=0, le=8760)] = 24.0
     """A post with the same account, subreddit and title as one pending, or published within
     this many hours, is refused as a duplicate (409)."""

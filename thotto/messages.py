@@ -323,6 +323,25 @@ class Account(Base):
     created_at: datetime
 
 
+class LinkRequest(Base):
+    """One start of linking a Reddit account, kept so that its ``state`` works once.
+
+    Only hashes are stored: the state's, and that of the binding secret the party who started
+    the flow holds (in a cookie for a browser, in hand for an API client). When Reddit's answer
+    reaches the callback without that binding, the code is held here (encrypted) with the hash
+    of a verification code shown to whoever consented, until the API client completes.
+    """
+
+    state_hash: str
+    user_id: int
+    secret_hash: str
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    held_code: bytes | None = None
+    verifier_hash: str | None = None
+
+
 class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
     """Repeat a post: every ``interval`` days/weeks/months in ``timezone`` (IANA), at the same
     local time, until ``until`` or for ``count`` occurrences in all (this one included). When an
@@ -628,10 +647,39 @@ class AccountView(ApiBody):
 
 
 class LinkStart(ApiBody):
-    """Send the user to ``authorizeUrl``; Reddit returns them to the callback."""
+    """Send the user to ``authorizeUrl``; Reddit returns them to the callback.
+
+    ``secret`` binds this link to whoever started it: a browser gets it as a cookie too, so its
+    callback links at once; an API client keeps it and presents it to
+    ``POST /api/accounts/link/complete``. The link must finish before ``expiresAt``, once."""
 
     authorize_url: str
     state: str
+    secret: str
+    expires_at: datetime
+
+
+class LinkPending(ApiBody):
+    """The callback's answer when it cannot tell that the one who consented started the link:
+    nothing is linked yet. The program that started it finishes with
+    ``POST /api/accounts/link/complete``, giving ``verificationCode``, which only the person
+    who consented sees."""
+
+    detail: str
+    link_to: str
+    """The Thotto user the account will be linked to."""
+    verification_code: str
+    expires_at: datetime
+
+
+class LinkCompletion(ApiBody):
+    """Finish a link started by an API client, after the person consented on Reddit."""
+
+    state: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    secret: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    """As ``POST /api/accounts/link`` returned it."""
+    verification_code: Annotated[str, msgspec.Meta(min_length=1, max_length=40)]
+    """As the callback page showed it to the person who consented."""
 
 
 # --- actor messages -------------------------------------------------------------------------

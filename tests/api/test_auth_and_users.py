@@ -94,10 +94,17 @@ async def test_linking_an_account_through_the_web_flow(api, sandbox):
         redirect = urlsplit(consent.headers["location"])
     query = parse_qs(redirect.query)
     assert query["state"] == [start["state"]]
-    async with api.client() as anonymous:  # Reddit's redirect carries no bearer token
-        response = await anonymous.get("/api/accounts/callback", params={k: v[0] for k, v in query.items()})
-        assert response.status_code == 200, response.text
-        assert response.json()["redditUsername"] == "web_linked"
+    # Reddit's redirect carries no bearer token: the client that started the link (it keeps
+    # cookies, as a browser does) is recognised by its link cookie.
+    api.premium.client.headers.pop("authorization")
+    try:
+        response = await api.premium.client.get("/api/accounts/callback",
+                                                params={k: v[0] for k, v in query.items()})
+    finally:
+        api.premium.client.headers["authorization"] = f"Bearer {api.premium.token}"
+    assert response.status_code == 200, response.text
+    assert response.json()["redditUsername"] == "web_linked"
+    async with api.client() as anonymous:
         forged = await anonymous.get("/api/accounts/callback", params={"state": "forged", "code": "x"})
         assert forged.status_code == 422 and forged.json()["field"] == "state"
     accounts = (await api.premium.client.get("/api/accounts")).json()

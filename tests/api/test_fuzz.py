@@ -57,8 +57,11 @@ class Server:
                           headers=self.admin).json()
         token = httpx.post(f"{self.url}/api/users/{user['id']}/tokens", json={}, headers=self.admin).json()
         headers = {"authorization": f"Bearer {token['token']}"}
-        start = httpx.post(f"{self.url}/api/accounts/link", headers=headers).json()
-        linked = httpx.get(start["authorizeUrl"], follow_redirects=True)  # sandbox consents, back to us
+        # One client for both steps, as a browser would be: it keeps the link's cookie, so the
+        # callback the sandbox's consent redirects back to links the account at once.
+        with httpx.Client(headers=headers) as browser:
+            start = browser.post(f"{self.url}/api/accounts/link").json()
+            linked = browser.get(start["authorizeUrl"], follow_redirects=True)
         assert linked.status_code == 200, linked.text
         return headers
 

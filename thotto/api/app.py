@@ -46,7 +46,7 @@ from thotto.errors import (
 from thotto.messages import ErrorBody, ItemError
 
 if TYPE_CHECKING:
-    from thotto.api.auth import RequestLimiter
+    from thotto.api.auth import FailureLimiter, RequestLimiter
     from thotto.engine import Engine
 
 log = logging.getLogger("thotto.api")
@@ -91,11 +91,14 @@ SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404:
 
 @dataclass
 class ApiContext:
-    """What the API's handlers share: the engine and the per-user request limiter (None for
-    callers that are not HTTP clients, e.g. the CLI reusing the scheduling checks)."""
+    """What the API's handlers share: the engine, the per-user request limiter and the
+    per-address failed-authentication limiter (None for callers that are not HTTP clients,
+    e.g. the CLI reusing the scheduling checks)."""
 
     engine: "Engine"
     limiter: "RequestLimiter | None" = None
+    auth_failures: "FailureLimiter | None" = None
+    """Failed authentications per client address (None: unlimited, e.g. the CLI)."""
     base_url: str = ""
     """How users reach the API (set once the server is listening)."""
     user_locks: defaultdict[int, trio.Lock] = field(default_factory=lambda: defaultdict(trio.Lock))
@@ -134,6 +137,8 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
     content_type: str = "application/json"
+    also: tuple[tuple[int, Any, str], ...] = ()
+    """Other successful answers: (status, body type, when)."""
 
     def route(self) -> Route:
         return Route(self.path, self.handler, methods=[self.method])

@@ -5,8 +5,9 @@ keeps only its SHA-256, so a leaked database leaks no usable token (a slow hash 
 the token is random, not a password). ``Authorization: Bearer <token>`` authenticates a request.
 
 Who a token belongs to is cached (key ``token:<hash>``, tag ``user:<id>``, 60 s). Invalidation:
-revoking a token or changing a user's tier invalidates the user's tag in every process; a token
-looked up before it existed is cached as unknown, so creating one deletes its key.
+revoking a token or changing a user's tier invalidates the user's tag in every process. Unknown
+tokens are not cached (a stranger's guesses would fill the cache); they are failed
+authentications, limited per client address (:class:`FailureLimiter`).
 """
 
 from __future__ import annotations
@@ -47,7 +48,8 @@ async def mint_token(store, user_id: int, name: str) -> tuple[ApiToken, str]:
 
 
 async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]:
-    """:func:`mint_token`, then forget a cached "unknown token" answer for it."""
+    """:func:`mint_token`, then forget any cached answer for it (earlier versions cached unknown
+    tokens, and a Redis shared with one may still hold such an answer)."""
     record, token = await mint_token(context.store, user_id, name)
     await context.cache.delete(token_key(token_hash(token)))
     return record, token
@@ -59,33 +61,47 @@ async def forget_user(context, user_id: int) -> None:
 
 
 async def require_user(request: Request) -> User:
-    """The user the request's bearer token belongs to, within their request rate; 401 or 429."""
+    """The user the request's bearer token belongs to, within their request rate; 401 or 429.
+
+    An unknown or revoked token counts against the client address's failed-authentication
+    bucket (429 once it is empty, without asking the store again until it refills)."""
     context = request.app.state.api
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' "
                            "(create one with `thotto token create --user NAME`)")
-    user = await _user_for(context, token_hash(token.strip()))
-    if user is None:
-        raise Unauthorized("The API token is unknown or revoked")
+    user = await _user_for(context, token_hash(token.strip()), client_address(request))
     if context.limiter is not None:
         await context.limiter.check(user.id)
     return user
 
 
+def client_address(request: Request) -> str:
+    """The peer's address (a proxy in front of Thotto shows as one client)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
 _MISSING = object()
 
 
-async def _user_for(context, hashed: str) -> User | None:
+async def _user_for(context, hashed: str, address: str) -> User:
     """The token's user: an L1 hit returns without a checkpoint (the hot path), then L2; a miss
-    asks the store and caches the answer under the user's tag (an unknown token as None)."""
+    asks the store and caches a found user under their tag. An unknown token is never cached
+    (strangers' guesses must not fill the cache): it is a failed authentication instead."""
     key = token_key(hashed)
     user = await context.cache.get(key, _MISSING, type=User | None)
-    if user is _MISSING:
-        user = await context.store.user_for_token(hashed)
-        tags = (user_tag(user.id),) if user is not None else ()
-        await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=tags)
+    if isinstance(user, User):
+        return user
+    failures = context.auth_failures
+    if failures is not None:
+        failures.check_not_blocked(address)
+    user = await context.store.user_for_token(hashed)
+    if user is None:
+        if failures is not None:
+            await failures.failed(address)
+        raise Unauthorized("The API token is unknown or revoked")
+    await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=(user_tag(user.id),))
     return user
 
 
@@ -96,43 +112,100 @@ async def require_admin(request: Request) -> User:
     return user
 
 
-class RequestLimiter:
-    """A token bucket per user: ``per_minute`` sustained, ``burst`` at once. In memory, or in
-    Redis (one bucket per user shared by every process) while the cache's Redis works; if Redis
-    fails the limit falls back to this process's memory rather than failing requests."""
+class TokenBuckets:
+    """A token bucket per key: ``per_minute`` sustained, ``burst`` at once. In memory, or in
+    Redis (one bucket per key shared by every process, under ``<namespace>:<scope>:<key>``)
+    while the cache's Redis works; if Redis fails this process's memory decides rather than
+    failing requests. The memory holds at most ``max_keys`` buckets: full ones are dropped
+    first (a full bucket is the same as none), then the oldest, so strangers cannot grow it."""
 
-    def __init__(self, per_minute: float, burst: int, cache=None, namespace: str = "thotto"):
+    def __init__(self, per_minute: float, burst: int, cache=None, namespace: str = "thotto",
+                 scope: str = "ratelimit", max_keys: int = 10_000, clock=time.monotonic):
         self.per_second = per_minute / 60.0
         self.burst = burst
         self.cache = cache
         self.namespace = namespace
-        self._buckets: dict[int, tuple[float, float]] = {}  # user id -> (tokens, monotonic time)
+        self.scope = scope
+        self.max_keys = max_keys
+        self.clock = clock
+        self._buckets: dict[object, tuple[float, float]] = {}  # key -> (tokens, clock time)
 
-    async def check(self, user_id: int) -> None:
-        """Take a token for ``user_id`` or raise TooManyRequests with the wait."""
-        wait = await self._take_shared(user_id)
-        if wait is None:
-            wait = self._take_local(user_id)
-        if wait > 0:
-            raise TooManyRequests(f"More than {self.per_second * 60:g} requests a minute; "
-                                  f"try again in {wait:.1f} s", retry_after=wait)
+    async def take(self, key: object) -> float:
+        """Take one token from ``key``'s bucket: 0.0 if taken, else the seconds until one is."""
+        wait = await self._take_shared(key)
+        return self._take_local(key) if wait is None else wait
 
-    async def _take_shared(self, user_id: int) -> float | None:
+    async def _take_shared(self, key: object) -> float | None:
         link = self.cache.shared_redis() if self.cache is not None else None
         if link is None:
             return None
         try:
-            return await link.take_token(f"{self.namespace}:ratelimit:{user_id}", self.per_second, self.burst)
+            return await link.take_token(f"{self.namespace}:{self.scope}:{key}", self.per_second, self.burst)
         except Exception as error:  # Redis down: this process decides alone until it is back
             self.cache.redis_failed(error)
             return None
 
-    def _take_local(self, user_id: int) -> float:
-        now = time.monotonic()
-        tokens, at = self._buckets.get(user_id, (float(self.burst), now))
+    def _take_local(self, key: object) -> float:
+        now = self.clock()
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
         tokens = min(self.burst, tokens + (now - at) * self.per_second)
-        if tokens >= 1:
-            self._buckets[user_id] = (tokens - 1, now)
-            return 0.0
-        self._buckets[user_id] = (tokens, now)
-        return (1 - tokens) / self.per_second
+        taken = tokens >= 1
+        self._buckets[key] = (tokens - 1 if taken else tokens, now)  # re-inserted: newest last
+        if len(self._buckets) > self.max_keys:
+            self._shrink(now)
+        return 0.0 if taken else (1 - tokens) / self.per_second
+
+    def _shrink(self, now: float) -> None:
+        for key, (tokens, at) in list(self._buckets.items()):
+            if tokens + (now - at) * self.per_second >= self.burst:
+                del self._buckets[key]
+        while len(self._buckets) > self.max_keys:
+            del self._buckets[next(iter(self._buckets))]
+
+
+class RequestLimiter(TokenBuckets):
+    """Each user's request rate (a bucket per user id)."""
+
+    async def check(self, user_id: int) -> None:
+        """Take a token for ``user_id`` or raise TooManyRequests with the wait."""
+        wait = await self.take(user_id)
+        if wait > 0:
+            raise TooManyRequests(f"More than {self.per_second * 60:g} requests a minute; "
+                                  f"try again in {wait:.1f} s", retry_after=wait)
+
+
+class FailureLimiter:
+    """Failed authentications per client address (unknown API tokens now; failed password
+    sign-ins may share it): each failure takes a token from the address's bucket, and an
+    address whose bucket is empty is refused with 429 before any credential is looked up,
+    until it refills. The "refused until" memo is this process's (bounded like the buckets)."""
+
+    def __init__(self, buckets: TokenBuckets):
+        self.buckets = buckets
+        self._blocked_until: dict[str, float] = {}
+
+    def check_not_blocked(self, address: str) -> None:
+        until = self._blocked_until.get(address)
+        if until is None:
+            return
+        wait = until - self.buckets.clock()
+        if wait <= 0:
+            del self._blocked_until[address]
+            return
+        raise self._refusal(wait)
+
+    async def failed(self, address: str) -> None:
+        """Count a failure; TooManyRequests if the address has none left."""
+        wait = await self.buckets.take(address)
+        if wait > 0:
+            self._blocked_until.pop(address, None)
+            self._blocked_until[address] = self.buckets.clock() + wait
+            if len(self._blocked_until) > self.buckets.max_keys:
+                del self._blocked_until[next(iter(self._blocked_until))]
+            raise self._refusal(wait)
+
+    def _refusal(self, wait: float) -> TooManyRequests:
+        return TooManyRequests(
+            f"Too many failed authentications from this address (more than "
+            f"{self.buckets.per_second * 60:g} a minute); check the API token and try again in "
+            f"{wait:.1f} s", retry_after=wait)

@@ -52,6 +52,9 @@ TAGS = ("scheduled posts",)
 
 # How far ahead each tier may schedule; tiers not listed may not schedule at all.
 HORIZON = {Tier.PRO: timedelta(days=7), Tier.PREMIUM: timedelta(days=30)}
+# Posts one request may create in all (items x subreddits): each post costs checks, perhaps a
+# call to Reddit for the subreddit's rules, and a job, so one request's work stays bounded.
+MAX_POSTS_PER_REQUEST = 100
 
 
 class PostQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -174,6 +177,7 @@ async def check_duplicate(context, account_id: int, subreddit: str, title: str, 
 async def schedule_for_user(context, user: User, requests: list[ScheduleRequest], *, batch: bool) -> list[Post]:
     """Check every request, then store all their posts in one transaction (all or nothing).
     ``batch`` collects every item's problems (BatchInvalid) instead of raising the first."""
+    check_post_count(requests, batch=batch)
     async with context.user_locks[user.id]:
         scheduling = Scheduling(context, user)
         posts, errors = [], []
@@ -192,6 +196,16 @@ async def schedule_for_user(context, user: User, requests: list[ScheduleRequest]
         created = await context.engine.posts.create(posts)
     await context.cache.invalidate_tags(post_list_tag(user.id))
     return created
+
+
+def check_post_count(requests: list[ScheduleRequest], *, batch: bool) -> None:
+    """At most MAX_POSTS_PER_REQUEST posts in all, counted before any other work is done."""
+    count = sum(len(request.subreddits) if request.subreddits else 1 for request in requests)
+    if count > MAX_POSTS_PER_REQUEST:
+        where = "items times their subreddits" if batch else "subreddits"
+        raise ValidationError(f"This request would create {count} posts ({where}); one request "
+                              f"creates at most {MAX_POSTS_PER_REQUEST}: split it into several",
+                              field="posts" if batch else "subreddits")
 
 
 def _repeats(earlier: list[NewPost], new: list[NewPost], index: int) -> list[ItemError]:
@@ -223,7 +237,8 @@ class _RawBatch(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @ENDPOINTS.add("POST", "/api/scheduled-posts/batch",
-               "Schedule up to 100 posts, all or nothing (errors listed per item)",
+               "Schedule up to 100 posts in all (items times their subreddits), all or nothing "
+               "(errors listed per item)",
                body=BatchScheduleRequest, response=ScheduledPosts, status=201,
                errors=(400, 401, 403, 413, 422, 429), tags=TAGS)
 async def schedule_batch(request: Request) -> Response:

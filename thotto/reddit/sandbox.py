@@ -64,6 +64,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from thotto.files import keep_private
+
 POSTS_FILE = "posts.jsonl"
 STATE_FILE = "state.json"
 MEDIA_DIR = "media"
@@ -267,8 +269,8 @@ class Sandbox:
     def __init__(self, data_dir: str | os.PathLike[str], *, config: SandboxConfig | None = None,
                  clock=time.time):
         self.data_dir = Path(data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        (self.data_dir / MEDIA_DIR).mkdir(exist_ok=True)
+        keep_private(self.data_dir, (STATE_FILE, POSTS_FILE))  # made 0700, files tightened to 0600
+        (self.data_dir / MEDIA_DIR).mkdir(mode=0o700, exist_ok=True)
         self.clock = clock
         self.state = self._load_state()
         if config is not None:
@@ -298,7 +300,7 @@ class Sandbox:
     def _save_state(self) -> None:
         path = self.data_dir / STATE_FILE
         temporary = path.with_suffix(".tmp")
-        with open(temporary, "wb") as file:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "wb") as file:
             file.write(msgspec.json.encode(self.state))
             file.flush()
             os.fsync(file.fileno())
@@ -326,7 +328,7 @@ class Sandbox:
         line = msgspec.json.encode(post) + b"\n"
 
         def write() -> None:
-            with open(self.data_dir / POSTS_FILE, "ab") as file:
+            with open(os.open(self.data_dir / POSTS_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as file:
                 file.write(line)
                 file.flush()
                 os.fsync(file.fileno())

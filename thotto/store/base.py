@@ -39,6 +39,7 @@ from thotto.messages import (
     EnqueueResult,
     ExpiredLeases,
     Job,
+    LinkRequest,
     NewAccount,
     NewJob,
     NewPost,
@@ -361,6 +362,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def set_needs_relink(self, account_id: int, needs_relink: bool) -> Account:
         """Flag (or clear) that the account must be linked again (its token was refused)."""
+
+    # --- account link requests --------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_link_request(self, state_hash: str, user_id: int, secret_hash: str,
+                                  expires_at: datetime) -> LinkRequest:
+        """Record that ``user_id`` started linking: the state's hash, the binding secret's
+        hash, when it expires. Forgets requests that expired over a day ago (the table stays
+        small without a sweep). Conflict if the state hash exists; NotFound without the user."""
+
+    @abc.abstractmethod
+    async def get_link_request(self, state_hash: str) -> LinkRequest | None:
+        """The link request with this state hash, used or expired ones included; else None."""
+
+    @abc.abstractmethod
+    async def hold_link_code(self, state_hash: str, held_code: bytes, verifier_hash: str) -> bool:
+        """Keep Reddit's (encrypted) code and the verification code's hash on a request that is
+        unused, unexpired (at ``self.now()``) and holds no code yet; True if this call did.
+        Across processes one call wins, so a replayed callback can never replace a code."""
+
+    @abc.abstractmethod
+    async def use_link_request(self, state_hash: str) -> bool:
+        """Mark the request used (``used_at`` = now) if it is unused and unexpired; True if
+        this call did. One call wins across every process: a state links at most once."""
 
     # --- posts -----------------------------------------------------------------------------
 

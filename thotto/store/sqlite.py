@@ -65,6 +65,7 @@ from thotto.messages import (
     EnqueueResult,
     ExpiredLeases,
     Job,
+    LinkRequest,
     JobState,
     NewAccount,
     NewJob,
@@ -94,6 +95,7 @@ from thotto.messages import (
 from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
 from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
 from thotto.clock import wait_for_thread
+from thotto.files import PRIVATE_FILE, create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +103,8 @@ T = TypeVar("T")
 
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
-              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql")
+              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
+              "sqlite_0006_link_requests.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -453,6 +456,26 @@ LINK_ACCOUNT = (
     f"needs_relink = 0 RETURNING {ACCOUNT_COLUMNS}"
 )
 
+LINK_REQUEST_COLUMNS = (
+    "state_hash, user_id, secret_hash, created_at, expires_at, used_at, held_code, verifier_hash"
+)
+INSERT_LINK_REQUEST = (
+    "INSERT INTO link_requests (state_hash, user_id, secret_hash, created_at, expires_at) "
+    f"VALUES (?, ?, ?, ?, ?) RETURNING {LINK_REQUEST_COLUMNS}"
+)
+FORGET_OLD_LINK_REQUESTS = "DELETE FROM link_requests WHERE expires_at < ?"
+SELECT_LINK_REQUEST = f"SELECT {LINK_REQUEST_COLUMNS} FROM link_requests WHERE state_hash = ?"
+HOLD_LINK_CODE = (
+    "UPDATE link_requests SET held_code = ?, verifier_hash = ? WHERE state_hash = ? "
+    "AND held_code IS NULL AND used_at IS NULL AND expires_at > ?"
+)
+USE_LINK_REQUEST = (
+    "UPDATE link_requests SET used_at = ? WHERE state_hash = ? AND used_at IS NULL "
+    "AND expires_at > ?"
+)
+#: Expired link requests are kept this long (to say "expired" rather than "unknown"), then dropped.
+LINK_REQUEST_MEMORY_US = 24 * 3600 * 1_000_000
+
 POST_SELECT = (
     "SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id, "
     "p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at, "
@@ -572,6 +595,11 @@ def _account(row: tuple) -> Account:
     return Account(row[0], row[1], row[2], row[3], row[4], bool(row[5]), _dt(row[6]))
 
 
+def _link_request(row: tuple) -> LinkRequest:
+    return LinkRequest(row[0], row[1], row[2], _dt(row[3]), _dt(row[4]),
+                       None if row[5] is None else _dt(row[5]), row[6], row[7])
+
+
 def _post(row: tuple, times: _Times) -> Post:
     armed_at = times[row[13]]
     status = post_status(_STATES[row[5]], armed_at, row[7])
@@ -613,7 +641,7 @@ class _FileLock:
     def _acquire(self, path: str) -> int:
         try:
             os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot create the lock file {self.lock_path}: {exc}") from exc
         try:
@@ -642,12 +670,14 @@ class _FileLock:
 
 
 def _connect_writer(path: str) -> sqlite3.Connection:
-    """The read-write connection, in WAL mode, migrated to :data:`SCHEMA_VERSION`."""
+    """The read-write connection, in WAL mode, migrated to :data:`SCHEMA_VERSION`. A new
+    database file is made 0600 first: SQLite gives its WAL and SHM files the same mode."""
     try:
+        create_private_file(path)
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, cached_statements=256
         )
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         raise StoreUnavailable(f"Cannot open the SQLite database {path}: {exc}") from exc
     try:
         _prepare(conn, path)
@@ -1483,6 +1513,42 @@ class SqliteStore(Store):
         account_id = _check(account_id, int, "account_id")
         where = ("account", account_id)
         return await self._fetch_one(sql, (value, account_id), where, _account, write=True)
+
+    # --- account link requests ----------------------------------------------------------------
+
+    async def create_link_request(self, state_hash: str, user_id: int, secret_hash: str,
+                                  expires_at: datetime) -> LinkRequest:
+        state_hash = _check(state_hash, TokenHash, "state_hash")
+        user_id = _check(user_id, int, "user_id")
+        secret_hash = _check(secret_hash, TokenHash, "secret_hash")
+        expires_us = _us(expires_at, "expires_at")
+        _, now_us = self._now_us()
+
+        def create(conn: sqlite3.Connection) -> tuple:
+            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
+            conn.execute(FORGET_OLD_LINK_REQUESTS, (now_us - LINK_REQUEST_MEMORY_US,))
+            try:
+                return conn.execute(INSERT_LINK_REQUEST,
+                                    (state_hash, user_id, secret_hash, now_us, expires_us)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("A link request with this state already exists") from exc
+
+        return _link_request(await self._write(create))
+
+    async def get_link_request(self, state_hash: str) -> LinkRequest | None:
+        state_hash = _check(state_hash, str, "state_hash")
+        row = await self._read(lambda conn: conn.execute(SELECT_LINK_REQUEST, (state_hash,)).fetchone())
+        return None if row is None else _link_request(row)
+
+    async def hold_link_code(self, state_hash: str, held_code: bytes, verifier_hash: str) -> bool:
+        params = (_check_bytes(held_code, "held_code"), _check(verifier_hash, TokenHash, "verifier_hash"),
+                  _check(state_hash, str, "state_hash"), self._now_us()[1])
+        return await self._write(lambda conn: conn.execute(HOLD_LINK_CODE, params).rowcount == 1)
+
+    async def use_link_request(self, state_hash: str) -> bool:
+        _, now_us = self._now_us()
+        params = (now_us, _check(state_hash, str, "state_hash"), now_us)
+        return await self._write(lambda conn: conn.execute(USE_LINK_REQUEST, params).rowcount == 1)
 
     # --- posts ------------------------------------------------------------------------------------
 
