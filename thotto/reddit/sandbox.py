@@ -1355,9 +1355,14 @@ async def serve_sandbox(
     config: SandboxConfig | None = None,
     clock=time.time,
     grace_seconds: float = 2.0,
+    tls: tuple[str, str] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a :class:`Sandbox` on ``host:port`` (hypercorn's Trio worker) until cancelled.
+
+    ``tls`` (a certificate file and its key file) serves HTTPS and WSS instead: clients that
+    insist on them, as PRAW does for the media upload (it prefixes the lease's ``//host``
+    action with ``https:``), can then talk to the sandbox unchanged.
 
     ``task_status.started(port)`` reports the bound port once listening (``port=0`` picks a free
     one). ``clock`` (Unix seconds) dates posts and expires tokens (see :class:`Sandbox`).
@@ -1382,6 +1387,8 @@ async def serve_sandbox(
         hypercorn_config.errorlog = logging.getLogger("thotto.reddit.sandbox.http")
         hypercorn_config.graceful_timeout = grace_seconds
         hypercorn_config.keep_alive_timeout = 5.0
+        if tls is not None:
+            hypercorn_config.certfile, hypercorn_config.keyfile = tls
         stop = trio.Event()
         server_scope = trio.CancelScope(shield=True)
 
