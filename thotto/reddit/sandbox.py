@@ -2,15 +2,25 @@
 
 Reddit cannot be reached from Thotto's machines, so the client is tested against this server, and
 ``THOTTO_REDDIT_URL`` points a running Thotto at it (``thotto sandbox --port P --data-dir DIR``).
-It speaks Reddit's wire format: the token endpoint (password, authorization-code and refresh
-grants; client credentials by HTTP Basic; ``{"error": "invalid_grant"}`` with HTTP 200), an
-authorize page that at once redirects back with a code, and on the API side ``/api/v1/me``,
-``/api/submit`` (self, link and image posts; errors as ``{"json": {"errors": [[TYPE, message,
-field]]}}``), the media upload lease and an S3-like upload endpoint, ``/user/{name}/submitted``,
-``/api/info?id=t3_a,t3_b`` (posts with their score and comment count),
-``/api/v1/{sr}/post_requirements``, ``/r/{sr}/api/link_flair_v2`` and ``/r/{sr}/about``. Every API
-response carries ``X-Ratelimit-Used/Remaining/Reset`` for its OAuth client, and a client over its
-budget gets 429.
+It speaks Reddit's wire format: the token endpoint (password, authorization-code, refresh and
+client-credentials grants; client credentials by HTTP Basic; ``{"error": "invalid_grant"}`` with
+HTTP 200), an authorize page that at once redirects back with a code, and on the API side
+``/api/v1/me``, ``/api/submit`` (self, link and image posts; errors as ``{"json": {"errors":
+[[TYPE, message, field]]}}``), ``/api/submit_gallery_post.json``, the media upload lease, an
+S3-like upload endpoint and the websocket that announces a processed media post (or its
+failure), ``/api/editusertext``, ``/api/del``, ``/user/{name}/submitted``, ``/api/info?id=t3_a,t3_b``
+(posts with their score and comment count), ``/comments/{id}``, ``/api/v1/{sr}/post_requirements``,
+``/r/{sr}/api/flairselector``, ``/r/{sr}/api/link_flair_v2`` (moderators only),
+``/r/{sr}/about`` and ``/r/{sr}/about/rules``. Paths answer with or without a trailing slash, as
+Reddit's do. A post's permalink (``/r/{sr}/comments/{id}/{slug}/``) is a readable HTML page for a
+browser. Every API response carries ``X-Ratelimit-Used/Remaining/Reset`` for its OAuth client,
+and a client over its budget gets 429.
+
+Where Thotto's correctness depends on it the sandbox is as strict as Reddit: flair templates
+are listed to moderators only, a flair is a template id (text alone, an unknown template or a
+moderator-only one picked by an ordinary user is a bare 400; a template that is not editable
+keeps its own text), titles are trimmed, and media posts stay out of listings while they are
+processed. ``serve_sandbox(tls=...)`` serves HTTPS and WSS for clients that insist on them.
 
 Accounts are created by their first password grant (or authorization). Subreddits are seeded with
 one of each kind (:data:`SEED_SUBREDDITS`) and set through the control API.
@@ -18,9 +28,12 @@ one of each kind (:data:`SEED_SUBREDDITS`) and set through the control API.
 Control API (JSON), under ``/_sandbox``:
 
 * ``POST /_sandbox/faults`` — replace the fault set (:class:`Faults`): latency, HTTP errors by
-  status and rate (``count`` limits how often), ``RATELIMIT`` bodies with a wait, 429 with headers,
-  "accept the next posts then drop the connection", and the immediate actions ``expire_tokens`` and
-  ``revoke_refresh_tokens``. ``GET`` shows what is left of it.
+  status and rate (``count`` limits how often; as Reddit's JSON or, ``html``, as the HTML page
+  Reddit's edge blocks clients with), ``RATELIMIT`` bodies with a wait, other submission errors
+  sent transiently (``submit_errors``: ``SUBREDDIT_NOEXIST`` for a subreddit that exists), 429
+  with headers, media posts whose processing fails, "accept the next posts then drop the
+  connection", and the immediate actions ``expire_tokens`` and ``revoke_refresh_tokens``.
+  ``GET`` shows what is left of it.
 * ``POST /_sandbox/config`` — token lifetime, rate budget and window, who the authorize page
   authorizes (:class:`SandboxConfig`).
 * ``POST /_sandbox/subreddits`` — add or replace subreddits (a list of :class:`SubredditRules`).
