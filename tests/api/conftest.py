@@ -55,10 +55,10 @@ def api_settings(tmp_path, sandbox_url: str, **overrides) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def serving(settings: Settings):
+async def serving(settings: Settings, clock=None):
     """Thotto with its API, and users admin (premium), pro, premium, free and starter; pro and
-    premium each have a linked account (pro_acct, premium_acct)."""
-    async with open_engine(settings, serve_api=True) as engine, contextlib.AsyncExitStack() as stack:
+    premium each have a linked account (pro_acct, premium_acct). ``clock``: the engine's."""
+    async with open_engine(settings, serve_api=True, clock=clock) as engine, contextlib.AsyncExitStack() as stack:
         server = engine.tree.api
         api = Api(engine, server.url)
         for name, tier, role in [("admin", Tier.PREMIUM, Role.ADMIN), ("pro", Tier.PRO, Role.USER),

@@ -132,6 +132,8 @@ class Endpoint:
     errors: tuple[int, ...] = ()
     tags: tuple[str, ...] = ()
     content_type: str = "application/json"
+    also: tuple[tuple[int, Any, str], ...] = ()
+    """Other successful answers: (status, body type, when)."""
 
     def route(self) -> Route:
         return Route(self.path, self.handler, methods=[self.method])

@@ -65,7 +65,7 @@ def _clean_descriptions(node: Any) -> None:
 def _types(endpoints: list[Endpoint]) -> list[Any]:
     found: list[Any] = [ErrorBody]
     for endpoint in endpoints:
-        for type_ in (endpoint.body, endpoint.response, endpoint.query):
+        for type_ in (endpoint.body, endpoint.response, endpoint.query, *(t for _, t, _ in endpoint.also)):
             if type_ is not None and type_ not in found:
                 found.append(type_)
     return found
@@ -78,6 +78,10 @@ def _operation(endpoint: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
         "tags": list(endpoint.tags),
         "responses": {str(endpoint.status): _content(endpoint, schema_of.get(endpoint.response))},
     }
+    for status, type_, description in endpoint.also:
+        operation["responses"][str(status)] = {
+            "description": description,
+            "content": {"application/json": {"schema": schema_of[type_]}}}
     for status in endpoint.errors:
         operation["responses"][str(status)] = {
             "description": SUMMARY.get(status, "Error"),
