@@ -21,7 +21,7 @@ async def test_slow_image_posts_are_deferred_not_counted_as_failures(sandbox, tm
         # Look briefly after submitting, then again every half second (defaults: 7.5 s, 30 s).
         reddit.config = msgspec.structs.replace(reddit.config, image_lookup_delays=(0.05, 0.1),
                                                 media_pending_seconds=0.5)
-        await sandbox.configure(media_delay=4)
+        await sandbox.configure(media_delay=5)
         posts = [await schedule(engine, user, account, seconds=0.3, title=f"Picture {i}", text=None,
                                 kind=PostKind.IMAGE, image_path=str(image)) for i in range(4)]
         with trio.fail_after(10):  # until every post is accepted and still processing
@@ -30,7 +30,7 @@ async def test_slow_image_posts_are_deferred_not_counted_as_failures(sandbox, tm
         await trio.sleep(1.5)  # several looks and deferrals each, far past the reconcile settle
         breakers = engine.services.breakers.snapshot()
         waiting = [await engine.store.get_post(post.id) for post in posts]
-        assert {post.status for post in waiting} <= {PostStatus.SCHEDULED, PostStatus.PUBLISHING}
+        assert PostStatus.FAILED not in {post.status for post in waiting}
         assert breakers and all(b.state == "closed" and b.failures == 0 for b in breakers.values())
         for post in posts:
             published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, timeout=20)
