@@ -41,3 +41,21 @@ async def test_slow_image_posts_are_deferred_not_counted_as_failures(sandbox, tm
     assert sorted(record["title"] for record in records) == [f"Picture {i}" for i in range(4)]
     assert all(job.attempt == 1 for job in jobs)  # deferrals spend no attempt
     assert all(b.state == "closed" and b.failures == 0 for b in breakers.values())
+
+
+async def test_an_image_post_whose_processing_failed_is_submitted_again_once_settled(sandbox, tmp_path):
+    image = tmp_path / "cat.png"
+    image.write_bytes(PNG)
+    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+        reddit = engine.publisher.client
+        reddit.config = msgspec.structs.replace(reddit.config, image_lookup_delays=(0.05,),
+                                                media_pending_seconds=0.3)
+        engine.publisher.media_settle_seconds = 1.5  # ten minutes in production
+        await sandbox.faults(media_failures=1)  # Reddit accepts it, then processing fails
+        post = await schedule(engine, user, account, seconds=0.3, title="Second try", text=None,
+                              kind=PostKind.IMAGE, image_path=str(image))
+        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, timeout=20)
+        breakers = engine.services.breakers.snapshot()
+    (record,) = await sandbox.posts()  # the failed one never existed; the second try did
+    assert (record["title"], record["id"]) == ("Second try", published.reddit_id)
+    assert all(b.failures == 0 for b in breakers.values())
