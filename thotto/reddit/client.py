@@ -799,26 +799,30 @@ class RedditAccount:
                                    error_type="BAD_RESPONSE")
 
     async def _send_submission(self, sr: str, form: dict[str, str]) -> Any:
-        """POST the submission; a ``SUBREDDIT_NOEXIST`` for a subreddit whose about page
-        answers is sent once more after a pause, then retryable, never final: Reddit sends it
-        transiently for subreddits that exist."""
-        context = f"the post to r/{sr}"
+        """POST the submission. A ``SUBREDDIT_NOEXIST`` for a subreddit whose about page
+        answers is sent once more after a pause, and if it comes again it is retryable, never
+        final: Reddit sends it transiently for subreddits that exist."""
+        try:
+            return await self._post_submission(sr, form)
+        except RedditPermanent as error:
+            if error.error_type != "SUBREDDIT_NOEXIST" or not await self._subreddit_exists(sr):
+                raise
+        await trio.sleep(self.client.config.subreddit_noexist_pause)
+        try:
+            return await self._post_submission(sr, form)
+        except RedditPermanent as error:
+            if error.error_type != "SUBREDDIT_NOEXIST":
+                raise
+            raise RedditRetryable(
+                f"Reddit said r/{sr} does not exist, but its about page answers: a transient "
+                "error, to be tried again later", error_type=error.error_type,
+                message=error.message, field=error.field) from error
+
+    async def _post_submission(self, sr: str, form: dict[str, str]) -> Any:
         flair = "flair_id" in form or "flair_text" in form
-        for last_try in (False, True):
-            try:
-                _, body = await self.client._api(self, "POST", "/api/submit", data=form,
-                                                 context=context, submit=True, flair=flair)
-                return body
-            except RedditPermanent as error:
-                if error.error_type != "SUBREDDIT_NOEXIST" or not await self._subreddit_exists(sr):
-                    raise
-                if last_try:
-                    raise RedditRetryable(
-                        f"Reddit said r/{sr} does not exist, but its about page answers: a "
-                        "transient error, to be tried again later", error_type=error.error_type,
-                        message=error.message, field=error.field) from error
-            await trio.sleep(self.client.config.subreddit_noexist_pause)
-        raise AssertionError("unreachable")
+        _, body = await self.client._api(self, "POST", "/api/submit", data=form,
+                                         context=f"the post to r/{sr}", submit=True, flair=flair)
+        return body
 
     async def _subreddit_exists(self, sr: str) -> bool:
         """Whether ``sr``'s about page answers; a failure to ask raises as usual (retryable)."""
