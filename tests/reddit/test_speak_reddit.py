@@ -155,6 +155,10 @@ async def test_a_transient_subreddit_noexist_is_tried_again(sandbox, reddit):
     result = await alice.submit("test", "Exists", text="x")
     (post,) = await sandbox.posts()
     assert post["id"] == result.id
+    # A subreddit that really does not exist is still refused for good.
+    with pytest.raises(RedditPermanent) as caught:
+        await alice.submit("no_such_place", "Nowhere", text="x")
+    assert caught.value.error_type == "SUBREDDIT_NOEXIST"
 
 
 async def test_a_persistent_subreddit_noexist_for_an_existing_subreddit_is_retryable(sandbox, reddit):
@@ -168,23 +172,20 @@ async def test_a_persistent_subreddit_noexist_for_an_existing_subreddit_is_retry
     assert await sandbox.posts() == []
 
 
-async def test_subreddit_noexist_for_a_missing_subreddit_is_still_final(sandbox, alice):
-    with pytest.raises(RedditPermanent) as caught:
-        await alice.submit("no_such_place", "Nowhere", text="x")
-    assert caught.value.error_type == "SUBREDDIT_NOEXIST"
-
-
 # --- what every submission carries -------------------------------------------------------------
 
 
-@pytest.mark.parametrize("configured, expected_by", [(None, "alice"), ("the_owner", "the_owner")])
-async def test_the_user_agent_names_who_is_responsible(sandbox, tmp_path, configured, expected_by):
-    settings = Settings(data_dir=str(tmp_path), reddit_url=sandbox.url, reddit_client_id=CLIENT_ID,
-                        reddit_client_secret=CLIENT_SECRET, reddit_user_agent_username=configured)
-    async with RedditClient(RedditConfig.from_settings(settings)) as reddit:
-        await reddit.account_from_password("alice", "alice-password").submit("test", "UA", text="x")
-    (post,) = await sandbox.posts()
-    assert post["user_agent"] == f"python:thotto:{__version__} (by /u/{expected_by})"
+async def test_the_user_agent_names_who_is_responsible(sandbox, tmp_path):
+    # The installation's own username when configured, else the account posting.
+    for configured in (None, "the_owner"):
+        settings = Settings(data_dir=str(tmp_path), reddit_url=sandbox.url, reddit_client_id=CLIENT_ID,
+                            reddit_client_secret=CLIENT_SECRET, reddit_user_agent_username=configured)
+        async with RedditClient(RedditConfig.from_settings(settings)) as reddit:
+            await reddit.account_from_password("alice", "alice-password").submit(
+                "test", f"UA {configured}", text="x")
+    agents = [post["user_agent"] for post in await sandbox.posts()]
+    assert agents == [f"python:thotto:{__version__} (by /u/alice)",
+                      f"python:thotto:{__version__} (by /u/the_owner)"]
 
 
 async def test_submissions_ask_reddit_to_validate_them(sandbox, alice):
