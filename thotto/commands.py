@@ -227,7 +227,18 @@ async def _start_demo_sandbox(nursery: trio.Nursery, settings: Settings) -> Sett
 
     logging.getLogger("thotto.reddit.sandbox.http").setLevel(logging.WARNING)
     data_dir = os.path.join(settings.data_dir, "sandbox")
-    port = await nursery.start(serve_sandbox, "127.0.0.1", 0, data_dir)
+    wanted = settings.demo_sandbox_port
+    try:
+        port = await nursery.start(serve_sandbox, "127.0.0.1", wanted, data_dir)
+    except OSError as error:
+        if not wanted:
+            raise
+        port = await nursery.start(serve_sandbox, "127.0.0.1", 0, data_dir)
+        logging.getLogger("thotto.demo").warning(
+            "demo: the sandbox's port %d is not free (%s); it listens on %d this time, so the "
+            "redditUrl of posts published on %d do not open until it gets that port back "
+            "(set demo_sandbox_port, THOTTO_DEMO_SANDBOX_PORT, to a free port)",
+            wanted, error.strerror or error, port, wanted)
     # The web-app flow works too when the API's port is known in advance (not 0).
     callback = (f"{settings.public_url or f'http://{settings.api_host}:{settings.api_port}'}/api/accounts/callback"
                 if settings.api_port else None)

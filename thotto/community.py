@@ -1,8 +1,8 @@
 """Community rules: what each subreddit allows, checked when a post is scheduled.
 
-Rules come from Reddit (``/r/{sr}/about``, ``/api/v1/{sr}/post_requirements``,
-``/r/{sr}/api/link_flair_v2``), are stored per subreddit, refreshed by the weekly community
-sync, and fetched on first use. :func:`rule_problems` lists every known rule a post breaks, each
+Rules come from Reddit (``/r/{sr}/about``, ``/api/v1/{sr}/post_requirements``, and the link
+flairs the account may pick from ``/r/{sr}/api/flairselector``), are stored per subreddit,
+refreshed by the weekly community sync, and fetched on first use. :func:`rule_problems` lists every known rule a post breaks, each
 with the field and a message for the user.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from thotto.errors import RedditPermanent
+from thotto.errors import JobError, RedditAuthError, RedditPermanent
 from thotto.messages import PostContent, PostKind, SubredditRules
 from thotto.reddit.client import RedditAccount
 
@@ -29,15 +29,24 @@ Problem = tuple[str, str]  # (field, message)
 
 
 async def fetch_rules(reddit: RedditAccount, subreddit: str, now: Callable[[], datetime]) -> SubredditRules:
-    """Read a subreddit's rules from Reddit. A subreddit that does not exist or is banned comes
-    back as rules that allow nothing (``subreddit_type`` says why)."""
+    """Read a subreddit's rules from Reddit. A subreddit that does not exist, is banned or
+    private comes back as rules that allow nothing (``subreddit_type`` says why); any other
+    refusal of its about page raises (the rules stay unknown rather than wrongly closed).
+
+    The flairs are the ones this account may pick; when Reddit will not list them, they stay
+    unknown (any flair id passes here, Reddit decides) and the other rules still count."""
     try:
         about = await reddit.about(subreddit)
+    except RedditAuthError:
+        raise
     except RedditPermanent as error:
-        return SubredditRules(name=subreddit.lower(), display_name=subreddit, subreddit_type=_closed(error),
+        kind = _closed(error)
+        if kind is None:
+            raise
+        return SubredditRules(name=subreddit.lower(), display_name=subreddit, subreddit_type=kind,
                               allows_self=False, allows_link=False, allows_image=False, synced_at=now())
     requirements = await reddit.post_requirements(about.display_name)
-    flairs = await reddit.link_flairs(about.display_name) if about.link_flair_enabled else []
+    flairs = await _flair_choices(reddit, about) if about.link_flair_enabled else []
     return SubredditRules(
         name=about.display_name.lower(),
         display_name=about.display_name,
@@ -60,8 +69,24 @@ async def fetch_rules(reddit: RedditAccount, subreddit: str, now: Callable[[], d
     )
 
 
-def _closed(error: RedditPermanent) -> str:
-    """The subreddit_type to record for a subreddit whose about page Reddit refused."""
+async def _flair_choices(reddit: RedditAccount, about) -> list:
+    """The link flairs the account may pick, or none when it may not pick any or Reddit would
+    not say (logged: the rules are kept without them)."""
+    if about.can_assign_link_flair is False:
+        return []
+    try:
+        return await reddit.link_flairs(about.display_name)
+    except RedditAuthError:
+        raise
+    except JobError as error:
+        log.warning("could not read r/%s's link flairs (%s); keeping its other rules",
+                    about.display_name, error)
+        return []
+
+
+def _closed(error: RedditPermanent) -> str | None:
+    """The subreddit_type to record for a subreddit whose about page Reddit refused, or None
+    when the refusal does not say the subreddit is closed to everyone."""
     kind = (error.error_type or "").upper()
     if kind == "SUBREDDIT_PRIVATE":
         return "private"
@@ -69,7 +94,7 @@ def _closed(error: RedditPermanent) -> str:
         return "banned"
     if "NOEXIST" in kind or kind in ("HTTP_404", "HTTP_302", "HTTP_301"):  # reddit.com redirects to search
         return "missing"
-    return "closed"
+    return None
 
 
 def rule_problems(content: PostContent, rules: SubredditRules) -> list[Problem]:
@@ -109,10 +134,15 @@ def _kind_problems(content: PostContent, rules: SubredditRules) -> list[Problem]
 
 
 def _flair_problems(content: PostContent, rules: SubredditRules) -> list[Problem]:
+    if content.flair_text and not content.flair_id:
+        # Reddit takes a flair only as a template id; text alone is refused (HTTP 400).
+        return [("flair_text", "a flair's text needs its flair template id too (Reddit refuses "
+                               f"text alone): pick one of r/{rules.display_name}'s editable "
+                               "flairs, or leave the text out")]
     if content.flair_id and rules.flair_ids and content.flair_id not in rules.flair_ids:
         return [("flair_id", f"flair {content.flair_id!r} is not one of r/{rules.display_name}'s "
                              f"flairs ({', '.join(rules.flair_ids)})")]
-    if rules.flair_required and not (content.flair_id or content.flair_text):
+    if rules.flair_required and not content.flair_id:
         choices = f": one of {', '.join(rules.flair_ids)}" if rules.flair_ids else ""
         return [("flair_id", f"r/{rules.display_name} requires a flair{choices}")]
     return []

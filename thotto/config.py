@@ -77,6 +77,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Point both the token and the API host at this base URL, e.g. a sandbox started with
     ``thotto sandbox`` (``http://127.0.0.1:8765``); overrides the two settings below."""
 
+    demo_sandbox_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8765
+    """Port of the Reddit sandbox that demo mode (``serve --demo``, ``run.py`` without a Reddit
+    app) runs in-process: kept across restarts so that published posts' ``redditUrl`` still
+    open. When it is taken a free port is used and the log says so; 0: always a free port."""
+
     reddit_token_url: str = "https://www.reddit.com"
     """Where Reddit's authorize page and token endpoint live."""
 

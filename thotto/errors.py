@@ -167,7 +167,7 @@ class RedditRetryable(RetryableJobError, RedditErrorInfo):
 
 class RedditOutcomeUnknown(RedditRetryable):
     """A submission may or may not have been accepted (timeout or dropped connection after the
-    request was sent, a 5xx, an image post still processing). Before submitting again, look for
+    request was sent, a 5xx, a failed look-up of an accepted image post). Before submitting again, look for
     the post in the account's submissions (``RedditAccount.find_submission``)."""
 
 
@@ -179,6 +179,18 @@ class RedditRateLimited(DeferJob, RedditErrorInfo):
                  message: str = "", field: str | None = None, status: int | None = None):
         super().__init__(reason, until=until)
         self.wait_seconds = wait_seconds
+        self._set_info(error_type, message or reason, field, status)
+
+
+class RedditMediaPending(DeferJob, RedditErrorInfo):
+    """Reddit accepted a media post and has not finished processing it: the post will appear,
+    or never will if processing fails. Not an outage (no breaker counts it) and not this
+    attempt's failure: run the job again at ``until`` and look for the post before submitting
+    anything again."""
+
+    def __init__(self, reason: str, *, until: datetime, error_type: str, message: str = "",
+                 field: str | None = None, status: int | None = None):
+        super().__init__(reason, until=until)
         self._set_info(error_type, message or reason, field, status)
 
 

@@ -55,9 +55,11 @@ Subreddit = Annotated[
     str,
     msgspec.Meta(
         min_length=2,
-        max_length=21,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$",
-        description="the subreddit's name without 'r/'",
+        max_length=22,
+        # A subreddit (2-21 characters), or a user's profile subreddit: u_ and a username
+        # (3-20 characters, which may contain '-').
+        pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_]{1,20}|u_[A-Za-z0-9_-]{3,20})$",
+        description="the subreddit's name without 'r/' (a profile's is u_<username>)",
     ),
 ]
 Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
@@ -412,7 +414,7 @@ class SubredditRules(Base, kw_only=True):
     """What Thotto knows of a subreddit's posting rules (synced weekly, fetched on first use),
     so that a post breaking a known rule is refused when it is scheduled, not when it is due."""
 
-    name: Annotated[str, msgspec.Meta(min_length=2, max_length=21)]
+    name: Annotated[str, msgspec.Meta(min_length=2, max_length=22)]
     """Lower-cased, the key."""
     display_name: str
     subreddit_type: str = "public"

@@ -7,7 +7,9 @@ a timeout, a connection dropped after Reddit accepted): it first *reconciles*, l
 post in the account's own submissions, and records it instead of posting again. Reddit's
 listings can lag a moment behind a submission, so an armed post that was armed less than
 ``RECONCILE_SETTLE_SECONDS`` ago and is not listed yet is deferred and looked for again rather
-than resubmitted.
+than resubmitted. An image post Reddit accepted but is still processing is deferred, not
+failed: it is looked for again and again for ``MEDIA_SETTLE_SECONDS`` before anything is
+resubmitted, and no breaker counts it (a slow confirmation is not an outage).
 
 Errors are the client's classes (``thotto.errors``): rate limits defer the job, 5xx and
 timeouts retry it, permanent refusals dead-letter it with Reddit's reason, and a refused login
@@ -28,6 +30,7 @@ from thotto.errors import (
     DeferJob,
     PermanentJobError,
     RedditAuthError,
+    RedditMediaPending,
     RedditOutcomeUnknown,
     RedditPermanent,
     RedditRateLimited,
@@ -42,6 +45,7 @@ from thotto.vault import Password, RefreshToken, Vault
 
 log = logging.getLogger("thotto.publishing")
 
+MEDIA_SETTLE_SECONDS = 600.0  # an accepted image post Reddit is still processing
 CLOCK_SKEW_SECONDS = 120.0  # our clock against Reddit's created_utc
 APP_REFUSED = "invalid_client"  # Reddit refused the OAuth app itself
 # Errors that mean Reddit answered and did not take the post (RedditOutcomeUnknown, a
@@ -60,8 +64,12 @@ class Publisher:
         self.breakers = breakers
         self.now = now
         self.reconcile_settle_seconds = RECONCILE_SETTLE_SECONDS
+        self.media_settle_seconds = MEDIA_SETTLE_SECONDS
         self._accounts: dict[int, RedditAccount] = {}  # keeps access tokens between posts
         self._sent_at: dict[int, float] = {}  # post id -> trio.current_time() of our last submit
+        # Posts whose image Reddit accepted and was still processing when we last looked.
+        # In memory only: after a restart such a post settles as any other.
+        self._media_pending: set[int] = set()
         self.on_published: Callable[[Post], Awaitable[None]] | None = None
         """Called with the post once its publication is recorded, and again whenever its job
         runs again afterwards, so it must be idempotent (the Engine schedules a recurring
@@ -116,22 +124,29 @@ class Publisher:
         since = post.armed_at.timestamp() - CLOCK_SKEW_SECONDS
         found = await reddit.find_submission(content.subreddit, content.title, since=since)
         if found is not None:
+            self._media_pending.discard(post.id)
             await self.store.record_publication(post.id, found.id, self.client.post_url(found))
             log.warning("post %d was already on Reddit as %s (an earlier attempt's outcome was "
                         "unknown); recorded it instead of posting again", post.id, found.id)
             return True
         if settled:
             return False
-        settled_at = post.armed_at + timedelta(seconds=self.reconcile_settle_seconds)
+        processing = post.id in self._media_pending
+        settle = self.media_settle_seconds if processing else self.reconcile_settle_seconds
+        settled_at = post.armed_at + timedelta(seconds=settle)
         sent_at = self._sent_at.get(post.id)
         if sent_at is not None:
             # This process sent the earlier attempt: time its settling on the monotonic clock
             # too. After the wall clock jumps forward, armed_at looks long past while that
             # request may still be in flight (its lease looked expired and it was taken back).
-            settling = sent_at + self.reconcile_settle_seconds - trio.current_time()
+            settling = sent_at + settle - trio.current_time()
             settled_at = max(settled_at, self.now() + timedelta(seconds=settling))
         if self.now() < settled_at:
+            if processing:
+                look_again = self.now() + timedelta(seconds=self.client.config.media_pending_seconds)
+                raise DeferJob("Reddit is still processing the image post", until=min(look_again, settled_at))
             raise DeferJob("checking whether an interrupted attempt reached Reddit", until=settled_at)
+        self._media_pending.discard(post.id)
         return False
 
     async def _submit_armed(self, reddit: RedditAccount, post: Post):
@@ -163,20 +178,26 @@ class Publisher:
         now = trio.current_time()
         if len(self._sent_at) >= 1000:  # forget sends that have long settled
             self._sent_at = {key: at for key, at in self._sent_at.items()
-                             if at + self.reconcile_settle_seconds > now}
+                             if at + max(self.reconcile_settle_seconds, self.media_settle_seconds) > now}
+            self._media_pending &= set(self._sent_at)
         self._sent_at[post.id] = now
         content = post.content
         image = None
         if content.kind is PostKind.IMAGE:
             image = await trio.Path(content.image_path).read_bytes()
-        return await reddit.submit(
-            content.subreddit, content.title,
-            text=content.text if content.kind is PostKind.SELF else None,
-            url=content.url if content.kind is PostKind.LINK else None,
-            image=image, image_name=_file_name(content.image_path),
-            nsfw=content.nsfw, spoiler=content.spoiler,
-            flair_id=content.flair_id, flair_text=content.flair_text,
-        )
+        try:
+            return await reddit.submit(
+                content.subreddit, content.title,
+                text=content.text if content.kind is PostKind.SELF else None,
+                url=content.url if content.kind is PostKind.LINK else None,
+                image=image, image_name=_file_name(content.image_path),
+                nsfw=content.nsfw, spoiler=content.spoiler,
+                flair_id=content.flair_id, flair_text=content.flair_text,
+            )
+        except RedditMediaPending:
+            # Accepted: the next run looks for it (a DeferJob, so no breaker counts this).
+            self._media_pending.add(post.id)
+            raise
 
     @contextlib.asynccontextmanager
     async def _guard(self, account: Account) -> AsyncIterator[None]:

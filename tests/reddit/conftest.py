@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,17 +23,20 @@ class SandboxServer:
     """A sandbox run in the test's nursery: start, stop (graceful, as a cancellation), restart
     on the same data directory, and its control API."""
 
-    def __init__(self, nursery: trio.Nursery, data_dir: Path, config: SandboxConfig):
+    def __init__(self, nursery: trio.Nursery, data_dir: Path, config: SandboxConfig,
+                 tls: tuple[str, str] | None = None):
         self.nursery = nursery
         self.data_dir = data_dir
         self.config = config
+        self.tls = tls
+        """(certificate, key) to serve HTTPS; the certificate is its own CA."""
         self.port = 0
         self._scope: trio.CancelScope | None = None
         self._stopped = trio.Event()
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     async def start(self) -> None:
         self._stopped = trio.Event()
@@ -42,7 +46,7 @@ class SandboxServer:
         try:
             with trio.CancelScope() as self._scope:
                 await serve_sandbox("127.0.0.1", port, self.data_dir, config=self.config,
-                                    grace_seconds=0.5, task_status=task_status)
+                                    grace_seconds=0.5, tls=self.tls, task_status=task_status)
         finally:
             self._stopped.set()
 
@@ -52,7 +56,8 @@ class SandboxServer:
         await self._stopped.wait()
 
     async def control(self, method: str, path: str, json=None) -> httpx.Response:
-        async with httpx.AsyncClient(base_url=self.url, timeout=10) as http:
+        verify = ssl.create_default_context(cafile=self.tls[0]) if self.tls else True
+        async with httpx.AsyncClient(base_url=self.url, timeout=10, verify=verify) as http:
             response = await http.request(method, path, json=json)
         response.raise_for_status()
         return response

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 from datetime import timedelta
 
+import msgspec
 import pytest
 import trio
 
@@ -206,3 +207,17 @@ async def test_rules_are_served_from_the_cache_until_the_sync_rewrites_them(sand
         from thotto.errors import RuleViolation
         with pytest.raises(RuleViolation):
             await schedule(engine, user, account, subreddit="test", title="Third", seconds=3600)
+
+
+async def test_a_transient_subreddit_noexist_does_not_kill_the_post(sandbox, tmp_path):
+    # Reddit sends SUBREDDIT_NOEXIST now and then for subreddits that exist: three in a row
+    # (more than the client's own second try) cost the post an attempt, not its life.
+    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+        engine.publisher.client.config = msgspec.structs.replace(
+            engine.publisher.client.config, subreddit_noexist_pause=0.05)
+        await sandbox.faults(submit_errors=[{"type": "SUBREDDIT_NOEXIST", "count": 3}])
+        post = await schedule(engine, user, account)
+        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
+        job = await engine.get(post.job_id)
+    (record,) = await sandbox.posts()
+    assert published.reddit_id == record["id"] and job.attempt == 2

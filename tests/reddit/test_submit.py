@@ -4,7 +4,14 @@ import httpx
 import pytest
 
 from tests.reddit.conftest import make_config
-from thotto.errors import PermanentJobError, RedditOutcomeUnknown, RedditPermanent
+from thotto.errors import (
+    DeferJob,
+    PermanentJobError,
+    RedditMediaPending,
+    RedditOutcomeUnknown,
+    RedditPermanent,
+    RetryableJobError,
+)
 from thotto.reddit import RedditClient
 from thotto.reddit.sandbox import TEST_FLAIRS
 
@@ -149,13 +156,16 @@ async def test_image_post_is_found_once_reddit_has_processed_it(sandbox, alice):
     assert (await only_post(sandbox))["id"] == result.id
 
 
-async def test_image_post_that_never_appears_is_an_unknown_outcome(sandbox, alice):
+async def test_image_post_still_processing_is_pending_not_an_outage(sandbox, alice):
     # Reddit answers media posts without naming the post; if it does not show up in the
-    # listing the client cannot claim success, and the caller must reconcile before retrying.
+    # listing the client cannot claim success: the caller defers (no breaker counts a
+    # deferral) and looks for the post before submitting anything again.
     await sandbox.configure(media_delay=30)
-    with pytest.raises(RedditOutcomeUnknown) as caught:
+    with pytest.raises(RedditMediaPending) as caught:
         await alice.submit("test", "Processing", image=PNG)
-    assert caught.value.error_type == "MEDIA_PROCESSING"
+    error = caught.value
+    assert error.error_type == "MEDIA_PROCESSING" and isinstance(error, DeferJob)
+    assert not isinstance(error, RetryableJobError)
     assert len(await sandbox.posts()) == 1
 
 

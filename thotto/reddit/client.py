@@ -18,9 +18,13 @@ Wire format (reddit.com and the sandbox alike): tokens come from ``{token_url}/a
   :class:`~thotto.errors.RedditOutcomeUnknown` (a subclass) when a submission may have been
   accepted: reconcile with :meth:`RedditAccount.find_submission` before submitting again.
 * :class:`~thotto.errors.RedditRateLimited` — HTTP 429 or a ``RATELIMIT`` error, with ``until``.
-* :class:`~thotto.errors.RedditPermanent` — 400/403/404 and Reddit's refusals
-  (``SUBREDDIT_NOEXIST``, ``NO_SELFS``, ``NO_LINKS``, ``ALREADY_SUB``...), and posts that fail
-  validation before anything is sent.
+* :class:`~thotto.errors.RedditMediaPending` — Reddit accepted an image post and is still
+  processing it: defer, then look for it (never an outage).
+* :class:`~thotto.errors.RedditPermanent` — 400, JSON 403/404 and Reddit's refusals
+  (``NO_SELFS``, ``NO_LINKS``, ``ALREADY_SUB``...), and posts that fail validation before
+  anything is sent. A 403/404 that is an HTML page (Reddit's edge blocking a client, often for a
+  while) is retryable, and so is ``SUBREDDIT_NOEXIST`` for a subreddit whose about page answers
+  (Reddit sends it transiently).
 * :class:`~thotto.errors.RedditAuthError` — a 401 that persists after one token refresh, or a
   token endpoint that refuses the grant: the account must be linked again.
 """
@@ -46,6 +50,7 @@ import trio
 from thotto.errors import (
     ConfigError,
     RedditAuthError,
+    RedditMediaPending,
     RedditOutcomeUnknown,
     RedditPermanent,
     RedditRateLimited,
@@ -73,7 +78,9 @@ DEFAULT_RATE_LIMIT_WAIT = 60.0
 """Seconds to wait when Reddit rate-limits without saying for how long."""
 
 _IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif"}
-_SUBREDDIT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$")
+# A subreddit (2-21 characters), or a user's profile subreddit: u_ and a username (3-20
+# characters, which may contain '-').
+_SUBREDDIT = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_]{1,20}|u_[A-Za-z0-9_-]{3,20})$")
 # Reddit's RATELIMIT messages: "you are doing that too much. try again in 9 minutes.",
 # "Looks like you've been doing that a lot. Take a break for 2 minutes before trying again.",
 # "...try again in 7 seconds", "...try again in 500 milliseconds".
@@ -83,9 +90,19 @@ _RATE_LIMIT_TYPES = frozenset({"RATELIMIT", "QUOTA_FILLED"})
 
 
 def user_agent(platform: str, app_id: str, version: str, username: str | None) -> str:
-    """Reddit's required form: ``<platform>:<app id>:<version> (by /u/<username>)``."""
+    """Reddit's required form: ``<platform>:<app id>:<version> (by /u/<username>)``. Without
+    a username the ``(by ...)`` part is left for :func:`user_agent_for` to add per account."""
     agent = f"{platform}:{app_id}:{version}"
     return f"{agent} (by /u/{username})" if username else agent
+
+
+def user_agent_for(agent: str, username: str | None) -> str:
+    """``agent``, naming ``username`` as the one responsible when it names nobody yet: Reddit's
+    rules ask every User-Agent for a ``(by /u/...)``, and an installation that configured no
+    username of its own is run for the accounts it posts as."""
+    if "(by " in agent or not username:
+        return agent
+    return f"{agent} (by /u/{username})"
 
 
 def parse_wait(message: str) -> float | None:
@@ -127,7 +144,12 @@ class RedditConfig(msgspec.Struct, frozen=True, kw_only=True):
     RedditRateLimited at once, so a job is deferred instead of holding a worker."""
     image_lookup_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
     """Pauses between looks for a just-submitted image post in the account's listing (Reddit
-    announces image posts only over a websocket, which Thotto does not use)."""
+    announces image posts only over a websocket, which Thotto does not use yet)."""
+    media_pending_seconds: float = 30.0
+    """When an accepted image post is still not listed after those looks, look again this
+    long later (:class:`~thotto.errors.RedditMediaPending`)."""
+    subreddit_noexist_pause: float = 1.0
+    """Pause before submitting again after a ``SUBREDDIT_NOEXIST`` for a subreddit that exists."""
 
     @classmethod
     def from_settings(cls, settings: Any, **overrides: Any) -> "RedditConfig":
@@ -233,13 +255,21 @@ class PostRequirements(msgspec.Struct, frozen=True):
 
 
 class LinkFlair(msgspec.Struct, frozen=True):
-    """A link flair template from ``/r/{sr}/api/link_flair_v2``."""
+    """A link flair the account may pick for a new post (``/r/{sr}/api/flairselector``)."""
 
     id: str
     text: str = ""
     text_editable: bool = False
-    mod_only: bool = False
-    type: str = "text"
+
+
+class _FlairChoice(msgspec.Struct):
+    flair_template_id: str
+    flair_text: str | None = ""
+    flair_text_editable: bool = False
+
+
+class _FlairSelector(msgspec.Struct):
+    choices: list[_FlairChoice] = []
 
 
 class SubredditAbout(msgspec.Struct, frozen=True):
@@ -254,6 +284,9 @@ class SubredditAbout(msgspec.Struct, frozen=True):
     subscribers: int | None = None
     allow_images: bool | None = None
     link_flair_enabled: bool | None = None
+    can_assign_link_flair: bool | None = None
+    """Whether this account may pick a link flair for its posts."""
+    user_is_moderator: bool | None = None
     user_is_banned: bool | None = None
     public_description: str | None = None
 
@@ -376,7 +409,8 @@ class RedditClient:
         token; an expired token is replaced by a new password grant."""
         return RedditAccount(self, username=username, password=password)
 
-    async def request_token(self, grant: Mapping[str, str]) -> TokenGrant:
+    async def request_token(self, grant: Mapping[str, str], *, username: str | None = None
+                            ) -> TokenGrant:
         """POST a grant to the token endpoint and return the tokens.
 
         A body with an ``error`` key (Reddit answers ``{"error": "invalid_grant"}`` with HTTP 200)
@@ -384,7 +418,8 @@ class RedditClient:
         """
         url = f"{self.config.token_url.rstrip('/')}/api/v1/access_token"
         secret = f"{self.config.client_id}:{self.config.client_secret}".encode()
-        headers = {"Authorization": "Basic " + base64.b64encode(secret).decode()}
+        headers = {"Authorization": "Basic " + base64.b64encode(secret).decode(),
+                   "User-Agent": user_agent_for(self.config.user_agent, username)}
         response = await self._send("POST", url, context="an access token",
                                     data=dict(grant), headers=headers)
         body = _json_or_none(response)
@@ -447,8 +482,10 @@ class RedditClient:
                                     f"queueing {context}", wait, self.wall_clock,
                                     error_type="CLIENT_RATE_LIMIT")
             await self.limiter.acquire()
+            headers = {"Authorization": f"bearer {token}",
+                       "User-Agent": user_agent_for(self.config.user_agent, account.username)}
             response = await self._send(method, url, context=context, submit=submit, params=params,
-                                        data=data, headers={"Authorization": f"bearer {token}"})
+                                        data=data, headers=headers)
             self.limiter.update(parse_rate_limit_headers(response.headers))
             if response.status_code != 401:
                 break
@@ -487,6 +524,13 @@ class RedditClient:
             raise error(f"Reddit had a problem {where} (HTTP {status})", error_type=f"HTTP_{status}",
                         message=message, status=status,
                         after_seconds=_retry_after(response.headers, self.wall_clock))
+        if status in (403, 404) and body is None:
+            # Not the API's JSON: Reddit's edge answered (an HTML "blocked" page), often for a
+            # while only. Nothing was done, so even a submission may be sent again.
+            raise RedditRetryable(f"Reddit's edge blocked the request {where} (HTTP {status}, "
+                                  "an HTML page, not the API)", error_type="BLOCKED",
+                                  message=message, status=status,
+                                  after_seconds=_retry_after(response.headers, self.wall_clock))
         if status == 403 and "insufficient_scope" in response.headers.get("www-authenticate", ""):
             raise RedditAuthError(f"the account's authorization does not allow {context} (HTTP 403, "
                                   "insufficient scope); link the account again", status=status,
@@ -500,8 +544,9 @@ class RedditClient:
             raise RedditPermanent(f"Reddit refused {context}: the subreddit is {reason_word.lower()} "
                                   f"(HTTP {status})", error_type=kind, message=message, status=status)
         if status == 400 and flair:
-            raise RedditPermanent(f"Reddit refused {context} (HTTP 400): the flair is not one of the "
-                                  "subreddit's flair templates", error_type="INVALID_FLAIR",
+            raise RedditPermanent(f"Reddit refused {context} (HTTP 400): the flair is not one this "
+                                  "account may pick (see the subreddit's flair choices)",
+                                  error_type="INVALID_FLAIR",
                                   message=message, field="flair_id", status=status)
         raise RedditPermanent(f"Reddit refused {context} (HTTP {status}: {message})",
                               error_type=f"HTTP_{status}", message=message, status=status)
@@ -554,7 +599,7 @@ class RedditAccount:
                 grant = {"grant_type": "password", "username": self.username or "",
                          "password": self._password or ""}
             self.token_requests += 1
-            self._store(await self.client.request_token(grant), started)
+            self._store(await self.client.request_token(grant, username=self.username), started)
             assert self._token is not None
             return self._token
 
@@ -602,14 +647,18 @@ class RedditAccount:
 
         Reads the listing page by page (``limit`` a page) until it reaches posts older than
         ``since`` or Reddit's end of it (about 1,000 posts): a busy account may have published
-        many posts since the one looked for."""
+        many posts since the one looked for.
+
+        Titles are compared as Reddit keeps them: Reddit trims a title's surrounding whitespace,
+        so a title sent with it must still be recognised (else it would be posted again)."""
         matches: list[Submission] = []
         after = None
+        wanted = normalise_title(title)
         for _ in range(MAX_LISTING_PAGES):
             page, after = await self._submitted_page(limit=limit, after=after)
             matches += [post for post in page
-                        if post.subreddit.lower() == subreddit.lower() and post.title == title
-                        and post.created_utc >= since]
+                        if post.subreddit.lower() == subreddit.lower()
+                        and normalise_title(post.title) == wanted and post.created_utc >= since]
             if after is None or not page or page[-1].created_utc < since:
                 break
         # The listing is newest first; among posts of the same second the last listed is oldest.
@@ -639,11 +688,17 @@ class RedditAccount:
         return _convert(body, PostRequirements, f"r/{sr}'s post requirements")
 
     async def link_flairs(self, subreddit: str) -> list[LinkFlair]:
-        """The subreddit's link flair templates the account may choose."""
+        """The link flairs this account may pick for a new post in ``subreddit``:
+        ``POST /r/{sr}/api/flairselector`` with ``is_newlink``, what Reddit offers an ordinary
+        user (``/r/{sr}/api/link_flair_v2`` is for moderators and lists flairs users may not
+        pick). Empty when the subreddit lets users pick none."""
         sr = _check_subreddit(subreddit)
-        _, body = await self.client._api(self, "GET", f"/r/{sr}/api/link_flair_v2",
-                                         context=f"r/{sr}'s link flairs")
-        return _convert(body, list[LinkFlair], f"r/{sr}'s link flairs")
+        context = f"r/{sr}'s link flairs"
+        _, body = await self.client._api(self, "POST", f"/r/{sr}/api/flairselector",
+                                         data={"is_newlink": "true"}, context=context)
+        choices = _convert(body, _FlairSelector, context).choices
+        return [LinkFlair(id=choice.flair_template_id, text=choice.flair_text or "",
+                          text_editable=choice.flair_text_editable) for choice in choices]
 
     async def about(self, subreddit: str) -> SubredditAbout:
         """The subreddit's about page: type, allowed post kinds, NSFW, subscribers."""
@@ -714,9 +769,11 @@ class RedditAccount:
         sr = _check_subreddit(subreddit)
         _validate_post(title, text=text, url=url, image=image, flair_id=flair_id,
                        flair_text=flair_text)
+        # validate_on_submit: Reddit checks the subreddit's post requirements now, and refuses
+        # the post with their error, rather than taking it and letting it be removed after.
         form = {"api_type": "json", "sr": sr, "title": title, "nsfw": _bool(nsfw),
                 "spoiler": _bool(spoiler), "sendreplies": _bool(send_replies),
-                "resubmit": _bool(resubmit)}
+                "resubmit": _bool(resubmit), "validate_on_submit": "true"}
         if flair_id is not None:
             form["flair_id"] = flair_id
         if flair_text is not None:
@@ -728,9 +785,7 @@ class RedditAccount:
         else:
             form.update(kind="self", text=text or "")
         started = self.client.wall_clock()
-        context = f"the post to r/{sr}"
-        _, body = await self.client._api(self, "POST", "/api/submit", data=form, context=context,
-                                         submit=True, flair=flair_id is not None)
+        body = await self._send_submission(sr, form)
         data = (body.get("json") or {}).get("data") or {} if isinstance(body, dict) else {}
         if data.get("name") and data.get("url"):
             name = str(data["name"])
@@ -742,6 +797,40 @@ class RedditAccount:
             return await self._await_media_post(sr, title, since=started - 60)
         raise RedditOutcomeUnknown(f"Reddit accepted the submission to r/{sr} without naming the post",
                                    error_type="BAD_RESPONSE")
+
+    async def _send_submission(self, sr: str, form: dict[str, str]) -> Any:
+        """POST the submission. A ``SUBREDDIT_NOEXIST`` for a subreddit whose about page
+        answers is sent once more after a pause, and if it comes again it is retryable, never
+        final: Reddit sends it transiently for subreddits that exist."""
+        try:
+            return await self._post_submission(sr, form)
+        except RedditPermanent as error:
+            if error.error_type != "SUBREDDIT_NOEXIST" or not await self._subreddit_exists(sr):
+                raise
+        await trio.sleep(self.client.config.subreddit_noexist_pause)
+        try:
+            return await self._post_submission(sr, form)
+        except RedditPermanent as error:
+            if error.error_type != "SUBREDDIT_NOEXIST":
+                raise
+            raise RedditRetryable(
+                f"Reddit said r/{sr} does not exist, but its about page answers: a transient "
+                "error, to be tried again later", error_type=error.error_type,
+                message=error.message, field=error.field) from error
+
+    async def _post_submission(self, sr: str, form: dict[str, str]) -> Any:
+        flair = "flair_id" in form or "flair_text" in form
+        _, body = await self.client._api(self, "POST", "/api/submit", data=form,
+                                         context=f"the post to r/{sr}", submit=True, flair=flair)
+        return body
+
+    async def _subreddit_exists(self, sr: str) -> bool:
+        """Whether ``sr``'s about page answers; a failure to ask raises as usual (retryable)."""
+        try:
+            await self.about(sr)
+        except RedditPermanent:
+            return False
+        return True
 
     async def _await_media_post(self, subreddit: str, title: str, *, since: float) -> SubmitResult:
         """The image post Reddit just accepted, from the account's listing."""
@@ -757,9 +846,11 @@ class RedditAccount:
                     f"{exc}", error_type="MEDIA_LOOKUP_FAILED") from exc
             if post is not None:
                 return SubmitResult(id=post.id, name=post.name, url=self.client.post_url(post))
-        raise RedditOutcomeUnknown(
-            f"Reddit accepted the image post to r/{subreddit} but it has not appeared in the "
-            "account's submissions yet", error_type="MEDIA_PROCESSING")
+        wait = self.client.config.media_pending_seconds
+        until = datetime.fromtimestamp(self.client.wall_clock(), UTC) + timedelta(seconds=wait)
+        raise RedditMediaPending(
+            f"Reddit accepted the image post to r/{subreddit} and is still processing it; "
+            f"looking for it again in {wait:.0f} s", until=until, error_type="MEDIA_PROCESSING")
 
 
 # --- helpers -------------------------------------------------------------------------------
@@ -767,6 +858,13 @@ class RedditAccount:
 
 def _bool(value: bool) -> str:
     return "true" if value else "false"
+
+
+def normalise_title(title: str) -> str:
+    """A title as Reddit keeps it, for matching: surrounding whitespace trimmed (Reddit does
+    that) and inner runs of whitespace made one space (so that a listing that shows them
+    otherwise still matches)."""
+    return " ".join(title.split())
 
 
 def _check_subreddit(subreddit: str) -> str:
@@ -787,6 +885,10 @@ def _validate_post(title: str, *, text: str | None, url: str | None, image: byte
         raise invalid("the title is empty", "NO_TEXT", "title")
     if len(title) > MAX_TITLE:
         raise invalid(f"the title is {len(title)} characters; Reddit allows {MAX_TITLE}", "TOO_LONG", "title")
+    if flair_text is not None and flair_id is None:
+        raise invalid("a flair's text needs its template: set flair_id to one of the subreddit's "
+                      "editable link flairs, or leave flair_text out", "FLAIR_TEXT_WITHOUT_ID",
+                      "flair_text")
     if flair_text is not None and len(flair_text) > MAX_FLAIR_TEXT:
         raise invalid(f"the flair text is {len(flair_text)} characters; Reddit allows {MAX_FLAIR_TEXT}",
                       "TOO_LONG", "flair_text")

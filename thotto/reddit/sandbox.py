@@ -2,15 +2,25 @@
 
 Reddit cannot be reached from Thotto's machines, so the client is tested against this server, and
 ``THOTTO_REDDIT_URL`` points a running Thotto at it (``thotto sandbox --port P --data-dir DIR``).
-It speaks Reddit's wire format: the token endpoint (password, authorization-code and refresh
-grants; client credentials by HTTP Basic; ``{"error": "invalid_grant"}`` with HTTP 200), an
-authorize page that at once redirects back with a code, and on the API side ``/api/v1/me``,
-``/api/submit`` (self, link and image posts; errors as ``{"json": {"errors": [[TYPE, message,
-field]]}}``), the media upload lease and an S3-like upload endpoint, ``/user/{name}/submitted``,
-``/api/info?id=t3_a,t3_b`` (posts with their score and comment count),
-``/api/v1/{sr}/post_requirements``, ``/r/{sr}/api/link_flair_v2`` and ``/r/{sr}/about``. Every API
-response carries ``X-Ratelimit-Used/Remaining/Reset`` for its OAuth client, and a client over its
-budget gets 429.
+It speaks Reddit's wire format: the token endpoint (password, authorization-code, refresh and
+client-credentials grants; client credentials by HTTP Basic; ``{"error": "invalid_grant"}`` with
+HTTP 200), an authorize page that at once redirects back with a code, and on the API side
+``/api/v1/me``, ``/api/submit`` (self, link and image posts; errors as ``{"json": {"errors":
+[[TYPE, message, field]]}}``), ``/api/submit_gallery_post.json``, the media upload lease, an
+S3-like upload endpoint and the websocket that announces a processed media post (or its
+failure), ``/api/editusertext``, ``/api/del``, ``/user/{name}/submitted``, ``/api/info?id=t3_a,t3_b``
+(posts with their score and comment count), ``/comments/{id}``, ``/api/v1/{sr}/post_requirements``,
+``/r/{sr}/api/flairselector``, ``/r/{sr}/api/link_flair_v2`` (moderators only),
+``/r/{sr}/about`` and ``/r/{sr}/about/rules``. Paths answer with or without a trailing slash, as
+Reddit's do. A post's permalink (``/r/{sr}/comments/{id}/{slug}/``) is a readable HTML page for a
+browser. Every API response carries ``X-Ratelimit-Used/Remaining/Reset`` for its OAuth client,
+and a client over its budget gets 429.
+
+Where Thotto's correctness depends on it the sandbox is as strict as Reddit: flair templates
+are listed to moderators only, a flair is a template id (text alone, an unknown template or a
+moderator-only one picked by an ordinary user is a bare 400; a template that is not editable
+keeps its own text), titles are trimmed, and media posts stay out of listings while they are
+processed. ``serve_sandbox(tls=...)`` serves HTTPS and WSS for clients that insist on them.
 
 Accounts are created by their first password grant (or authorization). Subreddits are seeded with
 one of each kind (:data:`SEED_SUBREDDITS`) and set through the control API.
@@ -18,9 +28,12 @@ one of each kind (:data:`SEED_SUBREDDITS`) and set through the control API.
 Control API (JSON), under ``/_sandbox``:
 
 * ``POST /_sandbox/faults`` — replace the fault set (:class:`Faults`): latency, HTTP errors by
-  status and rate (``count`` limits how often), ``RATELIMIT`` bodies with a wait, 429 with headers,
-  "accept the next posts then drop the connection", and the immediate actions ``expire_tokens`` and
-  ``revoke_refresh_tokens``. ``GET`` shows what is left of it.
+  status and rate (``count`` limits how often; as Reddit's JSON or, ``html``, as the HTML page
+  Reddit's edge blocks clients with), ``RATELIMIT`` bodies with a wait, other submission errors
+  sent transiently (``submit_errors``: ``SUBREDDIT_NOEXIST`` for a subreddit that exists), 429
+  with headers, media posts whose processing fails, "accept the next posts then drop the
+  connection", and the immediate actions ``expire_tokens`` and ``revoke_refresh_tokens``.
+  ``GET`` shows what is left of it.
 * ``POST /_sandbox/config`` — token lifetime, rate budget and window, who the authorize page
   authorizes (:class:`SandboxConfig`).
 * ``POST /_sandbox/subreddits`` — add or replace subreddits (a list of :class:`SubredditRules`).
@@ -42,6 +55,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import html
 import logging
 import math
 import os
@@ -61,8 +75,15 @@ import msgspec
 import trio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.responses import (
+    HTMLResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from thotto.files import keep_private
 
@@ -100,6 +121,14 @@ class SubredditRules(msgspec.Struct, kw_only=True):
     subscribers: int = 1000
     title_min: int | None = None
     title_max: int | None = None
+    moderators: list[str] = []
+    """Accounts that moderate it: only they may read the flair templates (``link_flair_v2``)
+    and pick moderator-only flairs, as on Reddit."""
+    users_assign_flair: bool = True
+    """Whether ordinary users may pick a link flair (the about page's
+    ``can_assign_link_flair``); when not, the flair selector offers them nothing."""
+    community_rules: list[str] = msgspec.field(default_factory=lambda: ["Be kind", "Stay on topic"])
+    """The rules' short names, as ``/r/{sr}/about/rules`` lists them."""
 
 
 TEST_FLAIRS = [
@@ -131,7 +160,8 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     authorize_as: str = "sandbox_user"
     """The account the authorize page grants access to, unless the URL names ``username``."""
     media_delay: float = 0.0
-    """Seconds an accepted image post stays out of listings ("processing"), as on Reddit."""
+    """Seconds an accepted image or gallery post stays out of listings ("processing"), as on
+    Reddit; its websocket announces it when processing ends."""
 
 
 class ErrorRule(msgspec.Struct, kw_only=True):
@@ -144,6 +174,20 @@ class ErrorRule(msgspec.Struct, kw_only=True):
     """Only requests whose path starts with this."""
     reason: str | None = None
     """Reddit's ``reason`` word in the body (``private``, ``banned``)."""
+    html: bool = False
+    """Answer with an HTML page instead of Reddit's JSON error, as Reddit's edge does when it
+    blocks a client (often for a while only)."""
+
+
+class SubmitErrorRule(msgspec.Struct, kw_only=True):
+    """Answer the next ``count`` submissions with Reddit's ``[type, message, field]`` error,
+    whatever the submission: Reddit sends some errors (``SUBREDDIT_NOEXIST`` for a subreddit
+    that exists) transiently."""
+
+    type: str
+    message: str = "that subreddit doesn't exist"
+    field: str = "sr"
+    count: int = 1
 
 
 class RateLimitRule(msgspec.Struct, kw_only=True):
@@ -179,6 +223,10 @@ class Faults(msgspec.Struct, kw_only=True):
     hold_after_accept: float = 0.0
     """Seconds to wait between recording a submission and replying: a window in which a test can
     kill the client after Reddit accepted the post and before the client learned of it."""
+    submit_errors: list[SubmitErrorRule] = []
+    media_failures: int = 0
+    """The next N image or gallery posts fail processing: their websocket announces the
+    failure and no post is created."""
     expire_tokens: bool = False
     """Immediate: every access token expires now."""
     revoke_refresh_tokens: bool = False
@@ -205,6 +253,12 @@ class PostRecord(msgspec.Struct, kw_only=True):
     flair_text: str | None = None
     send_replies: bool = True
     client_id: str = ""
+    validate_on_submit: bool = False
+    """Whether the client asked Reddit to check the post requirements on submission."""
+    user_agent: str = ""
+    """The submitting request's User-Agent."""
+    gallery: list[str] | None = None
+    """A gallery's media asset ids, in order."""
 
 
 class Engagement(msgspec.Struct, kw_only=True):
@@ -237,6 +291,10 @@ class State(msgspec.Struct, kw_only=True):
     config: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
     engagement: dict[str, Engagement] = {}
     """Post id (base 36) → what was set; posts not in it have the default Engagement."""
+    edits: dict[str, str] = {}
+    """Post id → its self text as last edited (``/api/editusertext``)."""
+    deleted: list[str] = []
+    """Ids of posts their authors deleted (``/api/del``)."""
 
 
 class _AccessToken(msgspec.Struct):
@@ -286,8 +344,12 @@ class Sandbox:
         self.windows: dict[str, _Window] = {}
         self.processing_until: dict[str, float] = {}
         """Image posts still "processing" (left out of listings) until then; not persisted."""
+        self.failed_media: set[str] = set()
+        """Websocket ids of media posts whose processing failed (no post was made)."""
+        self.assets: dict[str, str] = {}
+        """Leased media asset id → its upload key (galleries name their images by asset id)."""
         self._write_lock = trio.Lock()
-        self.app = Starlette(routes=self._routes())
+        self.app = _TrailingSlashes(Starlette(routes=self._routes()))
 
     # --- persistence ---------------------------------------------------------------------
 
@@ -350,6 +412,8 @@ class Sandbox:
         self.codes.clear()
         self.windows.clear()
         self.processing_until.clear()
+        self.failed_media.clear()
+        self.assets.clear()
 
     # --- routing -------------------------------------------------------------------------
 
@@ -360,14 +424,23 @@ class Sandbox:
             Route("/api/v1/access_token", self.access_token, methods=["POST"]),
             Route("/api/v1/me", self.me, methods=["GET"]),
             Route("/api/submit", self.submit, methods=["POST"]),
+            Route("/api/submit_gallery_post.json", self.submit_gallery, methods=["POST"]),
+            Route("/api/editusertext", self.edit, methods=["POST"]),
+            Route("/api/del", self.delete, methods=["POST"]),
             Route("/api/media/asset.json", self.media_lease, methods=["POST"]),
             Route("/_sandbox/media", self.media_upload, methods=["POST"]),
             Route("/_sandbox/media/{key:path}", self.media_file, methods=["GET"]),
+            WebSocketRoute("/_sandbox/ws/{id}", self.media_websocket),
             Route("/user/{name}/submitted", self.submitted, methods=["GET"]),
             Route("/api/info", self.info, methods=["GET"]),
+            Route("/comments/{id}", self.comments, methods=["GET"]),
+            Route("/r/{sr}/comments/{id}", self.permalink, methods=["GET"]),
+            Route("/r/{sr}/comments/{id}/{slug}", self.permalink, methods=["GET"]),
             Route("/api/v1/{sr}/post_requirements", self.post_requirements, methods=["GET"]),
             Route("/r/{sr}/api/link_flair_v2", self.link_flair, methods=["GET"]),
+            Route("/r/{sr}/api/flairselector", self.flair_selector, methods=["POST"]),
             Route("/r/{sr}/about", self.about, methods=["GET"]),
+            Route("/r/{sr}/about/rules", self.about_rules, methods=["GET"]),
             Route("/_sandbox/faults", self.control_faults, methods=["GET", "POST"]),
             Route("/_sandbox/config", self.control_config, methods=["GET", "POST"]),
             Route("/_sandbox/subreddits", self.control_subreddits, methods=["GET", "POST"]),
@@ -432,6 +505,9 @@ class Sandbox:
             return JSONResponse({"access_token": access, "token_type": "bearer",
                                  "expires_in": self.state.config.token_lifetime,
                                  "scope": grant.scope, "refresh_token": token})
+        if grant_type == "client_credentials":
+            # An app-only token: reads, no account (Reddit's "application only OAuth").
+            return self._grant("", client_id, "*", refresh=False)
         return JSONResponse({"error": "unsupported_grant_type"})
 
     def _client(self, request: Request) -> str | None:
@@ -496,6 +572,8 @@ class Sandbox:
             if random.random() < rule.rate:
                 if rule.count is not None:
                     rule.count -= 1
+                if rule.html:
+                    return _blocked_page(rule.status)
                 return _error_json(rule.status, reason=rule.reason)
         return None
 
@@ -532,6 +610,7 @@ class Sandbox:
             response.headers.update(headers)
             return None, response
         request.state.rate_headers = headers
+        request.state.username = grant.username
         return grant, None
 
     def _count(self, client_id: str) -> dict[str, str]:
@@ -568,6 +647,8 @@ class Sandbox:
         grant, refused = await self._authorized(request, "identity")
         if refused is not None:
             return refused
+        if not grant.username:  # an app-only token has no account
+            return self._json(request, {"message": "Forbidden", "error": 403}, 403)
         account = self._account(grant.username)
         return self._json(request, {"name": grant.username, "id": account.id,
                                     "created_utc": account.created_utc, "over_18": True,
@@ -580,16 +661,24 @@ class Sandbox:
         if refused is not None:
             return refused
         form = await _form(request)
-        rate_rule = self.faults.ratelimit
-        if rate_rule is not None and rate_rule.count > 0:
-            rate_rule.count -= 1
-            return self._json(request, _ratelimit_body(rate_rule))
-        problem = self._check_submission(form, self._base(request))
+        injected = self._injected_submit_error()
+        if injected is not None:
+            return self._json(request, injected)
+        problem = self._check_submission(form, self._base(request), grant.username)
         if isinstance(problem, Response):
             problem.headers.update(request.state.rate_headers)
             return problem
         if problem is not None:
             return self._json(request, {"json": {"errors": [list(problem)]}})
+        if form.get("kind") == "image" and self.faults.media_failures > 0:
+            # Accepted, then its processing fails: no post; the websocket says so.
+            self.faults.media_failures -= 1
+            failed = secrets.token_hex(6)
+            self.failed_media.add(failed)
+            return self._json(request, {"json": {"errors": [], "data": {
+                "user_submitted_page": f"{self._base(request)}/user/{grant.username}/submitted/",
+                "websocket_url": self._websocket_url(request, failed)}}})
+        form["user_agent"] = request.headers.get("user-agent", "")
         post = await self._accept(form, grant, self._base(request))
         if self.faults.hold_after_accept > 0:
             await trio.sleep(self.faults.hold_after_accept)
@@ -599,13 +688,29 @@ class Sandbox:
         if post.kind == "image":
             # Reddit answers media posts with where to wait for them, not the post itself.
             data = {"user_submitted_page": f"{self._base(request)}/user/{post.author}/submitted/",
-                    "websocket_url": f"ws://{request.url.netloc}/_sandbox/ws/{post.id}"}
+                    "websocket_url": self._websocket_url(request, post.id)}
         else:
             data = {"url": post.url if post.kind == "self" else self._base(request) + post.permalink,
                     "id": post.id, "name": post.name, "drafts_count": 0}
         return self._json(request, {"json": {"errors": [], "data": data}})
 
-    def _check_submission(self, form: dict[str, str], base: str
+    def _injected_submit_error(self) -> dict[str, Any] | None:
+        """The body of an injected ``RATELIMIT`` or other submission error, if one is due."""
+        rate_rule = self.faults.ratelimit
+        if rate_rule is not None and rate_rule.count > 0:
+            rate_rule.count -= 1
+            return _ratelimit_body(rate_rule)
+        for rule in self.faults.submit_errors:
+            if rule.count > 0:
+                rule.count -= 1
+                return {"json": {"errors": [[rule.type, rule.message, rule.field]]}}
+        return None
+
+    def _websocket_url(self, request: Request, ident: str) -> str:
+        scheme = "wss" if request.url.scheme == "https" else "ws"
+        return f"{scheme}://{request.url.netloc}/_sandbox/ws/{ident}"
+
+    def _check_submission(self, form: dict[str, str], base: str, username: str
                           ) -> tuple[str, str, str] | Response | None:
         """Reddit's refusal of a submission, or None when it is accepted."""
         rules = self._subreddit(form.get("sr", ""))
@@ -613,7 +718,8 @@ class Sandbox:
             return ("SUBREDDIT_NOEXIST", "that subreddit doesn't exist", "sr")
         if rules.state == "private":
             return ("SUBREDDIT_NOTALLOWED", "you aren't allowed to post there.", "sr")
-        title = form.get("title", "")
+        # Reddit trims the title's surrounding whitespace before it checks or keeps it.
+        title = form.get("title", "").strip()
         if not title.strip():
             return ("NO_TEXT", "we need something here", "title")
         limit = min(300, rules.title_max or 300)
@@ -624,11 +730,11 @@ class Sandbox:
         kind = form.get("kind", "link")
         if kind == "self" and rules.submission_type == "link":
             return ("NO_SELFS", "this community doesn't allow text posts", "sr")
-        if kind in ("link", "image") and rules.submission_type == "self":
+        if kind in ("link", "image", "gallery") and rules.submission_type == "self":
             return ("NO_LINKS", "this community only allows text posts", "sr")
-        if kind == "image" and not rules.allow_images:
+        if kind in ("image", "gallery") and not rules.allow_images:
             return ("NO_IMAGES", "this community doesn't allow images", "sr")
-        if kind not in ("self", "link", "image"):
+        if kind not in ("self", "link", "image", "gallery"):
             return ("INVALID_OPTION", "that option is not valid", "kind")
         url = form.get("url", "")
         if kind in ("link", "image"):
@@ -641,12 +747,26 @@ class Sandbox:
         if kind == "link" and form.get("resubmit", "").lower() != "true" and any(
                 post.url == url and post.subreddit.lower() == rules.name.lower() for post in self.posts):
             return ("ALREADY_SUB", "that link has already been submitted", "url")
-        flair_id = form.get("flair_id")
-        if flair_id is not None and all(flair.id != flair_id for flair in rules.flairs):
+        return self._check_flair(form, rules, username)
+
+    def _check_flair(self, form: dict[str, str], rules: SubredditRules, username: str
+                     ) -> tuple[str, str, str] | Response | None:
+        """Reddit's flair rules: a flair is a template id; text alone, an unknown template or a
+        moderator-only one picked by an ordinary user is a bare HTTP 400."""
+        flair_id = form.get("flair_id") or None
+        if form.get("flair_text") and flair_id is None:
             return _error_json(400)
+        if flair_id is not None:
+            template = next((flair for flair in rules.flairs if flair.id == flair_id), None)
+            if template is None or (template.mod_only and not self._moderates(rules, username)):
+                return _error_json(400)
         if rules.flair_required and not flair_id:
             return ("SUBMIT_VALIDATION_FLAIR_REQUIRED", "Your post must contain post flair.", "flair")
         return None
+
+    @staticmethod
+    def _moderates(rules: SubredditRules, username: str) -> bool:
+        return username.lower() in {name.lower() for name in rules.moderators}
 
     async def _accept(self, form: dict[str, str], grant: _AccessToken, base: str) -> PostRecord:
         rules = self._subreddit(form["sr"])
@@ -655,20 +775,26 @@ class Sandbox:
         slug = "_".join(re.findall(r"[a-z0-9]+", form["title"].lower()))[:50] or "_"
         permalink = f"/r/{rules.name}/comments/{post_id}/{slug}/"
         kind = form.get("kind", "link")
-        flair_id = form.get("flair_id")
-        flair_text = form.get("flair_text")
-        if flair_id is not None and flair_text is None:
-            flair_text = next(flair.text for flair in rules.flairs if flair.id == flair_id)
+        flair_id = form.get("flair_id") or None
+        flair_text = None
+        if flair_id is not None:
+            template = next(flair for flair in rules.flairs if flair.id == flair_id)
+            # The user's own text only where the template lets them edit it.
+            editable = template.text_editable and form.get("flair_text")
+            flair_text = form["flair_text"] if editable else template.text
         post = PostRecord(
-            id=post_id, name=f"t3_{post_id}", subreddit=rules.name, title=form["title"],
+            id=post_id, name=f"t3_{post_id}", subreddit=rules.name, title=form["title"].strip(),
             author=grant.username, created_utc=float(int(self.clock())), kind=kind,
-            url=base + permalink if kind == "self" else form["url"], permalink=permalink,
+            url=base + permalink if kind in ("self", "gallery") else form["url"], permalink=permalink,
             text=form.get("text") if kind == "self" else None,
             nsfw=form.get("nsfw", "").lower() == "true" or rules.over18,
             spoiler=form.get("spoiler", "").lower() == "true",
             flair_id=flair_id, flair_text=flair_text,
             send_replies=form.get("sendreplies", "true").lower() == "true",
-            client_id=grant.client_id)
+            client_id=grant.client_id,
+            validate_on_submit=form.get("validate_on_submit", "").lower() == "true",
+            user_agent=form.get("user_agent", ""),
+            gallery=form.get("gallery") and form["gallery"].split(","))
         if kind == "image":
             self.processing_until[post.id] = self.clock() + self.state.config.media_delay
         # The id is taken before the write so that concurrent submissions get distinct ids.
@@ -688,6 +814,7 @@ class Sandbox:
                 ["INVALID_OPTION", "that option is not valid", "mimetype"]]}})
         asset_id = secrets.token_hex(8)
         key = f"{asset_id}/{Path(filepath).name}"
+        self.assets[asset_id] = key
         return self._json(request, {
             "args": {"action": f"//{request.url.netloc}/_sandbox/media",
                      "fields": [{"name": "acl", "value": "private"},
@@ -697,7 +824,7 @@ class Sandbox:
                                 {"name": "success_action_status", "value": "201"}]},
             "asset": {"asset_id": asset_id, "processing_state": "incomplete",
                       "payload": {"filepath": filepath},
-                      "websocket_url": f"ws://{request.url.netloc}/_sandbox/ws/{asset_id}"}})
+                      "websocket_url": self._websocket_url(request, asset_id)}})
 
     async def media_upload(self, request: Request) -> Response:
         """The S3-like upload: multipart fields from the lease, then ``file``."""
@@ -745,8 +872,9 @@ class Sandbox:
         except ValueError:
             limit = 25
         now = self.clock()
+        deleted = set(self.state.deleted)
         posts = [post for post in reversed(self.posts) if post.author.lower() == name.lower()
-                 and self.processing_until.get(post.id, now) <= now]
+                 and self.processing_until.get(post.id, now) <= now and post.id not in deleted]
         after = request.query_params.get("after")
         if after:
             names = [post.name for post in posts]
@@ -774,10 +902,23 @@ class Sandbox:
             "children": children}})
 
     def _entry(self, post: PostRecord, base: str) -> dict[str, Any]:
-        """A post as listings show it, with its engagement."""
+        """A post as listings show it, with its engagement, edits and deletion."""
         engagement = self.state.engagement.get(post.id) or Engagement()
-        return {**_listing_entry(post, base), "score": engagement.score,
-                "ups": max(engagement.score, 0), "num_comments": engagement.num_comments}
+        entry = {**_listing_entry(post, base), "score": engagement.score,
+                 "ups": max(engagement.score, 0), "num_comments": engagement.num_comments}
+        if post.id in self.state.edits:
+            entry["selftext"] = self.state.edits[post.id]
+        if post.id in self.state.deleted:
+            entry.update(author="[deleted]", selftext="[deleted]" if post.kind == "self" else "")
+        return entry
+
+    def _post(self, post_id: str) -> PostRecord | None:
+        post_id = post_id.removeprefix("t3_")
+        now = self.clock()
+        for post in self.posts:
+            if post.id == post_id:
+                return post if self.processing_until.get(post.id, now) <= now else None
+        return None
 
     async def _readable(self, request: Request, scope: str
                         ) -> tuple[SubredditRules | None, Response | None]:
@@ -811,10 +952,13 @@ class Sandbox:
             "link_repost_age": None, "body_text_min_length": None})
 
     async def link_flair(self, request: Request) -> Response:
-        """``GET /r/{sr}/api/link_flair_v2``: the flair templates."""
+        """``GET /r/{sr}/api/link_flair_v2``: the flair templates, for the subreddit's
+        moderators only (Reddit answers anyone else 403)."""
         rules, refused = await self._readable(request, "flair")
         if refused is not None:
             return refused
+        if not self._moderates(rules, request.state.username):
+            return self._json(request, {"message": "Forbidden", "error": 403}, 403)
         return self._json(request, [
             {"type": "text", "text_editable": flair.text_editable, "allowable_content": "all",
              "text": flair.text, "max_emojis": 10, "text_color": "dark", "mod_only": flair.mod_only,
@@ -832,8 +976,166 @@ class Sandbox:
             "subreddit_type": "public", "submission_type": rules.submission_type,
             "over18": rules.over18, "subscribers": rules.subscribers,
             "allow_images": rules.allow_images, "link_flair_enabled": bool(rules.flairs),
+            "can_assign_link_flair": bool(rules.flairs) and (
+                rules.users_assign_flair or self._moderates(rules, request.state.username)),
+            "user_is_moderator": self._moderates(rules, request.state.username),
             "user_is_banned": False, "public_description": f"The sandbox's r/{rules.name}.",
             "url": f"/r/{rules.name}/"}})
+
+    async def flair_selector(self, request: Request) -> Response:
+        """``POST /r/{sr}/api/flairselector`` with ``is_newlink=true``: the link flairs this
+        user may pick for a new post (none when the subreddit does not let users pick;
+        moderator-only ones for moderators only)."""
+        rules, refused = await self._readable(request, "flair")
+        if refused is not None:
+            return refused
+        form = await _form(request)
+        if form.get("is_newlink", "").lower() != "true":
+            # Without is_newlink Reddit answers about the user's own flair, not a post's.
+            return self._json(request, {"current": {"flair_css_class": None, "flair_template_id": None,
+                                                    "flair_text": None, "flair_position": "right"},
+                                        "choices": []})
+        moderator = self._moderates(rules, request.state.username)
+        allowed = rules.users_assign_flair or moderator
+        choices = [{"flair_css_class": "", "flair_template_id": flair.id,
+                    "flair_text_editable": flair.text_editable, "flair_position": "right",
+                    "flair_text": flair.text}
+                   for flair in rules.flairs if allowed and (moderator or not flair.mod_only)]
+        return self._json(request, {"current": {"flair_css_class": None, "flair_template_id": None,
+                                                "flair_text": None, "flair_position": "right"},
+                                    "choices": choices})
+
+    async def about_rules(self, request: Request) -> Response:
+        """``GET /r/{sr}/about/rules``: the community's rules."""
+        rules, refused = await self._readable(request, "read")
+        if refused is not None:
+            return refused
+        return self._json(request, {"rules": [
+            {"kind": "all", "short_name": name, "description": f"{name}.",
+             "description_html": f"<p>{html.escape(name)}.</p>", "violation_reason": name,
+             "created_utc": 1.6e9, "priority": priority}
+            for priority, name in enumerate(rules.community_rules)],
+            "site_rules": ["Spam", "Personal and confidential information"],
+            "site_rules_flow": []})
+
+    # --- posts: pages, edits, deletion, galleries, media websockets -----------------------
+
+    async def comments(self, request: Request) -> Response:
+        """``GET /comments/{id}``: the post and its (here, no) comments, as two Listings."""
+        grant, refused = await self._authorized(request, "read")
+        if refused is not None:
+            return refused
+        post = self._post(request.path_params["id"])
+        if post is None:
+            return self._json(request, {"message": "Not Found", "error": 404}, 404)
+        return self._json(request, self._comments_body(post, self._base(request)))
+
+    def _comments_body(self, post: PostRecord, base: str) -> list[dict[str, Any]]:
+        def listing(children: list[dict[str, Any]]) -> dict[str, Any]:
+            return {"kind": "Listing", "data": {"after": None, "before": None, "dist": len(children),
+                                                "modhash": None, "children": children}}
+        return [listing([{"kind": "t3", "data": self._entry(post, base)}]), listing([])]
+
+    async def permalink(self, request: Request) -> Response:
+        """``/r/{sr}/comments/{id}/{slug}/``: the post's page. A browser (no bearer token) gets
+        readable HTML, as a demo post's ``redditUrl`` opens; an API client gets the JSON of
+        ``/comments/{id}``."""
+        if request.headers.get("authorization", "").lower().startswith("bearer "):
+            return await self.comments(request)
+        post = self._post(request.path_params["id"])
+        if post is None or post.subreddit.lower() != request.path_params["sr"].lower():
+            return HTMLResponse(_page("Not found", "<p>There is no such post in the sandbox.</p>"),
+                                status_code=404)
+        return HTMLResponse(_post_page(self._entry(post, self._base(request)), post))
+
+    async def edit(self, request: Request) -> Response:
+        """``POST /api/editusertext``: a self post's new text (``thing_id``, ``text``), by its
+        author only."""
+        grant, refused = await self._authorized(request, "edit")
+        if refused is not None:
+            return refused
+        form = await _form(request)
+        post = self._post(form.get("thing_id", ""))
+        if post is None or post.id in self.state.deleted or post.author != grant.username:
+            return self._json(request, {"json": {"errors": [
+                ["NOT_AUTHOR", "you can't do that", "thing_id"]]}})
+        if post.kind != "self":
+            return self._json(request, {"json": {"errors": [
+                ["NO_SELFS", "only text posts can be edited", "thing_id"]]}})
+        self.state.edits[post.id] = form.get("text", "")
+        self._save_state()
+        return self._json(request, {"json": {"errors": [], "data": {"things": [
+            {"kind": "t3", "data": self._entry(post, self._base(request))}]}}})
+
+    async def delete(self, request: Request) -> Response:
+        """``POST /api/del`` (``id``): the author deletes a post; Reddit answers ``{}`` whatever
+        the id."""
+        grant, refused = await self._authorized(request, "edit")
+        if refused is not None:
+            return refused
+        post = self._post((await _form(request)).get("id", ""))
+        if post is not None and post.author == grant.username and post.id not in self.state.deleted:
+            self.state.deleted.append(post.id)
+            self._save_state()
+        return self._json(request, {})
+
+    async def submit_gallery(self, request: Request) -> Response:
+        """``POST /api/submit_gallery_post.json``: a JSON body naming uploaded media by asset id
+        (``items``: ``media_id``, ``caption``, ``outbound_url``); the post exists at once."""
+        grant, refused = await self._authorized(request, "submit")
+        if refused is not None:
+            return refused
+        try:
+            body = msgspec.json.decode(await request.body())
+        except msgspec.DecodeError:
+            return self._json(request, {"message": "Bad Request", "error": 400}, 400)
+        if not isinstance(body, dict):
+            return self._json(request, {"message": "Bad Request", "error": 400}, 400)
+        form = _gallery_form(body)
+        injected = self._injected_submit_error()
+        if injected is not None:
+            return self._json(request, injected)
+        problem = self._check_submission(form, self._base(request), grant.username) or \
+            self._check_gallery(body.get("items"))
+        if isinstance(problem, Response):
+            problem.headers.update(request.state.rate_headers)
+            return problem
+        if problem is not None:
+            return self._json(request, {"json": {"errors": [list(problem)]}})
+        post = await self._accept(form, grant, self._base(request))
+        return self._json(request, {"json": {"errors": [], "data": {
+            "url": self._base(request) + post.permalink, "id": post.name}}})
+
+    def _check_gallery(self, items: Any) -> tuple[str, str, str] | None:
+        if not isinstance(items, list) or not 2 <= len(items) <= 20:
+            return ("INVALID_OPTION", "a gallery has 2 to 20 images", "items")
+        for item in items:
+            asset = self.assets.get(str(item.get("media_id")) if isinstance(item, dict) else "")
+            if asset is None or not (self.data_dir / MEDIA_DIR / asset.replace("/", "__")).exists():
+                return ("MEDIA_UPLOAD_FAILED", "that image has not been uploaded", "items")
+        return None
+
+    async def media_websocket(self, websocket: WebSocket) -> None:
+        """The websocket a media submission names: when processing ends it sends
+        ``{"type": "success", "payload": {"redirect": <post URL>}}`` (or ``"failed"``), then
+        closes, as Reddit's does."""
+        ident = websocket.path_params["id"]
+        await websocket.accept()
+        try:
+            post = next((post for post in self.posts if post.id == ident), None)
+            if post is None:
+                await websocket.send_text(msgspec.json.encode(
+                    {"type": "failed", "payload": {"reason": "processing failed"}}).decode())
+            else:
+                while (until := self.processing_until.get(post.id, 0.0)) > self.clock():
+                    await trio.sleep(min(0.1, until - self.clock()))
+                scheme = "https" if websocket.url.scheme == "wss" else "http"
+                redirect = f"{scheme}://{websocket.url.netloc}{post.permalink}"
+                await websocket.send_text(msgspec.json.encode(
+                    {"type": "success", "payload": {"redirect": redirect}}).decode())
+            await websocket.close()
+        except WebSocketDisconnect:
+            pass  # the client stopped waiting
 
     # --- control API ---------------------------------------------------------------------
 
@@ -948,6 +1250,68 @@ def _listing_entry(post: PostRecord, base: str) -> dict[str, Any]:
             if post.kind == "image" else None}
 
 
+def _gallery_form(body: dict[str, Any]) -> dict[str, str]:
+    """A gallery's JSON body as the form fields a submission is checked and kept by."""
+    def text(value: Any) -> str:
+        return ("true" if value else "false") if isinstance(value, bool) else str(value)
+
+    form = {key: text(body[key]) for key in ("sr", "title", "nsfw", "spoiler", "sendreplies",
+                                             "validate_on_submit", "flair_id", "flair_text", "text")
+            if body.get(key) is not None}
+    items = body.get("items") if isinstance(body.get("items"), list) else []
+    form.update(kind="gallery", gallery=",".join(str(item.get("media_id")) for item in items
+                                                  if isinstance(item, dict)))
+    return form
+
+
+def _blocked_page(status: int) -> Response:
+    """Reddit's edge answers a client it blocks with an HTML page, not the API's JSON."""
+    return HTMLResponse(_page("Blocked", "<p>You've been blocked by network security. To continue, "
+                                         "log in to your Reddit account or use your developer "
+                                         "token.</p>"), status_code=status)
+
+
+def _page(title: str, body: str) -> str:
+    return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" "
+            f"content=\"width=device-width, initial-scale=1\"><title>{html.escape(title)}</title>"
+            "<style>body{font:16px/1.5 system-ui,sans-serif;max-width:44rem;margin:2rem auto;"
+            "padding:0 1rem;color:#1a1a1b}.meta{color:#576f76;font-size:.9rem}img{max-width:100%}"
+            "</style></head><body>" + body + "</body></html>")
+
+
+def _post_page(entry: dict[str, Any], post: PostRecord) -> str:
+    """A post's readable page: subreddit, title, author, flair, and its text, link or image."""
+    escape = html.escape
+    flair = f" · <span>{escape(entry['link_flair_text'])}</span>" if entry.get("link_flair_text") else ""
+    if post.kind == "self":
+        content = "".join(f"<p>{escape(paragraph)}</p>" for paragraph in
+                          (entry["selftext"] or "").split("\n\n") if paragraph.strip())
+    elif post.kind == "image":
+        content = f'<p><img src="{escape(post.url)}" alt="{escape(post.title)}"></p>'
+    elif post.kind == "gallery":
+        content = f"<p>A gallery of {len(post.gallery or [])} images.</p>"
+    else:
+        content = f'<p><a href="{escape(post.url)}" rel="nofollow">{escape(post.url)}</a></p>'
+    body = (f'<p class="meta">r/{escape(post.subreddit)} · Posted by u/{escape(entry["author"])}'
+            f"{flair} · score {entry['score']} · {entry['num_comments']} comments · Thotto's "
+            f"Reddit sandbox</p><h1>{escape(post.title)}</h1>{content}")
+    return _page(f"{post.title} : {post.subreddit}", body)
+
+
+class _TrailingSlashes:
+    """Serve ``/api/submit/`` as ``/api/submit``: Reddit answers both (PRAW uses the first),
+    where Starlette would answer 307."""
+
+    def __init__(self, app: Any):
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
+            scope = {**scope, "path": path.rstrip("/") or "/"}
+        await self.app(scope, receive, send)
+
+
 class _DroppedConnection(Response):
     """Start a response, then break the connection before its body is complete: the client
     cannot know whether the request it sent was acted upon."""
@@ -1006,9 +1370,14 @@ async def serve_sandbox(
     config: SandboxConfig | None = None,
     clock=time.time,
     grace_seconds: float = 2.0,
+    tls: tuple[str, str] | None = None,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve a :class:`Sandbox` on ``host:port`` (hypercorn's Trio worker) until cancelled.
+
+    ``tls`` (a certificate file and its key file) serves HTTPS and WSS instead: clients that
+    insist on them, as PRAW does for the media upload (it prefixes the lease's ``//host``
+    action with ``https:``), can then talk to the sandbox unchanged.
 
     ``task_status.started(port)`` reports the bound port once listening (``port=0`` picks a free
     one). ``clock`` (Unix seconds) dates posts and expires tokens (see :class:`Sandbox`).
@@ -1033,6 +1402,8 @@ async def serve_sandbox(
         hypercorn_config.errorlog = logging.getLogger("thotto.reddit.sandbox.http")
         hypercorn_config.graceful_timeout = grace_seconds
         hypercorn_config.keep_alive_timeout = 5.0
+        if tls is not None:
+            hypercorn_config.certfile, hypercorn_config.keyfile = tls
         stop = trio.Event()
         server_scope = trio.CancelScope(shield=True)
 
