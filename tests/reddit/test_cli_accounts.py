@@ -24,6 +24,7 @@ def thotto(*args: str, cwd: Path, env: dict, stdin: str = "") -> subprocess.Comp
 async def test_user_add_then_account_link_stores_the_password_encrypted(sandbox, tmp_path):
     env = {**os.environ, "THOTTO_REDDIT_URL": sandbox.url, "THOTTO_REDDIT_CLIENT_ID": CLIENT_ID,
            "THOTTO_REDDIT_CLIENT_SECRET": CLIENT_SECRET}
+    await trio.to_thread.run_sync(lambda: thotto("migrate", cwd=tmp_path, env=env))  # a new installation
     added = await trio.to_thread.run_sync(lambda: thotto("user", "add", "alice", "--tier", "pro",
                                                          cwd=tmp_path, env=env))
     assert added.returncode == 0, added.stderr
@@ -42,6 +43,7 @@ async def test_user_add_then_account_link_stores_the_password_encrypted(sandbox,
 
 async def test_cli_mistakes_are_one_line_and_exit_2(tmp_path):
     env = {**os.environ}
+    await trio.to_thread.run_sync(lambda: thotto("migrate", cwd=tmp_path, env=env))
     cases = [
         (("account", "link", "--user", "nobody", "--reddit-username", "bob", "--password-stdin"),
          "thotto: No user named 'nobody'"),
