@@ -14,6 +14,8 @@ All datetimes are time-zone aware; stores keep and return them in UTC.
 from __future__ import annotations
 
 import enum
+import hashlib
+import unicodedata
 from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar, Union
@@ -738,6 +740,33 @@ def _field_of(message: str) -> str | None:
     if start == -1:
         return None
     return message[start + len(marker) :].rstrip("`")
+
+
+# Invisible format characters a reader cannot see, dropped from title keys. Joiners (U+200C,
+# U+200D) stay: they change how the characters around them are drawn (emoji, Persian, Indic).
+_KEPT_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+#: Title keys longer than this many UTF-8 bytes keep a prefix and a SHA-256 of the whole key, so
+#: the key always fits in an index entry (NFKC may expand 300 characters to 5,400).
+TITLE_KEY_MAX_BYTES = 1000
+
+
+def title_key(title: str) -> str:
+    """What two titles share when a person would call them the same: NFKC-normalised, case-folded
+    (``straße`` and ``STRASSE`` agree), invisible format characters dropped and every run of
+    whitespace (tabs, no-break and ideographic spaces included) made one space, trimmed.
+
+    The one definition of a duplicate title: both stores keep it in ``posts.title_key`` and the
+    API compares batch items with it.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", title).casefold())
+    visible = "".join(char for char in folded
+                      if unicodedata.category(char) != "Cf" or char in _KEPT_FORMAT_CHARACTERS)
+    key = " ".join(visible.split())
+    encoded = key.encode("utf-8", "surrogatepass")
+    if len(encoded) <= TITLE_KEY_MAX_BYTES:
+        return key
+    digest = hashlib.sha256(encoded).hexdigest()
+    return encoded[: TITLE_KEY_MAX_BYTES - 65].decode("utf-8", "ignore") + "#" + digest
 
 
 def utcnow() -> datetime:
