@@ -36,7 +36,7 @@ Name = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z",
         description="1-64 characters: letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
     ),
 ]
@@ -45,7 +45,7 @@ JobKind = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z",
         description="the handler's name, e.g. 'reddit.submit'",
     ),
 ]
@@ -58,7 +58,7 @@ Subreddit = Annotated[
     msgspec.Meta(
         min_length=2,
         max_length=21,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_]{1,20}\Z",
         description="the subreddit's name without 'r/'",
     ),
 ]
@@ -66,7 +66,7 @@ Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
 FlairText = Annotated[str, msgspec.Meta(max_length=64)]
 FlairId = Annotated[str, msgspec.Meta(max_length=36)]
 RedditUsername = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=20, pattern=r"^[A-Za-z0-9_-]{3,20}$")
+    str, msgspec.Meta(min_length=3, max_length=20, pattern=r"^[A-Za-z0-9_-]{3,20}\Z")
 ]
 TokenHash = Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
 RowId = Annotated[int, msgspec.Meta(ge=1)]
@@ -330,7 +330,7 @@ class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
     local time, until ``until`` or for ``count`` occurrences in all (this one included). When an
     occurrence publishes, the next is scheduled with ``count`` one less."""
 
-    frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)$")]
+    frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)\Z")]
     interval: Annotated[int, msgspec.Meta(ge=1, le=365)] = 1
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
     until: AwareDatetime | None = None
@@ -560,7 +560,7 @@ class TimeSlot(ApiBody):
 
 class OptimalTimes(ApiBody):
     subreddit: str
-    source: Annotated[str, msgspec.Meta(pattern=r"^(engagement|community)$")]
+    source: Annotated[str, msgspec.Meta(pattern=r"^(engagement|community)\Z")]
     """``engagement``: our published posts' scores and comments; ``community``: general
     activity of Reddit communities (too few posts of ours yet)."""
     slots: list[TimeSlot]

@@ -1935,7 +1935,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         micros, post_id = base64.urlsafe_b64decode(padded.encode()).decode().split(":")
-        return EPOCH + timedelta(microseconds=int(micros)), int(post_id)
+        position = EPOCH + timedelta(microseconds=int(micros)), int(post_id)
+        if not -(2**63) <= position[1] < 2**63:  # a forged id no bigint holds
+            raise OverflowError(f"post id {position[1]} is out of range")
+        return position
     except (ValueError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError,
             OverflowError) as exc:  # fmt: skip
         raise ValidationError(

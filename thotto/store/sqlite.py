@@ -122,6 +122,7 @@ CHECKPOINT_PAUSE = 0.05  # seconds between checkpoints while writes keep coming
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
+INT64_LIMIT = 2**63  # SQLite INTEGERs are signed 64-bit
 
 
 def _us(value: Any, field: str) -> int:
@@ -2147,11 +2148,17 @@ def _encode_cursor(row: tuple) -> str:
 def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         scheduled_us, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        return int(scheduled_us), int(post_id)
+        position = int(scheduled_us), int(post_id)
     except (ValueError, binascii.Error, UnicodeError, AttributeError) as exc:
         raise ValidationError(
             "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
         ) from exc
+    # A forged cursor may hold numbers no SQLite INTEGER holds (an OverflowError in the driver).
+    if not all(-INT64_LIMIT <= number < INT64_LIMIT for number in position):
+        raise ValidationError(
+            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
+        )
+    return position
 
 
 __all__ = ["open_sqlite_store", "SqliteStore", "SCHEMA_VERSION", "MIGRATIONS"]
