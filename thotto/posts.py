@@ -157,8 +157,25 @@ def check_url(url: str) -> None:
         raise ValidationError("url must be an http(s) address, e.g. https://example.com/page", field="url")
 
 
+# Control characters a post's body may hold: it is Markdown, over several lines.
+_BODY_CONTROLS = frozenset("\t\n\r")
+
+
+def check_controls(value: str | None, field: str, allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse control characters (but ``allowed``) in a field Reddit shows as text. NUL above
+    all: Postgres cannot store it."""
+    for position, char in enumerate(value or ""):
+        if unicodedata.category(char) == "Cc" and char not in allowed:
+            raise ValidationError(f"{field} has a control character (U+{ord(char):04X} at position "
+                                  f"{position}); remove it", field=field)
+
+
 def check_content(content: PostContent) -> None:
-    """A post of each kind carries what that kind needs, and nothing of the others."""
+    """A post of each kind carries what that kind needs, and nothing of the others; its texts
+    hold no control characters (but line breaks and tabs in the body)."""
+    check_controls(content.text, "text", _BODY_CONTROLS)
+    check_controls(content.flair_text, "flair_text")
+    check_controls(content.flair_id, "flair_id")
     if content.kind is PostKind.LINK:
         if not content.url:
             raise ValidationError("a link post needs a url", field="url")

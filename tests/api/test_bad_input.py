@@ -7,10 +7,20 @@ import base64
 
 import pytest
 
+from tests.api.conftest import api_settings, serving
 from tests.api.test_scheduled_posts import at, post_body
 
 EARLY_EDGE = "0001-01-01T00:00:00+01:00"  # year 0 in UTC
 LATE_EDGE = "9999-12-31T23:59:59-01:00"  # year 10000 in UTC
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def api(request, sandbox, tmp_path):
+    """The API on each store: some inputs only broke one of them (Postgres refuses NUL in text,
+    SQLite integers past 64 bits)."""
+    database = {} if request.param == "sqlite" else {"database_url": request.getfixturevalue("postgres_dsn")}
+    async with serving(api_settings(tmp_path, sandbox.url, **database)) as api:
+        yield api
 
 
 def refused(response, field: str | None, status: int = 422) -> dict:
@@ -137,6 +147,24 @@ async def test_an_edit_to_a_blank_title_is_refused(api):
 async def test_a_link_url_that_is_no_address_is_refused(api, url):
     body = post_body(kind="link", text=None, url=url)
     refused(await api.pro.client.post("/api/scheduled-posts", json=body), "url")
+
+
+# --- text no store can keep -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("fields", "field"), [
+    ({"text": "a\u0000b"}, "text"),
+    ({"flairText": "a\u0000b"}, "flairText"),
+    ({"flairText": "two\nlines"}, "flairText"),
+], ids=["text-nul", "flair-text-nul", "flair-text-newline"])
+async def test_control_characters_no_store_or_reddit_takes_are_refused(api, fields, field):
+    refused(await api.pro.client.post("/api/scheduled-posts", json=post_body(**fields)), field)
+
+
+async def test_an_edit_to_text_with_nul_is_refused(api):
+    created = await api.pro.client.post("/api/scheduled-posts", json=post_body())
+    post_id = created.json()["posts"][0]["id"]
+    refused(await api.pro.client.patch(f"/api/scheduled-posts/{post_id}", json={"text": "\u0000"}), "text")
 
 
 # --- deeply nested JSON ----------------------------------------------------------------------------
