@@ -62,7 +62,15 @@ Subreddit = Annotated[
         description="the subreddit's name without 'r/'",
     ),
 ]
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+Title = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=300,
+        description="1-300 characters on one line, with visible text: a title that is blank, has "
+        "control characters or line breaks, or only invisible characters is refused (Reddit would)",
+    ),
+]
 FlairText = Annotated[str, msgspec.Meta(max_length=64)]
 FlairId = Annotated[str, msgspec.Meta(max_length=36)]
 RedditUsername = Annotated[
@@ -327,8 +335,9 @@ class Account(Base):
 
 class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
     """Repeat a post: every ``interval`` days/weeks/months in ``timezone`` (IANA), at the same
-    local time, until ``until`` or for ``count`` occurrences in all (this one included). When an
-    occurrence publishes, the next is scheduled with ``count`` one less."""
+    local time, until ``until`` (inclusive; not in the past nor before the first occurrence) or
+    for ``count`` occurrences in all (this one included). When an occurrence publishes, the next
+    is scheduled with ``count`` one less."""
 
     frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)\Z")]
     interval: Annotated[int, msgspec.Meta(ge=1, le=365)] = 1
