@@ -131,3 +131,40 @@ def test_the_key_is_bounded_for_any_title():
     long_one, other = "ﷺ" * 300, "ﷺ" * 299 + "x"
     assert len(title_key(long_one).encode()) <= 1000
     assert title_key(long_one) != title_key(other)
+
+
+async def test_the_look_up_uses_the_title_key_index(store, store_url, clock):
+    account = await make_account(store)
+    await schedule(store, account, clock() + seconds(60), title="Indexed")
+    if store_url.startswith("postgresql://"):
+        plan = await _postgres_plan(store_url, account.id)
+        assert "posts_account_title_key" in plan, plan
+    else:
+        from thotto.store.sqlite import RECENT_POSTS
+
+        db = sqlite3.connect(f"file:{store_url}?mode=ro", uri=True)
+        rows = db.execute(f"EXPLAIN QUERY PLAN {RECENT_POSTS}", (account.id, "indexed", SUBREDDIT, 0))
+        plan = " ".join(row[-1] for row in rows)
+        db.close()
+        assert "INDEX posts_account_title" in plan, plan
+
+
+async def _postgres_plan(dsn: str, account_id: int) -> str:
+    """The plan of find_recent_posts' predicate, with sequential scans ruled out (a table of a
+    few rows would be scanned whatever its indexes)."""
+
+    async def explain():
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute("SET enable_seqscan = off")
+            rows = await conn.fetch(
+                "EXPLAIN SELECT id FROM posts p WHERE p.account_id = $1 "
+                "AND lower(p.subreddit) = lower($2) AND p.title_key = $3",
+                account_id, SUBREDDIT, "indexed",
+            )
+            return " ".join(row[0] for row in rows)
+        finally:
+            await conn.close()
+
+    async with open_sidecar("test-plan") as sidecar:
+        return await sidecar.run(explain)
