@@ -104,7 +104,10 @@ async def test_a_scheduling_field_with_a_trailing_newline_is_refused(api, fields
 
 
 async def test_names_with_a_trailing_newline_are_refused(api):
-    refused(await api.admin.client.post("/api/users", json={"name": "bob\n"}), "name")
+    body = refused(await api.admin.client.post("/api/users", json={"name": "bob\n"}), "name")
+    document = (await api.admin.client.get("/openapi.json")).json()
+    pattern = document["components"]["schemas"]["UserRequest"]["properties"]["name"]["pattern"]
+    assert f"'{pattern}'" in body["detail"]  # the pattern as the document spells it
     refused(await api.pro.client.post("/api/tokens", json={"name": "laptop\n"}), "name")
     refused(await api.pro.client.post("/api/scheduled-posts/optimal-times", json={"subreddit": "test\n"}),
             "subreddit")

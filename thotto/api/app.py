@@ -187,7 +187,7 @@ def decode_body(data: bytes | msgspec.Raw, type: type[T]) -> T:
     try:
         decoded = msgspec.json.decode(data, type=type)
     except msgspec.ValidationError as error:
-        raise ValidationError(str(error), field=field_of(str(error))) from None
+        raise ValidationError(_as_documented(str(error)), field=field_of(str(error))) from None
     except msgspec.DecodeError as error:
         raise MalformedBody(f"The body is not valid JSON: {error}") from None
     except RecursionError:
@@ -207,9 +207,15 @@ def read_query(request: Request, type: type[T]) -> T:
     try:
         query = msgspec.convert(dict(request.query_params), type, strict=False)
     except msgspec.ValidationError as error:
-        raise ValidationError(str(error).replace("`$.", "`"), field=field_of(str(error))) from None
+        raise ValidationError(_as_documented(str(error)).replace("`$.", "`"), field=field_of(str(error))) from None
     check_datetimes(query)
     return query
+
+
+def _as_documented(message: str) -> str:
+    """A msgspec message with its patterns spelled as the OpenAPI document spells them (msgspec
+    quotes a pattern as its repr, so ``\\Z`` shows with its backslash doubled)."""
+    return re.sub(r"\\{1,2}Z' - at", "$' - at", message)
 
 
 def check_datetimes(value: Any, path: str = "") -> None:
@@ -236,13 +242,19 @@ def _encoded_names(struct: type) -> tuple[tuple[str, str], ...]:
     return tuple((field.name, field.encode_name) for field in msgspec.structs.fields(struct))
 
 
-# Strings (skipped whole, escapes included) and the punctuation that gives JSON its shape.
-_JSON_SHAPE = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+# Strings (skipped whole, escapes included; an unterminated one runs to the end, so that each
+# byte is read once however the body is forged) and the punctuation that gives JSON its shape.
+_JSON_SHAPE = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{},:]')
+
+
+#: Nesting no body of this API needs (its deepest field is 3 levels down); deeper is forged.
+TOO_DEEP = 32
 
 
 def deepest_path(body: bytes, levels: int = 3) -> str | None:
-    """Where a JSON document nests deepest, as a field path of at most ``levels`` steps
-    (``posts[3].title``): to name the culprit when a body nests too deeply to decode."""
+    """Where a JSON document first nests :data:`TOO_DEEP` levels (else where it nests deepest),
+    as a field path of at most ``levels`` steps (``posts[3].title``): to name the culprit when a
+    body nests too deeply to decode. Reads the body once, stopping there."""
     stack: list[list[Any]] = []  # per open container: [is_array, current index or key]
     deepest, where, last_string = 0, None, b""
     for match in _JSON_SHAPE.finditer(body):
@@ -253,6 +265,8 @@ def deepest_path(body: bytes, levels: int = 3) -> str | None:
             stack.append([token == b"[", 0 if token == b"[" else None])
             if len(stack) > deepest:
                 deepest, where = len(stack), _path_of(stack[: levels + 1])
+                if deepest >= TOO_DEEP:
+                    break
         elif token in (b"]", b"}"):
             if stack:
                 stack.pop()
