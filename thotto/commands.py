@@ -535,7 +535,27 @@ def _decoded(fields: dict, type_: Any) -> Any:
     """A request body built from flags, validated exactly as the API validates its JSON."""
     from thotto.api.app import decode_body
 
-    return decode_body(msgspec.json.encode({k: v for k, v in fields.items() if v is not None}), type_)
+    given = {k: v for k, v in fields.items() if v is not None}
+    _check_utf8(given)
+    return decode_body(msgspec.json.encode(given), type_)
+
+
+def _check_utf8(fields: dict) -> None:
+    """Arguments that are not UTF-8 reach Python as lone surrogates, which no JSON (nor Reddit)
+    takes: say which one rather than fail encoding it."""
+    for name, value in fields.items():
+        texts = value if isinstance(value, list) else [value]
+        if any(isinstance(text, str) and not text.isascii() and _has_surrogate(text) for text in texts):
+            raise ValidationError(f"the {name} given is not UTF-8 text; check the terminal's encoding",
+                                  field=name)
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _requests_from_file(data: bytes) -> list[ScheduleRequest]:

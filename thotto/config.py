@@ -46,7 +46,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     role: Role = Role.ALL
     """all | api | worker."""
 
-    log_level: Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")] = "INFO"
+    log_level: Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR)\Z")] = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
 
     log_format: LogFormat = LogFormat.TEXT
@@ -100,10 +100,10 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reddit_scopes: str = "identity submit read history flair"
     """OAuth scopes asked for, separated by spaces."""
 
-    reddit_user_agent_platform: Annotated[str, msgspec.Meta(pattern=r"^[^:\s]+$")] = "python"
+    reddit_user_agent_platform: Annotated[str, msgspec.Meta(pattern=r"^[^:\s]+\Z")] = "python"
     """First part of the User-Agent Reddit requires: <platform>:<app id>:<version> (by /u/<username>)."""
 
-    reddit_user_agent_app_id: Annotated[str, msgspec.Meta(pattern=r"^[^:\s]+$")] = "thotto"
+    reddit_user_agent_app_id: Annotated[str, msgspec.Meta(pattern=r"^[^:\s]+\Z")] = "thotto"
     """The app id part of the User-Agent."""
 
     reddit_user_agent_username: str | None = None
@@ -122,7 +122,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """``redis://host:port/db`` for the shared cache (L2), cross-process cache invalidation and
     shared breaker state; none: each process caches in memory and decides alone."""
 
-    redis_namespace: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+$")] = "thotto"
+    redis_namespace: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.-]+\Z")] = "thotto"
     """Prefix of Thotto's Redis keys and channels (processes of one installation share it)."""
 
     cache_max_entries: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 10_000

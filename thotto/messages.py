@@ -14,6 +14,8 @@ All datetimes are time-zone aware; stores keep and return them in UTC.
 from __future__ import annotations
 
 import enum
+import hashlib
+import unicodedata
 from datetime import datetime, timezone
 from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar, Union
@@ -34,7 +36,7 @@ Name = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=64,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z",
         description="1-64 characters: letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
     ),
 ]
@@ -43,7 +45,7 @@ JobKind = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=128,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*\Z",
         description="the handler's name, e.g. 'reddit.submit'",
     ),
 ]
@@ -58,15 +60,23 @@ Subreddit = Annotated[
         max_length=22,
         # A subreddit (2-21 characters), or a user's profile subreddit: u_ and a username
         # (3-20 characters, which may contain '-').
-        pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_]{1,20}|u_[A-Za-z0-9_-]{3,20})$",
+        pattern=r"^(?:[A-Za-z0-9][A-Za-z0-9_]{1,20}|u_[A-Za-z0-9_-]{3,20})\Z",
         description="the subreddit's name without 'r/' (a profile's is u_<username>)",
     ),
 ]
-Title = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
+Title = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=300,
+        description="1-300 characters on one line, with visible text: a title that is blank, has "
+        "control characters or line breaks, or only invisible characters is refused (Reddit would)",
+    ),
+]
 FlairText = Annotated[str, msgspec.Meta(max_length=64)]
 FlairId = Annotated[str, msgspec.Meta(max_length=36)]
 RedditUsername = Annotated[
-    str, msgspec.Meta(min_length=3, max_length=20, pattern=r"^[A-Za-z0-9_-]{3,20}$")
+    str, msgspec.Meta(min_length=3, max_length=20, pattern=r"^[A-Za-z0-9_-]{3,20}\Z")
 ]
 TokenHash = Annotated[str, msgspec.Meta(min_length=16, max_length=128)]
 RowId = Annotated[int, msgspec.Meta(ge=1)]
@@ -346,10 +356,11 @@ class LinkRequest(Base):
 
 class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
     """Repeat a post: every ``interval`` days/weeks/months in ``timezone`` (IANA), at the same
-    local time, until ``until`` or for ``count`` occurrences in all (this one included). When an
-    occurrence publishes, the next is scheduled with ``count`` one less."""
+    local time, until ``until`` (inclusive; not in the past nor before the first occurrence) or
+    for ``count`` occurrences in all (this one included). When an occurrence publishes, the next
+    is scheduled with ``count`` one less."""
 
-    frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)$")]
+    frequency: Annotated[str, msgspec.Meta(pattern=r"^(daily|weekly|monthly)\Z")]
     interval: Annotated[int, msgspec.Meta(ge=1, le=365)] = 1
     timezone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] = "UTC"
     until: AwareDatetime | None = None
@@ -579,7 +590,7 @@ class TimeSlot(ApiBody):
 
 class OptimalTimes(ApiBody):
     subreddit: str
-    source: Annotated[str, msgspec.Meta(pattern=r"^(engagement|community)$")]
+    source: Annotated[str, msgspec.Meta(pattern=r"^(engagement|community)\Z")]
     """``engagement``: our published posts' scores and comments; ``community``: general
     activity of Reddit communities (too few posts of ours yet)."""
     slots: list[TimeSlot]
@@ -788,6 +799,33 @@ def _field_of(message: str) -> str | None:
     if start == -1:
         return None
     return message[start + len(marker) :].rstrip("`")
+
+
+# Invisible format characters a reader cannot see, dropped from title keys. Joiners (U+200C,
+# U+200D) stay: they change how the characters around them are drawn (emoji, Persian, Indic).
+_KEPT_FORMAT_CHARACTERS = frozenset("\u200c\u200d")
+#: Title keys longer than this many UTF-8 bytes keep a prefix and a SHA-256 of the whole key, so
+#: the key always fits in an index entry (NFKC may expand 300 characters to 5,400).
+TITLE_KEY_MAX_BYTES = 1000
+
+
+def title_key(title: str) -> str:
+    """What two titles share when a person would call them the same: NFKC-normalised, case-folded
+    (``straße`` and ``STRASSE`` agree), invisible format characters dropped and every run of
+    whitespace (tabs, no-break and ideographic spaces included) made one space, trimmed.
+
+    The one definition of a duplicate title: both stores keep it in ``posts.title_key`` and the
+    API compares batch items with it.
+    """
+    folded = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", title).casefold())
+    visible = "".join(char for char in folded
+                      if unicodedata.category(char) != "Cf" or char in _KEPT_FORMAT_CHARACTERS)
+    key = " ".join(visible.split())
+    encoded = key.encode("utf-8", "surrogatepass")
+    if len(encoded) <= TITLE_KEY_MAX_BYTES:
+        return key
+    digest = hashlib.sha256(encoded).hexdigest()
+    return encoded[: TITLE_KEY_MAX_BYTES - 65].decode("utf-8", "ignore") + "#" + digest
 
 
 def utcnow() -> datetime:

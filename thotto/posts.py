@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -69,9 +70,11 @@ class PostScheduler:
         future, has a recurrence that could not run (an unknown time zone), or breaks a known
         rule of its subreddit."""
         validated(post)
+        check_title(post.content.title)
         check_content(post.content)
-        check_recurrence(post.recurrence)
-        if require_future and as_utc(post.scheduled_for) <= self.now():
+        now = self.now()
+        check_recurrence(post.recurrence, post.scheduled_for, now)
+        if require_future and as_utc(post.scheduled_for) <= now:
             raise ValidationError("scheduledFor must be in the future", field="scheduled_for")
         await self._check_rules(post)
 
@@ -117,14 +120,66 @@ class PostScheduler:
         return rules
 
 
+# Characters that draw nothing but are not whitespace: format characters (zero-width space and
+# joiners, word joiner, BOM, direction marks, soft hyphen) and the blank fillers of Hangul and
+# Braille. A title of only these (and spaces) looks empty, and Reddit refuses it.
+_BLANK_FILLERS = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u2800\u3164\uffa0")
+
+
+def check_title(title: str) -> None:
+    """Refuse a title Reddit would refuse: blank once trimmed, holding control characters or
+    line breaks, or made only of invisible characters. (Its length is checked by its type.)"""
+    if not title.strip():
+        raise ValidationError("title is blank; give it some visible text", field="title")
+    for position, char in enumerate(title):
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            raise ValidationError(f"title has a control character or line break (U+{ord(char):04X} "
+                                  f"at position {position}); a Reddit title is one line of text",
+                                  field="title")
+    if all(char.isspace() or char in _BLANK_FILLERS or unicodedata.category(char) == "Cf"
+           for char in title):
+        raise ValidationError("title has only invisible characters (zero-width spaces or the "
+                              "like); give it some visible text", field="title")
+
+
+def check_url(url: str) -> None:
+    """An absolute http(s) address that Reddit can take as it is."""
+    if any(char.isspace() or unicodedata.category(char) == "Cc" for char in url):
+        raise ValidationError("url has spaces or control characters; percent-encode them "
+                              "(%20 for a space)", field="url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # raises for a port that is not a number from 0 to 65535
+    except ValueError as error:
+        raise ValidationError(f"url is not a valid address ({error}), e.g. https://example.com/page",
+                              field="url") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValidationError("url must be an http(s) address, e.g. https://example.com/page", field="url")
+
+
+# Control characters a post's body may hold: it is Markdown, over several lines.
+_BODY_CONTROLS = frozenset("\t\n\r")
+
+
+def check_controls(value: str | None, field: str, allowed: frozenset[str] = frozenset()) -> None:
+    """Refuse control characters (but ``allowed``) in a field Reddit shows as text. NUL above
+    all: Postgres cannot store it."""
+    for position, char in enumerate(value or ""):
+        if unicodedata.category(char) == "Cc" and char not in allowed:
+            raise ValidationError(f"{field} has a control character (U+{ord(char):04X} at position "
+                                  f"{position}); remove it", field=field)
+
+
 def check_content(content: PostContent) -> None:
-    """A post of each kind carries what that kind needs, and nothing of the others."""
+    """A post of each kind carries what that kind needs, and nothing of the others; its texts
+    hold no control characters (but line breaks and tabs in the body)."""
+    check_controls(content.text, "text", _BODY_CONTROLS)
+    check_controls(content.flair_text, "flair_text")
+    check_controls(content.flair_id, "flair_id")
     if content.kind is PostKind.LINK:
         if not content.url:
             raise ValidationError("a link post needs a url", field="url")
-        parts = urlsplit(content.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValidationError("url must be an http(s) address, e.g. https://example.com/page", field="url")
+        check_url(content.url)
     if content.kind is PostKind.IMAGE:
         if not content.image_path:
             raise ValidationError("an image post needs image_path", field="image_path")

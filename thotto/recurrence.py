@@ -35,6 +35,7 @@ from thotto.store.base import Store
 log = logging.getLogger("thotto.recurrence")
 
 FIELD_TIMEZONE = "recurrence.timezone"
+FIELD_UNTIL = "recurrence.until"
 
 
 def zone_of(recurrence: Recurrence) -> zoneinfo.ZoneInfo:
@@ -48,13 +49,24 @@ def zone_of(recurrence: Recurrence) -> zoneinfo.ZoneInfo:
                               "Europe/Berlin or America/New_York", field=FIELD_TIMEZONE) from exc
 
 
-def check_recurrence(recurrence: Recurrence | None) -> None:
+def check_recurrence(recurrence: Recurrence | None, scheduled_for: datetime | None = None,
+                     now: datetime | None = None) -> None:
     """Refuse a recurrence that could never run: an unknown time zone (field
-    ``recurrence.timezone``). Call at scheduling time."""
-    if recurrence is not None:
-        zone_of(recurrence)
-        if recurrence.until is not None:
-            as_utc(recurrence.until)
+    ``recurrence.timezone``), or an ``until`` already past at ``now`` or before the first
+    occurrence ``scheduled_for`` (field ``recurrence.until``). Call at scheduling time."""
+    if recurrence is None:
+        return
+    zone_of(recurrence)
+    if recurrence.until is None:
+        return
+    until = as_utc(recurrence.until)
+    if now is not None and until <= now:
+        raise ValidationError(f"recurrence.until {recurrence.until.isoformat()} is in the past; "
+                              "give a later end, or leave it out", field=FIELD_UNTIL)
+    if scheduled_for is not None and until < as_utc(scheduled_for):
+        raise ValidationError(f"recurrence.until {recurrence.until.isoformat()} is before the first "
+                              f"occurrence ({as_utc(scheduled_for).isoformat()}); give a later end",
+                              field=FIELD_UNTIL)
 
 
 def next_occurrence(

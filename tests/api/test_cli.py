@@ -76,6 +76,15 @@ async def test_posts_are_scheduled_listed_and_cancelled_with_the_apis_rules(sand
     assert json.loads(cancelled.stdout)["status"] == "cancelled"
 
 
+async def test_a_title_that_is_not_utf8_is_one_clear_line(tmp_path):
+    """Bytes that are not UTF-8 reach Python as lone surrogates (here U+DCFF, the byte 0xFF)."""
+    await run("user", "add", "dave", "--tier", "pro", cwd=tmp_path)
+    result = await run("post", "schedule", "--user", "dave", "--subreddit", "test", "--title", "bad\udcff",
+                       "--at", "+2h", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "title" in result.stderr and "UTF-8" in result.stderr
+
+
 async def test_status_shows_queues_and_cron_jobs(tmp_path):
     await run("init", cwd=tmp_path)
     result = await run("status", "--json", cwd=tmp_path)

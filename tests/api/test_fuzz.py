@@ -16,6 +16,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from schemathesis.specs.openapi.checks import ignored_auth, positive_data_acceptance
 
@@ -103,5 +104,53 @@ def test_no_request_breaks_the_api(server):
         @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
         def fuzz(case):
             case.call_and_validate(headers=server.fuzzer, timeout=10, excluded_checks=EXCLUDED)
+
+        fuzz()
+
+
+# --- scheduling at the edges -----------------------------------------------------------------------
+# The document's schemas say what a valid body looks like, so schemathesis rarely sends what lies
+# at their edges. These strategies do: date-times near the ends of the calendar with any offset
+# (some have no UTC equivalent), any text as a title, url, body or flair, and recurrences.
+
+OFFSETS = st.integers(-(24 * 60 - 1), 24 * 60 - 1).map(lambda minutes: timezone(timedelta(minutes=minutes)))
+CALENDAR_EDGES = st.one_of(
+    st.datetimes(max_value=datetime(1, 1, 2), timezones=OFFSETS),
+    st.datetimes(min_value=datetime(9999, 12, 31), timezones=OFFSETS),
+    st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=OFFSETS),
+).map(datetime.isoformat)
+ANY_TEXT = st.text(max_size=40) | st.sampled_from(["", " ", "\u200b", "a\x00b", "x\n", "http://[::1"])
+RECURRENCES = st.fixed_dictionaries({"frequency": st.sampled_from(["daily", "weekly", "monthly", "daily\n"])},
+                                    optional={"until": CALENDAR_EDGES, "count": st.integers(-2, 2000),
+                                              "interval": st.integers(-2, 400),
+                                              "timezone": st.sampled_from(["UTC", "Europe/Paris", "", "\x00"])})
+SCHEDULE_BODIES = st.fixed_dictionaries(
+    {"subreddit": st.sampled_from(["test"] * 6 + ["test\n", "te\x01st"]), "scheduledFor": CALENDAR_EDGES,
+     "title": ANY_TEXT | st.just("Fuzzed title")},
+    optional={"text": ANY_TEXT, "url": ANY_TEXT, "flairText": ANY_TEXT,
+              "kind": st.sampled_from(["self", "link"]), "recurrence": RECURRENCES})
+
+
+def assert_refused_or_accepted(response: httpx.Response) -> None:
+    assert response.status_code < 500, response.text
+    if response.status_code >= 400:
+        body = response.json()
+        assert body["error"] and body["detail"], body
+
+
+def test_scheduling_at_the_edges_never_breaks_the_api(server):
+    with httpx.Client(base_url=server.url, headers=server.fuzzer, timeout=10) as client:
+
+        @given(body=SCHEDULE_BODIES, batch=st.booleans())
+        @settings(max_examples=EXAMPLES * 8, deadline=None, suppress_health_check=list(HealthCheck),
+                  database=None)
+        def fuzz(body, batch):
+            if batch:
+                response = client.post("/api/scheduled-posts/batch", json={"posts": [body, body]})
+            else:
+                response = client.post("/api/scheduled-posts", json=body)
+            assert_refused_or_accepted(response)
+            when = body["scheduledFor"]
+            assert_refused_or_accepted(client.get("/api/scheduled-posts", params={"from": when, "to": when}))
 
         fuzz()

@@ -32,6 +32,18 @@ def test_out_of_range_number_is_refused():
         load_settings(environ={"THOTTO_SHUTDOWN_GRACE_SECONDS": "-1"})
 
 
+@pytest.mark.parametrize(("variable", "value"), [
+    ("THOTTO_LOG_LEVEL", "INFO\n"),
+    ("THOTTO_REDDIT_USER_AGENT_PLATFORM", "python\n"),
+    ("THOTTO_REDDIT_USER_AGENT_APP_ID", "thotto\n"),
+    ("THOTTO_REDIS_NAMESPACE", "thotto\n"),
+])
+def test_a_patterned_value_with_a_trailing_newline_is_refused(variable, value):
+    """Patterns match the whole value: Python's ``$`` alone would accept a final newline."""
+    with pytest.raises(ConfigError, match=variable):
+        load_settings(environ={variable: value})
+
+
 def test_unknown_toml_key_lists_known_settings(tmp_path):
     config = tmp_path / "thotto.toml"
     config.write_text("bogus = 1\n")

@@ -9,6 +9,7 @@ each into JSON ``{error, detail, field}`` with its status (:data:`ERROR_STATUS`)
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -16,6 +17,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -185,15 +187,22 @@ async def read_body(request: Request) -> bytes:
 
 def decode_body(data: bytes | msgspec.Raw, type: type[T]) -> T:
     """Decode a JSON body into ``type``: 400 if it is not JSON, 422 naming the field if it does
-    not fit the type."""
+    not fit the type (or nests too deeply to decode, or holds a date-time outside the calendar
+    once in UTC)."""
     if isinstance(data, bytes) and not data.strip():
         raise MalformedBody("The request needs a JSON body (Content-Type: application/json)")
     try:
-        return msgspec.json.decode(data, type=type)
+        decoded = msgspec.json.decode(data, type=type)
     except msgspec.ValidationError as error:
-        raise ValidationError(str(error), field=field_of(str(error))) from None
+        raise ValidationError(_as_documented(str(error)), field=field_of(str(error))) from None
     except msgspec.DecodeError as error:
         raise MalformedBody(f"The body is not valid JSON: {error}") from None
+    except RecursionError:
+        field = deepest_path(bytes(data))
+        raise ValidationError(f"{field or 'The body'} nests arrays or objects too deeply to read; "
+                              "no field of this API takes more than a few levels", field=field) from None
+    check_datetimes(decoded)
+    return decoded
 
 
 async def read_json(request: Request, type: type[T]) -> T:
@@ -203,9 +212,88 @@ async def read_json(request: Request, type: type[T]) -> T:
 def read_query(request: Request, type: type[T]) -> T:
     """Query parameters as ``type`` (numbers and dates converted from their text)."""
     try:
-        return msgspec.convert(dict(request.query_params), type, strict=False)
+        query = msgspec.convert(dict(request.query_params), type, strict=False)
     except msgspec.ValidationError as error:
-        raise ValidationError(str(error).replace("`$.", "`"), field=field_of(str(error))) from None
+        raise ValidationError(_as_documented(str(error)).replace("`$.", "`"), field=field_of(str(error))) from None
+    check_datetimes(query)
+    return query
+
+
+def _as_documented(message: str) -> str:
+    """A msgspec message with its patterns spelled as the OpenAPI document spells them (msgspec
+    quotes a pattern as its repr, so ``\\Z`` shows with its backslash doubled)."""
+    return re.sub(r"\\{1,2}Z' - at", "$' - at", message)
+
+
+def check_datetimes(value: Any, path: str = "") -> None:
+    """Refuse a date-time that has no UTC equivalent (``0001-01-01T00:00:00+01:00`` is in year 0
+    in UTC, ``9999-12-31T23:59:59-01:00`` in year 10000): every store and comparison works in
+    UTC. Walks structs and lists; ``path`` is the field path as the client spelled it."""
+    if isinstance(value, datetime):
+        try:
+            value.astimezone(timezone.utc)
+        except OverflowError:
+            raise ValidationError(
+                f"{path} {value.isoformat()} is outside the calendar in UTC; give a date-time "
+                "between 0001-01-01T00:00:00Z and 9999-12-31T23:59:59Z", field=path) from None
+    elif isinstance(value, msgspec.Struct):
+        for name, encoded in _encoded_names(type(value)):
+            check_datetimes(getattr(value, name), f"{path}.{encoded}" if path else encoded)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            check_datetimes(item, f"{path}[{index}]")
+
+
+@functools.cache
+def _encoded_names(struct: type) -> tuple[tuple[str, str], ...]:
+    return tuple((field.name, field.encode_name) for field in msgspec.structs.fields(struct))
+
+
+# Strings (skipped whole, escapes included; an unterminated one runs to the end, so that each
+# byte is read once however the body is forged) and the punctuation that gives JSON its shape.
+_JSON_SHAPE = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{},:]')
+
+
+#: Nesting no body of this API needs (its deepest field is 3 levels down); deeper is forged.
+TOO_DEEP = 32
+
+
+def deepest_path(body: bytes, levels: int = 3) -> str | None:
+    """Where a JSON document first nests :data:`TOO_DEEP` levels (else where it nests deepest),
+    as a field path of at most ``levels`` steps (``posts[3].title``): to name the culprit when a
+    body nests too deeply to decode. Reads the body once, stopping there."""
+    stack: list[list[Any]] = []  # per open container: [is_array, current index or key]
+    deepest, where, last_string = 0, None, b""
+    for match in _JSON_SHAPE.finditer(body):
+        token = match.group()
+        if token.startswith(b'"'):
+            last_string = token
+        elif token in (b"[", b"{"):
+            stack.append([token == b"[", 0 if token == b"[" else None])
+            if len(stack) > deepest:
+                deepest, where = len(stack), _path_of(stack[: levels + 1])
+                if deepest >= TOO_DEEP:
+                    break
+        elif token in (b"]", b"}"):
+            if stack:
+                stack.pop()
+        elif token == b":" and stack and not stack[-1][0]:
+            stack[-1][1] = last_string[1:-1].decode("utf-8", "replace")
+        elif token == b"," and stack and stack[-1][0]:
+            stack[-1][1] += 1
+    return where
+
+
+def _path_of(stack: list[list[Any]]) -> str | None:
+    """The path of the innermost container's slot in ``stack`` (the last entry is the container
+    itself, so its own index or key is not part of the path)."""
+    path = ""
+    for is_array, step in stack[:-1]:
+        if is_array:
+            path += f"[{step}]"
+        elif step is not None:
+            path += f".{step}" if path else step
+    return path or None
 
 
 def path_id(request: Request, name: str = "id") -> int:

@@ -33,7 +33,7 @@ def document() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint, schema_of)
-    return {
+    return _ecma_patterns({
         "openapi": "3.1.0",
         "info": {"title": "Thotto", "version": __version__,
                  "description": "Schedule Reddit posts; each publishes at its time, exactly once."},
@@ -43,7 +43,23 @@ def document() -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "An API token: `thotto token create`"}},
         },
-    }
+    })
+
+
+def _ecma_patterns(node: Any) -> Any:
+    """Patterns as JSON Schema spells them. The types end theirs with ``\\Z`` because Python's
+    ``$`` also matches before a final newline (so ``"name\\n"`` would pass); JSON Schema
+    patterns are ECMA-262, where ``$`` is already the end of the input and ``\\Z`` means "Z"."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str) and value.endswith("\\Z"):
+                node[key] = value[:-2] + "$"
+            else:
+                _ecma_patterns(value)
+    elif isinstance(node, list):
+        for value in node:
+            _ecma_patterns(value)
+    return node
 
 
 def _clean_descriptions(node: Any) -> None:

@@ -44,6 +44,7 @@ from thotto.messages import (
     Tier,
     User,
     as_utc,
+    title_key,
 )
 from thotto.posts import check_content, post_list_tag
 
@@ -210,12 +211,15 @@ def check_post_count(requests: list[ScheduleRequest], *, batch: bool) -> None:
 
 def _repeats(earlier: list[NewPost], new: list[NewPost], index: int) -> list[ItemError]:
     """A batch must not hold the same account, subreddit and title twice (one request cannot:
-    its subreddits are distinct)."""
-    keys = {(p.account_id, p.content.subreddit.lower(), p.content.title.lower()) for p in earlier}
+    its subreddits are distinct). Titles compare as the stores compare them (title_key)."""
+    keys = {_duplicate_key(post) for post in earlier}
     return [_item_error(index, ValidationError(
                 f"The batch has this title for r/{post.content.subreddit} twice", field="title"))
-            for post in new
-            if (post.account_id, post.content.subreddit.lower(), post.content.title.lower()) in keys]
+            for post in new if _duplicate_key(post) in keys]
+
+
+def _duplicate_key(post: NewPost) -> tuple[int, str, str]:
+    return post.account_id, post.content.subreddit.lower(), title_key(post.content.title)
 
 
 def _item_error(index: int, error: ThottoError) -> ItemError:
@@ -337,7 +341,7 @@ async def _changed(context, user: User, post: Post, change: PostChange):
         candidate = NewPost(user_id=user.id, account_id=post.account_id, content=content,
                             scheduled_for=scheduled_for or post.scheduled_for)
         await context.engine.posts.check(candidate, require_future=False)
-        if content.title.lower() != post.content.title.lower():
+        if title_key(content.title) != title_key(post.content.title):
             await check_duplicate(context, post.account_id, content.subreddit, content.title, now,
                                   exclude=post.id)
     return content, scheduled_for

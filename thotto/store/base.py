@@ -427,8 +427,9 @@ class Store(abc.ABC):
         self, account_id: int, subreddit: str, title: str, since: datetime
     ) -> list[Post]:
         """Posts of an account to a subreddit (name compared case-insensitively) with this title
-        (case-insensitive) that are scheduled or publishing, or whose job completed since
-        ``since``: for duplicate detection."""
+        (compared by :func:`thotto.messages.title_key`, kept in an indexed column: NFKC, case
+        folding, whitespace collapsed) that are scheduled or publishing, or whose job completed
+        since ``since``: for duplicate detection."""
 
     @abc.abstractmethod
     async def update_post(

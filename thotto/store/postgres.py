@@ -86,6 +86,7 @@ from thotto.messages import (
     TokenHash,
     User,
     as_utc,
+    title_key,
     utcnow,
     SubredditRules,
     validated,
@@ -101,8 +102,10 @@ T = TypeVar("T")
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
 MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
               3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql",
-              6: "postgres_006_link_requests.sql"}
+              5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql"}
 SCHEMA_VERSION = max(MIGRATIONS)
+#: Rows per statement when a migration backfills a column computed in Python.
+BACKFILL_BATCH = 5000
 SQL_DIR = Path(__file__).with_name("sql")
 _LINK_REQUEST_COLS = ("state_hash, user_id, secret_hash, created_at, expires_at, used_at, held_code, "
                       "verifier_hash")
@@ -1606,14 +1609,15 @@ class PostgresStore(Store):
             ]
             await conn.execute(
                 """INSERT INTO posts (id, user_id, account_id, job_id, scheduled_for, created_at,
-                                      updated_at, subreddit, title, content, recurrence)
+                                      updated_at, subreddit, title, content, recurrence,
+                                      title_key)
                    SELECT id, user_id, account_id, job_id, scheduled_for, $6, $6, subreddit,
-                          title, content::jsonb, recurrence::jsonb
+                          title, content::jsonb, recurrence::jsonb, title_key
                    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
                                $5::timestamptz[], $7::text[], $8::text[], $9::text[],
-                               $10::text[])
+                               $10::text[], $11::text[])
                         AS t(id, user_id, account_id, job_id, scheduled_for, subreddit, title,
-                             content, recurrence)""",
+                             content, recurrence, title_key)""",
                 post_ids,
                 [post.user_id for post in posts],
                 [post.account_id for post in posts],
@@ -1624,6 +1628,7 @@ class PostgresStore(Store):
                 [post.content.title for post in posts],
                 contents,
                 recurrences,
+                [title_key(post.content.title) for post in posts],
             )
         return [
             Post(
@@ -1714,11 +1719,11 @@ class PostgresStore(Store):
             self._fetch,
             f"""{_POST_SELECT}
                 WHERE p.account_id = $1 AND lower(p.subreddit) = lower($2)
-                  AND lower(p.title) = lower($3)
+                  AND p.title_key = $3
                   AND (j.state IN ('pending', 'processing')
                        OR (j.state = 'completed' AND j.finished_at >= $4))
                 ORDER BY p.id""",
-            account_id, str(subreddit), str(title), as_utc(since),
+            account_id, str(subreddit), title_key(str(title)), as_utc(since),
         )  # fmt: skip
         return [_post(r) for r in records]
 
@@ -1757,8 +1762,9 @@ class PostgresStore(Store):
             if content is not None:
                 await conn.execute(
                     "UPDATE posts SET content = $2::jsonb, subreddit = $3, title = $4, "
-                    "updated_at = $5 WHERE id = $1",
+                    "title_key = $6, updated_at = $5 WHERE id = $1",
                     post_id, _json(content), content.subreddit, content.title, now,
+                    title_key(content.title),
                 )  # fmt: skip
             if scheduled_for is not None:
                 await conn.execute(
@@ -1887,13 +1893,14 @@ class PostgresStore(Store):
             await conn.execute(
                 """INSERT INTO posts (id, user_id, account_id, job_id, scheduled_for, created_at,
                                       updated_at, subreddit, title, content, recurrence,
-                                      follows_post_id, series_start)
+                                      follows_post_id, series_start, title_key)
                    SELECT $1, $2, $3, $4, $5, $6, $6, $7, $8, $9::jsonb, $10::jsonb, $11,
-                          coalesce(series_start, scheduled_for)
+                          coalesce(series_start, scheduled_for), $12
                    FROM posts WHERE id = $11""",
                 post_id, post.user_id, post.account_id, job.job_id, when, now,
                 post.content.subreddit, post.content.title, _json(post.content),
                 None if post.recurrence is None else _json(post.recurrence), previous_post_id,
+                title_key(post.content.title),
             )  # fmt: skip
             created = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
         return _post(created), True
@@ -1999,7 +2006,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         micros, post_id = base64.urlsafe_b64decode(padded.encode()).decode().split(":")
-        return EPOCH + timedelta(microseconds=int(micros)), int(post_id)
+        position = EPOCH + timedelta(microseconds=int(micros)), int(post_id)
+        if not -(2**63) <= position[1] < 2**63:  # a forged id no bigint holds
+            raise OverflowError(f"post id {position[1]} is out of range")
+        return position
     except (ValueError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError,
             OverflowError) as exc:  # fmt: skip
         raise ValidationError(
@@ -2037,6 +2047,9 @@ async def migrate(conn: asyncpg.Connection) -> int:
             script = (SQL_DIR / MIGRATIONS[version]).read_text()
             try:
                 await conn.execute(script)
+                backfill = BACKFILLS.get(version)
+                if backfill is not None:
+                    await backfill(conn)
             except asyncpg.PostgresError as exc:
                 raise SchemaError(f"Migration to schema version {version} failed: {exc}") from exc
         if found < SCHEMA_VERSION:
@@ -2046,6 +2059,28 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 SCHEMA_VERSION,
             )
     return found
+
+
+async def _backfill_title_keys(conn: asyncpg.Connection) -> None:
+    """Migration 5: compute every post's title key (in batches, by id), then require it."""
+    last_id = 0
+    while True:
+        rows = await conn.fetch(
+            "SELECT id, title FROM posts WHERE id > $1 ORDER BY id LIMIT $2", last_id, BACKFILL_BATCH
+        )
+        if not rows:
+            break
+        await conn.execute(
+            "UPDATE posts SET title_key = t.key FROM unnest($1::bigint[], $2::text[]) AS t(id, key) "
+            "WHERE posts.id = t.id",
+            [row["id"] for row in rows], [title_key(row["title"]) for row in rows],
+        )  # fmt: skip
+        last_id = rows[-1]["id"]
+    await conn.execute("ALTER TABLE posts ALTER COLUMN title_key SET NOT NULL")
+
+
+#: Steps in Python that follow a migration's script (what SQL alone cannot compute).
+BACKFILLS = {5: _backfill_title_keys}
 
 
 async def _wait_closed(conn: asyncpg.Connection, ping_every: float = 10.0) -> None:

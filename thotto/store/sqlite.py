@@ -89,6 +89,7 @@ from thotto.messages import (
     Role,
     Name,
     TokenHash,
+    title_key,
     utcnow,
     validated,
 )
@@ -104,7 +105,7 @@ T = TypeVar("T")
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
               "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
-              "sqlite_0006_link_requests.sql")
+              "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -123,6 +124,7 @@ CHECKPOINT_PAUSE = 0.05  # seconds between checkpoints while writes keep coming
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)
+INT64_LIMIT = 2**63  # SQLite INTEGERs are signed 64-bit
 
 
 def _us(value: Any, field: str) -> int:
@@ -711,6 +713,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
     if version == SCHEMA_VERSION:
         return
     steps = [_load_sql(name) for name in MIGRATIONS[version:]]
+    conn.create_function("thotto_title_key", 1, _title_key_of_content, deterministic=True)
     # executescript commits any open transaction first, so the script brings its own BEGIN.
     script = "\n".join(
         ["BEGIN IMMEDIATE;", *steps, f"PRAGMA user_version = {SCHEMA_VERSION};", "COMMIT;"]
@@ -724,6 +727,18 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
             f"Migrating {path} from schema version {version} to {SCHEMA_VERSION} failed "
             f"(nothing was changed): {exc}"
         ) from exc
+
+
+class _TitleOnly(msgspec.Struct):
+    title: str
+
+
+_TITLE_ONLY = msgspec.json.Decoder(_TitleOnly)
+
+
+def _title_key_of_content(content: bytes) -> str:
+    """The title key of a stored PostContent (for migrations, which recompute keys in SQL)."""
+    return title_key(_TITLE_ONLY.decode(content).title)
 
 
 def _connect_reader(path: str) -> sqlite3.Connection:
@@ -1621,7 +1636,7 @@ class SqliteStore(Store):
         account_id = _check(account_id, int, "account_id")
         subreddit = _check(subreddit, str, "subreddit")
         title = _check(title, str, "title")
-        params = (account_id, title.casefold(), subreddit, _us(since, "since"))
+        params = (account_id, title_key(title), subreddit, _us(since, "since"))
 
         def find(conn: sqlite3.Connection) -> list[Post]:
             times = _Times()
@@ -2148,7 +2163,7 @@ def _post_row(post: NewPost, now_us: int) -> tuple:
     """The columns of a new post, but for its job id."""
     recurrence = None if post.recurrence is None else _ENCODE(post.recurrence)
     return (
-        post.user_id, post.account_id, post.content.subreddit, post.content.title.casefold(),
+        post.user_id, post.account_id, post.content.subreddit, title_key(post.content.title),
         _ENCODE(post.content), _us(post.scheduled_for, "scheduled_for"), recurrence, now_us, now_us,
     )
 
@@ -2183,7 +2198,7 @@ def _apply_post_edit(
     now_us: int,
 ) -> None:
     if content is not None:
-        params = (_ENCODE(content), content.subreddit, content.title.casefold(), post.id)
+        params = (_ENCODE(content), content.subreddit, title_key(content.title), post.id)
         conn.execute(SET_POST_CONTENT, params)
     if when_us is not None:
         conn.execute(SET_POST_SCHEDULE, (when_us, post.id))
@@ -2198,11 +2213,17 @@ def _encode_cursor(row: tuple) -> str:
 def _decode_cursor(cursor: str) -> tuple[int, int]:
     try:
         scheduled_us, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        return int(scheduled_us), int(post_id)
+        position = int(scheduled_us), int(post_id)
     except (ValueError, binascii.Error, UnicodeError, AttributeError) as exc:
         raise ValidationError(
             "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
         ) from exc
+    # A forged cursor may hold numbers no SQLite INTEGER holds (an OverflowError in the driver).
+    if not all(-INT64_LIMIT <= number < INT64_LIMIT for number in position):
+        raise ValidationError(
+            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
+        )
+    return position
 
 
 __all__ = ["open_sqlite_store", "SqliteStore", "SCHEMA_VERSION", "MIGRATIONS"]
