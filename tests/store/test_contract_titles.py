@@ -80,10 +80,17 @@ async def test_a_follow_up_carries_the_key(store, clock):
 # --- posts stored before the key: the migration recomputes it --------------------------------
 
 
+# What the migrations after 5 made, undone (newest first), so that a database can be taken back
+# to schema 4. A migration added after 5 adds its undo here.
+UNDO_AFTER_5 = ["DROP TABLE IF EXISTS link_requests"]
+
+
 def _as_sqlite_schema_4(path: str) -> None:
     """What schema 4 held: keys only case-folded."""
     db = sqlite3.connect(path)
     with db:
+        for statement in UNDO_AFTER_5:
+            db.execute(statement)
         for post_id, content in db.execute("SELECT id, content FROM posts").fetchall():
             title = msgspec.json.decode(content, type=PostContent).title
             db.execute("UPDATE posts SET title_key = ? WHERE id = ?", (title.casefold(), post_id))
@@ -97,6 +104,8 @@ async def _as_postgres_schema_4(dsn: str) -> None:
     async def downgrade():
         conn = await asyncpg.connect(dsn)
         try:
+            for statement in UNDO_AFTER_5:
+                await conn.execute(statement)
             await conn.execute(
                 "ALTER TABLE posts DROP COLUMN title_key;"
                 "CREATE INDEX posts_account_title ON posts (account_id, lower(subreddit), lower(title));"
