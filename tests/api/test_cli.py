@@ -78,6 +78,7 @@ async def test_posts_are_scheduled_listed_and_cancelled_with_the_apis_rules(sand
 
 async def test_a_title_that_is_not_utf8_is_one_clear_line(tmp_path):
     """Bytes that are not UTF-8 reach Python as lone surrogates (here U+DCFF, the byte 0xFF)."""
+    await run("migrate", cwd=tmp_path)
     await run("user", "add", "dave", "--tier", "pro", cwd=tmp_path)
     result = await run("post", "schedule", "--user", "dave", "--subreddit", "test", "--title", "bad\udcff",
                        "--at", "+2h", cwd=tmp_path)
