@@ -17,8 +17,8 @@ Writes
     value that may be older than the write. A process whose subscription broke may have missed
     invalidations, so its L1 is emptied when the subscription is re-established.
 Redis failures
-    never fail a request: every L2 call is guarded by the ``redis`` breaker (with a short
-    timeout); a failure or an open breaker means "L2 has nothing", and requests go on from L1
+    never fail a request: every L2 call is guarded by the ``redis`` breaker (with a generous
+    timeout: a slow answer is not a failure); a failure or an open breaker means "L2 has nothing", and requests go on from L1
     and the loader. While the breaker is open the actor probes Redis in the background and L2 use
     resumes by itself once a probe succeeds.
 Staleness options
@@ -108,8 +108,13 @@ class CacheConfig:
     """L2 and cross-process invalidation; None: memory only."""
     namespace: str = "thotto"
     """Prefix of every Redis key and channel (processes sharing a cache share it)."""
-    redis_timeout_seconds: float = 0.25
-    """Longest one Redis call may take before it counts as failed (and L2 is skipped)."""
+    redis_timeout_seconds: float = 2.0
+    """Longest one Redis call may take before it counts as failed (and L2 is skipped). A slower
+    answer within it is a success. Generous on purpose: on a loaded machine a healthy Redis
+    answers in hundreds of milliseconds (our process waits for a core, and every caller queued
+    behind one slow reply waits with it), and opening the breaker then would send every read to
+    the database, adding load. A Redis that is down refuses connections at once, which counts
+    at once; only a Redis that hangs costs this long, three times, before the breaker opens."""
     lock_seconds: float = 5.0
     """Life of the cross-process load lock (a crashed loader's lock expires after this)."""
     lock_wait_seconds: float = 2.0
