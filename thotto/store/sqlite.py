@@ -86,13 +86,25 @@ from thotto.messages import (
     SubredditRules,
     Tier,
     User,
+    UserRemoval,
     Role,
     Name,
     TokenHash,
     utcnow,
     validated,
 )
-from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
+from thotto.aio import EventFeed
+from thotto.store.base import (
+    BROADCAST_BUFFER,
+    POST_JOB_KIND,
+    POST_QUEUE,
+    Clock,
+    QueueActivity,
+    Store,
+    activity_rows,
+    check_broadcast,
+    missed_broadcasts,
+)
 from thotto.clock import wait_for_thread
 
 log = logging.getLogger(__name__)
@@ -101,7 +113,8 @@ T = TypeVar("T")
 
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
-              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql")
+              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
+              "sqlite_0007_removed_users.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -417,14 +430,16 @@ TOKEN_COLUMNS = "id, user_id, name, created_at, revoked_at"
 ACCOUNT_COLUMNS = (
     "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
 )
-USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
+USER_EXISTS = "SELECT 1 FROM users WHERE id = ? AND removed_at IS NULL"
 INSERT_USER = (
     f"INSERT INTO users (name, tier, role, created_at) VALUES (?, ?, ?, ?) RETURNING {USER_COLUMNS}"
 )
-SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = ?"
-SELECT_USER_BY_NAME = f"SELECT {USER_COLUMNS} FROM users WHERE name = ?"
-SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users ORDER BY id"
-SET_TIER = f"UPDATE users SET tier = ? WHERE id = ? RETURNING {USER_COLUMNS}"
+SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = ? AND removed_at IS NULL"
+SELECT_USER_BY_NAME = f"SELECT {USER_COLUMNS} FROM users WHERE name = ? AND removed_at IS NULL"
+SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users WHERE removed_at IS NULL ORDER BY id"
+SET_TIER = (
+    f"UPDATE users SET tier = ? WHERE id = ? AND removed_at IS NULL RETURNING {USER_COLUMNS}"
+)
 INSERT_TOKEN = (
     "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?) "
     f"RETURNING {TOKEN_COLUMNS}"
@@ -443,8 +458,21 @@ SET_ACCOUNT_TOKEN = (
 SET_NEEDS_RELINK = f"UPDATE accounts SET needs_relink = ? WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
 USER_BY_TOKEN = (
     "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
-    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL"
+    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL "
+    "AND u.removed_at IS NULL"
 )
+# Removing a user (see Store.remove_user). The name gets a '#' suffix, which no valid name has,
+# so that it is free again.
+OTHER_ADMINS = "SELECT count(*) FROM users WHERE role = 'admin' AND removed_at IS NULL AND id != ?"
+CANCEL_USERS_POSTS = (
+    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE state = 'pending' "
+    "AND id IN (SELECT job_id FROM posts WHERE user_id = ?)"
+)
+REVOKE_USERS_TOKENS = "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+UNLINK_USERS_ACCOUNTS = (
+    "UPDATE accounts SET refresh_token_encrypted = x'', needs_relink = 1 WHERE user_id = ?"
+)
+MARK_USER_REMOVED = "UPDATE users SET removed_at = ?, name = name || '#' || id WHERE id = ?"
 LINK_ACCOUNT = (
     "INSERT INTO accounts (user_id, reddit_username, refresh_token_encrypted, scopes, "
     "needs_relink, created_at) VALUES (?, ?, ?, ?, 0, ?) "
@@ -1130,6 +1158,7 @@ class SqliteStore(Store):
         self.path = path
         self._lock = lock
         self._subscribers: weakref.WeakSet[_Wakeups] = weakref.WeakSet()
+        self._broadcast_feeds: weakref.WeakSet[EventFeed[bytes | None]] = weakref.WeakSet()
         self._checkpointer = _Checkpointer(path)
         self._writer = _Worker(
             "writer", conns[0], begin="BEGIN IMMEDIATE", isolate=True,
@@ -1175,6 +1204,8 @@ class SqliteStore(Store):
             self._lock.release()
             for subscriber in list(self._subscribers):
                 subscriber.close()
+            for feed in list(self._broadcast_feeds):
+                feed.close()
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -1447,6 +1478,40 @@ class SqliteStore(Store):
         token_hash = _check(token_hash, str, "token_hash")
         row = await self._read(lambda conn: conn.execute(USER_BY_TOKEN, (token_hash,)).fetchone())
         return None if row is None else _user(row)
+
+    async def remove_user(self, user_id: int) -> UserRemoval:
+        user_id = _check(user_id, int, "user_id")
+        _, now_us = self._now_us()
+
+        def remove(conn: sqlite3.Connection) -> UserRemoval:
+            user = _user(_one(conn, SELECT_USER, (user_id,), "user", user_id))
+            if user.role is Role.ADMIN and not conn.execute(OTHER_ADMINS, (user_id,)).fetchone()[0]:
+                raise Conflict(f"{user.name!r} is the last admin; make another user an admin "
+                               "before removing them")
+            posts = conn.execute(CANCEL_USERS_POSTS, (now_us, user_id)).rowcount
+            tokens = conn.execute(REVOKE_USERS_TOKENS, (now_us, user_id)).rowcount
+            accounts = conn.execute(UNLINK_USERS_ACCOUNTS, (user_id,)).rowcount
+            conn.execute(MARK_USER_REMOVED, (now_us, user_id))
+            return UserRemoval(user, posts, tokens, accounts)
+
+        return await self._write(remove)
+
+    # --- broadcasts -------------------------------------------------------------------------------
+
+    async def broadcast(self, message: bytes) -> None:
+        """See :meth:`Store.broadcast`: checked, then dropped (no other store has the file)."""
+        check_broadcast(message)
+        await trio.lowlevel.checkpoint()
+
+    def broadcasts(self) -> AsyncIterator[bytes | None]:
+        """See :meth:`Store.broadcasts`: nothing ever arrives; ends when closed or the store
+        closes."""
+        feed: EventFeed[bytes | None] = EventFeed(max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
+        if self._closed:
+            feed.close()
+        else:
+            self._broadcast_feeds.add(feed)
+        return feed
 
     # --- Reddit accounts -------------------------------------------------------------------------
 
