@@ -16,6 +16,17 @@ Writes
     an invalidation of its key arrived still answers its callers but does not fill L1 with a
     value that may be older than the write. A process whose subscription broke may have missed
     invalidations, so its L1 is emptied when the subscription is re-established.
+Without Redis
+    (or while it fails) on a store shared by several processes (Postgres), ``delete``,
+    ``invalidate_tags`` and ``clear`` travel as store broadcasts (``bus``: LISTEN/NOTIFY), which
+    every cache given the store follows, whether it has Redis or not; when the store says
+    broadcasts may have been missed (its listening connection was re-established), L1 is
+    emptied. ``set`` without L2 is a fill, not announced: announcing every fill would make
+    processes evict each other's fills forever.
+Short-lived L1 copies
+    ``set(..., l1_ttl=)`` caps how long any process keeps the entry in memory (also when it
+    comes from L2), whatever its TTL in L2: for answers that must not outlive a lost
+    invalidation by long (who a token belongs to).
 Redis failures
     never fail a request: every L2 call is guarded by the ``redis`` breaker (with a generous
     timeout: a slow answer is not a failure); a failure or an open breaker means "L2 has nothing", and requests go on from L1
@@ -64,12 +75,14 @@ from thotto.breaker import Breaker, BreakerConfig, Breakers, BreakerState
 from thotto.cache.local import LocalCache
 from thotto.clock import Clock
 from thotto.errors import BreakerOpen
+from thotto.store.base import BROADCAST_MAX_BYTES
 
 if TYPE_CHECKING:
     import actors
     from thotto.aio import Sidecar
     from thotto.cache.redis import RedisLink
     from thotto.config import Settings
+    from thotto.store.base import Store
 
 log = logging.getLogger("thotto.cache")
 
@@ -80,6 +93,8 @@ DEFAULT_TTL_CLASSES: Mapping[str, float] = {
 }
 
 _MISSING: Any = object()
+# What _on_message is told a store broadcast came on (for logs; Redis messages name their channel).
+BROADCAST_CHANNEL = "store broadcast"
 
 
 def _redis_breaker_config() -> BreakerConfig:
@@ -199,11 +214,13 @@ class CacheStats(msgspec.Struct, frozen=True):
 
 
 class _Envelope(msgspec.Struct, array_like=True):
-    """What L2 stores under a key: absolute expiry (Unix seconds), tags, and the value."""
+    """What L2 stores under a key: absolute expiry (Unix seconds), tags, the value, and the
+    longest a process may keep it in L1 (0: until it expires)."""
 
     expires: float
     tags: list[str]
     value: msgspec.Raw
+    l1_ttl: float = 0.0
 
 
 class _Flight:
@@ -237,7 +254,8 @@ class Cache:
     background refreshes, the Redis probe while the breaker is open, and the L1 sweep.
 
     ``breakers``: the registry to take the ``redis`` breaker from (so it shows with the others);
-    else the cache makes its own. ``clock`` only supplies wall time for L2 expiry stamps
+    else the cache makes its own. ``bus``: the store whose broadcasts carry invalidations
+    between processes when Redis cannot (see the module docs). ``clock`` only supplies wall time for L2 expiry stamps
     (default: the system clock).
     """
 
@@ -248,8 +266,10 @@ class Cache:
         sidecar: "Sidecar | None" = None,
         breakers: Breakers | None = None,
         clock: Clock | None = None,
+        bus: "Store | None" = None,
     ):
         self.config = config = config or CacheConfig()
+        self._bus = bus
         self.l1 = LocalCache(config.max_entries, config.max_bytes)
         breaker_config = config.breaker.with_(call_timeout_seconds=config.redis_timeout_seconds)
         self.breaker: Breaker = (breakers.get("redis", breaker_config) if breakers is not None
@@ -381,15 +401,19 @@ class Cache:
     # --- writes -----------------------------------------------------------------------------
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None, ttl_class: str | None = None,
-                  tags: Iterable[str] = ()) -> None:
-        """Store ``value`` in L1 and L2 and evict ``key`` from the other processes' L1."""
+                  tags: Iterable[str] = (), l1_ttl: float | None = None) -> None:
+        """Store ``value`` in L1 and L2 and evict ``key`` from the other processes' L1 (through
+        Redis; without it, see the module docs). ``l1_ttl``: no process keeps it in memory
+        longer than this."""
         tags = tuple(tags)
         seconds = self._ttl(ttl, ttl_class)
+        if l1_ttl is not None and not l1_ttl > 0:
+            raise ValueError(f"l1_ttl must be > 0 seconds, got {l1_ttl}")
         payload = self._encoder.encode(value)
         self._note_invalidated(keys=(key,))
-        self._put_l1(key, value, seconds, 0.0, 0.0, tags, len(payload))
+        self._put_l1(key, value, min(seconds, l1_ttl or seconds), 0.0, 0.0, tags, len(payload))
         if self._l2_ready():
-            await self._l2_write(key, payload, seconds, tags, publish=True)
+            await self._l2_write(key, payload, seconds, tags, publish=True, l1_ttl=l1_ttl or 0.0)
 
     async def delete(self, *keys: str) -> None:
         """Remove ``keys`` from L1 and L2, here and in every other process."""
@@ -409,15 +433,17 @@ class Cache:
         """Empty the cache: L1 here and in the other processes, and this namespace's L2 keys."""
         self._note_invalidated(everything=True)
         self.l1.clear()
+        message = self._encoder.encode([self._origin, "*", []])
         if self._l2_ready():
-            message = self._encoder.encode([self._origin, "*", []])
             link = self._link
             assert link is not None
             try:
                 await link.flush_prefix(f"{self._ns}:[ct]:*")
                 await link.publish(self.channel, message)
+                return
             except Exception as error:  # noqa: BLE001
                 self._l2_failed(error)
+        await self._broadcast(message)
 
     # --- telemetry ----------------------------------------------------------------------------
 
@@ -466,8 +492,14 @@ class Cache:
                 link = RedisLink(self.config.redis_url, sidecar, timeout_seconds=self.config.redis_timeout_seconds)
                 await link.open()
                 stack.push_async_callback(link.aclose)
+            broadcasts = None
+            if self._bus is not None:
+                # Opened before the nursery so that it is closed after the follower stops.
+                broadcasts = await stack.enter_async_context(contextlib.aclosing(self._bus.broadcasts()))
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(self._sweeper)
+            if broadcasts is not None:
+                nursery.start_soon(self._follow_broadcasts, broadcasts)
             if link is not None:
                 await nursery.start(link.subscribe, [self.channel], self._on_message, self._on_subscription)
                 self._link = link
@@ -510,6 +542,17 @@ class Cache:
                     await self._link.ping()  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001 - the breaker counted it
                 await trio.sleep(0)
+
+    async def _follow_broadcasts(self, broadcasts: Any) -> None:
+        """Apply the invalidations other processes sent over the store; a gap (``None``: some
+        may have been missed) empties L1."""
+        async for message in broadcasts:
+            if message is None:
+                dropped = self.l1.clear()
+                self._note_invalidated(everything=True)
+                log.info("cache: store broadcasts may have been missed; dropped %d L1 entries", dropped)
+            else:
+                self._on_message(BROADCAST_CHANNEL, message)
 
     def _on_subscription(self, connected: bool) -> None:
         if connected and not self._subscribed:
@@ -788,6 +831,8 @@ class Cache:
             found[key] = value
             hits += 1
             tags = envelope.tags
+            if envelope.l1_ttl:
+                remaining = min(remaining, envelope.l1_ttl)
             if not check or self._fill_allowed(key, tags, epoch):
                 put(key, value, fresh_until=now + remaining, tags=tags, size=len(envelope.value))
         self._l2_hits += hits
@@ -804,6 +849,8 @@ class Cache:
             return _MISSING
         self._l2_hits += 1
         tags = tuple(envelope.tags)
+        if envelope.l1_ttl:
+            remaining = min(remaining, envelope.l1_ttl)
         if self._fill_allowed(key, tags, epoch):
             # No jitter: the entry already carries the writer's expiry.
             now = trio.current_time()
@@ -811,9 +858,10 @@ class Cache:
         return value
 
     async def _l2_write(self, key: str, payload: bytes, seconds: float, tags: tuple[str, ...], *,
-                        publish: bool) -> None:
+                        publish: bool, l1_ttl: float = 0.0) -> None:
         ttl_ms = max(1, math.ceil(seconds * 1000))
-        envelope = self._encoder.encode(_Envelope(self._wall() + seconds, list(tags), msgspec.Raw(payload)))
+        envelope = self._encoder.encode(_Envelope(self._wall() + seconds, list(tags), msgspec.Raw(payload),
+                                                  l1_ttl))
         message = (self.channel, self._encoder.encode([self._origin, "k", [key]])) if publish else None
         try:
             async with self.breaker.guard():
@@ -826,17 +874,30 @@ class Cache:
             self._l2_failed(error)
 
     async def _l2_delete(self, *, keys: Sequence[str] = (), tags: Sequence[str] = ()) -> None:
-        if not self._l2_ready():
-            return
+        """Delete from L2 and tell the other processes, through Redis; when Redis cannot, through
+        the store's broadcasts."""
         message = self._encoder.encode([self._origin, "t" if tags else "k", list(tags or keys)])
-        try:
-            async with self.breaker.guard():
-                await self._link.delete(  # type: ignore[union-attr]
-                    [self._l2_key(key) for key in keys], [self._tag_key(tag) for tag in tags],
-                    (self.channel, message),
-                )
-        except Exception as error:  # noqa: BLE001
-            self._l2_failed(error)
+        if self._l2_ready():
+            try:
+                async with self.breaker.guard():
+                    await self._link.delete(  # type: ignore[union-attr]
+                        [self._l2_key(key) for key in keys], [self._tag_key(tag) for tag in tags],
+                        (self.channel, message),
+                    )
+                return
+            except Exception as error:  # noqa: BLE001
+                self._l2_failed(error)
+        await self._broadcast(message)
+
+    async def _broadcast(self, message: bytes) -> None:
+        """Send an invalidation over the store (if it is shared); one too long to broadcast
+        becomes "forget everything"."""
+        bus = self._bus
+        if bus is None:
+            return
+        if len(message) > BROADCAST_MAX_BYTES:
+            message = self._encoder.encode([self._origin, "*", []])
+        await bus.broadcast(message)
 
     async def _l2_lock_or_wait(self, key: str, type: Any, epoch: int) -> tuple[tuple[str, bytes] | None, Any]:
         """Take the cross-process load lock for ``key`` -> ((lock key, token), _MISSING); or,
