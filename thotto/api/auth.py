@@ -4,9 +4,12 @@ A token is ``thotto_`` plus 43 random URL-safe characters (256 bits). It is show
 keeps only its SHA-256, so a leaked database leaks no usable token (a slow hash is unnecessary:
 the token is random, not a password). ``Authorization: Bearer <token>`` authenticates a request.
 
-Who a token belongs to is cached (key ``token:<hash>``, tag ``user:<id>``, 60 s). Invalidation:
-revoking a token or changing a user's tier invalidates the user's tag in every process; a token
-looked up before it existed is cached as unknown, so creating one deletes its key.
+Who a token belongs to is cached (key ``token:<hash>``, tag ``user:<id>``, 60 s in Redis, at
+most :data:`TOKEN_L1_SECONDS` in any process's memory). Invalidation: revoking a token, changing
+a user's tier or removing a user invalidates the user's tag in every process (through
+:mod:`thotto.usecases.users`, the only way to do those); a token looked up before it existed is
+cached as unknown, so creating one deletes its key. Minting a token checks the caller's token
+in the store itself, so a token revoked a moment ago mints nothing anywhere.
 """
 
 from __future__ import annotations
@@ -22,6 +25,10 @@ from thotto.messages import ApiToken, Role, User
 
 TOKEN_PREFIX = "thotto_"
 TOKEN_CACHE_SECONDS = 60.0
+# Revoking must take effect everywhere within 1 s even if an invalidation is lost (a connection
+# being re-established): no process serves a token from memory for longer than this. One store
+# or Redis read per token per process per half second costs nothing worth saving.
+TOKEN_L1_SECONDS = 0.5
 
 
 def new_token() -> str:
@@ -53,20 +60,24 @@ async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]
     return record, token
 
 
-async def forget_user(context, user_id: int) -> None:
-    """Drop every cached token lookup of the user (after a revocation or a tier change)."""
-    await context.cache.invalidate_tags(user_tag(user_id))
+async def forget_user(cache, user_id: int) -> None:
+    """Drop every cached token lookup of the user, in every process (after a revocation, a tier
+    change or a removal: see :mod:`thotto.usecases.users`)."""
+    await cache.invalidate_tags(user_tag(user_id))
 
 
-async def require_user(request: Request) -> User:
-    """The user the request's bearer token belongs to, within their request rate; 401 or 429."""
+async def require_user(request: Request, *, fresh: bool = False) -> User:
+    """The user the request's bearer token belongs to, within their request rate; 401 or 429.
+    ``fresh``: ask the store, not the cache (for requests that grant access, e.g. minting a
+    token)."""
     context = request.app.state.api
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' "
                            "(create one with `thotto token create --user NAME`)")
-    user = await _user_for(context, token_hash(token.strip()))
+    hashed = token_hash(token.strip())
+    user = await context.store.user_for_token(hashed) if fresh else await _user_for(context, hashed)
     if user is None:
         raise Unauthorized("The API token is unknown or revoked")
     if context.limiter is not None:
@@ -85,12 +96,12 @@ async def _user_for(context, hashed: str) -> User | None:
     if user is _MISSING:
         user = await context.store.user_for_token(hashed)
         tags = (user_tag(user.id),) if user is not None else ()
-        await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=tags)
+        await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=tags, l1_ttl=TOKEN_L1_SECONDS)
     return user
 
 
-async def require_admin(request: Request) -> User:
-    user = await require_user(request)
+async def require_admin(request: Request, *, fresh: bool = False) -> User:
+    user = await require_user(request, fresh=fresh)
     if user.role is not Role.ADMIN:
         raise Forbidden("This needs an admin token")
     return user
