@@ -687,6 +687,7 @@ AnyMessage = Union[
     SettleResult,
     NewUser,
     User,
+    UserRemoval,
     ApiToken,
     NewAccount,
     Account,
