@@ -99,3 +99,14 @@ async def test_l1_ttl_travels_with_the_value_through_redis(redis_url, namespace)
         assert b.peek("token") == "alice"
         await wait_until(lambda: b.peek("token") is None, timeout=0.6)  # ...for 0.3 s only
         assert await b.get("token") == "alice"  # L2 still has it for its whole TTL
+
+
+async def test_a_store_that_cannot_broadcast_never_fails_an_invalidation(postgres_dsn):
+    async with open_postgres_store(postgres_dsn) as store:
+        cache = Cache(CacheConfig(jitter=0.0), bus=store)
+        await cache.get_or_load("u1:a", lambda: 1, ttl=600, tags=["user:1"])
+    # The store is closed now: the broadcast fails, the invalidation here still happens.
+    await cache.invalidate_tags("user:1")
+    await cache.delete("k")
+    assert cache.peek("u1:a") is None
+    assert cache.stats().bus_errors == 2

@@ -206,6 +206,8 @@ class CacheStats(msgspec.Struct, frozen=True):
     l2_breaker: str
     l2_errors: int
     l2_subscribed: bool
+    bus_errors: int = 0
+    """Invalidations the store could not broadcast (other processes' copies then expire)."""
 
     @property
     def hit_ratio(self) -> float:
@@ -303,7 +305,7 @@ class Cache:
         self._l2_hits = self._misses = self._stale_hits = self._stale_on_error = 0
         self._loads = self._load_errors = self._coalesced = self._lock_waits = 0
         self._load_seconds_total = self._load_seconds_max = 0.0
-        self._l2_errors = self._invalidations_received = 0
+        self._l2_errors = self._invalidations_received = self._bus_errors = 0
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -468,6 +470,7 @@ class Cache:
             evictions_manual=l1.evictions.manual,
             invalidations_received=self._invalidations_received,
             l2=l2, l2_breaker=breaker.value, l2_errors=self._l2_errors, l2_subscribed=self._subscribed,
+            bus_errors=self._bus_errors,
         )
 
     # --- the actor -----------------------------------------------------------------------------
@@ -897,7 +900,13 @@ class Cache:
             return
         if len(message) > BROADCAST_MAX_BYTES:
             message = self._encoder.encode([self._origin, "*", []])
-        await bus.broadcast(message)
+        try:
+            await bus.broadcast(message)
+        except Exception as error:  # noqa: BLE001 - as with Redis, a cache write never fails a request
+            # The others' copies expire by themselves (token lookups within half a second).
+            self._bus_errors += 1
+            log.warning("cache: could not broadcast an invalidation over the store (%s: %s)",
+                        type(error).__name__, error)
 
     async def _l2_lock_or_wait(self, key: str, type: Any, epoch: int) -> tuple[tuple[str, bytes] | None, Any]:
         """Take the cross-process load lock for ``key`` -> ((lock key, token), _MISSING); or,
