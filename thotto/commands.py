@@ -344,7 +344,8 @@ async def user_remove(settings: Settings, args: argparse.Namespace) -> int:
         removal = await users.remove_user(store, cache, user.id)
     if args.json:
         emit(args, {"id": user.id, "name": user.name, "posts_cancelled": removal.posts_cancelled,
-                    "tokens_revoked": removal.tokens_revoked, "accounts_unlinked": removal.accounts_unlinked})
+                    "tokens_revoked": removal.tokens_revoked,
+                    "accounts_unlinked": removal.accounts_unlinked})
     else:
         print(f"user {user.name} (id {user.id}) removed: {removal.tokens_revoked} tokens revoked, "
               f"{removal.posts_cancelled} scheduled posts cancelled, {removal.accounts_unlinked} "

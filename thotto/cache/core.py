@@ -29,9 +29,9 @@ Short-lived L1 copies
     invalidation by long (who a token belongs to).
 Redis failures
     never fail a request: every L2 call is guarded by the ``redis`` breaker (with a generous
-    timeout: a slow answer is not a failure); a failure or an open breaker means "L2 has nothing", and requests go on from L1
-    and the loader. While the breaker is open the actor probes Redis in the background and L2 use
-    resumes by itself once a probe succeeds.
+    timeout: a slow answer is not a failure); a failure or an open breaker means "L2 has
+    nothing", and requests go on from L1 and the loader. While the breaker is open the actor
+    probes Redis in the background and L2 use resumes by itself once a probe succeeds.
 Staleness options
     ``stale_while_revalidate`` (seconds): after an entry's TTL, for that long, serve the old value
     and refresh it in the background (one load). ``serve_stale_on_error`` (seconds): keep the
@@ -257,8 +257,8 @@ class Cache:
 
     ``breakers``: the registry to take the ``redis`` breaker from (so it shows with the others);
     else the cache makes its own. ``bus``: the store whose broadcasts carry invalidations
-    between processes when Redis cannot (see the module docs). ``clock`` only supplies wall time for L2 expiry stamps
-    (default: the system clock).
+    between processes when Redis cannot (see the module docs). ``clock`` only supplies wall time
+    for L2 expiry stamps (default: the system clock).
     """
 
     def __init__(
@@ -863,8 +863,8 @@ class Cache:
     async def _l2_write(self, key: str, payload: bytes, seconds: float, tags: tuple[str, ...], *,
                         publish: bool, l1_ttl: float = 0.0) -> None:
         ttl_ms = max(1, math.ceil(seconds * 1000))
-        envelope = self._encoder.encode(_Envelope(self._wall() + seconds, list(tags), msgspec.Raw(payload),
-                                                  l1_ttl))
+        expires = self._wall() + seconds
+        envelope = self._encoder.encode(_Envelope(expires, list(tags), msgspec.Raw(payload), l1_ttl))
         message = (self.channel, self._encoder.encode([self._origin, "k", [key]])) if publish else None
         try:
             async with self.breaker.guard():

@@ -78,7 +78,8 @@ def check_broadcast(message: bytes) -> bytes:
                               field="message")
     if len(message) > BROADCAST_MAX_BYTES:
         raise ValidationError(f"A broadcast message is at most {BROADCAST_MAX_BYTES} bytes, got "
-                              f"{len(message)}; send several, or one that says less", field="message")
+                              f"{len(message)}; send several, or one that says less",
+                              field="message")
     return message
 
 

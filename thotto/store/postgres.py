@@ -1498,8 +1498,8 @@ class PostgresStore(Store):
         await self._run(self._execute, "SELECT pg_notify($1, $2)", BROADCAST_CHANNEL, payload)
 
     def broadcasts(self) -> AsyncIterator[bytes | None]:
-        feed: EventFeed[bytes | None] = EventFeed(self._sidecar.trio_token, max_buffer=BROADCAST_BUFFER,
-                                                  merge=missed_broadcasts)
+        feed: EventFeed[bytes | None] = EventFeed(
+            self._sidecar.trio_token, max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
         if self._closed:
             feed.close()
         else:

@@ -468,7 +468,9 @@ CANCEL_USERS_POSTS = (
     "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE state = 'pending' "
     "AND id IN (SELECT job_id FROM posts WHERE user_id = ?)"
 )
-REVOKE_USERS_TOKENS = "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+REVOKE_USERS_TOKENS = (
+    "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+)
 UNLINK_USERS_ACCOUNTS = (
     "UPDATE accounts SET refresh_token_encrypted = x'', needs_relink = 1 WHERE user_id = ?"
 )

@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from thotto.store.base import Store
 
 
-async def revoke_token(store: "Store", cache: "Cache", token_id: int, *, by: User | None = None) -> ApiToken:
+async def revoke_token(store: "Store", cache: "Cache", token_id: int, *,
+                       by: User | None = None) -> ApiToken:
     """Revoke a token (idempotent). ``by``: the user asking; unless an admin, only their own
     tokens (another's is NotFound, not revealing it exists). None: the operator (CLI)."""
     if by is not None and by.role is not Role.ADMIN:
