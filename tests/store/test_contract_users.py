@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from tests.store.test_contract import HASH_A, HASH_B, claim_job, link, make_account, publish, schedule
-from thotto.errors import Conflict, NotFound, ValidationError
+from thotto.errors import Conflict, InvalidTransition, NotFound, ValidationError
 from thotto.messages import JobState, NewUser, PostStatus, Role, Tier, UserRemoval
 from thotto.store.base import BROADCAST_MAX_BYTES
 
@@ -119,3 +119,14 @@ async def test_broadcast_iterators_end_when_the_store_closes(store_factory):
         messages = other.broadcasts()
     with trio.fail_after(5):
         assert [message async for message in messages] == []
+
+
+async def test_a_removed_users_post_cannot_be_armed_so_it_is_never_submitted(store, clock):
+    await admin(store)
+    account = await make_account(store)
+    post = await schedule(store, account, clock())
+    await claim_job(store, post.job_id)  # a worker had it when the user was removed
+    await store.remove_user(account.user_id)
+    with pytest.raises(InvalidTransition, match="removed user"):
+        await store.arm_post(post.id)
+    assert (await store.get_post(post.id)).armed_at is None

@@ -369,7 +369,8 @@ class Store(abc.ABC):
         """Remove a user, in one transaction: every token of theirs is revoked; every post of
         theirs still scheduled (job pending) is cancelled, so none is published after this; the
         credentials of their linked Reddit accounts are erased and the accounts flagged
-        ``needs_relink`` (a publishing attempt already running stops there when it retries);
+        ``needs_relink``; a publishing attempt already running when the user is removed cannot
+        :meth:`arm_post` any more (InvalidTransition), so it never reaches Reddit after this;
         the user is then gone for every user look-up (``get_user``, ``get_user_by_name``,
         ``list_users``, ``set_tier``, ``create_token``, ``create_account``: NotFound), and the
         name is free for a new user. Published posts stay, as history. NotFound if the user
@@ -486,7 +487,8 @@ class Store(abc.ABC):
     async def arm_post(self, post_id: int) -> Post:
         """Record, durably, that an attempt to publish the post is about to call Reddit: sets
         ``armed_at`` to now unless it is already set (the earliest arming is kept, so a later
-        reconciliation looks back far enough). Call it before every submission. NotFound."""
+        reconciliation looks back far enough). Call it before every submission. NotFound;
+        InvalidTransition if the post's user was removed (see :meth:`remove_user`)."""
 
     # --- recurring posts and engagement -----------------------------------------------------
 

@@ -1864,12 +1864,20 @@ class PostgresStore(Store):
 
     async def arm_post(self, post_id: int) -> Post:
         _check_ids([post_id], "post_id")
-        status = await self._run(
-            self._execute, "UPDATE posts SET armed_at = coalesce(armed_at, $2) WHERE id = $1",
+        removed = await self._run(
+            self._fetchval,
+            "WITH p AS (SELECT id, user_id FROM posts WHERE id = $1), "
+            "u AS (SELECT removed_at FROM users WHERE id = (SELECT user_id FROM p)), "
+            "a AS (UPDATE posts SET armed_at = coalesce(armed_at, $2) WHERE id = $1 "
+            "      AND NOT EXISTS (SELECT 1 FROM u WHERE removed_at IS NOT NULL) RETURNING id) "
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM p) THEN NULL "
+            "WHEN EXISTS (SELECT 1 FROM a) THEN false ELSE true END",
             post_id, self.now(),
         )  # fmt: skip
-        if status == "UPDATE 0":
+        if removed is None:
             raise NotFound(f"Post {post_id} does not exist")
+        if removed:
+            raise InvalidTransition(f"Post {post_id} belongs to a removed user; it is not published")
         return await self.get_post(post_id)
 
     # --- recurring posts and engagement ---------------------------------------------------

@@ -502,6 +502,10 @@ SET_POST_SCHEDULE = "UPDATE posts SET scheduled_for = ? WHERE id = ?"
 SET_POST_UPDATED = "UPDATE posts SET updated_at = ? WHERE id = ?"
 SET_PUBLICATION = "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?"
 ARM_POST = "UPDATE posts SET armed_at = coalesce(armed_at, ?) WHERE id = ?"
+POST_OF_REMOVED_USER = (
+    "SELECT 1 FROM posts p JOIN users u ON u.id = p.user_id "
+    "WHERE p.id = ? AND u.removed_at IS NOT NULL"
+)
 SAVE_RULES = (
     "INSERT INTO subreddits (name, rules, synced_at) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, synced_at = excluded.synced_at"
@@ -1695,6 +1699,9 @@ class SqliteStore(Store):
         _, now_us = self._now_us()
 
         def arm(conn: sqlite3.Connection) -> Post:
+            if conn.execute(POST_OF_REMOVED_USER, (post_id,)).fetchone():
+                raise InvalidTransition(f"Post {post_id} belongs to a removed user; it is not "
+                                        "published")
             conn.execute(ARM_POST, (now_us, post_id))
             return _select_post(conn, post_id, None)
 
