@@ -94,11 +94,13 @@ async def _admin(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
     without it a revoked token would stay valid in running servers until their cache let go."""
     from thotto.cache import Cache, CacheConfig
 
-    async with _store(settings) as store, trio.open_nursery() as nursery:
-        cache = Cache(CacheConfig.from_settings(settings), bus=store)
-        await nursery.start(cache.run)
-        yield store, cache
-        nursery.cancel_scope.cancel()
+    # An error from the command comes out as itself (one clear line), not in a group.
+    with actors.unwrap_sole_exception():
+        async with _store(settings) as store, trio.open_nursery() as nursery:
+            cache = Cache(CacheConfig.from_settings(settings), bus=store)
+            await nursery.start(cache.run)
+            yield store, cache
+            nursery.cancel_scope.cancel()
 
 
 @contextlib.asynccontextmanager
