@@ -110,3 +110,25 @@ async def test_a_store_that_cannot_broadcast_never_fails_an_invalidation(postgre
     await cache.delete("k")
     assert cache.peek("u1:a") is None
     assert cache.stats().bus_errors == 2
+
+
+async def test_a_process_that_reaches_redis_deletes_what_a_process_that_could_not_invalidated(
+        postgres_dsn, redis_url, namespace):
+    dead_redis = f"redis://127.0.0.1:{free_port()}/0"
+    async with contextlib.AsyncExitStack() as stack:
+        nursery = await stack.enter_async_context(trio.open_nursery())
+        stores = [await stack.enter_async_context(open_postgres_store(postgres_dsn)) for _ in range(2)]
+        cut_off = Cache(CacheConfig(redis_url=dead_redis, namespace=namespace), bus=stores[0])
+        connected = Cache(CacheConfig(redis_url=redis_url, namespace=namespace), bus=stores[1])
+        for cache in (cut_off, connected):
+            await nursery.start(cache.run)
+        await wait_until(lambda: connected.stats().l2 == "ok")
+        await connected.set("token:abc", "alice", ttl=600, tags=["user:1"])
+        await cut_off.invalidate_tags("user:1")  # its Redis fails: over the store
+        await wait_until(lambda: connected.peek("token:abc") is None, timeout=1)
+        # L2 no longer has it either, so it cannot come back into anyone's memory from there.
+        with trio.fail_after(1):
+            while await connected.get("token:abc") is not None:
+                connected.l1.clear()
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()

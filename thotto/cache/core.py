@@ -19,7 +19,8 @@ Writes
 Without Redis
     (or while it fails) on a store shared by several processes (Postgres), ``delete``,
     ``invalidate_tags`` and ``clear`` travel as store broadcasts (``bus``: LISTEN/NOTIFY), which
-    every cache given the store follows, whether it has Redis or not; when the store says
+    every cache given the store follows, whether it has Redis or not (one that reaches Redis
+    deletes the entries from L2 too, which the sender could not); when the store says
     broadcasts may have been missed (its listening connection was re-established), L1 is
     emptied. ``set`` without L2 is a fill, not announced: announcing every fill would make
     processes evict each other's fills forever.
@@ -556,6 +557,35 @@ class Cache:
                 log.info("cache: store broadcasts may have been missed; dropped %d L1 entries", dropped)
             else:
                 self._on_message(BROADCAST_CHANNEL, message)
+                self._delete_from_l2_soon(message)
+
+    def _delete_from_l2_soon(self, message: bytes) -> None:
+        """An invalidation came over the store because its sender could not reach Redis, so L2
+        may still hold what it invalidated (and refill every L1 with it): a process that can
+        reach Redis deletes it there."""
+        if self._nursery is None or not self._l2_ready():
+            return
+        try:
+            origin, kind, names = msgspec.msgpack.decode(message)
+        except (msgspec.DecodeError, ValueError, TypeError):
+            return  # _on_message said so
+        if origin != self._origin and kind in ("k", "t", "*"):
+            self._nursery.start_soon(self._delete_from_l2, kind, list(names))
+
+    async def _delete_from_l2(self, kind: str, names: list[str]) -> None:
+        link = self._link
+        if link is None:
+            return
+        try:
+            async with self.breaker.guard():
+                if kind == "*":
+                    await link.flush_prefix(f"{self._ns}:[ct]:*")
+                elif kind == "k":
+                    await link.delete([self._l2_key(key) for key in names])
+                else:
+                    await link.delete([], [self._tag_key(tag) for tag in names])
+        except Exception as error:  # noqa: BLE001 - Redis trouble: the entries expire by themselves
+            self._l2_failed(error)
 
     def _on_subscription(self, connected: bool) -> None:
         if connected and not self._subscribed:
