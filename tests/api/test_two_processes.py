@@ -163,10 +163,15 @@ async def test_tier_changes_and_removals_reach_the_other_process_within_1s(clust
         while await status(cluster.second, pro, "POST", "/api/scheduled-posts", **post_body()) != 403:
             await trio.sleep(0.02)
 
-    # Raised again through the CLI: the second server lets them schedule again.
+    # Raised again through the CLI: the second server lets them schedule again...
     assert (await cluster.run_cli("user", "set-tier", "pro", "pro"))["tier"] == "pro"
     with trio.fail_after(DEADLINE):
         while await status(cluster.second, pro, "POST", "/api/scheduled-posts", **post_body()) != 201:
+            await trio.sleep(0.02)
+    # ...and lowered through the CLI: it stops them again.
+    assert (await cluster.run_cli("user", "set-tier", "pro", "starter"))["tier"] == "starter"
+    with trio.fail_after(DEADLINE):
+        while await status(cluster.second, pro, "POST", "/api/scheduled-posts", **post_body()) != 403:
             await trio.sleep(0.02)
 
     # Removed through the first server's API.
