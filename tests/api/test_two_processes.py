@@ -53,7 +53,10 @@ class Cluster:
     tmp: Path
 
     def cli(self, *args: str) -> subprocess.CompletedProcess:
-        env = child_env({**self.env, "THOTTO_DATA_DIR": str(self.tmp / "cli")})
+        """``thotto ARGS`` as an operator runs it, from a machine with its own data dir."""
+        data_dir = self.tmp / "cli"
+        data_dir.mkdir(exist_ok=True)
+        env = child_env({**self.env, "THOTTO_DATA_DIR": str(data_dir)})
         return subprocess.run([sys.executable, "-m", "thotto.cli", *args], cwd=ROOT, env=env,
                               capture_output=True, text=True, timeout=60)
 
