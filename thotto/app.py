@@ -93,7 +93,7 @@ async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Servi
             reddit = await stack.enter_async_context(RedditClient(RedditConfig.from_settings(settings)))
         breakers = Breakers({"reddit.*": REDDIT_BREAKER}, clock=clock, redis_url=settings.redis_url,
                             sidecar=sidecar, namespace=settings.redis_namespace)
-        cache = Cache(CacheConfig.from_settings(settings), sidecar=sidecar, breakers=breakers)
+        cache = Cache(CacheConfig.from_settings(settings), sidecar=sidecar, breakers=breakers, bus=store)
         vault = Vault.for_settings(settings.data_dir, settings.encryption_key)
         services = Services(settings, clock, store, vault, breakers, cache, sidecar, reddit)
         services.metrics.instrument_store(store)

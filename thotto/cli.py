@@ -75,6 +75,10 @@ def _admin_parsers(commands) -> None:
     set_tier.add_argument("name")
     set_tier.add_argument("tier", choices=[tier.value for tier in Tier])
     _add_settings_options(set_tier, json=True)
+    remove = user.add_parser("remove", help="remove a user: tokens stop working, scheduled posts are "
+                                            "cancelled, linked Reddit credentials are erased")
+    remove.add_argument("name")
+    _add_settings_options(remove, json=True)
 
     token = _group(commands, "token", "manage API tokens")
     create = token.add_parser("create", help="create an API token (shown once)")
@@ -84,7 +88,7 @@ def _admin_parsers(commands) -> None:
     token_list = token.add_parser("list", help="list a user's tokens")
     token_list.add_argument("--user", required=True)
     _add_settings_options(token_list, json=True)
-    revoke = token.add_parser("revoke", help="revoke a token by id")
+    revoke = token.add_parser("revoke", help="revoke a token by id (running servers stop accepting it)")
     revoke.add_argument("id", type=int)
     _add_settings_options(revoke, json=True)
 

@@ -137,6 +137,26 @@ async def _store(settings: Settings) -> AsyncIterator[Any]:
 
 
 @contextlib.asynccontextmanager
+async def _admin(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
+    """The store and a cache that reaches the running servers' caches (through Redis, else the
+    store's broadcasts), for commands that change who may do what (:mod:`thotto.usecases.users`):
+    without it a revoked token would stay valid in running servers until their cache let go."""
+    from thotto.cache import Cache, CacheConfig
+
+    engine = serving_engine()
+    if engine is not None:  # the server runs this command: its own cache is the one to evict
+        yield engine.store, engine.services.cache
+        return
+    # An error from the command comes out as itself (one clear line), not in a group.
+    with actors.unwrap_sole_exception():
+        async with _store(settings) as store, trio.open_nursery() as nursery:
+            cache = Cache(CacheConfig.from_settings(settings), bus=store)
+            await nursery.start(cache.run)
+            yield store, cache
+            nursery.cancel_scope.cancel()
+
+
+@contextlib.asynccontextmanager
 async def _engine(settings: Settings) -> AsyncIterator[Any]:
     """The engine for commands that schedule or link: the running server's when it runs this
     command, else one opened without workers or HTTP."""
@@ -417,10 +437,29 @@ async def user_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def user_set_tier(settings: Settings, args: argparse.Namespace) -> int:
-    async with _store(settings) as store:
+    from thotto.usecases import users
+
+    async with _admin(settings) as (store, cache):
         user = await store.get_user_by_name(args.name)
-        user = await store.set_tier(user.id, Tier(args.tier))
+        user = await users.change_tier(store, cache, user.id, Tier(args.tier))
     emit(args, _user_row(user))
+    return EXIT_OK
+
+
+async def user_remove(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.usecases import users
+
+    async with _admin(settings) as (store, cache):
+        user = await store.get_user_by_name(args.name)
+        removal = await users.remove_user(store, cache, user.id)
+    if args.json:
+        emit(args, {"id": user.id, "name": user.name, "posts_cancelled": removal.posts_cancelled,
+                    "tokens_revoked": removal.tokens_revoked,
+                    "accounts_unlinked": removal.accounts_unlinked})
+    else:
+        print(f"user {user.name} (id {user.id}) removed: {removal.tokens_revoked} tokens revoked, "
+              f"{removal.posts_cancelled} scheduled posts cancelled, {removal.accounts_unlinked} "
+              "Reddit accounts unlinked")
     return EXIT_OK
 
 
@@ -446,8 +485,10 @@ async def token_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    async with _store(settings) as store:
-        token = await store.revoke_token(args.id)
+    from thotto.usecases import users
+
+    async with _admin(settings) as (store, cache):
+        token = await users.revoke_token(store, cache, args.id)
     emit(args, {"id": token.id, "name": token.name, "revoked_at": token.revoked_at.isoformat()})
     return EXIT_OK
 
@@ -677,6 +718,7 @@ COMMANDS = {
     ("user", "add"): user_add,
     ("user", "list"): user_list,
     ("user", "set-tier"): user_set_tier,
+    ("user", "remove"): user_remove,
     ("token", "create"): token_create,
     ("token", "list"): token_list,
     ("token", "revoke"): token_revoke,

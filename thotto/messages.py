@@ -306,6 +306,17 @@ class User(Base):
     created_at: datetime
 
 
+class UserRemoval(Base):
+    """What removing a user did (see ``Store.remove_user``): the user as they were, and how
+    many of their scheduled posts were cancelled, tokens revoked and Reddit accounts unlinked
+    (credentials erased)."""
+
+    user: User
+    posts_cancelled: int
+    tokens_revoked: int
+    accounts_unlinked: int
+
+
 class ApiToken(Base):
     """An API token's record; the token itself is never stored, only its hash."""
 
@@ -634,6 +645,18 @@ class TierChange(ApiBody):
     tier: Tier
 
 
+class UserRemoved(ApiBody):
+    """A removed user: their tokens no longer work anywhere, their scheduled posts are
+    cancelled (none is published after this), their linked Reddit accounts' credentials are
+    erased. Their published posts stay as history; the name is free again."""
+
+    id: int
+    name: str
+    posts_cancelled: int
+    tokens_revoked: int
+    accounts_unlinked: int
+
+
 class TokenRequest(ApiBody):
     name: Name = "api"
 
@@ -725,6 +748,7 @@ AnyMessage = Union[
     SettleResult,
     NewUser,
     User,
+    UserRemoval,
     ApiToken,
     NewAccount,
     Account,

@@ -29,8 +29,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
-from thotto.api.auth import create_token, forget_user, require_admin, require_user
-from thotto.errors import Conflict, NotFound, ValidationError
+from thotto.api.auth import create_token, require_admin, require_user
+from thotto.errors import Conflict, ValidationError
 from thotto.messages import (
     AccountView,
     ApiBody,
@@ -39,14 +39,15 @@ from thotto.messages import (
     LinkRequest,
     LinkStart,
     NewUser,
-    Role,
     TierChange,
     TokenCreated,
     TokenRequest,
     TokenView,
+    UserRemoved,
     UserRequest,
     UserView,
 )
+from thotto.usecases import users
 
 ENDPOINTS = EndpointGroup()
 LINK_STATE_SECONDS = 600.0
@@ -95,12 +96,27 @@ async def add_user(request: Request) -> Response:
 @ENDPOINTS.add("PUT", "/api/users/{id}/tier", "Change a user's tier (admin)", body=TierChange,
                response=UserView, auth="admin", errors=(400, 401, 403, 404, 422, 429), tags=("users",))
 async def set_tier(request: Request) -> Response:
-    await require_admin(request)
+    await require_admin(request, fresh=True)
     context = request.app.state.api
     body = await read_json(request, TierChange)
-    user = await context.store.set_tier(path_id(request), body.tier)
-    await forget_user(context, user.id)
+    user = await users.change_tier(context.store, context.cache, path_id(request), body.tier)
     return json_response(user_view(user))
+
+
+@ENDPOINTS.add("DELETE", "/api/users/{id}",
+               "Remove a user (admin): their tokens stop working everywhere within a second, their "
+               "scheduled posts are cancelled (none is published after this), their linked Reddit "
+               "accounts' credentials are erased; published posts stay as history and the name is "
+               "free again. The last admin cannot be removed (409).",
+               response=UserRemoved, auth="admin", errors=(401, 403, 404, 409, 429), tags=("users",))
+async def remove_user(request: Request) -> Response:
+    await require_admin(request, fresh=True)
+    context = request.app.state.api
+    removal = await users.remove_user(context.store, context.cache, path_id(request))
+    return json_response(UserRemoved(id=removal.user.id, name=removal.user.name,
+                                     posts_cancelled=removal.posts_cancelled,
+                                     tokens_revoked=removal.tokens_revoked,
+                                     accounts_unlinked=removal.accounts_unlinked))
 
 
 # --- tokens --------------------------------------------------------------------------------------
@@ -118,7 +134,7 @@ async def list_tokens(request: Request) -> Response:
                body=TokenRequest, response=TokenCreated, status=201, errors=(400, 401, 422, 429),
                tags=("tokens",))
 async def add_token(request: Request) -> Response:
-    user = await require_user(request)
+    user = await require_user(request, fresh=True)  # a token revoked a moment ago mints nothing
     body = await read_json(request, TokenRequest)
     return await _created_token(request, user.id, body.name)
 
@@ -127,7 +143,7 @@ async def add_token(request: Request) -> Response:
                body=TokenRequest, response=TokenCreated, status=201, auth="admin",
                errors=(400, 401, 403, 404, 422, 429), tags=("tokens",))
 async def add_token_for(request: Request) -> Response:
-    await require_admin(request)
+    await require_admin(request, fresh=True)
     body = await read_json(request, TokenRequest)
     user = await request.app.state.api.store.get_user(path_id(request))
     return await _created_token(request, user.id, body.name)
@@ -139,27 +155,15 @@ async def _created_token(request: Request, user_id: int, name: str) -> Response:
                                       token=token), 201)
 
 
-@ENDPOINTS.add("DELETE", "/api/tokens/{id}", "Revoke one of your tokens (admins: any token)",
+@ENDPOINTS.add("DELETE", "/api/tokens/{id}",
+               "Revoke one of your tokens (admins: any token); it stops working everywhere within a "
+               "second",
                response=TokenView, errors=(401, 404, 429), tags=("tokens",))
 async def revoke_token(request: Request) -> Response:
     user = await require_user(request)
     context = request.app.state.api
-    token_id = path_id(request)
-    owner = await _token_owner(context, token_id, user)
-    revoked = await context.store.revoke_token(token_id)
-    await forget_user(context, owner)
+    revoked = await users.revoke_token(context.store, context.cache, path_id(request), by=user)
     return json_response(token_view(revoked))
-
-
-async def _token_owner(context, token_id: int, user) -> int:
-    """The token's user id; NotFound unless it is the caller's own or the caller is an admin."""
-    if any(token.id == token_id for token in await context.store.list_tokens(user.id)):
-        return user.id
-    if user.role is Role.ADMIN:
-        for other in await context.store.list_users():
-            if any(token.id == token_id for token in await context.store.list_tokens(other.id)):
-                return other.id
-    raise NotFound(f"No API token {token_id} of yours")
 
 
 # --- Reddit accounts -------------------------------------------------------------------------------

@@ -4,10 +4,13 @@ A token is ``thotto_`` plus 43 random URL-safe characters (256 bits). It is show
 keeps only its SHA-256, so a leaked database leaks no usable token (a slow hash is unnecessary:
 the token is random, not a password). ``Authorization: Bearer <token>`` authenticates a request.
 
-Who a token belongs to is cached (key ``token:<hash>``, tag ``user:<id>``, 60 s). Invalidation:
-revoking a token or changing a user's tier invalidates the user's tag in every process. Unknown
-tokens are not cached (a stranger's guesses would fill the cache); they are failed
-authentications, limited per client address (:class:`FailureLimiter`).
+Who a token belongs to is cached (key ``token:<hash>``, tag ``user:<id>``, 60 s in Redis, at
+most :data:`TOKEN_L1_SECONDS` in any process's memory). Invalidation: revoking a token, changing
+a user's tier or removing a user invalidates the user's tag in every process (through
+:mod:`thotto.usecases.users`, the only way to do those). Unknown tokens are not cached (a
+stranger's guesses would fill the cache); they are failed authentications, limited per client
+address (:class:`FailureLimiter`). Minting a token checks the caller's token in the store itself,
+so a token revoked a moment ago mints nothing anywhere.
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from thotto.messages import ApiToken, Role, User
 
 TOKEN_PREFIX = "thotto_"
 TOKEN_CACHE_SECONDS = 60.0
+# Revoking must take effect everywhere within 1 s even if an invalidation is lost (a connection
+# being re-established): no process serves a token from memory for longer than this. One store
+# or Redis read per token per process per half second costs nothing worth saving.
+TOKEN_L1_SECONDS = 0.5
 
 
 def new_token() -> str:
@@ -55,13 +62,16 @@ async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]
     return record, token
 
 
-async def forget_user(context, user_id: int) -> None:
-    """Drop every cached token lookup of the user (after a revocation or a tier change)."""
-    await context.cache.invalidate_tags(user_tag(user_id))
+async def forget_user(cache, user_id: int) -> None:
+    """Drop every cached token lookup of the user, in every process (after a revocation, a tier
+    change or a removal: see :mod:`thotto.usecases.users`)."""
+    await cache.invalidate_tags(user_tag(user_id))
 
 
-async def require_user(request: Request) -> User:
+async def require_user(request: Request, *, fresh: bool = False) -> User:
     """The user the request's bearer token belongs to, within their request rate; 401 or 429.
+    ``fresh``: ask the store, not the cache (for requests that grant access, e.g. minting a
+    token).
 
     An unknown or revoked token counts against the client address's failed-authentication
     bucket (429 once it is empty, without asking the store again until it refills)."""
@@ -71,7 +81,7 @@ async def require_user(request: Request) -> User:
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' "
                            "(create one with `thotto token create --user NAME`)")
-    user = await _user_for(context, token_hash(token.strip()), client_address(request))
+    user = await _user_for(context, token_hash(token.strip()), client_address(request), fresh=fresh)
     if context.limiter is not None:
         await context.limiter.check(user.id)
     return user
@@ -85,13 +95,13 @@ def client_address(request: Request) -> str:
 _MISSING = object()
 
 
-async def _user_for(context, hashed: str, address: str) -> User:
+async def _user_for(context, hashed: str, address: str, *, fresh: bool = False) -> User:
     """The token's user: an L1 hit returns without a checkpoint (the hot path), then L2; a miss
-    asks the store and caches a found user under their tag. An unknown token is never cached
-    (strangers' guesses must not fill the cache): it is a failed authentication instead."""
+    (or ``fresh``) asks the store and caches a found user under their tag. An unknown token is
+    never cached (strangers' guesses must not fill the cache): it is a failed authentication."""
     key = token_key(hashed)
-    user = await context.cache.get(key, _MISSING, type=User | None)
-    if isinstance(user, User):
+    user = _MISSING if fresh else await context.cache.get(key, _MISSING, type=User | None)
+    if isinstance(user, User) and not fresh:
         return user
     failures = context.auth_failures
     if failures is not None:
@@ -101,12 +111,13 @@ async def _user_for(context, hashed: str, address: str) -> User:
         if failures is not None:
             await failures.failed(address)
         raise Unauthorized("The API token is unknown or revoked")
-    await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=(user_tag(user.id),))
+    await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=(user_tag(user.id),),
+                            l1_ttl=TOKEN_L1_SECONDS)
     return user
 
 
-async def require_admin(request: Request) -> User:
-    user = await require_user(request)
+async def require_admin(request: Request, *, fresh: bool = False) -> User:
+    user = await require_user(request, fresh=fresh)
     if user.role is not Role.ADMIN:
         raise Forbidden("This needs an admin token")
     return user

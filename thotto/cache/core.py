@@ -16,11 +16,23 @@ Writes
     an invalidation of its key arrived still answers its callers but does not fill L1 with a
     value that may be older than the write. A process whose subscription broke may have missed
     invalidations, so its L1 is emptied when the subscription is re-established.
+Without Redis
+    (or while it fails) on a store shared by several processes (Postgres), ``delete``,
+    ``invalidate_tags`` and ``clear`` travel as store broadcasts (``bus``: LISTEN/NOTIFY), which
+    every cache given the store follows, whether it has Redis or not (one that reaches Redis
+    deletes the entries from L2 too, which the sender could not); when the store says
+    broadcasts may have been missed (its listening connection was re-established), L1 is
+    emptied. ``set`` without L2 is a fill, not announced: announcing every fill would make
+    processes evict each other's fills forever.
+Short-lived L1 copies
+    ``set(..., l1_ttl=)`` caps how long any process keeps the entry in memory (also when it
+    comes from L2), whatever its TTL in L2: for answers that must not outlive a lost
+    invalidation by long (who a token belongs to).
 Redis failures
-    never fail a request: every L2 call is guarded by the ``redis`` breaker (with a short
-    timeout); a failure or an open breaker means "L2 has nothing", and requests go on from L1
-    and the loader. While the breaker is open the actor probes Redis in the background and L2 use
-    resumes by itself once a probe succeeds.
+    never fail a request: every L2 call is guarded by the ``redis`` breaker (with a generous
+    timeout: a slow answer is not a failure); a failure or an open breaker means "L2 has
+    nothing", and requests go on from L1 and the loader. While the breaker is open the actor
+    probes Redis in the background and L2 use resumes by itself once a probe succeeds.
 Staleness options
     ``stale_while_revalidate`` (seconds): after an entry's TTL, for that long, serve the old value
     and refresh it in the background (one load). ``serve_stale_on_error`` (seconds): keep the
@@ -64,12 +76,14 @@ from thotto.breaker import Breaker, BreakerConfig, Breakers, BreakerState
 from thotto.cache.local import LocalCache
 from thotto.clock import Clock
 from thotto.errors import BreakerOpen
+from thotto.store.base import BROADCAST_MAX_BYTES
 
 if TYPE_CHECKING:
     import actors
     from thotto.aio import Sidecar
     from thotto.cache.redis import RedisLink
     from thotto.config import Settings
+    from thotto.store.base import Store
 
 log = logging.getLogger("thotto.cache")
 
@@ -80,6 +94,8 @@ DEFAULT_TTL_CLASSES: Mapping[str, float] = {
 }
 
 _MISSING: Any = object()
+# What _on_message is told a store broadcast came on (for logs; Redis messages name their channel).
+BROADCAST_CHANNEL = "store broadcast"
 
 
 def _redis_breaker_config() -> BreakerConfig:
@@ -108,8 +124,13 @@ class CacheConfig:
     """L2 and cross-process invalidation; None: memory only."""
     namespace: str = "thotto"
     """Prefix of every Redis key and channel (processes sharing a cache share it)."""
-    redis_timeout_seconds: float = 0.25
-    """Longest one Redis call may take before it counts as failed (and L2 is skipped)."""
+    redis_timeout_seconds: float = 2.0
+    """Longest one Redis call may take before it counts as failed (and L2 is skipped). A slower
+    answer within it is a success. Generous on purpose: on a loaded machine a healthy Redis
+    answers in hundreds of milliseconds (our process waits for a core, and every caller queued
+    behind one slow reply waits with it), and opening the breaker then would send every read to
+    the database, adding load. A Redis that is down refuses connections at once, which counts
+    at once; only a Redis that hangs costs this long, three times, before the breaker opens."""
     lock_seconds: float = 5.0
     """Life of the cross-process load lock (a crashed loader's lock expires after this)."""
     lock_wait_seconds: float = 2.0
@@ -186,6 +207,8 @@ class CacheStats(msgspec.Struct, frozen=True):
     l2_breaker: str
     l2_errors: int
     l2_subscribed: bool
+    bus_errors: int = 0
+    """Invalidations the store could not broadcast (other processes' copies then expire)."""
 
     @property
     def hit_ratio(self) -> float:
@@ -194,11 +217,13 @@ class CacheStats(msgspec.Struct, frozen=True):
 
 
 class _Envelope(msgspec.Struct, array_like=True):
-    """What L2 stores under a key: absolute expiry (Unix seconds), tags, and the value."""
+    """What L2 stores under a key: absolute expiry (Unix seconds), tags, the value, and the
+    longest a process may keep it in L1 (0: until it expires)."""
 
     expires: float
     tags: list[str]
     value: msgspec.Raw
+    l1_ttl: float = 0.0
 
 
 class _Flight:
@@ -232,8 +257,9 @@ class Cache:
     background refreshes, the Redis probe while the breaker is open, and the L1 sweep.
 
     ``breakers``: the registry to take the ``redis`` breaker from (so it shows with the others);
-    else the cache makes its own. ``clock`` only supplies wall time for L2 expiry stamps
-    (default: the system clock).
+    else the cache makes its own. ``bus``: the store whose broadcasts carry invalidations
+    between processes when Redis cannot (see the module docs). ``clock`` only supplies wall time
+    for L2 expiry stamps (default: the system clock).
     """
 
     def __init__(
@@ -243,8 +269,10 @@ class Cache:
         sidecar: "Sidecar | None" = None,
         breakers: Breakers | None = None,
         clock: Clock | None = None,
+        bus: "Store | None" = None,
     ):
         self.config = config = config or CacheConfig()
+        self._bus = bus
         self.l1 = LocalCache(config.max_entries, config.max_bytes)
         breaker_config = config.breaker.with_(call_timeout_seconds=config.redis_timeout_seconds)
         self.breaker: Breaker = (breakers.get("redis", breaker_config) if breakers is not None
@@ -278,7 +306,7 @@ class Cache:
         self._l2_hits = self._misses = self._stale_hits = self._stale_on_error = 0
         self._loads = self._load_errors = self._coalesced = self._lock_waits = 0
         self._load_seconds_total = self._load_seconds_max = 0.0
-        self._l2_errors = self._invalidations_received = 0
+        self._l2_errors = self._invalidations_received = self._bus_errors = 0
 
     # --- the hot path ------------------------------------------------------------------------
 
@@ -376,15 +404,19 @@ class Cache:
     # --- writes -----------------------------------------------------------------------------
 
     async def set(self, key: str, value: Any, *, ttl: float | None = None, ttl_class: str | None = None,
-                  tags: Iterable[str] = ()) -> None:
-        """Store ``value`` in L1 and L2 and evict ``key`` from the other processes' L1."""
+                  tags: Iterable[str] = (), l1_ttl: float | None = None) -> None:
+        """Store ``value`` in L1 and L2 and evict ``key`` from the other processes' L1 (through
+        Redis; without it, see the module docs). ``l1_ttl``: no process keeps it in memory
+        longer than this."""
         tags = tuple(tags)
         seconds = self._ttl(ttl, ttl_class)
+        if l1_ttl is not None and not l1_ttl > 0:
+            raise ValueError(f"l1_ttl must be > 0 seconds, got {l1_ttl}")
         payload = self._encoder.encode(value)
         self._note_invalidated(keys=(key,))
-        self._put_l1(key, value, seconds, 0.0, 0.0, tags, len(payload))
+        self._put_l1(key, value, min(seconds, l1_ttl or seconds), 0.0, 0.0, tags, len(payload))
         if self._l2_ready():
-            await self._l2_write(key, payload, seconds, tags, publish=True)
+            await self._l2_write(key, payload, seconds, tags, publish=True, l1_ttl=l1_ttl or 0.0)
 
     async def delete(self, *keys: str) -> None:
         """Remove ``keys`` from L1 and L2, here and in every other process."""
@@ -404,15 +436,17 @@ class Cache:
         """Empty the cache: L1 here and in the other processes, and this namespace's L2 keys."""
         self._note_invalidated(everything=True)
         self.l1.clear()
+        message = self._encoder.encode([self._origin, "*", []])
         if self._l2_ready():
-            message = self._encoder.encode([self._origin, "*", []])
             link = self._link
             assert link is not None
             try:
                 await link.flush_prefix(f"{self._ns}:[ct]:*")
                 await link.publish(self.channel, message)
+                return
             except Exception as error:  # noqa: BLE001
                 self._l2_failed(error)
+        await self._broadcast(message)
 
     # --- telemetry ----------------------------------------------------------------------------
 
@@ -437,6 +471,7 @@ class Cache:
             evictions_manual=l1.evictions.manual,
             invalidations_received=self._invalidations_received,
             l2=l2, l2_breaker=breaker.value, l2_errors=self._l2_errors, l2_subscribed=self._subscribed,
+            bus_errors=self._bus_errors,
         )
 
     # --- the actor -----------------------------------------------------------------------------
@@ -461,8 +496,14 @@ class Cache:
                 link = RedisLink(self.config.redis_url, sidecar, timeout_seconds=self.config.redis_timeout_seconds)
                 await link.open()
                 stack.push_async_callback(link.aclose)
+            broadcasts = None
+            if self._bus is not None:
+                # Opened before the nursery so that it is closed after the follower stops.
+                broadcasts = await stack.enter_async_context(contextlib.aclosing(self._bus.broadcasts()))
             nursery = await stack.enter_async_context(trio.open_nursery())
             nursery.start_soon(self._sweeper)
+            if broadcasts is not None:
+                nursery.start_soon(self._follow_broadcasts, broadcasts)
             if link is not None:
                 await nursery.start(link.subscribe, [self.channel], self._on_message, self._on_subscription)
                 self._link = link
@@ -505,6 +546,46 @@ class Cache:
                     await self._link.ping()  # type: ignore[union-attr]
             except Exception:  # noqa: BLE001 - the breaker counted it
                 await trio.sleep(0)
+
+    async def _follow_broadcasts(self, broadcasts: Any) -> None:
+        """Apply the invalidations other processes sent over the store; a gap (``None``: some
+        may have been missed) empties L1."""
+        async for message in broadcasts:
+            if message is None:
+                dropped = self.l1.clear()
+                self._note_invalidated(everything=True)
+                log.info("cache: store broadcasts may have been missed; dropped %d L1 entries", dropped)
+            else:
+                self._on_message(BROADCAST_CHANNEL, message)
+                self._delete_from_l2_soon(message)
+
+    def _delete_from_l2_soon(self, message: bytes) -> None:
+        """An invalidation came over the store because its sender could not reach Redis, so L2
+        may still hold what it invalidated (and refill every L1 with it): a process that can
+        reach Redis deletes it there."""
+        if self._nursery is None or not self._l2_ready():
+            return
+        try:
+            origin, kind, names = msgspec.msgpack.decode(message)
+        except (msgspec.DecodeError, ValueError, TypeError):
+            return  # _on_message said so
+        if origin != self._origin and kind in ("k", "t", "*"):
+            self._nursery.start_soon(self._delete_from_l2, kind, list(names))
+
+    async def _delete_from_l2(self, kind: str, names: list[str]) -> None:
+        link = self._link
+        if link is None:
+            return
+        try:
+            async with self.breaker.guard():
+                if kind == "*":
+                    await link.flush_prefix(f"{self._ns}:[ct]:*")
+                elif kind == "k":
+                    await link.delete([self._l2_key(key) for key in names])
+                else:
+                    await link.delete([], [self._tag_key(tag) for tag in names])
+        except Exception as error:  # noqa: BLE001 - Redis trouble: the entries expire by themselves
+            self._l2_failed(error)
 
     def _on_subscription(self, connected: bool) -> None:
         if connected and not self._subscribed:
@@ -783,6 +864,8 @@ class Cache:
             found[key] = value
             hits += 1
             tags = envelope.tags
+            if envelope.l1_ttl:
+                remaining = min(remaining, envelope.l1_ttl)
             if not check or self._fill_allowed(key, tags, epoch):
                 put(key, value, fresh_until=now + remaining, tags=tags, size=len(envelope.value))
         self._l2_hits += hits
@@ -799,6 +882,8 @@ class Cache:
             return _MISSING
         self._l2_hits += 1
         tags = tuple(envelope.tags)
+        if envelope.l1_ttl:
+            remaining = min(remaining, envelope.l1_ttl)
         if self._fill_allowed(key, tags, epoch):
             # No jitter: the entry already carries the writer's expiry.
             now = trio.current_time()
@@ -806,9 +891,10 @@ class Cache:
         return value
 
     async def _l2_write(self, key: str, payload: bytes, seconds: float, tags: tuple[str, ...], *,
-                        publish: bool) -> None:
+                        publish: bool, l1_ttl: float = 0.0) -> None:
         ttl_ms = max(1, math.ceil(seconds * 1000))
-        envelope = self._encoder.encode(_Envelope(self._wall() + seconds, list(tags), msgspec.Raw(payload)))
+        expires = self._wall() + seconds
+        envelope = self._encoder.encode(_Envelope(expires, list(tags), msgspec.Raw(payload), l1_ttl))
         message = (self.channel, self._encoder.encode([self._origin, "k", [key]])) if publish else None
         try:
             async with self.breaker.guard():
@@ -821,17 +907,36 @@ class Cache:
             self._l2_failed(error)
 
     async def _l2_delete(self, *, keys: Sequence[str] = (), tags: Sequence[str] = ()) -> None:
-        if not self._l2_ready():
-            return
+        """Delete from L2 and tell the other processes, through Redis; when Redis cannot, through
+        the store's broadcasts."""
         message = self._encoder.encode([self._origin, "t" if tags else "k", list(tags or keys)])
+        if self._l2_ready():
+            try:
+                async with self.breaker.guard():
+                    await self._link.delete(  # type: ignore[union-attr]
+                        [self._l2_key(key) for key in keys], [self._tag_key(tag) for tag in tags],
+                        (self.channel, message),
+                    )
+                return
+            except Exception as error:  # noqa: BLE001
+                self._l2_failed(error)
+        await self._broadcast(message)
+
+    async def _broadcast(self, message: bytes) -> None:
+        """Send an invalidation over the store (if it is shared); one too long to broadcast
+        becomes "forget everything"."""
+        bus = self._bus
+        if bus is None:
+            return
+        if len(message) > BROADCAST_MAX_BYTES:
+            message = self._encoder.encode([self._origin, "*", []])
         try:
-            async with self.breaker.guard():
-                await self._link.delete(  # type: ignore[union-attr]
-                    [self._l2_key(key) for key in keys], [self._tag_key(tag) for tag in tags],
-                    (self.channel, message),
-                )
-        except Exception as error:  # noqa: BLE001
-            self._l2_failed(error)
+            await bus.broadcast(message)
+        except Exception as error:  # noqa: BLE001 - as with Redis, a cache write never fails a request
+            # The others' copies expire by themselves (token lookups within half a second).
+            self._bus_errors += 1
+            log.warning("cache: could not broadcast an invalidation over the store (%s: %s)",
+                        type(error).__name__, error)
 
     async def _l2_lock_or_wait(self, key: str, type: Any, epoch: int) -> tuple[tuple[str, bytes] | None, Any]:
         """Take the cross-process load lock for ``key`` -> ((lock key, token), _MISSING); or,

@@ -4,9 +4,11 @@ Each public coroutine here is one hop to the sidecar (thotto/aio.py) carrying a 
 pipeline), never one hop per key. Concurrent single-key reads share one MGET through a
 :class:`~thotto.aio.Coalescer`. Failures raise the driver's own exceptions (``redis`` errors,
 ``OSError``, timeouts); callers decide (the cache falls back to memory and the loader, breakers
-decide alone). The client neither retries nor waits long: ``timeout_seconds`` bounds each
-command and one immediate retry covers a connection that died while idle in the pool, so a dead
-Redis is noticed in a fraction of a second and the breaker takes over.
+decide alone). The client does not retry: ``timeout_seconds`` bounds each command and one
+immediate retry covers a connection that died while idle in the pool. A Redis that is down
+refuses connections, which is noticed at once and the breaker takes over; the timeout is for a
+Redis that hangs, and is generous (see ``CacheConfig.redis_timeout_seconds``) because a slow
+answer on a loaded machine is not an outage.
 
 :meth:`RedisLink.subscribe` keeps a pub/sub subscription alive (reconnecting with backoff) and
 delivers messages to the Trio thread.

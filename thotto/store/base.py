@@ -27,7 +27,7 @@ from datetime import datetime
 
 import msgspec
 
-from thotto.errors import InvalidTransition, LeaseLost
+from thotto.errors import InvalidTransition, LeaseLost, ValidationError
 from thotto.messages import (
     Account,
     ApiToken,
@@ -58,10 +58,36 @@ from thotto.messages import (
     SubredditRules,
     Tier,
     User,
+    UserRemoval,
     utcnow,
 )
 
 Clock = Callable[[], datetime]
+
+#: The largest message :meth:`Store.broadcast` carries (Postgres NOTIFY payloads are < 8,000
+#: bytes, and the message travels base64-encoded).
+BROADCAST_MAX_BYTES = 5_000
+#: How many messages a :meth:`Store.broadcasts` iterator holds for a slow reader before it
+#: replaces the newest with ``None`` ("may have missed some").
+BROADCAST_BUFFER = 1_000
+
+
+def check_broadcast(message: bytes) -> bytes:
+    """``message`` if :meth:`Store.broadcast` may carry it, else ValidationError."""
+    if not isinstance(message, bytes):
+        raise ValidationError(f"A broadcast message is bytes, not {type(message).__name__}",
+                              field="message")
+    if len(message) > BROADCAST_MAX_BYTES:
+        raise ValidationError(f"A broadcast message is at most {BROADCAST_MAX_BYTES} bytes, got "
+                              f"{len(message)}; send several, or one that says less",
+                              field="message")
+    return message
+
+
+def missed_broadcasts(_older: bytes | None, _newer: bytes | None) -> None:
+    """How a full broadcasts feed merges a message into the newest waiting one: both become
+    ``None``, "messages may have been missed"."""
+    return None
 
 
 class QueueActivity(msgspec.Struct, frozen=True):
@@ -339,6 +365,36 @@ class Store(abc.ABC):
     async def user_for_token(self, token_hash: str) -> User | None:
         """The user owning an unrevoked token with this hash, else None."""
 
+    @abc.abstractmethod
+    async def remove_user(self, user_id: int) -> UserRemoval:
+        """Remove a user, in one transaction: every token of theirs is revoked; every post of
+        theirs still scheduled (job pending) is cancelled, so none is published after this; the
+        credentials of their linked Reddit accounts are erased and the accounts flagged
+        ``needs_relink``; a publishing attempt already running when the user is removed cannot
+        :meth:`arm_post` any more (InvalidTransition), so it never reaches Reddit after this;
+        the user is then gone for every user look-up (``get_user``, ``get_user_by_name``,
+        ``list_users``, ``set_tier``, ``create_token``, ``create_account``: NotFound), and the
+        name is free for a new user. Published posts stay, as history. NotFound if the user
+        does not exist or was removed; Conflict if they are the last admin."""
+
+    # --- broadcasts between processes ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def broadcast(self, message: bytes) -> None:
+        """Deliver ``message`` (at most :data:`BROADCAST_MAX_BYTES`, else ValidationError) to
+        the :meth:`broadcasts` iterators of every *other* store open on this database, in the
+        order sent, once this returns (Postgres: NOTIFY). Not to this store's own iterators: the
+        sender acts on it itself. SQLite: no other store can have the file open, so nothing is
+        sent."""
+
+    @abc.abstractmethod
+    def broadcasts(self) -> AsyncIterator[bytes | None]:
+        """Yield each message other stores :meth:`broadcast`, from the moment this is called
+        until the iterator is closed (or the store closes). ``None`` means messages may have
+        been missed (the listening connection was re-established, or the reader fell more than
+        1,000 messages behind): act as if everything changed. Use it as
+        ``async with contextlib.aclosing(store.broadcasts()) as messages:``."""
+
     # --- Reddit accounts -------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -457,7 +513,8 @@ class Store(abc.ABC):
     async def arm_post(self, post_id: int) -> Post:
         """Record, durably, that an attempt to publish the post is about to call Reddit: sets
         ``armed_at`` to now unless it is already set (the earliest arming is kept, so a later
-        reconciliation looks back far enough). Call it before every submission. NotFound.
+        reconciliation looks back far enough). Call it before every submission. NotFound;
+        InvalidTransition if the post's user was removed (see :meth:`remove_user`).
 
         While a post is armed and unpublished its status is ``publishing`` and it cannot be
         edited, rescheduled or cancelled (thotto.store.lifecycle)."""
@@ -539,6 +596,10 @@ class Store(abc.ABC):
 
 __all__ = [
     "Store",
+    "BROADCAST_MAX_BYTES",
+    "BROADCAST_BUFFER",
+    "check_broadcast",
+    "missed_broadcasts",
     "Clock",
     "POST_QUEUE",
     "POST_JOB_KIND",

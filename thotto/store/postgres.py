@@ -85,6 +85,7 @@ from thotto.messages import (
     Tier,
     TokenHash,
     User,
+    UserRemoval,
     as_utc,
     title_key,
     utcnow,
@@ -93,7 +94,17 @@ from thotto.messages import (
     validated_jobs,
 )
 from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
-from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
+from thotto.store.base import (
+    BROADCAST_BUFFER,
+    POST_JOB_KIND,
+    POST_QUEUE,
+    Clock,
+    QueueActivity,
+    Store,
+    activity_rows,
+    check_broadcast,
+    missed_broadcasts,
+)
 
 log = logging.getLogger("thotto.store.postgres")
 
@@ -102,7 +113,8 @@ T = TypeVar("T")
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
 MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
               3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql",
-              5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql"}
+              5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql",
+              7: "postgres_007_removed_users.sql"}
 SCHEMA_VERSION = max(MIGRATIONS)
 #: Rows per statement when a migration backfills a column computed in Python.
 BACKFILL_BATCH = 5000
@@ -114,6 +126,8 @@ LINK_REQUEST_MEMORY = timedelta(days=1)
 #: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
 WAKEUP_CHANNEL = "thotto_wakeup"
+#: Store.broadcast's channel: "<instance> <base64 message>".
+BROADCAST_CHANNEL = "thotto_broadcast"
 DEADLOCK_RETRIES = 3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -413,6 +427,9 @@ WHERE state IN ('completed', 'dead', 'cancelled') AND finished_at < $1
 
 _USER_COLS = "id, name, tier, role, created_at"
 _TOKEN_COLS = "id, user_id, name, created_at, revoked_at"
+# Removed users (see Store.remove_user) are skipped by every user look-up.
+_LIVE = "removed_at IS NULL"
+_LIVE_USER = "SELECT 1 FROM users WHERE id = $1 AND removed_at IS NULL"
 _ACCOUNT_COLS = (
     "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
 )
@@ -662,6 +679,11 @@ class _JobColumns:
         return _insert_sql(tuple(scalar)), args
 
 
+def _affected(status: str) -> int:
+    """The row count of a command status such as ``UPDATE 3``."""
+    return int(status.split()[-1])
+
+
 # --- wake-ups ------------------------------------------------------------------------------------
 
 
@@ -713,6 +735,7 @@ class PostgresStore(Store):
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
         self._feeds: set[_Wakeups] = set()
+        self._broadcast_feeds: set[EventFeed[bytes | None]] = set()
         self._job_shapes: set[tuple[Any, ...]] = set()
         self._listen_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -839,6 +862,7 @@ class PostgresStore(Store):
         conn = await asyncpg.connect(self._dsn, **self._connect_kwargs("thotto-listener"))
         try:
             await conn.add_listener(WAKEUP_CHANNEL, self._on_notify)
+            await conn.add_listener(BROADCAST_CHANNEL, self._on_broadcast)
         except BaseException:
             conn.terminate()
             raise
@@ -872,6 +896,8 @@ class PostgresStore(Store):
                     due = await conn.fetchval("SELECT min(run_at) FROM jobs WHERE state = 'pending'")
                     log.info("Reconnected the wake-up listener to %s", self._where)
                     self._wake_from_loop(due)
+                    # Broadcasts sent while it was down are lost: say so.
+                    self._sidecar.run_in_trio(self._dispatch_broadcast, None)
                 delay = 0.05
                 await _wait_closed(conn)
             except asyncio.CancelledError:
@@ -927,6 +953,8 @@ class PostgresStore(Store):
                 await self._enqueuer.aclose()
                 for feed in list(self._feeds):
                     feed.close()
+                for broadcasts in list(self._broadcast_feeds):
+                    broadcasts.close()
                 if self._sidecar.running:
                     with contextlib.suppress(SidecarClosed):
                         await self._sidecar.run(self._close_in_loop)
@@ -1378,15 +1406,16 @@ class PostgresStore(Store):
 
     async def get_user(self, user_id: int) -> User:
         _check_ids([user_id], "user_id")
-        return await self._one(f"SELECT {_USER_COLS} FROM users WHERE id = $1", [user_id], _user,
-                               f"User {user_id} does not exist")  # fmt: skip
+        return await self._one(f"SELECT {_USER_COLS} FROM users WHERE id = $1 AND {_LIVE}",
+                               [user_id], _user, f"User {user_id} does not exist")  # fmt: skip
 
     async def get_user_by_name(self, name: str) -> User:
-        return await self._one(f"SELECT {_USER_COLS} FROM users WHERE name = $1", [str(name)],
-                               _user, f"User {name!r} does not exist")  # fmt: skip
+        return await self._one(f"SELECT {_USER_COLS} FROM users WHERE name = $1 AND {_LIVE}",
+                               [str(name)], _user, f"User {name!r} does not exist")  # fmt: skip
 
     async def list_users(self) -> list[User]:
-        records = await self._run(self._fetch, f"SELECT {_USER_COLS} FROM users ORDER BY id")
+        records = await self._run(self._fetch,
+                                  f"SELECT {_USER_COLS} FROM users WHERE {_LIVE} ORDER BY id")
         return [_user(r) for r in records]
 
     async def set_tier(self, user_id: int, tier: Tier) -> User:
@@ -1399,7 +1428,7 @@ class PostgresStore(Store):
                 raise ValidationError(f"Unknown tier {tier!r}; use one of {allowed}",
                                       field="tier") from exc  # fmt: skip
         return await self._one(
-            f"UPDATE users SET tier = $2 WHERE id = $1 RETURNING {_USER_COLS}",
+            f"UPDATE users SET tier = $2 WHERE id = $1 AND {_LIVE} RETURNING {_USER_COLS}",
             [user_id, tier.value], _user, f"User {user_id} does not exist",
         )  # fmt: skip
 
@@ -1414,13 +1443,15 @@ class PostgresStore(Store):
         try:
             row = await self._fetchrow(
                 f"INSERT INTO api_tokens (user_id, name, token_hash, created_at) "
-                f"VALUES ($1, $2, $3, $4) RETURNING {_TOKEN_COLS}",
+                f"SELECT $1, $2, $3, $4 WHERE EXISTS ({_LIVE_USER}) RETURNING {_TOKEN_COLS}",
                 user_id, name, token_hash, now,
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             raise Conflict("A token with this hash already exists") from exc
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound(f"User {user_id} does not exist") from exc
+        if row is None:
+            raise NotFound(f"User {user_id} does not exist")
         return _token(row)
 
     async def revoke_token(self, token_id: int) -> ApiToken:
@@ -1445,10 +1476,76 @@ class PostgresStore(Store):
         row = await self._run(
             self._fetchrow,
             "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
-            "JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+            "JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL "
+            "AND u.removed_at IS NULL",
             token_hash,
         )
         return None if row is None else _user(row)
+
+    async def remove_user(self, user_id: int) -> UserRemoval:
+        _check_ids([user_id], "user_id")
+        return await self._run(self._remove_user_in_loop, user_id, self.now())
+
+    async def _remove_user_in_loop(self, user_id: int, now: datetime) -> UserRemoval:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_USER_COLS} FROM users WHERE id = $1 AND {_LIVE} FOR UPDATE", user_id)
+            if row is None:
+                raise NotFound(f"User {user_id} does not exist")
+            user = _user(row)
+            if user.role is Role.ADMIN:
+                # Lock every admin row: two admins removing each other at once cannot both pass.
+                admins = await conn.fetch(
+                    f"SELECT id FROM users WHERE role = 'admin' AND {_LIVE} ORDER BY id FOR UPDATE")
+                if len(admins) < 2:
+                    raise Conflict(f"{user.name!r} is the last admin; make another user an admin "
+                                   "before removing them")
+            posts = await conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE state = 'pending' "
+                "AND id IN (SELECT job_id FROM posts WHERE user_id = $1)", user_id, now)
+            tokens = await conn.execute(
+                "UPDATE api_tokens SET revoked_at = $2 WHERE user_id = $1 AND revoked_at IS NULL",
+                user_id, now)
+            accounts = await conn.execute(
+                "UPDATE accounts SET refresh_token_encrypted = '', needs_relink = true "
+                "WHERE user_id = $1", user_id)
+            # A '#' suffix, which no valid name has, frees the name for a new user.
+            await conn.execute(
+                "UPDATE users SET removed_at = $2, name = name || '#' || id WHERE id = $1",
+                user_id, now)
+        return UserRemoval(user, _affected(posts), _affected(tokens), _affected(accounts))
+
+    # --- broadcasts ------------------------------------------------------------------------
+
+    async def broadcast(self, message: bytes) -> None:
+        payload = f"{self._instance} {base64.b64encode(check_broadcast(message)).decode()}"
+        await self._run(self._execute, "SELECT pg_notify($1, $2)", BROADCAST_CHANNEL, payload)
+
+    def broadcasts(self) -> AsyncIterator[bytes | None]:
+        feed: EventFeed[bytes | None] = EventFeed(
+            self._sidecar.trio_token, max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
+        if self._closed:
+            feed.close()
+        else:
+            self._broadcast_feeds.add(feed)
+        return feed
+
+    def _on_broadcast(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        """Loop thread: another store's broadcast (our own are skipped)."""
+        instance, _, encoded = payload.partition(" ")
+        if instance == self._instance:
+            return
+        try:
+            message = base64.b64decode(encoded, validate=True)
+        except (binascii.Error, ValueError):
+            log.warning("Ignoring a malformed broadcast %r", payload[:100])
+            return
+        self._sidecar.run_in_trio(self._dispatch_broadcast, message)
+
+    def _dispatch_broadcast(self, message: bytes | None) -> None:
+        for feed in list(self._broadcast_feeds):
+            feed.put_nowait(message)
 
     # --- Reddit accounts -------------------------------------------------------------------
 
@@ -1461,7 +1558,7 @@ class PostgresStore(Store):
             row = await self._fetchrow(
                 f"""INSERT INTO accounts (user_id, reddit_username, refresh_token_encrypted,
                                           scopes, needs_relink, created_at)
-                    VALUES ($1, $2, $3, $4, false, $5)
+                    SELECT $1, $2, $3, $4, false, $5 WHERE EXISTS ({_LIVE_USER})
                     ON CONFLICT (user_id, reddit_username) DO UPDATE
                     SET refresh_token_encrypted = EXCLUDED.refresh_token_encrypted,
                         scopes = EXCLUDED.scopes, needs_relink = false
@@ -1471,6 +1568,8 @@ class PostgresStore(Store):
             )  # fmt: skip
         except asyncpg.ForeignKeyViolationError as exc:
             raise NotFound(f"User {account.user_id} does not exist") from exc
+        if row is None:
+            raise NotFound(f"User {account.user_id} does not exist")
         return _account(row)
 
     async def get_account(self, account_id: int) -> Account:
@@ -1834,12 +1933,20 @@ class PostgresStore(Store):
 
     async def arm_post(self, post_id: int) -> Post:
         _check_ids([post_id], "post_id")
-        status = await self._run(
-            self._execute, "UPDATE posts SET armed_at = coalesce(armed_at, $2) WHERE id = $1",
+        removed = await self._run(
+            self._fetchval,
+            "WITH p AS (SELECT id, user_id FROM posts WHERE id = $1), "
+            "u AS (SELECT removed_at FROM users WHERE id = (SELECT user_id FROM p)), "
+            "a AS (UPDATE posts SET armed_at = coalesce(armed_at, $2) WHERE id = $1 "
+            "      AND NOT EXISTS (SELECT 1 FROM u WHERE removed_at IS NOT NULL) RETURNING id) "
+            "SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM p) THEN NULL "
+            "WHEN EXISTS (SELECT 1 FROM a) THEN false ELSE true END",
             post_id, self.now(),
         )  # fmt: skip
-        if status == "UPDATE 0":
+        if removed is None:
             raise NotFound(f"Post {post_id} does not exist")
+        if removed:
+            raise InvalidTransition(f"Post {post_id} belongs to a removed user; it is not published")
         return await self.get_post(post_id)
 
     async def disarm_post(self, post_id: int) -> Post:

@@ -86,6 +86,7 @@ from thotto.messages import (
     SubredditRules,
     Tier,
     User,
+    UserRemoval,
     Role,
     Name,
     TokenHash,
@@ -93,7 +94,18 @@ from thotto.messages import (
     utcnow,
     validated,
 )
-from thotto.store.base import POST_JOB_KIND, POST_QUEUE, Clock, QueueActivity, Store, activity_rows
+from thotto.aio import EventFeed
+from thotto.store.base import (
+    BROADCAST_BUFFER,
+    POST_JOB_KIND,
+    POST_QUEUE,
+    Clock,
+    QueueActivity,
+    Store,
+    activity_rows,
+    check_broadcast,
+    missed_broadcasts,
+)
 from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
 from thotto.clock import wait_for_thread
 from thotto.files import PRIVATE_FILE, create_private_file
@@ -105,7 +117,8 @@ T = TypeVar("T")
 #: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
               "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
-              "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql")
+              "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql",
+              "sqlite_0007_removed_users.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -422,14 +435,16 @@ TOKEN_COLUMNS = "id, user_id, name, created_at, revoked_at"
 ACCOUNT_COLUMNS = (
     "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
 )
-USER_EXISTS = "SELECT 1 FROM users WHERE id = ?"
+USER_EXISTS = "SELECT 1 FROM users WHERE id = ? AND removed_at IS NULL"
 INSERT_USER = (
     f"INSERT INTO users (name, tier, role, created_at) VALUES (?, ?, ?, ?) RETURNING {USER_COLUMNS}"
 )
-SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = ?"
-SELECT_USER_BY_NAME = f"SELECT {USER_COLUMNS} FROM users WHERE name = ?"
-SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users ORDER BY id"
-SET_TIER = f"UPDATE users SET tier = ? WHERE id = ? RETURNING {USER_COLUMNS}"
+SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = ? AND removed_at IS NULL"
+SELECT_USER_BY_NAME = f"SELECT {USER_COLUMNS} FROM users WHERE name = ? AND removed_at IS NULL"
+SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users WHERE removed_at IS NULL ORDER BY id"
+SET_TIER = (
+    f"UPDATE users SET tier = ? WHERE id = ? AND removed_at IS NULL RETURNING {USER_COLUMNS}"
+)
 INSERT_TOKEN = (
     "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?) "
     f"RETURNING {TOKEN_COLUMNS}"
@@ -448,8 +463,23 @@ SET_ACCOUNT_TOKEN = (
 SET_NEEDS_RELINK = f"UPDATE accounts SET needs_relink = ? WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
 USER_BY_TOKEN = (
     "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
-    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL"
+    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL "
+    "AND u.removed_at IS NULL"
 )
+# Removing a user (see Store.remove_user). The name gets a '#' suffix, which no valid name has,
+# so that it is free again.
+OTHER_ADMINS = "SELECT count(*) FROM users WHERE role = 'admin' AND removed_at IS NULL AND id != ?"
+CANCEL_USERS_POSTS = (
+    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE state = 'pending' "
+    "AND id IN (SELECT job_id FROM posts WHERE user_id = ?)"
+)
+REVOKE_USERS_TOKENS = (
+    "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
+)
+UNLINK_USERS_ACCOUNTS = (
+    "UPDATE accounts SET refresh_token_encrypted = x'', needs_relink = 1 WHERE user_id = ?"
+)
+MARK_USER_REMOVED = "UPDATE users SET removed_at = ?, name = name || '#' || id WHERE id = ?"
 LINK_ACCOUNT = (
     "INSERT INTO accounts (user_id, reddit_username, refresh_token_encrypted, scopes, "
     "needs_relink, created_at) VALUES (?, ?, ?, ?, 0, ?) "
@@ -498,6 +528,10 @@ SET_POST_UPDATED = "UPDATE posts SET updated_at = ? WHERE id = ?"
 SET_PUBLICATION = "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?"
 ARM_POST = "UPDATE posts SET armed_at = coalesce(armed_at, ?) WHERE id = ?"
 DISARM_POST = "UPDATE posts SET armed_at = NULL, updated_at = ? WHERE id = ? AND reddit_id IS NULL"
+POST_OF_REMOVED_USER = (
+    "SELECT 1 FROM posts p JOIN users u ON u.id = p.user_id "
+    "WHERE p.id = ? AND u.removed_at IS NOT NULL"
+)
 SAVE_RULES = (
     "INSERT INTO subreddits (name, rules, synced_at) VALUES (?, ?, ?) "
     "ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, synced_at = excluded.synced_at"
@@ -1176,6 +1210,7 @@ class SqliteStore(Store):
         self.path = path
         self._lock = lock
         self._subscribers: weakref.WeakSet[_Wakeups] = weakref.WeakSet()
+        self._broadcast_feeds: weakref.WeakSet[EventFeed[bytes | None]] = weakref.WeakSet()
         self._checkpointer = _Checkpointer(path)
         self._writer = _Worker(
             "writer", conns[0], begin="BEGIN IMMEDIATE", isolate=True,
@@ -1221,6 +1256,8 @@ class SqliteStore(Store):
             self._lock.release()
             for subscriber in list(self._subscribers):
                 subscriber.close()
+            for feed in list(self._broadcast_feeds):
+                feed.close()
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -1494,6 +1531,40 @@ class SqliteStore(Store):
         row = await self._read(lambda conn: conn.execute(USER_BY_TOKEN, (token_hash,)).fetchone())
         return None if row is None else _user(row)
 
+    async def remove_user(self, user_id: int) -> UserRemoval:
+        user_id = _check(user_id, int, "user_id")
+        _, now_us = self._now_us()
+
+        def remove(conn: sqlite3.Connection) -> UserRemoval:
+            user = _user(_one(conn, SELECT_USER, (user_id,), "user", user_id))
+            if user.role is Role.ADMIN and not conn.execute(OTHER_ADMINS, (user_id,)).fetchone()[0]:
+                raise Conflict(f"{user.name!r} is the last admin; make another user an admin "
+                               "before removing them")
+            posts = conn.execute(CANCEL_USERS_POSTS, (now_us, user_id)).rowcount
+            tokens = conn.execute(REVOKE_USERS_TOKENS, (now_us, user_id)).rowcount
+            accounts = conn.execute(UNLINK_USERS_ACCOUNTS, (user_id,)).rowcount
+            conn.execute(MARK_USER_REMOVED, (now_us, user_id))
+            return UserRemoval(user, posts, tokens, accounts)
+
+        return await self._write(remove)
+
+    # --- broadcasts -------------------------------------------------------------------------------
+
+    async def broadcast(self, message: bytes) -> None:
+        """See :meth:`Store.broadcast`: checked, then dropped (no other store has the file)."""
+        check_broadcast(message)
+        await trio.lowlevel.checkpoint()
+
+    def broadcasts(self) -> AsyncIterator[bytes | None]:
+        """See :meth:`Store.broadcasts`: nothing ever arrives; ends when closed or the store
+        closes."""
+        feed: EventFeed[bytes | None] = EventFeed(max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
+        if self._closed:
+            feed.close()
+        else:
+            self._broadcast_feeds.add(feed)
+        return feed
+
     # --- Reddit accounts -------------------------------------------------------------------------
 
     async def create_account(self, account: NewAccount) -> Account:
@@ -1710,6 +1781,9 @@ class SqliteStore(Store):
         _, now_us = self._now_us()
 
         def arm(conn: sqlite3.Connection) -> Post:
+            if conn.execute(POST_OF_REMOVED_USER, (post_id,)).fetchone():
+                raise InvalidTransition(f"Post {post_id} belongs to a removed user; it is not "
+                                        "published")
             conn.execute(ARM_POST, (now_us, post_id))
             return _select_post(conn, post_id, None)
 
