@@ -644,6 +644,8 @@ class ErrorBody(ApiBody, omit_defaults=True):
     field: str | None = None
     required_tier: Tier | None = None
     existing_post_id: int | None = None
+    post_ids: list[int] | None = None
+    """The posts that still use the media a delete was refused for."""
     errors: list["ItemError"] | None = None
 
 
