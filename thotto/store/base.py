@@ -118,6 +118,9 @@ async def media_chunks(chunks: AsyncIterable[bytes], size: int = MEDIA_CHUNK_BYT
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise ValidationError(f"media chunks must be bytes, got {type(chunk).__name__}",
                                   field="chunks")
+        if not pending and len(chunk) == size:  # already a whole chunk: no copy
+            yield bytes(chunk)
+            continue
         pending += chunk
         while len(pending) >= size:
             yield bytes(pending[:size])
