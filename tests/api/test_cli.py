@@ -81,7 +81,7 @@ async def test_status_shows_queues_and_cron_jobs(tmp_path):
     result = await run("status", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [cron["name"] for cron in report["crons"]] == ["retention"]
+    assert [cron["name"] for cron in report["crons"]] == ["retention", "media-retention"]
     assert "THOTTO_TOKEN" in report["breakers"]
 
 
