@@ -80,7 +80,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     media_max_pixels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] = 50_000_000
     """Most pixels (width × height, of the largest frame) an uploaded image may declare: larger
     is refused (422) before anything decodes it, as a decompression bomb. Checking an image
-    decodes it once, holding up to about 4 bytes per pixel for a moment."""
+    decodes it once, holding up to about 4 bytes per pixel for a moment (two at a time)."""
 
     media_retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
     """Uploaded media that no post uses are deleted this many days after their upload (daily)."""

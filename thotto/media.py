@@ -45,6 +45,10 @@ SNIFF_BYTES = 12
 STALE_UPLOAD_SECONDS = 86400.0
 #: An upload still unfinished in the store after this long was cut short (a crash).
 UNFINISHED_UPLOAD_AGE = timedelta(days=1)
+#: Images decoded at once in a process: each may hold up to ~4 bytes per pixel for a moment, so
+#: concurrent uploads must not multiply that without bound.
+CONCURRENT_DECODES = 2
+_decodes: trio.lowlevel.RunVar[trio.CapacityLimiter] = trio.lowlevel.RunVar("thotto_media_decodes")
 PILLOW_FORMATS = {MediaKind.PNG: "PNG", MediaKind.JPEG: "JPEG", MediaKind.GIF: "GIF",
                   MediaKind.WEBP: "WEBP"}
 
@@ -95,7 +99,8 @@ async def upload_media(store: Store, settings: Settings, user_id: int, body: Asy
         stripped = _temp_path(directory, temporary)
         kind = await receive(body, received, settings.media_max_bytes)
         checked = await trio.to_thread.run_sync(
-            check_image, kind, received, stripped, keep_metadata, settings.media_max_pixels)
+            check_image, kind, received, stripped, keep_metadata, settings.media_max_pixels,
+            limiter=_decode_limiter())
         new = NewMedia(user_id=user_id, kind=kind, width=checked.width, height=checked.height,
                        removed=checked.removed)
         return await store.create_media(new, file_chunks(stripped))
@@ -103,6 +108,14 @@ async def upload_media(store: Store, settings: Settings, user_id: int, body: Asy
         for path in temporary:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
+
+
+def _decode_limiter() -> trio.CapacityLimiter:
+    try:
+        return _decodes.get()
+    except LookupError:
+        _decodes.set(trio.CapacityLimiter(CONCURRENT_DECODES))
+        return _decodes.get()
 
 
 def upload_dir(data_dir: str) -> Path:

@@ -1293,7 +1293,7 @@ class PostgresStore(Store):
     async def tidy(self) -> None:
         # Plain VACUUM never blocks reads or writes; after a purge it makes the dead rows'
         # space reusable and refreshes statistics sooner than autovacuum would.
-        for table in ("jobs", "job_attempts", "posts"):
+        for table in ("jobs", "job_attempts", "posts", "media", "media_chunks"):
             await self._run(self._execute, f"VACUUM (ANALYZE) {table}")
 
     # --- reading --------------------------------------------------------------------------
@@ -1950,10 +1950,10 @@ class PostgresStore(Store):
     # --- media -----------------------------------------------------------------------------
 
     async def create_media(self, media: NewMedia, chunks: AsyncIterable[bytes]) -> Media:
-        media = validated(media)
         if not isinstance(media, NewMedia):
             raise ValidationError(f"media must be a NewMedia, got {type(media).__name__}",
                                   field="media")
+        media = validated(media)
         try:
             media_id = await self._run(
                 self._fetchval,
