@@ -218,3 +218,19 @@ async def test_memory_does_not_grow_with_the_size_of_an_upload(api):
         tracemalloc.stop()
     assert digest.hexdigest() == response.json()["sha256"]
     assert peak < 8_000_000, f"{peak:,} bytes held at once for a {len(data):,}-byte image"
+
+
+async def test_a_form_whose_other_fields_run_past_the_limit_is_413(small_limit_api):
+    api = small_limit_api
+    body = (b"--xyz\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\n" + b"n" * 200_000
+            + b"\r\n--xyz\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+            b"Content-Type: image/png\r\n\r\n" + images.png() + b"\r\n--xyz--\r\n")
+
+    async def pieces():  # no Content-Length: the limit is found while reading
+        for start in range(0, len(body), 8192):
+            yield body[start:start + 8192]
+
+    response = await api.pro.client.post("/api/media", content=pieces(),
+                                         headers={"content-type": "multipart/form-data; boundary=xyz"})
+    assert response.status_code == 413, response.text
+    assert media_rows(api) == 0 and temporary_files(api) == []

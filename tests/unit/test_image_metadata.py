@@ -147,3 +147,31 @@ def test_a_png_chunk_that_fails_its_crc_is_corrupt():
 def test_the_declared_size_of_a_bomb_is_found_without_decoding():
     _, walked = stripped(MediaKind.PNG, images.png_bomb(100_000, 90_000))
     assert (walked.width, walked.height) == (100_000, 90_000)
+
+
+def _segment(marker: int, payload: bytes) -> bytes:
+    return bytes((0xFF, marker)) + struct.pack(">H", len(payload) + 2) + payload
+
+
+def test_jpeg_loses_iptc_embedded_images_and_other_application_data():
+    original = images.jpeg(orientation=1)
+    extra = (_segment(0xED, b"Photoshop 3.0\x008BIM\x04\x04\x00\x00\x00\x00\x00\x0b\x1c\x02\x5a\x00\x05Paris")
+             + _segment(0xE2, b"MPF\x00MM\x00*\x00\x00\x00\x08")
+             + _segment(0xEC, b"Ducky\x00\x01"))
+    result, walked = stripped(MediaKind.JPEG, original[:2] + extra + original[2:])
+    assert walked.removed[:3] == ["IPTC", "embedded images (MPF)", "other metadata (APP12)"]
+    assert b"Paris" not in result and b"Ducky" not in result
+    assert images.pixels(result) == images.pixels(original)
+
+
+PLAIN = [(MediaKind.JPEG, "JPEG", {}), (MediaKind.PNG, "PNG", {}), (MediaKind.GIF, "GIF", {}),
+         (MediaKind.WEBP, "WEBP", {"quality": 80}), (MediaKind.WEBP, "WEBP", {"lossless": True})]
+
+
+@pytest.mark.parametrize("kind, pillow_format, options", PLAIN,
+                         ids=["jpeg", "png", "gif", "webp-lossy", "webp-lossless"])
+def test_an_image_without_metadata_comes_out_byte_for_byte_the_same(kind, pillow_format, options):
+    buffer = io.BytesIO()
+    images.picture(mode="P" if kind is MediaKind.GIF else "RGB").save(buffer, pillow_format, **options)
+    result, walked = stripped(kind, buffer.getvalue())
+    assert result == buffer.getvalue() and walked.removed == []

@@ -94,7 +94,7 @@ def image_bytes(request: Request) -> AsyncIterable[bytes]:
     boundary = options.get(b"boundary")
     if not boundary:
         raise ValidationError("A multipart/form-data body needs a boundary in its Content-Type", field="file")
-    return form_file(request.stream(), boundary)
+    return form_file(request.stream(), boundary, allowed)
 
 
 class _FormFile:
@@ -148,12 +148,17 @@ class _FormFile:
         self.ended = True
 
 
-async def form_file(stream: AsyncIterable[bytes], boundary: bytes) -> AsyncIterator[bytes]:
+async def form_file(stream: AsyncIterable[bytes], boundary: bytes, limit: int) -> AsyncIterator[bytes]:
     """The bytes of the form's one file field, as the body arrives (fields that are not files
-    are ignored)."""
+    are ignored, but count towards the body's ``limit``)."""
     form = _FormFile()
     parser = MultipartParser(boundary, form.callbacks())
+    size = 0
     async for chunk in stream:
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"The form is over {limit:,} bytes; an image may be at most "
+                                  f"{limit - MULTIPART_OVERHEAD_BYTES:,} (the media_max_bytes setting)")
         try:
             parser.write(chunk)
         except MultipartParseError as error:
