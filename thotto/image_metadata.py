@@ -29,6 +29,9 @@ ORIENTATION_TAG = 0x0112
 GPS_IFD_TAG = 0x8825
 CAMERA_TAGS = {0x010F, 0x0110, 0x8769}  # Make, Model, the Exif IFD (camera settings, dates)
 MAX_METADATA_PARSED = 1 << 20  # EXIF larger than this is dropped without reading what is in it
+#: A crafted file can hold any number of kinds of metadata: past this many, one label says so.
+MAX_LABELS = 20
+MORE_METADATA = "more metadata"
 
 
 class CorruptImage(ValidationError):
@@ -51,8 +54,9 @@ class Walked:
         self.width, self.height = max(self.width, width), max(self.height, height)
 
     def drop(self, what: str) -> None:
-        if what not in self.removed:
-            self.removed.append(what)
+        if what in self.removed or MORE_METADATA in self.removed:
+            return
+        self.removed.append(what if len(self.removed) < MAX_LABELS - 1 else MORE_METADATA)
 
 
 class Source:
@@ -268,6 +272,11 @@ def _keep_jpeg_segment(marker: int, payload: bytes, target: BinaryIO, walked: Wa
     return True
 
 
+def _printable(name: bytes) -> str:
+    """A chunk's or application's name as a label shows it (a crafted one may hold anything)."""
+    return "".join(char if char.isprintable() else "?" for char in name.decode("latin-1")).strip()
+
+
 def _keep_or_drop(keep: bool, walked: Walked, what: str) -> bool:
     if not keep:
         walked.drop(what)
@@ -313,7 +322,7 @@ def _write_png_chunk(source: Source, target: BinaryIO, name: bytes, data: bytes)
     """Write a chunk read whole, checking its CRC."""
     (crc,) = struct.unpack(">I", source.read(4, "a chunk's CRC"))
     if zlib.crc32(name + data) != crc:
-        raise CorruptImage(f"The PNG file is corrupt: its {name.decode('latin-1')} chunk fails its CRC check")
+        raise CorruptImage(f"The PNG file is corrupt: its {_printable(name)} chunk fails its CRC check")
     target.write(struct.pack(">I", len(data)) + name + data + struct.pack(">I", crc))
 
 
@@ -321,10 +330,10 @@ def _copy_png_chunk(source: Source, target: BinaryIO, header: bytes, length: int
     """Copy a chunk piece by piece, checking its CRC."""
     target.write(header)
     name = header[4:]
-    crc = source.copy(target, length, f"its {name.decode('latin-1')} chunk", crc=zlib.crc32(name))
+    crc = source.copy(target, length, f"its {_printable(name)} chunk", crc=zlib.crc32(name))
     stored = source.read(4, "a chunk's CRC")
     if struct.unpack(">I", stored)[0] != crc:
-        raise CorruptImage(f"The PNG file is corrupt: its {name.decode('latin-1')} chunk fails its CRC check")
+        raise CorruptImage(f"The PNG file is corrupt: its {_printable(name)} chunk fails its CRC check")
     target.write(stored)
 
 
@@ -344,7 +353,7 @@ def _drop_png_chunk(source: Source, target: BinaryIO, name: bytes, length: int, 
         else:
             source.copy(None, length, "a chunk")
             walked.drop({b"eXIf": "EXIF", b"tIME": "modification time"}.get(
-                name, f"other metadata ({name.decode('latin-1')})"))
+                name, f"other metadata ({_printable(name)})"))
     source.read(4, "a chunk's CRC")
 
 
@@ -399,8 +408,7 @@ def _gif_extension(source: Source, target: BinaryIO, walked: Walked, keep: bool)
         name = application[:11]
         kept = keep or name in GIF_DISPLAY_APPS
         if not kept:
-            walked.drop("XMP" if name == b"XMP DataXMP" else
-                        f"other metadata ({name.decode('latin-1', 'replace').strip()})")
+            walked.drop("XMP" if name == b"XMP DataXMP" else f"other metadata ({_printable(name)})")
         out = target if kept else None
         if out is not None:
             out.write(b"\x21\xff" + size + application)
@@ -442,7 +450,7 @@ def _strip_webp(source: Source, target: BinaryIO, walked: Walked, keep: bool) ->
         name, size = struct.unpack("<4sI", source.read(8, "a chunk header"))
         padded = size + (size & 1)
         if source.tell() + padded > end:
-            raise CorruptImage(f"The WebP file is broken: its {name.decode('latin-1')} chunk runs past the end")
+            raise CorruptImage(f"The WebP file is broken: its {_printable(name)} chunk runs past the end")
         if keep or name in WEBP_DISPLAY_CHUNKS:
             head = source.read(min(padded, 30), "a chunk")
             _declare_webp(name, head, walked)
@@ -474,7 +482,7 @@ def _declare_webp(name: bytes, head: bytes, walked: Walked) -> None:
             (bits,) = struct.unpack("<I", head[1:5])
             walked.declare((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
     except (struct.error, IndexError):
-        raise CorruptImage(f"The WebP file is broken: its {name.decode('latin-1')} chunk is too short") from None
+        raise CorruptImage(f"The WebP file is broken: its {_printable(name)} chunk is too short") from None
 
 
 def _u24(data: bytes) -> int:
@@ -495,8 +503,7 @@ def _drop_webp_chunk(source: Source, target: BinaryIO, name: bytes, padded: int,
         target.write(struct.pack("<4sI", b"EXIF", len(exif)) + exif)
         return True
     source.copy(None, padded, "a chunk")
-    walked.drop({b"EXIF": "EXIF", b"XMP ": "XMP"}.get(
-        name, f"other metadata ({name.decode('latin-1').strip()})"))
+    walked.drop({b"EXIF": "EXIF", b"XMP ": "XMP"}.get(name, f"other metadata ({_printable(name)})"))
     return False
 
 

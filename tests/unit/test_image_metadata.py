@@ -175,3 +175,20 @@ def test_an_image_without_metadata_comes_out_byte_for_byte_the_same(kind, pillow
     images.picture(mode="P" if kind is MediaKind.GIF else "RGB").save(buffer, pillow_format, **options)
     result, walked = stripped(kind, buffer.getvalue())
     assert result == buffer.getvalue() and walked.removed == []
+
+
+def test_a_cmyk_jpeg_keeps_the_adobe_segment_its_colours_need():
+    buffer = io.BytesIO()
+    images.picture().convert("CMYK").save(buffer, "JPEG", exif=images.phone_exif())
+    result, walked = stripped(MediaKind.JPEG, buffer.getvalue())
+    assert b"Adobe" in result and walked.removed == ["EXIF (GPS, camera)"]
+    assert images.pixels(result) == images.pixels(buffer.getvalue())
+
+
+def test_a_file_with_endless_kinds_of_metadata_names_twenty_at_most():
+    original = images.png(orientation=1)
+    private = b"".join(images._png_chunk(b"pr%c\x01" % (ord("a") + n), b"x") for n in range(26))
+    result, walked = stripped(MediaKind.PNG, original[:33] + private + original[33:])
+    assert len(walked.removed) == 20 and walked.removed[-1] == "more metadata"
+    assert "other metadata (pra?)" in walked.removed
+    assert images.pixels(result) == images.pixels(original)

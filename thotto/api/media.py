@@ -93,7 +93,8 @@ def image_bytes(request: Request) -> AsyncIterable[bytes]:
         return request.stream()
     boundary = options.get(b"boundary")
     if not boundary:
-        raise ValidationError("A multipart/form-data body needs a boundary in its Content-Type", field="file")
+        raise ValidationError("A multipart/form-data body needs a boundary in its Content-Type",
+                              field="file")
     return form_file(request.stream(), boundary, allowed)
 
 
