@@ -434,8 +434,8 @@ async def open_engine(
 async def _add_builtin_crons(engine: Engine) -> None:
     """Retention (purge finished jobs and posts older than ``retention_days``, then database
     upkeep) runs daily at 03:00 UTC, and media retention (media no post uses, once
-    ``media_retention_days`` old: :func:`thotto.media.purge_unused_media`) at 03:30; with Reddit configured, the community sync runs weekly on
-    Monday 02:00 UTC and the analytics job (published posts' engagement, see
+    ``media_retention_days`` old: :func:`thotto.media.purge_unused_media`) at 03:30; with
+    Reddit configured, the community sync runs weekly on Monday 02:00 UTC and the analytics job (published posts' engagement, see
     :meth:`Engine.refresh_engagement`) hourly at minute 17, off the hour's rush of posts."""
     settings = engine.settings
 

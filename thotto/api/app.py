@@ -88,8 +88,9 @@ ERROR_STATUS: list[tuple[type[BaseException], int]] = [
 ]
 
 SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404: "Not found",
-           409: "Conflict", 413: "Body too large", 415: "Unsupported media type", 422: "Invalid input", 429: "Too many requests",
-           502: "Reddit call failed", 503: "Unavailable"}
+           409: "Conflict", 413: "Body too large", 415: "Unsupported media type",
+           422: "Invalid input", 429: "Too many requests", 502: "Reddit call failed",
+           503: "Unavailable"}
 
 
 @dataclass
