@@ -49,6 +49,7 @@ class Walked:
     width: int = 0
     height: int = 0
     removed: list[str] = field(default_factory=list)
+    orientation_kept: bool = False  # a minimal EXIF was written: never a second one
 
     def declare(self, width: int, height: int) -> None:
         self.width, self.height = max(self.width, width), max(self.height, height)
@@ -250,9 +251,10 @@ def _keep_jpeg_segment(marker: int, payload: bytes, target: BinaryIO, walked: Wa
         facts = read_exif(payload[6:])
         walked.drop(facts.label())
         orientation = _kept_orientation(facts)
-        if orientation is not None:
+        if orientation is not None and not walked.orientation_kept:
             exif = b"Exif\0\0" + minimal_exif(orientation)
             target.write(b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif)
+            walked.orientation_kept = True
         return False
     if marker == APP1 and payload.startswith(XMP_IDS):
         return _keep_or_drop(False, walked, "XMP")

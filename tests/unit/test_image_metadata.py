@@ -192,3 +192,12 @@ def test_a_file_with_endless_kinds_of_metadata_names_twenty_at_most():
     assert len(walked.removed) == 20 and walked.removed[-1] == "more metadata"
     assert "other metadata (pra?)" in walked.removed
     assert images.pixels(result) == images.pixels(original)
+
+
+def test_a_jpeg_with_two_exif_segments_gets_one_minimal_exif():
+    original = images.jpeg(orientation=6)
+    exif = original.index(b"\xff\xe1")
+    (length,) = struct.unpack(">H", original[exif + 2:exif + 4])
+    segment = original[exif:exif + 2 + length]
+    result, _ = stripped(MediaKind.JPEG, original[:exif] + segment + original[exif:])
+    assert result.count(b"Exif\0\0") == 1 and dict(opened(result).getexif()) == {0x0112: 6}
