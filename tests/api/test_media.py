@@ -234,3 +234,23 @@ async def test_a_form_whose_other_fields_run_past_the_limit_is_413(small_limit_a
                                          headers={"content-type": "multipart/form-data; boundary=xyz"})
     assert response.status_code == 413, response.text
     assert media_rows(api) == 0 and temporary_files(api) == []
+
+
+@pytest.fixture
+async def postgres_api(sandbox, tmp_path, postgres_dsn):
+    async with serving(api_settings(tmp_path, sandbox.url, database_url=postgres_dsn)) as api:
+        yield api
+
+
+async def test_the_media_library_over_postgres(postgres_api):
+    api = postgres_api
+    original = images.noise_png(700, 700)  # about 1.5 MB: two chunks
+    response = await upload(api.pro.client, original)
+    assert response.status_code == 201, response.text
+    media = response.json()
+    stored = await content_of(api.pro.client, media["id"])
+    assert stored.content == original and hashlib.sha256(original).hexdigest() == media["sha256"]
+    assert (await api.premium.client.get(f"/api/media/{media['id']}/content")).status_code == 404
+    assert (await api.pro.client.get("/api/media")).json()["media"] == [media]
+    assert (await api.pro.client.delete(f"/api/media/{media['id']}")).status_code == 200
+    assert (await api.pro.client.get(f"/api/media/{media['id']}")).status_code == 404
