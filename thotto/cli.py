@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_parsers(commands)
     _admin_parsers(commands)
     _post_parsers(commands)
+    _media_parsers(commands)
     return parser
 
 
@@ -150,6 +151,17 @@ def _post_parsers(commands) -> None:
     _add_settings_options(cancel, json=True, zone=True)
 
 
+def _media_parsers(commands) -> None:
+    media = _group(commands, "media", "upload images to a user's media library")
+    upload = media.add_parser("upload", help="upload an image for a user, as POST /api/media does "
+                                             "(its location and camera metadata removed)")
+    upload.add_argument("path", metavar="FILE", help="a PNG, JPEG, GIF or WebP image")
+    upload.add_argument("--user", required=True, help="the Thotto user whose library it joins")
+    upload.add_argument("--keep-metadata", action="store_true",
+                        help="keep its metadata (EXIF with GPS and camera, XMP, IPTC, comments)")
+    _add_settings_options(upload, json=True)
+
+
 def _add_when_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--at", dest="scheduled_for",
                         help="when: +30s/+10m/+2h/+1d from now, or a date and time (2026-12-01T09:00, "
@@ -203,6 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.password = _read_password(args) if (args.command, getattr(args, "subcommand", None)) == ("account", "link") else None
         args.file_data = _read_file(args.file) if getattr(args, "file", None) else None
         if args.command != "serve":
+            if args.command == "media":
+                argv = _media_upload_argv(args)
             reply = _run_in_server(settings, argv, args)
             if reply is not None:
                 return reply
@@ -251,6 +265,17 @@ def _run_in_server(settings, argv: list[str], args: argparse.Namespace) -> int |
     sys.stdout.write(reply.stdout)
     sys.stderr.write(reply.stderr)
     return reply.exit_code
+
+
+def _media_upload_argv(args: argparse.Namespace) -> list[str]:
+    """``media upload`` as a running server gets it: the image's absolute path (the server reads
+    the file itself, streaming it, rather than receiving it whole over the control socket; it
+    runs as this OS user, which the socket checks)."""
+    path = Path(args.path).resolve()
+    if not path.is_file():
+        raise ValidationError(f"{args.path} is not a file; give the path of a PNG, JPEG, GIF or WebP image")
+    argv = ["media", "upload", str(path), "--user", args.user]
+    return argv + ["--keep-metadata"] * args.keep_metadata + ["--json"] * args.json
 
 
 def _startup_failure(error: BaseException) -> str:

@@ -672,6 +672,39 @@ async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# --- media ------------------------------------------------------------------------------------------
+
+
+async def media_upload(settings: Settings, args: argparse.Namespace) -> int:
+    """Upload an image through the same use case as POST /api/media (thotto.media)."""
+    from pathlib import Path
+
+    from thotto.api.media import media_view
+    from thotto.media import file_chunks, upload_media
+
+    path = Path(args.path)
+    _check_readable(path)
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.user)
+        media = await upload_media(store, settings, user.id, file_chunks(path),
+                                   keep_metadata=args.keep_metadata)
+    if args.json:
+        emit(args, media_view(media))
+    else:
+        removed = ", ".join(media.removed) or "nothing"
+        out(f"media {media.id} ({media.kind.value}, {media.width}×{media.height}, {media.bytes:,} bytes) "
+            f"stored for {user.name}; removed: {removed}")
+    return EXIT_OK
+
+
+def _check_readable(path) -> None:
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as error:
+        raise ValidationError(f"cannot read {path}: {error.strerror}") from None
+
+
 # --- commands without settings ------------------------------------------------------------------------
 
 
@@ -729,4 +762,5 @@ COMMANDS = {
     ("post", "show"): post_show,
     ("post", "edit"): post_edit,
     ("post", "cancel"): post_cancel,
+    ("media", "upload"): media_upload,
 }

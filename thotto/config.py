@@ -73,6 +73,18 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
     """Finished jobs and posts older than this are purged by the daily retention job."""
 
+    media_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100_000_000)] = 20_000_000
+    """Largest image a user may upload (413 beyond it): Reddit's own limit for images, 20 MB.
+    Reddit takes animated GIFs up to 100 MB; raise this (up to 100,000,000) to allow them."""
+
+    media_max_pixels: Annotated[int, msgspec.Meta(ge=1, le=1_000_000_000)] = 50_000_000
+    """Most pixels (width × height, of the largest frame) an uploaded image may declare: larger
+    is refused (422) before anything decodes it, as a decompression bomb. Checking an image
+    decodes it once, holding up to about 4 bytes per pixel for a moment (two at a time)."""
+
+    media_retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
+    """Uploaded media that no post uses are deleted this many days after their upload (daily)."""
+
     reddit_url: str | None = None
     """Point both the token and the API host at this base URL, e.g. a sandbox started with
     ``thotto sandbox`` (``http://127.0.0.1:8765``); overrides the two settings below."""

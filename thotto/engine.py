@@ -40,6 +40,7 @@ from thotto.errors import (
     ValidationError,
 )
 from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
+from thotto.media import purge_unused_media
 from thotto.messages import (
     Account,
     Attempt,
@@ -432,8 +433,9 @@ async def open_engine(
 
 async def _add_builtin_crons(engine: Engine) -> None:
     """Retention (purge finished jobs and posts older than ``retention_days``, then database
-    upkeep) runs daily at 03:00 UTC; with Reddit configured, the community sync runs weekly on
-    Monday 02:00 UTC and the analytics job (published posts' engagement, see
+    upkeep) runs daily at 03:00 UTC, and media retention (media no post uses, once
+    ``media_retention_days`` old: :func:`thotto.media.purge_unused_media`) at 03:30; with
+    Reddit configured, the community sync runs weekly on Monday 02:00 UTC and the analytics job (published posts' engagement, see
     :meth:`Engine.refresh_engagement`) hourly at minute 17, off the hour's rush of posts."""
     settings = engine.settings
 
@@ -443,7 +445,12 @@ async def _add_builtin_crons(engine: Engine) -> None:
         log.info("retention: purged %d finished jobs older than %s", purged, cutoff.isoformat())
         await engine.store.tidy()
 
+    async def media_retention() -> None:
+        purged = await purge_unused_media(engine.store, settings, engine.clock.now())
+        log.info("media retention: deleted %d media no post uses", purged)
+
     await engine.add_cron("retention", "0 3 * * *", retention)
+    await engine.add_cron("media-retention", "30 3 * * *", media_retention)
     if engine.publisher is not None:
         await engine.add_cron("community-sync", "0 2 * * 1", engine.sync_communities)
         await engine.add_cron("analytics", "17 * * * *", engine.refresh_engagement)

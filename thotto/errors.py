@@ -280,4 +280,20 @@ class DuplicatePost(Conflict):
 
 
 class PayloadTooLarge(ValidationError):
-    """A request body is larger than ``api_max_body_bytes``."""
+    """A request body is larger than ``api_max_body_bytes`` (or an upload than ``media_max_bytes``)."""
+
+
+# --- media -------------------------------------------------------------------------------------
+
+
+class UnsupportedMedia(ValidationError):
+    """The upload is not an image of a kind Reddit takes (PNG, JPEG, GIF, WebP), judged by its
+    bytes; the message says what is accepted."""
+
+
+class MediaInUse(Conflict):
+    """The image is used by a post that is not finished yet; ``post_ids`` names them."""
+
+    def __init__(self, message: str, *, post_ids: list[int]):
+        super().__init__(message)
+        self.post_ids = post_ids

@@ -141,6 +141,19 @@ class PostKind(enum.Enum):
     IMAGE = "image"
 
 
+class MediaKind(enum.Enum):
+    """An image format, told from the file's own bytes (never its name or Content-Type)."""
+
+    PNG = "png"
+    JPEG = "jpeg"
+    GIF = "gif"
+    WEBP = "webp"
+
+    @property
+    def content_type(self) -> str:
+        return f"image/{self.value}"
+
+
 class PostStatus(enum.Enum):
     """A post's status, derived from its job's state."""
 
@@ -483,6 +496,42 @@ class PostEngagement(Base, kw_only=True):
     read_at: datetime
 
 
+# --- media -----------------------------------------------------------------------------------
+
+
+class NewMedia(Base, kw_only=True):
+    """An image to store for ``user_id``: what was learned of it while it was checked. The
+    store counts its bytes and computes its SHA-256 from the chunks it stores."""
+
+    user_id: RowId
+    kind: MediaKind
+    width: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    height: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)]
+    removed: Annotated[list[Annotated[str, msgspec.Meta(max_length=200)]], msgspec.Meta(max_length=50)] = []
+    """What metadata was removed before storing, e.g. ``["EXIF (GPS, camera)", "XMP"]``."""
+
+
+class Media(Base):
+    """A stored image: its bytes are read with :meth:`Store.read_media`."""
+
+    id: int
+    user_id: int
+    kind: MediaKind
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    removed: list[str]
+    created_at: datetime
+
+
+class MediaPage(Base):
+    """One page of a user's media, newest first; ``next_cursor`` None on the last page."""
+
+    media: list[Media]
+    next_cursor: str | None
+
+
 # --- HTTP API bodies --------------------------------------------------------------------------
 # What the API reads and writes, in camelCase; unknown fields are refused. The OpenAPI document is
 # generated from these types (thotto/api/openapi.py), so they are the API's one definition.
@@ -608,6 +657,28 @@ class OptimalTimes(ApiBody):
     computed_at: datetime
 
 
+class MediaView(ApiBody):
+    """An uploaded image. ``width`` and ``height`` are its pixel dimensions as stored (a photo
+    whose kept EXIF orientation turns it shows the other way round)."""
+
+    id: int
+    kind: MediaKind
+    width: int
+    height: int
+    bytes: int
+    sha256: str
+    """Of the bytes stored (after metadata removal): what ``GET /api/media/{id}/content`` returns."""
+    removed: list[str]
+    """The metadata removed before storing (empty with ``keepMetadata=true``)."""
+    created_at: datetime
+
+
+class MediaList(ApiBody):
+    media: list[MediaView]
+    next_cursor: str | None = None
+    """Pass back as ``cursor`` for the next page; null on the last page."""
+
+
 class ErrorBody(ApiBody, omit_defaults=True):
     """Every error the API returns."""
 
@@ -616,6 +687,8 @@ class ErrorBody(ApiBody, omit_defaults=True):
     field: str | None = None
     required_tier: Tier | None = None
     existing_post_id: int | None = None
+    post_ids: list[int] | None = None
+    """The posts that still use the media a delete was refused for."""
     errors: list["ItemError"] | None = None
 
 
@@ -760,6 +833,9 @@ AnyMessage = Union[
     SubredditRules,
     EngagementReading,
     PostEngagement,
+    NewMedia,
+    Media,
+    MediaPage,
     Wake,
     Shutdown,
 ]

@@ -91,7 +91,7 @@ async def test_status_shows_queues_and_cron_jobs(tmp_path):
     result = await run("status", "--json", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert [cron["name"] for cron in report["crons"]] == ["retention"]
+    assert [cron["name"] for cron in report["crons"]] == ["retention", "media-retention"]
     assert "THOTTO_TOKEN" in report["breakers"]
 
 
@@ -100,3 +100,21 @@ async def test_the_openapi_and_settings_commands_print_documents(tmp_path):
     assert document["openapi"] == "3.1.0" and "/api/scheduled-posts" in document["paths"]
     table = (await run("settings", cwd=tmp_path)).stdout
     assert "| `api_port` | `THOTTO_API_PORT` | `8000` |" in table
+
+
+async def test_media_upload_stores_an_image_without_its_metadata(tmp_path):
+    from tests.support import images
+
+    await run("init", cwd=tmp_path)
+    (tmp_path / "photo.jpg").write_bytes(images.jpeg(orientation=6))
+    result = await run("media", "upload", "photo.jpg", "--user", "admin", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    media = json.loads(result.stdout)
+    assert media["kind"] == "jpeg" and media["removed"] == ["EXIF (GPS, camera)", "XMP", "comment"]
+    table = await run("media", "upload", "photo.jpg", "--user", "admin", "--keep-metadata", cwd=tmp_path)
+    assert table.returncode == 0 and "removed: nothing" in table.stdout
+    (tmp_path / "notes.png").write_text("not an image")
+    refused = await run("media", "upload", "notes.png", "--user", "admin", cwd=tmp_path)
+    assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
+    assert "PNG, JPEG, GIF or WebP" in refused.stderr
+    assert list((tmp_path / "thotto-data" / "media-uploads").iterdir()) == []

@@ -97,5 +97,6 @@ async def test_a_changed_schedule_moves_the_pending_occurrence(open_test_engine,
         await trio.sleep(3600)
         cron_jobs = [c for c in await engine.counts() if c.queue == "cron"]
     assert runs == [datetime(2026, 3, 2, 12, 30, tzinfo=UTC)]
-    # One durable job per cron job (the built-in retention job and this one), never a second.
-    assert sum(c.count for c in cron_jobs if c.state is JobState.PENDING) == 2
+    # One durable job per cron job (the built-in retention and media retention jobs and this
+    # one), never a second.
+    assert sum(c.count for c in cron_jobs if c.state is JobState.PENDING) == 3

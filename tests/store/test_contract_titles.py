@@ -82,7 +82,9 @@ async def test_a_follow_up_carries_the_key(store, clock):
 
 # What the migrations after 5 made, undone (newest first), so that a database can be taken back
 # to schema 4. A migration added after 5 adds its undo here.
-UNDO_AFTER_5 = ["ALTER TABLE users DROP COLUMN removed_at", "DROP TABLE IF EXISTS link_requests"]
+UNDO_AFTER_5 = ["DROP TABLE IF EXISTS post_media", "DROP TABLE IF EXISTS media_chunks",
+                "DROP TABLE IF EXISTS media", "ALTER TABLE users DROP COLUMN removed_at",
+                "DROP TABLE IF EXISTS link_requests"]
 
 
 def _as_sqlite_schema_4(path: str) -> None:

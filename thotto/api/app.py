@@ -35,10 +35,12 @@ from thotto.errors import (
     DuplicatePost,
     Forbidden,
     InvalidTransition,
+    MediaInUse,
     OutcomePending,
     JobError,
     NotFound,
     PayloadTooLarge,
+    UnsupportedMedia,
     StoreUnavailable,
     ThottoError,
     TooManyRequests,
@@ -75,6 +77,7 @@ ERROR_STATUS: list[tuple[type[BaseException], int]] = [
     (Forbidden, 403),
     (TooManyRequests, 429),
     (PayloadTooLarge, 413),
+    (UnsupportedMedia, 415),
     (MalformedBody, 400),
     (NotFound, 404),
     (DuplicatePost, 409),
@@ -87,8 +90,9 @@ ERROR_STATUS: list[tuple[type[BaseException], int]] = [
 ]
 
 SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404: "Not found",
-           409: "Conflict", 413: "Body too large", 422: "Invalid input", 429: "Too many requests",
-           502: "Reddit call failed", 503: "Unavailable"}
+           409: "Conflict", 413: "Body too large", 415: "Unsupported media type",
+           422: "Invalid input", 429: "Too many requests", 502: "Reddit call failed",
+           503: "Unavailable"}
 
 
 @dataclass
@@ -141,6 +145,10 @@ class Endpoint:
     content_type: str = "application/json"
     also: tuple[tuple[int, Any, str], ...] = ()
     """Other successful answers: (status, body type, when)."""
+    body_content: dict[str, Any] | None = None
+    """The OpenAPI ``content`` of a body that is not JSON (an upload), by media type."""
+    response_content: dict[str, Any] | None = None
+    """The OpenAPI ``content`` of a response that is not JSON (an image), by media type."""
 
     def route(self) -> Route:
         return Route(self.path, self.handler, methods=[self.method])
@@ -336,6 +344,8 @@ def error_response(error: ThottoError) -> Response:
         body.required_tier = error.required_tier
     if isinstance(error, DuplicatePost):
         body.existing_post_id = error.existing_post_id
+    if isinstance(error, MediaInUse):
+        body.post_ids = error.post_ids
     if isinstance(error, BatchInvalid):
         body.errors = error.errors
     if isinstance(error, TooManyRequests):
@@ -379,10 +389,10 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
 
 def all_endpoints() -> list[Endpoint]:
     """Every endpoint of the API, in matching order."""
-    from thotto.api import accounts, monitoring, openapi, posts
+    from thotto.api import accounts, media, monitoring, openapi, posts
 
-    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *openapi.ENDPOINTS.endpoints,
-            *monitoring.ENDPOINTS.endpoints]
+    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *media.ENDPOINTS.endpoints,
+            *openapi.ENDPOINTS.endpoints, *monitoring.ENDPOINTS.endpoints]
 
 
 def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:

@@ -110,12 +110,16 @@ def _operation(endpoint: Endpoint, schema_of: dict[Any, Any]) -> dict[str, Any]:
     if endpoint.body is not None:
         operation["requestBody"] = {"required": True, "content": {
             "application/json": {"schema": schema_of[endpoint.body]}}}
+    elif endpoint.body_content is not None:
+        operation["requestBody"] = {"required": True, "content": endpoint.body_content}
     return operation
 
 
 def _content(endpoint: Endpoint, schema: Any) -> dict[str, Any]:
     response: dict[str, Any] = {"description": endpoint.summary}
-    if schema is not None:
+    if endpoint.response_content is not None:
+        response["content"] = endpoint.response_content
+    elif schema is not None:
         response["content"] = {endpoint.content_type: {"schema": schema}}
     return response
 
@@ -161,15 +165,20 @@ def markdown() -> str:
 def _markdown_operation(method: str, path: str, operation: dict[str, Any]) -> list[str]:
     auth = "bearer token" if operation.get("security") else "none"
     lines = [f"## `{method.upper()} {path}`", "", operation["summary"] + ".", "", f"- Auth: {auth}"]
-    body = operation.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema")
+    body_content = operation.get("requestBody", {}).get("content", {})
+    body = body_content.get("application/json", {}).get("schema")
     if body:
         lines.append(f"- Body: {_schema_name(body)}")
+    elif body_content:
+        lines.append(f"- Body: {', '.join(f'`{kind}`' for kind in body_content)}")
     for parameter in operation.get("parameters", []):
         if parameter["in"] == "query":
             lines.append(f"- Query `{parameter['name']}`: {_schema_name(parameter['schema'])}")
     for status, response in operation["responses"].items():
-        schema = response.get("content", {}).get("application/json", {}).get("schema")
-        lines.append(f"- {status}: {response['description']}" + (f" ({_schema_name(schema)})" if schema else ""))
+        content = response.get("content", {})
+        schema = content.get("application/json", {}).get("schema")
+        shown = _schema_name(schema) if schema else ", ".join(f"`{kind}`" for kind in content)
+        lines.append(f"- {status}: {response['description']}" + (f" ({shown})" if shown else ""))
     return lines + [""]
 
 

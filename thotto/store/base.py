@@ -22,12 +22,14 @@ Job lifecycle (docs/architecture.md): ``pending`` → claimed under a lease (``p
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+import base64
+import binascii
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 
 import msgspec
 
-from thotto.errors import InvalidTransition, LeaseLost, ValidationError
+from thotto.errors import InvalidTransition, LeaseLost, MediaInUse, ValidationError
 from thotto.messages import (
     Account,
     ApiToken,
@@ -40,7 +42,10 @@ from thotto.messages import (
     ExpiredLeases,
     Job,
     LinkRequest,
+    Media,
+    MediaPage,
     NewAccount,
+    NewMedia,
     NewJob,
     NewPost,
     NewUser,
@@ -125,6 +130,56 @@ def activity_rows(counted: Iterable[tuple[str, str, int]],
                                   got("dead", 0), retry + dead + expired, retry, expired,
                                   times.get(queue, [])))
     return rows
+
+
+#: Media are stored in chunks of at most this many bytes, so neither storing nor reading an image
+#: holds more than one chunk of it in memory.
+MEDIA_CHUNK_BYTES = 1_000_000
+
+
+async def media_chunks(chunks: AsyncIterable[bytes], size: int = MEDIA_CHUNK_BYTES) -> AsyncIterator[bytes]:
+    """``chunks`` cut or joined into pieces of exactly ``size`` bytes (the last one shorter):
+    what the adapters store, whatever sizes the caller's iterator yields."""
+    pending = bytearray()
+    async for chunk in chunks:
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise ValidationError(f"media chunks must be bytes, got {type(chunk).__name__}",
+                                  field="chunks")
+        if not pending and len(chunk) == size:  # already a whole chunk: no copy
+            yield bytes(chunk)
+            continue
+        pending += chunk
+        while len(pending) >= size:
+            yield bytes(pending[:size])
+            del pending[:size]
+    if pending:
+        yield bytes(pending)
+
+
+def encode_media_cursor(media_id: int) -> str:
+    """The opaque cursor of a media page that ended with ``media_id`` (pages go newest first)."""
+    return base64.urlsafe_b64encode(f"media:{media_id}".encode()).decode().rstrip("=")
+
+
+def decode_media_cursor(cursor: str) -> int:
+    """The last media id of the previous page; ValidationError for anything else."""
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, number = text.partition(":")
+        if prefix != "media" or not number.isdigit() or len(number) > 18:
+            raise ValueError(text)
+        return int(number)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationError("Malformed cursor: pass the nextCursor of the previous page unchanged",
+                              field="cursor") from None
+
+
+def media_in_use(media_id: int, post_ids: list[int]) -> MediaInUse:
+    """The error of deleting media that posts not finished yet use."""
+    named = ", ".join(str(post_id) for post_id in post_ids)
+    noun = "post" if len(post_ids) == 1 else "posts"
+    return MediaInUse(f"Media {media_id} is used by {noun} {named}, not finished yet; cancel the "
+                      f"{noun} or wait until published, then delete it", post_ids=post_ids)
 
 
 POST_QUEUE = "posts"
@@ -603,6 +658,11 @@ __all__ = [
     "Clock",
     "POST_QUEUE",
     "POST_JOB_KIND",
+    "MEDIA_CHUNK_BYTES",
+    "media_chunks",
+    "encode_media_cursor",
+    "decode_media_cursor",
+    "media_in_use",
     "QueueActivity",
     "activity_rows",
     "InvalidTransition",

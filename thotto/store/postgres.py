@@ -24,11 +24,12 @@ import base64
 import binascii
 import contextlib
 import functools
+import hashlib
 import itertools
 import logging
 import operator
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -65,7 +66,11 @@ from thotto.messages import (
     Job,
     LinkRequest,
     JobState,
+    Media,
+    MediaKind,
+    MediaPage,
     NewAccount,
+    NewMedia,
     NewJob,
     NewPost,
     NewUser,
@@ -104,6 +109,10 @@ from thotto.store.base import (
     activity_rows,
     check_broadcast,
     missed_broadcasts,
+    decode_media_cursor,
+    encode_media_cursor,
+    media_chunks,
+    media_in_use,
 )
 
 log = logging.getLogger("thotto.store.postgres")
@@ -114,7 +123,9 @@ T = TypeVar("T")
 MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
               3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql",
               5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql",
-              7: "postgres_007_removed_users.sql"}
+              7: "postgres_007_removed_users.sql",
+              9: "postgres_009_media.sql"}
+# Numbers are taken by branches as they start, so they may have gaps: apply them in order.
 SCHEMA_VERSION = max(MIGRATIONS)
 #: Rows per statement when a migration backfills a column computed in Python.
 BACKFILL_BATCH = 5000
@@ -551,6 +562,30 @@ def _post(r: Any) -> Post:
         updated_at=r[12],
         armed_at=r[13],
     )
+
+
+_MEDIA_COLS = "id, user_id, kind, width, height, bytes, sha256, removed::text, created_at"
+_removed_decoder = msgspec.json.Decoder(list[str])
+#: Posts not finished (their job pending or processing) that link the media.
+_SQL_MEDIA_LIVE_POSTS = """
+    SELECT pm.post_id FROM post_media pm JOIN posts p ON p.id = pm.post_id
+    JOIN jobs j ON j.id = p.job_id
+    WHERE pm.media_id = $1 AND j.state IN ('pending', 'processing') ORDER BY pm.post_id"""
+#: Unused media created before $1 and unfinished uploads started before $2, a batch at a time
+#: (their chunks go with them, ON DELETE CASCADE); SKIP LOCKED lets processes purge together.
+_SQL_PURGE_MEDIA = """
+    DELETE FROM media WHERE id IN (
+        SELECT m.id FROM media m
+        WHERE (m.ready AND m.created_at < $1
+               AND NOT EXISTS (SELECT 1 FROM post_media pm WHERE pm.media_id = m.id))
+           OR (NOT m.ready AND m.created_at < $2)
+        LIMIT $3 FOR UPDATE SKIP LOCKED)"""
+MEDIA_PURGE_BATCH = 50
+
+
+def _media(r: Any) -> Media:
+    return Media(r[0], r[1], MediaKind(r[2]), r[3], r[4], r[5], r[6], _removed_decoder.decode(r[7]),
+                 r[8])
 
 
 def _json(value: Any) -> str:
@@ -1305,7 +1340,7 @@ class PostgresStore(Store):
     async def tidy(self) -> None:
         # Plain VACUUM never blocks reads or writes; after a purge it makes the dead rows'
         # space reusable and refreshes statistics sooner than autovacuum would.
-        for table in ("jobs", "job_attempts", "posts"):
+        for table in ("jobs", "job_attempts", "posts", "media", "media_chunks"):
             await self._run(self._execute, f"VACUUM (ANALYZE) {table}")
 
     # --- reading --------------------------------------------------------------------------
@@ -2096,6 +2131,118 @@ class PostgresStore(Store):
                                name.lower())
         return None if text is None else msgspec.json.decode(text, type=SubredditRules)
 
+    # --- media -----------------------------------------------------------------------------
+
+    async def create_media(self, media: NewMedia, chunks: AsyncIterable[bytes]) -> Media:
+        if not isinstance(media, NewMedia):
+            raise ValidationError(f"media must be a NewMedia, got {type(media).__name__}",
+                                  field="media")
+        media = validated(media)
+        try:
+            media_id = await self._run(
+                self._fetchval,
+                "INSERT INTO media (user_id, kind, width, height, removed, created_at) "
+                "VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id",
+                media.user_id, media.kind.value, media.width, media.height, _json(media.removed),
+                self.now())
+        except StoreError as error:
+            if isinstance(error.__cause__, asyncpg.ForeignKeyViolationError):
+                raise NotFound(f"User {media.user_id} does not exist") from None
+            raise
+        try:
+            size, digest = await self._store_chunks(media_id, chunks)
+            if size == 0:
+                raise ValidationError("The image is empty: send its bytes", field="chunks")
+            return await self._one(
+                f"UPDATE media SET ready = true, bytes = $2, sha256 = $3 WHERE id = $1 "
+                f"RETURNING {_MEDIA_COLS}", [media_id, size, digest], _media,
+                f"Media {media_id} was deleted while it was being stored")
+        except BaseException:
+            # An unfinished upload must not stay behind (if this fails too, purge_media will).
+            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self._run(self._execute, "DELETE FROM media WHERE id = $1", media_id)
+            raise
+
+    async def _store_chunks(self, media_id: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        """Write the chunks one statement each; their total size and SHA-256."""
+        hasher, size, seq = hashlib.sha256(), 0, 0
+        async with contextlib.aclosing(media_chunks(chunks)) as pieces:
+            async for piece in pieces:
+                hasher.update(piece)
+                size += len(piece)
+                await self._run(self._execute,
+                                "INSERT INTO media_chunks (media_id, seq, data) VALUES ($1, $2, $3)",
+                                media_id, seq, piece)
+                seq += 1
+        return size, hasher.hexdigest()
+
+    async def get_media(self, media_id: int, user_id: int | None = None) -> Media:
+        _check_ids([media_id], "media_id")
+        sql = f"SELECT {_MEDIA_COLS} FROM media WHERE id = $1 AND ready"
+        args: list[Any] = [media_id]
+        if user_id is not None:
+            _check_ids([user_id], "user_id")
+            sql += " AND user_id = $2"
+            args.append(user_id)
+        return await self._one(sql, args, _media, f"No media with id {media_id}")
+
+    async def list_media(self, user_id: int, *, cursor: str | None = None,
+                         limit: int = 50) -> MediaPage:
+        _check_ids([user_id], "user_id")
+        if type(limit) is not int or not 1 <= limit <= 500:
+            raise ValidationError(f"limit must be from 1 to 500, got {limit!r}", field="limit")
+        before = (1 << 62) if cursor is None else decode_media_cursor(cursor)
+        records = await self._run(
+            self._fetch,
+            f"SELECT {_MEDIA_COLS} FROM media WHERE user_id = $1 AND ready AND id < $2 "
+            "ORDER BY id DESC LIMIT $3", user_id, before, limit + 1)
+        media = [_media(r) for r in records[:limit]]
+        return MediaPage(media, encode_media_cursor(media[-1].id) if len(records) > limit else None)
+
+    async def read_media(self, media_id: int, user_id: int | None = None) -> AsyncIterator[bytes]:
+        media = await self.get_media(media_id, user_id)
+        sent, seq = 0, 0
+        while sent < media.bytes:
+            data = await self._run(
+                self._fetchval, "SELECT data FROM media_chunks WHERE media_id = $1 AND seq = $2",
+                media.id, seq)
+            if data is None:
+                raise NotFound(f"No media with id {media_id}")  # deleted while being read
+            sent += len(data)
+            seq += 1
+            yield data
+
+    async def delete_media(self, media_id: int, user_id: int) -> Media:
+        _check_ids([media_id, user_id], "media_id")
+        return await self._run(self._delete_media_in_loop, media_id, user_id)
+
+    async def _delete_media_in_loop(self, media_id: int, user_id: int) -> Media:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_MEDIA_COLS} FROM media WHERE id = $1 AND user_id = $2 AND ready "
+                "FOR UPDATE", media_id, user_id)
+            if row is None:
+                raise NotFound(f"No media with id {media_id}")
+            posts = [r[0] for r in await conn.fetch(_SQL_MEDIA_LIVE_POSTS, media_id)]
+            if posts:
+                raise media_in_use(media_id, posts)
+            await conn.execute("DELETE FROM media WHERE id = $1", media_id)
+        return _media(row)
+
+    async def purge_media(self, unused_before: datetime, *,
+                          unfinished_before: datetime | None = None) -> int:
+        unused = as_utc(unused_before)
+        unfinished = unused if unfinished_before is None else as_utc(unfinished_before)
+        purged = 0
+        while True:
+            status = await self._run(self._execute, _SQL_PURGE_MEDIA, unused, unfinished,
+                                     MEDIA_PURGE_BATCH)
+            batch = int(status.split()[-1])
+            purged += batch
+            if batch < MEDIA_PURGE_BATCH:
+                return purged
+
     async def list_subreddit_rules(self) -> list[SubredditRules]:
         rows = await self._run(self._fetch, "SELECT rules::text FROM subreddits ORDER BY name")
         return [msgspec.json.decode(row[0], type=SubredditRules) for row in rows]
@@ -2148,9 +2295,7 @@ async def migrate(conn: asyncpg.Connection) -> int:
                 f"The database schema is version {found}, newer than this Thotto understands "
                 f"(version {SCHEMA_VERSION}); upgrade Thotto or use another database"
             )
-        for version in range(found + 1, SCHEMA_VERSION + 1):
-            if version not in MIGRATIONS:  # a number kept for another branch's migration
-                continue
+        for version in sorted(number for number in MIGRATIONS if number > found):
             script = (SQL_DIR / MIGRATIONS[version]).read_text()
             try:
                 await conn.execute(script)

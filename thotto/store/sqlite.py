@@ -23,6 +23,7 @@ import base64
 import binascii
 import contextlib
 import fcntl
+import hashlib
 import importlib.resources
 import itertools
 import logging
@@ -33,7 +34,7 @@ import sqlite3
 import threading
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
 
@@ -67,7 +68,11 @@ from thotto.messages import (
     Job,
     LinkRequest,
     JobState,
+    Media,
+    MediaKind,
+    MediaPage,
     NewAccount,
+    NewMedia,
     NewJob,
     NewPost,
     NewUser,
@@ -105,6 +110,10 @@ from thotto.store.base import (
     activity_rows,
     check_broadcast,
     missed_broadcasts,
+    decode_media_cursor,
+    encode_media_cursor,
+    media_chunks,
+    media_in_use,
 )
 from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
 from thotto.clock import wait_for_thread
@@ -118,7 +127,7 @@ T = TypeVar("T")
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
               "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
               "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql",
-              "sqlite_0007_removed_users.sql")
+              "sqlite_0007_removed_users.sql", "sqlite_0009_media.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -568,6 +577,42 @@ SUBREDDIT_ENGAGEMENT = (
     "AND j.finished_at >= ? ORDER BY j.finished_at, p.id"
 )
 
+MEDIA_COLUMNS = "id, user_id, kind, width, height, bytes, sha256, removed, created_at"
+INSERT_MEDIA = (
+    "INSERT INTO media (user_id, kind, width, height, removed, created_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+INSERT_MEDIA_CHUNK = "INSERT INTO media_chunks (media_id, seq, data) VALUES (?, ?, ?)"
+FINISH_MEDIA = (
+    f"UPDATE media SET ready = 1, bytes = ?, sha256 = ? WHERE id = ? RETURNING {MEDIA_COLUMNS}"
+)
+MEDIA_BY_ID = f"SELECT {MEDIA_COLUMNS} FROM media WHERE id = ? AND ready = 1"
+MEDIA_OF_USER = f"{MEDIA_BY_ID} AND user_id = ?"
+MEDIA_PAGE = (
+    f"SELECT {MEDIA_COLUMNS} FROM media WHERE user_id = ? AND ready = 1 AND id < ? "
+    "ORDER BY id DESC LIMIT ?"
+)
+MEDIA_CHUNK = "SELECT data FROM media_chunks WHERE media_id = ? AND seq = ?"
+#: Posts not finished (their job pending or processing) that link the media.
+MEDIA_LIVE_POSTS = (
+    "SELECT pm.post_id FROM post_media pm JOIN posts p ON p.id = pm.post_id "
+    "JOIN jobs j ON j.id = p.job_id WHERE pm.media_id = ? AND j.state IN ('pending', 'processing') "
+    "ORDER BY pm.post_id"
+)
+DELETE_MEDIA = (
+    "DELETE FROM post_media WHERE media_id = ?",
+    "DELETE FROM media_chunks WHERE media_id = ?",
+    "DELETE FROM media WHERE id = ?",
+)
+#: Media to purge, a batch at a time: unused ones created before ?1 (a link to a post that was
+#: purged is no use), unfinished uploads started before ?2.
+MEDIA_TO_PURGE = (
+    "SELECT id FROM media m WHERE (m.ready = 1 AND m.created_at < ?1 AND NOT EXISTS ("
+    "SELECT 1 FROM post_media pm JOIN posts p ON p.id = pm.post_id WHERE pm.media_id = m.id)) "
+    "OR (m.ready = 0 AND m.created_at < ?2) LIMIT ?3"
+)
+MEDIA_PURGE_BATCH = 50  # media per writer transaction: a purge never holds the writer for long
+
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
@@ -644,6 +689,15 @@ def _post(row: tuple, times: _Times) -> Post:
         row[0], row[1], row[2], _CONTENT.decode(row[3]), times[row[4]], status, row[6], row[7],
         row[8], post_error(status, row[9]), recurrence, times[row[11]], times[row[12]], armed_at,
     )
+
+
+_MEDIA_KINDS = {kind.value: kind for kind in MediaKind}
+_REMOVED = msgspec.json.Decoder(list[str])
+
+
+def _media(row: tuple) -> Media:
+    return Media(row[0], row[1], _MEDIA_KINDS[row[2]], row[3], row[4], row[5], row[6],
+                 _REMOVED.decode(row[7]), _dt(row[8]))
 
 
 def _one(conn: sqlite3.Connection, sql: str, params: tuple, what: str, record_id: Any) -> tuple:
@@ -1884,6 +1938,118 @@ class SqliteStore(Store):
     async def list_subreddit_rules(self) -> list[SubredditRules]:
         rows = await self._read(lambda conn: conn.execute(ALL_RULES).fetchall())
         return [_RULES.decode(row[0]) for row in rows]
+
+    # --- media ------------------------------------------------------------------------------------
+
+    async def create_media(self, media: NewMedia, chunks: AsyncIterable[bytes]) -> Media:
+        media = _check_struct(media, NewMedia, "media")
+        _, now_us = self._now_us()
+        row = (media.user_id, media.kind.value, media.width, media.height,
+               _ENCODE(media.removed).decode(), now_us)
+
+        def begin(conn: sqlite3.Connection) -> int:
+            _one(conn, USER_EXISTS, (media.user_id,), "user", media.user_id)
+            return conn.execute(INSERT_MEDIA, row).lastrowid
+
+        media_id = await self._write(begin)
+        try:
+            size, digest = await self._store_chunks(media_id, chunks)
+            if size == 0:
+                raise ValidationError("The image is empty: send its bytes", field="chunks")
+            finish = (size, digest, media_id)
+            return await self._write(lambda conn: _media(_one(
+                conn, FINISH_MEDIA, finish, "media (deleted while it was being stored)", media_id)))
+        except BaseException:
+            # An unfinished upload must not stay behind (if this fails too, purge_media will).
+            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
+                await self._write(lambda conn: _delete_media_rows(conn, media_id))
+            raise
+
+    async def _store_chunks(self, media_id: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
+        """Write the chunks one transaction each; their total size and SHA-256."""
+        hasher, size, seq = hashlib.sha256(), 0, 0
+        async with contextlib.aclosing(media_chunks(chunks)) as pieces:
+            async for piece in pieces:
+                hasher.update(piece)
+                size += len(piece)
+                params = (media_id, seq, piece)
+                await self._write(lambda conn: conn.execute(INSERT_MEDIA_CHUNK, params).rowcount)
+                seq += 1
+        return size, hasher.hexdigest()
+
+    async def get_media(self, media_id: int, user_id: int | None = None) -> Media:
+        media_id = _check(media_id, int, "media_id")
+        user_id = _check(user_id, int | None, "user_id")
+        sql, params = _media_lookup(media_id, user_id)
+        return await self._fetch_one(sql, params, ("media", media_id), _media)
+
+    async def list_media(self, user_id: int, *, cursor: str | None = None,
+                         limit: int = 50) -> MediaPage:
+        user_id = _check(user_id, int, "user_id")
+        limit = _check(limit, PageLimit, "limit")
+        before = (1 << 62) if cursor is None else decode_media_cursor(cursor)
+        rows = await self._read(
+            lambda conn: conn.execute(MEDIA_PAGE, (user_id, before, limit + 1)).fetchall())
+        media = [_media(row) for row in rows[:limit]]
+        return MediaPage(media, encode_media_cursor(media[-1].id) if len(rows) > limit else None)
+
+    async def read_media(self, media_id: int, user_id: int | None = None) -> AsyncIterator[bytes]:
+        media = await self.get_media(media_id, user_id)
+        sent, seq = 0, 0
+        while sent < media.bytes:
+            params = (media.id, seq)
+            row = await self._read(lambda conn: conn.execute(MEDIA_CHUNK, params).fetchone())
+            if row is None:
+                raise _not_found("media", media_id)  # deleted while it was being read
+            sent += len(row[0])
+            seq += 1
+            yield row[0]
+
+    async def delete_media(self, media_id: int, user_id: int) -> Media:
+        media_id = _check(media_id, int, "media_id")
+        user_id = _check(user_id, int, "user_id")
+
+        def delete(conn: sqlite3.Connection) -> Media:
+            media = _media(_one(conn, MEDIA_OF_USER, (media_id, user_id), "media", media_id))
+            posts = [row[0] for row in conn.execute(MEDIA_LIVE_POSTS, (media_id,))]
+            if posts:
+                raise media_in_use(media_id, posts)
+            _delete_media_rows(conn, media_id)
+            return media
+
+        return await self._write(delete)
+
+    async def purge_media(self, unused_before: datetime, *,
+                          unfinished_before: datetime | None = None) -> int:
+        unused_us = _us(unused_before, "unused_before")
+        unfinished_us = unused_us if unfinished_before is None else _us(unfinished_before,
+                                                                         "unfinished_before")
+        params = (unused_us, unfinished_us, MEDIA_PURGE_BATCH)
+
+        def purge_batch(conn: sqlite3.Connection) -> int:
+            ids = [row[0] for row in conn.execute(MEDIA_TO_PURGE, params)]
+            for media_id in ids:
+                _delete_media_rows(conn, media_id)
+            return len(ids)
+
+        purged = 0
+        while batch := await self._write(purge_batch):
+            purged += batch
+        return purged
+
+
+# --- functions of the connection: media -----------------------------------------------------------
+
+
+def _media_lookup(media_id: int, user_id: int | None) -> tuple[str, tuple]:
+    if user_id is None:
+        return MEDIA_BY_ID, (media_id,)
+    return MEDIA_OF_USER, (media_id, user_id)
+
+
+def _delete_media_rows(conn: sqlite3.Connection, media_id: int) -> None:
+    for statement in DELETE_MEDIA:
+        conn.execute(statement, (media_id,))
 
 
 # --- functions of the connection: jobs ------------------------------------------------------------
