@@ -580,6 +580,39 @@ class Store(abc.ABC):
         and any earlier one was reconciled as absent. A published post keeps its mark. The post
         is ``scheduled`` again (or failed, by its job), and may change. NotFound."""
 
+    # --- media --------------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_media(self, media: NewMedia, chunks: AsyncIterable[bytes]) -> Media:
+        """Store an image from ``chunks`` (cut into pieces of at most :data:`MEDIA_CHUNK_BYTES`,
+        one transaction each, so no whole file is held), counting and hashing what is stored.
+        The media becomes visible (get, list, read) only once its last chunk is stored; an
+        upload that fails or is cancelled leaves nothing (an unfinished row is purged later)."""
+
+    @abc.abstractmethod
+    async def get_media(self, media_id: int, user_id: int | None = None) -> Media:
+        """The media; with ``user_id``, another user's is NotFound (its existence is not revealed)."""
+
+    @abc.abstractmethod
+    async def list_media(self, user_id: int, *, cursor: str | None = None, limit: int = 50) -> MediaPage:
+        """A user's media, newest first; ``cursor`` is the previous page's ``next_cursor``.
+        ValidationError for a malformed cursor or a limit outside 1–500."""
+
+    @abc.abstractmethod
+    def read_media(self, media_id: int, user_id: int | None = None) -> AsyncIterator[bytes]:
+        """The media's bytes, one stored chunk per step (NotFound as :meth:`get_media`)."""
+
+    @abc.abstractmethod
+    async def delete_media(self, media_id: int, user_id: int) -> Media:
+        """Delete one of the user's media with its chunks; MediaInUse while a post that is not
+        finished links it (``post_media``); NotFound for another user's."""
+
+    @abc.abstractmethod
+    async def purge_media(self, unused_before: datetime, *, unfinished_before: datetime | None = None) -> int:
+        """Delete media no unfinished post uses, created before ``unused_before``, and uploads
+        never finished, begun before ``unfinished_before`` (default: the same date). Returns
+        how many were deleted."""
+
     # --- recurring posts and engagement -----------------------------------------------------
 
     @abc.abstractmethod
