@@ -21,7 +21,7 @@ import time
 
 from starlette.requests import Request
 
-from thotto.errors import Forbidden, TooManyRequests, Unauthorized
+from thotto.errors import Forbidden, StoreUnavailable, TooManyRequests, Unauthorized
 from thotto.messages import ApiToken, Role, User
 
 TOKEN_PREFIX = "thotto_"
@@ -42,6 +42,12 @@ def token_hash(token: str) -> str:
 
 def token_key(hashed: str) -> str:
     return f"token:{hashed}"
+
+
+def known_token_key(hashed: str) -> str:
+    """The last minute's answer for a token, used only while the store is unreachable. Tagged
+    with the user's tag like :func:`token_key`, so every invalidation evicts it too."""
+    return f"token-known:{hashed}"
 
 
 def user_tag(user_id: int) -> str:
@@ -106,13 +112,29 @@ async def _user_for(context, hashed: str, address: str, *, fresh: bool = False) 
     failures = context.auth_failures
     if failures is not None:
         failures.check_not_blocked(address)
-    user = await context.store.user_for_token(hashed)
+    try:
+        user = await context.store.user_for_token(hashed)
+    except StoreUnavailable:
+        return await _known_while_the_store_is_down(context, hashed)
     if user is None:
         if failures is not None:
             await failures.failed(address)
         raise Unauthorized("The API token is unknown or revoked")
-    await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=(user_tag(user.id),),
-                            l1_ttl=TOKEN_L1_SECONDS)
+    tags = (user_tag(user.id),)
+    await context.cache.set(key, user, ttl=TOKEN_CACHE_SECONDS, tags=tags, l1_ttl=TOKEN_L1_SECONDS)
+    await context.cache.set(known_token_key(hashed), user, ttl=TOKEN_CACHE_SECONDS, tags=tags)
+    return user
+
+
+async def _known_while_the_store_is_down(context, hashed: str) -> User:
+    """While the store is unreachable, a token seen valid in the last minute still signs in (an
+    operator watches the monitoring through a database outage), unless its user's entries were
+    invalidated since (a revocation, a removal, a tier change: they evict this key too). Nobody
+    can revoke a token while the store is down, so this serves nothing revoked since."""
+    user = await context.cache.get(known_token_key(hashed), None, type=User | None)
+    if user is None:
+        raise StoreUnavailable("The store is unavailable and this token was not seen in the last "
+                               "minute; try again once it is back")
     return user
 
 
