@@ -177,19 +177,29 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return Response(_ENCODER.encode(body), status, headers=headers, media_type="application/json")
 
 
+# Beyond this a refused body is not read to its end: the answer closes the connection instead.
+DRAIN_MAX_BYTES = 8 * 1024 * 1024
+
+
 async def read_body(request: Request) -> bytes:
     """The request body, refused with 413 beyond ``api_max_body_bytes`` (checked on the
     declared length first, then while reading, so a lying client cannot exhaust memory)."""
     limit = request.app.state.api.settings.api_max_body_bytes
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isdigit() and int(declared) > max(limit, DRAIN_MAX_BYTES):
         raise PayloadTooLarge(f"The body is {declared} bytes; at most {limit} are accepted")
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise PayloadTooLarge(f"The body is over {limit} bytes; at most {limit} are accepted")
+            # Read the rest (bounded) before answering: a client still sending would otherwise
+            # block on a full socket and never see the 413.
+            if size > DRAIN_MAX_BYTES:
+                break
+            continue
         chunks.append(chunk)
+    if size > limit:
+        raise PayloadTooLarge(f"The body is over {limit} bytes; at most {limit} are accepted")
     return b"".join(chunks)
 
 
@@ -352,6 +362,8 @@ def error_response(error: ThottoError) -> Response:
         headers["Retry-After"] = _seconds(error.retry_after)
     if isinstance(error, OutcomePending):
         headers["Retry-After"] = _seconds(error.retry_after_seconds)
+    if isinstance(error, PayloadTooLarge):
+        headers["Connection"] = "close"  # the rest of a body too large may still be arriving
     if isinstance(error, Unauthorized):
         headers["WWW-Authenticate"] = 'Bearer realm="thotto"'
     if status == 503:
