@@ -245,12 +245,25 @@ class Retry(Base):
     error: ErrorText
 
 
+class FailureCause(enum.Enum):
+    """Why a job died, which says whether running it again can succeed."""
+
+    SYSTEM = "system"
+    """Not the job's fault: an outage, a timeout, a crash or an expired lease."""
+    REFUSED = "refused"
+    """The job can never succeed as it is (e.g. Reddit refused the post's content)."""
+    ACCOUNT = "account"
+    """Its Reddit account's credentials were refused: it must be linked again first."""
+
+
 class Dead(Base):
-    """The attempt failed permanently: dead-letter the job with ``error`` as the reason."""
+    """The attempt failed permanently: dead-letter the job with ``error`` as the reason and
+    ``cause`` as why (see :class:`FailureCause`)."""
 
     job_id: int
     attempt: int
     error: ErrorText
+    cause: FailureCause = FailureCause.REFUSED
 
 
 class Deferred(Base):
