@@ -30,7 +30,7 @@ from thotto.clock import Clock, SystemClock
 from thotto.config import Settings
 from thotto.cron import CatchUp, CronSchedule, plan_occurrence
 from thotto.community import fetch_rules
-from thotto import analytics
+from thotto import analytics, webhooks
 from thotto.errors import (
     ConfigError,
     DeferJob,
@@ -137,6 +137,10 @@ class Engine:
         self.tree: EngineTree | None = None  # set by open_engine while the actors run
         self.registry.register(CRON_KIND, self._run_cron, timeout_seconds=CRON_TIMEOUT_SECONDS,
                                retry=RetryPolicy(max_attempts=CRON_MAX_ATTEMPTS))
+        sender = webhooks.Sender(self.settings, services.metrics)
+        self.registry.register(webhooks.WEBHOOK_KIND, sender.handle,
+                               timeout_seconds=webhooks.TIMEOUT_SECONDS * 2,
+                               retry=webhooks.retry_policy(self.settings))
 
     # --- handlers and cron jobs -----------------------------------------------------------
 
@@ -313,6 +317,7 @@ class Engine:
         await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
         try:
             await schedule_next_occurrence(self.store, post, self.clock.now())
+            await self._announce_publication(post)
         except StoreUnavailable as error:
             # The post is out; try again when storage is back, without spending an attempt.
             raise DeferJob(f"post {post.id} is published; its next occurrence waits for the store",
@@ -320,6 +325,19 @@ class Engine:
         except ThottoError:  # e.g. the account is gone: the series ends, the post stays published
             log.exception("post %d is published, but its next occurrence could not be scheduled",
                           post.id)
+
+    async def _announce_publication(self, post: Post) -> None:
+        """The ``post_published`` webhook (one live delivery per post, however often this runs:
+        it runs again on every later run of the post's job)."""
+        if not self.settings.alert_webhook_url:
+            return
+        recorded = post if post.reddit_url else await self.store.get_post(post.id)
+        user = await self.store.get_user(post.user_id)
+        await webhooks.announce(self.services, "post_published", {
+            "post_id": post.id, "user_id": post.user_id, "user": user.name,
+            "subreddit": post.content.subreddit, "title": post.content.title,
+            "reddit_id": recorded.reddit_id, "reddit_url": recorded.reddit_url,
+            "scheduled_for": post.scheduled_for.isoformat()}, dedupe_key=f"post_published:{post.id}")
 
     async def refresh_engagement(self) -> int:
         """Read published posts' scores and comments from Reddit and store them, then drop
