@@ -282,7 +282,8 @@ class Monitor:
                                                       "value": value, "threshold": threshold,
                                                       "event": "alert"})
             self._gauge(alert.name)
-            self.notify("alert", msgspec.to_builtins(alert))
+            if alert.queue != webhooks.WEBHOOK_QUEUE:  # the webhook that fails would carry it
+                self.notify("alert", msgspec.to_builtins(alert))
 
     def _gauge(self, name: str) -> None:
         if self.metrics is not None:
