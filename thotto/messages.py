@@ -490,8 +490,10 @@ class BatchScheduleRequest(ApiBody):
 
 class PostChange(ApiBody):
     """Edit or reschedule a scheduled post; fields left out stay as they are, ``null`` clears an
-    optional one."""
+    optional one. A failed post is edited and scheduled again the same way, with a new
+    ``scheduledFor`` (required then)."""
 
+    subreddit: Subreddit | msgspec.UnsetType = msgspec.UNSET
     title: Title | msgspec.UnsetType = msgspec.UNSET
     scheduled_for: AwareDatetime | msgspec.UnsetType = msgspec.UNSET
     text: Annotated[str, msgspec.Meta(max_length=40000)] | None | msgspec.UnsetType = msgspec.UNSET

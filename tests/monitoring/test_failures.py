@@ -167,3 +167,20 @@ async def test_refused_posts_have_their_own_figure_and_leave_the_system_healthy(
     assert not [a for a in health["alerts"] if a["name"] == "failed_rate"]
     system = (await admin.get("/api/monitoring/system-health")).json()
     assert "refusedRecent" in system and "refusedRecent" in health
+
+
+async def test_its_owner_fixes_a_refused_post_and_schedules_it_again(api):
+    post = await failed_post(api)
+    creator = api.pro.client
+    without_time = await creator.patch(f"/api/scheduled-posts/{post.id}", json={"subreddit": "test"})
+    assert without_time.status_code == 422 and without_time.json()["field"] == "scheduledFor"
+    when = utcnow() + timedelta(seconds=2)
+    fixed = await creator.patch(f"/api/scheduled-posts/{post.id}",
+                                json={"subreddit": "test", "scheduledFor": when.isoformat()})
+    assert fixed.status_code == 200, fixed.text
+    assert (fixed.json()["status"], fixed.json()["subreddit"], fixed.json()["error"]) == (
+        "scheduled", "test", None)
+    with trio.fail_after(30):
+        while (await api.engine.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
+            await trio.sleep(0.05)
+    assert await listed(api.admin.client) == {}
