@@ -12,6 +12,7 @@ a dead job changes that job's row (it becomes pending): it never adds a job or a
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -196,8 +197,6 @@ def _payload(payload: bytes) -> Any:
     try:
         return msgspec.json.decode(payload)
     except msgspec.DecodeError:
-        import base64
-
         return {"base64": base64.b64encode(payload).decode()}
 
 

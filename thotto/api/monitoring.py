@@ -10,16 +10,14 @@ with a token) and the liveness probe ``/api/health`` (in :mod:`thotto.api.openap
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
-
-from datetime import datetime
-from typing import Annotated
 
 from thotto import operations, webhooks
 from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
