@@ -341,8 +341,10 @@ class Monitor:
                 # The failure is settled now, so the owner's cached post lists are stale.
                 await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
                 account = await self.store.get_account(post.account_id)
+                record = await self.store.get_job_record(job.id)
+                cause = record.failure_cause.value if record.failure_cause else None
                 details.update(post_id=post.id, user_id=post.user_id, subreddit=post.content.subreddit,
-                               title=post.content.title, account=account.reddit_username)
+                               title=post.content.title, account=account.reddit_username, cause=cause)
             except (NotFound, StoreError) as error:
                 log.warning("failed post of job %d: no post details: %s", job.id, error,
                             extra={"job_id": job.id, "attempt": job.attempt})

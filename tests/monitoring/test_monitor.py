@@ -153,5 +153,6 @@ async def test_a_post_that_fails_for_good_sends_webhooks(open_test_engine, mock_
         assert (failed["post_id"], failed["job_id"], failed["account"], failed["subreddit"]) == (
             post.id, post.job_id, "alice_r", "test")
         assert failed["reason"] == "Reddit refused the login: invalid_grant"
+        assert failed["cause"] == "refused"  # a plain PermanentJobError: the job's own fault
         assert relink == {"event": "account_needs_relink", "at": relink["at"], "account_id": account.id,
                           "user_id": user.id, "account": "alice_r"}
