@@ -300,7 +300,7 @@ async def change_post(request: Request) -> Response:
 async def edit_post(context, user: User, post_id: int, change: PostChange) -> Post:
     """Edit or reschedule one of the user's posts, checked like a new post (tier, content,
     subreddit rules, duplicates); the store refuses it unless the post is scheduled
-    (thotto.store.lifecycle)."""
+    (thotto.store.lifecycle), or failed: then it is scheduled again at a new time."""
     async with context.user_locks[user.id]:
         post = await context.store.get_post(post_id, user.id)
         content, scheduled_for = await _changed(context, user, post, change)
