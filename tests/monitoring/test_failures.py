@@ -156,9 +156,12 @@ async def test_refused_posts_have_their_own_figure_and_leave_the_system_healthy(
     await failed_post(api, title="Typo one")
     await failed_post(api, title="Typo two")
     admin = api.admin.client
-    with trio.fail_after(20):  # both refusals seen by the monitor's snapshots
-        while sum(s["refusedRecent"] for s in (
-                await admin.get("/api/monitoring/queue-metrics/posts")).json()["history"]) < 2:
+    async def refused_seen() -> int:  # by the monitor's snapshots so far (404: none of posts yet)
+        response = await admin.get("/api/monitoring/queue-metrics/posts")
+        return sum(s["refusedRecent"] for s in response.json().get("history", []))
+
+    with trio.fail_after(20):
+        while await refused_seen() < 2:
             await trio.sleep(0.1)
     history = (await admin.get("/api/monitoring/queue-metrics/posts")).json()["history"]
     assert all(s["failedRecent"] == 0 and s["failedRate"] == 0 for s in history)
