@@ -226,11 +226,17 @@ async def _summary(engine: "Engine", post: Post | None, account: Account | None)
 def retry_verdict(record: JobRecord, post: Post | None, account: Account | None) -> RetryVerdict:
     """Whether running the job again can succeed (see the module docstring)."""
     job = record.job
+    if job.state is JobState.PENDING and job.last_error is None:
+        # Running it now would run it early (a post before its time), not again.
+        return RetryVerdict(retryable=False, action="none", reason=(
+            "it has not failed: it runs at its time (a post is rescheduled with PATCH "
+            "/api/scheduled-posts/{id})"))
     if job.state is JobState.PENDING:
-        return RetryVerdict(retryable=True, action="retry", reason="waiting: it can run now")
+        return RetryVerdict(retryable=True, action="retry",
+                            reason="waiting to try again after a failure: it can run now")
     if job.state is not JobState.DEAD:
-        return RetryVerdict(retryable=False, action="none",
-                            reason=f"the job is {job.state.value}: only a dead or waiting job runs again")
+        return RetryVerdict(retryable=False, action="none", reason=(
+            f"the job is {job.state.value}: only a dead job, or one waiting to try again, runs again"))
     cause = record.failure_cause
     if post is not None and cause is FailureCause.REFUSED:
         return RetryVerdict(retryable=False, action="edit", reason=(
@@ -261,7 +267,7 @@ async def retry_job(engine: "Engine", job_id: int) -> JobView:
     verdict = retry_verdict(record, post, account)
     if not verdict.retryable:
         if verdict.action == "none":
-            raise InvalidTransition(f"Job {job_id}: {verdict.reason}", job_id=job_id,
+            raise InvalidTransition(f"Job {job_id} is not retried: {verdict.reason}", job_id=job_id,
                                     state=record.job.state.value)
         raise NotRetryable(f"Job {job_id} cannot be retried: {verdict.reason}", action=verdict.action)
     if record.job.state is JobState.PENDING:

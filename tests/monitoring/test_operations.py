@@ -9,6 +9,7 @@ import trio
 
 from tests.monitoring.test_endpoints import run_jobs
 from tests.monitoring.test_failures import failed_post
+from thotto.errors import RetryableJobError
 from thotto.messages import NewPost, PostContent, PostStatus, utcnow
 
 
@@ -100,3 +101,32 @@ async def test_a_paused_queue_waits_until_resumed(api):
     bad = await admin.post("/api/queues/no%20spaces/pause")
     assert bad.status_code == 422 and bad.json()["field"] == "queue"
     assert (await api.pro.client.post("/api/queues/held/pause")).status_code == 403
+
+
+async def test_retry_now_runs_a_job_waiting_after_a_failure_but_never_one_early(api):
+    engine, admin = api.engine, api.admin.client
+    (account,) = await engine.store.list_accounts(api.pro.id)
+    (post,) = await engine.store.create_posts([NewPost(
+        user_id=api.pro.id, account_id=account.id, scheduled_for=utcnow() + timedelta(days=1),
+        content=PostContent(subreddit="test", title="Tomorrow", text="x"))])
+    early = await admin.post(f"/api/jobs/{post.job_id}/retry")
+    assert early.status_code == 409 and "runs at its time" in early.json()["detail"]
+    assert (await engine.get(post.job_id)).run_at == post.scheduled_for
+
+    attempts: list[int] = []
+
+    async def flaky(ctx) -> None:
+        attempts.append(ctx.attempt)
+        if ctx.attempt == 1:
+            raise RetryableJobError("HTTP 503", after_seconds=3600)
+
+    engine.register_handler("test.flaky", flaky)
+    job_id = (await engine.enqueue("test.flaky", queue="work")).job_id
+    with trio.fail_after(10):
+        while (await engine.get(job_id)).last_error is None:
+            await trio.sleep(0.02)
+    retried = await admin.post(f"/api/jobs/{job_id}/retry")
+    assert retried.status_code == 200, retried.text
+    with trio.fail_after(10):
+        while attempts != [1, 2]:
+            await trio.sleep(0.02)
