@@ -64,7 +64,7 @@ from thotto.publishing import Publisher
 from thotto.recurrence import schedule_next_occurrence
 from thotto.reddit.client import RedditClient
 from thotto.vault import Password, RefreshToken
-from thotto.store.base import POST_JOB_KIND
+from thotto.store.base import POST_JOB_KIND, PausedQueue
 
 
 log = logging.getLogger("thotto.engine")
@@ -416,6 +416,18 @@ class Engine:
 
     async def counts(self) -> list[QueueCount]:
         return await self.store.counts()
+
+    async def pause_queue(self, queue: str) -> PausedQueue:
+        """Stop every process from claiming ``queue``'s jobs until :meth:`resume_queue`
+        (durable; jobs already running finish)."""
+        return await self.store.pause_queue(queue)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Let ``queue``'s jobs run again, in every process; whether it was paused."""
+        return await self.store.resume_queue(queue)
+
+    async def paused_queues(self) -> list[PausedQueue]:
+        return await self.store.paused_queues()
 
 
 @contextlib.asynccontextmanager
