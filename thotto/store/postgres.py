@@ -1300,8 +1300,11 @@ class PostgresStore(Store):
             args.append(value)
             return f"${len(args)}"
 
-        for column, value in (("queue", search.queue), ("kind", search.kind),
-                              ("state", search.state.value if search.state else None)):
+        if search.state is not None:
+            # A literal (a JobState value, not user text): a parameter would keep the planner
+            # from the partial index of dead jobs once it caches a generic plan.
+            conditions.append(f"state = '{search.state.value}'")
+        for column, value in (("queue", search.queue), ("kind", search.kind)):
             if value is not None:
                 if not isinstance(value, str):
                     raise ValidationError(f"{column} must be a string", field=column)

@@ -1412,8 +1412,11 @@ class SqliteStore(Store):
     async def search_jobs(self, search: JobSearch) -> JobPage:
         search = check_search(search)
         clauses, params = ["1"], []
-        for column, value in (("queue", search.queue), ("kind", search.kind),
-                              ("state", search.state.value if search.state else None)):
+        if search.state is not None:
+            # A literal (a JobState value, not user text): only then may SQLite use the
+            # partial index of dead jobs.
+            clauses.append(f"state = '{search.state.value}'")
+        for column, value in (("queue", search.queue), ("kind", search.kind)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(_check(value, str, column))
