@@ -139,6 +139,9 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     assert await browser.run("return document.querySelectorAll('#timeline circle.post').length") == 3
     assert await browser.text("#health") in ("healthy", "degraded")
     assert await browser.run("return document.querySelectorAll('#breakers tbody tr').length") >= 1
+    health = (await admin.client.get("/api/monitoring/queue-health")).json()
+    assert (await browser.text("#refused-recent")).isdigit() and "refusedRecent" in health
+    assert "alert_webhook_url" in await browser.text("#deliveries-note")  # none configured here
 
     failures = (await admin.client.get("/api/monitoring/failures")).json()["failures"]
     failed = sorted(f["jobId"] for f in failures if f["retry"]["retryable"])
