@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     _admin_parsers(commands)
     _post_parsers(commands)
     _media_parsers(commands)
+    _operator_parsers(commands)
     return parser
 
 
@@ -173,6 +174,46 @@ def _add_flair_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--flair-text", help="the flair's text, where the template lets you edit it")
 
 
+def _operator_parsers(commands) -> None:
+    from thotto.messages import JobState
+
+    jobs = _group(commands, "jobs", "search and act on jobs (admin)")
+    job_list = jobs.add_parser("list", help="search jobs, newest first")
+    _add_job_filters(job_list)
+    job_list.add_argument("--state", choices=[state.value for state in JobState])
+    job_list.add_argument("--limit", type=int, default=50, help="1-500 (default 50)")
+    job_list.add_argument("--cursor", help="the next page's cursor, as the previous page printed")
+    _add_settings_options(job_list, json=True, zone=True)
+    for name, help in (("show", "a job: payload, attempts, errors, its post"),
+                       ("retry", "run a job now (a dead one only where a retry can succeed)"),
+                       ("cancel", "cancel a waiting job (a post's job cancels the post)")):
+        command = jobs.add_parser(name, help=help)
+        command.add_argument("id", type=int)
+        _add_settings_options(command, json=True)
+    redrive = jobs.add_parser("redrive", help="redrive dead jobs: by id, or --all matching filters")
+    redrive.add_argument("ids", type=int, nargs="*", help="job ids")
+    redrive.add_argument("--all", action="store_true", help="every dead job matching the filters")
+    _add_job_filters(redrive)
+    _add_settings_options(redrive, json=True, zone=True)
+
+    queue = _group(commands, "queue", "pause, resume and list queues (admin)")
+    _add_settings_options(queue.add_parser("list", help="queues, their counts, and which are paused"),
+                          json=True)
+    for name, help in (("pause", "stop every process from claiming the queue's jobs (durable)"),
+                       ("resume", "let the queue's jobs run again")):
+        command = queue.add_parser(name, help=help)
+        command.add_argument("queue")
+        _add_settings_options(command, json=True)
+
+
+def _add_job_filters(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--queue")
+    parser.add_argument("--kind")
+    parser.add_argument("--from", dest="run_from", help="due at or after: a date and time (in --tz "
+                                                         "unless it has an offset), or +1h / -2d")
+    parser.add_argument("--to", dest="run_to", help="due before: a date and time, or +1h / -2d")
+
+
 def _group(commands, name: str, help: str):
     return commands.add_parser(name, help=help).add_subparsers(dest="subcommand", required=True,
                                                                metavar="SUBCOMMAND")
@@ -208,7 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the engine it opens (the monitor's alerts, say) is the server's to log.
         level = settings.log_level if args.command == "serve" else "ERROR"
         logs.configure(level, json_lines=settings.log_format.value == "json",
-                       secrets=(settings.reddit_client_secret, settings.encryption_key))
+                       secrets=(settings.reddit_client_secret, settings.encryption_key,
+                                settings.webhook_secret))
         command = commands.COMMANDS[(args.command, getattr(args, "subcommand", None))]
         if args.command not in ("serve", "init", "migrate"):
             _require_data_dir(settings)

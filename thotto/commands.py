@@ -606,19 +606,21 @@ def _requests_from_file(data: bytes) -> list[ScheduleRequest]:
     return decode_body(data, list[ScheduleRequest])
 
 
-RELATIVE = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
+RELATIVE = re.compile(r"^([+-])(\d+(?:\.\d+)?)([smhd])$")
 
 
 def _when(text: str, args: argparse.Namespace, *, flag: str = "--at") -> datetime:
-    """+N s/m/h/d from now, or ISO 8601 (in ``--tz`` when it has no offset)."""
+    """+N / -N s/m/h/d from now, or ISO 8601 (in ``--tz`` when it has no offset)."""
     relative = RELATIVE.match(text.strip())
     if relative:
-        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative[2]]
-        return utcnow() + timedelta(**{unit: float(relative[1])})
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[relative[3]]
+        sign = -1 if relative[1] == "-" else 1
+        return utcnow() + sign * timedelta(**{unit: float(relative[2])})
     try:
         when = datetime.fromisoformat(text)
     except ValueError:
-        raise ValidationError(f"{flag} {text!r} is neither a date and time (2026-12-01T09:00) nor +10m") from None
+        raise ValidationError(f"{flag} {text!r} is neither a date and time (2026-12-01T09:00) nor +10m "
+                              "(or -2d)") from None
     return when if when.tzinfo is not None else when.replace(tzinfo=_zone(args))
 
 
@@ -705,6 +707,135 @@ def _check_readable(path) -> None:
         raise ValidationError(f"cannot read {path}: {error.strerror}") from None
 
 
+# --- jobs and queues (the operators' commands: thotto.operations, as the API) ------------------------
+
+JOB_COLUMNS = ["id", "queue", "kind", "state", "attempt", "runAt", "failureCause", "lastError"]
+
+
+def _search_from_args(args: argparse.Namespace, *, state: str | None = None):
+    from thotto.messages import JobState
+    from thotto.store.base import JobSearch
+
+    chosen = state or getattr(args, "state", None)
+    return JobSearch(queue=args.queue, kind=args.kind, state=JobState(chosen) if chosen else None,
+                     run_from=_when(args.run_from, args, flag="--from") if args.run_from else None,
+                     run_to=_when(args.run_to, args, flag="--to") if args.run_to else None,
+                     cursor=getattr(args, "cursor", None), limit=getattr(args, "limit", 50))
+
+
+async def jobs_list(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        found = await operations.search(engine, _search_from_args(args))
+    if args.json:
+        emit(args, found)
+        return EXIT_OK
+    emit(args, found.jobs, JOB_COLUMNS)
+    if found.next_cursor:
+        say(f"more: --cursor {found.next_cursor}")
+    return EXIT_OK
+
+
+async def jobs_show(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        detail = await operations.job_detail(engine, args.id)
+    if args.json:
+        emit(args, detail)
+        return EXIT_OK
+    emit(args, detail.job)
+    out(f"payload     {msgspec.json.encode(detail.payload).decode()}")
+    if detail.post is not None:
+        post = detail.post
+        out(f"post        {post.id} ({post.status.value}) by {post.user} as u/{post.account} "
+            f"to r/{post.subreddit}: {post.title}")
+    verdict = detail.retry
+    out(f"retry       {'yes' if verdict.retryable else 'no'} ({verdict.action}): {verdict.reason}")
+    out()
+    emit(args, detail.attempts, ["attempt", "startedAt", "finishedAt", "outcome", "error"])
+    return EXIT_OK
+
+
+async def jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        job = await operations.retry_job(engine, args.id)
+    emit(args, job)
+    return EXIT_OK
+
+
+async def jobs_cancel(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        job = await operations.cancel_job(engine, args.id)
+    emit(args, job)
+    return EXIT_OK
+
+
+async def jobs_redrive(settings: Settings, args: argparse.Namespace) -> int:
+    """Redrive the dead jobs named, or with --all every dead job matching the filters."""
+    from thotto import operations
+
+    filtered = any((args.queue, args.kind, args.run_from, args.run_to))
+    if args.ids and (args.all or filtered):
+        raise ValidationError("give job ids, or --all with filters (--queue, --kind, --from, --to), not both")
+    if not args.ids and not args.all:
+        raise ValidationError("name the dead jobs to redrive (thotto jobs redrive 12 13), or "
+                              "--all to redrive every dead job that can succeed again")
+    async with _engine(settings) as engine:
+        if args.ids:
+            result = await operations.redrive(engine, job_ids=args.ids)
+        else:
+            result = await operations.redrive(engine, query=_search_from_args(args, state="dead"))
+    if args.json:
+        emit(args, result)
+        return EXIT_OK
+    out(f"redriven: {', '.join(map(str, result.redriven)) or 'none'}")
+    for skipped in result.skipped:
+        out(f"skipped {skipped.job_id}: {skipped.reason}")
+    return EXIT_OK
+
+
+async def queue_list(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        found = await operations.queues(engine)
+    if args.json:
+        emit(args, found)
+        return EXIT_OK
+    rows = [{"queue": q.queue, "paused": "paused" if q.paused else "-", "pausedAt": q.paused_at,
+             **{state: q.counts.get(state, 0) for state in ("pending", "processing", "dead")}}
+            for q in found.queues]
+    print_table(msgspec.to_builtins(rows), ["queue", "paused", "pausedAt", "pending", "processing", "dead"])
+    return EXIT_OK
+
+
+async def queue_pause(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        state = await operations.pause(engine, args.queue)
+    if not args.json:
+        say(f"queue {state.queue} paused: no process claims its jobs until `thotto queue resume "
+            f"{state.queue}`")
+    emit(args, state)
+    return EXIT_OK
+
+
+async def queue_resume(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto import operations
+
+    async with _engine(settings) as engine:
+        state = await operations.resume(engine, args.queue)
+    emit(args, state)
+    return EXIT_OK
+
+
 # --- commands without settings ------------------------------------------------------------------------
 
 
@@ -763,4 +894,12 @@ COMMANDS = {
     ("post", "edit"): post_edit,
     ("post", "cancel"): post_cancel,
     ("media", "upload"): media_upload,
+    ("jobs", "list"): jobs_list,
+    ("jobs", "show"): jobs_show,
+    ("jobs", "retry"): jobs_retry,
+    ("jobs", "cancel"): jobs_cancel,
+    ("jobs", "redrive"): jobs_redrive,
+    ("queue", "list"): queue_list,
+    ("queue", "pause"): queue_pause,
+    ("queue", "resume"): queue_resume,
 }

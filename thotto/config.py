@@ -212,7 +212,16 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Alert when a Redis round trip takes longer than this."""
 
     alert_webhook_url: str | None = None
-    """POST alerts, permanently failed posts and accounts needing re-linking here as JSON."""
+    """POST events here as JSON: alerts, published posts, permanently failed posts and accounts
+    needing re-linking. Each is a job of the ``webhooks`` queue, retried with backoff until the
+    receiver answers 2xx (a restart loses none)."""
+
+    webhook_secret: str | None = None
+    """The shared secret that signs every webhook (``X-Thotto-Signature: t=<unix time>,v1=<hex
+    HMAC-SHA256 of "<t>.<body>">``); without it webhooks are sent unsigned."""
+
+    webhook_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 12
+    """Tries per webhook before its delivery is given up (failed in the delivery log)."""
 
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to ``<data_dir>/thotto.db``."""

@@ -30,7 +30,7 @@ from thotto.clock import Clock, SystemClock
 from thotto.config import Settings
 from thotto.cron import CatchUp, CronSchedule, plan_occurrence
 from thotto.community import fetch_rules
-from thotto import analytics
+from thotto import analytics, webhooks
 from thotto.errors import (
     ConfigError,
     DeferJob,
@@ -65,7 +65,7 @@ from thotto.publishing import Publisher
 from thotto.recurrence import schedule_next_occurrence
 from thotto.reddit.client import RedditClient
 from thotto.vault import Password, RefreshToken
-from thotto.store.base import POST_JOB_KIND
+from thotto.store.base import POST_JOB_KIND, PausedQueue
 
 
 log = logging.getLogger("thotto.engine")
@@ -138,6 +138,10 @@ class Engine:
         self.tree: EngineTree | None = None  # set by open_engine while the actors run
         self.registry.register(CRON_KIND, self._run_cron, timeout_seconds=CRON_TIMEOUT_SECONDS,
                                retry=RetryPolicy(max_attempts=CRON_MAX_ATTEMPTS))
+        sender = webhooks.Sender(self.settings, services.metrics)
+        self.registry.register(webhooks.WEBHOOK_KIND, sender.handle,
+                               timeout_seconds=webhooks.TIMEOUT_SECONDS * 2,
+                               retry=webhooks.retry_policy(self.settings))
 
     # --- handlers and cron jobs -----------------------------------------------------------
 
@@ -314,6 +318,7 @@ class Engine:
         await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
         try:
             await schedule_next_occurrence(self.store, post, self.clock.now())
+            await self._announce_publication(post)
         except StoreUnavailable as error:
             # The post is out; try again when storage is back, without spending an attempt.
             raise DeferJob(f"post {post.id} is published; its next occurrence waits for the store",
@@ -321,6 +326,19 @@ class Engine:
         except ThottoError:  # e.g. the account is gone: the series ends, the post stays published
             log.exception("post %d is published, but its next occurrence could not be scheduled",
                           post.id)
+
+    async def _announce_publication(self, post: Post) -> None:
+        """The ``post_published`` webhook (one live delivery per post, however often this runs:
+        it runs again on every later run of the post's job)."""
+        if not self.settings.alert_webhook_url:
+            return
+        recorded = post if post.reddit_url else await self.store.get_post(post.id)
+        user = await self.store.get_user(post.user_id)
+        await webhooks.announce(self.services, "post_published", {
+            "post_id": post.id, "user_id": post.user_id, "user": user.name,
+            "subreddit": post.content.subreddit, "title": post.content.title,
+            "reddit_id": recorded.reddit_id, "reddit_url": recorded.reddit_url,
+            "scheduled_for": post.scheduled_for.isoformat()}, dedupe_key=f"post_published:{post.id}")
 
     async def refresh_engagement(self) -> int:
         """Read published posts' scores and comments from Reddit and store them, then drop
@@ -399,6 +417,18 @@ class Engine:
 
     async def counts(self) -> list[QueueCount]:
         return await self.store.counts()
+
+    async def pause_queue(self, queue: str) -> PausedQueue:
+        """Stop every process from claiming ``queue``'s jobs until :meth:`resume_queue`
+        (durable; jobs already running finish)."""
+        return await self.store.pause_queue(queue)
+
+    async def resume_queue(self, queue: str) -> bool:
+        """Let ``queue``'s jobs run again, in every process; whether it was paused."""
+        return await self.store.resume_queue(queue)
+
+    async def paused_queues(self) -> list[PausedQueue]:
+        return await self.store.paused_queues()
 
 
 @contextlib.asynccontextmanager

@@ -122,7 +122,19 @@ class RetryableJobError(JobError):
 
 
 class PermanentJobError(JobError):
-    """The job can never succeed as it is (banned subreddit, bad flair): dead-letter it now."""
+    """The job can never succeed as it is (banned subreddit, bad flair): dead-letter it now.
+
+    ``cause`` (a :class:`thotto.messages.FailureCause` value) says whose failure it is:
+    ``"refused"`` (the job's own: it must change before it can run again), ``"account"`` (its
+    account must be linked again) or ``"system"`` (no fault of the job's: running it again may
+    succeed)."""
+
+    cause = "refused"
+
+    def __init__(self, reason: str, *, cause: str | None = None):
+        super().__init__(reason)
+        if cause is not None:
+            self.cause = cause
 
 
 class DeferJob(JobError):
@@ -214,7 +226,7 @@ class RedditAuthError(PermanentJobError, RedditErrorInfo):
 
     def __init__(self, reason: str, *, error_type: str, message: str = "", field: str | None = None,
                  status: int | None = None):
-        super().__init__(reason)
+        super().__init__(reason, cause="system" if error_type == "invalid_client" else "account")
         self._set_info(error_type, message or reason, field, status)
 
 

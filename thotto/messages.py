@@ -270,12 +270,25 @@ class Retry(Base):
     error: ErrorText
 
 
+class FailureCause(enum.Enum):
+    """Why a job died, which says whether running it again can succeed."""
+
+    SYSTEM = "system"
+    """Not the job's fault: an outage, a timeout, a crash or an expired lease."""
+    REFUSED = "refused"
+    """The job can never succeed as it is (e.g. Reddit refused the post's content)."""
+    ACCOUNT = "account"
+    """Its Reddit account's credentials were refused: it must be linked again first."""
+
+
 class Dead(Base):
-    """The attempt failed permanently: dead-letter the job with ``error`` as the reason."""
+    """The attempt failed permanently: dead-letter the job with ``error`` as the reason and
+    ``cause`` as why (see :class:`FailureCause`)."""
 
     job_id: int
     attempt: int
     error: ErrorText
+    cause: FailureCause = FailureCause.REFUSED
 
 
 class Deferred(Base):
@@ -569,8 +582,10 @@ class BatchScheduleRequest(ApiBody):
 
 class PostChange(ApiBody):
     """Edit or reschedule a scheduled post; fields left out stay as they are, ``null`` clears an
-    optional one."""
+    optional one. A failed post is edited and scheduled again the same way, with a new
+    ``scheduledFor`` (required then)."""
 
+    subreddit: Subreddit | msgspec.UnsetType = msgspec.UNSET
     title: Title | msgspec.UnsetType = msgspec.UNSET
     scheduled_for: AwareDatetime | msgspec.UnsetType = msgspec.UNSET
     text: Annotated[str, msgspec.Meta(max_length=40000)] | None | msgspec.UnsetType = msgspec.UNSET

@@ -6,19 +6,23 @@ Every ``monitor_interval_seconds`` the monitor reads the store (``Store.counts``
 alerts when a threshold is crossed:
 
 * ``backlog``: more than ``alert_waiting`` jobs due and unclaimed in a queue;
-* ``failed_rate``: more than ``alert_failed_rate`` of a queue's finished attempts failed;
+* ``failed_rate``: more than ``alert_failed_rate`` of a queue's finished attempts failed for a
+  system's reason (an outage, a timeout, a crash, an expired lease); a creator's post that Reddit
+  refused (a typo in a subreddit's name, a missing flair) is the creator's to fix, counted apart
+  (``refused_recent``) and never makes the system degraded;
 * ``stalled``: more than ``alert_stalled`` leases of a queue expired (their holder crashed or hung);
 * ``redis_latency`` / ``redis_unreachable``.
 
 An alert is logged (a structured warning) when it is raised and when it clears, shows in
-:meth:`Monitor.status` (and so in the health endpoints), and is POSTed as JSON to
-``alert_webhook_url`` when raised. Webhooks also go out when a post fails for good
-(``post_failed``) and when that failure left its Reddit account needing to be linked again
-(``account_needs_relink``): the poster pool tells the monitor about every job it dead-letters.
+:meth:`Monitor.status` (and so in the health endpoints), and is announced as a webhook when
+raised. Webhooks also go out when a post fails for good (``post_failed``) and when that failure
+left its Reddit account needing to be linked again (``account_needs_relink``): the poster pool
+tells the monitor about every job it dead-letters.
 
-Webhooks are sent by a few tasks of the monitor's own nursery from a bounded queue, each POST with
-a bounded timeout; a full queue drops the event (logged), a failed POST is logged. Neither ever
-blocks or stops the monitor.
+Announcing a webhook stores it as a job (:mod:`thotto.webhooks`: sent, signed and retried by the
+workers). The monitor hands events to its own task through a bounded queue, so raising an alert
+never blocks; a full queue drops the event (logged). Failures themselves are read from the store
+(dead jobs), not kept here.
 """
 
 from __future__ import annotations
@@ -27,14 +31,13 @@ import collections
 import logging
 import math
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import msgspec
 import trio
 
+from thotto import webhooks
 from thotto.errors import NotFound, StoreError
 from thotto.messages import Job, JobState
 from thotto.store.base import POST_QUEUE
@@ -47,9 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("thotto.monitor")
 
-WEBHOOK_TIMEOUT_SECONDS = 5.0
-WEBHOOK_SENDERS = 2  # POSTs in flight at once
-WEBHOOK_QUEUE = 100  # events waiting beyond that are dropped (and logged)
+WEBHOOK_QUEUE = 100  # events waiting to be announced beyond that are dropped (and logged)
 DURATION_SAMPLE = 1000  # run times read per snapshot for the average and p95
 
 
@@ -70,12 +71,16 @@ class QueueSnapshot(msgspec.Struct, kw_only=True, rename="camel"):
     completed_recent: int
     dead_recent: int
     failed_recent: int
-    """Attempts that failed (retry, dead or expired)."""
+    """Attempts that failed for a system's reason (retry, dead or expired)."""
+    refused_recent: int = 0
+    """Attempts that dead-lettered their job for its own fault (Reddit refused the post, its
+    account must be linked again): the creator's to fix, not counted in ``failed_rate``."""
     retries: int
     stalled: int
     """Leases that expired."""
     failed_rate: float
-    """failed_recent / (completed_recent + failed_recent); 0 with no finished attempt."""
+    """failed_recent / (completed_recent + failed_recent + refused_recent); 0 with no finished
+    attempt."""
     avg_seconds: float | None
     p95_seconds: float | None
 
@@ -102,26 +107,11 @@ class Alert(msgspec.Struct, kw_only=True, rename="camel"):
     since: datetime
 
 
-class Failure(msgspec.Struct, kw_only=True, rename="camel"):
-    """A job this process's pool dead-lettered (kept for the dashboard)."""
-
-    job_id: int
-    queue: str
-    kind: str
-    attempt: int
-    reason: str
-    at: datetime
-
-
-RECENT_FAILURES = 100
-
-
 class Monitor:
     """The monitor actor (see the module docstring). ``run`` is its supervised entry point;
     :meth:`snapshot` takes one snapshot now (the API and tests use it too)."""
 
-    def __init__(self, services: "Services", *, metrics: "Metrics | None" = None,
-                 post: Callable[[str, dict], Any] | None = None):
+    def __init__(self, services: "Services", *, metrics: "Metrics | None" = None):
         self.services = services
         self.settings = services.settings
         self.store = services.store
@@ -131,15 +121,11 @@ class Monitor:
         self.system: SystemSnapshot | None = None
         self.alerts: dict[tuple[str, str | None], Alert] = {}
         self.snapshots_taken = 0
-        self.webhooks_sent = 0
-        self.webhooks_failed = 0
+        self.webhooks_announced = 0
         self.webhooks_dropped = 0
         self._last_at: datetime | None = None
         self._relink_reported: set[int] = set()
-        self.failures: collections.deque[Failure] = collections.deque(maxlen=RECENT_FAILURES)
-        self.post_webhook = post
-        """``await post_webhook(url, body)`` replaces the HTTP POST when set (tests)."""
-        self._events_in, self._events = trio.open_memory_channel[dict](WEBHOOK_QUEUE)
+        self._events_in, self._events = trio.open_memory_channel[tuple[str, dict]](WEBHOOK_QUEUE)
         self._deaths_in, self._deaths = trio.open_memory_channel[tuple[Job, str]](WEBHOOK_QUEUE)
         self._redis: Any = None
 
@@ -152,6 +138,11 @@ class Monitor:
     def status(self) -> str:
         """``healthy``, or ``degraded`` while any alert is raised."""
         return "degraded" if self.alerts else "healthy"
+
+    def refused_recent(self) -> int:
+        """Posts (and jobs) refused for their own fault in the last snapshot's interval, over
+        every queue: the figure that stays out of the system's health."""
+        return sum(snap.refused_recent for snap in self.latest().values())
 
     # --- the actor --------------------------------------------------------------------------
 
@@ -167,16 +158,14 @@ class Monitor:
                 await link.open()
                 self._redis = link
             try:
-                async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS) as http:
-                    for _ in range(WEBHOOK_SENDERS):
-                        nursery.start_soon(self._send_webhooks, http)
-                    nursery.start_soon(self._report_deaths)
-                    if ctx is not None:
-                        nursery.start_soon(_cancel_when_set, ctx.stopping, nursery.cancel_scope)
-                    task_status.started(self)
-                    while True:
-                        await self.snapshot()
-                        await trio.sleep(self.settings.monitor_interval_seconds)
+                nursery.start_soon(self._announce_events)
+                nursery.start_soon(self._report_deaths)
+                if ctx is not None:
+                    nursery.start_soon(_cancel_when_set, ctx.stopping, nursery.cancel_scope)
+                task_status.started(self)
+                while True:
+                    await self.snapshot()
+                    await trio.sleep(self.settings.monitor_interval_seconds)
             finally:
                 if self._redis is not None:
                     link, self._redis = self._redis, None
@@ -217,7 +206,7 @@ class Monitor:
         for queue in sorted(set(totals) | set(recent)):
             state, row = totals.get(queue, {}), recent.get(queue)
             durations = sorted(row.durations) if row else []
-            finished = (row.completed + row.failed_attempts) if row else 0
+            finished = (row.completed + row.failed_attempts + row.refused) if row else 0
             snap = QueueSnapshot(
                 queue=queue, at=now,
                 waiting=row.due if row else 0, delayed=row.delayed if row else 0,
@@ -225,6 +214,7 @@ class Monitor:
                 dead=state.get(JobState.DEAD, 0), cancelled=state.get(JobState.CANCELLED, 0),
                 completed_recent=row.completed if row else 0, dead_recent=row.dead if row else 0,
                 failed_recent=row.failed_attempts if row else 0, retries=row.retried if row else 0,
+                refused_recent=row.refused if row else 0,
                 stalled=row.expired if row else 0,
                 failed_rate=(row.failed_attempts / finished) if finished else 0.0,
                 avg_seconds=sum(durations) / len(durations) if durations else None,
@@ -292,7 +282,8 @@ class Monitor:
                                                       "value": value, "threshold": threshold,
                                                       "event": "alert"})
             self._gauge(alert.name)
-            self.notify("alert", msgspec.to_builtins(alert))
+            if alert.queue != webhooks.WEBHOOK_QUEUE:  # the webhook that fails would carry it
+                self.notify("alert", msgspec.to_builtins(alert))
 
     def _gauge(self, name: str) -> None:
         if self.metrics is not None:
@@ -302,22 +293,33 @@ class Monitor:
     # --- webhooks ---------------------------------------------------------------------------
 
     def notify(self, event: str, details: dict) -> None:
-        """Queue a webhook (no-op without ``alert_webhook_url``). Never blocks: a full queue
-        drops the event and logs it."""
+        """Announce a webhook (no-op without ``alert_webhook_url``) from the monitor's own task.
+        Never blocks: a full queue drops the event and logs it."""
         if not self.settings.alert_webhook_url:
             return
-        body = {"event": event, "at": self.clock.now().isoformat(), **details}
         try:
-            self._events_in.send_nowait(body)
+            self._events_in.send_nowait((event, details))
         except (trio.WouldBlock, trio.ClosedResourceError):
             self.webhooks_dropped += 1
             log.warning("webhook queue full: dropped %s event", event, extra={"event": event})
 
+    async def _announce_events(self) -> None:
+        async for event, details in self._events:
+            await self._announce(event, details)
+
+    async def _announce(self, event: str, details: dict) -> None:
+        """Store the webhook as a job (the workers send it); a store failure is logged."""
+        try:
+            await webhooks.announce(self.services, event, details)
+        except StoreError as error:
+            log.warning("webhook %s not announced: the store failed: %s", event, error,
+                        extra={"event": event})
+        else:
+            self.webhooks_announced += 1
+
     def job_died(self, job: Job, reason: str) -> None:
-        """The poster pool dead-lettered ``job`` (a listener: never blocks). It joins
-        :attr:`failures`; posts are reported as ``post_failed`` webhooks by the monitor's own task."""
-        self.failures.appendleft(Failure(job_id=job.id, queue=job.queue, kind=job.kind,
-                                         attempt=job.attempt, reason=reason, at=self.clock.now()))
+        """The poster pool dead-lettered ``job`` (a listener: never blocks); posts are reported
+        as ``post_failed`` webhooks by the monitor's own task."""
         log.warning("job %d attempt %d (%s) failed for good: %s", job.id, job.attempt, job.kind, reason,
                     extra={"job_id": job.id, "attempt": job.attempt, "queue": job.queue,
                            "kind": job.kind, "event": "dead"})
@@ -339,38 +341,20 @@ class Monitor:
                 # The failure is settled now, so the owner's cached post lists are stale.
                 await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
                 account = await self.store.get_account(post.account_id)
+                record = await self.store.get_job_record(job.id)
+                cause = record.failure_cause.value if record.failure_cause else None
                 details.update(post_id=post.id, user_id=post.user_id, subreddit=post.content.subreddit,
-                               title=post.content.title, account=account.reddit_username)
+                               title=post.content.title, account=account.reddit_username, cause=cause)
             except (NotFound, StoreError) as error:
                 log.warning("failed post of job %d: no post details: %s", job.id, error,
                             extra={"job_id": job.id, "attempt": job.attempt})
             log.warning("post failed for good", extra={**details, "event": "post_failed"})
-            self.notify("post_failed", details)
+            await self._announce("post_failed", details)
             if account is not None and account.needs_relink and account.id not in self._relink_reported:
                 self._relink_reported.add(account.id)
-                self.notify("account_needs_relink", {"account_id": account.id, "user_id": account.user_id,
-                                                     "account": account.reddit_username})
-
-    async def _send_webhooks(self, http: httpx.AsyncClient) -> None:
-        url = self.settings.alert_webhook_url
-        async for body in self._events:
-            try:
-                if self.post_webhook is not None:
-                    await self.post_webhook(url, body)
-                else:
-                    with trio.fail_after(WEBHOOK_TIMEOUT_SECONDS + 1):
-                        response = await http.post(url, json=body)
-                    response.raise_for_status()
-            except Exception as error:  # noqa: BLE001 - a webhook failure never stops the monitor
-                self.webhooks_failed += 1
-                log.warning("webhook %s to %s failed: %s", body["event"], url, error,
-                            extra={"event": body["event"]})
-                if self.metrics is not None:
-                    self.metrics.webhooks.labels("failed").inc()
-            else:
-                self.webhooks_sent += 1
-                if self.metrics is not None:
-                    self.metrics.webhooks.labels("sent").inc()
+                await self._announce("account_needs_relink", {
+                    "account_id": account.id, "user_id": account.user_id,
+                    "account": account.reddit_username})
 
 
 async def _redis_probe(link: Any) -> tuple[float, int]:

@@ -39,6 +39,7 @@ from thotto.messages import (
     Completed,
     Dead,
     Deferred,
+    FailureCause,
     Job,
     Outcome,
     Retry,
@@ -345,7 +346,7 @@ class PosterPool:
         if isinstance(error, DeferJob):
             return Deferred(job.id, job.attempt, error.until, error.reason)
         if isinstance(error, PermanentJobError):
-            return Dead(job.id, job.attempt, error.reason)
+            return Dead(job.id, job.attempt, error.reason, FailureCause(error.cause))
         if isinstance(error, RetryableJobError):
             return self._retry(spec, job, error.reason, error.after_seconds)
         # an unclassified failure is worth another try

@@ -84,7 +84,8 @@ class Publisher:
             return
         account = await self.store.get_account(post.account_id)
         if account.needs_relink:
-            raise PermanentJobError(f"Reddit account u/{account.reddit_username} must be linked again")
+            raise PermanentJobError(f"Reddit account u/{account.reddit_username} must be linked again",
+                                    cause="account")
         reddit = self.reddit_account(account)
         try:
             async with self._guard(account):
@@ -172,7 +173,8 @@ class Publisher:
         await self.store.disarm_post(post.id)
         raise PermanentJobError(
             f"Reddit never confirmed post {post.id} to r/{post.content.subreddit} and it is not "
-            "among the account's submissions: nothing was published; reschedule it to try again")
+            "among the account's submissions: nothing was published; reschedule it to try again",
+            cause="system")
 
     async def _submit(self, reddit: RedditAccount, post: Post):
         now = trio.current_time()

@@ -23,7 +23,7 @@ def readme_python_blocks() -> list[str]:
 
 
 def test_the_embedding_example_runs(tmp_path):
-    (example,) = readme_python_blocks()
+    (example,) = [block for block in readme_python_blocks() if "import thotto" in block]
     script = tmp_path / "example.py"
     script.write_text(example)
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
@@ -32,6 +32,20 @@ def test_the_embedding_example_runs(tmp_path):
     assert "hello, world (attempt 1)" in result.stdout
     assert re.search(r"job \d+ ran", result.stdout)
     assert (tmp_path / "thotto-example" / "thotto.db").exists()
+
+
+def test_the_webhook_receivers_check_accepts_thottos_signature_and_nothing_else():
+    from thotto.webhooks import sign
+
+    (snippet,) = [block for block in readme_python_blocks() if "def verified" in block]
+    namespace: dict = {}
+    exec(snippet, namespace)
+    verified = namespace["verified"]
+    body, now = b'{"event": "post_published"}', int(time.time())
+    assert verified("s3cret", sign("s3cret", now, body), body)
+    assert not verified("another", sign("s3cret", now, body), body)
+    assert not verified("s3cret", sign("s3cret", now, body), body + b" ")
+    assert not verified("s3cret", sign("s3cret", now - 3600, body), body)  # a replay, an hour on
 
 
 def start_run_py(cwd: Path, **env: str) -> tuple[subprocess.Popen, Output]:

@@ -163,3 +163,26 @@ async def test_sigterm_under_load_exits_cleanly_and_hands_back_leases_at_once(wo
     runs = workers.runs()
     assert sorted(job_id for job_id, *_ in runs) == sorted(ids)
     assert all(started - restarted_at < 5 for *_, started, _ in runs)  # at once, not after 600 s
+
+
+async def test_a_paused_queue_runs_in_no_process_until_resumed(workers, postgres_dsn):
+    workers.start()
+    workers.start()
+    async with open_store(postgres_dsn) as store:
+        await store.pause_queue("held")  # as an operator's CLI does, from a third process
+        start = now()
+        held = await store.enqueue_many([NewJob(kind="record", queue="held", run_at=start)
+                                         for _ in range(50)])
+        # Due after the held jobs: claims in due order reach them only by passing over "held".
+        later = await store.enqueue_many([NewJob(kind="record", run_at=start + timedelta(seconds=0.2))
+                                          for _ in range(20)])
+        later_ids = {result.job_id for result in later}
+        await wait_until(lambda: later_ids <= {run[0] for run in workers.runs()}, timeout=30)
+        held_ids = {result.job_id for result in held}
+        assert not held_ids & {run[0] for run in workers.runs()}
+        assert {(await store.get_job(job_id)).state for job_id in held_ids} == {JobState.PENDING}
+
+        assert await store.resume_queue("held") is True
+        await wait_until(lambda: held_ids <= {run[0] for run in workers.runs()}, timeout=30)
+    ran = collections.Counter(run[0] for run in workers.runs() if run[0] in held_ids)
+    assert set(ran.values()) == {1}

@@ -78,3 +78,18 @@ async def test_jobs_enqueued_for_now_run_at_once_in_priority_order(open_test_eng
         ])
         await trio.sleep(10)
     assert started == [5, 3, 1]
+
+
+async def test_a_paused_queue_waits_and_its_jobs_start_as_soon_as_it_is_resumed(open_test_engine, mock_clock):
+    started = []
+    async with open_test_engine() as (engine, clock):
+        engine.register_handler("note", recorder(clock, started))
+        await engine.pause_queue("held")
+        held = await engine.schedule("note", EPOCH + timedelta(minutes=1), None, queue="held")
+        other = await engine.schedule("note", EPOCH + timedelta(minutes=2), None)
+        await trio.sleep(3600)  # the ticker passes over the held job: it sleeps, it does not spin
+        assert started == [(other.job_id, EPOCH + timedelta(minutes=2))]
+        assert [paused.queue for paused in await engine.paused_queues()] == ["held"]
+        await engine.resume_queue("held")
+        await trio.sleep(1)
+    assert started[1] == (held.job_id, EPOCH + timedelta(hours=1))

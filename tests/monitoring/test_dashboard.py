@@ -17,7 +17,8 @@ import pytest
 import trio
 
 from tests.monitoring.test_endpoints import run_jobs
-from thotto.messages import utcnow
+from tests.monitoring.test_failures import failed_post
+from thotto.messages import PostStatus, utcnow
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -113,6 +114,8 @@ async def browser():
 
 async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     await run_jobs(api)  # queue "work": completed jobs and two dead ones
+    refused = await failed_post(api)  # a post Reddit refused: edited, never retried
+    await failed_post(api, subreddit="nosuchsub", title="Still to fix")  # stays in the list
     admin = api.admin
     await api.engine.link_account(admin.id, "admin_acct", "secret-password")
     for hours in (2, 30, 80):
@@ -136,21 +139,61 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     assert await browser.run("return document.querySelectorAll('#timeline circle.post').length") == 3
     assert await browser.text("#health") in ("healthy", "degraded")
     assert await browser.run("return document.querySelectorAll('#breakers tbody tr').length") >= 1
+    health = (await admin.client.get("/api/monitoring/queue-health")).json()
+    assert (await browser.text("#refused-recent")).isdigit() and "refusedRecent" in health
+    assert "alert_webhook_url" in await browser.text("#deliveries-note")  # none configured here
 
-    failed = sorted(f["jobId"] for f in (await admin.client.get("/api/monitoring/failures")).json()["failures"])
-    shown = await browser.run("return [...document.querySelectorAll('#failures tbody tr')].map(r => +r.dataset.job)")
-    assert sorted(shown) == failed and len(failed) == 2
+    failures = (await admin.client.get("/api/monitoring/failures")).json()["failures"]
+    failed = sorted(f["jobId"] for f in failures if f["retry"]["retryable"])
+    shown = await browser.run("return [...document.querySelectorAll('#failures tbody tr[data-job]')].map(r => +r.dataset.job)")
+    assert sorted(shown) == sorted(f["jobId"] for f in failures) and len(failed) == 2
+    assert len(failures) == 4
+    # The refused post shows its post, user and title, and offers an edit instead of Retry.
+    row = f"#failures tr[data-job='{refused.job_id}']"
+    assert "pro" in await browser.text(row) and "Typo in the subreddit" in await browser.text(row)
+    assert await browser.run("return document.querySelector(arguments[0] + ' button.retry')", row) is None
+    await browser.click(f"{row} button.edit")
+    await browser.wait_for("return document.querySelector('#failures .edit-form')")
+    await browser.run("document.querySelector('#failures .edit-form input[name=subreddit]').value = 'test'")
+    await browser.click("#failures .edit-form button[type=submit]")
+    with trio.fail_after(20):
+        while (await api.engine.store.get_post(refused.id)).status is PostStatus.FAILED:
+            await trio.sleep(0.1)
+    assert (await api.engine.store.get_post(refused.id)).content.subreddit == "test"
+
+    await browser.wait_for("return document.querySelector(arguments[0])", f"#failures tr[data-job='{failed[0]}'] button.retry")
     await browser.click(f"#failures tr[data-job='{failed[0]}'] button.retry")
     await browser.wait_for("return document.querySelector(arguments[0]).textContent === 'Retried'",
                            f"#failures tr[data-job='{failed[0]}'] button.retry")
     assert len(await api.engine.attempts(failed[0])) >= 1  # redriven: it runs again
 
+    # Pausing a queue from its row, then finding its jobs and opening one.
+    await browser.click("#queues tr[data-queue='work'] button.pause")
+    with trio.fail_after(20):
+        while not await api.engine.store.paused_queues():
+            await trio.sleep(0.1)
+    await browser.wait_for("return document.querySelector('#queues tr[data-queue=work] button.pause').textContent === 'Resume'")
+    await browser.run("document.querySelector('#job-search input[name=queue]').value = 'work'")
+    await browser.click("#job-search button[type=submit]")
+    await browser.wait_for("return document.querySelectorAll('#jobs tbody tr').length >= 5")
+    await browser.click("#jobs tbody tr")
+    await browser.wait_for("return !document.querySelector('#job-detail').hidden && "
+                           "document.querySelector('#job-detail h2').textContent.startsWith('Job ')")
+    await browser.wait_for("return document.body.dataset.loaded === 'true'")
+
     picture = await browser.screenshot()
     assert picture.startswith(b"\x89PNG")
     (tmp_path / "dashboard.png").write_bytes(picture)
+    await browser.command("POST", "/window/rect", {"width": 390, "height": 2400})
+    await trio.sleep(0.5)  # the layout reflows (nothing to wait on in the page itself)
+    phone = await browser.screenshot()
+    (tmp_path / "dashboard-phone.png").write_bytes(phone)
+    width = await browser.run("return document.documentElement.scrollWidth")
+    assert width <= 400, width  # nothing wider than the phone: tables scroll in their sections
     if os.environ.get("THOTTO_UPDATE_SCREENSHOT"):
         DOCS.mkdir(exist_ok=True)
         (DOCS / "dashboard.png").write_bytes(picture)
+        (DOCS / "dashboard-phone.png").write_bytes(phone)
 
 
 async def test_a_token_that_is_not_an_admin_token_is_refused(api, browser):

@@ -1,28 +1,29 @@
 """The queue monitor under virtual time: snapshots, thresholds raising and clearing alerts,
-webhooks for alerts, failed posts and accounts needing re-linking (captured here; a real HTTP
-delivery is in test_webhooks.py)."""
+webhooks announced for alerts, failed posts and accounts needing re-linking (read here from the
+store, where each is a delivery job; real HTTP deliveries are in test_webhooks.py)."""
 
 from __future__ import annotations
 
+import json
+
+import msgspec
 import trio
 
 from thotto.errors import PermanentJobError
 from thotto.messages import NewAccount, NewPost, NewUser, PostContent
-from thotto.store.base import POST_JOB_KIND
+from thotto.store.base import POST_JOB_KIND, JobSearch
+from thotto.webhooks import WEBHOOK_QUEUE, Delivery
 
 INTERVAL = 10.0
-HOOK = "http://127.0.0.1:9/unused"  # deliveries are captured, never sent
+HOOK = "http://127.0.0.1:9/unused"  # nothing listens: deliveries are read from the store
 
 
-def capture(engine) -> list[dict]:
-    sent: list[dict] = []
-
-    async def post(url: str, body: dict) -> None:
-        assert url == HOOK
-        sent.append(body)
-
-    engine.tree.monitor.post_webhook = post
-    return sent
+async def announced(engine) -> list[dict]:
+    """The bodies of every webhook announced so far, oldest first."""
+    page = await engine.store.search_jobs(JobSearch(queue=WEBHOOK_QUEUE, limit=500))
+    deliveries = [msgspec.json.decode(record.job.payload, type=Delivery) for record in page.jobs]
+    assert all(delivery.url == HOOK for delivery in deliveries)
+    return [json.loads(bytes(delivery.body)) for delivery in reversed(deliveries)]
 
 
 async def next_snapshot() -> None:
@@ -39,24 +40,25 @@ async def test_a_backlog_raises_an_alert_and_clears_once_drained(open_test_engin
     async with open_test_engine(run_workers=False, monitor_interval_seconds=INTERVAL, alert_waiting=2,
                                 alert_webhook_url=HOOK) as (engine, clock):
         await mid_interval()
-        monitor, sent = engine.tree.monitor, capture(engine)
+        monitor = engine.tree.monitor
         ids = [(await engine.enqueue("test.job")).job_id for _ in range(3)]
         await next_snapshot()
         snap = monitor.latest()["default"]
         assert (snap.queue, snap.waiting, snap.delayed, snap.active) == ("default", 3, 0, 0)
         assert list(monitor.alerts) == [("backlog", "default")]
         assert monitor.status() == "degraded"
+        sent = await announced(engine)
         assert [(b["event"], b["name"], b["queue"], b["value"], b["threshold"]) for b in sent] == [
             ("alert", "backlog", "default", 3, 2)]
 
         await next_snapshot()  # still raised: no second webhook
-        assert len(sent) == 1
+        assert len(await announced(engine)) == 1
 
         for job_id in ids:
             await engine.cancel(job_id)
         await next_snapshot()
         assert monitor.alerts == {} and monitor.status() == "healthy"
-        assert len(monitor.history["default"]) == 3 and len(sent) == 1
+        assert len(monitor.history["default"]) == 3 and len(await announced(engine)) == 1
 
 
 async def test_history_keeps_the_last_monitor_history_snapshots(open_test_engine, mock_clock):
@@ -79,22 +81,38 @@ async def test_failures_above_the_rate_raise_an_alert_with_run_times(open_test_e
 
         @engine.handler("test.bad")
         async def bad(ctx):
-            raise PermanentJobError("no such subreddit")
+            raise RuntimeError("Reddit answered 503")
 
         await engine.enqueue("test.slow")
         await engine.enqueue("test.slow")
-        await engine.enqueue("test.bad")
+        await engine.enqueue("test.bad", max_attempts=1)
         await next_snapshot()
         snap = engine.tree.monitor.latest()["default"]
         assert (snap.completed_recent, snap.failed_recent, snap.dead_recent) == (2, 1, 1)
         assert abs(snap.failed_rate - 1 / 3) < 1e-9
         assert snap.avg_seconds == snap.p95_seconds == 2.0
         assert ("failed_rate", "default") in engine.tree.monitor.alerts
-        (failure,) = engine.tree.monitor.failures
-        assert (failure.kind, failure.reason) == ("test.bad", "no such subreddit")
 
         await next_snapshot()  # nothing finished since: the rate is no longer above
         assert engine.tree.monitor.alerts == {}
+
+
+async def test_a_creators_refused_posts_never_make_the_system_degraded(open_test_engine, mock_clock):
+    async with open_test_engine(monitor_interval_seconds=INTERVAL, alert_failed_rate=0.1) as (engine, clock):
+        await mid_interval()
+
+        @engine.handler("test.typo")
+        async def typo(ctx):
+            raise PermanentJobError("Reddit refused the post: SUBREDDIT_NOEXIST")
+
+        for _ in range(3):
+            await engine.enqueue("test.typo", queue="posts")
+        await next_snapshot()
+        monitor = engine.tree.monitor
+        snap = monitor.latest()["posts"]
+        assert (snap.dead_recent, snap.refused_recent, snap.failed_recent, snap.failed_rate) == (3, 3, 0, 0.0)
+        assert monitor.alerts == {} and monitor.status() == "healthy"
+        assert monitor.refused_recent() == 3
 
 
 async def test_expired_leases_raise_a_stalled_alert(open_test_engine, mock_clock):
@@ -114,7 +132,6 @@ async def test_a_post_that_fails_for_good_sends_webhooks(open_test_engine, mock_
     async with open_test_engine(monitor_interval_seconds=INTERVAL, alert_webhook_url=HOOK,
                                 alert_failed_rate=1.0) as (engine, clock):
         await mid_interval()
-        sent = capture(engine)
         store = engine.store
         user = await store.create_user(NewUser(name="alice"))
         account = await store.create_account(NewAccount(user_id=user.id, reddit_username="alice_r",
@@ -129,12 +146,13 @@ async def test_a_post_that_fails_for_good_sends_webhooks(open_test_engine, mock_
         (post,) = await store.create_posts([NewPost(user_id=user.id, account_id=account.id,
                                                     content=content, scheduled_for=clock.now())])
         with trio.fail_after(60):
-            while len(sent) < 2:
+            while len(sent := await announced(engine)) < 2:
                 await trio.sleep(1)
         failed, relink = sorted(sent, key=lambda body: body["event"] != "post_failed")
         assert failed["event"] == "post_failed"
         assert (failed["post_id"], failed["job_id"], failed["account"], failed["subreddit"]) == (
             post.id, post.job_id, "alice_r", "test")
         assert failed["reason"] == "Reddit refused the login: invalid_grant"
+        assert failed["cause"] == "refused"  # a plain PermanentJobError: the job's own fault
         assert relink == {"event": "account_needs_relink", "at": relink["at"], "account_id": account.id,
                           "user_id": user.id, "account": "alice_r"}

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tests.store.test_contract import LEASE, add, held_job, job_in
-from thotto.messages import JobState
+from thotto.messages import Dead, FailureCause, JobState
 from thotto.store.base import QueueActivity
 
 
@@ -46,11 +46,23 @@ async def test_queue_activity_counts_outcomes_since_the_given_time(store, clock)
     clock.advance(LEASE + 1)
     await store.release_expired()
     (row,) = await store.queue_activity(since)
+    # The dead-lettering outcome (a refusal: the job's own fault) is counted apart.
     assert row == QueueActivity(
-        queue="q", due=1, delayed=1, completed=1, dead=1, failed_attempts=3, retried=1,
-        expired=1, durations=[2.5],
+        queue="q", due=1, delayed=1, completed=1, dead=1, failed_attempts=2, retried=1,
+        expired=1, durations=[2.5], refused=1,
     )
     assert stalled.id != dead.id
+
+
+async def test_queue_activity_counts_refusals_apart_from_system_failures(store, clock):
+    since = clock()
+    for cause in (FailureCause.REFUSED, FailureCause.ACCOUNT, FailureCause.SYSTEM):
+        job = await held_job(store, queue="q")
+        await store.settle("w1", [Dead(job.id, job.attempt, f"{cause.value} failure", cause)])
+    last_try = await held_job(store, queue="q", max_attempts=1)
+    await store.fail("w1", last_try.id, last_try.attempt, "HTTP 503", retry_at=clock())
+    (row,) = await store.queue_activity(since)
+    assert (row.dead, row.refused, row.failed_attempts) == (4, 2, 2)
 
 
 async def test_queue_activity_samples_the_most_recent_run_times(store, clock):

@@ -1,6 +1,7 @@
-"""Monitoring endpoints (#7): Prometheus ``/metrics``, readiness and health, queue metrics and
-alerts from the queue monitor, breakers, cache, recent failures with a retry, and the dashboard
-page at ``/``.
+"""Monitoring and operating endpoints: Prometheus ``/metrics``, readiness and health, queue
+metrics and alerts from the queue monitor, breakers, cache, failures (from the store) with a
+retry where one can succeed, the operators' job search, job pages, retry, cancel and redrive,
+pausing and resuming queues, the webhook delivery log, and the dashboard page at ``/``.
 
 Everything needs an admin token except the dashboard page itself (a static page that signs in
 with a token) and the liveness probe ``/api/health`` (in :mod:`thotto.api.openapi`).
@@ -9,19 +10,24 @@ with a token) and the liveness probe ``/api/health`` (in :mod:`thotto.api.openap
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from thotto.api.app import EndpointGroup, json_response, path_id
+from thotto import operations, webhooks
+from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.api.auth import require_admin
-from thotto.errors import NotFound, StoreError, StoreUnavailable
+from thotto.api.posts import post_view
+from thotto.errors import NotFound, StoreError, StoreUnavailable, ValidationError
+from thotto.messages import FlairId, FlairText, JobState, Name, PostView, Subreddit, Title
 from thotto.metrics import CONTENT_TYPE
-from thotto.monitor import Alert, Failure, QueueSnapshot, SystemSnapshot
+from thotto.monitor import Alert, QueueSnapshot, SystemSnapshot
+from thotto.store.base import JobSearch
 
 ENDPOINTS = EndpointGroup()
 READY_TIMEOUT_SECONDS = 5.0
@@ -68,6 +74,9 @@ class QueueHistory(Body):
 class QueueHealth(Body):
     status: str
     alerts: list[Alert]
+    refused_recent: int = 0
+    """Posts (and jobs) refused for their own fault in the last interval, every queue: the
+    creators' to fix, and no part of ``status``."""
 
 
 class Component(Body):
@@ -79,18 +88,71 @@ class Component(Body):
 
 class SystemHealth(Body):
     status: str
-    """``healthy`` or ``degraded``."""
+    """``healthy`` or ``degraded`` (system failures only: a creator's refused post is not one)."""
     components: list[Component]
     alerts: list[Alert]
-
-
-class Failures(Body):
-    failures: list[Failure]
+    refused_recent: int = 0
+    """Posts (and jobs) refused for their own fault in the last interval (see queue-health)."""
 
 
 class Retried(Body):
     job_id: int
     retried: bool
+
+
+class PageQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """A page of a list, newest first."""
+
+    cursor: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=500)] = 50
+
+
+class FailureQuery(PageQuery, kw_only=True, forbid_unknown_fields=True):
+    queue: Name | None = None
+
+
+class JobQuery(PageQuery, kw_only=True, forbid_unknown_fields=True):
+    """Filters of ``GET /api/jobs``: each narrows the search; ``from``/``to`` bound ``runAt``."""
+
+    queue: Name | None = None
+    kind: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    state: JobState | None = None
+    run_from: Annotated[datetime, msgspec.Meta(tz=True)] | None = msgspec.field(default=None, name="from")
+    """Only jobs due at or after this time (ISO 8601 with offset)."""
+    run_to: Annotated[datetime, msgspec.Meta(tz=True)] | None = msgspec.field(default=None, name="to")
+    """Only jobs due before this time."""
+
+    def search(self) -> JobSearch:
+        return JobSearch(queue=self.queue, kind=self.kind, state=self.state, run_from=self.run_from,
+                         run_to=self.run_to, cursor=self.cursor, limit=self.limit)
+
+
+class RedriveRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """Either ``jobIds``, or a search (every dead job matching ``queue``, ``kind``, ``from``,
+    ``to``; an empty body redrives every dead job that can succeed again)."""
+
+    job_ids: Annotated[list[Annotated[int, msgspec.Meta(ge=1)]], msgspec.Meta(min_length=1, max_length=1000)] | None = None
+    queue: Name | None = None
+    kind: Annotated[str, msgspec.Meta(min_length=1, max_length=128)] | None = None
+    run_from: Annotated[datetime, msgspec.Meta(tz=True)] | None = msgspec.field(default=None, name="from")
+    run_to: Annotated[datetime, msgspec.Meta(tz=True)] | None = msgspec.field(default=None, name="to")
+
+
+class FailedPostChange(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="camel"):
+    """A failed post's corrections and its new time (required: it is scheduled again)."""
+
+    scheduled_for: Annotated[datetime, msgspec.Meta(tz=True)]
+    subreddit: Subreddit | None = None
+    title: Title | None = None
+    text: Annotated[str, msgspec.Meta(max_length=40000)] | None = None
+    url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    flair_id: FlairId | None = None
+    flair_text: FlairText | None = None
+
+
+class Deliveries(Body):
+    deliveries: list[webhooks.DeliveryView]
+    next_cursor: str | None = None
 
 
 def _engine(request: Request):
@@ -190,25 +252,137 @@ async def queue_health(request: Request) -> Response:
     await require_admin(request)
     await _latest(request)
     monitor = _monitor(request)
-    return json_response(QueueHealth(status=monitor.status(), alerts=list(monitor.alerts.values())))
+    return json_response(QueueHealth(status=monitor.status(), alerts=list(monitor.alerts.values()),
+                                     refused_recent=monitor.refused_recent()))
 
 
-@ENDPOINTS.add("GET", "/api/monitoring/failures", "Jobs this process dead-lettered recently",
-               response=Failures, auth="admin", tags=TAGS, errors=(401, 403))
+# --- failures and operating queues ---------------------------------------------------------------
+
+
+@ENDPOINTS.add("GET", "/api/monitoring/failures",
+               "Dead jobs, newest first, with their post, user, title, reason and whether a retry can succeed",
+               query=FailureQuery, response=operations.FailureList, auth="admin", tags=TAGS,
+               errors=(401, 403, 422))
 async def failures(request: Request) -> Response:
     await require_admin(request)
-    return json_response(Failures(failures=list(_monitor(request).failures)))
+    query = read_query(request, FailureQuery)
+    return json_response(await operations.failures(_engine(request), queue=query.queue,
+                                                   cursor=query.cursor, limit=query.limit))
 
 
-@ENDPOINTS.add("POST", "/api/monitoring/jobs/{id}/retry", "Run a dead job again (attempts reset)",
-               response=Retried, auth="admin", tags=TAGS, errors=(401, 403, 404))
+@ENDPOINTS.add("POST", "/api/monitoring/jobs/{id}/retry",
+               "Run a dead (or waiting) job now, where a retry can succeed (409 says what to do if not)",
+               response=Retried, auth="admin", tags=TAGS, errors=(401, 403, 404, 409))
+async def retry_failure(request: Request) -> Response:
+    await require_admin(request)
+    job = await operations.retry_job(_engine(request), path_id(request))
+    return json_response(Retried(job_id=job.id, retried=True))
+
+
+@ENDPOINTS.add("POST", "/api/monitoring/failures/{id}/reschedule",
+               "Edit a failed post (by its job id) and schedule it again, checked as a new post",
+               body=FailedPostChange, response=PostView, auth="admin", tags=TAGS,
+               errors=(400, 401, 403, 404, 409, 413, 422))
+async def reschedule_failure(request: Request) -> Response:
+    await require_admin(request)
+    change = await read_json(request, FailedPostChange)
+    edits = {name: getattr(change, name) for name in ("subreddit", "title", "text", "url",
+                                                      "flair_id", "flair_text")
+             if getattr(change, name) is not None}
+    post = await operations.reschedule_failed_post(_engine(request), path_id(request),
+                                                   scheduled_for=change.scheduled_for, edits=edits)
+    return json_response(post_view(post))
+
+
+@ENDPOINTS.add("GET", "/api/jobs", "Search jobs by queue, kind, state and due time (cursor pagination)",
+               query=JobQuery, response=operations.JobList, auth="admin", tags=TAGS,
+               errors=(401, 403, 422))
+async def search_jobs(request: Request) -> Response:
+    await require_admin(request)
+    query = read_query(request, JobQuery)
+    return json_response(await operations.search(_engine(request), query.search()))
+
+
+@ENDPOINTS.add("POST", "/api/jobs/redrive",
+               "Redrive dead jobs (by id, or every one matching a search) that can succeed again",
+               body=RedriveRequest, response=operations.Redriven, auth="admin", tags=TAGS,
+               errors=(400, 401, 403, 404, 413, 422))
+async def redrive_jobs(request: Request) -> Response:
+    await require_admin(request)
+    body = await read_json(request, RedriveRequest)
+    engine = _engine(request)
+    if body.job_ids is not None:
+        if any(value is not None for value in (body.queue, body.kind, body.run_from, body.run_to)):
+            raise ValidationError("Give either jobIds or a search (queue, kind, from, to), not both",
+                                  field="jobIds")
+        return json_response(await operations.redrive(engine, job_ids=body.job_ids))
+    search = JobSearch(queue=body.queue, kind=body.kind, run_from=body.run_from, run_to=body.run_to)
+    return json_response(await operations.redrive(engine, query=search))
+
+
+@ENDPOINTS.add("GET", "/api/jobs/{id}", "A job: payload, attempts, errors, its post, and whether it can be retried",
+               response=operations.JobDetail, auth="admin", tags=TAGS, errors=(401, 403, 404))
+async def get_job(request: Request) -> Response:
+    await require_admin(request)
+    return json_response(await operations.job_detail(_engine(request), path_id(request)))
+
+
+@ENDPOINTS.add("POST", "/api/jobs/{id}/retry",
+               "Run a job now: a waiting one at once, a dead one redriven where a retry can succeed",
+               response=operations.JobView, auth="admin", tags=TAGS, errors=(401, 403, 404, 409))
 async def retry_job(request: Request) -> Response:
     await require_admin(request)
-    job_id = path_id(request)
-    store = _engine(request).store
-    await store.get_job(job_id)  # NotFound for an unknown id
-    retried = await store.redrive([job_id])
-    return json_response(Retried(job_id=job_id, retried=job_id in retried))
+    return json_response(await operations.retry_job(_engine(request), path_id(request)))
+
+
+@ENDPOINTS.add("POST", "/api/jobs/{id}/cancel",
+               "Cancel a waiting job (a publishing job cancels its post, by the posts' rules)",
+               response=operations.JobView, auth="admin", tags=TAGS, errors=(401, 403, 404, 409))
+async def cancel_job(request: Request) -> Response:
+    await require_admin(request)
+    return json_response(await operations.cancel_job(_engine(request), path_id(request)))
+
+
+@ENDPOINTS.add("GET", "/api/queues", "Every queue with its counts by state, and whether it is paused",
+               response=operations.QueueList, auth="admin", tags=TAGS, errors=(401, 403))
+async def list_queues(request: Request) -> Response:
+    await require_admin(request)
+    return json_response(await operations.queues(_engine(request)))
+
+
+def _queue_name(request: Request) -> str:
+    name = request.path_params["queue"]
+    try:
+        return msgspec.convert(name, Name)
+    except msgspec.ValidationError:
+        raise ValidationError(f"{name!r} is not a queue name: 1-64 letters, digits, '_', '.', ':' "
+                              "or '-', starting with a letter or digit", field="queue") from None
+
+
+@ENDPOINTS.add("POST", "/api/queues/{queue}/pause",
+               "Pause a queue: no process claims its jobs until it is resumed (durable)",
+               response=operations.QueueState, auth="admin", tags=TAGS, errors=(401, 403, 422))
+async def pause_queue(request: Request) -> Response:
+    await require_admin(request)
+    return json_response(await operations.pause(_engine(request), _queue_name(request)))
+
+
+@ENDPOINTS.add("POST", "/api/queues/{queue}/resume", "Resume a paused queue in every process",
+               response=operations.QueueState, auth="admin", tags=TAGS, errors=(401, 403, 422))
+async def resume_queue(request: Request) -> Response:
+    await require_admin(request)
+    return json_response(await operations.resume(_engine(request), _queue_name(request)))
+
+
+@ENDPOINTS.add("GET", "/api/monitoring/webhooks",
+               "The webhook delivery log, newest first: event, URL, status, attempts, last error",
+               query=PageQuery, response=Deliveries, auth="admin", tags=TAGS, errors=(401, 403, 422))
+async def webhook_deliveries(request: Request) -> Response:
+    await require_admin(request)
+    query = read_query(request, PageQuery)
+    found, cursor = await webhooks.deliveries(_engine(request).store, cursor=query.cursor,
+                                              limit=query.limit)
+    return json_response(Deliveries(deliveries=found, next_cursor=cursor))
 
 
 # --- system health -----------------------------------------------------------------------------
@@ -225,7 +399,8 @@ async def system_health(request: Request) -> Response:
                   _reddit_component(engine), _actors_component(engine), _cache_component(engine)]
     bad = any(c.status not in ("ok", "off") for c in components) or monitor.alerts
     return json_response(SystemHealth(status="degraded" if bad else "healthy", components=components,
-                                      alerts=list(monitor.alerts.values())))
+                                      alerts=list(monitor.alerts.values()),
+                                      refused_recent=monitor.refused_recent()))
 
 
 async def _store_component(request: Request) -> Component:

@@ -304,10 +304,11 @@ async def post_detail(context, user: User, post_id: int) -> PostDetail:
 
 # --- changing ------------------------------------------------------------------------------------
 
-CONTENT_CHANGES = ("title", "text", "url", "nsfw", "spoiler", "flair_id", "flair_text")
+CONTENT_CHANGES = ("subreddit", "title", "text", "url", "nsfw", "spoiler", "flair_id", "flair_text")
 
 
-@ENDPOINTS.add("PATCH", "/api/scheduled-posts/{id}", "Edit or reschedule a post while it is scheduled",
+@ENDPOINTS.add("PATCH", "/api/scheduled-posts/{id}",
+               "Edit or reschedule a post while it is scheduled; edit a failed one and schedule it again",
                body=PostChange, response=PostView, errors=(400, 401, 403, 404, 409, 413, 422, 429), tags=TAGS)
 async def change_post(request: Request) -> Response:
     user = await require_user(request)
@@ -318,11 +319,19 @@ async def change_post(request: Request) -> Response:
 async def edit_post(context, user: User, post_id: int, change: PostChange) -> Post:
     """Edit or reschedule one of the user's posts, checked like a new post (tier, content,
     subreddit rules, duplicates); the store refuses it unless the post is scheduled
-    (thotto.store.lifecycle)."""
+    (thotto.store.lifecycle), or failed: then it is scheduled again at a new time."""
     async with context.user_locks[user.id]:
         post = await context.store.get_post(post_id, user.id)
         content, scheduled_for = await _changed(context, user, post, change)
-        updated = await context.store.update_post(post.id, user.id, content=content, scheduled_for=scheduled_for)
+        if post.status is PostStatus.FAILED:
+            # What Reddit refused is fixed, and the post goes back in line at its new time.
+            if scheduled_for is None:
+                raise ValidationError("A failed post is scheduled again at a new time: give "
+                                      "scheduledFor with your corrections", field="scheduledFor")
+            updated = await context.store.revive_post(post.id, scheduled_for=scheduled_for, content=content)
+        else:
+            updated = await context.store.update_post(post.id, user.id, content=content,
+                                                      scheduled_for=scheduled_for)
     await context.cache.invalidate_tags(post_list_tag(user.id))
     return updated
 
@@ -341,7 +350,8 @@ async def _changed(context, user: User, post: Post, change: PostChange):
         candidate = NewPost(user_id=user.id, account_id=post.account_id, content=content,
                             scheduled_for=scheduled_for or post.scheduled_for)
         await context.engine.posts.check(candidate, require_future=False)
-        if title_key(content.title) != title_key(post.content.title):
+        if (title_key(content.title), content.subreddit.lower()) != (
+                title_key(post.content.title), post.content.subreddit.lower()):
             await check_duplicate(context, post.account_id, content.subreddit, content.title, now,
                                   exclude=post.id)
     return content, scheduled_for

@@ -40,10 +40,12 @@ from thotto.messages import (
     EngagementReading,
     EnqueueResult,
     ExpiredLeases,
+    FailureCause,
     Job,
     LinkRequest,
     Media,
     MediaPage,
+    JobState,
     NewAccount,
     NewMedia,
     NewJob,
@@ -107,14 +109,17 @@ class QueueActivity(msgspec.Struct, frozen=True):
     retried: int
     expired: int
     durations: list[float]
+    refused: int = 0
+    """Attempts that dead-lettered their job for the job's own fault (a refused post, an account
+    to link again): not counted in ``failed_attempts``."""
 
 
 def activity_rows(counted: Iterable[tuple[str, str, int]],
                   durations: Iterable[tuple[str, float]]) -> list[QueueActivity]:
     """Build :meth:`Store.queue_activity`'s answer from an adapter's rows: ``(queue, what,
     count)`` where ``what`` is ``due``, ``delayed``, ``completed``, ``dead`` (jobs) or
-    ``attempt_retry``, ``attempt_dead``, ``attempt_expired`` (attempts); and ``(queue,
-    seconds)`` run times."""
+    ``attempt_retry``, ``attempt_dead``, ``attempt_expired``, ``attempt_refused`` (attempts;
+    refused ones are among the dead ones); and ``(queue, seconds)`` run times."""
     found: dict[str, dict[str, int]] = {}
     for queue, what, count in counted:
         found.setdefault(queue, {})[what] = int(count)
@@ -126,9 +131,10 @@ def activity_rows(counted: Iterable[tuple[str, str, int]],
     for queue in sorted(found):
         got = found[queue].get
         retry, dead, expired = got("attempt_retry", 0), got("attempt_dead", 0), got("attempt_expired", 0)
+        refused = min(dead, got("attempt_refused", 0))
         rows.append(QueueActivity(queue, got("due", 0), got("delayed", 0), got("completed", 0),
-                                  got("dead", 0), retry + dead + expired, retry, expired,
-                                  times.get(queue, [])))
+                                  got("dead", 0), retry + dead + expired - refused, retry, expired,
+                                  times.get(queue, []), refused))
     return rows
 
 
@@ -184,6 +190,61 @@ def media_in_use(media_id: int, post_ids: list[int]) -> MediaInUse:
 
 POST_QUEUE = "posts"
 POST_JOB_KIND = "reddit.submit"
+SEARCH_LIMIT_MAX = 500
+
+
+class JobSearch(msgspec.Struct, kw_only=True, frozen=True):
+    """What :meth:`Store.search_jobs` looks for; None matches anything. ``run_from``/``run_to``
+    are a half-open range ``[run_from, run_to)`` over the job's ``run_at`` (when it was or is
+    due). ``cursor`` is the ``next_cursor`` of the previous page."""
+
+    queue: str | None = None
+    kind: str | None = None
+    state: JobState | None = None
+    run_from: datetime | None = None
+    run_to: datetime | None = None
+    cursor: str | None = None
+    limit: int = 50
+
+
+class JobRecord(msgspec.Struct, frozen=True):
+    """A job as an operator sees it: the job and, for a dead one, why it died."""
+
+    job: Job
+    failure_cause: FailureCause | None = None
+
+
+class JobPage(msgspec.Struct, frozen=True):
+    """A page of :meth:`Store.search_jobs`: newest job first; ``next_cursor`` None at the end."""
+
+    jobs: list[JobRecord]
+    next_cursor: str | None
+
+
+class PausedQueue(msgspec.Struct, frozen=True):
+    """A queue an operator paused, and since when."""
+
+    queue: str
+    paused_at: datetime
+
+
+def check_search(search: JobSearch) -> JobSearch:
+    """``search`` if its limit is 1-500 and its times are aware; else a ValidationError naming
+    the field."""
+    from thotto.errors import ValidationError
+
+    if not isinstance(search, JobSearch):
+        raise ValidationError(f"Expected a JobSearch, got {type(search).__name__}", "search")
+    if type(search.limit) is not int or not 1 <= search.limit <= SEARCH_LIMIT_MAX:
+        raise ValidationError(f"limit must be from 1 to {SEARCH_LIMIT_MAX}, got {search.limit!r}",
+                              "limit")
+    for name in ("run_from", "run_to"):
+        value = getattr(search, name)
+        if value is not None and (not isinstance(value, datetime) or value.utcoffset() is None):
+            raise ValidationError(f"{name} must be a datetime with a time zone", name)
+    if search.state is not None and not isinstance(search.state, JobState):
+        raise ValidationError(f"state must be a JobState, got {search.state!r}", "state")
+    return search
 
 
 class Store(abc.ABC):
@@ -230,7 +291,9 @@ class Store(abc.ABC):
         queues: Sequence[str] | None = None,
         due_by: datetime | None = None,
     ) -> list[Job]:
-        """Claim up to ``limit`` pending jobs with ``run_at <= due_by`` (default: now).
+        """Claim up to ``limit`` pending jobs with ``run_at <= due_by`` (default: now), of the
+        queues that are not paused (:meth:`pause_queue`): a claim that begins after a pause
+        returned, in any process, takes none of that queue's jobs.
 
         Claimed jobs become ``processing`` with ``lease_owner=owner``,
         ``lease_until=now+lease_seconds`` and ``attempt`` incremented; they are returned ordered
@@ -330,10 +393,37 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def redrive(self, job_ids: Sequence[int]) -> list[int]:
-        """Give dead jobs a fresh start: ``pending`` now, attempt count reset to 0.
-
-        Returns the ids that were redriven; ids that are not dead are left alone.
+        """Give dead jobs a fresh start: ``pending`` now, attempt count reset to 0, failure cause
+        cleared. Returns the ids that were redriven; ids that are not dead are left alone, so
+        redriving twice runs a job once.
         """
+
+    # --- operating queues -----------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def search_jobs(self, search: JobSearch) -> JobPage:
+        """Jobs matching ``search``, newest (highest id) first, a page at a time; pages do not
+        skip or repeat jobs. ValidationError for a malformed cursor or a limit outside 1-500."""
+
+    @abc.abstractmethod
+    async def get_job_record(self, job_id: int) -> JobRecord:
+        """The job with its failure cause (set while it is dead: what the dead-lettering
+        outcome said, ``system`` for an expired lease or a last retry). NotFound."""
+
+    @abc.abstractmethod
+    async def pause_queue(self, queue: str) -> PausedQueue:
+        """Stop claims of ``queue``'s jobs in every process until :meth:`resume_queue`; durable.
+        Idempotent: pausing a paused queue keeps its first ``paused_at``. Jobs already running
+        finish; a queue with no jobs yet may be paused too."""
+
+    @abc.abstractmethod
+    async def resume_queue(self, queue: str) -> bool:
+        """Let ``queue``'s jobs be claimed again, waking the tickers of every process; whether it
+        was paused. Idempotent."""
+
+    @abc.abstractmethod
+    async def paused_queues(self) -> list[PausedQueue]:
+        """The paused queues, by name."""
 
     @abc.abstractmethod
     async def purge(self, finished_before: datetime) -> int:
@@ -364,7 +454,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
-        """The earliest ``run_at`` of a pending job, or None when nothing is pending."""
+        """The earliest ``run_at`` of a pending job of a queue that is not paused, or None."""
 
     @abc.abstractmethod
     async def attempts(self, job_id: int) -> list[Attempt]:
@@ -555,6 +645,15 @@ class Store(abc.ABC):
         unless the post is still scheduled; NotFound for another user's post."""
 
     @abc.abstractmethod
+    async def revive_post(
+        self, post_id: int, *, scheduled_for: datetime, content: PostContent | None = None
+    ) -> Post:
+        """Edit (when ``content`` is given) and reschedule a *failed* post: it is scheduled again
+        at ``scheduled_for``, its job pending with its attempts and failure cause reset.
+        InvalidTransition unless the post is failed, and for an edit of a post that may be on
+        Reddit (armed: an attempt's outcome was never known; retry it instead). NotFound."""
+
+    @abc.abstractmethod
     async def cancel_post(self, post_id: int, user_id: int) -> Post:
         """Cancel a scheduled post and its job. Idempotent; InvalidTransition if it is
         publishing or finished; NotFound for another user's post."""
@@ -698,6 +797,11 @@ __all__ = [
     "media_in_use",
     "QueueActivity",
     "activity_rows",
+    "JobSearch",
+    "JobRecord",
+    "JobPage",
+    "PausedQueue",
+    "check_search",
     "InvalidTransition",
     "LeaseLost",
     "Retry",

@@ -94,3 +94,17 @@ def _outcome_pending(post: Post, action: str, now: datetime) -> OutcomePending:
         "on Reddit it will show as published with its link, and this change will not have applied",
         post_id=post.id, retry_after_seconds=wait,
     )
+
+
+def check_revivable(post: Post, editing: bool) -> None:
+    """Raise unless a failed ``post`` may be scheduled again (see Store.revive_post)."""
+    if post.status is not PostStatus.FAILED:
+        hint = " (edit a scheduled post with PATCH instead)" if post.status is PostStatus.SCHEDULED else ""
+        raise InvalidTransition(
+            f"Post {post.id} is {post.status.value}: only a failed post can be rescheduled this "
+            f"way{hint}", job_id=post.job_id, state=post.status.value)
+    if editing and post.armed_at is not None:
+        raise InvalidTransition(
+            f"Post {post.id} may be on Reddit already (an attempt to publish it never reported "
+            "its outcome), so it cannot be edited: retry it as it is, and Thotto looks for it on "
+            "Reddit before posting again", job_id=post.job_id, state=post.status.value)

@@ -63,12 +63,14 @@ from thotto.messages import (
     EngagementReading,
     EnqueueResult,
     ExpiredLeases,
+    FailureCause,
     Job,
     LinkRequest,
     JobState,
     Media,
     MediaKind,
     MediaPage,
+    Name,
     NewAccount,
     NewMedia,
     NewJob,
@@ -98,21 +100,32 @@ from thotto.messages import (
     validated,
     validated_jobs,
 )
-from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
+from thotto.store.lifecycle import (
+    STATUS_CONDITION,
+    check_changeable,
+    check_revivable,
+    post_error,
+    post_status,
+)
 from thotto.store.base import (
     BROADCAST_BUFFER,
     POST_JOB_KIND,
     POST_QUEUE,
     Clock,
+    JobPage,
+    JobRecord,
+    JobSearch,
+    PausedQueue,
     QueueActivity,
     Store,
     activity_rows,
     check_broadcast,
-    missed_broadcasts,
+    check_search,
     decode_media_cursor,
     encode_media_cursor,
     media_chunks,
     media_in_use,
+    missed_broadcasts,
 )
 
 log = logging.getLogger("thotto.store.postgres")
@@ -123,7 +136,7 @@ T = TypeVar("T")
 MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
               3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql",
               5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql",
-              7: "postgres_007_removed_users.sql",
+              7: "postgres_007_removed_users.sql", 8: "postgres_008_operations.sql",
               9: "postgres_009_media.sql"}
 # Numbers are taken by branches as they start, so they may have gaps: apply them in order.
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -276,14 +289,22 @@ SELECT queue, state, count(*) FROM jobs
 UNION ALL
 SELECT j.queue, 'attempt_' || a.outcome, count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
  WHERE a.finished_at >= $2 AND a.outcome IN ('retry', 'dead', 'expired') GROUP BY 1, 2
+UNION ALL
+SELECT j.queue, 'attempt_refused', count(*) FROM job_attempts a JOIN jobs j ON j.id = a.job_id
+ WHERE a.finished_at >= $2 AND a.outcome = 'dead' AND j.state = 'dead'
+   AND j.failure_cause IN ('refused', 'account') GROUP BY 1
 """
 _ACTIVITY_DURATIONS = """
 SELECT queue, extract(epoch FROM finished_at - started_at)::float8 FROM jobs
  WHERE finished_at >= $1 AND state = 'completed' AND started_at IS NOT NULL
  ORDER BY finished_at DESC LIMIT $2
 """
+# Jobs of paused queues are never claimed: the claim reads paused_queues in its own statement,
+# so a pause committed in any process holds for every claim that starts after it. The list is an
+# InitPlan, read once per statement; with nothing paused, each row is compared with an empty array.
+_NOT_PAUSED = "AND queue <> ALL(ARRAY(SELECT queue FROM paused_queues))"
 _NEXT_DUE = (
-    "SELECT run_at FROM jobs WHERE state = 'pending' {queues} "
+    f"SELECT run_at FROM jobs WHERE state = 'pending' {_NOT_PAUSED} {{queues}} "
     "ORDER BY run_at, priority DESC, id LIMIT 1"
 )
 _CLAIM = """
@@ -293,7 +314,7 @@ WITH claimed AS (
         started_at = $5
     WHERE j.id = ANY(ARRAY(
         SELECT id FROM jobs
-        WHERE state = 'pending' AND run_at <= $1 {queues}
+        WHERE state = 'pending' AND run_at <= $1 {not_paused} {queues}
         ORDER BY run_at, priority DESC, id
         LIMIT $2
         FOR UPDATE SKIP LOCKED
@@ -306,8 +327,8 @@ SELECT array_agg(id), array_agg(queue), array_agg(kind), array_agg(payload), arr
        array_agg(created_at), array_agg(last_error)
 FROM (SELECT * FROM claimed ORDER BY run_at, priority DESC, id) c
 """
-SQL_CLAIM = _CLAIM.format(queues="")
-SQL_CLAIM_QUEUES = _CLAIM.format(queues="AND queue = ANY($6::text[])")
+SQL_CLAIM = _CLAIM.format(queues="", not_paused=_NOT_PAUSED)
+SQL_CLAIM_QUEUES = _CLAIM.format(queues="AND queue = ANY($6::text[])", not_paused=_NOT_PAUSED)
 
 SQL_HEARTBEAT = """
 UPDATE jobs SET lease_until = $3
@@ -320,8 +341,9 @@ RETURNING id
 # identical earlier record (ALREADY) against the statement's snapshot, i.e. before this update.
 _SETTLE = """
 WITH {notify} u AS (
-    SELECT u.* FROM unnest($3::bigint[], $4::int[], $5::text[], $6::timestamptz[], $7::text[])
-        WITH ORDINALITY AS u(id, attempt, kind, run_at, error, ord) {join}
+    SELECT u.* FROM unnest($3::bigint[], $4::int[], $5::text[], $6::timestamptz[], $7::text[],
+                           $8::text[])
+        WITH ORDINALITY AS u(id, attempt, kind, run_at, error, cause, ord) {join}
 ), upd AS (
     UPDATE jobs j SET
         state = CASE
@@ -338,7 +360,11 @@ WITH {notify} u AS (
             WHEN u.kind IN ('completed', 'dead') THEN $2
             WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN $2
             END,
-        last_error = CASE WHEN u.kind IN ('retry', 'dead') THEN u.error ELSE j.last_error END
+        last_error = CASE WHEN u.kind IN ('retry', 'dead') THEN u.error ELSE j.last_error END,
+        failure_cause = CASE
+            WHEN u.kind = 'dead' THEN u.cause
+            WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN 'system'
+            END
     FROM u
     WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'processing' AND j.owner = $1
     RETURNING u.ord, u.kind, u.error, j.id, j.state, j.attempt AS new_attempt, j.run_at,
@@ -368,7 +394,7 @@ SELECT u.ord,
 FROM u WHERE u.ord NOT IN (SELECT ord FROM upd)
 """
 SQL_SETTLE = _SETTLE.format(notify="", join="")
-SQL_SETTLE_NOTIFY = _SETTLE.format(notify=_notify_cte(8) + ",", join="CROSS JOIN n")
+SQL_SETTLE_NOTIFY = _SETTLE.format(notify=_notify_cte(9) + ",", join="CROSS JOIN n")
 
 # The hot path: a batch of Completed outcomes only, one row back: how many applied and, only if
 # not all did, the ids that did (the rest are sorted into ALREADY and LEASE_LOST by
@@ -403,7 +429,8 @@ WITH upd AS (
         run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
         lease_until = NULL,
         finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1 END,
-        last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 ELSE j.last_error END
+        last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 ELSE j.last_error END,
+        failure_cause = CASE WHEN j.attempt >= j.max_attempts THEN 'system' END
     WHERE j.id = ANY(ARRAY(
         SELECT id FROM jobs
         WHERE state = 'processing' AND lease_until < $1
@@ -422,7 +449,7 @@ SQL_GET_JOB_FOR_UPDATE = f"SELECT {_JOB_COLS} FROM jobs WHERE id = $1 FOR UPDATE
 
 SQL_REDRIVE = """
 UPDATE jobs j SET state = 'pending', attempt = 0, run_at = $2, lease_until = NULL,
-                  finished_at = NULL
+                  finished_at = NULL, failure_cause = NULL
 WHERE j.id = ANY($1::bigint[]) AND j.state = 'dead'
   AND (j.dedupe_key IS NULL OR NOT EXISTS (
         SELECT 1 FROM jobs o
@@ -636,7 +663,8 @@ _OUTCOME_KIND = {
 }
 
 
-def _outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | None]:
+def _outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | None, str | None]:
+    """(job id, attempt, kind, run_at, error, failure cause) of an outcome."""
     kind = _OUTCOME_KIND.get(type(item))
     if kind is None:
         raise ValidationError(f"Not an outcome: {item!r}", field="outcomes")
@@ -644,14 +672,14 @@ def _outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | N
         # The hot path: a type check instead of a full validation per outcome.
         if type(item.job_id) is not int or type(item.attempt) is not int:
             validated(item)
-        return item.job_id, item.attempt, kind, None, None
+        return item.job_id, item.attempt, kind, None, None, None
     item = validated(item)
     if kind == "retry" or kind == "deferred":
         error = item.error if kind == "retry" else item.reason
-        return item.job_id, item.attempt, kind, as_utc(item.run_at), error
+        return item.job_id, item.attempt, kind, as_utc(item.run_at), error, None
     if kind == "dead":
-        return item.job_id, item.attempt, kind, None, item.error
-    return item.job_id, item.attempt, kind, None, None
+        return item.job_id, item.attempt, kind, None, item.error, item.cause.value
+    return item.job_id, item.attempt, kind, None, None, None
 
 
 class _JobColumns:
@@ -1203,7 +1231,7 @@ class PostgresStore(Store):
                     statuses[ord_ - 1] = SettleStatus.ALREADY
             return statuses, None
         columns = [ids, attempts, [row[2] for row in rows], [row[3] for row in rows],
-                   [row[4] for row in rows]]  # fmt: skip
+                   [row[4] for row in rows], [row[5] for row in rows]]  # fmt: skip
         # Announce the earliest time these outcomes could make due; if some do not apply (lease
         # lost) the wake-up is merely early, which costs a listener one look.
         earliest = min(
@@ -1342,6 +1370,71 @@ class PostgresStore(Store):
         # space reusable and refreshes statistics sooner than autovacuum would.
         for table in ("jobs", "job_attempts", "posts", "media", "media_chunks"):
             await self._run(self._execute, f"VACUUM (ANALYZE) {table}")
+
+    # --- operating queues ---------------------------------------------------------------
+
+    async def search_jobs(self, search: JobSearch) -> JobPage:
+        search = check_search(search)
+        conditions, args = ["true"], []
+
+        def arg(value: Any) -> str:
+            args.append(value)
+            return f"${len(args)}"
+
+        if search.state is not None:
+            # A literal (a JobState value, not user text): a parameter would keep the planner
+            # from the partial index of dead jobs once it caches a generic plan.
+            conditions.append(f"state = '{search.state.value}'")
+        for column, value in (("queue", search.queue), ("kind", search.kind)):
+            if value is not None:
+                if not isinstance(value, str):
+                    raise ValidationError(f"{column} must be a string", field=column)
+                conditions.append(f"{column} = {arg(value)}")
+        if search.run_from is not None:
+            conditions.append(f"run_at >= {arg(as_utc(search.run_from))}")
+        if search.run_to is not None:
+            conditions.append(f"run_at < {arg(as_utc(search.run_to))}")
+        if search.cursor is not None:
+            conditions.append(f"id < {arg(_decode_job_cursor(search.cursor))}")
+        sql = (f"SELECT {_JOB_COLS}, failure_cause FROM jobs WHERE {' AND '.join(conditions)} "
+               f"ORDER BY id DESC LIMIT {arg(search.limit + 1)}")
+        rows = await self._run(self._fetch, sql, *args)
+        records = [_job_record(row) for row in rows[:search.limit]]
+        more = len(rows) > search.limit
+        return JobPage(records, _encode_job_cursor(records[-1].job.id) if more else None)
+
+    async def get_job_record(self, job_id: int) -> JobRecord:
+        _check_ids([job_id], "job_id")
+        return await self._one(f"SELECT {_JOB_COLS}, failure_cause FROM jobs WHERE id = $1",
+                               [job_id], _job_record, f"Job {job_id} does not exist")
+
+    async def pause_queue(self, queue: str) -> PausedQueue:
+        queue = _check_queue(queue)
+        return await self._one(
+            "WITH ins AS (INSERT INTO paused_queues (queue, paused_at) VALUES ($1, $2) "
+            "ON CONFLICT (queue) DO NOTHING RETURNING queue, paused_at) "
+            "SELECT queue, paused_at FROM ins UNION ALL "
+            "SELECT queue, paused_at FROM paused_queues WHERE queue = $1 LIMIT 1",
+            [queue, self.now()], lambda row: PausedQueue(row[0], row[1]),
+            f"Queue {queue!r} could not be paused")
+
+    async def resume_queue(self, queue: str) -> bool:
+        queue = _check_queue(queue)
+        return await self._run(self._resume_in_loop, queue, self.now())
+
+    async def _resume_in_loop(self, queue: str, now: datetime) -> bool:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            status = await conn.execute("DELETE FROM paused_queues WHERE queue = $1", queue)
+            # Every process's ticker may be asleep past this queue's due jobs: wake them all.
+            await conn.execute(SQL_NOTIFY, self._payload(now))
+        self._wake_from_loop(now)
+        return status != "DELETE 0"
+
+    async def paused_queues(self) -> list[PausedQueue]:
+        rows = await self._run(self._fetch,
+                               "SELECT queue, paused_at FROM paused_queues ORDER BY queue")
+        return [PausedQueue(row[0], row[1]) for row in rows]
 
     # --- reading --------------------------------------------------------------------------
 
@@ -1913,6 +2006,41 @@ class PostgresStore(Store):
         self._wake_from_loop(scheduled_for)
         return _post(updated)
 
+    async def revive_post(
+        self, post_id: int, *, scheduled_for: datetime, content: PostContent | None = None
+    ) -> Post:
+        _check_ids([post_id], "post_id")
+        if content is not None:
+            content = validated(content)
+        if not isinstance(scheduled_for, datetime) or scheduled_for.utcoffset() is None:
+            raise ValidationError("scheduled_for must be a datetime with a time zone",
+                                  field="scheduled_for")
+        return await self._run(self._revive_post_in_loop, post_id, content,
+                               as_utc(scheduled_for), self.now())
+
+    async def _revive_post_in_loop(self, post_id: int, content: PostContent | None,
+                                   when: datetime, now: datetime) -> Post:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1 FOR UPDATE", post_id)
+            if row is None:
+                raise NotFound(f"Post {post_id} does not exist")
+            check_revivable(_post(row), content is not None)
+            if content is not None:
+                await conn.execute(
+                    "UPDATE posts SET content = $2::jsonb, subreddit = $3, title = $4 WHERE id = $1",
+                    post_id, _json(content), content.subreddit, content.title)
+            await conn.execute("UPDATE posts SET scheduled_for = $2, updated_at = $3 WHERE id = $1",
+                               post_id, when, now)
+            await conn.execute(
+                "UPDATE jobs SET state = 'pending', run_at = $2, attempt = 0, lease_until = NULL, "
+                "started_at = NULL, finished_at = NULL, last_error = NULL, failure_cause = NULL "
+                "WHERE id = $1 AND state = 'dead'", row["job_id"], when)
+            await conn.execute(SQL_NOTIFY, self._payload(when))
+            revived = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
+        self._wake_from_loop(when)
+        return _post(revived)
+
     async def cancel_post(self, post_id: int, user_id: int) -> Post:
         _check_ids([post_id], "post_id")
         _check_ids([user_id], "user_id")
@@ -2249,6 +2377,36 @@ class PostgresStore(Store):
 
 
 # --- cursors ---------------------------------------------------------------------------------------
+
+_CAUSES = {cause.value: cause for cause in FailureCause}
+
+
+def _job_record(row: Any) -> JobRecord:
+    return JobRecord(_job(row), _CAUSES.get(row[15]))
+
+
+def _check_queue(queue: str) -> str:
+    try:
+        return msgspec.convert(queue, Name)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"queue: {exc}", field="queue") from exc
+
+
+def _encode_job_cursor(job_id: int) -> str:
+    return base64.urlsafe_b64encode(f"job:{job_id}".encode()).decode()
+
+
+def _decode_job_cursor(cursor: str) -> int:
+    try:
+        kind, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if kind != "job":
+            raise ValueError(kind)
+        return int(job_id)
+    except (ValueError, TypeError, AttributeError, binascii.Error, UnicodeDecodeError) as exc:
+        raise ValidationError(
+            "Malformed cursor: pass the next_cursor of the previous page unchanged",
+            field="cursor",
+        ) from exc
 
 
 def _encode_cursor(scheduled_for: datetime, post_id: int) -> str:

@@ -65,6 +65,7 @@ from thotto.messages import (
     EngagementReading,
     EnqueueResult,
     ExpiredLeases,
+    FailureCause,
     Job,
     LinkRequest,
     JobState,
@@ -105,17 +106,28 @@ from thotto.store.base import (
     POST_JOB_KIND,
     POST_QUEUE,
     Clock,
+    JobPage,
+    JobRecord,
+    JobSearch,
+    PausedQueue,
     QueueActivity,
     Store,
     activity_rows,
     check_broadcast,
-    missed_broadcasts,
+    check_search,
     decode_media_cursor,
     encode_media_cursor,
     media_chunks,
     media_in_use,
+    missed_broadcasts,
 )
-from thotto.store.lifecycle import STATUS_CONDITION, check_changeable, post_error, post_status
+from thotto.store.lifecycle import (
+    STATUS_CONDITION,
+    check_changeable,
+    check_revivable,
+    post_error,
+    post_status,
+)
 from thotto.clock import wait_for_thread
 from thotto.files import PRIVATE_FILE, create_private_file
 
@@ -127,7 +139,8 @@ T = TypeVar("T")
 MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
               "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
               "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql",
-              "sqlite_0007_removed_users.sql", "sqlite_0009_media.sql")
+              "sqlite_0007_removed_users.sql", "sqlite_0008_operations.sql",
+              "sqlite_0009_media.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -380,8 +393,8 @@ TO_COMPLETED = (
 JOB_STATE = "SELECT state FROM jobs WHERE id = ?"
 HELD_JOB = "SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = ?"
 TO_DEAD = (
-    "UPDATE jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ? "
-    "WHERE id = ?"
+    "UPDATE jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ?, "
+    "failure_cause = ? WHERE id = ?"
 )
 TO_PENDING = (
     "UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - ?, lease_owner = NULL, "
@@ -404,7 +417,13 @@ CANCEL_JOB = (
 RESCHEDULE_JOB = f"UPDATE jobs SET run_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}"
 REDRIVE_JOB = (
     "UPDATE jobs SET state = 'pending', run_at = ?, attempt = 0, lease_owner = NULL, "
-    "lease_until = NULL, started_at = NULL, finished_at = NULL WHERE id = ? AND state = 'dead'"
+    "lease_until = NULL, started_at = NULL, finished_at = NULL, failure_cause = NULL "
+    "WHERE id = ? AND state = 'dead'"
+)
+REVIVE_JOB = (
+    "UPDATE jobs SET state = 'pending', run_at = ?, attempt = 0, lease_owner = NULL, "
+    "lease_until = NULL, started_at = NULL, finished_at = NULL, last_error = NULL, "
+    "failure_cause = NULL WHERE id = ? AND state = 'dead'"
 )
 FINISHED_BEFORE = (
     "SELECT id FROM jobs WHERE finished_at < ? AND state IN ('completed', 'dead', 'cancelled')"
@@ -423,6 +442,9 @@ ACTIVITY = (
     "GROUP BY queue, state",
     "SELECT j.queue, 'attempt_' || a.outcome, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
     "WHERE a.finished_at >= :since AND a.outcome IN ('retry', 'dead', 'expired') GROUP BY j.queue, a.outcome",
+    "SELECT j.queue, 'attempt_refused', count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
+    "WHERE a.finished_at >= :since AND a.outcome = 'dead' AND j.state = 'dead' "
+    "AND j.failure_cause IN ('refused', 'account') GROUP BY j.queue",
 )
 ACTIVITY_DURATIONS = (
     "SELECT queue, finished_at - started_at FROM jobs WHERE finished_at >= :since AND state = 'completed' "
@@ -431,6 +453,12 @@ ACTIVITY_DURATIONS = (
 NEXT_DUE = (
     "SELECT run_at FROM jobs WHERE state = 'pending' {queues}ORDER BY run_at, priority DESC LIMIT 1"
 )
+SEARCH_JOBS = f"SELECT {JOB_COLUMNS}, failure_cause FROM jobs WHERE {{where}} ORDER BY id DESC LIMIT ?"
+JOB_RECORD = f"SELECT {JOB_COLUMNS}, failure_cause FROM jobs WHERE id = ?"
+PAUSE_QUEUE = "INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
+PAUSED_AT = "SELECT paused_at FROM paused_queues WHERE queue = ?"
+RESUME_QUEUE = "DELETE FROM paused_queues WHERE queue = ?"
+PAUSED_QUEUES = "SELECT queue, paused_at FROM paused_queues ORDER BY queue"
 ATTEMPT_HISTORY = (
     "SELECT attempt, owner, started_at, finished_at, outcome, error FROM attempts "
     "WHERE job_id = ? ORDER BY id"
@@ -622,12 +650,13 @@ def _queue_filter(queues: list[str] | None) -> str:
     return "" if queues is None else f"AND queue IN ({_placeholders(len(queues))}) "
 
 
-def _numbered_queue_filter(queues: list[str] | None, first: int) -> str:
-    """The queue filter for a statement with numbered parameters, the queues from ?first on."""
-    if queues is None:
+def _numbered_queue_filter(queues: list[str] | None, first: int, *, negate: bool = False) -> str:
+    """The queue filter for a statement with numbered parameters, the queues from ?first on;
+    with ``negate``, the filter that leaves those queues out (nothing to leave out: none)."""
+    if queues is None or (negate and not queues):
         return ""
     numbers = ", ".join(f"?{first + index}" for index in range(len(queues)))
-    return f"AND queue IN ({numbers}) "
+    return f"AND queue {'NOT ' if negate else ''}IN ({numbers}) "
 
 
 _INSERT_SQL = {
@@ -1272,6 +1301,7 @@ class SqliteStore(Store):
         )
         self._reader = _Worker("reader", conns[1], begin="BEGIN", isolate=False)
         self._closed = False
+        self._paused: frozenset[str] = frozenset()  # the paused_queues table (see claim)
 
     @classmethod
     async def open(cls, path: str, *, clock: Clock = utcnow) -> SqliteStore:
@@ -1293,7 +1323,14 @@ class SqliteStore(Store):
         except BaseException:
             lock.release()
             raise
-        return cls(path, conns, lock, clock)
+        store = cls(path, conns, lock, clock)
+        try:
+            with trio.CancelScope(shield=True):
+                store._paused = frozenset(row.queue for row in await store.paused_queues())
+        except BaseException:
+            await store.aclose()
+            raise
+        return store
 
     async def aclose(self) -> None:
         """Finish queued writes, stop the writer thread, close every connection, release the
@@ -1399,9 +1436,13 @@ class SqliteStore(Store):
         if names == []:
             await trio.lowlevel.checkpoint()
             return []
-        queues = _numbered_queue_filter(names, 6)
+        # Paused queues are left out by name: this process is the file's only one, so the set
+        # it keeps is the set the table holds (nothing to read, nothing added while none is).
+        paused = sorted(self._paused)
+        queues = _numbered_queue_filter(names, 6) + _numbered_queue_filter(
+            paused, 6 + len(names or ()), negate=True)
         statements = CLAIM_ROWS.format(queues=queues), CLAIM.format(queues=queues)
-        params = (owner, now_us + lease_us, now_us, due_us, limit, *(names or ()))
+        params = (owner, now_us + lease_us, now_us, due_us, limit, *(names or ()), *paused)
         document = await self._write(lambda conn: _claim(conn, statements, params), urgent=True)
         return _claimed_jobs(document, owner, now_us + lease_us)
 
@@ -1495,6 +1536,69 @@ class SqliteStore(Store):
         # freed by purges is reused by later inserts (a VACUUM would block the writer).
         await self._write(lambda conn: conn.execute("PRAGMA optimize").fetchall())
 
+    # --- operating queues ---------------------------------------------------------------------------
+
+    async def search_jobs(self, search: JobSearch) -> JobPage:
+        search = check_search(search)
+        clauses, params = ["1"], []
+        if search.state is not None:
+            # A literal (a JobState value, not user text): only then may SQLite use the
+            # partial index of dead jobs.
+            clauses.append(f"state = '{search.state.value}'")
+        for column, value in (("queue", search.queue), ("kind", search.kind)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(_check(value, str, column))
+        if search.run_from is not None:
+            clauses.append("run_at >= ?")
+            params.append(_us(search.run_from, "run_from"))
+        if search.run_to is not None:
+            clauses.append("run_at < ?")
+            params.append(_us(search.run_to, "run_to"))
+        if search.cursor is not None:
+            clauses.append("id < ?")
+            params.append(_decode_job_cursor(search.cursor))
+        sql = SEARCH_JOBS.format(where=" AND ".join(clauses))
+        params.append(search.limit + 1)
+        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
+        times = _Times()
+        records = [_job_record(row, times) for row in rows[:search.limit]]
+        more = len(rows) > search.limit
+        return JobPage(records, _encode_job_cursor(records[-1].job.id) if more else None)
+
+    async def get_job_record(self, job_id: int) -> JobRecord:
+        job_id = _check(job_id, int, "job_id")
+        return await self._fetch_one(JOB_RECORD, (job_id,), ("job", job_id),
+                                     lambda row: _job_record(row, _Times()))
+
+    async def pause_queue(self, queue: str) -> PausedQueue:
+        queue = _check(queue, Name, "queue")
+        _, now_us = self._now_us()
+
+        # The set changes in the writer's transaction, so a claim built once this returns (or
+        # woken by its wake-up) sees it.
+        def pause(conn: sqlite3.Connection) -> int:
+            conn.execute(PAUSE_QUEUE, (queue, now_us))
+            self._paused = self._paused | {queue}
+            return conn.execute(PAUSED_AT, (queue,)).fetchone()[0]
+
+        return PausedQueue(queue, _dt(await self._write(pause)))
+
+    async def resume_queue(self, queue: str) -> bool:
+        queue = _check(queue, Name, "queue")
+        now, _ = self._now_us()
+
+        def resume(conn: sqlite3.Connection) -> tuple[bool, datetime]:
+            self._paused = self._paused - {queue}
+            # A wake-up either way: the ticker may be asleep past this queue's due jobs.
+            return conn.execute(RESUME_QUEUE, (queue,)).rowcount == 1, now
+
+        return await self._write(resume, wakes=True)
+
+    async def paused_queues(self) -> list[PausedQueue]:
+        rows = await self._read(lambda conn: conn.execute(PAUSED_QUEUES).fetchall())
+        return [PausedQueue(queue, _dt(at)) for queue, at in rows]
+
     # --- reading ----------------------------------------------------------------------------------
 
     async def counts(self) -> list[QueueCount]:
@@ -1518,8 +1622,11 @@ class SqliteStore(Store):
         if names == []:
             await trio.lowlevel.checkpoint()
             return None
-        sql = NEXT_DUE.format(queues=_queue_filter(names))
-        row = await self._read(lambda conn: conn.execute(sql, names or ()).fetchone())
+        paused = sorted(self._paused)
+        left_out = f"AND queue NOT IN ({_placeholders(len(paused))}) " if paused else ""
+        sql = NEXT_DUE.format(queues=_queue_filter(names) + left_out)
+        params = (*(names or ()), *paused)
+        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return None if row is None else _dt(row[0])
 
     async def attempts(self, job_id: int) -> list[Attempt]:
@@ -1792,6 +1899,25 @@ class SqliteStore(Store):
             return updated, None if when_us is None else updated.scheduled_for
 
         return await self._write(update, wakes=True)
+
+    async def revive_post(
+        self, post_id: int, *, scheduled_for: datetime, content: PostContent | None = None
+    ) -> Post:
+        post_id = _check(post_id, int, "post_id")
+        if content is not None:
+            content = _check_struct(content, PostContent, "content")
+        when_us = _us(scheduled_for, "scheduled_for")
+        _, now_us = self._now_us()
+
+        def revive(conn: sqlite3.Connection) -> tuple[Post, datetime]:
+            post = _select_post(conn, post_id, None)
+            check_revivable(post, content is not None)
+            _apply_post_edit(conn, post, content, when_us, now_us)
+            conn.execute(REVIVE_JOB, (when_us, post.job_id))
+            revived = _select_post(conn, post_id, None)
+            return revived, revived.scheduled_for
+
+        return await self._write(revive, wakes=True)
 
     async def cancel_post(self, post_id: int, user_id: int) -> Post:
         post_id = _check(post_id, int, "post_id")
@@ -2302,7 +2428,8 @@ def _settle_other(
         return SettleStatus.OK, None
     if kind is Dead or (kind is Retry and row[1] >= row[2]):
         _record_attempt(cursor, item, owner, started_us, now_us, "dead", item.error)
-        cursor.execute(TO_DEAD, (now_us, item.error, item.job_id))
+        cause = item.cause.value if kind is Dead else FailureCause.SYSTEM.value
+        cursor.execute(TO_DEAD, (now_us, item.error, cause, item.job_id))
         return SettleStatus.OK, None
     run_at = now if kind is Released else item.run_at.astimezone(UTC)
     refund = 0 if kind is Retry else 1
@@ -2341,7 +2468,7 @@ def _release_expired(
         error = "lease expired" + ("; no attempts left" if last else "")
         conn.execute(INSERT_ATTEMPT, (job_id, attempt, owner, started_us, now_us, "expired", error))
         if last:
-            conn.execute(TO_DEAD, (now_us, error, job_id))
+            conn.execute(TO_DEAD, (now_us, error, FailureCause.SYSTEM.value, job_id))
             dead.append(job_id)
         else:
             conn.execute(TO_PENDING, (now_us, 0, error, job_id))
@@ -2444,6 +2571,29 @@ def _apply_post_edit(
         conn.execute(SET_POST_SCHEDULE, (when_us, post.id))
         conn.execute(SET_JOB_RUN_AT, (when_us, post.job_id))
     conn.execute(SET_POST_UPDATED, (now_us, post.id))
+
+
+_CAUSES = {cause.value: cause for cause in FailureCause}
+
+
+def _job_record(row: tuple, times: _Times) -> JobRecord:
+    return JobRecord(_job(row, times), _CAUSES.get(row[15]))
+
+
+def _encode_job_cursor(job_id: int) -> str:
+    return base64.urlsafe_b64encode(f"job:{job_id}".encode()).decode()
+
+
+def _decode_job_cursor(cursor: str) -> int:
+    try:
+        kind, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
+        if kind != "job":
+            raise ValueError(kind)
+        return int(job_id)
+    except (ValueError, binascii.Error, UnicodeError, AttributeError) as exc:
+        raise ValidationError(
+            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
+        ) from exc
 
 
 def _encode_cursor(row: tuple) -> str:
