@@ -91,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, results, args.postgres_dsn, targets)
         print(f"\nwrote {args.json}")
     if args.plot:
-        for path in plots.draw(results, args.plot):
+        for path in plots.draw(results, args.plot, targets):
             print(f"wrote {path}")
     return 0
 
