@@ -274,6 +274,7 @@ def write_json(path: str, results: list[Result], postgres_dsn: str | None = None
             record["met"] = None if outcome == "no reference" else outcome == "ok"
         records.append(record)
     document = {"env": environment(postgres_dsn), "results": records}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as out:
         json.dump(document, out, indent=2)
         out.write("\n")
