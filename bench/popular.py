@@ -141,25 +141,40 @@ def peak_rss_mb(pid: int) -> float:
 
 def judge(kind: str, size: Size, watched: Watched, record) -> list[Result]:
     """The results, after checking that the sandbox accepted every post exactly once."""
-    copies = Counter(post.title for post in record if post.title.startswith("popular "))
-    duplicated = sum(1 for n in copies.values() if n > 1)
-    if len(copies) != size.posts or duplicated:
-        raise RuntimeError(f"the sandbox accepted {len(copies)} of {size.posts} posts, "
-                           f"{duplicated} of them more than once: the run is not valid")
-    answered = {}
-    for title, at in watched.meter["answered"]:
-        answered.setdefault(title, at)  # the first answer is the publication
-    late_s = [at - due_of(title) for title, at in answered.items() if title.startswith("popular ")]
+    check_exactly_once(record, size.posts)
     params = {"posts": size.posts, "accounts": size.accounts, "window_s": size.window,
               "reddit_latency_s": list(LATENCY), "workers": Settings().workers,
               "reddit_requests_per_minute": reddit_budget()}
-    results = [Result(r.name, r.value / 1000, "s", kind, params, {"samples_s": [v / 1000 for v in r.series["samples_ms"]]})
-               for r in latency_results("popular.lateness", [s * 1000 for s in late_s], kind, params)]
+    late_ms = [seconds * 1000 for seconds in lateness_seconds(watched.meter["answered"])]
+    results = [in_seconds(r) for r in latency_results("popular.lateness", late_ms, kind, params)]
     results.append(Result("popular.in_flight.peak", watched.meter["peak"], "submissions", kind, params))
     get_params = {"offered_rps": GET_RATE, "requests": len(watched.get_ms)}
     results += latency_results("popular.api.get_cached", watched.get_ms, kind, get_params)
     results.append(Result("popular.rss.peak", watched.rss_peak_mb, "MB", kind, {"posts": size.posts}))
     return [report(r) for r in results]
+
+
+def check_exactly_once(record, posts: int) -> None:
+    """Every post of the minute is in the sandbox's durable record once, or the run is void."""
+    copies = Counter(post.title for post in record if post.title.startswith("popular "))
+    duplicated = sum(1 for n in copies.values() if n > 1)
+    if len(copies) != posts or duplicated:
+        raise RuntimeError(f"the sandbox accepted {len(copies)} of {posts} posts, "
+                           f"{duplicated} of them more than once: the run is not valid")
+
+
+def lateness_seconds(answered: list[tuple[str, float]]) -> list[float]:
+    """Each post's first answer from the sandbox minus its scheduled time."""
+    first: dict[str, float] = {}
+    for title, at in answered:
+        first.setdefault(title, at)
+    return [at - due_of(title) for title, at in first.items() if title.startswith("popular ")]
+
+
+def in_seconds(result: Result) -> Result:
+    """A lateness result in ms (as latency_results makes them) in seconds, samples too."""
+    samples = [ms / 1000 for ms in result.series["samples_ms"]]
+    return Result(result.name, result.value / 1000, "s", result.store, result.params, {"samples_s": samples})
 
 
 def due_of(title: str) -> float:

@@ -168,7 +168,8 @@ async def run(kind: str, quick: bool, postgres_dsn: str | None, jobs: int | None
     progress(f"  raw.claim_complete.batch: {sizes.drain:,} due jobs, the reference")
     results.append(await raw.claim_complete(kind, sizes.drain, postgres_dsn))
     results += await drain(kind, sizes, postgres_dsn)
-    progress(f"  raw.sleep_until: {sizes.lateness_jobs} bare Trio timers {sizes.lateness_ahead} s ahead, the floor")
+    progress(f"  raw.sleep_until: {sizes.lateness_jobs} bare Trio timers {sizes.lateness_ahead} s ahead, "
+             "the floor")
     results += await raw.sleep_until_floor(kind, sizes.lateness_jobs, sizes.lateness_ahead)
     progress(f"  queue.lateness: {sizes.lateness_jobs} jobs due {sizes.lateness_ahead} s ahead")
     results += await lateness(kind, sizes, postgres_dsn)

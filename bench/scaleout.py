@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -95,16 +96,17 @@ async def measure_all(kind: str, count: int, postgres_dsn: str | None, quota: Cp
     return results
 
 
+@dataclass
 class Drained:
-    """What one drain measured: its rate, and the CPU seconds its processes used."""
+    """What one drain measured: its rate, and the CPU seconds its processes used (Postgres's None
+    when its processes are not on this machine); ``throttled``: how long the quota held the
+    worker processes back (None without a quota)."""
 
-    def __init__(self, rate: float, workers_cpu: float, postgres_cpu: float | None, backends: int,
-                 throttled: float | None):
-        self.rate = rate
-        self.workers_cpu = workers_cpu
-        self.postgres_cpu = postgres_cpu
-        self.backends = backends
-        self.throttled = throttled
+    rate: float
+    workers_cpu: float
+    postgres_cpu: float | None
+    backends: int
+    throttled: float | None
 
     def cpu_per_1k(self, count: int) -> float:
         return (self.workers_cpu + (self.postgres_cpu or 0.0)) / count * 1000
@@ -116,7 +118,8 @@ class Drained:
                 "throttled_s": None if self.throttled is None else round(self.throttled, 3)}
 
 
-async def drain_with(processes: int, count: int, server_dsn: str | None, quota: CpuQuota | None) -> Drained:
+async def drain_with(processes: int, count: int, server_dsn: str | None,
+                     quota: CpuQuota | None) -> Drained:
     """``processes`` worker processes draining ``count`` jobs due at one instant: the rate and the
     CPU used from just before that instant to the last outcome stored."""
     with fresh_postgres_database(server_dsn) as dsn, tempfile.TemporaryDirectory(prefix="thotto-scale-") as tmp:
