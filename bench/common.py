@@ -33,11 +33,22 @@ class Result:
     """Raw samples for ``--plot`` (lateness values, drain progress); not written to JSON."""
 
     def as_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"name": self.name, "value": round(self.value, 3), "unit": self.unit}
+        record: dict[str, Any] = {"name": self.name, "value": _rounded(self.value), "unit": self.unit}
         if self.store:
             record["store"] = self.store
         record.update(self.params)
         return record
+
+
+def _rounded(value: float) -> float:
+    """Three decimals, or four significant digits for values below 1 (CPU seconds per job)."""
+    return float(f"{value:.4g}") if 0 < abs(value) < 1 else round(value, 3)
+
+
+def _shown(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:,.2f}"
 
 
 class Stopwatch:
@@ -216,7 +227,7 @@ def print_table(results: list[Result], targets: Targets | None = None) -> None:
             (
                 result.name,
                 result.store or "",
-                f"{result.value:,.2f}" if abs(result.value) < 100 else f"{result.value:,.0f}",
+                _shown(result.value),
                 result.unit,
                 target.describe() if target else "",
                 verdict(result, target),
