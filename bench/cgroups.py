@@ -35,17 +35,22 @@ class CpuQuota:
         self.groups: list[Path] = []
 
     def add(self, pid: int) -> None:
-        """Put process ``pid`` (all its threads) in a fresh group of its own, under the cap."""
+        """Put process ``pid`` (all its threads) in a fresh group of its own, under the cap;
+        :class:`QuotaUnavailable` if the system refuses (a container may allow the groups but
+        not the move)."""
         group = self.parent / f"process-{len(self.groups)}"
-        group.mkdir()
-        self.groups.append(group)
-        quota_us = round(self.cores * PERIOD_US)
-        if self.version == 2:
-            (group / "cpu.max").write_text(f"{quota_us} {PERIOD_US}")
-        else:
-            (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
-            (group / "cpu.cfs_quota_us").write_text(str(quota_us))
-        (group / "cgroup.procs").write_text(str(pid))
+        try:
+            group.mkdir()
+            self.groups.append(group)
+            quota_us = round(self.cores * PERIOD_US)
+            if self.version == 2:
+                (group / "cpu.max").write_text(f"{quota_us} {PERIOD_US}")
+            else:
+                (group / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                (group / "cpu.cfs_quota_us").write_text(str(quota_us))
+            (group / "cgroup.procs").write_text(str(pid))
+        except OSError as error:
+            raise QuotaUnavailable(f"cannot cap process {pid} in {group}: {error.strerror}") from error
 
     def throttled_seconds(self) -> float:
         """How long, in all, the groups' processes were held back by their quota."""
@@ -73,7 +78,7 @@ class CpuQuota:
 def open_cpu_quota(cores: float) -> Iterator[CpuQuota]:
     """A :class:`CpuQuota` of ``cores`` per process, removed on exit; raises
     :class:`QuotaUnavailable` (with the reason) if this machine or user cannot have one."""
-    mount, version = _cpu_hierarchy()
+    mount, version = cpu_hierarchy()
     parent = mount / f"thotto-bench-{os.getpid()}"
     try:
         parent.mkdir()
@@ -92,12 +97,12 @@ def open_cpu_quota(cores: float) -> Iterator[CpuQuota]:
         quota.remove()
 
 
-def _cpu_hierarchy() -> tuple[Path, int]:
+def cpu_hierarchy(mounts_file: Path = Path("/proc/self/mounts")) -> tuple[Path, int]:
     """Where the cpu controller is mounted, and as which cgroup version."""
     try:
-        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        mounts = mounts_file.read_text().splitlines()
     except OSError as error:
-        raise QuotaUnavailable(f"cannot read /proc/self/mounts: {error.strerror}") from error
+        raise QuotaUnavailable(f"cannot read {mounts_file}: {error.strerror}") from error
     for line in mounts:
         _, where, kind, options, *_ = line.split()
         if kind == "cgroup" and "cpu" in options.split(","):
