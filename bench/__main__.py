@@ -2,7 +2,9 @@
 (also ``thotto bench ...``).
 
 Runs the suites (all of them when none is named), one progress line per step on stderr, then
-prints a results table with the targets from the issues. ``--json`` writes
+prints a results table with the targets from the issues: speed targets are ratios to a reference
+measured in the same run (a raw sqlite3 or asyncpg loop on Thotto's schema, a peer), since the
+machines here differ by 3-4x from one day to the next. ``--json`` writes
 ``{"env": {...}, "results": [{"name", "store", "value", "unit", ...params}]}``; ``--plot`` draws
 PNGs (needs the ``bench`` extra: matplotlib). ``--quick`` runs everything small: it checks that
 the benches run, never what they measure.
@@ -17,12 +19,14 @@ import sys
 
 import trio
 
-from bench.common import Result, print_table, progress, write_json
+from bench.common import Result, Target, Targets, attach_references, print_table, progress, write_json
 from bench.databases import DEFAULT_POSTGRES
 
-# Suite name → module. Each module has TARGETS, STORES and ``async run(kind, quick, dsn, **opts)``.
+# Suite name → module. Each module has TARGETS, STORES and ``async run(kind, quick, dsn, **opts)``,
+# and may have REFERENCES (results shown as a ratio to another without a target).
 # STORES None: the stores chosen with --store; (None,): store-independent; else a fixed list.
-SUITE_NAMES = ["store", "queue", "cache", "memory", "scaleout", "reliability", "peers", "api"]
+SUITE_NAMES = ["store", "queue", "cache", "memory", "scaleout", "reliability", "peers", "api",
+               "popular"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -50,19 +54,24 @@ def suite_module(name: str):
     return importlib.import_module(f"bench.{name}")
 
 
-def run_suites(args: argparse.Namespace) -> tuple[list[Result], dict[str, tuple[str, float]]]:
-    """Run each suite on each store it applies to; a fresh Trio run per suite and store."""
+def run_suites(args: argparse.Namespace) -> tuple[list[Result], Targets]:
+    """Run each suite on each store it applies to; a fresh Trio run per suite and store. Each
+    figure with a reference gets its ratio to it as soon as its suite has run."""
     results: list[Result] = []
-    targets: dict[str, tuple[str, float]] = {}
+    targets: Targets = {}
+    references: dict[str, str] = {}
     for name in args.suites:
         suite = suite_module(name)
-        targets.update(suite.TARGETS)
+        targets.update({key: Target(*target) for key, target in suite.TARGETS.items()})
+        references.update(getattr(suite, "REFERENCES", {}))
         stores = suite.STORES if suite.STORES is not None else (args.store or ["sqlite"])
         for kind in stores:
             progress(f"{name}{f' on {kind}' if kind else ''}{' (quick)' if args.quick else ''}")
             options = {"jobs": args.jobs} if name == "queue" else {}
             run = functools.partial(suite.run, kind, args.quick, args.postgres_dsn, **options)
-            results += trio.run(run)
+            fresh = trio.run(run)
+            attach_references(fresh, results, targets, references)
+            results += fresh
     return results, targets
 
 
@@ -82,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
         write_json(args.json, results, args.postgres_dsn, targets)
         print(f"\nwrote {args.json}")
     if args.plot:
-        for path in plots.draw(results, args.plot):
+        for path in plots.draw(results, args.plot, targets):
             print(f"wrote {path}")
     return 0
 

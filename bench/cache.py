@@ -32,10 +32,9 @@ from bench.common import Result, Stopwatch, free_port, median_of, progress, repo
 from thotto.aio import open_sidecar
 from thotto.cache import Cache, CacheConfig
 
+# No absolute rates as targets (ops/s say more about the machine than about the cache); what
+# does not depend on the machine is kept.
 TARGETS = {
-    "cache.l1.get": (">=", 1_000_000),
-    "cache.l2.get": (">=", 10_000),
-    "cache.l2.multiget": (">=", 100_000),
     "cache.stampede.loads": ("<=", 1),
     "cache.zipf.db_reduction": (">=", 95),
 }

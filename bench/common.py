@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import trio
 
@@ -33,11 +33,22 @@ class Result:
     """Raw samples for ``--plot`` (lateness values, drain progress); not written to JSON."""
 
     def as_json(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"name": self.name, "value": round(self.value, 3), "unit": self.unit}
+        record: dict[str, Any] = {"name": self.name, "value": _rounded(self.value), "unit": self.unit}
         if self.store:
             record["store"] = self.store
         record.update(self.params)
         return record
+
+
+def _rounded(value: float) -> float:
+    """Three decimals, or four significant digits for values below 1 (CPU seconds per job)."""
+    return float(f"{value:.4g}") if 0 < abs(value) < 1 else round(value, 3)
+
+
+def _shown(value: float) -> str:
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if 0 < abs(value) < 0.1 else f"{value:,.2f}"
 
 
 class Stopwatch:
@@ -158,23 +169,69 @@ def _command_version(command: list[str]) -> str | None:
     return output.strip() or None
 
 
-def print_table(results: list[Result], targets: dict[str, tuple[str, float]] | None = None) -> None:
-    """Print results as an aligned table; ``targets`` maps name (or "store:name") to
-    (">=" or "<=", value). Peer results show their ratio (Thotto ÷ peer) in the last column."""
+class Target(NamedTuple):
+    """A goal for one figure: ``value op bound``. With ``of``, the bound is a ratio: the figure
+    divided by the result named ``of`` (same store, measured in the same run) must be ``op bound``.
+    Machines here differ by 3-4x from day to day, so speed goals are ratios to a reference."""
+
+    op: str  # ">=" or "<="
+    bound: float
+    of: str | None = None
+
+    def describe(self) -> str:
+        return f"{self.op} {self.bound:,}" + (f"x {self.of}" if self.of else "")
+
+
+Targets = dict[str, Target]
+"""Result name (or "store:name") → its target."""
+References = dict[str, str]
+"""Result name (or "store:name") → the result it is shown as a ratio to, without a target."""
+
+
+def attach_references(fresh: list[Result], earlier: list[Result], targets: Targets,
+                      references: References) -> None:
+    """Give each fresh result that has a reference its ``ratio`` (value ÷ reference),
+    ``reference`` and ``reference_value`` params. The reference is looked for among the fresh
+    results first (the suite measured it beside the figure), then among earlier ones."""
+    for result in fresh:
+        target = target_for(result, targets)
+        name = (target.of if target and target.of else None) or _keyed(result, references)
+        if name is None:
+            continue
+        reference = _find(name, result.store, fresh) or _find(name, result.store, earlier)
+        result.params["reference"] = name
+        if reference is None or not reference.value:
+            result.params["ratio"] = None
+            continue
+        result.params["reference_value"] = round(reference.value, 3)
+        result.params["ratio"] = float(f"{result.value / reference.value:.3g}")
+
+
+def _keyed(result: Result, table: dict[str, Any]) -> Any:
+    return table.get(f"{result.store}:{result.name}") or table.get(result.name)
+
+
+def _find(name: str, store: str | None, results: list[Result]) -> Result | None:
+    return next((r for r in reversed(results) if r.name == name and r.store == store), None)
+
+
+def print_table(results: list[Result], targets: Targets | None = None) -> None:
+    """Print results as an aligned table; ``targets`` maps name (or "store:name") to a
+    :class:`Target`. The last column is the ratio: to the result's reference (``0.23x
+    raw.insert.single``), or for a peer's figures Thotto ÷ peer."""
     targets = targets or {}
-    rows = [("name", "store", "value", "unit", "target", "", "thotto/peer")]
+    rows = [("name", "store", "value", "unit", "target", "", "ratio")]
     for result in results:
         target = target_for(result, targets)
-        ratio = result.params.get("ratio")
         rows.append(
             (
                 result.name,
                 result.store or "",
-                f"{result.value:,.2f}" if abs(result.value) < 100 else f"{result.value:,.0f}",
+                _shown(result.value),
                 result.unit,
-                f"{target[0]} {target[1]:,}" if target else "",
-                _verdict(result.value, target),
-                f"{ratio:.3g}x" if isinstance(ratio, (int, float)) else str(ratio or ""),
+                target.describe() if target else "",
+                verdict(result, target),
+                _ratio_cell(result),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -185,30 +242,50 @@ def print_table(results: list[Result], targets: dict[str, tuple[str, float]] | N
             print("  ".join("-" * width for width in widths))
 
 
-def target_for(result: Result, targets: dict[str, tuple[str, float]]) -> tuple[str, float] | None:
-    return targets.get(f"{result.store}:{result.name}") or targets.get(result.name)
+def _ratio_cell(result: Result) -> str:
+    ratio = result.params.get("ratio")
+    reference = result.params.get("reference")
+    if reference is not None:
+        return f"{ratio:.3g}x {reference}" if ratio is not None else f"no {reference} in this run"
+    if isinstance(ratio, (int, float)):
+        return f"thotto {ratio:.3g}x"  # a peer's figure: Thotto's divided by the peer's
+    return str(ratio or "")
 
 
-def _verdict(value: float, target: tuple[str, float] | None) -> str:
+def target_for(result: Result, targets: Targets) -> Target | None:
+    return _keyed(result, targets)
+
+
+def verdict(result: Result, target: Target | None) -> str:
+    """"ok", "MISSED", "no reference" (a ratio target whose reference was not measured), or ""
+    when the result has no target."""
     if target is None:
         return ""
-    op, bound = target
-    met = value >= bound if op == ">=" else value <= bound
+    if target.of is None:
+        value = result.value
+    else:
+        value = result.params.get("ratio")
+        if value is None:
+            return "no reference"
+    met = value >= target.bound if target.op == ">=" else value <= target.bound
     return "ok" if met else "MISSED"
 
 
 def write_json(path: str, results: list[Result], postgres_dsn: str | None = None,
-               targets: dict[str, tuple[str, float]] | None = None) -> None:
-    """``{"env": {...}, "results": [...]}``; a result with a target also gets ``target`` and ``met``."""
+               targets: Targets | None = None) -> None:
+    """``{"env": {...}, "results": [...]}``; a result with a target also gets ``target`` and
+    ``met`` (null when its reference was not measured)."""
     records = []
     for result in results:
         record = result.as_json()
         target = target_for(result, targets or {})
         if target is not None:
-            record["target"] = f"{target[0]} {target[1]}"
-            record["met"] = _verdict(result.value, target) == "ok"
+            record["target"] = target.describe()
+            outcome = verdict(result, target)
+            record["met"] = None if outcome == "no reference" else outcome == "ok"
         records.append(record)
     document = {"env": environment(postgres_dsn), "results": records}
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as out:
         json.dump(document, out, indent=2)
         out.write("\n")

@@ -9,7 +9,7 @@ in the same run on the same machine.
 * ``peers.<system>.lateness.p50|p99|max``: ms between a job's due time and its start, for jobs
   scheduled a few seconds ahead while the worker runs.
 * The ratio column is Thotto ÷ peer: above 1 Thotto is faster for rates; for lateness, below 1
-  Thotto is more punctual.
+  Thotto is more punctual. Targets: Thotto's drain ≥ 40x SqliteHuey's and ≥ 10x pgqueuer's.
 
 Every peer keeps its defaults except worker concurrency, set to Thotto's 8 workers: huey 8
 threads, procrastinate ``concurrency=8``, pgqueuer ``max_concurrent_tasks=20`` (its smallest
@@ -40,11 +40,15 @@ from datetime import datetime, timedelta, timezone
 
 import trio
 
-from bench.common import Result, Stopwatch, latency_results, progress, report
+from bench.common import Result, Stopwatch, Target, latency_results, progress, report
 from bench.databases import fresh_postgres_database
 from bench.queue import Sizes, bench_engine, drain as thotto_drain, lateness as thotto_lateness
 
-TARGETS: dict[str, tuple[str, float]] = {}
+# Thotto's 10k drain against the peer on its store (Thotto ÷ peer).
+TARGETS = {
+    "sqlite:peers.thotto.drain": Target(">=", 40, of="peers.huey.drain"),
+    "postgres:peers.thotto.drain": Target(">=", 10, of="peers.pgqueuer.drain"),
+}
 STORES = (None,)  # each system picks its own store
 WORKERS = 8
 PEERS = {"huey": ("sqlite", "huey"), "pgqueuer": ("postgres", "pgqueuer"),

@@ -4,6 +4,11 @@
 * ``queue.drain``: jobs/s from "N jobs due" to "N outcomes stored", 8 poster workers.
 * ``queue.lateness.p50|p99|max``: 200 jobs due at spread times 2–4 s ahead; start minus due time.
 
+Each is judged against a reference measured by this suite just before it, on the same store
+(bench/raw.py): ``queue.enqueue.single`` against ``raw.insert.single`` (single-row commits, one
+caller), ``queue.drain`` against ``raw.claim_complete.batch`` (the same number of due jobs,
+batches of 100), and the lateness beside ``raw.sleep_until`` (bare Trio timers: the floor).
+
 The memory figures (1M future jobs) are the ``memory`` suite (bench/memory.py).
 """
 
@@ -19,7 +24,8 @@ from datetime import timedelta
 
 import trio
 
-from bench.common import Result, Stopwatch, latency_results, progress, report
+from bench import raw
+from bench.common import Result, Stopwatch, Target, latency_results, progress, report
 from bench.databases import fresh_postgres_database
 from thotto.clock import SystemClock
 from thotto.config import Settings
@@ -28,10 +34,17 @@ from thotto.handlers import HandlerRegistry
 from thotto.messages import utcnow
 
 TARGETS = {
-    "sqlite:queue.drain": (">=", 150_000),
-    "postgres:queue.drain": (">=", 40_000),
-    "queue.lateness.p99": ("<=", 2.0),
-    "queue.lateness.max": ("<=", 5.0),
+    "sqlite:queue.drain": Target(">=", 0.5, of="raw.claim_complete.batch"),
+    "sqlite:queue.enqueue.single": Target(">=", 0.6, of="raw.insert.single"),
+    "postgres:queue.enqueue.single": Target(">=", 0.9, of="raw.insert.single"),
+    "queue.lateness.p99": Target("<=", 2.0),
+    "queue.lateness.max": Target("<=", 5.0),
+}
+REFERENCES = {
+    "queue.drain": "raw.claim_complete.batch",
+    "queue.lateness.p50": "raw.sleep_until.p50",
+    "queue.lateness.p99": "raw.sleep_until.p99",
+    "queue.lateness.max": "raw.sleep_until.max",
 }
 STORES = None  # the stores chosen with --store
 CALLERS = 50
@@ -74,7 +87,8 @@ async def noop(ctx) -> None:
 
 
 async def enqueue_rates(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
-    results = []
+    progress(f"  raw.insert.single: {sizes.single:,} jobs, the reference")
+    results = [await raw.insert_single(kind, sizes.single, dsn)]
     async with bench_engine(kind, dsn, run_workers=False) as engine:
         with Stopwatch() as watch:
             for _ in range(sizes.single):
@@ -151,7 +165,12 @@ def _rate(name: str, kind: str, count: int, watch: Stopwatch, **params) -> Resul
 async def run(kind: str, quick: bool, postgres_dsn: str | None, jobs: int | None = None) -> list[Result]:
     sizes = Sizes.pick(quick, jobs)
     results = await enqueue_rates(kind, sizes, postgres_dsn)
+    progress(f"  raw.claim_complete.batch: {sizes.drain:,} due jobs, the reference")
+    results.append(await raw.claim_complete(kind, sizes.drain, postgres_dsn))
     results += await drain(kind, sizes, postgres_dsn)
+    progress(f"  raw.sleep_until: {sizes.lateness_jobs} bare Trio timers {sizes.lateness_ahead} s ahead, "
+             "the floor")
+    results += await raw.sleep_until_floor(kind, sizes.lateness_jobs, sizes.lateness_ahead)
     progress(f"  queue.lateness: {sizes.lateness_jobs} jobs due {sizes.lateness_ahead} s ahead")
     results += await lateness(kind, sizes, postgres_dsn)
     return results

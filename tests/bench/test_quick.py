@@ -16,25 +16,39 @@ from bench.peers import PEERS
 ROOT = Path(__file__).resolve().parents[2]
 CORE_SUITES = ["store", "queue", "cache", "memory", "scaleout", "reliability", "api"]
 EXPECTED = {
+    "raw.insert.single", "raw.claim_complete.batch",
+    "raw.sleep_until.p50", "raw.sleep_until.p99", "raw.sleep_until.max",
     "store.enqueue.concurrent", "store.enqueue.batch", "store.claim_complete.batch",
     "queue.enqueue.single", "queue.enqueue.concurrent", "queue.enqueue.batch", "queue.drain",
     "queue.lateness.p50", "queue.lateness.p99", "queue.lateness.max",
     "cache.l1.get", "cache.l2.get", "cache.l2.multiget", "cache.stampede.loads", "cache.zipf.db_reduction",
     "api.get_cached.p50", "api.get_cached.p99", "api.get_cached.rps", "api.schedule.p99",
     "memory.rss_1m_future_jobs",
-    "scaleout.drain.1", "scaleout.drain.2", "scaleout.drain.4",
+    "scaleout.cpu_quota", "scaleout.cpu_per_1k.1", "scaleout.cpu_per_1k.2", "scaleout.cpu_per_1k.4",
     "reliability.exactly_once",
 }
+# Figure → the reference it is judged against (or shown beside), measured in the same run.
+RATIOS = {
+    "store.enqueue.single": "raw.insert.single",
+    "store.claim_complete.batch": "raw.claim_complete.batch",
+    "queue.enqueue.single": "raw.insert.single",
+    "queue.drain": "raw.claim_complete.batch",
+    "queue.lateness.p99": "raw.sleep_until.p99",
+    "scaleout.cpu_per_1k.4": "scaleout.cpu_per_1k.1",
+}
+POPULAR = {"popular.lateness.p50", "popular.lateness.p99", "popular.lateness.max",
+           "popular.in_flight.peak", "popular.api.get_cached.p50", "popular.api.get_cached.p99",
+           "popular.api.get_cached.max", "popular.rss.peak"}
 ENV_KEYS = {"cpu", "cores", "python", "sqlite", "postgres", "redis", "thotto"}
 
 
-def run_bench(tmp_path: Path, postgres_dsn: str, *suites: str) -> dict:
+def run_bench(tmp_path: Path, postgres_dsn: str, *suites: str, stores: tuple[str, ...] = ()) -> dict:
     out = tmp_path / "results.json"
     command = [sys.executable, "-m", "bench", *suites, "--quick", "--postgres-dsn", postgres_dsn,
-               "--json", str(out)]
+               "--json", str(out), *(f"--store={store}" for store in stores)]
     if importlib.util.find_spec("matplotlib"):
         command += ["--plot", str(tmp_path / "plots")]
-    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    finished = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-3000:]
     return json.loads(out.read_text())
 
@@ -45,19 +59,74 @@ def assert_well_formed(document: dict) -> None:
         assert isinstance(record["name"], str) and isinstance(record["unit"], str)
         assert isinstance(record["value"], (int, float))
         assert record.get("store") in (None, "sqlite", "postgres")
+        if "target" in record:
+            assert isinstance(record["target"], str) and record["met"] in (True, False, None)
+
+
+def by_name(document: dict, store: str | None = None) -> dict[str, dict]:
+    return {r["name"]: r for r in document["results"] if store is None or r.get("store") == store}
+
+
+def assert_judged_against(record: dict, reference: str) -> None:
+    """The record names its reference and carries its ratio to it (value ÷ reference)."""
+    assert record["reference"] == reference, record
+    assert isinstance(record["ratio"], float) and record["ratio"] > 0, record
+    assert record["reference_value"] > 0, record
 
 
 @pytest.mark.slow
 def test_every_core_suite_runs_quick_and_writes_its_results(tmp_path, postgres_dsn, redis_url):
     document = run_bench(tmp_path, postgres_dsn, *CORE_SUITES)
     assert_well_formed(document)
-    names = {record["name"] for record in document["results"]}
-    assert EXPECTED <= names, EXPECTED - names
-    exactly_once = next(r for r in document["results"] if r["name"] == "reliability.exactly_once")
+    records = by_name(document)
+    assert EXPECTED <= set(records), EXPECTED - set(records)
+    exactly_once = records["reliability.exactly_once"]
     assert exactly_once["posts"] > 0 and "duplicated" in exactly_once
+    for figure, reference in RATIOS.items():
+        assert_judged_against(records[figure], reference)
+    for figure in ("queue.drain", "queue.enqueue.single", "scaleout.cpu_per_1k.4"):
+        assert records[figure]["target"].endswith(f"x {RATIOS[figure]}")
+        assert isinstance(records[figure]["met"], bool)
+    assert not any(name.startswith(("store.", "cache.l1", "cache.l2")) and "target" in record
+                   for name, record in records.items()), "absolute rate targets are gone"
+    quota = records["scaleout.cpu_quota"]
+    drains = "scaleout.drain" if quota["value"] > 0 else "scaleout.unthrottled.drain"
+    assert {f"{drains}.{n}" for n in (1, 2, 4)} <= set(records), quota["note"]
+    if quota["value"] > 0:
+        assert_judged_against(records["scaleout.drain.4"], "scaleout.drain.1")
+    assert records["scaleout.cpu_per_1k.1"]["workers_cpu_s"] > 0
     if importlib.util.find_spec("matplotlib"):
         drawn = {path.name for path in (tmp_path / "plots").iterdir()}
-        assert {"lateness.png", "drain.png", "cache_hit_ratio.png", "scaleout.png"} <= drawn
+        assert {"ratios.png", "lateness.png", "drain.png", "cache_hit_ratio.png", "scaleout.png"} <= drawn
+
+
+@pytest.mark.slow
+def test_postgres_figures_are_judged_against_raw_asyncpg_loops(tmp_path, postgres_dsn):
+    document = run_bench(tmp_path, postgres_dsn, "queue", stores=("postgres",))
+    assert_well_formed(document)
+    records = by_name(document, "postgres")
+    assert {"raw.insert.single", "raw.claim_complete.batch", "raw.sleep_until.p99"} <= set(records)
+    assert_judged_against(records["queue.enqueue.single"], "raw.insert.single")
+    assert_judged_against(records["queue.drain"], "raw.claim_complete.batch")
+    assert records["queue.enqueue.single"]["target"] == ">= 0.9x raw.insert.single"
+
+
+@pytest.mark.slow
+def test_the_popular_minute_runs_on_both_stores(tmp_path, postgres_dsn):
+    document = run_bench(tmp_path, postgres_dsn, "popular", stores=("sqlite", "postgres"))
+    assert_well_formed(document)
+    for store in ("sqlite", "postgres"):
+        records = by_name(document, store)
+        assert POPULAR <= set(records), (store, POPULAR - set(records))
+        latest = records["popular.lateness.max"]
+        assert latest["unit"] == "s" and latest["target"] == "<= 90.0" and isinstance(latest["met"], bool)
+        assert latest["posts"] == 1_000 and latest["accounts"] == 200
+        assert latest["reddit_latency_s"] == [0.1, 0.3]
+        assert records["popular.in_flight.peak"]["value"] >= 1  # the meter saw submissions
+        assert records["popular.api.get_cached.p99"]["requests"] > 0
+        assert records["popular.rss.peak"]["value"] > 0
+    if importlib.util.find_spec("matplotlib"):
+        assert (tmp_path / "plots" / "popular.png").exists()
 
 
 @pytest.mark.slow
@@ -67,8 +136,13 @@ def test_the_peers_run_the_same_workload(tmp_path, postgres_dsn):
         pytest.skip(f"peers not installed ({', '.join(missing)}): pip install -e '.[bench-peers]'")
     document = run_bench(tmp_path, postgres_dsn, "peers")
     assert_well_formed(document)
-    by_name = {record["name"]: record for record in document["results"]}
+    records = by_name(document)
     for system in ["thotto", *PEERS]:
         for metric in ("enqueue", "drain", "lateness.p50", "lateness.p99"):
-            assert f"peers.{system}.{metric}" in by_name, (system, metric)
-    assert all(isinstance(by_name[f"peers.{peer}.drain"]["ratio"], float) for peer in PEERS)
+            assert f"peers.{system}.{metric}" in records, (system, metric)
+    assert all(isinstance(records[f"peers.{peer}.drain"]["ratio"], float) for peer in PEERS)
+    sqlite_drain, postgres_drain = (next(r for r in document["results"] if r["name"] == "peers.thotto.drain"
+                                         and r["store"] == store) for store in ("sqlite", "postgres"))
+    assert_judged_against(sqlite_drain, "peers.huey.drain")
+    assert_judged_against(postgres_drain, "peers.pgqueuer.drain")
+    assert sqlite_drain["target"] == ">= 40x peers.huey.drain"

@@ -213,6 +213,8 @@ class Faults(msgspec.Struct, kw_only=True):
 
     latency: float = 0.0
     """Seconds added before handling each Reddit request."""
+    latency_max: float | None = None
+    """When set, each delay is drawn uniformly from ``latency`` to ``latency_max`` seconds."""
     latency_path: str | None = None
     """Only delay requests whose path starts with this."""
     errors: list[ErrorRule] = []
@@ -563,7 +565,7 @@ class Sandbox:
         faults = self.faults
         path = request.url.path
         if faults.latency > 0 and (faults.latency_path is None or path.startswith(faults.latency_path)):
-            await trio.sleep(faults.latency)
+            await trio.sleep(random.uniform(faults.latency, max(faults.latency, faults.latency_max or 0)))
         for rule in faults.errors:
             if rule.path is not None and not path.startswith(rule.path):
                 continue
