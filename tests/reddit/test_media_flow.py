@@ -21,8 +21,10 @@ from tests.reddit.conftest import SandboxServer, make_config
 from tests.reddit.test_submit import PNG
 from thotto.config import Settings
 from thotto.errors import DeferJob, RedditMediaPending, RedditPermanent, RetryableJobError
+from thotto.messages import MediaKind, NewMedia, NewUser
 from thotto.reddit import MediaItem, RedditClient, RedditConfig
 from thotto.reddit.sandbox import SandboxConfig
+from thotto.store import open_store
 
 MB = 1024 * 1024
 
@@ -105,6 +107,24 @@ async def test_a_gallery_of_three_with_captions_and_links(sandbox, alice):
     # Reconciliation after a crash finds a gallery post by its title.
     found = await alice.find_submission("test", "Three pictures", since=since)
     assert found is not None and found.id == result.id
+
+
+async def test_an_image_from_the_media_library_is_streamed_from_the_store(sandbox, alice, tmp_path):
+    image = PNG + bytes(range(256)) * 10_000  # 2.5 MB: three of the store's chunks
+    async with open_store(str(tmp_path / "thotto.db")) as store:
+        user = await store.create_user(NewUser(name="alice"))
+
+        async def pieces() -> AsyncIterator[bytes]:
+            yield image
+
+        media = await store.create_media(
+            NewMedia(user_id=user.id, kind=MediaKind.PNG, width=64, height=48), pieces())
+        item = MediaItem.from_store(store, media)
+        result = await alice.submit_media("test", "From the library", [item])
+    (record,) = await sandbox.posts()
+    assert (record["id"], record["kind"]) == (result.id, "image")
+    assert record["url"].endswith(f"/image-{media.id}.png")
+    assert uploaded_files(sandbox.data_dir) == [image]
 
 
 async def test_processing_longer_than_the_confirm_wait_is_pending_then_found(sandbox, clock):
