@@ -19,6 +19,7 @@ import trio
 from tests.chaos.harness import SandboxProcess
 from tests.reddit.conftest import SandboxServer, make_config
 from tests.reddit.test_submit import PNG
+from tests.support.tls import self_signed_certificate
 from thotto.config import Settings
 from thotto.errors import DeferJob, RedditMediaPending, RedditPermanent, RetryableJobError
 from thotto.messages import MediaKind, NewMedia, NewUser
@@ -85,6 +86,20 @@ async def test_an_image_post_is_confirmed_over_reddits_websocket(sandbox, alice)
     async with httpx.AsyncClient() as http:
         assert (await http.get(record["url"])).content == PNG  # streamed through the lease, intact
     assert uploaded_files(sandbox.data_dir) == [PNG]
+
+
+async def test_over_https_the_websocket_is_wss_with_the_same_trust(nursery, tmp_path, monkeypatch):
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    monkeypatch.setenv("SSL_CERT_FILE", cert)  # trusted by httpx, and so by the websocket
+    sandbox = SandboxServer(nursery, tmp_path / "sandbox", SandboxConfig(rate_budget=100_000),
+                            tls=(cert, key))
+    await sandbox.start()
+    await listings_fail(sandbox)
+    async with RedditClient(make_config(sandbox.url)) as reddit:
+        alice = reddit.account_from_password("alice", "alice-password")
+        result = await alice.submit_media("test", "A secure cat", [item_of(PNG)])
+    (record,) = await sandbox.posts()
+    assert record["id"] == result.id and result.url.startswith("https://")
 
 
 async def test_a_gallery_of_three_with_captions_and_links(sandbox, alice):

@@ -38,7 +38,6 @@ import logging
 import mimetypes
 import re
 import secrets
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -907,7 +906,8 @@ class RedditAccount:
         None when it says nothing within ``media_confirm_seconds`` or cannot be reached."""
         if not websocket_url.startswith(("ws://", "wss://")):
             return None
-        context = ssl.create_default_context() if websocket_url.startswith("wss://") else None
+        # The same certificate authorities as the HTTP requests (certifi, or SSL_CERT_FILE).
+        context = httpx.create_ssl_context() if websocket_url.startswith("wss://") else None
         answer = None
         with trio.move_on_after(self.client.config.media_confirm_seconds):
             try:
