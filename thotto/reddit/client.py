@@ -794,11 +794,12 @@ class RedditAccount:
         try:
             action = urljoin(self.client.config.api_url, lease["args"]["action"])
             fields = {str(item["name"]): str(item["value"]) for item in lease["args"]["fields"]}
-            fields["key"]  # noqa: B018 -- the upload is named by it; a lease without it is broken
             asset_id = str(lease["asset"]["asset_id"])
         except (KeyError, TypeError) as exc:
             raise RedditRetryable("unexpected image upload lease from Reddit", error_type="BAD_RESPONSE"
                                   ) from exc
+        if "key" not in fields:  # the uploaded image's name in the bucket, and in its URL
+            raise RedditRetryable("Reddit's image upload lease names no key", error_type="BAD_RESPONSE")
         return action, fields, asset_id
 
     async def _upload_streamed(self, item: MediaItem) -> _UploadedMedia:
