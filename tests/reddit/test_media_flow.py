@@ -44,14 +44,14 @@ class SandboxClock:
 
 
 @pytest.fixture
-async def clock() -> SandboxClock:
+async def sandbox_clock() -> SandboxClock:
     return SandboxClock()
 
 
 @pytest.fixture
-async def sandbox(nursery, tmp_path, clock) -> SandboxServer:
+async def sandbox(nursery, tmp_path, sandbox_clock) -> SandboxServer:
     server = SandboxServer(nursery, tmp_path / "sandbox", SandboxConfig(rate_budget=100_000),
-                           clock=clock)
+                           clock=sandbox_clock)
     await server.start()
     return server
 
@@ -142,7 +142,7 @@ async def test_an_image_from_the_media_library_is_streamed_from_the_store(sandbo
     assert uploaded_files(sandbox.data_dir) == [image]
 
 
-async def test_processing_longer_than_the_confirm_wait_is_pending_then_found(sandbox, clock):
+async def test_processing_longer_than_the_confirm_wait_is_pending_then_found(sandbox, sandbox_clock):
     config = make_config(sandbox.url, media_confirm_seconds=0.2, media_pending_seconds=45)
     since = time.time() - 60
     await sandbox.configure(media_delay=600)  # ends only when the test moves the clock
@@ -156,13 +156,13 @@ async def test_processing_longer_than_the_confirm_wait_is_pending_then_found(san
         assert 40 < (error.until.timestamp() - time.time()) <= 45  # looks again media_pending_seconds on
         (record,) = await sandbox.posts()  # accepted, once
         assert await alice.find_submission("test", "Slow cat", since=since) is None  # processing
-        clock.advance(601)
+        sandbox_clock.advance(601)
         found = await alice.find_submission("test", "Slow cat", since=since)
     assert found is not None and found.id == record["id"]
     assert len(await sandbox.posts()) == 1 and uploaded_files(sandbox.data_dir) == [PNG]
 
 
-async def test_processing_that_ends_during_the_wait_is_announced(sandbox, alice, clock):
+async def test_processing_that_ends_during_the_wait_is_announced(sandbox, alice, sandbox_clock):
     await sandbox.configure(media_delay=600)
     await listings_fail(sandbox)
     results = []
@@ -176,7 +176,7 @@ async def test_processing_that_ends_during_the_wait_is_announced(sandbox, alice,
             while not await sandbox.posts():  # accepted, now processing
                 await trio.sleep(0.02)
         assert not results
-        clock.advance(601)  # processing ends: the websocket announces the post
+        sandbox_clock.advance(601)  # processing ends: the websocket announces the post
     (record,) = await sandbox.posts()
     assert results[0].id == record["id"]
 
