@@ -127,6 +127,11 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reddit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
     """How long one request to Reddit may take."""
 
+    reddit_media_confirm_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
+    """How long to wait for Reddit to announce (over its websocket) that an image post's
+    processing has ended; after that the post is looked for in the account's listing, and
+    looked for again later if it is not there yet."""
+
     encryption_key: str | None = None
     """Fernet key for stored Reddit credentials; default: <data_dir>/secret.key, made on first start."""
 

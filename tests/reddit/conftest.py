@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
@@ -24,8 +25,10 @@ class SandboxServer:
     on the same data directory, and its control API."""
 
     def __init__(self, nursery: trio.Nursery, data_dir: Path, config: SandboxConfig,
-                 tls: tuple[str, str] | None = None):
+                 tls: tuple[str, str] | None = None, clock: Callable[[], float] = time.time):
         self.nursery = nursery
+        self.clock = clock
+        """The sandbox's wall clock (Unix seconds): dates posts, ends media processing."""
         self.data_dir = data_dir
         self.config = config
         self.tls = tls
@@ -46,7 +49,8 @@ class SandboxServer:
         try:
             with trio.CancelScope() as self._scope:
                 await serve_sandbox("127.0.0.1", port, self.data_dir, config=self.config,
-                                    grace_seconds=0.5, tls=self.tls, task_status=task_status)
+                                    clock=self.clock, grace_seconds=0.5, tls=self.tls,
+                                    task_status=task_status)
         finally:
             self._stopped.set()
 

@@ -8,6 +8,7 @@ credentials and its cached access token::
     async with RedditClient(RedditConfig.from_settings(settings)) as reddit:
         account = reddit.account_from_refresh_token(refresh_token)
         result = await account.submit("test", "Hello", text="First post")
+        result = await account.submit_media("test", "A cat", [MediaItem.from_store(store, media)])
 
 Wire format (reddit.com and the sandbox alike): tokens come from ``{token_url}/api/v1/access_token``
 (client credentials by HTTP Basic, form-encoded grants); the API lives at ``{api_url}`` with
@@ -32,20 +33,24 @@ Wire format (reddit.com and the sandbox alike): tokens come from ``{token_url}/a
 from __future__ import annotations
 
 import base64
+import contextlib
+import logging
 import mimetypes
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
-from urllib.parse import quote, urlencode, urljoin
+from urllib.parse import quote, urlencode, urljoin, urlsplit
 from xml.etree import ElementTree
 
 import httpx
 import msgspec
 import trio
+import trio_websocket
 
 from thotto.errors import (
     ConfigError,
@@ -61,6 +66,7 @@ from thotto.reddit.ratelimit import RateLimiter, parse_rate_limit_headers
 
 T = TypeVar("T")
 UTC = timezone.utc
+log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_URL = "https://www.reddit.com"
 DEFAULT_API_URL = "https://oauth.reddit.com"
@@ -74,10 +80,18 @@ MAX_FLAIR_ID = 36
 MAX_INFO_IDS = 100
 MAX_LISTING_PAGES = 10  # Reddit lists about 1,000 of a user's posts, 100 a page
 """Reddit's limit of ids per ``/api/info`` request."""
+MAX_GALLERY_ITEMS = 20
+MAX_CAPTION = 180
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+"""Reddit's limits: images in a gallery, characters of a gallery caption, bytes of an image."""
 DEFAULT_RATE_LIMIT_WAIT = 60.0
 """Seconds to wait when Reddit rate-limits without saying for how long."""
 
 _IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif"}
+# What submit_media uploads: the media library's formats, all of which Reddit's image posts take.
+_MEDIA_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
+# The post id in the URL a media websocket redirects to: .../comments/<id>/<slug>/
+_COMMENTS_ID = re.compile(r"/comments/([a-z0-9]+)(?:/|$)")
 # A subreddit (2-21 characters), or a user's profile subreddit: u_ and a username (3-20
 # characters, which may contain '-').
 _SUBREDDIT = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_]{1,20}|u_[A-Za-z0-9_-]{3,20})$")
@@ -143,11 +157,16 @@ class RedditConfig(msgspec.Struct, frozen=True, kw_only=True):
     """A request whose rate-limit slot is further away than this is not queued: it raises
     RedditRateLimited at once, so a job is deferred instead of holding a worker."""
     image_lookup_delays: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
-    """Pauses between looks for a just-submitted image post in the account's listing (Reddit
-    announces image posts only over a websocket, which Thotto does not use yet)."""
+    """Pauses between looks for a just-submitted image post in the account's listing: the old
+    image path of :meth:`RedditAccount.submit` (issue #15), which does not use the websocket
+    Reddit announces image posts on (:meth:`RedditAccount.submit_media` does)."""
     media_pending_seconds: float = 30.0
     """When an accepted image post is still not listed after those looks, look again this
     long later (:class:`~thotto.errors.RedditMediaPending`)."""
+    media_confirm_seconds: float = 30.0
+    """How long :meth:`RedditAccount.submit_media` waits on Reddit's websocket for an image
+    post's processing to end before it looks at the listing once and, if the post is not
+    there yet, raises :class:`~thotto.errors.RedditMediaPending`."""
     subreddit_noexist_pause: float = 1.0
     """Pause before submitting again after a ``SUBREDDIT_NOEXIST`` for a subreddit that exists."""
 
@@ -176,6 +195,7 @@ class RedditConfig(msgspec.Struct, frozen=True, kw_only=True):
             scopes=tuple(settings.reddit_scopes.split()),
             requests_per_minute=settings.reddit_requests_per_minute,
             timeout_seconds=settings.reddit_timeout_seconds,
+            media_confirm_seconds=settings.reddit_media_confirm_seconds,
         )
         values.update(overrides)
         return cls(**values)
@@ -230,6 +250,41 @@ class SubmitResult(msgspec.Struct, frozen=True):
     id: str
     name: str
     url: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class MediaItem:
+    """One image of a media post, streamed to Reddit rather than held in memory.
+
+    ``chunks`` is called once per upload attempt and must yield exactly ``size`` bytes (e.g.
+    ``lambda: store.read_media(media_id)``); ``size`` goes first into the upload's
+    Content-Length, which Reddit's bucket requires. ``caption`` (up to 180 characters) and
+    ``outbound_url`` belong to gallery items: an image post of one item has neither.
+    """
+
+    file_name: str
+    mime_type: str
+    size: int
+    chunks: Callable[[], AsyncIterator[bytes]]
+    caption: str | None = None
+    outbound_url: str | None = None
+
+    @classmethod
+    def from_store(cls, store: Any, media: Any, *, caption: str | None = None,
+                   outbound_url: str | None = None) -> "MediaItem":
+        """The item of a media-library image (``media``, a :class:`thotto.messages.Media`),
+        its bytes read from ``store`` chunk by chunk on each upload."""
+        return cls(file_name=f"image-{media.id}.{media.kind.value}",
+                   mime_type=media.kind.content_type, size=media.bytes,
+                   chunks=lambda: store.read_media(media.id), caption=caption,
+                   outbound_url=outbound_url)
+
+
+class _UploadedMedia(msgspec.Struct, frozen=True):
+    """Where an uploaded image lives: its URL (image posts) and asset id (galleries)."""
+
+    url: str
+    asset_id: str
 
 
 class PostRequirements(msgspec.Struct, frozen=True):
@@ -468,9 +523,11 @@ class RedditClient:
 
     async def _api(self, account: "RedditAccount", method: str, path: str, *, context: str,
                    submit: bool = False, flair: bool = False, params: dict[str, Any] | None = None,
-                   data: dict[str, str] | None = None) -> tuple[httpx.Response, Any]:
+                   data: dict[str, str] | None = None, json: Any = None
+                   ) -> tuple[httpx.Response, Any]:
         """An authorized API call: limiter slot, bearer token, one refresh on 401, errors raised.
-        Returns the response and its decoded JSON body."""
+        The body is a form (``data``) or JSON (``json``). Returns the response and its decoded
+        JSON body."""
         url = self.config.api_url.rstrip("/") + path
         params = {**(params or {}), "raw_json": 1}
         refreshed = False
@@ -485,7 +542,7 @@ class RedditClient:
             headers = {"Authorization": f"bearer {token}",
                        "User-Agent": user_agent_for(self.config.user_agent, account.username)}
             response = await self._send(method, url, context=context, submit=submit, params=params,
-                                        data=data, headers=headers)
+                                        data=data, json=json, headers=headers)
             self.limiter.update(parse_rate_limit_headers(response.headers))
             if response.status_code != 401:
                 break
@@ -714,33 +771,181 @@ class RedditAccount:
 
         Reddit leases an upload slot (``/api/media/asset.json``), the image goes by multipart POST
         to the leased ``action`` URL with the leased fields, and the post is then submitted with
-        ``url = action/key``.
+        ``url = action/key``. (Holds the whole image: :meth:`submit_media` streams instead.)
         """
         mimetype = mimetype or _IMAGE_TYPES.get(filename.rpartition(".")[2].lower()) or \
             mimetypes.guess_type(filename)[0]
         if mimetype not in _IMAGE_TYPES.values():
             raise RedditPermanent(f"{filename}: Reddit takes PNG, JPEG or GIF images",
                                   error_type="BAD_IMAGE", field="image")
+        action, fields, _ = await self._lease_upload(filename, mimetype)
+        response = await self.client._send("POST", action, context="the image upload",
+                                           data=fields, files={"file": (filename, image, mimetype)})
+        _raise_for_upload(response)
+        return f"{action}/{fields['key']}"
+
+    async def _lease_upload(self, file_name: str, mime_type: str) -> tuple[str, dict[str, str], str]:
+        """Reddit's upload slot for one image: the bucket's URL (the lease's protocol-relative
+        ``//host`` action, given the API's scheme), the form fields to send before the file,
+        and the image's asset id (how a gallery names it)."""
         _, lease = await self.client._api(self, "POST", "/api/media/asset.json",
-                                          data={"filepath": filename, "mimetype": mimetype},
+                                          data={"filepath": file_name, "mimetype": mime_type},
                                           context="an image upload lease")
         try:
             action = urljoin(self.client.config.api_url, lease["args"]["action"])
-            fields = {item["name"]: item["value"] for item in lease["args"]["fields"]}
-            key = fields["key"]
+            fields = {str(item["name"]): str(item["value"]) for item in lease["args"]["fields"]}
+            asset_id = str(lease["asset"]["asset_id"])
         except (KeyError, TypeError) as exc:
             raise RedditRetryable("unexpected image upload lease from Reddit", error_type="BAD_RESPONSE"
                                   ) from exc
-        response = await self.client._send("POST", action, context="the image upload",
-                                           data=fields, files={"file": (filename, image, mimetype)})
-        if not response.is_success:
-            code, message = _s3_error(response)
-            if response.status_code >= 500 or response.status_code == 408:
-                raise RedditRetryable(f"the image upload failed (HTTP {response.status_code})",
-                                      error_type=code, message=message, status=response.status_code)
-            raise RedditPermanent(f"the image upload was refused: {message}", error_type=code,
-                                  message=message, field="image", status=response.status_code)
-        return f"{action}/{key}"
+        if "key" not in fields:  # the uploaded image's name in the bucket, and in its URL
+            raise RedditRetryable("Reddit's image upload lease names no key", error_type="BAD_RESPONSE")
+        return action, fields, asset_id
+
+    async def _upload_streamed(self, item: MediaItem) -> _UploadedMedia:
+        """Lease a slot and upload ``item`` to it, its bytes streamed from ``item.chunks()``
+        into a multipart body of exact Content-Length (Reddit's bucket refuses chunked
+        uploads), so that at most a chunk or two of the image is in memory at a time."""
+        action, fields, asset_id = await self._lease_upload(item.file_name, item.mime_type)
+        boundary = secrets.token_hex(16)
+        head, tail = _multipart_envelope(fields, item, boundary)
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   "Content-Length": str(len(head) + item.size + len(tail))}
+        body = _multipart_body(head, item, tail)
+        try:
+            response = await self.client._send("POST", action, context="the image upload",
+                                               content=body, headers=headers)
+        except _WrongMediaSize as exc:
+            raise RedditPermanent(str(exc), error_type="MEDIA_SIZE_MISMATCH", field="media") from exc
+        _raise_for_upload(response)
+        return _UploadedMedia(url=f"{action}/{fields['key']}", asset_id=asset_id)
+
+    async def submit_media(
+        self,
+        subreddit: str,
+        title: str,
+        items: Sequence[MediaItem],
+        *,
+        nsfw: bool = False,
+        spoiler: bool = False,
+        flair_id: str | None = None,
+        flair_text: str | None = None,
+        send_replies: bool = True,
+    ) -> SubmitResult:
+        """Publish an image post (one item) or a gallery (2 to 20 items, each with its caption
+        and outbound link), as Reddit's own clients do. Validated before anything is sent.
+
+        Each item is leased an upload slot and streamed to it (see :class:`MediaItem`). An
+        image post is then submitted and confirmed by the websocket Reddit names: the post's
+        URL once processing ends, or its failure, which raises
+        :class:`~thotto.errors.RedditPermanent` (``MEDIA_FAILED``, Reddit's reason as the
+        message): nothing was posted, and uploading it again would fail the same way. When
+        the websocket says nothing within ``media_confirm_seconds`` the account's listing is
+        looked at once, and a post not there yet raises
+        :class:`~thotto.errors.RedditMediaPending`: it was accepted, so look for it with
+        :meth:`find_submission` before submitting again. A gallery's answer names the post.
+
+        Cancelling it abandons the upload or the wait; a post already submitted may still
+        appear (treat it as :class:`~thotto.errors.RedditOutcomeUnknown`).
+        """
+        sr = _check_subreddit(subreddit)
+        _validate_post(title, text=None, url=None, image=None, flair_id=flair_id,
+                       flair_text=flair_text)
+        _validate_media(items)
+        if len(items) > 1:
+            return await self._submit_gallery(sr, title, items, nsfw=nsfw, spoiler=spoiler,
+                                              flair_id=flair_id, flair_text=flair_text,
+                                              send_replies=send_replies)
+        uploaded = await self._upload_streamed(items[0])
+        form = _submission_form(sr, title, nsfw=nsfw, spoiler=spoiler, send_replies=send_replies,
+                                resubmit=True, flair_id=flair_id, flair_text=flair_text)
+        form.update(kind="image", url=uploaded.url)
+        started = self.client.wall_clock()
+        body = await self._send_submission(sr, lambda: self._post_submission(sr, form))
+        data = _submission_data(body)
+        if data.get("name") and data.get("url"):  # answered with the post itself
+            return _result(str(data["name"]), str(data["url"]))
+        answer = await self._media_answer(str(data.get("websocket_url") or ""))
+        if answer is not None:
+            return _media_result(sr, answer)
+        return await self._look_for_media_post(sr, title, since=started - 60)
+
+    async def _submit_gallery(self, sr: str, title: str, items: Sequence[MediaItem], *,
+                              nsfw: bool, spoiler: bool, flair_id: str | None,
+                              flair_text: str | None, send_replies: bool) -> SubmitResult:
+        """Upload each image, then ``POST /api/submit_gallery_post.json`` (a JSON body naming
+        them by asset id): Reddit answers with the post's id and URL."""
+        uploaded = [await self._upload_streamed(item) for item in items]
+        body: dict[str, Any] = {
+            "api_type": "json", "show_error_list": True, "sr": sr, "title": title,
+            "nsfw": nsfw, "spoiler": spoiler, "sendreplies": send_replies,
+            "validate_on_submit": True,
+            "items": [{"media_id": upload.asset_id, "caption": item.caption or "",
+                       "outbound_url": item.outbound_url or ""}
+                      for item, upload in zip(items, uploaded)]}
+        if flair_id is not None:
+            body["flair_id"] = flair_id
+        if flair_text is not None:
+            body["flair_text"] = flair_text
+
+        async def post() -> Any:
+            _, answer = await self.client._api(
+                self, "POST", "/api/submit_gallery_post.json", json=body,
+                context=f"the gallery post to r/{sr}", submit=True, flair=flair_id is not None)
+            return answer
+
+        data = _submission_data(await self._send_submission(sr, post))
+        name = str(data.get("id") or data.get("name") or "")
+        if not name or not data.get("url"):
+            raise RedditOutcomeUnknown(f"Reddit accepted the gallery post to r/{sr} without naming "
+                                       "it", error_type="BAD_RESPONSE")
+        return _result(name if name.startswith("t3_") else f"t3_{name}", str(data["url"]))
+
+    async def _media_answer(self, websocket_url: str) -> dict[str, Any] | None:
+        """What Reddit's websocket announces for a submitted media post (``{"type":
+        "success", "payload": {"redirect": <post URL>}}`` or ``{"type": "failed", ...}``), or
+        None when it says nothing within ``media_confirm_seconds`` or cannot be reached."""
+        if not websocket_url.startswith(("ws://", "wss://")):
+            return None
+        # The same certificate authorities as the HTTP requests (certifi, or SSL_CERT_FILE).
+        context = httpx.create_ssl_context() if websocket_url.startswith("wss://") else None
+        answer = None
+        with trio.move_on_after(self.client.config.media_confirm_seconds):
+            try:
+                async with trio_websocket.open_websocket_url(
+                        websocket_url, context, connect_timeout=self.client.config.timeout_seconds,
+                        disconnect_timeout=1.0) as websocket:
+                    while answer is None:
+                        answer = _websocket_message(await websocket.get_message())
+            except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+                # The post was accepted whatever happened to the websocket (an answer received
+                # before a failed close still counts); without one, the listing decides.
+                if answer is None:
+                    log.warning("Reddit's media websocket failed (%s); looking for the post in "
+                                "the listing instead", _websocket_failure(exc))
+        return answer
+
+    async def _look_for_media_post(self, subreddit: str, title: str, *, since: float) -> SubmitResult:
+        """The accepted media post Reddit has not announced: one look at the listing, else
+        RedditMediaPending (it is still processing, and will appear, or never will)."""
+        try:
+            post = await self.find_submission(subreddit, title, since=since, limit=25)
+        except ThottoError as exc:
+            # The post was accepted: whatever went wrong now, do not let it be posted again
+            # without looking first.
+            raise RedditOutcomeUnknown(
+                f"Reddit accepted the image post to r/{subreddit}, then looking it up failed: "
+                f"{exc}", error_type="MEDIA_LOOKUP_FAILED") from exc
+        if post is not None:
+            return SubmitResult(id=post.id, name=post.name, url=self.client.post_url(post))
+        raise self._media_pending(subreddit)
+
+    def _media_pending(self, subreddit: str) -> RedditMediaPending:
+        wait = self.client.config.media_pending_seconds
+        until = datetime.fromtimestamp(self.client.wall_clock(), UTC) + timedelta(seconds=wait)
+        return RedditMediaPending(
+            f"Reddit accepted the image post to r/{subreddit} and is still processing it; "
+            f"looking for it again in {wait:.0f} s", until=until, error_type="MEDIA_PROCESSING")
 
     async def submit(
         self,
@@ -758,8 +963,12 @@ class RedditAccount:
         send_replies: bool = True,
         resubmit: bool = True,
     ) -> SubmitResult:
-        """Publish a post: a self post (``text``, may be empty or None), a link (``url``) or an
-        image (``image`` bytes, uploaded first). Validated before anything is sent.
+        """Publish a self post (``text``, may be empty or None) or a link (``url``); image
+        posts and galleries go through :meth:`submit_media`. Validated before anything is sent.
+
+        ``image`` (bytes, uploaded whole, the post then looked for in the listing) is the old
+        image path, kept while thotto/publishing.py posts a file's bytes (issue #15: gone once
+        the publisher calls :meth:`submit_media` with the media library's images).
 
         ``resubmit=False`` makes Reddit refuse a link already posted there (``ALREADY_SUB``).
         Raises the Reddit errors of :mod:`thotto.errors`; a
@@ -769,47 +978,38 @@ class RedditAccount:
         sr = _check_subreddit(subreddit)
         _validate_post(title, text=text, url=url, image=image, flair_id=flair_id,
                        flair_text=flair_text)
-        # validate_on_submit: Reddit checks the subreddit's post requirements now, and refuses
-        # the post with their error, rather than taking it and letting it be removed after.
-        form = {"api_type": "json", "sr": sr, "title": title, "nsfw": _bool(nsfw),
-                "spoiler": _bool(spoiler), "sendreplies": _bool(send_replies),
-                "resubmit": _bool(resubmit), "validate_on_submit": "true"}
-        if flair_id is not None:
-            form["flair_id"] = flair_id
-        if flair_text is not None:
-            form["flair_text"] = flair_text
-        if image is not None:
+        form = _submission_form(sr, title, nsfw=nsfw, spoiler=spoiler, send_replies=send_replies,
+                                resubmit=resubmit, flair_id=flair_id, flair_text=flair_text)
+        if image is not None:  # issue #15: see above
             form.update(kind="image", url=await self.upload_image(image, image_name))
         elif url is not None:
             form.update(kind="link", url=url)
         else:
             form.update(kind="self", text=text or "")
         started = self.client.wall_clock()
-        body = await self._send_submission(sr, form)
-        data = (body.get("json") or {}).get("data") or {} if isinstance(body, dict) else {}
+        body = await self._send_submission(sr, lambda: self._post_submission(sr, form))
+        data = _submission_data(body)
         if data.get("name") and data.get("url"):
-            name = str(data["name"])
-            return SubmitResult(id=str(data.get("id") or name.removeprefix("t3_")), name=name,
-                                url=str(data["url"]))
+            return _result(str(data["name"]), str(data["url"]), str(data.get("id") or ""))
         if form["kind"] == "image":
             # Reddit answers media posts with a websocket URL to wait on, not the post itself;
-            # find the post in the account's listing instead.
+            # this old path finds the post in the account's listing instead.
             return await self._await_media_post(sr, title, since=started - 60)
         raise RedditOutcomeUnknown(f"Reddit accepted the submission to r/{sr} without naming the post",
                                    error_type="BAD_RESPONSE")
 
-    async def _send_submission(self, sr: str, form: dict[str, str]) -> Any:
-        """POST the submission. A ``SUBREDDIT_NOEXIST`` for a subreddit whose about page
-        answers is sent once more after a pause, and if it comes again it is retryable, never
-        final: Reddit sends it transiently for subreddits that exist."""
+    async def _send_submission(self, sr: str, post: Callable[[], Awaitable[Any]]) -> Any:
+        """Send the submission (``post``). A ``SUBREDDIT_NOEXIST`` for a subreddit whose about
+        page answers is sent once more after a pause, and if it comes again it is retryable,
+        never final: Reddit sends it transiently for subreddits that exist."""
         try:
-            return await self._post_submission(sr, form)
+            return await post()
         except RedditPermanent as error:
             if error.error_type != "SUBREDDIT_NOEXIST" or not await self._subreddit_exists(sr):
                 raise
         await trio.sleep(self.client.config.subreddit_noexist_pause)
         try:
-            return await self._post_submission(sr, form)
+            return await post()
         except RedditPermanent as error:
             if error.error_type != "SUBREDDIT_NOEXIST":
                 raise
@@ -833,27 +1033,157 @@ class RedditAccount:
         return True
 
     async def _await_media_post(self, subreddit: str, title: str, *, since: float) -> SubmitResult:
-        """The image post Reddit just accepted, from the account's listing."""
-        for pause in (0.0, *self.client.config.image_lookup_delays):
-            await trio.sleep(pause)
+        """The image post Reddit just accepted, from the account's listing (the old image path
+        of :meth:`submit`, issue #15)."""
+        for pause in self.client.config.image_lookup_delays:
             try:
-                post = await self.find_submission(subreddit, title, since=since, limit=25)
-            except ThottoError as exc:
-                # The post was accepted: whatever went wrong now, do not let it be posted again
-                # without looking first.
-                raise RedditOutcomeUnknown(
-                    f"Reddit accepted the image post to r/{subreddit}, then looking it up failed: "
-                    f"{exc}", error_type="MEDIA_LOOKUP_FAILED") from exc
-            if post is not None:
-                return SubmitResult(id=post.id, name=post.name, url=self.client.post_url(post))
-        wait = self.client.config.media_pending_seconds
-        until = datetime.fromtimestamp(self.client.wall_clock(), UTC) + timedelta(seconds=wait)
-        raise RedditMediaPending(
-            f"Reddit accepted the image post to r/{subreddit} and is still processing it; "
-            f"looking for it again in {wait:.0f} s", until=until, error_type="MEDIA_PROCESSING")
+                return await self._look_for_media_post(subreddit, title, since=since)
+            except RedditMediaPending:
+                await trio.sleep(pause)
+        return await self._look_for_media_post(subreddit, title, since=since)
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+class _WrongMediaSize(Exception):
+    """A media item's chunks did not add up to its declared size."""
+
+
+def _submission_form(sr: str, title: str, *, nsfw: bool, spoiler: bool, send_replies: bool,
+                     resubmit: bool, flair_id: str | None, flair_text: str | None) -> dict[str, str]:
+    # validate_on_submit: Reddit checks the subreddit's post requirements now, and refuses
+    # the post with their error, rather than taking it and letting it be removed after.
+    form = {"api_type": "json", "sr": sr, "title": title, "nsfw": _bool(nsfw),
+            "spoiler": _bool(spoiler), "sendreplies": _bool(send_replies),
+            "resubmit": _bool(resubmit), "validate_on_submit": "true"}
+    if flair_id is not None:
+        form["flair_id"] = flair_id
+    if flair_text is not None:
+        form["flair_text"] = flair_text
+    return form
+
+
+def _submission_data(body: Any) -> dict[str, Any]:
+    """``json.data`` of a submission's answer, or {}."""
+    data = (body.get("json") or {}).get("data") if isinstance(body, dict) else None
+    return data if isinstance(data, dict) else {}
+
+
+def _result(name: str, url: str, post_id: str = "") -> SubmitResult:
+    return SubmitResult(id=post_id or name.removeprefix("t3_"), name=name, url=url)
+
+
+def _websocket_message(text: str | bytes) -> dict[str, Any] | None:
+    """A media websocket's announcement (``success`` or ``failed``); None for anything else,
+    which is not the answer waited for."""
+    try:
+        message = msgspec.json.decode(text)
+    except msgspec.DecodeError:
+        return None
+    if isinstance(message, dict) and message.get("type") in ("success", "failed"):
+        return message
+    return None
+
+
+def _websocket_failure(exc: BaseException) -> str:
+    if isinstance(exc, trio_websocket.ConnectionRejected):
+        return f"refused with HTTP {exc.status_code}"
+    if isinstance(exc, trio_websocket.HandshakeError) and exc.__cause__ is not None:
+        return f"{type(exc).__name__}: {_describe(exc.__cause__)}"
+    return _describe(exc)
+
+
+def _media_result(sr: str, answer: dict[str, Any]) -> SubmitResult:
+    """The post a media websocket announced, or the RedditPermanent of its failure."""
+    payload = answer.get("payload") if isinstance(answer.get("payload"), dict) else {}
+    if answer["type"] == "failed":
+        reason = str(payload.get("reason") or payload.get("message") or "processing failed")
+        raise RedditPermanent(f"Reddit could not process the image post to r/{sr}: {reason}; "
+                              "upload a different image", error_type="MEDIA_FAILED",
+                              message=reason, field="media")
+    redirect = str(payload.get("redirect") or "")
+    match = _COMMENTS_ID.search(urlsplit(redirect).path)
+    if match is None:
+        raise RedditOutcomeUnknown(f"Reddit announced the image post to r/{sr} with a URL that names "
+                                   f"no post: {redirect!r}", error_type="BAD_RESPONSE")
+    return _result(f"t3_{match.group(1)}", redirect)
+
+
+def _validate_media(items: Sequence[MediaItem]) -> None:
+    """Reddit's limits for image posts and galleries, checked before anything is uploaded."""
+    def invalid(reason: str, error_type: str = "BAD_IMAGE") -> RedditPermanent:
+        return RedditPermanent(reason, error_type=error_type, field="media")
+
+    if not 1 <= len(items) <= MAX_GALLERY_ITEMS:
+        raise invalid(f"a media post has 1 image (an image post) to {MAX_GALLERY_ITEMS} (a "
+                      f"gallery), not {len(items)}", "BAD_GALLERY")
+    for number, item in enumerate(items, 1):
+        which = f"image {number} ({item.file_name!r})"
+        if item.mime_type not in _MEDIA_TYPES:
+            raise invalid(f"{which} is {item.mime_type}; Reddit takes PNG, JPEG, GIF or WebP images")
+        if not item.file_name or any(char in item.file_name for char in "\r\n\"/\\"):
+            raise invalid(f"{which}: a file name is needed, without quotes, slashes or line breaks")
+        if not 0 < item.size <= MAX_IMAGE_BYTES:
+            raise invalid(f"{which} is {item.size} bytes; Reddit takes images of 1 byte to "
+                          f"{MAX_IMAGE_BYTES // (1024 * 1024)} MB", "TOO_LARGE" if item.size else "BAD_IMAGE")
+        if len(items) == 1 and (item.caption or item.outbound_url):
+            raise invalid("an image post has no caption or link: only a gallery's images (2 or "
+                          "more) have them; leave them out or add images", "BAD_GALLERY")
+        if item.caption is not None and len(item.caption) > MAX_CAPTION:
+            raise invalid(f"{which}'s caption is {len(item.caption)} characters; Reddit allows "
+                          f"{MAX_CAPTION}", "TOO_LONG")
+        if item.outbound_url and not re.match(r"^https?://[^\s/]+\S*$", item.outbound_url):
+            raise invalid(f"{which}'s link {item.outbound_url!r} is not an http(s) URL", "BAD_URL")
+
+
+def _multipart_envelope(fields: Mapping[str, str], item: MediaItem, boundary: str
+                        ) -> tuple[bytes, bytes]:
+    """What goes before and after the file's bytes in a multipart/form-data upload: the
+    lease's fields, then the file's part header; then the closing boundary."""
+    head = bytearray()
+    for name, value in fields.items():
+        head += (f'--{boundary}\r\nContent-Disposition: form-data; name="{_quoted(name)}"'
+                 f"\r\n\r\n").encode() + value.encode() + b"\r\n"
+    head += (f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+             f'filename="{_quoted(item.file_name)}"\r\nContent-Type: {item.mime_type}\r\n\r\n').encode()
+    return bytes(head), f"\r\n--{boundary}--\r\n".encode()
+
+
+def _quoted(value: str) -> str:
+    """A multipart parameter value as browsers send it (HTML's form encoding)."""
+    return value.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
+
+
+async def _multipart_body(head: bytes, item: MediaItem, tail: bytes) -> AsyncIterator[bytes]:
+    """The upload's body, the file streamed chunk by chunk between ``head`` and ``tail``.
+    Raises _WrongMediaSize as soon as the chunks disagree with ``item.size`` (the declared
+    Content-Length would otherwise be a lie the server could only time out on)."""
+    yield head
+    sent = 0
+    chunks = item.chunks()
+    closing = contextlib.aclosing(chunks) if hasattr(chunks, "aclose") else contextlib.nullcontext()
+    async with closing:
+        async for chunk in chunks:
+            sent += len(chunk)
+            if sent > item.size:
+                raise _WrongMediaSize(f"{item.file_name} has more than its {item.size} bytes")
+            yield bytes(chunk) if not isinstance(chunk, bytes) else chunk
+    if sent != item.size:
+        raise _WrongMediaSize(f"{item.file_name} has {sent} bytes, not the {item.size} declared")
+    yield tail
+
+
+def _raise_for_upload(response: httpx.Response) -> None:
+    """The bucket's refusal of an upload, classified: 5xx and 408 retryable, else permanent."""
+    if response.is_success:
+        return
+    code, message = _s3_error(response)
+    if response.status_code >= 500 or response.status_code == 408:
+        raise RedditRetryable(f"the image upload failed (HTTP {response.status_code})",
+                              error_type=code, message=message, status=response.status_code)
+    raise RedditPermanent(f"the image upload was refused: {message}", error_type=code,
+                          message=message, field="image", status=response.status_code)
 
 
 def _bool(value: bool) -> str:

@@ -261,6 +261,10 @@ class PostRecord(msgspec.Struct, kw_only=True):
     """The submitting request's User-Agent."""
     gallery: list[str] | None = None
     """A gallery's media asset ids, in order."""
+    gallery_captions: list[str] | None = None
+    """A gallery's captions, one per image ("" where it has none)."""
+    gallery_links: list[str] | None = None
+    """A gallery's outbound links, one per image ("" where it has none)."""
 
 
 class Engagement(msgspec.Struct, kw_only=True):
@@ -770,7 +774,8 @@ class Sandbox:
     def _moderates(rules: SubredditRules, username: str) -> bool:
         return username.lower() in {name.lower() for name in rules.moderators}
 
-    async def _accept(self, form: dict[str, str], grant: _AccessToken, base: str) -> PostRecord:
+    async def _accept(self, form: dict[str, str], grant: _AccessToken, base: str,
+                      gallery_items: list[dict[str, Any]] | None = None) -> PostRecord:
         rules = self._subreddit(form["sr"])
         assert rules is not None
         post_id = _base36(_FIRST_POST_NUMBER + len(self.posts))
@@ -796,7 +801,11 @@ class Sandbox:
             client_id=grant.client_id,
             validate_on_submit=form.get("validate_on_submit", "").lower() == "true",
             user_agent=form.get("user_agent", ""),
-            gallery=form.get("gallery") and form["gallery"].split(","))
+            gallery=form.get("gallery") and form["gallery"].split(","),
+            gallery_captions=None if gallery_items is None else
+            [str(item.get("caption") or "") for item in gallery_items],
+            gallery_links=None if gallery_items is None else
+            [str(item.get("outbound_url") or "") for item in gallery_items])
         if kind == "image":
             self.processing_until[post.id] = self.clock() + self.state.config.media_delay
         # The id is taken before the write so that concurrent submissions get distinct ids.
@@ -1104,7 +1113,7 @@ class Sandbox:
             return problem
         if problem is not None:
             return self._json(request, {"json": {"errors": [list(problem)]}})
-        post = await self._accept(form, grant, self._base(request))
+        post = await self._accept(form, grant, self._base(request), gallery_items=body["items"])
         return self._json(request, {"json": {"errors": [], "data": {
             "url": self._base(request) + post.permalink, "id": post.name}}})
 
