@@ -114,7 +114,10 @@ def _post_parsers(commands) -> None:
     schedule.add_argument("--title")
     schedule.add_argument("--text")
     schedule.add_argument("--url")
-    schedule.add_argument("--image", help="path of an image file")
+    schedule.add_argument("--image", action="append", metavar="FILE",
+                          help="an image to upload and post (PNG, JPEG, GIF, WebP); repeat for a gallery")
+    schedule.add_argument("--caption", action="append", metavar="TEXT",
+                          help="with a gallery: each image's caption, in the order of --image")
     _add_when_option(schedule)
     schedule.add_argument("--account", help="the linked Reddit account (if the user has several)")
     schedule.add_argument("--nsfw", action="store_true")
@@ -259,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command != "serve":
             if args.command == "media":
                 argv = _media_upload_argv(args)
+            elif getattr(args, "image", None):
+                argv = _absolute_images(argv)
             reply = _run_in_server(settings, argv, args)
             if reply is not None:
                 return reply
@@ -318,6 +323,21 @@ def _media_upload_argv(args: argparse.Namespace) -> list[str]:
         raise ValidationError(f"{args.path} is not a file; give the path of a PNG, JPEG, GIF or WebP image")
     argv = ["media", "upload", str(path), "--user", args.user]
     return argv + ["--keep-metadata"] * args.keep_metadata + ["--json"] * args.json
+
+
+def _absolute_images(argv: list[str]) -> list[str]:
+    """``--image`` paths made absolute: a running server reads the files itself (as this OS user,
+    which the control socket checks), from its own working directory."""
+    fixed, expect_path = [], False
+    for arg in argv:
+        if expect_path:
+            arg, expect_path = str(Path(arg).resolve()), False
+        elif arg == "--image":
+            expect_path = True
+        elif arg.startswith("--image="):
+            arg = "--image=" + str(Path(arg.removeprefix("--image=")).resolve())
+        fixed.append(arg)
+    return fixed
 
 
 def _startup_failure(error: BaseException) -> str:

@@ -523,10 +523,14 @@ POST_COLUMNS = ["id", "status", "subreddit", "title", "scheduledFor", "redditUrl
 async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.api.posts import post_view, schedule_for_user
 
-    requests = _requests_from_file(args.file_data) if args.file_data else [_request_from_args(args)]
+    requests = _requests_from_file(args.file_data) if args.file_data else None
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
         context = _api_context(engine)
+        if requests is None:
+            _request_from_args(args)  # refuse a mistake in the flags before uploading anything
+            media_ids = await _uploaded_images(engine, settings, user, args)
+            requests = [_request_from_args(args, media_ids)]
         created = []
         for start in range(0, len(requests), 100):  # batches of 100, each all or nothing
             batch = requests[start:start + 100]
@@ -537,19 +541,42 @@ async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _request_from_args(args: argparse.Namespace) -> ScheduleRequest:
+def _request_from_args(args: argparse.Namespace, media_ids: list | None = None) -> ScheduleRequest:
     missing = [flag for flag, value in (("--subreddit", args.subreddit), ("--title", args.title),
                                         ("--at", args.scheduled_for)) if not value]
     if missing:
         raise ValidationError(f"post schedule needs {', '.join(missing)} (or --file)")
-    kind = "image" if args.image else "link" if args.url else "self"
+    images = args.image or []
+    kind = "gallery" if len(images) > 1 else "image" if images else "link" if args.url else "self"
     subreddits = args.subreddit
     fields = {"title": args.title, "scheduledFor": _when(args.scheduled_for, args).isoformat(), "kind": kind,
-              "text": args.text, "url": args.url, "imagePath": args.image and os.path.abspath(args.image),
+              "text": args.text, "url": args.url, "mediaIds": media_ids,
               "nsfw": args.nsfw, "spoiler": args.spoiler, "account": args.account,
               "flairId": args.flair_id, "flairText": args.flair_text, "recurrence": _recurrence(args),
               **({"subreddit": subreddits[0]} if len(subreddits) == 1 else {"subreddits": subreddits})}
     return _decoded(fields, ScheduleRequest)
+
+
+async def _uploaded_images(engine, settings: Settings, user, args: argparse.Namespace) -> list | None:
+    """Upload ``--image`` files to the user's media library (the same upload code as POST
+    /api/media: checked by their bytes, location and camera data removed) and return what
+    ``mediaIds`` takes, with the gallery's captions."""
+    from pathlib import Path
+
+    from thotto.media import file_chunks, upload_media
+
+    images, captions = args.image or [], args.caption or []
+    if len(captions) > len(images) or (captions and len(images) < 2):
+        raise ValidationError("--caption goes with a gallery: at most one per --image, in their order")
+    ids = []
+    for index, name in enumerate(images):
+        path = Path(name)
+        _check_readable(path)
+        media = await upload_media(engine.store, settings, user.id, file_chunks(path))
+        say(f"uploaded {path.name} as media {media.id}; removed: {', '.join(media.removed) or 'nothing'}")
+        caption = captions[index] if index < len(captions) else None
+        ids.append({"id": media.id, "caption": caption} if caption else media.id)
+    return ids or None
 
 
 def _recurrence(args: argparse.Namespace) -> dict | None:

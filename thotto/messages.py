@@ -139,6 +139,9 @@ class PostKind(enum.Enum):
     SELF = "self"
     LINK = "link"
     IMAGE = "image"
+    """One image of the media library."""
+    GALLERY = "gallery"
+    """2 to 20 images of the media library, each with an optional caption and outbound link."""
 
 
 class MediaKind(enum.Enum):
@@ -404,6 +407,18 @@ class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
     count: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None
 
 
+Caption = Annotated[str, msgspec.Meta(max_length=180, description="a gallery image's caption (Reddit allows 180 characters)")]
+MEDIA_PER_GALLERY = (2, 20)
+
+
+class MediaRef(Base, kw_only=True):
+    """One image of a post: an upload of the post's user (thotto.media), in its place."""
+
+    media_id: RowId
+    caption: Caption | None = None
+    outbound_url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
 class PostContent(Base, kw_only=True):
     """What a post says, as the user wrote it."""
 
@@ -412,7 +427,11 @@ class PostContent(Base, kw_only=True):
     kind: PostKind = PostKind.SELF
     text: Annotated[str, msgspec.Meta(max_length=40000)] | None = None
     url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+    media: list[MediaRef] = []
+    """The images of an image (one) or gallery (2-20) post, in order."""
     image_path: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    """Legacy: posts scheduled before the media library named a file on the server. Never
+    accepted from anyone now, and such a post is refused at publishing (it reads no file)."""
     nsfw: bool = False
     spoiler: bool = False
     flair_id: FlairId | None = None
@@ -554,6 +573,21 @@ class ApiBody(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, rename="
     """Base of the HTTP API's request and response bodies."""
 
 
+class MediaItem(ApiBody):
+    """One image of a post, with what a gallery may say of it."""
+
+    id: RowId
+    """An id from ``POST /api/media`` (one of your uploads)."""
+    caption: Caption | None = None
+    outbound_url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
+
+
+MediaIds = Annotated[list[RowId | MediaItem], msgspec.Meta(
+    min_length=1, max_length=20,
+    description="Your uploads (POST /api/media) in order: ids, or objects with a caption and an outbound "
+                "link (galleries); one for an image post, 2-20 for a gallery")]
+
+
 class ScheduleRequest(ApiBody):
     """Schedule a post, to one subreddit or (``subreddits``) to several, one post each."""
 
@@ -564,7 +598,7 @@ class ScheduleRequest(ApiBody):
     kind: PostKind = PostKind.SELF
     text: Annotated[str, msgspec.Meta(max_length=40000)] | None = None
     url: Annotated[str, msgspec.Meta(max_length=2000)] | None = None
-    image_path: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+    media_ids: MediaIds | None = None
     nsfw: bool = False
     spoiler: bool = False
     flair_id: FlairId | None = None
@@ -590,6 +624,7 @@ class PostChange(ApiBody):
     scheduled_for: AwareDatetime | msgspec.UnsetType = msgspec.UNSET
     text: Annotated[str, msgspec.Meta(max_length=40000)] | None | msgspec.UnsetType = msgspec.UNSET
     url: Annotated[str, msgspec.Meta(max_length=2000)] | None | msgspec.UnsetType = msgspec.UNSET
+    media_ids: MediaIds | msgspec.UnsetType = msgspec.UNSET
     nsfw: bool | msgspec.UnsetType = msgspec.UNSET
     spoiler: bool | msgspec.UnsetType = msgspec.UNSET
     flair_id: FlairId | None | msgspec.UnsetType = msgspec.UNSET
@@ -608,7 +643,7 @@ class PostView(ApiBody):
     account_id: int
     text: str | None = None
     url: str | None = None
-    image_path: str | None = None
+    media_ids: list[MediaItem] = []
     nsfw: bool = False
     spoiler: bool = False
     flair_id: str | None = None

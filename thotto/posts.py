@@ -10,7 +10,6 @@ has the last word at publishing time.
 from __future__ import annotations
 
 import logging
-import os
 import unicodedata
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -18,8 +17,17 @@ from urllib.parse import urlsplit
 
 from thotto.cache import Cache
 from thotto.community import rule_problems
-from thotto.errors import JobError, RuleViolation, ValidationError
-from thotto.messages import NewPost, Post, PostContent, PostKind, SubredditRules, as_utc, validated
+from thotto.errors import JobError, NotFound, RuleViolation, ValidationError
+from thotto.messages import (
+    MEDIA_PER_GALLERY,
+    NewPost,
+    Post,
+    PostContent,
+    PostKind,
+    SubredditRules,
+    as_utc,
+    validated,
+)
 from thotto.recurrence import check_recurrence
 from thotto.store.base import Store
 
@@ -76,11 +84,22 @@ class PostScheduler:
         check_recurrence(post.recurrence, post.scheduled_for, now)
         if require_future and as_utc(post.scheduled_for) <= now:
             raise ValidationError("scheduledFor must be in the future", field="scheduled_for")
+        await self._check_media(post)
         await self._check_rules(post)
 
     async def create(self, posts: Sequence[NewPost], *, max_attempts: int = POST_MAX_ATTEMPTS) -> list[Post]:
         """Store checked posts with their jobs, all or none."""
         return await self.store.create_posts(posts, max_attempts=max_attempts)
+
+    async def _check_media(self, post: NewPost) -> None:
+        """Every image is one of the post's user's uploads: refused now, never at publishing."""
+        for ref in post.content.media:
+            try:
+                await self.store.get_media(ref.media_id, post.user_id)
+            except NotFound:
+                raise ValidationError(f"media {ref.media_id} is not one of your uploads; upload the "
+                                      "image with POST /api/media and use the id it answers",
+                                      field="media_ids") from None
 
     async def _check_rules(self, post: NewPost) -> None:
         rules = await self.rules_for(post.account_id, post.content.subreddit)
@@ -180,14 +199,34 @@ def check_content(content: PostContent) -> None:
         if not content.url:
             raise ValidationError("a link post needs a url", field="url")
         check_url(content.url)
-    if content.kind is PostKind.IMAGE:
-        if not content.image_path:
-            raise ValidationError("an image post needs image_path", field="image_path")
-        if not os.path.isfile(content.image_path):
-            raise ValidationError(f"image file {content.image_path} does not exist", field="image_path")
+    if content.image_path:  # no one may make Thotto read a file on the server
+        raise ValidationError("a post cannot name a file on the server; upload the image (POST "
+                              "/api/media) and give its id in mediaIds", field="media_ids")
+    check_media_count(content)
+    for ref in content.media:
+        check_controls(ref.caption, "media_ids")
+        if ref.outbound_url is not None:
+            check_url(ref.outbound_url)
     extras = {"text": content.text and content.kind is not PostKind.SELF,
-              "url": content.url and content.kind is not PostKind.LINK,
-              "image_path": content.image_path and content.kind is not PostKind.IMAGE}
+              "url": content.url and content.kind is not PostKind.LINK}
     for field, present in extras.items():
         if present:
             raise ValidationError(f"{field} does not go with a {content.kind.value} post", field=field)
+
+
+def check_media_count(content: PostContent) -> None:
+    """An image post has one image, a gallery 2-20 (captions and links only there), others none."""
+    count, kind = len(content.media), content.kind
+    least, most = MEDIA_PER_GALLERY
+    if kind is PostKind.IMAGE and count != 1:
+        raise ValidationError(f"an image post takes one id in mediaIds (got {count}); for several "
+                              "images, make it a gallery (kind: gallery)", field="media_ids")
+    if kind is PostKind.GALLERY and not least <= count <= most:
+        raise ValidationError(f"a gallery takes {least} to {most} ids in mediaIds (got {count})",
+                              field="media_ids")
+    if kind not in (PostKind.IMAGE, PostKind.GALLERY) and count:
+        raise ValidationError(f"mediaIds does not go with a {kind.value} post; use kind image or "
+                              "gallery", field="media_ids")
+    if kind is PostKind.IMAGE and (content.media[0].caption or content.media[0].outbound_url):
+        raise ValidationError("captions and outbound links are for gallery images; Reddit's image "
+                              "posts have none", field="media_ids")

@@ -28,6 +28,7 @@ import trio
 from thotto.breaker import Breakers, BreakerState
 from thotto.errors import (
     DeferJob,
+    NotFound,
     PermanentJobError,
     RedditAuthError,
     RedditMediaPending,
@@ -37,8 +38,8 @@ from thotto.errors import (
     RedditRetryable,
 )
 from thotto.handlers import JobContext
-from thotto.messages import Account, Post, PostKind
-from thotto.reddit.client import RedditAccount, RedditClient
+from thotto.messages import Account, MediaRef, Post, PostKind
+from thotto.reddit.client import MediaItem, RedditAccount, RedditClient
 from thotto.store.base import Store
 from thotto.store.lifecycle import RECONCILE_SETTLE_SECONDS
 from thotto.vault import Password, RefreshToken, Vault
@@ -82,6 +83,11 @@ class Publisher:
             # publication (a crash in between), had been lost.
             await self._after_publication(post)
             return
+        if post.content.image_path:
+            raise PermanentJobError(
+                f"Post {post.id} names a file on the server ({post.content.image_path}), which Thotto "
+                "no longer reads; upload the image (POST /api/media), edit the post's mediaIds and "
+                "schedule it again")
         account = await self.store.get_account(post.account_id)
         if account.needs_relink:
             raise PermanentJobError(f"Reddit account u/{account.reddit_username} must be linked again",
@@ -184,15 +190,16 @@ class Publisher:
             self._media_pending &= set(self._sent_at)
         self._sent_at[post.id] = now
         content = post.content
-        image = None
-        if content.kind is PostKind.IMAGE:
-            image = await trio.Path(content.image_path).read_bytes()
         try:
+            if content.kind in (PostKind.IMAGE, PostKind.GALLERY):
+                items = [await self._media_item(post, ref) for ref in content.media]
+                return await reddit.submit_media(
+                    content.subreddit, content.title, items, nsfw=content.nsfw,
+                    spoiler=content.spoiler, flair_id=content.flair_id, flair_text=content.flair_text)
             return await reddit.submit(
                 content.subreddit, content.title,
                 text=content.text if content.kind is PostKind.SELF else None,
                 url=content.url if content.kind is PostKind.LINK else None,
-                image=image, image_name=_file_name(content.image_path),
                 nsfw=content.nsfw, spoiler=content.spoiler,
                 flair_id=content.flair_id, flair_text=content.flair_text,
             )
@@ -200,6 +207,17 @@ class Publisher:
             # Accepted: the next run looks for it (a DeferJob, so no breaker counts this).
             self._media_pending.add(post.id)
             raise
+
+    async def _media_item(self, post: Post, ref: MediaRef) -> MediaItem:
+        """One image of the post, read from the store as it is uploaded (never held whole)."""
+        try:
+            media = await self.store.get_media(ref.media_id, post.user_id)
+        except NotFound:
+            raise PermanentJobError(f"Image {ref.media_id} of post {post.id} was deleted; edit the "
+                                    "post's mediaIds and schedule it again") from None
+        return MediaItem(file_name=f"thotto-{media.id}.{media.kind.value}", mime_type=media.kind.content_type,
+                         size=media.bytes, chunks=lambda: self.store.read_media(media.id),
+                         caption=ref.caption, outbound_url=ref.outbound_url)
 
     @contextlib.asynccontextmanager
     async def _guard(self, account: Account) -> AsyncIterator[None]:
@@ -240,5 +258,3 @@ class Publisher:
         return cached
 
 
-def _file_name(path: str | None) -> str:
-    return path.rsplit("/", 1)[-1] if path else "image.png"

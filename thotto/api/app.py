@@ -237,10 +237,20 @@ def read_query(request: Request, type: type[T]) -> T:
     return query
 
 
+# Fields the API took once and no longer does, with what to do instead.
+REMOVED_FIELDS = {"imagePath": "Thotto reads no file on the server: upload the image with POST /api/media "
+                               "and give the id it answers in mediaIds"}
+
+
 def _as_documented(message: str) -> str:
     """A msgspec message with its patterns spelled as the OpenAPI document spells them (msgspec
-    quotes a pattern as its repr, so ``\\Z`` shows with its backslash doubled)."""
-    return re.sub(r"\\{1,2}Z' - at", "$' - at", message)
+    quotes a pattern as its repr, so ``\\Z`` shows with its backslash doubled), and what to do
+    instead of a field that is no longer taken."""
+    message = re.sub(r"\\{1,2}Z' - at", "$' - at", message)
+    removed = re.search(r"unknown field `(\w+)`", message)
+    if removed and removed[1] in REMOVED_FIELDS:
+        message = f"{message}: {REMOVED_FIELDS[removed[1]]}"
+    return message
 
 
 def check_datetimes(value: Any, path: str = "") -> None:

@@ -29,6 +29,8 @@ from thotto.messages import (
     AttemptView,
     BatchScheduleRequest,
     ItemError,
+    MediaItem,
+    MediaRef,
     NewPost,
     OptimalTimes,
     OptimalTimesRequest,
@@ -84,11 +86,22 @@ def _view_fields(post: Post) -> dict:
     return dict(
         id=post.id, status=status, subreddit=content.subreddit, title=content.title,
         kind=content.kind, scheduled_for=post.scheduled_for, account_id=post.account_id,
-        text=content.text, url=content.url, image_path=content.image_path, nsfw=content.nsfw,
+        text=content.text, url=content.url, media_ids=media_items(content.media), nsfw=content.nsfw,
         spoiler=content.spoiler, flair_id=content.flair_id, flair_text=content.flair_text,
         reddit_id=post.reddit_id, reddit_url=post.reddit_url, error=post.error,
         recurrence=post.recurrence, created_at=post.created_at, updated_at=post.updated_at,
     )
+
+
+def media_refs(items: list[int | MediaItem] | None) -> list[MediaRef]:
+    """``mediaIds`` as the API takes them (ids, or objects with a caption and a link) as stored."""
+    return [MediaRef(media_id=item) if isinstance(item, int) else
+            MediaRef(media_id=item.id, caption=item.caption, outbound_url=item.outbound_url)
+            for item in items or []]
+
+
+def media_items(refs: list[MediaRef]) -> list[MediaItem]:
+    return [MediaItem(id=ref.media_id, caption=ref.caption, outbound_url=ref.outbound_url) for ref in refs]
 
 
 # --- scheduling ----------------------------------------------------------------------------------
@@ -110,7 +123,7 @@ class Scheduling:
         for subreddit in _subreddits(request):
             content = PostContent(
                 subreddit=subreddit, title=request.title, kind=request.kind, text=request.text,
-                url=request.url, image_path=request.image_path, nsfw=request.nsfw,
+                url=request.url, media=media_refs(request.media_ids), nsfw=request.nsfw,
                 spoiler=request.spoiler, flair_id=request.flair_id, flair_text=request.flair_text)
             post = NewPost(user_id=self.user.id, account_id=account_id, content=content,
                            scheduled_for=request.scheduled_for, recurrence=request.recurrence)
@@ -340,6 +353,8 @@ async def _changed(context, user: User, post: Post, change: PostChange):
     """The post's new content and time (None where unchanged), checked like a new post."""
     edits = {name: getattr(change, name) for name in CONTENT_CHANGES
              if getattr(change, name) is not msgspec.UNSET}
+    if change.media_ids is not msgspec.UNSET:
+        edits["media"] = media_refs(change.media_ids)
     content = msgspec.structs.replace(post.content, **edits) if edits else None
     scheduled_for = None if change.scheduled_for is msgspec.UNSET else as_utc(change.scheduled_for)
     now = context.engine.clock.now()

@@ -571,6 +571,18 @@ _content_decoder = msgspec.json.Decoder(PostContent)
 _recurrence_decoder = msgspec.json.Decoder(Recurrence)
 
 
+async def _link_media(conn: Any, post_id: int, user_id: int, content: PostContent) -> None:
+    """Record which uploads the post uses (so they are not deleted while it may publish), each
+    checked to be one of the post's user's."""
+    await conn.execute("DELETE FROM post_media WHERE post_id = $1", post_id)
+    for position, ref in enumerate(content.media):
+        owner = await conn.fetchval("SELECT user_id FROM media WHERE id = $1 AND ready", ref.media_id)
+        if owner != user_id:
+            raise NotFound(f"Media {ref.media_id} is not one of user {user_id}'s uploads")
+        await conn.execute("INSERT INTO post_media (post_id, media_id, position) VALUES ($1, $2, $3)",
+                           post_id, ref.media_id, position)
+
+
 def _post(r: Any) -> Post:
     status = post_status(_STATES[r[5]], r[13], r[7])
     return Post(
@@ -1857,6 +1869,8 @@ class PostgresStore(Store):
                 recurrences,
                 [title_key(post.content.title) for post in posts],
             )
+            for post_id, post in zip(post_ids, posts):
+                await _link_media(conn, post_id, post.user_id, post.content)
         return [
             Post(
                 id=post_id,
@@ -1993,6 +2007,7 @@ class PostgresStore(Store):
                     post_id, _json(content), content.subreddit, content.title, now,
                     title_key(content.title),
                 )  # fmt: skip
+                await _link_media(conn, post_id, row["user_id"], content)
             if scheduled_for is not None:
                 await conn.execute(
                     "UPDATE posts SET scheduled_for = $2, updated_at = $3 WHERE id = $1",
@@ -2028,8 +2043,10 @@ class PostgresStore(Store):
             check_revivable(_post(row), content is not None)
             if content is not None:
                 await conn.execute(
-                    "UPDATE posts SET content = $2::jsonb, subreddit = $3, title = $4 WHERE id = $1",
-                    post_id, _json(content), content.subreddit, content.title)
+                    "UPDATE posts SET content = $2::jsonb, subreddit = $3, title = $4, title_key = $5 "
+                    "WHERE id = $1",
+                    post_id, _json(content), content.subreddit, content.title, title_key(content.title))
+                await _link_media(conn, post_id, row["user_id"], content)
             await conn.execute("UPDATE posts SET scheduled_for = $2, updated_at = $3 WHERE id = $1",
                                post_id, when, now)
             await conn.execute(
@@ -2172,6 +2189,7 @@ class PostgresStore(Store):
                 None if post.recurrence is None else _json(post.recurrence), previous_post_id,
                 title_key(post.content.title),
             )  # fmt: skip
+            await _link_media(conn, post_id, post.user_id, post.content)
             created = await conn.fetchrow(f"{_POST_SELECT} WHERE p.id = $1", post_id)
         return _post(created), True
 

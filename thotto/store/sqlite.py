@@ -2546,10 +2546,27 @@ def _create_post(
     post_id = conn.execute(INSERT_POST, (*row[:2], job_id, *row[2:])).lastrowid
     payload = _ENCODE({"post_id": post_id})
     conn.execute(SET_JOB_PAYLOAD, (payload, job_id))
+    _link_media(conn, post_id, post.user_id, post.content)
     return Post(
         post_id, post.user_id, post.account_id, post.content, post.scheduled_for.astimezone(UTC),
         PostStatus.SCHEDULED, job_id, None, None, None, post.recurrence, now, now,
     )
+
+
+LINK_POST_MEDIA = "INSERT INTO post_media (post_id, media_id, position) VALUES (?, ?, ?)"
+UNLINK_POST_MEDIA = "DELETE FROM post_media WHERE post_id = ?"
+MEDIA_OWNER = "SELECT user_id FROM media WHERE id = ? AND ready = 1"
+
+
+def _link_media(conn: sqlite3.Connection, post_id: int, user_id: int, content: PostContent) -> None:
+    """Record which uploads the post uses (so they are not deleted while it may publish), each
+    checked to be one of the post's user's."""
+    conn.execute(UNLINK_POST_MEDIA, (post_id,))
+    for position, ref in enumerate(content.media):
+        owner = conn.execute(MEDIA_OWNER, (ref.media_id,)).fetchone()
+        if owner is None or owner[0] != user_id:
+            raise NotFound(f"Media {ref.media_id} is not one of user {user_id}'s uploads")
+        conn.execute(LINK_POST_MEDIA, (post_id, ref.media_id, position))
 
 
 def _select_post(conn: sqlite3.Connection, post_id: int, user_id: int | None) -> Post:
@@ -2567,6 +2584,7 @@ def _apply_post_edit(
     if content is not None:
         params = (_ENCODE(content), content.subreddit, title_key(content.title), post.id)
         conn.execute(SET_POST_CONTENT, params)
+        _link_media(conn, post.id, post.user_id, content)
     if when_us is not None:
         conn.execute(SET_POST_SCHEDULE, (when_us, post.id))
         conn.execute(SET_JOB_RUN_AT, (when_us, post.job_id))
