@@ -44,7 +44,8 @@ async def fetch_rules(reddit: RedditAccount, subreddit: str, now: Callable[[], d
         if kind is None:
             raise
         return SubredditRules(name=subreddit.lower(), display_name=subreddit, subreddit_type=kind,
-                              allows_self=False, allows_link=False, allows_image=False, synced_at=now())
+                              allows_self=False, allows_link=False, allows_image=False,
+                              allows_gallery=False, synced_at=now())
     requirements = await reddit.post_requirements(about.display_name)
     flairs = await _flair_choices(reddit, about) if about.link_flair_enabled else []
     return SubredditRules(
@@ -54,6 +55,8 @@ async def fetch_rules(reddit: RedditAccount, subreddit: str, now: Callable[[], d
         allows_self=about.submission_type in ("any", "self"),
         allows_link=about.submission_type in ("any", "link"),
         allows_image=about.submission_type in ("any", "link") and about.allow_images is not False,
+        allows_gallery=(about.submission_type in ("any", "link") and about.allow_images is not False
+                        and about.allow_galleries is not False),
         over18=about.over18,
         flair_required=requirements.is_flair_required,
         flair_ids=[flair.id for flair in flairs],
@@ -124,12 +127,13 @@ def _access_problems(rules: SubredditRules) -> list[Problem]:
 
 def _kind_problems(content: PostContent, rules: SubredditRules) -> list[Problem]:
     allowed = {PostKind.SELF: rules.allows_self, PostKind.LINK: rules.allows_link,
-               PostKind.IMAGE: rules.allows_image}
+               PostKind.IMAGE: rules.allows_image, PostKind.GALLERY: rules.allows_gallery}
     if allowed[content.kind]:
         return []
-    names = {PostKind.SELF: "text", PostKind.LINK: "link", PostKind.IMAGE: "image"}
+    names = {PostKind.SELF: "text", PostKind.LINK: "link", PostKind.IMAGE: "image", PostKind.GALLERY: "gallery"}
     others = [names[kind] for kind, ok in allowed.items() if ok]
-    hint = f"; it takes {' and '.join(others)} posts" if others else ""
+    listed = ", ".join(others[:-1]) + f" and {others[-1]}" if len(others) > 1 else "".join(others)
+    hint = f"; it takes {listed} posts" if others else ""
     return [("kind", f"r/{rules.display_name} does not allow {names[content.kind]} posts{hint}")]
 
 

@@ -488,6 +488,7 @@ class SubredditRules(Base, kw_only=True):
     allows_self: bool = True
     allows_link: bool = True
     allows_image: bool = True
+    allows_gallery: bool = True
     over18: bool = False
     flair_required: bool = False
     flair_ids: list[str] = []

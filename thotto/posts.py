@@ -227,6 +227,11 @@ def check_media_count(content: PostContent) -> None:
     if kind not in (PostKind.IMAGE, PostKind.GALLERY) and count:
         raise ValidationError(f"mediaIds does not go with a {kind.value} post; use kind image or "
                               "gallery", field="media_ids")
+    ids = [ref.media_id for ref in content.media]
+    repeated = next((media_id for media_id in ids if ids.count(media_id) > 1), None)
+    if repeated is not None:
+        raise ValidationError(f"media {repeated} is in mediaIds twice; each image goes in once",
+                              field="media_ids")
     if kind is PostKind.IMAGE and (content.media[0].caption or content.media[0].outbound_url):
         raise ValidationError("captions and outbound links are for gallery images; Reddit's image "
                               "posts have none", field="media_ids")

@@ -215,9 +215,7 @@ class Publisher:
         except NotFound:
             raise PermanentJobError(f"Image {ref.media_id} of post {post.id} was deleted; edit the "
                                     "post's mediaIds and schedule it again") from None
-        return MediaItem(file_name=f"thotto-{media.id}.{media.kind.value}", mime_type=media.kind.content_type,
-                         size=media.bytes, chunks=lambda: self.store.read_media(media.id),
-                         caption=ref.caption, outbound_url=ref.outbound_url)
+        return MediaItem.from_store(self.store, media, caption=ref.caption, outbound_url=ref.outbound_url)
 
     @contextlib.asynccontextmanager
     async def _guard(self, account: Account) -> AsyncIterator[None]:

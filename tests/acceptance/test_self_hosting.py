@@ -144,3 +144,24 @@ def test_the_cli_shows_edits_and_repeats_posts_as_the_api_does(serving, tmp_path
     assert nothing.returncode == 2 and "needs something to change" in nothing.stderr
     bad_zone = thotto("post", "list", "--user", "admin", "--tz", "Mars/Olympus", cwd=tmp_path)
     assert bad_zone.returncode == 2 and "IANA" in bad_zone.stderr
+
+
+def test_the_cli_uploads_images_and_schedules_a_gallery_while_the_server_runs(serving, tmp_path):
+    from tests.support.images import jpeg, png
+
+    url, token = serving
+    (tmp_path / "pictures").mkdir()
+    (tmp_path / "pictures" / "garden.jpg").write_bytes(jpeg(orientation=6))
+    (tmp_path / "pictures" / "cat.png").write_bytes(png(orientation=1))
+    scheduled = thotto("post", "schedule", "--user", "admin", "--subreddit", "test", "--title", "Two pictures",
+                       "--image", "pictures/garden.jpg", "--image", "pictures/cat.png", "--caption", "My garden",
+                       "--at", "+1h", "--json", cwd=tmp_path)  # relative paths, read by the server
+    assert scheduled.returncode == 0, scheduled.stderr
+    assert "removed: EXIF (GPS" in scheduled.stderr  # the photo lost its location before storing
+    (post,) = json.loads(scheduled.stdout)
+    assert post["kind"] == "gallery" and [m["caption"] for m in post["mediaIds"]] == ["My garden", None]
+    media = httpx.get(f"{url}/api/media", headers={"authorization": f"Bearer {token}"}).json()
+    assert sorted(m["id"] for m in media["media"]) == sorted(m["id"] for m in post["mediaIds"])
+    missing = thotto("post", "schedule", "--user", "admin", "--subreddit", "test", "--title", "Nothing",
+                     "--image", "pictures/none.png", "--at", "+1h", cwd=tmp_path)
+    assert missing.returncode == 2 and "cannot read" in missing.stderr

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from thotto.community import fetch_rules, rule_problems
-from thotto.messages import PostContent, PostKind, SubredditRules
+from thotto.messages import MediaRef, PostContent, PostKind, SubredditRules
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 
@@ -34,9 +34,11 @@ async def test_rules_of_an_open_subreddit_allow_an_ordinary_post(alice):
         ("self_only", dict(kind=PostKind.LINK, url="https://example.com"), "kind",
          "r/self_only does not allow link posts; it takes text posts"),
         ("links_only", dict(), "kind",
-         "r/links_only does not allow text posts; it takes link and image posts"),
-        ("no_images", dict(kind=PostKind.IMAGE, image_path="/tmp/cat.png"), "kind",
+         "r/links_only does not allow text posts; it takes link, image and gallery posts"),
+        ("no_images", dict(kind=PostKind.IMAGE, media=[MediaRef(media_id=1)]), "kind",
          "r/no_images does not allow image posts; it takes text and link posts"),
+        ("no_images", dict(kind=PostKind.GALLERY, media=[MediaRef(media_id=1), MediaRef(media_id=2)]), "kind",
+         "r/no_images does not allow gallery posts; it takes text and link posts"),
         ("flair_required", dict(text="x"), "flair_id", "r/flair_required requires a flair: one of"),
         ("private_sub", dict(text="x"), "subreddit", "r/private_sub is private"),
         ("banned_sub", dict(text="x"), "subreddit", "r/banned_sub is banned"),

@@ -1,7 +1,9 @@
 """A slow confirmation is not an outage (issue #13): image posts Reddit is still processing are
-deferred and reconciled, never counted against the breakers, and never posted twice.
+deferred and reconciled, never counted against the breakers, and never posted twice; a post whose
+processing Reddit failed ends with Reddit's reason instead of being uploaded again (issue #15).
 
-Real time and real HTTP, like test_publishing: the sandbox's media processing takes seconds."""
+Real time and real HTTP, like test_publishing: the sandbox's media processing takes seconds.
+Images come from the media library (the store), as every image post's do."""
 
 from __future__ import annotations
 
@@ -9,21 +11,36 @@ import msgspec
 import trio
 
 from tests.reddit.test_publishing import publishing_engine, schedule, wait_for_status
-from tests.reddit.test_submit import PNG
-from thotto.messages import PostKind, PostStatus
+from tests.support.images import png
+from thotto.messages import MediaKind, MediaRef, NewMedia, PostKind, PostStatus
+
+
+async def uploaded(engine, user) -> int:
+    """A PNG in the user's media library: its id."""
+
+    async def chunks():
+        yield png(orientation=1)
+
+    media = await engine.store.create_media(NewMedia(user_id=user.id, kind=MediaKind.PNG, width=64, height=48),
+                                            chunks())
+    return media.id
+
+
+def quick_confirmations(engine, **overrides) -> None:
+    """Wait briefly for the websocket, look briefly after, then again every half second
+    (defaults: 30 s, 30 s)."""
+    reddit = engine.publisher.client
+    reddit.config = msgspec.structs.replace(reddit.config, media_confirm_seconds=0.2,
+                                            media_pending_seconds=0.5, **overrides)
 
 
 async def test_slow_image_posts_are_deferred_not_counted_as_failures(sandbox, tmp_path):
-    image = tmp_path / "cat.png"
-    image.write_bytes(PNG)
     async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        reddit = engine.publisher.client
-        # Look briefly after submitting, then again every half second (defaults: 7.5 s, 30 s).
-        reddit.config = msgspec.structs.replace(reddit.config, image_lookup_delays=(0.05, 0.1),
-                                                media_pending_seconds=0.5)
+        quick_confirmations(engine)
         await sandbox.configure(media_delay=5)
+        media = [MediaRef(media_id=await uploaded(engine, user)) for _ in range(4)]
         posts = [await schedule(engine, user, account, seconds=0.3, title=f"Picture {i}", text=None,
-                                kind=PostKind.IMAGE, image_path=str(image)) for i in range(4)]
+                                kind=PostKind.IMAGE, media=[media[i]]) for i in range(4)]
         with trio.fail_after(10):  # until every post is accepted and still processing
             while len(await sandbox.posts()) < 4:
                 await trio.sleep(0.05)
@@ -43,19 +60,17 @@ async def test_slow_image_posts_are_deferred_not_counted_as_failures(sandbox, tm
     assert all(b.state == "closed" and b.failures == 0 for b in breakers.values())
 
 
-async def test_an_image_post_whose_processing_failed_is_submitted_again_once_settled(sandbox, tmp_path):
-    image = tmp_path / "cat.png"
-    image.write_bytes(PNG)
+async def test_an_image_post_whose_processing_failed_ends_with_reddits_reason(sandbox, tmp_path):
     async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        reddit = engine.publisher.client
-        reddit.config = msgspec.structs.replace(reddit.config, image_lookup_delays=(0.05,),
-                                                media_pending_seconds=0.3)
-        engine.publisher.media_settle_seconds = 1.5  # ten minutes in production
+        quick_confirmations(engine)
         await sandbox.faults(media_failures=1)  # Reddit accepts it, then processing fails
-        post = await schedule(engine, user, account, seconds=0.3, title="Second try", text=None,
-                              kind=PostKind.IMAGE, image_path=str(image))
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, timeout=20)
+        media_id = await uploaded(engine, user)
+        post = await schedule(engine, user, account, seconds=0.3, title="Broken picture", text=None,
+                              kind=PostKind.IMAGE, media=[MediaRef(media_id=media_id)])
+        failed = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, PostStatus.FAILED, timeout=20)
+        job = await engine.get(post.job_id)
         breakers = engine.services.breakers.snapshot()
-    (record,) = await sandbox.posts()  # the failed one never existed; the second try did
-    assert (record["title"], record["id"]) == ("Second try", published.reddit_id)
+    assert failed.status is PostStatus.FAILED and "could not process the image" in failed.error, failed.error
+    assert job.attempt == 1  # not uploaded again
+    assert await sandbox.posts() == []
     assert all(b.failures == 0 for b in breakers.values())

@@ -338,6 +338,7 @@ class SubredditAbout(msgspec.Struct, frozen=True):
     over18: bool = False
     subscribers: int | None = None
     allow_images: bool | None = None
+    allow_galleries: bool | None = None
     link_flair_enabled: bool | None = None
     can_assign_link_flair: bool | None = None
     """Whether this account may pick a link flair for its posts."""
