@@ -26,7 +26,7 @@ from bench.databases import DEFAULT_POSTGRES
 # and may have REFERENCES (results shown as a ratio to another without a target).
 # STORES None: the stores chosen with --store; (None,): store-independent; else a fixed list.
 SUITE_NAMES = ["store", "queue", "cache", "memory", "scaleout", "reliability", "peers", "api",
-               "popular"]
+               "popular", "media"]
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

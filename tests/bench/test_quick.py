@@ -146,3 +146,11 @@ def test_the_peers_run_the_same_workload(tmp_path, postgres_dsn):
     assert_judged_against(sqlite_drain, "peers.huey.drain")
     assert_judged_against(postgres_drain, "peers.pgqueuer.drain")
     assert sqlite_drain["target"] == ">= 40x peers.huey.drain"
+
+
+def test_the_media_suite_measures_uploads_and_the_servers_memory(tmp_path, postgres_dsn):
+    records = by_name(run_bench(tmp_path, postgres_dsn, "media"))
+    assert records["media.upload_5mb.mbps"]["value"] > 0 and records["media.upload_5mb.mbps"]["uploads"] >= 3
+    growth = records["media.upload_20mb_x10.rss_growth"]
+    assert growth["uploads"] == 10 and growth["bytes_each"] > 1_000_000
+    assert_judged_against(growth, "media.upload_20mb_x10.bytes")
