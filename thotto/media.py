@@ -26,6 +26,7 @@ import contextlib
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -184,6 +185,9 @@ def decode_with_pillow(kind: MediaKind, path: Path, max_pixels: int) -> tuple[in
         with Image.open(path, formats=[PILLOW_FORMATS[kind]]) as image:
             width, height = image.size
             check_pixels(width, height, max_pixels)
+            if kind is MediaKind.PNG:  # check every byte of its pixel data without holding it
+                check_png_pixels(path, width, height)
+                return width, height
             if kind is MediaKind.JPEG:  # decode the same data at 1/8 scale: 1/64 of the memory
                 image.draft(image.mode, (max(1, width // 8), max(1, height // 8)))
             image.load()
@@ -195,6 +199,75 @@ def decode_with_pillow(kind: MediaKind, path: Path, max_pixels: int) -> tuple[in
         raise CorruptImage(f"The {kind.name} image cannot be decoded ({error}); it may be "
                            "truncated or damaged: export it again") from None
     return width, height
+
+
+# PNG: channels per colour type, and the Adam7 passes (x0, y0, dx, dy).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_READ = 64 * 1024
+
+
+def check_png_pixels(path: Path, width: int, height: int) -> None:
+    """Check a PNG's chunks (every CRC) and inflate its image data to the end, counting what comes
+    out instead of keeping it: the image decodes to exactly the bytes its header says, in a few
+    64 KB buffers (Pillow would hold the whole decoded image, width × height × 4 bytes).
+    CorruptImage otherwise."""
+    inflate, produced, header = zlib.decompressobj(), 0, None
+    with open(path, "rb") as file:
+        file.read(8)  # the signature, already checked by the stripper
+        while True:
+            head = file.read(8)
+            if len(head) < 8:
+                raise CorruptImage("The PNG image ends before its IEND chunk: it is truncated; export it again")
+            length, chunk_type = int.from_bytes(head[:4], "big"), head[4:]
+            crc, left = zlib.crc32(chunk_type), length
+            first = b""
+            while left:
+                data = file.read(min(left, _READ))
+                if not data:
+                    raise CorruptImage("The PNG image is truncated inside a chunk; export it again")
+                left -= len(data)
+                crc = zlib.crc32(data, crc)
+                first = first or data[:13]
+                if chunk_type == b"IDAT":
+                    produced += _inflated(inflate, data)
+            if int.from_bytes(file.read(4), "big") != crc:
+                raise CorruptImage(f"The PNG image's {chunk_type.decode('latin-1')} chunk is damaged "
+                                   "(its checksum does not match); export it again")
+            if chunk_type == b"IHDR":
+                header = first
+            if chunk_type == b"IEND":
+                break
+    if header is None or not inflate.eof or produced != _png_raw_size(header, width, height):
+        raise CorruptImage("The PNG image's pixel data is incomplete or damaged; export it again")
+
+
+def _inflated(inflate, data: bytes) -> int:
+    """Feed ``data`` to ``inflate``; how many bytes came out (kept 64 KB at a time, then dropped)."""
+    count = 0
+    try:
+        while data:
+            count += len(inflate.decompress(data, _READ))
+            data = inflate.unconsumed_tail
+            if inflate.eof:
+                break
+    except zlib.error:
+        raise CorruptImage("The PNG image's pixel data is damaged; export it again") from None
+    return count
+
+
+def _png_raw_size(header: bytes, width: int, height: int) -> int:
+    """The bytes a PNG's image data inflates to: a filter byte and the packed pixels per row, per
+    Adam7 pass when interlaced."""
+    bit_depth, colour, interlaced = header[8], header[9], header[12]
+    bits = _PNG_CHANNELS.get(colour, 0) * bit_depth
+    passes = _ADAM7 if interlaced else ((0, 0, 1, 1),)
+    total = 0
+    for x0, y0, dx, dy in passes:
+        columns, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and rows > 0:
+            total += rows * (1 + -(-(columns * bits) // 8))
+    return total
 
 
 async def file_chunks(path: Path, size: int = MEDIA_CHUNK_BYTES) -> AsyncIterator[bytes]:
