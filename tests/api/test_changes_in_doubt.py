@@ -31,8 +31,10 @@ async def api(sandbox, tmp_path):
 
 
 async def a_post_in_doubt(api, sandbox, title: str) -> dict:
-    """Schedule a post whose submission Reddit accepts while the reply is lost."""
-    await sandbox.faults(drop_after_accept=1)
+    """Schedule a post whose submission Reddit accepts while the reply is lost. Reddit's listing
+    answers slowly, so the look that follows (the reconciliation) takes seconds: the window in
+    which the test changes the post outlasts a slow machine."""
+    await sandbox.faults(drop_after_accept=1, latency=3, latency_path="/user/")
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body(title=title, scheduledFor=at(0.5)))
     assert response.status_code == 201, response.text
     (post,) = response.json()["posts"]
