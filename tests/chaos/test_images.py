@@ -78,8 +78,8 @@ async def test_a_kill_between_reddits_accept_and_the_record_publishes_the_image_
     thotto = chaos.thotto(serve_api=True, api_port=port)
     await thotto.start()
     await chaos.sandbox.faults(hold_after_accept=30)  # Reddit has it; Thotto does not know yet
-    post = await upload_and_schedule(f"http://127.0.0.1:{port}", token, "Killed while Reddit answered", 1)
-    await chaos.wait_for_record(1, timeout=30)
+    post = await upload_and_schedule(f"http://127.0.0.1:{port}", token, "Killed while Reddit answered", 3)
+    await chaos.wait_for_record(1, timeout=90)
     await faults.kill_9(thotto)
     await chaos.sandbox.faults()
     await thotto.start()

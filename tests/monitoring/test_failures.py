@@ -129,7 +129,8 @@ async def test_a_system_failure_is_retried_once_as_one_row(api, sandbox):
     assert retried.json() == {"jobId": post.job_id, "retried": True}
     # Redriven, it has not failed again: a second retry does not run it twice (nor early).
     again = await admin.post(f"/api/monitoring/jobs/{post.job_id}/retry")
-    assert again.status_code == 409 and "is not retried" in again.json()["detail"]
+    detail = again.json()["detail"]  # waiting to run, or (a busy machine) already running
+    assert again.status_code == 409 and ("is not retried" in detail or "is processing" in detail), detail
     with trio.fail_after(30):
         while (await api.engine.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
             await trio.sleep(0.05)
