@@ -81,10 +81,8 @@ def post_view(post: Post) -> PostView:
 
 def _view_fields(post: Post) -> dict:
     content = post.content
-    # Published as soon as Reddit's id is recorded, even before the job's outcome is settled.
-    status = PostStatus.PUBLISHED if post.reddit_id else post.status
     return dict(
-        id=post.id, status=status, subreddit=content.subreddit, title=content.title,
+        id=post.id, status=post.status, subreddit=content.subreddit, title=content.title,
         kind=content.kind, scheduled_for=post.scheduled_for, account_id=post.account_id,
         text=content.text, url=content.url, media_ids=media_items(content.media), nsfw=content.nsfw,
         spoiler=content.spoiler, flair_id=content.flair_id, flair_text=content.flair_text,
