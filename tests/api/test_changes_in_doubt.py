@@ -82,7 +82,7 @@ async def test_the_list_shows_posts_being_checked_as_publishing(api, sandbox):
 async def test_a_refused_attempt_leaves_the_post_free_to_change(api, sandbox):
     """Reddit answered "slow down": nothing was posted, so the post is scheduled again (deferred
     to when the limit lifts) and its creator may edit or cancel it."""
-    await sandbox.faults(ratelimit={"count": 1, "seconds": 2})
+    await sandbox.faults(ratelimit={"count": 1, "seconds": 30})  # deferred well past the test
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body(title="Refused", scheduledFor=at(0.5)))
     (post,) = response.json()["posts"]
     with trio.fail_after(15):
