@@ -34,6 +34,7 @@ import trio
 
 from bench.common import Result, latency_results, progress, report, stop_processes
 from thotto.messages import utcnow
+from thotto.usecases.accounts import link_with_password
 
 TARGETS = {
     "api.get_cached.p50": ("<=", 2.0),
@@ -188,7 +189,7 @@ async def _first_line(process: trio.Process) -> str:
 async def serve(data_dir: Path) -> None:
     """Sandbox, then Thotto with its API; one pro user with a token, a linked account and 20
     scheduled posts; prints ``{"host", "port", "token"}`` and serves until SIGINT/SIGTERM."""
-    from thotto.api.auth import create_token
+    from thotto.usecases import tokens
     from thotto.config import Settings
     from thotto.engine import open_engine
     from thotto.messages import NewPost, NewUser, PostContent, Tier
@@ -205,8 +206,8 @@ async def serve(data_dir: Path) -> None:
         async with open_engine(settings, serve_api=True) as engine:
             server = engine.tree.api
             user = await engine.store.create_user(NewUser(name="bench_pro", tier=Tier.PRO))
-            _, token = await create_token(server.context, user.id, "bench")
-            account = await engine.link_account(user.id, "bench_acct", "bench-password")
+            _, token = await tokens.mint(engine.store, engine.services.cache, user.id, "bench")
+            account = await link_with_password(engine, user.id, "bench_acct", "bench-password")
             due = utcnow() + timedelta(days=1)
             await engine.schedule_posts([
                 NewPost(user_id=user.id, account_id=account.id, scheduled_for=due + timedelta(minutes=i),

@@ -49,6 +49,7 @@ from bench.common import Result, Target, latency_results, progress, report, stop
 from bench.databases import fresh_postgres_database
 from bench.reliability import read_record
 from thotto.config import Settings
+from thotto.usecases.accounts import link_with_password
 
 TARGETS = {"popular.lateness.max": Target("<=", 90.0)}
 STORES = None  # the stores chosen with --store
@@ -312,12 +313,12 @@ async def serve_thotto(args: argparse.Namespace) -> None:
 async def observer(engine) -> str:
     """A pro user with a token and 20 posts a day ahead, whose list the GETs read (from the
     cache: nothing of theirs changes during the minute); the token."""
-    from thotto.api.auth import create_token
+    from thotto.usecases import tokens
     from thotto.messages import NewPost, NewUser, PostContent, Tier, utcnow
 
     user = await engine.store.create_user(NewUser(name="observer", tier=Tier.PRO))
-    _, token = await create_token(engine.tree.api.context, user.id, "bench")
-    account = await engine.link_account(user.id, "observer_acct", "bench-password")
+    _, token = await tokens.mint(engine.store, engine.services.cache, user.id, "bench")
+    account = await link_with_password(engine, user.id, "observer_acct", "bench-password")
     due = utcnow() + timedelta(days=1)
     await engine.schedule_posts([
         NewPost(user_id=user.id, account_id=account.id, scheduled_for=due + timedelta(minutes=i),
@@ -341,7 +342,7 @@ async def link_accounts(engine, count: int) -> list[tuple[int, int]]:
 
 
 async def _link(engine, user_id: int, name: str, linked: list) -> None:
-    account = await engine.link_account(user_id, name, "bench-password")
+    account = await link_with_password(engine, user_id, name, "bench-password")
     linked.append((user_id, account.id))
 
 

@@ -39,6 +39,7 @@ from thotto.engine import Engine, open_engine
 from thotto.messages import JobState, NewPost, NewUser, PostContent, Tier, utcnow
 from thotto.reddit.sandbox import POSTS_FILE, PostRecord
 from thotto.store.base import POST_QUEUE
+from thotto.usecases.accounts import link_with_password
 
 TARGETS = {"reliability.exactly_once": (">=", 100.0)}
 STORES = None  # the stores chosen with --store
@@ -118,7 +119,7 @@ async def publishing_engine(reddit_url: str, data_dir: Path, dsn: str | None
     async with open_engine(settings) as engine:
         engine.services.breakers.configure("reddit.*", REDDIT_BREAKER.with_(open_seconds=1))
         user = await engine.store.create_user(NewUser(name="bench_creator", tier=Tier.PRO))
-        accounts = [await engine.link_account(user.id, f"bench_acct_{i}", "bench-password")
+        accounts = [await link_with_password(engine, user.id, f"bench_acct_{i}", "bench-password")
                     for i in range(ACCOUNTS)]
         yield engine, [(user.id, account.id) for account in accounts]
 

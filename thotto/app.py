@@ -199,7 +199,7 @@ class EngineTree:
 
 def _api_server(engine: "Engine"):
     from thotto.api.auth import FailureLimiter, RequestLimiter, TokenBuckets
-    from thotto.api.app import ApiContext
+    from thotto.api.endpoints import ApiContext
     from thotto.api.server import ApiServer
 
     settings = engine.settings

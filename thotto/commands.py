@@ -1,7 +1,8 @@
 """What each ``thotto`` command does (the argument parsing is in :mod:`thotto.cli`).
 
-Each command is ``async def command(settings, args) -> exit code``. Commands that change posts go
-through the same checks as the API (tiers, duplicates, subreddit rules), by the same code.
+Each command is ``async def command(settings, args) -> exit code``. A command parses its flags,
+calls the use case (:mod:`thotto.usecases`) the API calls for the same action (same checks, same
+invalidations) and prints the outcome.
 """
 
 from __future__ import annotations
@@ -171,15 +172,6 @@ async def _engine(settings: Settings) -> AsyncIterator[Any]:
         yield engine
 
 
-def _api_context(engine):
-    """The API's own context when this engine serves the API (so a command and a request of the
-    same user take turns, as two requests do), else one for this command."""
-    from thotto.api.app import ApiContext
-
-    api = getattr(getattr(engine, "tree", None), "api", None)
-    return api.context if api is not None else ApiContext(engine)
-
-
 # --- serve, init, migrate, status ----------------------------------------------------------------
 
 
@@ -288,12 +280,14 @@ async def _first_start(store, settings: Settings) -> tuple[User, str] | None:
 
 
 async def _init_admin(store, settings: Settings, name: str) -> tuple[User, str]:
-    from thotto.api.auth import mint_token
+    """The admin and their first token, on a store no process has served yet (so nothing is
+    cached anywhere that minting must evict)."""
+    from thotto.usecases import tokens, users
     from thotto.vault import Vault
 
     Vault.for_settings(settings.data_dir, settings.encryption_key)  # makes the key file now
-    admin = await store.create_user(NewUser(name=name, tier=ADMIN_TIER, role=Role.ADMIN))
-    _, token = await mint_token(store, admin.id, "init")
+    admin = await users.add_user(store, NewUser(name=name, tier=ADMIN_TIER, role=Role.ADMIN))
+    _, token = await tokens.mint(store, None, admin.id, "init")
     return admin, token
 
 
@@ -312,9 +306,11 @@ async def _welcome(engine, settings: Settings, first_start, *, demo: bool) -> No
 
 
 async def _link_demo_account(engine) -> None:
+    from thotto.usecases import accounts
+
     for user in await engine.store.list_users():
         if user.role is Role.ADMIN and not await engine.store.list_accounts(user.id):
-            await engine.link_account(user.id, DEMO_ACCOUNT, "demo-password")
+            await accounts.link_with_password(engine, user.id, DEMO_ACCOUNT, "demo-password")
 
 
 def first_start_message(url: str, admin: str, token: str, *, demo: bool) -> str:
@@ -413,10 +409,11 @@ async def _server_breakers(settings: Settings) -> list[dict] | str:
 
 async def user_add(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.messages import validated
+    from thotto.usecases import users
 
     new_user = validated(NewUser(name=args.name, tier=Tier(args.tier), role=Role(args.user_role)))
     async with _store(settings) as store:
-        user = await store.create_user(new_user)
+        user = await users.add_user(store, new_user)
     if args.json:
         emit(args, _user_row(user))
     else:
@@ -431,8 +428,8 @@ def _user_row(user: User) -> dict:
 
 async def user_list(settings: Settings, args: argparse.Namespace) -> int:
     async with _store(settings) as store:
-        users = await store.list_users()
-    emit(args, [_user_row(user) for user in users], ["id", "name", "tier", "role", "created_at"])
+        everyone = await store.list_users()
+    emit(args, [_user_row(user) for user in everyone], ["id", "name", "tier", "role", "created_at"])
     return EXIT_OK
 
 
@@ -464,11 +461,11 @@ async def user_remove(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def token_create(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.auth import mint_token
+    from thotto.usecases import tokens
 
-    async with _store(settings) as store:
+    async with _admin(settings) as (store, cache):
         user = await store.get_user_by_name(args.user)
-        record, token = await mint_token(store, user.id, args.name)
+        record, token = await tokens.mint(store, cache, user.id, args.name)
     say(f"token {record.id} for {user.name}: shown only now, keep it")
     emit(args, {"id": record.id, "user": user.name, "name": record.name, "token": token})
     return EXIT_OK
@@ -485,18 +482,20 @@ async def token_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def token_revoke(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.usecases import users
+    from thotto.usecases import tokens
 
     async with _admin(settings) as (store, cache):
-        token = await users.revoke_token(store, cache, args.id)
+        token = await tokens.revoke(store, cache, args.id)
     emit(args, {"id": token.id, "name": token.name, "revoked_at": token.revoked_at.isoformat()})
     return EXIT_OK
 
 
 async def account_link(settings: Settings, args: argparse.Namespace) -> int:
+    from thotto.usecases import accounts
+
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
-        account = await engine.link_account(user.id, args.reddit_username, args.password)
+        account = await accounts.link_with_password(engine, user.id, args.reddit_username, args.password)
     if args.json:
         emit(args, {"id": account.id, "user": user.name, "reddit_username": account.reddit_username})
     else:
@@ -521,12 +520,12 @@ POST_COLUMNS = ["id", "status", "subreddit", "title", "scheduledFor", "redditUrl
 
 
 async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.posts import post_view, schedule_for_user
+    from thotto.usecases import posts
+    from thotto.usecases.posts import post_view
 
     requests = _requests_from_file(args.file_data) if args.file_data else None
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
-        context = _api_context(engine)
         if requests is None:
             _request_from_args(args)  # refuse a mistake in the flags before uploading anything
             media_ids = await _uploaded_images(engine, settings, user, args)
@@ -534,7 +533,7 @@ async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
         created = []
         for start in range(0, len(requests), 100):  # batches of 100, each all or nothing
             batch = requests[start:start + 100]
-            created += await schedule_for_user(context, user, batch, batch=len(requests) > 1)
+            created += await posts.schedule(engine, user, batch, batch=len(requests) > 1)
             if len(requests) > 100:
                 say(f"scheduled {len(created)} of {len(requests)} posts")
     emit(args, [post_view(post) for post in created], POST_COLUMNS)
@@ -601,7 +600,7 @@ def _zone_name(args: argparse.Namespace) -> str:
 
 def _decoded(fields: dict, type_: Any) -> Any:
     """A request body built from flags, validated exactly as the API validates its JSON."""
-    from thotto.api.app import decode_body
+    from thotto.api.endpoints import decode_body
 
     given = {k: v for k, v in fields.items() if v is not None}
     _check_utf8(given)
@@ -628,7 +627,7 @@ def _has_surrogate(text: str) -> bool:
 
 def _requests_from_file(data: bytes) -> list[ScheduleRequest]:
     """The posts of ``--file`` (read by the CLI, which may be another process than this one)."""
-    from thotto.api.app import decode_body
+    from thotto.api.endpoints import decode_body
 
     return decode_body(data, list[ScheduleRequest])
 
@@ -652,30 +651,32 @@ def _when(text: str, args: argparse.Namespace, *, flag: str = "--at") -> datetim
 
 
 async def post_list(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.posts import post_view
     from thotto.messages import PostStatus
+    from thotto.usecases import posts
+    from thotto.usecases.posts import post_view
 
-    async with _store(settings) as store:
-        user = await store.get_user_by_name(args.user)
+    async with _engine(settings) as engine:
+        user = await engine.store.get_user_by_name(args.user)
         status = PostStatus(args.status) if args.status else None
-        page = await store.list_posts(user.id, status=status, limit=args.limit)
+        page = await posts.list_page(engine, user, status=status, limit=args.limit)
     emit(args, [post_view(post) for post in page.posts], POST_COLUMNS)
     return EXIT_OK
 
 
 async def post_show(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.posts import post_detail
+    from thotto.usecases import posts
 
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
-        detail = await post_detail(_api_context(engine), user, args.id)
+        detail = await posts.detail(engine, user, args.id)
     emit(args, detail)
     return EXIT_OK
 
 
 async def post_edit(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.posts import edit_post, post_view
     from thotto.messages import PostChange
+    from thotto.usecases import posts
+    from thotto.usecases.posts import post_view
 
     fields = {"title": args.title, "text": args.text, "url": args.url, "nsfw": args.nsfw,
               "spoiler": args.spoiler, "flairId": args.flair_id, "flairText": args.flair_text,
@@ -686,17 +687,18 @@ async def post_edit(settings: Settings, args: argparse.Namespace) -> int:
     change = _decoded(fields, PostChange)
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
-        post = await edit_post(_api_context(engine), user, args.id, change)
+        post = await posts.edit(engine, user, args.id, change)
     emit(args, post_view(post))
     return EXIT_OK
 
 
 async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.api.posts import cancel_user_post, post_view
+    from thotto.usecases import posts
+    from thotto.usecases.posts import post_view
 
     async with _engine(settings) as engine:
         user = await engine.store.get_user_by_name(args.user)
-        post = await cancel_user_post(_api_context(engine), user, args.id)
+        post = await posts.cancel(engine, user, args.id)
     emit(args, post_view(post))
     return EXIT_OK
 
@@ -734,7 +736,7 @@ def _check_readable(path) -> None:
         raise ValidationError(f"cannot read {path}: {error.strerror}") from None
 
 
-# --- jobs and queues (the operators' commands: thotto.operations, as the API) ------------------------
+# --- jobs and queues (the operators' commands: thotto.usecases.operations, as the API) ------------------------
 
 JOB_COLUMNS = ["id", "queue", "kind", "state", "attempt", "runAt", "failureCause", "lastError"]
 
@@ -751,7 +753,7 @@ def _search_from_args(args: argparse.Namespace, *, state: str | None = None):
 
 
 async def jobs_list(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         found = await operations.search(engine, _search_from_args(args))
@@ -765,7 +767,7 @@ async def jobs_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def jobs_show(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         detail = await operations.job_detail(engine, args.id)
@@ -786,7 +788,7 @@ async def jobs_show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         job = await operations.retry_job(engine, args.id)
@@ -795,7 +797,7 @@ async def jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def jobs_cancel(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         job = await operations.cancel_job(engine, args.id)
@@ -805,7 +807,7 @@ async def jobs_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 async def jobs_redrive(settings: Settings, args: argparse.Namespace) -> int:
     """Redrive the dead jobs named, or with --all every dead job matching the filters."""
-    from thotto import operations
+    from thotto.usecases import operations
 
     filtered = any((args.queue, args.kind, args.run_from, args.run_to))
     if args.ids and (args.all or filtered):
@@ -828,7 +830,7 @@ async def jobs_redrive(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def queue_list(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         found = await operations.queues(engine)
@@ -843,7 +845,7 @@ async def queue_list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def queue_pause(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         state = await operations.pause(engine, args.queue)
@@ -855,7 +857,7 @@ async def queue_pause(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def queue_resume(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto import operations
+    from thotto.usecases import operations
 
     async with _engine(settings) as engine:
         state = await operations.resume(engine, args.queue)

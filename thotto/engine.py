@@ -32,7 +32,6 @@ from thotto.cron import CatchUp, CronSchedule, plan_occurrence
 from thotto.community import fetch_rules
 from thotto import analytics, webhooks
 from thotto.errors import (
-    ConfigError,
     DeferJob,
     JobError,
     StoreUnavailable,
@@ -48,7 +47,6 @@ from thotto.messages import (
     EnqueueResult,
     Job,
     JobState,
-    NewAccount,
     NewJob,
     NewPost,
     OptimalTimes,
@@ -63,8 +61,6 @@ from thotto.app import EngineTree, Services, open_services
 from thotto.posts import PostScheduler, post_list_tag
 from thotto.publishing import Publisher
 from thotto.recurrence import schedule_next_occurrence
-from thotto.reddit.client import RedditClient
-from thotto.vault import Password, RefreshToken
 from thotto.store.base import POST_JOB_KIND, PausedQueue
 
 
@@ -257,37 +253,6 @@ class Engine:
         return f"ran in {trio.current_time() - started:.6f} s"
 
     # --- Reddit accounts and posts ----------------------------------------------------------
-
-    def _reddit(self) -> "RedditClient":
-        if self.services.reddit is None:
-            raise ConfigError("Reddit is not configured: set reddit_client_id (THOTTO_REDDIT_CLIENT_ID) "
-                              "and reddit_client_secret (THOTTO_REDDIT_CLIENT_SECRET), plus "
-                              "reddit_url (THOTTO_REDDIT_URL) to use a sandbox")
-        return self.services.reddit
-
-    async def link_account(self, user_id: int, username: str, password: str) -> Account:
-        """Link a Reddit account by a script app's password grant (self-hosters). The
-        credentials are checked with Reddit, then stored encrypted."""
-        reddit = self._reddit().account_from_password(username, password)
-        me = await reddit.me()
-        sealed = self.services.vault.seal(Password(username=me.name, password=password))
-        return await self._save_account(user_id, me.name, sealed, reddit.scopes)
-
-    async def link_account_with_code(self, user_id: int, code: str) -> Account:
-        """Finish the web-app OAuth flow: exchange the callback's ``code`` for a permanent
-        refresh token, which is stored encrypted."""
-        reddit = await self._reddit().link_with_code(code)
-        me = await reddit.me()
-        sealed = self.services.vault.seal(RefreshToken(token=reddit.refresh_token))
-        return await self._save_account(user_id, me.name, sealed, reddit.scopes)
-
-    async def _save_account(self, user_id: int, name: str, sealed: bytes, scopes) -> Account:
-        account = NewAccount(user_id=user_id, reddit_username=name, refresh_token_encrypted=sealed,
-                             scopes=" ".join(scopes))
-        saved = await self.store.create_account(validated(account))
-        if self.publisher is not None:
-            self.publisher.forget(saved.id)  # a re-link replaces the cached credentials
-        return saved
 
     async def schedule_posts(self, posts: Sequence[NewPost]) -> list[Post]:
         """Check and store posts to publish at their ``scheduled_for`` (see PostScheduler)."""

@@ -10,10 +10,11 @@ import httpx
 import pytest
 
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET, sandbox  # noqa: F401 (a fixture)
-from thotto.api.auth import create_token
 from thotto.config import Settings
 from thotto.engine import Engine, open_engine
 from thotto.messages import NewUser, Role, Tier
+from thotto.usecases import tokens
+from thotto.usecases.accounts import link_with_password
 
 REDIRECT_URI = "http://127.0.0.1:9/api/accounts/callback"
 
@@ -65,11 +66,11 @@ async def serving(settings: Settings, clock=None):
                                  ("premium", Tier.PREMIUM, Role.USER), ("free", Tier.FREE, Role.USER),
                                  ("starter", Tier.STARTER, Role.USER)]:
             user = await engine.store.create_user(NewUser(name=name, tier=tier, role=role))
-            _, token = await create_token(server.context, user.id, "tests")
+            _, token = await tokens.mint(engine.store, engine.services.cache, user.id, "tests")
             client = await stack.enter_async_context(api.client(token))
             api.users[name] = ApiUser(name, user.id, token, client)
             if name in ("pro", "premium") and engine.publisher is not None:
-                await engine.link_account(user.id, f"{name}_acct", "secret-password")
+                await link_with_password(engine, user.id, f"{name}_acct", "secret-password")
         yield api
 
 

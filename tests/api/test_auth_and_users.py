@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 
 from tests.api.conftest import api_settings, serving
-from thotto.api.auth import token_hash
+from thotto.usecases.tokens import token_hash
 
 
 async def test_requests_without_a_valid_token_get_401(api):

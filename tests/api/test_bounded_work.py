@@ -10,7 +10,8 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from tests.api.conftest import api_settings, serving
-from thotto.api.auth import FailureLimiter, TokenBuckets, new_token
+from thotto.api.auth import FailureLimiter, TokenBuckets
+from thotto.usecases.tokens import new_token
 from thotto.errors import TooManyRequests
 
 

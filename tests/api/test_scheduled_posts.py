@@ -8,6 +8,7 @@ from datetime import timedelta
 import trio
 
 from thotto.messages import utcnow
+from thotto.usecases.accounts import link_with_password
 
 
 def at(seconds: float) -> str:
@@ -188,7 +189,7 @@ async def test_cancel_own_post_and_someone_elses_is_404(api):
 
 
 async def test_an_account_must_be_linked_and_named_when_there_are_several(api):
-    await api.engine.link_account(api.pro.id, "second_acct", "pw")
+    await link_with_password(api.engine, api.pro.id, "second_acct", "pw")
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body())
     assert response.status_code == 422 and response.json()["field"] == "account"
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body(account="second_acct"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import trio
 
-from thotto.api.auth import token_hash
+from thotto.usecases.tokens import token_hash
 
 
 async def test_a_revocation_whose_invalidation_is_lost_is_refused_within_1s(api):

@@ -25,7 +25,7 @@ import trio
 from cryptography.fernet import Fernet
 
 from tests.chaos.harness import ROOT, _reap, _wait_for_line, child_env, free_port
-from thotto.api.auth import mint_token
+from thotto.usecases.tokens import mint
 from thotto.messages import NewAccount, NewUser, Role, Tier
 from thotto.store import open_store
 
@@ -113,7 +113,7 @@ async def make_user(cluster: Cluster, name: str, tier: Tier = Tier.PRO, role: Ro
         user = await store.create_user(NewUser(name=name, tier=tier, role=role))
         await store.create_account(NewAccount(user_id=user.id, reddit_username=f"{name}_r",
                                               refresh_token_encrypted=b"sealed"))
-        minted = [await mint_token(store, user.id, f"t{i}") for i in range(tokens)]
+        minted = [await mint(store, None, user.id, f"t{i}") for i in range(tokens)]
     return user.id, [(record.id, token) for record, token in minted]
 
 

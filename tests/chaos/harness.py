@@ -37,6 +37,7 @@ from thotto.config import Settings, load_settings
 from thotto.engine import open_engine
 from thotto.messages import NewPost, NewUser, Post, PostContent, PostStatus, Tier, utcnow
 from thotto.store import open_store
+from thotto.usecases.accounts import link_with_password
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT_ID = "thotto-chaos-app"
@@ -331,7 +332,7 @@ class Chaos:
         """Create the scenario's user and link its Reddit account through the sandbox."""
         if self.user_id is None:
             user = await engine.store.create_user(NewUser(name="chaos", tier=Tier.PRO))
-            account = await engine.link_account(user.id, ACCOUNT, "chaos-password")
+            account = await link_with_password(engine, user.id, ACCOUNT, "chaos-password")
             self.user_id, self.account_id = user.id, account.id
 
     async def schedule(self, engine, titles: list[str], at: Callable[[int], datetime] | datetime,

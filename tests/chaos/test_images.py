@@ -14,7 +14,7 @@ from cryptography.fernet import Fernet
 from tests.chaos import faults
 from tests.chaos.harness import free_port
 from tests.support.images import png
-from thotto.api.auth import new_token, token_hash
+from thotto.usecases.tokens import new_token, token_hash
 from thotto.messages import PostStatus, utcnow
 from thotto.store import open_store
 

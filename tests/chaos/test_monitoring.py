@@ -12,7 +12,7 @@ import trio
 
 from tests.chaos import faults
 from tests.chaos.harness import free_port, spread, titles
-from thotto.api.auth import new_token, token_hash
+from thotto.usecases.tokens import new_token, token_hash
 from thotto.messages import NewUser, Role, utcnow
 from thotto.store import open_store
 

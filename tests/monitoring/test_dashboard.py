@@ -19,6 +19,7 @@ import trio
 from tests.monitoring.test_endpoints import run_jobs
 from tests.monitoring.test_failures import failed_post
 from thotto.messages import PostStatus, utcnow
+from thotto.usecases.accounts import link_with_password
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -117,7 +118,7 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     refused = await failed_post(api)  # a post Reddit refused: edited, never retried
     await failed_post(api, subreddit="nosuchsub", title="Still to fix")  # stays in the list
     admin = api.admin
-    await api.engine.link_account(admin.id, "admin_acct", "secret-password")
+    await link_with_password(api.engine, admin.id, "admin_acct", "secret-password")
     for hours in (2, 30, 80):
         body = {"subreddit": "test", "title": f"Upcoming in {hours} h", "text": "soon",
                 "scheduledFor": (utcnow() + timedelta(hours=hours)).isoformat()}

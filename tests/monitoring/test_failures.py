@@ -18,6 +18,7 @@ import trio
 from tests.api.conftest import api_settings, serving
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET
 from thotto.messages import Dead, FailureCause, NewPost, PostContent, PostStatus, utcnow
+from thotto.usecases.accounts import link_with_password
 
 
 async def failed_post(api, subreddit: str = "no_such_sub", title: str = "Typo in the subreddit"):
@@ -146,7 +147,7 @@ async def test_an_account_failure_is_retried_once_the_account_is_linked_again(ap
     failure = (await listed(admin))[post.job_id]
     assert (failure["retry"]["retryable"], failure["retry"]["action"]) == (False, "relink")
     assert (await admin.post(f"/api/monitoring/jobs/{post.job_id}/retry")).status_code == 409
-    await api.engine.link_account(api.pro.id, "pro_acct", "secret-password")
+    await link_with_password(api.engine, api.pro.id, "pro_acct", "secret-password")
     failure = (await listed(admin))[post.job_id]
     assert failure["retry"]["retryable"] is True
     assert (await admin.post(f"/api/monitoring/jobs/{post.job_id}/retry")).status_code == 200

@@ -10,12 +10,13 @@ import trio
 
 from tests.reddit.test_publishing import publishing_engine, schedule, wait_for_status
 from thotto.messages import PostStatus
+from thotto.usecases.accounts import link_with_password
 from thotto.vault import Password
 
 
 async def test_the_analytics_run_reads_engagement_and_refreshes_optimal_times(sandbox, tmp_path):
     async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        other = await engine.link_account(user.id, "other_acct", "other-password")
+        other = await link_with_password(engine, user.id, "other_acct", "other-password")
         posts = [await schedule(engine, user, account, title=f"Post {n}", seconds=0.5)
                  for n in range(5)]
         theirs = await schedule(engine, user, other, title="Theirs", seconds=0.5)

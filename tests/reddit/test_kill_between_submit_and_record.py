@@ -18,6 +18,7 @@ import trio
 from tests.support.publisher_process import settings_for
 from thotto.engine import open_engine
 from thotto.messages import NewPost, NewUser, PostContent, PostStatus, Tier, utcnow
+from thotto.usecases.accounts import link_with_password
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,7 +37,7 @@ async def test_kill_9_between_submit_and_record_publishes_exactly_once(sandbox, 
     settings = settings_for(postgres_dsn, str(tmp_path), sandbox.url)
     async with open_engine(settings, run_workers=False) as engine:
         user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        account = await engine.link_account(user.id, "creator_acct", "pw")
+        account = await link_with_password(engine, user.id, "creator_acct", "pw")
         (post,) = await engine.schedule_posts([NewPost(
             user_id=user.id, account_id=account.id,
             content=PostContent(subreddit="test", title="Exactly once", text="hi"),

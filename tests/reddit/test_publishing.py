@@ -26,6 +26,7 @@ from thotto.messages import (
     Tier,
     utcnow,
 )
+from thotto.usecases.accounts import link_with_password
 
 
 @contextlib.asynccontextmanager
@@ -40,7 +41,7 @@ async def publishing_engine(sandbox, tmp_path):
         # Outages in these tests last seconds, not minutes.
         engine.services.breakers.configure("reddit.*", REDDIT_BREAKER.with_(open_seconds=1))
         user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        account = await engine.link_account(user.id, "creator_acct", "secret-password")
+        account = await link_with_password(engine, user.id, "creator_acct", "secret-password")
         yield engine, user, account
 
 

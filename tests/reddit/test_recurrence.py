@@ -27,6 +27,7 @@ from thotto.errors import ValidationError
 from thotto.messages import JobState, NewPost, NewUser, PostContent, PostStatus, Recurrence, Tier, utcnow
 from thotto.reddit.client import RedditClient
 from thotto.reddit.sandbox import SandboxConfig, serve_sandbox
+from thotto.usecases.accounts import link_with_password
 
 EPOCH = datetime(2026, 3, 27, 6, 0, tzinfo=timezone.utc)  # Berlin's clocks go forward on the 29th
 
@@ -98,7 +99,7 @@ async def virtual_engine(nursery, tmp_path, monkeypatch):
     )
     async with open_engine(settings, clock=clock) as engine:
         user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        account = await engine.link_account(user.id, "creator_acct", "secret-password")
+        account = await link_with_password(engine, user.id, "creator_acct", "secret-password")
         yield engine, user, account, sandbox, clock
 
 

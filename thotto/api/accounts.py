@@ -1,42 +1,34 @@
 """Users, API tokens and linked Reddit accounts.
 
 Admins create users and change tiers; every user manages their own tokens and linked accounts
-(an admin may also mint a token for any user).
+(an admin may also mint a token for any user). The routes parse and present; each action is a
+use case (:mod:`thotto.usecases.users`, :mod:`~thotto.usecases.tokens`,
+:mod:`~thotto.usecases.accounts`, which explains how a web-app link is bound to whoever started
+it), the same the ``thotto`` commands call.
 
-Linking uses Reddit's web-app flow, and a link must go to the Thotto user whose Reddit account
-it is. ``POST /api/accounts/link`` answers the authorize URL with a random ``state`` and a
-``secret`` that binds the link to whoever started it; the store keeps their hashes (a state
-works once, for 10 minutes, in every process). The secret also comes as a cookie for the
-callback's path: when the browser that started the link comes back from Reddit, the callback
-links at once. Any other arrival (an API client's user consenting in a browser, or a stranger
-who was handed the consent URL) links nothing: the page names the Thotto user the account
-would go to and shows a verification code, and the starter completes with
-``POST /api/accounts/link/complete {state, secret, verificationCode}``. The code is shown only
-to the person who consented, so whoever started a link cannot finish it with someone else's
-consent unless that person hands them the code on purpose.
+Linking by consent, over HTTP: ``POST /api/accounts/link`` answers the authorize URL, the state
+and the secret; the secret also comes as a cookie for the callback's path, so that when the
+browser that started the link comes back from Reddit the callback links at once. Any other
+arrival gets a verification code (a page, or JSON), and the starter completes with
+``POST /api/accounts/link/complete {state, secret, verificationCode}``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import html
-import secrets
-from datetime import timedelta
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
-from thotto.api.auth import create_token, require_admin, require_user
-from thotto.errors import Conflict, ValidationError
+from thotto.api.auth import require_admin, require_user
+from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.messages import (
     AccountView,
     ApiBody,
     LinkCompletion,
     LinkPending,
-    LinkRequest,
     LinkStart,
     NewUser,
     TierChange,
@@ -47,10 +39,10 @@ from thotto.messages import (
     UserRequest,
     UserView,
 )
-from thotto.usecases import users
+from thotto.usecases import accounts, tokens, users
+from thotto.usecases.accounts import LINK_STATE_SECONDS
 
 ENDPOINTS = EndpointGroup()
-LINK_STATE_SECONDS = 600.0
 CALLBACK_PATH = "/api/accounts/callback"
 
 
@@ -80,8 +72,8 @@ async def me(request: Request) -> Response:
                errors=(401, 403, 429), tags=("users",))
 async def list_users(request: Request) -> Response:
     await require_admin(request)
-    users = await request.app.state.api.store.list_users()
-    return json_response([user_view(user) for user in users])
+    everyone = await request.app.state.api.store.list_users()
+    return json_response([user_view(user) for user in everyone])
 
 
 @ENDPOINTS.add("POST", "/api/users", "Create a user (admin)", body=UserRequest, response=UserView,
@@ -89,7 +81,8 @@ async def list_users(request: Request) -> Response:
 async def add_user(request: Request) -> Response:
     await require_admin(request)
     body = await read_json(request, UserRequest)
-    user = await request.app.state.api.store.create_user(NewUser(name=body.name, tier=body.tier, role=body.role))
+    user = await users.add_user(request.app.state.api.store,
+                                NewUser(name=body.name, tier=body.tier, role=body.role))
     return json_response(user_view(user), 201)
 
 
@@ -150,7 +143,8 @@ async def add_token_for(request: Request) -> Response:
 
 
 async def _created_token(request: Request, user_id: int, name: str) -> Response:
-    record, token = await create_token(request.app.state.api, user_id, name)
+    context = request.app.state.api
+    record, token = await tokens.mint(context.store, context.cache, user_id, name)
     return json_response(TokenCreated(id=record.id, name=record.name, created_at=record.created_at,
                                       token=token), 201)
 
@@ -162,7 +156,7 @@ async def _created_token(request: Request, user_id: int, name: str) -> Response:
 async def revoke_token(request: Request) -> Response:
     user = await require_user(request)
     context = request.app.state.api
-    revoked = await users.revoke_token(context.store, context.cache, path_id(request), by=user)
+    revoked = await tokens.revoke(context.store, context.cache, path_id(request), by=user)
     return json_response(token_view(revoked))
 
 
@@ -173,8 +167,8 @@ async def revoke_token(request: Request) -> Response:
                errors=(401, 429), tags=("accounts",))
 async def list_accounts(request: Request) -> Response:
     user = await require_user(request)
-    accounts = await request.app.state.api.store.list_accounts(user.id)
-    return json_response([account_view(account) for account in accounts])
+    linked = await request.app.state.api.store.list_accounts(user.id)
+    return json_response([account_view(account) for account in linked])
 
 
 @ENDPOINTS.add("POST", "/api/accounts/link",
@@ -185,16 +179,12 @@ async def list_accounts(request: Request) -> Response:
                response=LinkStart, errors=(401, 429, 503), tags=("accounts",))
 async def start_link(request: Request) -> Response:
     user = await require_user(request)
-    context = request.app.state.api
-    reddit = context.engine._reddit()
-    state, secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
-    authorize_url = reddit.authorize_url(state)  # first: without a redirect URI, 503 and no row
-    expires_at = context.engine.clock.now() + timedelta(seconds=LINK_STATE_SECONDS)
-    await context.store.create_link_request(_digest(state), user.id, _digest(secret), expires_at)
-    response = json_response(LinkStart(authorize_url=authorize_url, state=state, secret=secret,
-                                       expires_at=expires_at))
+    engine = request.app.state.api.engine
+    started = await accounts.start_link(engine, user)
+    response = json_response(started)
     # The browser sends it back only to the callback, and only over HTTPS when that is HTTPS.
-    response.set_cookie(_cookie_name(state), secret, max_age=int(LINK_STATE_SECONDS),
+    reddit = accounts.reddit_client(engine)
+    response.set_cookie(_cookie_name(started.state), started.secret, max_age=int(LINK_STATE_SECONDS),
                         path=_callback_path(reddit), httponly=True, samesite="lax",
                         secure=reddit.config.redirect_uri.startswith("https:"))
     return response
@@ -219,19 +209,17 @@ class CallbackQuery(ApiBody, rename=None, forbid_unknown_fields=False):
                tags=("accounts",))
 async def finish_link(request: Request) -> Response:
     query = read_query(request, CallbackQuery)
-    context = request.app.state.api
-    link = await _open_link_request(context, query.state)
-    if query.error or not query.code:
-        await context.store.use_link_request(link.state_hash)  # a refusal ends this link
-        raise ValidationError(f"Reddit did not grant access ({query.error or 'no code'}); "
-                              "start linking again and choose Allow", field="code")
-    cookie = request.cookies.get(_cookie_name(query.state))
-    if cookie is not None and _matches(cookie, link.secret_hash):
-        account = await _link_once(context, link, query.code)
-        response = _linked_response(request, account)
-        response.delete_cookie(_cookie_name(query.state), path=_callback_path(context.engine._reddit()))
-        return response
-    return await _hold_for_starter(request, context, link, query.code)
+    engine = request.app.state.api.engine
+    cookie = request.cookies.get(_cookie_name(query.state)) if query.state else None
+    answer = await accounts.answer_link(engine, query.state, query.code, query.error,
+                                        browser_secret=cookie)
+    if isinstance(answer, LinkPending):
+        if "text/html" in request.headers.get("accept", ""):
+            return HTMLResponse(_pending_page(answer), 202)
+        return json_response(answer, 202)
+    response = _linked_response(request, answer)
+    response.delete_cookie(_cookie_name(query.state), path=_callback_path(accounts.reddit_client(engine)))
+    return response
 
 
 @ENDPOINTS.add("POST", "/api/accounts/link/complete",
@@ -243,106 +231,22 @@ async def finish_link(request: Request) -> Response:
 async def complete_link(request: Request) -> Response:
     user = await require_user(request)
     body = await read_json(request, LinkCompletion)
-    context = request.app.state.api
-    link = await _open_link_request(context, body.state)
-    if link.user_id != user.id:
-        raise ValidationError("This state belongs to a link another user started; start your "
-                              "own with POST /api/accounts/link", field="state")
-    if not _matches(body.secret, link.secret_hash):
-        raise ValidationError("The secret does not match the one POST /api/accounts/link "
-                              "returned with this state", field="secret")
-    if link.held_code is None or link.verifier_hash is None:
-        raise Conflict("Reddit has not sent the consent back yet: open authorizeUrl in a browser, "
-                       "choose Allow, then send the verification code the page shows")
-    if not _matches(_normal_code(body.verification_code), link.verifier_hash):
-        raise ValidationError("The verification code is not the one the page after Reddit's "
-                              "consent showed; check it and send it again", field="verificationCode")
-    code = context.services.vault.open_note(link.held_code.decode(), max_age_seconds=LINK_STATE_SECONDS * 2)
-    if code is None:
-        raise ValidationError("Reddit's answer for this link can no longer be read; start linking "
-                              "again", field="state")
-    return json_response(account_view(await _link_once(context, link, code)))
+    account = await accounts.complete_link(request.app.state.api.engine, user, body.state,
+                                           body.secret, body.verification_code)
+    return json_response(account_view(account))
 
 
-# --- linking helpers -------------------------------------------------------------------------------
-
-# Without 0, O, 1 and I, so that a code read off a screen is typed back right; 12 of these
-# characters are 60 random bits, far beyond guessing within a link's 10 minutes.
-_CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
-
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
-
-
-def _matches(value: str, expected_hash: str) -> bool:
-    return hmac.compare_digest(_digest(value), expected_hash)
+# --- linking, as a browser sees it -----------------------------------------------------------------
 
 
 def _cookie_name(state: str) -> str:
     """One cookie per link, so that two links started in one browser do not undo each other."""
-    return "thotto_link_" + _digest(state)[:16]
+    return "thotto_link_" + hashlib.sha256(state.encode()).hexdigest()[:16]
 
 
 def _callback_path(reddit) -> str:
     """The callback's path as the browser sees it: the redirect URI's (a proxy may prefix it)."""
     return urlsplit(reddit.config.redirect_uri or "").path or CALLBACK_PATH
-
-
-def _new_verification_code() -> str:
-    code = "".join(secrets.choice(_CODE_ALPHABET) for _ in range(12))
-    return f"{code[:4]}-{code[4:8]}-{code[8:]}"
-
-
-def _normal_code(code: str) -> str:
-    """As typed back: any case, with or without the dashes and spaces."""
-    plain = "".join(char for char in code.upper() if char.isalnum())
-    return f"{plain[:4]}-{plain[4:8]}-{plain[8:]}"
-
-
-async def _open_link_request(context, state: str) -> LinkRequest:
-    """The link request of ``state`` if it can still link; 422 saying why not."""
-    link = await context.store.get_link_request(_digest(state)) if state else None
-    if link is None:
-        raise ValidationError("This link request is unknown; start linking again with POST "
-                              "/api/accounts/link", field="state")
-    if link.used_at is not None:
-        raise ValidationError("This link request was already used (a state links once); start "
-                              "linking again with POST /api/accounts/link", field="state")
-    if link.expires_at <= context.engine.clock.now():
-        raise ValidationError(f"This link request expired ({LINK_STATE_SECONDS / 60:g} minutes "
-                              "after it started); start linking again", field="state")
-    return link
-
-
-async def _link_once(context, link: LinkRequest, code: str):
-    """Spend the state (one caller wins across processes), then link the consenting account."""
-    if not await context.store.use_link_request(link.state_hash):
-        raise ValidationError("This link request was just used or expired; start linking again",
-                              field="state")
-    return await context.engine.link_account_with_code(link.user_id, code)
-
-
-async def _hold_for_starter(request: Request, context, link: LinkRequest, code: str) -> Response:
-    """Keep Reddit's code for the starter and show the consenting person the code that lets
-    the starter finish; nothing is linked."""
-    if link.held_code is not None:
-        raise ValidationError("Reddit's answer for this link request already arrived; a state "
-                              "is answered once. Start linking again", field="state")
-    verification_code = _new_verification_code()
-    sealed = context.services.vault.seal_note(code).encode()
-    if not await context.store.hold_link_code(link.state_hash, sealed, _digest(verification_code)):
-        raise ValidationError("This link request was just answered, used or expired; start "
-                              "linking again", field="state")
-    owner = await context.store.get_user(link.user_id)
-    pending = LinkPending(
-        detail=("Nothing is linked yet: this browser did not start this link. The program that "
-                "started it finishes it with POST /api/accounts/link/complete and this "
-                "verification code; give the code only if you started the link yourself"),
-        link_to=owner.name, verification_code=verification_code, expires_at=link.expires_at)
-    if "text/html" in request.headers.get("accept", ""):
-        return HTMLResponse(_pending_page(pending), 202)
-    return json_response(pending, 202)
 
 
 def _pending_page(pending: LinkPending) -> str:

@@ -1,30 +1,27 @@
-"""API tokens and per-user request limits.
+"""Authenticating requests by API token, and per-user request limits.
 
-A token is ``thotto_`` plus 43 random URL-safe characters (256 bits). It is shown once; the store
-keeps only its SHA-256, so a leaked database leaks no usable token (a slow hash is unnecessary:
-the token is random, not a password). ``Authorization: Bearer <token>`` authenticates a request.
+``Authorization: Bearer <token>`` authenticates a request (tokens are minted and revoked by
+:mod:`thotto.usecases.tokens`, which says what a token is).
 
 Who a token belongs to is cached (key ``token:<hash>``, tag ``user:<id>``, 60 s in Redis, at
 most :data:`TOKEN_L1_SECONDS` in any process's memory). Invalidation: revoking a token, changing
 a user's tier or removing a user invalidates the user's tag in every process (through
-:mod:`thotto.usecases.users`, the only way to do those). Unknown tokens are not cached (a
-stranger's guesses would fill the cache); they are failed authentications, limited per client
-address (:class:`FailureLimiter`). Minting a token checks the caller's token in the store itself,
+:mod:`thotto.usecases.tokens` and :mod:`thotto.usecases.users`, the only way to do those).
+Unknown tokens are not cached (a stranger's guesses would fill the cache); they are failed
+authentications, limited per client address (:class:`FailureLimiter`). Minting a token checks the caller's token in the store itself,
 so a token revoked a moment ago mints nothing anywhere.
 """
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 
 from starlette.requests import Request
 
 from thotto.errors import Forbidden, StoreUnavailable, TooManyRequests, Unauthorized
-from thotto.messages import ApiToken, Role, User
+from thotto.messages import Role, User
+from thotto.usecases.tokens import token_hash, token_key, user_tag
 
-TOKEN_PREFIX = "thotto_"
 TOKEN_CACHE_SECONDS = 60.0
 # Revoking must take effect everywhere within 1 s even if an invalidation is lost (a connection
 # being re-established): no process serves a token from memory for longer than this. One store
@@ -32,46 +29,10 @@ TOKEN_CACHE_SECONDS = 60.0
 TOKEN_L1_SECONDS = 0.5
 
 
-def new_token() -> str:
-    return TOKEN_PREFIX + secrets.token_urlsafe(32)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def token_key(hashed: str) -> str:
-    return f"token:{hashed}"
-
-
 def known_token_key(hashed: str) -> str:
     """The last minute's answer for a token, used only while the store is unreachable. Tagged
     with the user's tag like :func:`token_key`, so every invalidation evicts it too."""
     return f"token-known:{hashed}"
-
-
-def user_tag(user_id: int) -> str:
-    return f"user:{user_id}"
-
-
-async def mint_token(store, user_id: int, name: str) -> tuple[ApiToken, str]:
-    """Store a new token's hash for the user; returns the record and the token (shown once)."""
-    token = new_token()
-    return await store.create_token(user_id, name, token_hash(token)), token
-
-
-async def create_token(context, user_id: int, name: str) -> tuple[ApiToken, str]:
-    """:func:`mint_token`, then forget any cached answer for it (earlier versions cached unknown
-    tokens, and a Redis shared with one may still hold such an answer)."""
-    record, token = await mint_token(context.store, user_id, name)
-    await context.cache.delete(token_key(token_hash(token)))
-    return record, token
-
-
-async def forget_user(cache, user_id: int) -> None:
-    """Drop every cached token lookup of the user, in every process (after a revocation, a tier
-    change or a removal: see :mod:`thotto.usecases.users`)."""
-    await cache.invalidate_tags(user_tag(user_id))
 
 
 async def require_user(request: Request, *, fresh: bool = False) -> User:

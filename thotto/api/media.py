@@ -19,7 +19,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from thotto.api.app import EndpointGroup, json_response, path_id, read_query
+from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_query
 from thotto.api.auth import require_user
 from thotto.errors import PayloadTooLarge, ValidationError
 from thotto.media import upload_media

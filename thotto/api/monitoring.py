@@ -19,15 +19,16 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from thotto import operations, webhooks
-from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
+from thotto import webhooks
 from thotto.api.auth import require_admin
-from thotto.api.posts import post_view
+from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.errors import NotFound, StoreError, StoreUnavailable, ValidationError
 from thotto.messages import FlairId, FlairText, JobState, Name, PostView, Subreddit, Title
 from thotto.metrics import CONTENT_TYPE
 from thotto.monitor import Alert, QueueSnapshot, SystemSnapshot
 from thotto.store.base import JobSearch
+from thotto.usecases import operations
+from thotto.usecases.posts import post_view
 
 ENDPOINTS = EndpointGroup()
 READY_TIMEOUT_SECONDS = 5.0

@@ -1,7 +1,7 @@
 """The OpenAPI 3.1 document, generated from the endpoint table and the msgspec body types.
 
 ``GET /openapi.json`` serves it; ``thotto openapi`` prints it (docs/api.md is generated from it).
-Everything in it comes from :func:`thotto.api.app.all_endpoints`: paths, methods, bodies,
+Everything in it comes from :func:`thotto.api.endpoints.all_endpoints`: paths, methods, bodies,
 responses, query parameters, auth and error statuses, so it is true to what the API does.
 """
 
@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from thotto import __version__
-from thotto.api.app import SUMMARY, Endpoint, EndpointGroup, all_endpoints, json_response
+from thotto.api.endpoints import SUMMARY, Endpoint, EndpointGroup, all_endpoints, json_response
 from thotto.messages import ApiBody, ErrorBody
 
 ENDPOINTS = EndpointGroup()
@@ -124,7 +124,7 @@ def _content(endpoint: Endpoint, schema: Any) -> dict[str, Any]:
     return response
 
 
-# Path parameters named ``id`` are row ids (see thotto.api.app.path_id); others are names.
+# Path parameters named ``id`` are row ids (see thotto.api.endpoints.path_id); others are names.
 _PATH_SCHEMAS = {"id": {"type": "integer", "minimum": 1}}
 
 

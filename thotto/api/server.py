@@ -13,7 +13,7 @@ import socket
 
 import trio
 
-from thotto.api.app import ApiContext, build_app
+from thotto.api.endpoints import ApiContext, build_app
 from thotto.errors import ConfigError
 
 log = logging.getLogger("thotto.api.server")

@@ -1,11 +1,12 @@
-"""Revoking a token, changing a tier, removing a user: the store change and the invalidation
-that makes it take effect in every process, in one function each.
+"""Adding a user, changing a tier, removing a user: the store change and the invalidation that
+makes it take effect in every process, in one function each (revoking a token is
+:mod:`thotto.usecases.tokens`).
 
 The API routes and the ``thotto`` admin commands call these and nothing else does these changes.
 Each returns once the store has changed and the invalidation is sent: through Redis when it
 works, else through the store's broadcasts (Postgres NOTIFY), which every process's cache
 follows. Should an invalidation be lost (a connection re-established meanwhile), no process
-keeps a token's answer in memory longer than :data:`thotto.api.auth.TOKEN_L1_SECONDS`; so the
+keeps a token's answer in memory longer than ``TOKEN_L1_SECONDS`` (:mod:`thotto.api.auth`); so the
 change holds everywhere within 1 s.
 
 ``store`` is a :class:`~thotto.store.base.Store`, ``cache`` a :class:`~thotto.cache.Cache` that
@@ -16,26 +17,18 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from thotto.api.auth import forget_user, user_tag
-from thotto.errors import NotFound
-from thotto.messages import ApiToken, Role, Tier, User, UserRemoval
+from thotto.messages import NewUser, Tier, User, UserRemoval, validated
 from thotto.posts import post_list_tag
+from thotto.usecases.tokens import forget_user, user_tag
 
 if TYPE_CHECKING:
     from thotto.cache import Cache
     from thotto.store.base import Store
 
 
-async def revoke_token(store: "Store", cache: "Cache", token_id: int, *,
-                       by: User | None = None) -> ApiToken:
-    """Revoke a token (idempotent). ``by``: the user asking; unless an admin, only their own
-    tokens (another's is NotFound, not revealing it exists). None: the operator (CLI)."""
-    if by is not None and by.role is not Role.ADMIN:
-        if not any(token.id == token_id for token in await store.list_tokens(by.id)):
-            raise NotFound(f"No API token {token_id} of yours; `GET /api/tokens` lists them")
-    token = await store.revoke_token(token_id)
-    await forget_user(cache, token.user_id)
-    return token
+async def add_user(store: "Store", new_user: NewUser) -> User:
+    """Create a user (a name taken is Conflict). Nothing is cached of a user not yet made."""
+    return await store.create_user(validated(new_user))
 
 
 async def change_tier(store: "Store", cache: "Cache", user_id: int, tier: Tier) -> User:

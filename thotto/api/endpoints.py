@@ -14,14 +14,12 @@ import logging
 import math
 import re
 import uuid
-from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-import trio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -47,7 +45,8 @@ from thotto.errors import (
     Unauthorized,
     ValidationError,
 )
-from thotto.messages import ErrorBody, ItemError
+from thotto.messages import ErrorBody
+from thotto.usecases.posts import BatchInvalid
 
 if TYPE_CHECKING:
     from thotto.api.auth import FailureLimiter, RequestLimiter
@@ -56,15 +55,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("thotto.api")
 
 T = TypeVar("T")
-Handler = Callable[[Request], Awaitable[Response]]
-
-
-class BatchInvalid(ValidationError):
-    """Items of a batch failed validation; ``errors`` says which and why."""
-
-    def __init__(self, errors: list[ItemError]):
-        super().__init__(f"{len(errors)} of the posts are invalid; nothing was scheduled")
-        self.errors = errors
+RouteHandler = Callable[[Request], Awaitable[Response]]
 
 
 class MalformedBody(ValidationError):
@@ -97,9 +88,8 @@ SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404:
 
 @dataclass
 class ApiContext:
-    """What the API's handlers share: the engine, the per-user request limiter and the
-    per-address failed-authentication limiter (None for callers that are not HTTP clients,
-    e.g. the CLI reusing the scheduling checks)."""
+    """What the API's handlers share: the engine (which the use cases take), the per-user
+    request limiter and the per-address failed-authentication limiter."""
 
     engine: "Engine"
     limiter: "RequestLimiter | None" = None
@@ -107,8 +97,6 @@ class ApiContext:
     """Failed authentications per client address (None: unlimited, e.g. the CLI)."""
     base_url: str = ""
     """How users reach the API (set once the server is listening)."""
-    user_locks: defaultdict[int, trio.Lock] = field(default_factory=lambda: defaultdict(trio.Lock))
-    """One per user: their schedulings run one at a time (see thotto.api.posts)."""
 
     @property
     def services(self):
@@ -133,7 +121,7 @@ class Endpoint:
 
     method: str
     path: str
-    handler: Handler
+    handler: RouteHandler
     summary: str
     body: Any = None
     response: Any = None
@@ -160,8 +148,8 @@ class EndpointGroup:
 
     endpoints: list[Endpoint] = field(default_factory=list)
 
-    def add(self, method: str, path: str, summary: str, **options: Any) -> Callable[[Handler], Handler]:
-        def register(handler: Handler) -> Handler:
+    def add(self, method: str, path: str, summary: str, **options: Any) -> Callable[[RouteHandler], RouteHandler]:
+        def register(handler: RouteHandler) -> RouteHandler:
             self.endpoints.append(Endpoint(method, path, handler, summary, **options))
             return handler
 
@@ -367,7 +355,7 @@ def error_response(error: ThottoError) -> Response:
     if isinstance(error, MediaInUse):
         body.post_ids = error.post_ids
     if isinstance(error, BatchInvalid):
-        body.errors = error.errors
+        body.errors = [msgspec.structs.replace(item, field=camel(item.field)) for item in error.errors]
     if isinstance(error, TooManyRequests):
         headers["Retry-After"] = _seconds(error.retry_after)
     if isinstance(error, OutcomePending):

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from thotto.errors import Conflict, InvalidTransition, NotFound, ValidationError
+from thotto.errors import Conflict, InvalidTransition, NotFound
 from thotto.messages import (
     Account,
     AttemptView,
@@ -26,9 +26,7 @@ from thotto.messages import (
     Job,
     JobState,
     Post,
-    PostContent,
     PostStatus,
-    as_utc,
 )
 from thotto.posts import post_list_tag
 from thotto.store.base import POST_JOB_KIND, JobRecord, JobSearch
@@ -334,38 +332,15 @@ async def _all_dead(store, query: JobSearch) -> list[JobRecord]:
 
 async def reschedule_failed_post(engine: "Engine", job_id: int, *, scheduled_for: datetime,
                                  edits: dict[str, Any]) -> Post:
-    """Edit a failed post (``edits``: PostContent fields) and schedule it again, checked as a
-    new post of its owner would be (tier, the subreddit's rules, duplicates)."""
-    from thotto.api.app import ApiContext
-    from thotto.api.posts import check_duplicate, check_tier
-    from thotto.messages import NewPost
-    from thotto.posts import check_content
+    """Edit a failed post (``edits``: PostContent fields) and schedule it again, checked as its
+    owner's own edit would be (:func:`thotto.usecases.posts.reschedule_failed`)."""
+    from thotto.usecases import posts
 
-    store = engine.store
-    job = await store.get_job(job_id)
+    job = await engine.store.get_job(job_id)
     post, _ = await _post_of(engine, job)
     if post is None:
         raise NotFound(f"Job {job_id} publishes no post: only a failed post is edited and rescheduled")
-    owner = await store.get_user(post.user_id)
-    when = as_utc(scheduled_for)
-    now = engine.clock.now()
-    check_tier(owner, when, now)
-    content = msgspec.structs.replace(post.content, **edits) if edits else None
-    if content is not None:
-        try:
-            content = msgspec.convert(msgspec.to_builtins(content), PostContent)
-        except msgspec.ValidationError as error:
-            raise ValidationError(str(error)) from None
-        check_content(content)
-        await engine.posts.check(NewPost(user_id=owner.id, account_id=post.account_id,
-                                         content=content, scheduled_for=when))
-        if (content.title.lower(), content.subreddit.lower()) != (
-                post.content.title.lower(), post.content.subreddit.lower()):
-            await check_duplicate(ApiContext(engine), post.account_id, content.subreddit,
-                                  content.title, now, exclude=post.id)
-    revived = await store.revive_post(post.id, scheduled_for=when, content=content)
-    await _forget_lists(engine, post)
-    return revived
+    return await posts.reschedule_failed(engine, post, scheduled_for=scheduled_for, edits=edits)
 
 
 async def _forget_lists(engine: "Engine", post: Post | None) -> None:
