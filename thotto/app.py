@@ -26,7 +26,7 @@ from thotto.aio import Sidecar, open_sidecar
 from thotto.breaker import BreakerConfig, Breakers
 from thotto.cache import Cache, CacheConfig
 from thotto.clock import Clock
-from thotto.config import Role, Settings
+from thotto.config import ProcessRole, Settings
 from thotto.errors import DeferJob, PermanentJobError
 from thotto.files import keep_data_private
 from thotto.metrics import Metrics
@@ -107,7 +107,7 @@ class EngineTree:
     def __init__(self, engine: "Engine", *, run_workers: bool | None = None, serve_api: bool = False):
         settings = engine.settings
         self.engine = engine
-        self.run_workers = settings.role is not Role.API if run_workers is None else run_workers
+        self.run_workers = settings.role is not ProcessRole.API if run_workers is None else run_workers
         self.api = _api_server(engine) if serve_api else None
         self.pool = PosterPool(
             engine.store, engine.registry, engine.clock, owner=engine.owner,

@@ -17,7 +17,7 @@ import trio
 
 import actors
 from thotto import __version__
-from thotto.config import Role, load_settings
+from thotto.config import ProcessRole, load_settings
 from thotto.errors import ConfigError, ThottoError, ValidationError
 from thotto.files import PRIVATE_UMASK
 from thotto.messages import PostStatus, Tier
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve_parsers(commands) -> None:
     serve = commands.add_parser("serve", help="run Thotto (API and workers) until SIGINT/SIGTERM")
     _add_settings_options(serve)
-    serve.add_argument("--role", choices=[role.value for role in Role], help="all (default), api, or worker")
+    serve.add_argument("--role", choices=[role.value for role in ProcessRole], help="all (default), api, or worker")
     serve.add_argument("--demo", action="store_true",
                        help="also run the Reddit sandbox in-process and post to it (try Thotto without Reddit)")
     serve.add_argument("--demo-unless-configured", action="store_true",

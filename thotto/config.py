@@ -21,7 +21,7 @@ from thotto.errors import ConfigError
 ENV_PREFIX = "THOTTO_"
 
 
-class Role(enum.Enum):
+class ProcessRole(enum.Enum):
     """What a process runs: everything, only the HTTP API, or only the workers."""
 
     ALL = "all"
@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     database_url: str | None = None
     """``sqlite:///path``, a file path, or ``postgresql://...``; default: SQLite in data_dir."""
 
-    role: Role = Role.ALL
+    role: ProcessRole = ProcessRole.ALL
     """all | api | worker."""
 
     log_level: Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR)\Z")] = "INFO"
@@ -293,7 +293,7 @@ def _explain(message: str) -> str:
 def _allowed(name: str) -> str:
     """'; allowed: a, b, c' for enum settings, else ''."""
     annotation = Settings.__annotations__.get(name)
-    kind = {"Role": Role, "LogFormat": LogFormat}.get(str(annotation))
+    kind = {"ProcessRole": ProcessRole, "LogFormat": LogFormat}.get(str(annotation))
     return f"; allowed: {', '.join(member.value for member in kind)}" if kind else ""
 
 

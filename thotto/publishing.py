@@ -39,7 +39,7 @@ from thotto.errors import (
 )
 from thotto.handlers import JobContext
 from thotto.messages import Account, MediaRef, Post, PostKind
-from thotto.reddit.client import MediaItem, RedditAccount, RedditClient
+from thotto.reddit.client import ImageUpload, RedditAccount, RedditClient
 from thotto.store.base import Store
 from thotto.store.lifecycle import RECONCILE_SETTLE_SECONDS
 from thotto.vault import Password, RefreshToken, Vault
@@ -208,14 +208,14 @@ class Publisher:
             self._media_pending.add(post.id)
             raise
 
-    async def _media_item(self, post: Post, ref: MediaRef) -> MediaItem:
+    async def _media_item(self, post: Post, ref: MediaRef) -> ImageUpload:
         """One image of the post, read from the store as it is uploaded (never held whole)."""
         try:
             media = await self.store.get_media(ref.media_id, post.user_id)
         except NotFound:
             raise PermanentJobError(f"Image {ref.media_id} of post {post.id} was deleted; edit the "
                                     "post's mediaIds and schedule it again") from None
-        return MediaItem.from_store(self.store, media, caption=ref.caption, outbound_url=ref.outbound_url)
+        return ImageUpload.from_store(self.store, media, caption=ref.caption, outbound_url=ref.outbound_url)
 
     @contextlib.asynccontextmanager
     async def _guard(self, account: Account) -> AsyncIterator[None]:

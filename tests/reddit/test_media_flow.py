@@ -23,7 +23,7 @@ from tests.support.tls import self_signed_certificate
 from thotto.config import Settings
 from thotto.errors import DeferJob, RedditMediaPending, RedditPermanent, RetryableJobError
 from thotto.messages import MediaKind, NewMedia, NewUser
-from thotto.reddit import MediaItem, RedditClient, RedditConfig
+from thotto.reddit import ImageUpload, RedditClient, RedditConfig
 from thotto.reddit.sandbox import SandboxConfig
 from thotto.store import open_store
 
@@ -57,13 +57,13 @@ async def sandbox(nursery, tmp_path, sandbox_clock) -> SandboxServer:
 
 
 def item_of(data: bytes, name: str = "cat.png", *, mime_type: str = "image/png",
-            chunk_size: int = 4096, size: int | None = None, **gallery: str) -> MediaItem:
+            chunk_size: int = 4096, size: int | None = None, **gallery: str) -> ImageUpload:
     """An item whose bytes come in ``chunk_size`` pieces, as the store's chunks do."""
     async def chunks() -> AsyncIterator[bytes]:
         for start in range(0, len(data), chunk_size):
             yield data[start:start + chunk_size]
 
-    return MediaItem(file_name=name, mime_type=mime_type, size=len(data) if size is None else size,
+    return ImageUpload(file_name=name, mime_type=mime_type, size=len(data) if size is None else size,
                      chunks=chunks, **gallery)
 
 
@@ -134,7 +134,7 @@ async def test_an_image_from_the_media_library_is_streamed_from_the_store(sandbo
 
         media = await store.create_media(
             NewMedia(user_id=user.id, kind=MediaKind.PNG, width=64, height=48), pieces())
-        item = MediaItem.from_store(store, media)
+        item = ImageUpload.from_store(store, media)
         result = await alice.submit_media("test", "From the library", [item])
     (record,) = await sandbox.posts()
     assert (record["id"], record["kind"]) == (result.id, "image")
@@ -241,7 +241,7 @@ async def test_a_5_mb_image_is_streamed_with_an_exact_length(tmp_path):
                     uploads.append(request)
                 return await super().handle_async_request(request)
 
-        item = MediaItem(file_name="big.png", mime_type="image/png", size=len(image), chunks=chunks)
+        item = ImageUpload(file_name="big.png", mime_type="image/png", size=len(image), chunks=chunks)
         async with RedditClient(make_config(sandbox.url), transport=Recording()) as reddit:
             alice = reddit.account_from_password("alice", "alice-password")
             await alice.me()  # the token, before tracing

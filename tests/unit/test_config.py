@@ -2,13 +2,13 @@
 
 import pytest
 
-from thotto.config import Role, load_settings
+from thotto.config import ProcessRole, load_settings
 from thotto.errors import ConfigError
 
 
 def test_defaults_put_sqlite_in_the_data_dir():
     settings = load_settings(environ={})
-    assert settings.role is Role.ALL
+    assert settings.role is ProcessRole.ALL
     assert settings.resolved_database_url() == "thotto-data/thotto.db"
 
 
@@ -17,7 +17,7 @@ def test_environment_overrides_toml_and_overrides_win(tmp_path):
     config.write_text('role = "api"\nshutdown_grace_seconds = 5\ndata_dir = "from-toml"\n')
     environ = {"THOTTO_CONFIG": str(config), "THOTTO_ROLE": "worker"}
     settings = load_settings(environ=environ, data_dir="from-flag")
-    assert settings.role is Role.WORKER
+    assert settings.role is ProcessRole.WORKER
     assert settings.shutdown_grace_seconds == 5.0
     assert settings.data_dir == "from-flag"
 

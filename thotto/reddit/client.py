@@ -8,7 +8,7 @@ credentials and its cached access token::
     async with RedditClient(RedditConfig.from_settings(settings)) as reddit:
         account = reddit.account_from_refresh_token(refresh_token)
         result = await account.submit("test", "Hello", text="First post")
-        result = await account.submit_media("test", "A cat", [MediaItem.from_store(store, media)])
+        result = await account.submit_media("test", "A cat", [ImageUpload.from_store(store, media)])
 
 Wire format (reddit.com and the sandbox alike): tokens come from ``{token_url}/api/v1/access_token``
 (client credentials by HTTP Basic, form-encoded grants); the API lives at ``{api_url}`` with
@@ -253,7 +253,7 @@ class SubmitResult(msgspec.Struct, frozen=True):
 
 
 @dataclass(frozen=True, kw_only=True)
-class MediaItem:
+class ImageUpload:
     """One image of a media post, streamed to Reddit rather than held in memory.
 
     ``chunks`` is called once per upload attempt and must yield exactly ``size`` bytes (e.g.
@@ -271,7 +271,7 @@ class MediaItem:
 
     @classmethod
     def from_store(cls, store: Any, media: Any, *, caption: str | None = None,
-                   outbound_url: str | None = None) -> "MediaItem":
+                   outbound_url: str | None = None) -> "ImageUpload":
         """The item of a media-library image (``media``, a :class:`thotto.messages.Media`),
         its bytes read from ``store`` chunk by chunk on each upload."""
         return cls(file_name=f"image-{media.id}.{media.kind.value}",
@@ -803,7 +803,7 @@ class RedditAccount:
             raise RedditRetryable("Reddit's image upload lease names no key", error_type="BAD_RESPONSE")
         return action, fields, asset_id
 
-    async def _upload_streamed(self, item: MediaItem) -> _UploadedMedia:
+    async def _upload_streamed(self, item: ImageUpload) -> _UploadedMedia:
         """Lease a slot and upload ``item`` to it, its bytes streamed from ``item.chunks()``
         into a multipart body of exact Content-Length (Reddit's bucket refuses chunked
         uploads), so that at most a chunk or two of the image is in memory at a time."""
@@ -825,7 +825,7 @@ class RedditAccount:
         self,
         subreddit: str,
         title: str,
-        items: Sequence[MediaItem],
+        items: Sequence[ImageUpload],
         *,
         nsfw: bool = False,
         spoiler: bool = False,
@@ -836,7 +836,7 @@ class RedditAccount:
         """Publish an image post (one item) or a gallery (2 to 20 items, each with its caption
         and outbound link), as Reddit's own clients do. Validated before anything is sent.
 
-        Each item is leased an upload slot and streamed to it (see :class:`MediaItem`). An
+        Each item is leased an upload slot and streamed to it (see :class:`ImageUpload`). An
         image post is then submitted and confirmed by the websocket Reddit names: the post's
         URL once processing ends, or its failure, which raises
         :class:`~thotto.errors.RedditPermanent` (``MEDIA_FAILED``, Reddit's reason as the
@@ -871,7 +871,7 @@ class RedditAccount:
             return _media_result(sr, answer)
         return await self._look_for_media_post(sr, title, since=started - 60)
 
-    async def _submit_gallery(self, sr: str, title: str, items: Sequence[MediaItem], *,
+    async def _submit_gallery(self, sr: str, title: str, items: Sequence[ImageUpload], *,
                               nsfw: bool, spoiler: bool, flair_id: str | None,
                               flair_text: str | None, send_replies: bool) -> SubmitResult:
         """Upload each image, then ``POST /api/submit_gallery_post.json`` (a JSON body naming
@@ -1111,7 +1111,7 @@ def _media_result(sr: str, answer: dict[str, Any]) -> SubmitResult:
     return _result(f"t3_{match.group(1)}", redirect)
 
 
-def _validate_media(items: Sequence[MediaItem]) -> None:
+def _validate_media(items: Sequence[ImageUpload]) -> None:
     """Reddit's limits for image posts and galleries, checked before anything is uploaded."""
     def invalid(reason: str, error_type: str = "BAD_IMAGE") -> RedditPermanent:
         return RedditPermanent(reason, error_type=error_type, field="media")
@@ -1138,7 +1138,7 @@ def _validate_media(items: Sequence[MediaItem]) -> None:
             raise invalid(f"{which}'s link {item.outbound_url!r} is not an http(s) URL", "BAD_URL")
 
 
-def _multipart_envelope(fields: Mapping[str, str], item: MediaItem, boundary: str
+def _multipart_envelope(fields: Mapping[str, str], item: ImageUpload, boundary: str
                         ) -> tuple[bytes, bytes]:
     """What goes before and after the file's bytes in a multipart/form-data upload: the
     lease's fields, then the file's part header; then the closing boundary."""
@@ -1156,7 +1156,7 @@ def _quoted(value: str) -> str:
     return value.replace("\r", "%0D").replace("\n", "%0A").replace('"', "%22")
 
 
-async def _multipart_body(head: bytes, item: MediaItem, tail: bytes) -> AsyncIterator[bytes]:
+async def _multipart_body(head: bytes, item: ImageUpload, tail: bytes) -> AsyncIterator[bytes]:
     """The upload's body, the file streamed chunk by chunk between ``head`` and ``tail``.
     Raises _WrongMediaSize as soon as the chunks disagree with ``item.size`` (the declared
     Content-Length would otherwise be a lie the server could only time out on)."""

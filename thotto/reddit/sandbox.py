@@ -36,7 +36,7 @@ Control API (JSON), under ``/_sandbox``:
   ``GET`` shows what is left of it.
 * ``POST /_sandbox/config`` — token lifetime, rate budget and window, who the authorize page
   authorizes (:class:`SandboxConfig`).
-* ``POST /_sandbox/subreddits`` — add or replace subreddits (a list of :class:`SubredditRules`).
+* ``POST /_sandbox/subreddits`` — add or replace subreddits (a list of :class:`SandboxSubreddit`).
 * ``GET /_sandbox/posts`` — every accepted post, read back from the durable record.
 * ``POST /_sandbox/engagement`` — set posts' score and comment count:
   ``{"<post id>": {"score": 42, "num_comments": 7}}`` (ids with or without ``t3_``). Every
@@ -105,7 +105,7 @@ class Flair(msgspec.Struct, kw_only=True):
     mod_only: bool = False
 
 
-class SubredditRules(msgspec.Struct, kw_only=True):
+class SandboxSubreddit(msgspec.Struct, kw_only=True):
     """One subreddit and what it allows."""
 
     name: str
@@ -137,14 +137,14 @@ TEST_FLAIRS = [
 ]
 
 SEED_SUBREDDITS = [
-    SubredditRules(name="test", flairs=TEST_FLAIRS, subscribers=12000),
-    SubredditRules(name="self_only", submission_type="self"),
-    SubredditRules(name="links_only", submission_type="link"),
-    SubredditRules(name="flair_required", flair_required=True, flairs=TEST_FLAIRS),
-    SubredditRules(name="private_sub", state="private"),
-    SubredditRules(name="banned_sub", state="banned"),
-    SubredditRules(name="nsfw_sub", over18=True, subscribers=500),
-    SubredditRules(name="no_images", allow_images=False),
+    SandboxSubreddit(name="test", flairs=TEST_FLAIRS, subscribers=12000),
+    SandboxSubreddit(name="self_only", submission_type="self"),
+    SandboxSubreddit(name="links_only", submission_type="link"),
+    SandboxSubreddit(name="flair_required", flair_required=True, flairs=TEST_FLAIRS),
+    SandboxSubreddit(name="private_sub", state="private"),
+    SandboxSubreddit(name="banned_sub", state="banned"),
+    SandboxSubreddit(name="nsfw_sub", over18=True, subscribers=500),
+    SandboxSubreddit(name="no_images", allow_images=False),
 ]
 """What a fresh sandbox knows: one subreddit of each kind."""
 
@@ -274,7 +274,7 @@ class Engagement(msgspec.Struct, kw_only=True):
     num_comments: int = 0
 
 
-class Account(msgspec.Struct, kw_only=True):
+class SandboxAccount(msgspec.Struct, kw_only=True):
     id: str
     password: str | None = None
     created_utc: float = 0.0
@@ -286,14 +286,14 @@ class RefreshGrant(msgspec.Struct, kw_only=True):
     scope: str
 
 
-class State(msgspec.Struct, kw_only=True):
+class SandboxState(msgspec.Struct, kw_only=True):
     """What survives a restart besides the posts."""
 
-    accounts: dict[str, Account] = {}
+    accounts: dict[str, SandboxAccount] = {}
     clients: dict[str, str] = {}
     """client id → secret, remembered from the client's first token request."""
     refresh_tokens: dict[str, RefreshGrant] = {}
-    subreddits: list[SubredditRules] = []
+    subreddits: list[SandboxSubreddit] = []
     config: SandboxConfig = msgspec.field(default_factory=SandboxConfig)
     engagement: dict[str, Engagement] = {}
     """Post id (base 36) → what was set; posts not in it have the default Engagement."""
@@ -318,7 +318,7 @@ class _Code(msgspec.Struct):
     duration: str
 
 
-class _Window(msgspec.Struct):
+class _RateWindow(msgspec.Struct):
     start: float
     used: int
 
@@ -341,13 +341,13 @@ class Sandbox:
             self.state.config = config
         if not self.state.subreddits:
             self.state.subreddits = msgspec.convert(msgspec.to_builtins(SEED_SUBREDDITS),
-                                                    list[SubredditRules])
+                                                    list[SandboxSubreddit])
         self._save_state()
         self.posts: list[PostRecord] = self._load_posts()
         self.faults = Faults()
         self.tokens: dict[str, _AccessToken] = {}
         self.codes: dict[str, _Code] = {}
-        self.windows: dict[str, _Window] = {}
+        self.windows: dict[str, _RateWindow] = {}
         self.processing_until: dict[str, float] = {}
         """Image posts still "processing" (left out of listings) until then; not persisted."""
         self.failed_media: set[str] = set()
@@ -359,11 +359,11 @@ class Sandbox:
 
     # --- persistence ---------------------------------------------------------------------
 
-    def _load_state(self) -> State:
+    def _load_state(self) -> SandboxState:
         path = self.data_dir / STATE_FILE
         if path.exists():
-            return msgspec.json.decode(path.read_bytes(), type=State)
-        return State()
+            return msgspec.json.decode(path.read_bytes(), type=SandboxState)
+        return SandboxState()
 
     def _save_state(self) -> None:
         path = self.data_dir / STATE_FILE
@@ -409,8 +409,8 @@ class Sandbox:
         for path in (self.data_dir / MEDIA_DIR).iterdir():
             path.unlink()
         (self.data_dir / POSTS_FILE).unlink(missing_ok=True)
-        self.state = State(subreddits=msgspec.convert(msgspec.to_builtins(SEED_SUBREDDITS),
-                                                      list[SubredditRules]))
+        self.state = SandboxState(subreddits=msgspec.convert(msgspec.to_builtins(SEED_SUBREDDITS),
+                                                      list[SandboxSubreddit]))
         self._save_state()
         self.posts = []
         self.faults = Faults()
@@ -535,11 +535,11 @@ class Sandbox:
             return None
         return client_id
 
-    def _account(self, username: str) -> Account:
+    def _account(self, username: str) -> SandboxAccount:
         account = self.state.accounts.get(username)
         if account is None:
             number = len(self.state.accounts) + 1
-            account = Account(id=_base36(36**4 + number), created_utc=float(int(self.clock())))
+            account = SandboxAccount(id=_base36(36**4 + number), created_utc=float(int(self.clock())))
             self.state.accounts[username] = account
             self._save_state()
         return account
@@ -626,7 +626,7 @@ class Sandbox:
         start = math.floor(now / config.rate_window) * config.rate_window
         window = self.windows.get(client_id)
         if window is None or window.start != start:
-            window = self.windows[client_id] = _Window(start, 0)
+            window = self.windows[client_id] = _RateWindow(start, 0)
         window.used += 1
         return {"x-ratelimit-used": str(window.used),
                 "x-ratelimit-remaining": f"{float(config.rate_budget - window.used):.1f}",
@@ -637,7 +637,7 @@ class Sandbox:
         response.headers.update(getattr(request.state, "rate_headers", {}))
         return response
 
-    def _subreddit(self, name: str) -> SubredditRules | None:
+    def _subreddit(self, name: str) -> SandboxSubreddit | None:
         for rules in self.state.subreddits:
             if rules.name.lower() == name.lower():
                 return rules
@@ -755,7 +755,7 @@ class Sandbox:
             return ("ALREADY_SUB", "that link has already been submitted", "url")
         return self._check_flair(form, rules, username)
 
-    def _check_flair(self, form: dict[str, str], rules: SubredditRules, username: str
+    def _check_flair(self, form: dict[str, str], rules: SandboxSubreddit, username: str
                      ) -> tuple[str, str, str] | Response | None:
         """Reddit's flair rules: a flair is a template id; text alone, an unknown template or a
         moderator-only one picked by an ordinary user is a bare HTTP 400."""
@@ -771,7 +771,7 @@ class Sandbox:
         return None
 
     @staticmethod
-    def _moderates(rules: SubredditRules, username: str) -> bool:
+    def _moderates(rules: SandboxSubreddit, username: str) -> bool:
         return username.lower() in {name.lower() for name in rules.moderators}
 
     async def _accept(self, form: dict[str, str], grant: _AccessToken, base: str,
@@ -932,7 +932,7 @@ class Sandbox:
         return None
 
     async def _readable(self, request: Request, scope: str
-                        ) -> tuple[SubredditRules | None, Response | None]:
+                        ) -> tuple[SandboxSubreddit | None, Response | None]:
         grant, refused = await self._authorized(request, scope)
         if refused is not None:
             return None, refused
@@ -1183,7 +1183,7 @@ class Sandbox:
         """``/_sandbox/subreddits``: GET lists, POST adds or replaces by name."""
         if request.method == "POST":
             try:
-                added = msgspec.json.decode(await request.body(), type=list[SubredditRules])
+                added = msgspec.json.decode(await request.body(), type=list[SandboxSubreddit])
             except msgspec.DecodeError as exc:
                 return JSONResponse({"error": str(exc)}, status_code=400)
             names = {rules.name.lower() for rules in added}

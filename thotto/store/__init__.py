@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from thotto.errors import ConfigError
 from thotto.messages import utcnow
-from thotto.store.base import Clock, Store
+from thotto.store.base import NowFunction, Store
 
 if TYPE_CHECKING:
     from thotto.aio import Sidecar
@@ -22,7 +22,7 @@ POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
 
 @contextlib.asynccontextmanager
-async def open_store(url: str, *, clock: Clock = utcnow, sidecar: "Sidecar | None" = None) -> AsyncIterator[Store]:
+async def open_store(url: str, *, clock: NowFunction = utcnow, sidecar: "Sidecar | None" = None) -> AsyncIterator[Store]:
     """Open the store at ``url`` and close it on exit (also when cancelled).
 
     Creates the database schema or migrates it to the current version on open. Postgres runs

@@ -69,7 +69,7 @@ from thotto.messages import (
     utcnow,
 )
 
-Clock = Callable[[], datetime]
+NowFunction = Callable[[], datetime]
 
 #: The largest message :meth:`Store.broadcast` carries (Postgres NOTIFY payloads are < 8,000
 #: bytes, and the message travels base64-encoded).
@@ -257,7 +257,7 @@ class Store(abc.ABC):
     #: Short adapter name, e.g. ``"sqlite"`` or ``"postgres"``.
     name: str = "abstract"
 
-    def __init__(self, clock: Clock = utcnow):
+    def __init__(self, clock: NowFunction = utcnow):
         self.now = clock
 
     # --- enqueueing -----------------------------------------------------------------------
@@ -787,7 +787,7 @@ __all__ = [
     "BROADCAST_BUFFER",
     "check_broadcast",
     "missed_broadcasts",
-    "Clock",
+    "NowFunction",
     "POST_QUEUE",
     "POST_JOB_KIND",
     "MEDIA_CHUNK_BYTES",

@@ -111,10 +111,10 @@ from thotto.store.base import (
     BROADCAST_BUFFER,
     POST_JOB_KIND,
     POST_QUEUE,
-    Clock,
     JobPage,
     JobRecord,
     JobSearch,
+    NowFunction,
     PausedQueue,
     QueueActivity,
     Store,
@@ -762,7 +762,7 @@ def _affected(status: str) -> int:
 # --- wake-ups ------------------------------------------------------------------------------------
 
 
-class _Wakeups(EventFeed[datetime]):
+class _PostgresWakeups(EventFeed[datetime]):
     """One ``wakeups()`` iterator: a one-slot feed keeping the earliest time, registered with its
     store from creation (not first iteration), so no wake-up is lost while it is open."""
 
@@ -797,7 +797,7 @@ class PostgresStore(Store):
         dsn: str,
         *,
         sidecar: Sidecar,
-        clock: Clock = utcnow,
+        clock: NowFunction = utcnow,
         pool_size: int = 10,
         enqueue_flushers: int = 1,
     ):
@@ -809,7 +809,7 @@ class PostgresStore(Store):
         self._instance = uuid.uuid4().hex
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._feeds: set[_Wakeups] = set()
+        self._feeds: set[_PostgresWakeups] = set()
         self._broadcast_feeds: set[EventFeed[bytes | None]] = set()
         self._job_shapes: set[tuple[Any, ...]] = set()
         self._listen_task: asyncio.Task[None] | None = None
@@ -1515,7 +1515,7 @@ class PostgresStore(Store):
         return attempts
 
     def wakeups(self) -> AsyncIterator[datetime]:
-        return _Wakeups(self)
+        return _PostgresWakeups(self)
 
     # --- users and API tokens --------------------------------------------------------------
 
@@ -2548,7 +2548,7 @@ async def _close_pool(pool: asyncpg.Pool) -> None:
 async def open_postgres_store(
     dsn: str,
     *,
-    clock: Clock = utcnow,
+    clock: NowFunction = utcnow,
     sidecar: Sidecar | None = None,
     pool_size: int = 10,
 ) -> AsyncIterator[PostgresStore]:

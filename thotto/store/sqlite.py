@@ -105,10 +105,10 @@ from thotto.store.base import (
     BROADCAST_BUFFER,
     POST_JOB_KIND,
     POST_QUEUE,
-    Clock,
     JobPage,
     JobRecord,
     JobSearch,
+    NowFunction,
     PausedQueue,
     QueueActivity,
     Store,
@@ -1207,7 +1207,7 @@ class _Checkpointer:
 # --- wake-ups -------------------------------------------------------------------------------------
 
 
-class _Wakeups:
+class _SqliteWakeups:
     """An open subscription to a store's wake-ups; see :meth:`Store.wakeups`.
 
     Subscribed from creation (not from the first ``anext``), so nothing is lost in between.
@@ -1215,14 +1215,14 @@ class _Wakeups:
     the store closes.
     """
 
-    def __init__(self, hub: weakref.WeakSet[_Wakeups]):
+    def __init__(self, hub: weakref.WeakSet[_SqliteWakeups]):
         self._hub = hub
         self._earliest: datetime | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
         hub.add(self)
 
-    def __aiter__(self) -> _Wakeups:
+    def __aiter__(self) -> _SqliteWakeups:
         return self
 
     async def __anext__(self) -> datetime:
@@ -1256,7 +1256,7 @@ class _Wakeups:
 
 
 @contextlib.asynccontextmanager
-async def open_sqlite_store(path: str, *, clock: Clock = utcnow) -> AsyncIterator[SqliteStore]:
+async def open_sqlite_store(path: str, *, clock: NowFunction = utcnow) -> AsyncIterator[SqliteStore]:
     """Open (creating or migrating) the SQLite database at ``path``; close it on exit.
 
     Raises StoreLocked when another process (or another store in this process) has the file
@@ -1287,12 +1287,12 @@ class SqliteStore(Store):
         path: str,
         conns: tuple[sqlite3.Connection, sqlite3.Connection],
         lock: _FileLock,
-        clock: Clock,
+        clock: NowFunction,
     ):
         super().__init__(clock)
         self.path = path
         self._lock = lock
-        self._subscribers: weakref.WeakSet[_Wakeups] = weakref.WeakSet()
+        self._subscribers: weakref.WeakSet[_SqliteWakeups] = weakref.WeakSet()
         self._broadcast_feeds: weakref.WeakSet[EventFeed[bytes | None]] = weakref.WeakSet()
         self._checkpointer = _Checkpointer(path)
         self._writer = _Worker(
@@ -1304,7 +1304,7 @@ class SqliteStore(Store):
         self._paused: frozenset[str] = frozenset()  # the paused_queues table (see claim)
 
     @classmethod
-    async def open(cls, path: str, *, clock: Clock = utcnow) -> SqliteStore:
+    async def open(cls, path: str, *, clock: NowFunction = utcnow) -> SqliteStore:
         """Lock, open and migrate ``path``; the caller must :meth:`aclose` the store.
 
         Cancellation is checked only on entry: once the file is locked, opening runs to the end
@@ -1391,7 +1391,7 @@ class SqliteStore(Store):
 
     def wakeups(self) -> AsyncIterator[datetime]:
         """See :meth:`Store.wakeups`; in-process only. Close it (``contextlib.aclosing``)."""
-        return _Wakeups(self._subscribers)
+        return _SqliteWakeups(self._subscribers)
 
     # --- enqueueing -------------------------------------------------------------------------------
 
