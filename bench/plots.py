@@ -23,7 +23,7 @@ from collections.abc import Callable
 from bench.common import Result, Targets, target_for, verdict
 
 INSTALL_HINT = ("--plot needs matplotlib: pip install -e '.[bench]' "
-                "(or /work/venv/bin/pip install matplotlib)")
+                "(or .venv/bin/pip install matplotlib)")
 
 
 def missing_dependency() -> str | None:
