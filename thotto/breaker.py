@@ -342,10 +342,6 @@ class Breaker:
 
     # --- outcomes reported by hand -------------------------------------------------------------
 
-    def record_success(self, seconds: float = 0.0) -> None:
-        """Count a call made without :meth:`guard` that succeeded after ``seconds``."""
-        self._record(False, seconds, trio.current_time())
-
     def record_failure(self, error: BaseException | None = None, seconds: float = 0.0) -> None:
         """Count a call made without :meth:`guard` that failed (``error`` is checked against the
         predicate when given)."""

@@ -92,10 +92,6 @@ class EngineError(ThottoError):
     """The job engine could not do what was asked."""
 
 
-class UnknownJobKind(EngineError):
-    """No handler is registered for a job's kind."""
-
-
 # --- raised by job handlers to say how an attempt ended ------------------------------------
 
 

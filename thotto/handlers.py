@@ -99,6 +99,3 @@ class HandlerRegistry:
 
     def get(self, kind: str) -> HandlerSpec | None:
         return self._specs.get(kind)
-
-    def kinds(self) -> list[str]:
-        return sorted(self._specs)

@@ -99,10 +99,6 @@ class JobState(enum.Enum):
     CANCELLED = "cancelled"  # by its owner while pending
 
 
-LIVE_STATES = frozenset({JobState.PENDING, JobState.PROCESSING})
-FINISHED_STATES = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
-
-
 class AttemptOutcome(enum.Enum):
     """How one attempt ended."""
 
@@ -174,7 +170,6 @@ POST_STATUS_OF_JOB_STATE = {
     JobState.DEAD: PostStatus.FAILED,
     JobState.CANCELLED: PostStatus.CANCELLED,
 }
-JOB_STATE_OF_POST_STATUS = {status: state for state, status in POST_STATUS_OF_JOB_STATE.items()}
 
 # --- jobs -----------------------------------------------------------------------------------
 

@@ -779,11 +779,6 @@ class Cache:
             self._tag_epochs.clear()
             self._all_epoch = 0
 
-    def _forget_invalidations(self) -> None:
-        self._key_epochs.clear()
-        self._tag_epochs.clear()
-        self._all_epoch = 0
-
     # --- L2 helpers -------------------------------------------------------------------------------
 
     def _l2_key(self, key: str) -> str:

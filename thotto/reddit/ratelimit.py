@@ -22,9 +22,6 @@ from collections.abc import Callable, Mapping
 import msgspec
 import trio
 
-WINDOW_SECONDS = 600.0
-"""Reddit's accounting window (10 minutes)."""
-
 
 class RateLimitHeaders(msgspec.Struct, frozen=True):
     """The ``X-Ratelimit-*`` headers of one response."""
