@@ -282,7 +282,9 @@ class Engine:
         every later run of the post's job, so a crash in between loses nothing)."""
         await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
         try:
-            await schedule_next_occurrence(self.store, post, self.clock.now())
+            if await schedule_next_occurrence(self.store, post, self.clock.now()) is not None:
+                # A list read since the invalidation above may lack the next occurrence.
+                await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
             await self._announce_publication(post)
         except StoreUnavailable as error:
             # The post is out; try again when storage is back, without spending an attempt.

@@ -30,6 +30,7 @@ from thotto.messages import (
 )
 from thotto.posts import post_list_tag
 from thotto.store.base import POST_JOB_KIND, JobRecord, JobSearch
+from thotto.usecases.posts import reschedule_failed
 
 if TYPE_CHECKING:
     from thotto.engine import Engine
@@ -334,13 +335,11 @@ async def reschedule_failed_post(engine: "Engine", job_id: int, *, scheduled_for
                                  edits: dict[str, Any]) -> Post:
     """Edit a failed post (``edits``: PostContent fields) and schedule it again, checked as its
     owner's own edit would be (:func:`thotto.usecases.posts.reschedule_failed`)."""
-    from thotto.usecases import posts
-
     job = await engine.store.get_job(job_id)
     post, _ = await _post_of(engine, job)
     if post is None:
         raise NotFound(f"Job {job_id} publishes no post: only a failed post is edited and rescheduled")
-    return await posts.reschedule_failed(engine, post, scheduled_for=scheduled_for, edits=edits)
+    return await reschedule_failed(engine, post, scheduled_for=scheduled_for, edits=edits)
 
 
 async def _forget_lists(engine: "Engine", post: Post | None) -> None:
