@@ -477,6 +477,14 @@ class PostPage(Base):
     next_cursor: str | None
 
 
+class FlairChoice(Base, kw_only=True):
+    """A link flair a user may pick for a new post in a subreddit, as Reddit offers it."""
+
+    id: str
+    text: str = ""
+    text_editable: bool = False
+
+
 class SubredditRules(Base, kw_only=True):
     """What Thotto knows of a subreddit's posting rules (synced weekly, fetched on first use),
     so that a post breaking a known rule is refused when it is scheduled, not when it is due."""
@@ -493,6 +501,12 @@ class SubredditRules(Base, kw_only=True):
     flair_required: bool = False
     flair_ids: list[str] = []
     """Known flair template ids (empty: unknown, so any id is accepted)."""
+    flairs: list[FlairChoice] = []
+    """The same flairs with their text, to offer them by name (empty in rules stored before
+    Thotto kept the texts: the ids still count)."""
+    community_rules: list[str] = []
+    """The community's own rules, by their short names (``/r/{sr}/about/rules``), to show a
+    creator while composing; Reddit's moderators enforce them, Thotto cannot."""
     title_min_length: int | None = None
     title_max_length: int | None = None
     title_required_strings: list[str] = []
@@ -706,6 +720,51 @@ class OptimalTimes(ApiBody):
     activity of Reddit communities (too few posts of ours yet)."""
     slots: list[TimeSlot]
     computed_at: datetime
+
+
+class FlairView(ApiBody):
+    id: str
+    text: str
+    text_editable: bool = False
+    """The creator may change the flair's text (``flairText``)."""
+
+
+class SubredditRulesView(ApiBody):
+    """What a subreddit takes, for composing: the checks scheduling makes come from these
+    (``POST /api/scheduled-posts/check`` runs them); ``known`` false means Thotto could not ask
+    Reddit yet, and Reddit decides at publishing time."""
+
+    subreddit: str
+    known: bool
+    subreddit_type: str | None = None
+    post_kinds: list[PostKind] = []
+    """The kinds of post it takes."""
+    over18: bool = False
+    flair_required: bool = False
+    flairs: list[FlairView] = []
+    title_min_length: int | None = None
+    title_max_length: int | None = None
+    title_required_strings: list[str] = []
+    title_blacklisted_strings: list[str] = []
+    body_policy: str | None = None
+    domain_whitelist: list[str] = []
+    domain_blacklist: list[str] = []
+    community_rules: list[str] = []
+    subscribers: int | None = None
+
+
+class PostProblem(ApiBody, omit_defaults=True):
+    """One thing scheduling would refuse, in the words and with the field of the API's error."""
+
+    error: str
+    field: str | None = None
+    subreddit: str | None = None
+
+
+class PostCheck(ApiBody):
+    """What scheduling this request would refuse (empty: it would be accepted now)."""
+
+    problems: list[PostProblem]
 
 
 class MediaView(ApiBody):

@@ -411,9 +411,9 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
 
 def all_endpoints() -> list[Endpoint]:
     """Every endpoint of the API, in matching order."""
-    from thotto.api import accounts, media, monitoring, openapi, posts
+    from thotto.api import accounts, composing, media, monitoring, openapi, posts
 
-    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *media.ENDPOINTS.endpoints,
+    return [*composing.ENDPOINTS.endpoints, *posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *media.ENDPOINTS.endpoints,
             *openapi.ENDPOINTS.endpoints, *monitoring.ENDPOINTS.endpoints]
 
 
