@@ -163,7 +163,9 @@ def _flair_problems(content: PostContent, rules: SubredditRules) -> list[Problem
         return [("flair_id", f"flair {content.flair_id!r} is not one of r/{rules.display_name}'s "
                              f"flairs ({', '.join(rules.flair_ids)})")]
     if rules.flair_required and not content.flair_id:
-        choices = f": one of {', '.join(rules.flair_ids)}" if rules.flair_ids else ""
+        # By their names where Thotto knows them: a creator picks "News", not a template id.
+        names = [flair.text or flair.id for flair in rules.flairs] or rules.flair_ids
+        choices = f": pick one of {', '.join(names)}" if names else ""
         return [("flair_id", f"r/{rules.display_name} requires a flair{choices}")]
     return []
 

@@ -419,7 +419,11 @@ def all_endpoints() -> list[Endpoint]:
 
 def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:
     """The Starlette app serving every endpoint over ``context``."""
-    routes = [endpoint.route() for endpoint in all_endpoints()] + list(extra_routes)
+    from thotto.web import posts as post_pages
+    from thotto.web.pages_scaffold import STATIC
+
+    routes = [endpoint.route() for endpoint in all_endpoints()] + post_pages.ROUTES + [STATIC]
+    routes += list(extra_routes)
     from thotto.metrics import MetricsMiddleware
 
     app = Starlette(routes=routes, exception_handlers={
