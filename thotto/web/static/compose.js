@@ -95,7 +95,9 @@
     form.querySelectorAll("[data-kind]").forEach((part) => {
       part.hidden = !part.dataset.kind.split(" ").includes(k);
     });
-    $("media-hint").textContent = k === "gallery" ? "(2 to 20 images, with captions)" : "(one image)";
+    $("media-hint").textContent = k === "gallery"
+      ? "2 to 20 images, each with an optional caption. PNG, JPEG, GIF or WebP; location and camera data are removed."
+      : "One image: PNG, JPEG, GIF or WebP; location and camera data are removed.";
     renderMedia();
   }
 
@@ -153,7 +155,8 @@
     flairs.forEach((flair) => select.append(Posts.element("option", {value: flair.id, text: flair.text})));
     if (flairs.some((flair) => flair.id === current)) select.value = current;
     select.required = Boolean(rules && rules.flairRequired);
-    $("flair-required-note").textContent = select.required ? "(required by the subreddit)" : "(optional)";
+    $("flair-required-note").textContent = select.required
+      ? `r/${rules.subreddit} requires a flair on every post.` : "Optional.";
     showFlairText();
   }
 
