@@ -7,7 +7,8 @@ var Posts = window.Posts || (() => {
   // The creator's IANA time zone, as the page states it (UTC until they choose one).
   const zone = () => {
     const holder = document.querySelector("[data-time-zone]");
-    return (holder && holder.dataset.timeZone) || "UTC";
+    const meta = document.querySelector('meta[name="time-zone"]');
+    return (holder && holder.dataset.timeZone) || (meta && meta.content) || "UTC";
   };
 
   // The wall-clock parts of an instant in a time zone.
