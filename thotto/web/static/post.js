@@ -79,6 +79,7 @@
       $("failure-fix").href = why.fix.href;
     }
     showChanges(p.status === "publishing" ? "pending" : p.status);
+    if (p.status === "publishing") message("");
     if (p.status === "published") message(`Published on Reddit ${p.redditUrl ? "" : "(its link is being recorded)"}`.trim() + ".");
     if (p.status === "cancelled") message("Cancelled: it will not be published.");
     $("edit").href = `/compose?edit=${p.id}`;
