@@ -241,7 +241,7 @@
     if (k === "link" && $("url").value) {
       let host = $("url").value;
       try { host = new URL($("url").value).hostname.replace(/^www\./, ""); } catch { /* shown as typed */ }
-      body.append(Posts.element("p", {className: "rp-link", text: `🔗 ${host}`}));
+      body.append(Posts.element("p", {className: "rp-link", text: `${host} ↗`}));
     }
     if (k === "image" || k === "gallery") {
       const shown = k === "image" ? state.media.slice(0, 1) : state.media;
