@@ -184,7 +184,7 @@
       return {slot, at};
     }).sort((a, b) => a.at - b.at);
     next.forEach(({slot, at}) => {
-      const button = Posts.element("button", {type: "button", className: "chip",
+      const button = Posts.element("button", {type: "button", className: "chip", "data-at": at.toISOString(),
         text: Posts.formatTime(at), "aria-label": `Use ${Posts.formatTime(at)} (score ${Math.round(slot.score)})`});
       button.addEventListener("click", () => {
         const p = Posts.parts(at);
