@@ -393,6 +393,11 @@
         form.querySelectorAll('input[name="kind"]').forEach((radio) => { radio.disabled = true; });
         $("repeat-field").hidden = true;
         $("account-field").hidden = true;
+        if (answer.ok && answer.body.status === "failed") {
+          const why = Posts.explainFailure(answer.body);
+          form.prepend(Posts.element("p", {className: "notice", id: "failed-notice", role: "status",
+            text: `This post failed: ${why.words} Fix it, then pick a new time to schedule it again.`}));
+        }
         if (answer.ok && answer.body.status === "publishing") {
           Posts.showError(form, null, "Thotto is checking whether Reddit already took this post; it can be edited once that is known.");
         }
