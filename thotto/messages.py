@@ -333,6 +333,8 @@ class User(Base):
     tier: Tier
     role: Role
     created_at: datetime
+    time_zone: str = "UTC"
+    """The IANA zone the user's pages show and take times in."""
 
 
 class UserRemoval(Base):
@@ -392,6 +394,28 @@ class LinkRequest(Base):
     used_at: datetime | None = None
     held_code: bytes | None = None
     verifier_hash: str | None = None
+
+
+class PasswordLink(Base):
+    """A one-time link to set a user's password; only the hash of its secret is stored."""
+
+    token_hash: str
+    user_id: int
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class WebSession(Base):
+    """A signed-in browser: the store keeps the hash of the cookie's value (``id_hash``), whose
+    user it is, and the CSRF token every change made with it must carry."""
+
+    id_hash: str
+    user: User
+    csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
 
 
 class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
