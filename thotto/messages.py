@@ -337,6 +337,13 @@ class User(Base):
     """The IANA zone the user's pages show and take times in."""
 
 
+class AccountUnlinked(Base):
+    """What unlinking a Reddit account did (see ``Store.unlink_account``)."""
+
+    account: Account
+    posts_cancelled: int
+
+
 class UserRemoval(Base):
     """What removing a user did (see ``Store.remove_user``): the user as they were, and how
     many of their scheduled posts were cancelled, tokens revoked and Reddit accounts unlinked
@@ -787,6 +794,8 @@ class UserView(ApiBody):
     tier: Tier
     role: Role
     created_at: datetime
+    time_zone: str = "UTC"
+    """The IANA zone the user's pages show times in (set on the app's settings page)."""
 
 
 class TierChange(ApiBody):

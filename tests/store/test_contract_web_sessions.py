@@ -208,3 +208,39 @@ async def test_sign_in_failures_over_a_day_old_are_forgotten(store, clock):
     clock.advance(25 * 3600)
     await store.record_sign_in_failure(["user:bob"])
     assert await store.sign_in_failures("user:alice", start) == []
+
+
+async def test_unlinking_an_account_hides_it_erases_it_and_cancels_its_scheduled_posts(store, clock):
+    from tests.store.test_contract import link, make_account, publish, schedule
+    from thotto.messages import PostStatus
+
+    account = await make_account(store)
+    other = await store.create_account(link(account.user_id, "second_r"))
+    waiting = await schedule(store, account, clock() + timedelta(hours=1), title="Waiting")
+    published = await publish(store, await schedule(store, account, clock(), title="Out"))
+    elsewhere = await schedule(store, other, clock() + timedelta(hours=1), title="Elsewhere")
+    unlinked = await store.unlink_account(account.id, account.user_id)
+    assert unlinked.account.id == account.id and unlinked.posts_cancelled == 1
+    assert [a.id for a in await store.list_accounts(account.user_id)] == [other.id]
+    gone = await store.get_account(account.id)
+    assert gone.needs_relink and gone.refresh_token_encrypted == b""
+    assert (await store.get_post(waiting.id)).status is PostStatus.CANCELLED
+    assert (await store.get_post(published.id)).status is PostStatus.PUBLISHED
+    assert (await store.get_post(elsewhere.id)).status is PostStatus.SCHEDULED
+    with contextlib.suppress(NotFound):
+        await store.unlink_account(account.id, account.user_id)
+        raise AssertionError("expected NotFound: already unlinked")
+    relinked = await store.create_account(link(account.user_id, "alice_r", b"sealed-2"))
+    assert relinked.id == account.id and not relinked.needs_relink
+    assert [a.id for a in await store.list_accounts(account.user_id)] == [account.id, other.id]
+
+
+async def test_only_its_owner_unlinks_an_account(store, clock):
+    from tests.store.test_contract import make_account
+
+    account = await make_account(store)
+    stranger = await user(store, "stranger")
+    with contextlib.suppress(NotFound):
+        await store.unlink_account(account.id, stranger.id)
+        raise AssertionError("expected NotFound")
+    assert [a.id for a in await store.list_accounts(account.user_id)] == [account.id]

@@ -42,6 +42,7 @@ from thotto.messages import (
     ExpiredLeases,
     FailureCause,
     Job,
+    AccountUnlinked,
     LinkRequest,
     PasswordLink,
     WebSession,
@@ -556,7 +557,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_accounts(self, user_id: int) -> list[Account]:
-        """A user's linked accounts, by id."""
+        """A user's linked accounts, by id (not those they unlinked)."""
 
     @abc.abstractmethod
     async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
@@ -589,6 +590,14 @@ class Store(abc.ABC):
     async def use_link_request(self, state_hash: str) -> bool:
         """Mark the request used (``used_at`` = now) if it is unused and unexpired; True if
         this call did. One call wins across every process: a state links at most once."""
+
+    @abc.abstractmethod
+    async def unlink_account(self, account_id: int, user_id: int) -> AccountUnlinked:
+        """Unlink one of the user's Reddit accounts, in one transaction: its credentials are
+        erased, it is flagged ``needs_relink`` and left out of :meth:`list_accounts`, and the
+        posts still scheduled on it are cancelled. Linking the same Reddit account again
+        (:meth:`create_account`) brings it back. NotFound if it is not the user's or is
+        already unlinked."""
 
     # --- the web app: time zones, passwords, sessions, sign-in failures ---------------------
 

@@ -54,6 +54,7 @@ from thotto.errors import (
 from thotto.messages import (
     UTC,
     Account,
+    AccountUnlinked,
     ApiToken,
     Attempt,
     AttemptOutcome,
@@ -1727,7 +1728,7 @@ class PostgresStore(Store):
                     SELECT $1, $2, $3, $4, false, $5 WHERE EXISTS ({_LIVE_USER})
                     ON CONFLICT (user_id, reddit_username) DO UPDATE
                     SET refresh_token_encrypted = EXCLUDED.refresh_token_encrypted,
-                        scopes = EXCLUDED.scopes, needs_relink = false
+                        scopes = EXCLUDED.scopes, needs_relink = false, unlinked_at = NULL
                     RETURNING {_ACCOUNT_COLS}""",
                 account.user_id, account.reddit_username, account.refresh_token_encrypted,
                 account.scopes, now,
@@ -1747,7 +1748,8 @@ class PostgresStore(Store):
     async def list_accounts(self, user_id: int) -> list[Account]:
         _check_ids([user_id], "user_id")
         records = await self._run(
-            self._fetch, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE user_id = $1 ORDER BY id",
+            self._fetch, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE user_id = $1 "
+            "AND unlinked_at IS NULL ORDER BY id",
             user_id,
         )  # fmt: skip
         return [_account(r) for r in records]
@@ -1770,6 +1772,27 @@ class PostgresStore(Store):
             f"UPDATE accounts SET needs_relink = $2 WHERE id = $1 RETURNING {_ACCOUNT_COLS}",
             [account_id, bool(needs_relink)], _account, f"Account {account_id} does not exist",
         )  # fmt: skip
+
+    async def unlink_account(self, account_id: int, user_id: int) -> AccountUnlinked:
+        _check_ids([account_id, user_id], "account_id")
+        return await self._run(self._unlink_account_in_loop, account_id, user_id, self.now())
+
+    async def _unlink_account_in_loop(self, account_id: int, user_id: int,
+                                      now: datetime) -> AccountUnlinked:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = $1 AND user_id = $2 "
+                "AND unlinked_at IS NULL FOR UPDATE", account_id, user_id)
+            if row is None:
+                raise NotFound(f"No linked account with id {account_id}")
+            posts = await conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE state = 'pending' "
+                "AND id IN (SELECT job_id FROM posts WHERE account_id = $1)", account_id, now)
+            await conn.execute(
+                "UPDATE accounts SET refresh_token_encrypted = '', needs_relink = true, "
+                "unlinked_at = $2 WHERE id = $1", account_id, now)
+        return AccountUnlinked(_account(row), _affected(posts))
 
     # --- account link requests --------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from thotto.errors import (
 from thotto.messages import (
     UTC,
     Account,
+    AccountUnlinked,
     ApiToken,
     Attempt,
     AttemptOutcome,
@@ -497,7 +498,19 @@ REVOKE_TOKEN = (
 )
 SELECT_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY id"
 SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
-SELECT_ACCOUNTS = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? ORDER BY id"
+SELECT_ACCOUNTS = (
+    f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? AND unlinked_at IS NULL ORDER BY id"
+)
+USERS_LINKED_ACCOUNT = (
+    f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ? AND user_id = ? AND unlinked_at IS NULL"
+)
+UNLINK_ACCOUNT = (
+    "UPDATE accounts SET refresh_token_encrypted = x'', needs_relink = 1, unlinked_at = ? WHERE id = ?"
+)
+CANCEL_ACCOUNTS_POSTS = (
+    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE state = 'pending' "
+    "AND id IN (SELECT job_id FROM posts WHERE account_id = ?)"
+)
 SET_ACCOUNT_TOKEN = (
     "UPDATE accounts SET refresh_token_encrypted = ?, needs_relink = 0 WHERE id = ? "
     f"RETURNING {ACCOUNT_COLUMNS}"
@@ -527,7 +540,7 @@ LINK_ACCOUNT = (
     "needs_relink, created_at) VALUES (?, ?, ?, ?, 0, ?) "
     "ON CONFLICT (user_id, reddit_username) DO UPDATE SET "
     "refresh_token_encrypted = excluded.refresh_token_encrypted, scopes = excluded.scopes, "
-    f"needs_relink = 0 RETURNING {ACCOUNT_COLUMNS}"
+    f"needs_relink = 0, unlinked_at = NULL RETURNING {ACCOUNT_COLUMNS}"
 )
 
 LINK_REQUEST_COLUMNS = (
@@ -1815,6 +1828,18 @@ class SqliteStore(Store):
         account_id = _check(account_id, int, "account_id")
         where = ("account", account_id)
         return await self._fetch_one(sql, (value, account_id), where, _account, write=True)
+
+    async def unlink_account(self, account_id: int, user_id: int) -> AccountUnlinked:
+        params = (_check(account_id, int, "account_id"), _check(user_id, int, "user_id"))
+        _, now_us = self._now_us()
+
+        def unlink(conn: sqlite3.Connection) -> AccountUnlinked:
+            account = _account(_one(conn, USERS_LINKED_ACCOUNT, params, "linked account", account_id))
+            posts = conn.execute(CANCEL_ACCOUNTS_POSTS, (now_us, account_id)).rowcount
+            conn.execute(UNLINK_ACCOUNT, (now_us, account_id))
+            return AccountUnlinked(account, posts)
+
+        return await self._write(unlink)
 
     # --- account link requests ----------------------------------------------------------------
 

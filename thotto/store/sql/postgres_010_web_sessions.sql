@@ -7,6 +7,10 @@
 ALTER TABLE users ADD COLUMN password_hash text;
 ALTER TABLE users ADD COLUMN time_zone text NOT NULL DEFAULT 'UTC';
 
+-- An account its user unlinked: hidden from their accounts, credentials erased; linking the
+-- same Reddit account again brings it back.
+ALTER TABLE accounts ADD COLUMN unlinked_at timestamptz;
+
 -- A set-password link works once, before it expires; only the SHA-256 of its secret is kept.
 CREATE TABLE password_links (
     token_hash text        PRIMARY KEY,
