@@ -333,6 +333,15 @@ class User(Base):
     tier: Tier
     role: Role
     created_at: datetime
+    time_zone: str = "UTC"
+    """The IANA zone the user's pages show and take times in."""
+
+
+class AccountUnlinked(Base):
+    """What unlinking a Reddit account did (see ``Store.unlink_account``)."""
+
+    account: Account
+    posts_cancelled: int
 
 
 class UserRemoval(Base):
@@ -392,6 +401,28 @@ class LinkRequest(Base):
     used_at: datetime | None = None
     held_code: bytes | None = None
     verifier_hash: str | None = None
+
+
+class PasswordLink(Base):
+    """A one-time link to set a user's password; only the hash of its secret is stored."""
+
+    token_hash: str
+    user_id: int
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class WebSession(Base):
+    """A signed-in browser: the store keeps the hash of the cookie's value (``id_hash``), whose
+    user it is, and the CSRF token every change made with it must carry."""
+
+    id_hash: str
+    user: User
+    csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
 
 
 class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
@@ -822,6 +853,8 @@ class UserView(ApiBody):
     tier: Tier
     role: Role
     created_at: datetime
+    time_zone: str = "UTC"
+    """The IANA zone the user's pages show times in (set on the app's settings page)."""
 
 
 class TierChange(ApiBody):

@@ -55,7 +55,8 @@ CALLBACK_PATH = "/api/accounts/callback"
 
 
 def user_view(user) -> UserView:
-    return UserView(id=user.id, name=user.name, tier=user.tier, role=user.role, created_at=user.created_at)
+    return UserView(id=user.id, name=user.name, tier=user.tier, role=user.role, created_at=user.created_at,
+                    time_zone=user.time_zone)
 
 
 def token_view(token) -> TokenView:

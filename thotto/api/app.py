@@ -393,10 +393,20 @@ async def _on_thotto_error(request: Request, error: Exception) -> Response:
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    if error.status_code == 404 and _wants_a_page(request):
+        from thotto.web.pages import error_page
+
+        return error_page(request, None, 404, f"There is no page at {request.url.path}.")
     detail = {404: f"No route {request.url.path}; see /openapi.json",
               405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, error.detail)
     return json_response(ErrorBody(error=SUMMARY.get(error.status_code, "Error"), detail=detail),
                          error.status_code, dict(error.headers or {}))
+
+
+def _wants_a_page(request: Request) -> bool:
+    """A browser opening a page (not the JSON API): it is answered with a page."""
+    path = request.url.path
+    return not path.startswith(("/api/", "/metrics", "/openapi")) and "text/html" in request.headers.get("accept", "")
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
@@ -419,11 +429,9 @@ def all_endpoints() -> list[Endpoint]:
 
 def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:
     """The Starlette app serving every endpoint over ``context``."""
-    from thotto.web import posts as post_pages
-    from thotto.web.pages_scaffold import STATIC
+    from thotto.web.routes import page_routes
 
-    routes = [endpoint.route() for endpoint in all_endpoints()] + post_pages.ROUTES + [STATIC]
-    routes += list(extra_routes)
+    routes = [endpoint.route() for endpoint in all_endpoints()] + page_routes() + list(extra_routes)
     from thotto.metrics import MetricsMiddleware
 
     app = Starlette(routes=routes, exception_handlers={
