@@ -122,7 +122,7 @@ def test_compose_to_a_subreddit_that_requires_flair_then_move_it_and_watch_it_pu
     expect(page.get_by_role("link", name="Edit")).to_be_hidden()
     screenshot(page, "post")
     with thotto_app.sandbox() as sandbox:
-        records = [p for p in sandbox.get("/_sandbox/posts").json() if p["title"] == "Tomatoes on the balcony"
+        records = [p for p in sandbox.get("/_sandbox/posts").json()["posts"] if p["title"] == "Tomatoes on the balcony"
                    and p["subreddit"].lower() == sub]
     assert len(records) == 1 and records[0]["flair_text"] == "Painting"
 

@@ -63,7 +63,7 @@ async def calendar(page: Page) -> Response:
 @PAGES.route("/posts")
 async def post_list(page: Page) -> Response:
     query = page.request.query_params
-    return page.render("posts.html", status=query.get("status", ""), query=query.get("q", "")[:200])
+    return page.render("posts.html", status_filter=query.get("status", ""), query=query.get("q", "")[:200])
 
 
 @PAGES.route("/posts/{id}")
