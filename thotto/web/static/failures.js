@@ -25,7 +25,7 @@
       posts.slice(0, 3).forEach((post) => {
         const why = Posts.explainFailure(post);
         list.append(E("li", {},
-          E("a", {href: `/posts/${post.id}`, text: `“${post.title}”`}), ` in r/${post.subreddit}: ${why.words} `,
+          E("a", {href: `/posts/${post.id}`, text: `“${post.title}”`}), ` — ${why.words} `,
           E("a", {className: "banner-fix", href: why.fix.href, text: why.fix.label})));
       });
       banner.append(list);
