@@ -205,6 +205,7 @@ def test_an_image_post_is_uploaded_scheduled_and_a_post_is_cancelled(thotto_app,
     expect(page.locator("#media-status")).to_contain_text("1 image uploaded")
     expect(page.locator("#preview .rp-image img")).to_have_count(1)
     pick_best_time(page)
+    expect(page.locator("#problems")).to_have_text("Nothing: Thotto's checks pass.")
     page.evaluate("window.scrollTo(0, 0)")
     screenshot(page, "compose-image")
     page.get_by_role("button", name="Schedule").click()
