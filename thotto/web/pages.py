@@ -191,6 +191,13 @@ class Page:
     def now(self) -> datetime:
         return self.context.engine.clock.now()
 
+    def path_id(self, name: str = "id") -> int:
+        """A row id from the path (``{id:int}``); NotFound for one no row can have."""
+        value = self.request.path_params[name]
+        if not 1 <= value < 2**63:
+            raise NotFound(f"No such {name}: {value}")
+        return value
+
     def field(self, name: str, default: str = "") -> str:
         """A form field as text (a file or a missing field: ``default``)."""
         value = self.form.get(name) if self.form is not None else None
