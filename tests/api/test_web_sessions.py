@@ -165,3 +165,16 @@ async def test_the_operator_dashboard_takes_an_admins_session_and_no_one_elses(a
         assert (await admin.get("/api/monitoring/queue-metrics")).status_code == 200
         assert (await admin.get("/")).status_code == 200
         assert (await httpx.AsyncClient(base_url=api.url).get("/")).headers["location"] == "/sign-in"
+
+
+async def test_a_form_the_pages_do_not_send_is_refused_not_an_error(api):
+    async with signed_in(api, "pro") as browser:
+        token = await csrf_of(browser)
+        upload = await browser.post("/settings", data={"csrf": token}, files={"time_zone": ("a.txt", b"x")})
+        assert upload.status_code == 422 and "could not be read" in upload.text
+        many = await browser.post("/settings", content="&".join(f"f{i}=1" for i in range(300)),
+                                  headers={"content-type": "application/x-www-form-urlencoded"})
+        assert many.status_code == 422
+        huge = await browser.post("/sign-in", data={"name": "pro", "password": "x" * 70_000})
+        assert huge.status_code == 422 and "over 64 KB" in huge.text
+

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 import msgspec
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -348,7 +349,10 @@ async def read_form(request: Request) -> FormData:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > FORM_MAX_BYTES:
         raise ValidationError(f"The form is over {FORM_MAX_BYTES // 1024} KB; send less")
-    return await request.form(max_files=0, max_fields=200)
+    try:
+        return await request.form(max_files=0, max_fields=200)
+    except HTTPException as error:  # a multipart body Starlette refuses (a file, too many fields)
+        raise ValidationError(f"The form could not be read ({error.detail}); send the page's own form") from None
 
 
 def error_page(request: Request, session: WebSession | None, status: int, message: str,
