@@ -898,6 +898,14 @@ class AccountView(ApiBody):
     created_at: datetime
 
 
+class AccountUnlinkedView(ApiBody):
+    """An account unlinked, and how many of its scheduled posts were cancelled."""
+
+    id: int
+    reddit_username: str
+    posts_cancelled: int
+
+
 class LinkStart(ApiBody):
     """Send the user to ``authorizeUrl``; Reddit returns them to the callback.
 

@@ -36,6 +36,11 @@ import pytest
 from tests.conftest import IN_CI
 from tests.support.process_output import Output
 
+try:
+    from playwright.sync_api import expect
+except ImportError:  # the browser fixtures then skip, or fail under CI
+    expect = None
+
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"

@@ -26,12 +26,13 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.api.auth import create_token, require_admin, require_user
 from thotto.errors import Conflict, ValidationError
 from thotto.messages import (
+    AccountUnlinkedView,
     AccountView,
     ApiBody,
     LinkCompletion,
@@ -47,7 +48,7 @@ from thotto.messages import (
     UserRequest,
     UserView,
 )
-from thotto.usecases import users
+from thotto.usecases import accounts, users
 
 ENDPOINTS = EndpointGroup()
 LINK_STATE_SECONDS = 600.0
@@ -178,6 +179,19 @@ async def list_accounts(request: Request) -> Response:
     return json_response([account_view(account) for account in accounts])
 
 
+@ENDPOINTS.add("DELETE", "/api/accounts/{id}",
+               "Unlink one of your Reddit accounts: its credentials are erased, its scheduled posts "
+               "are cancelled, and it is no longer listed (linking it again brings it back)",
+               response=AccountUnlinkedView, errors=(401, 404, 429), tags=("accounts",))
+async def unlink(request: Request) -> Response:
+    user = await require_user(request)
+    context = request.app.state.api
+    unlinked = await accounts.unlink_account(context.store, context.cache, path_id(request), user.id)
+    return json_response(AccountUnlinkedView(id=unlinked.account.id,
+                                             reddit_username=unlinked.account.reddit_username,
+                                             posts_cancelled=unlinked.posts_cancelled))
+
+
 @ENDPOINTS.add("POST", "/api/accounts/link",
                "Start linking a Reddit account: open authorizeUrl in a browser. The answer's secret "
                "binds the link to you (a browser also gets it as a cookie, and its callback links "
@@ -186,19 +200,30 @@ async def list_accounts(request: Request) -> Response:
                response=LinkStart, errors=(401, 429, 503), tags=("accounts",))
 async def start_link(request: Request) -> Response:
     user = await require_user(request)
-    context = request.app.state.api
+    start = await begin_link(request.app.state.api, user.id)
+    response = json_response(start)
+    bind_browser(request.app.state.api, response, start)
+    return response
+
+
+async def begin_link(context, user_id: int) -> LinkStart:
+    """Start linking a Reddit account for ``user_id`` (the API's and the accounts page's
+    button): a stored request whose state works once, for 10 minutes."""
     reddit = context.engine._reddit()
     state, secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     authorize_url = reddit.authorize_url(state)  # first: without a redirect URI, 503 and no row
     expires_at = context.engine.clock.now() + timedelta(seconds=LINK_STATE_SECONDS)
-    await context.store.create_link_request(_digest(state), user.id, _digest(secret), expires_at)
-    response = json_response(LinkStart(authorize_url=authorize_url, state=state, secret=secret,
-                                       expires_at=expires_at))
-    # The browser sends it back only to the callback, and only over HTTPS when that is HTTPS.
-    response.set_cookie(_cookie_name(state), secret, max_age=int(LINK_STATE_SECONDS),
+    await context.store.create_link_request(_digest(state), user_id, _digest(secret), expires_at)
+    return LinkStart(authorize_url=authorize_url, state=state, secret=secret, expires_at=expires_at)
+
+
+def bind_browser(context, response: Response, start: LinkStart) -> None:
+    """Give the browser that started a link its secret, as a cookie it sends back only to the
+    callback, and only over HTTPS when that is HTTPS."""
+    reddit = context.engine._reddit()
+    response.set_cookie(_cookie_name(start.state), start.secret, max_age=int(LINK_STATE_SECONDS),
                         path=_callback_path(reddit), httponly=True, samesite="lax",
                         secure=reddit.config.redirect_uri.startswith("https:"))
-    return response
 
 
 class CallbackQuery(ApiBody, rename=None, forbid_unknown_fields=False):
@@ -229,7 +254,7 @@ async def finish_link(request: Request) -> Response:
     cookie = request.cookies.get(_cookie_name(query.state))
     if cookie is not None and _matches(cookie, link.secret_hash):
         account = await _link_once(context, link, query.code)
-        response = _linked_response(request, account)
+        response = await _linked_response(request, account)
         response.delete_cookie(_cookie_name(query.state), path=_callback_path(context.engine._reddit()))
         return response
     return await _hold_for_starter(request, context, link, query.code)
@@ -358,8 +383,16 @@ def _pending_page(pending: LinkPending) -> str:
             "nothing will be linked.</p>")
 
 
-def _linked_response(request: Request, account) -> Response:
+async def _linked_response(request: Request, account) -> Response:
     if "text/html" in request.headers.get("accept", ""):
+        from thotto.web.pages import set_flash
+        from thotto.web.sessions import current_session
+
+        session = await current_session(request)
+        if session is not None and session.user.id == account.user_id:  # back to the app
+            response = RedirectResponse("/accounts", status_code=303)
+            set_flash(request, response, f"u/{account.reddit_username} is linked.")
+            return response
         name = html.escape(account.reddit_username)
         return HTMLResponse(f"<!doctype html><title>Linked</title><p>u/{name} is linked to Thotto. "
                             "You can close this page.</p>")

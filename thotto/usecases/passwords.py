@@ -12,7 +12,6 @@ links through :func:`issue_password_link`; the pages call the rest.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -97,23 +96,31 @@ async def _verifies(password_hash: str, password: str) -> bool:
         return await trio.to_thread.run_sync(verify)
 
 
+class LinkUnusable(ValidationError):
+    """A set-password link that cannot set a password; ``gone``: it existed (used, expired or its
+    user removed), else it is unknown."""
+
+    def __init__(self, message: str, *, gone: bool):
+        super().__init__(message, field="token")
+        self.gone = gone
+
+
 async def link_user(store: "Store", token: str, *, now: datetime) -> User:
-    """The user a set-password link is for, if it can still be used; ValidationError on
-    ``token`` saying why not (unknown, used, expired)."""
+    """The user a set-password link is for, if it can still be used; :class:`LinkUnusable`
+    saying why not (unknown, used, expired)."""
     link = await store.get_password_link(link_digest(token)) if 0 < len(token) <= 200 else None
     if link is None:
-        raise ValidationError("This link is unknown or was replaced by a newer one; ask for a "
-                              "new link (an admin issues one, or `thotto user password-link`)",
-                              field="token")
+        raise LinkUnusable("This link is unknown or was replaced by a newer one; ask for a new "
+                           "link (an admin issues one, or `thotto user password-link`)", gone=False)
     if link.used_at is not None:
-        raise ValidationError("This link was already used (a link works once); sign in with "
-                              "your password, or ask for a new link", field="token")
+        raise LinkUnusable("This link was already used (a link works once); sign in with your "
+                           "password, or ask for a new link", gone=True)
     if link.expires_at <= now:
-        raise ValidationError("This link has expired; ask for a new one", field="token")
+        raise LinkUnusable("This link has expired; ask for a new one", gone=True)
     try:
         return await store.get_user(link.user_id)
     except NotFound:
-        raise ValidationError("This link's user no longer exists", field="token") from None
+        raise LinkUnusable("This link's user no longer exists", gone=True) from None
 
 
 async def set_password_with_link(store: "Store", token: str, password: str, *,
@@ -124,7 +131,7 @@ async def set_password_with_link(store: "Store", token: str, password: str, *,
     password_hash = await hash_password(check_password(password))
     user = await store.use_password_link(link_digest(token), password_hash)
     if user is None:
-        raise ValidationError("This link was just used or expired; ask for a new one", field="token")
+        raise LinkUnusable("This link was just used or expired; ask for a new one", gone=True)
     return user
 
 
@@ -200,7 +207,3 @@ def _minutes(seconds: float) -> str:
 async def sign_out_everywhere(store: "Store", user_id: int) -> int:
     """End every session of the user (every browser); how many there were."""
     return await store.delete_user_sessions(user_id)
-
-
-def same_secret(given: str, expected: str) -> bool:
-    return hmac.compare_digest(given.encode(), expected.encode())

@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import jinja2
 import msgspec
 from starlette.datastructures import FormData
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
@@ -194,6 +195,13 @@ class Page:
     def now(self) -> datetime:
         return self.context.engine.clock.now()
 
+    def path_id(self, name: str = "id") -> int:
+        """A row id from the path (``{id:int}``); NotFound for one no row can have."""
+        value = self.request.path_params[name]
+        if not 1 <= value < 2**63:
+            raise NotFound(f"No such {name}: {value}")
+        return value
+
     def field(self, name: str, default: str = "") -> str:
         """A form field as text (a file or a missing field: ``default``)."""
         value = self.form.get(name) if self.form is not None else None
@@ -344,7 +352,10 @@ async def read_form(request: Request) -> FormData:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > FORM_MAX_BYTES:
         raise ValidationError(f"The form is over {FORM_MAX_BYTES // 1024} KB; send less")
-    return await request.form(max_files=0, max_fields=200)
+    try:
+        return await request.form(max_files=0, max_fields=200)
+    except HTTPException as error:  # a multipart body Starlette refuses (a file, too many fields)
+        raise ValidationError(f"The form could not be read ({error.detail}); send the page's own form") from None
 
 
 def error_page(request: Request, session: WebSession | None, status: int, message: str,

@@ -14,6 +14,9 @@ PAGE_MODULES = (
     "thotto.web.signin",
     "thotto.web.home",
     "thotto.web.settings",
+    "thotto.web.tokens",
+    "thotto.web.accounts",
+    "thotto.web.admin",
     "thotto.web.posts",
 )
 

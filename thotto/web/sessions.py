@@ -118,12 +118,24 @@ async def check_csrf(request: Request, session: WebSession, form_value: str | No
         return
     given = request.headers.get(CSRF_HEADER)
     if given is None and form_value is None and _is_form(request):
-        form = await request.form()
-        value = form.get(CSRF_FIELD)
-        form_value = value if isinstance(value, str) else None
+        form_value = await _csrf_field(request)
     if not csrf_matches(session, given if given is not None else form_value):
         raise Forbidden("This change needs the session's CSRF token (the X-CSRF-Token header or "
                         "the csrf form field); reload the page and try again")
+
+
+#: A form read for its csrf field alone is at most this big (larger ones send the header).
+CSRF_FORM_MAX_BYTES = 64 * 1024
+
+
+async def _csrf_field(request: Request) -> str | None:
+    """The ``csrf`` field of a small form, read so that the route can read the body again."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit() or int(declared) > CSRF_FORM_MAX_BYTES:
+        return None
+    await request.body()  # kept by the request: the route's own read sees the same bytes
+    value = (await request.form()).get(CSRF_FIELD)
+    return value if isinstance(value, str) else None
 
 
 def _is_form(request: Request) -> bool:

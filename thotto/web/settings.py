@@ -17,8 +17,9 @@ PAGES = PageGroup()
 @functools.cache
 def time_zones() -> tuple[str, ...]:
     """Every IANA zone this Python knows (tzdata ships them), but the legacy aliases."""
-    return tuple(sorted(zone for zone in zoneinfo.available_timezones()
-                        if "/" in zone and not zone.startswith(("Etc/", "SystemV/", "US/"))) + ("UTC",))
+    zones = sorted(zone for zone in zoneinfo.available_timezones()
+                   if "/" in zone and not zone.startswith(("Etc/", "SystemV/", "US/")))
+    return ("UTC", *zones)
 
 
 def check_time_zone(name: str) -> str:

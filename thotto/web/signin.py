@@ -53,9 +53,9 @@ async def set_password(page: Page) -> Response:
     token = page.request.path_params["token"]
     try:
         link_user = await passwords.link_user(page.store, token, now=page.now())
-    except ValidationError as error:
-        return page.render("set_password.html", status=410 if "used" in str(error) or "expired" in str(error) else 404,
-                           link_error=str(error), token="")
+    except passwords.LinkUnusable as error:
+        return page.render("set_password.html", status=410 if error.gone else 404, link_error=str(error),
+                           token="")
     if page.request.method == "GET":
         return page.render("set_password.html", link_user=link_user, token=token)
     password = page.field("password")
