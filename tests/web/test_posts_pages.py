@@ -286,3 +286,32 @@ def test_a_second_user_cannot_open_the_first_users_posts_or_images(thotto_app, b
         assert other.goto(f"{thotto_app.url}/posts/{post_id + 1000}").status == 404
     finally:
         context.close()
+
+
+def test_times_are_picked_and_shown_in_the_users_time_zone(thotto_app, desktop):
+    creator(desktop, thotto_app, "zoned")
+    desktop.goto(f"{thotto_app.url}/settings")
+    desktop.get_by_label("Your time zone").select_option("Asia/Kolkata")  # UTC+05:30, no DST
+    desktop.get_by_role("button", name="Save time zone").click()
+    expect(desktop.get_by_text("Pages show and take times in Asia/Kolkata")).to_be_visible()
+    kolkata = timezone(timedelta(hours=5, minutes=30))
+    day = (datetime.now(kolkata) + timedelta(days=2)).date()
+    desktop.goto(f"{thotto_app.url}/compose")
+    expect(desktop.locator(".zone").first).to_have_text("Asia/Kolkata")
+    desktop.get_by_label("Subreddits").fill("test")
+    desktop.get_by_label("Title", exact=True).fill("Morning in Kolkata")
+    desktop.get_by_label("Date", exact=True).fill(str(day))
+    desktop.get_by_label("Time", exact=True).fill("09:30")
+    desktop.get_by_label("Repeats").select_option("weekly")
+    desktop.get_by_label("Posts in all").fill("3")
+    desktop.get_by_role("button", name="Schedule").click()
+    post_id = post_id_of(desktop)
+    post = desktop.evaluate(f"async () => (await Posts.api('GET', '/api/scheduled-posts/{post_id}')).body")
+    expected = datetime(day.year, day.month, day.day, 9, 30, tzinfo=kolkata)
+    assert datetime.fromisoformat(post["scheduledFor"].replace("Z", "+00:00")) == expected
+    repeat = post["recurrence"]
+    assert (repeat["frequency"], repeat["interval"], repeat["timezone"], repeat["count"]) == \
+        ("weekly", 1, "Asia/Kolkata", 3)
+    expect(desktop.locator("#post-facts")).to_contain_text(f"{expected:%-d %b %Y}, 09:30")
+    desktop.goto(f"{thotto_app.url}/calendar?view=week&date={day}")
+    expect(desktop.locator(f'li[data-date="{day}"] a[data-post-id="{post_id}"] time')).to_have_text("09:30")
