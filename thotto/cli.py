@@ -73,6 +73,10 @@ def _admin_parsers(commands) -> None:
     user_add.add_argument("--role", dest="user_role", choices=[role.value for role in UserRole], default="user")
     _add_settings_options(user_add, json=True)
     _add_settings_options(user.add_parser("list", help="list users"), json=True)
+    password_link = user.add_parser("password-link", help="a new one-time link for a user to set their "
+                                    "password and sign in to the app")
+    password_link.add_argument("name")
+    _add_settings_options(password_link, json=True)
     set_tier = user.add_parser("set-tier", help="change a user's tier")
     set_tier.add_argument("name")
     set_tier.add_argument("tier", choices=[tier.value for tier in Tier])

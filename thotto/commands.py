@@ -197,7 +197,8 @@ async def _serve(settings: Settings, args: argparse.Namespace) -> int:
                     await services.start(_serve_control_socket, engine, settings)
                 # Only now, with the server listening, is there a first token worth printing: a
                 # start that fails earlier (a port in use) leaves the next start a first start.
-                first_start = await _first_start(engine.store, settings) if serve_api else None
+                first_start = (await _first_start(engine.store, settings, engine.tree.api.context.base_url)
+                               if serve_api else None)
                 await _welcome(engine, settings, first_start, demo=demo)
                 await engine.tree.wait_stopped()
                 services.cancel_scope.cancel()
@@ -272,11 +273,30 @@ def _demo_secret(settings: Settings) -> str:
         return file.read().strip()
 
 
-async def _first_start(store, settings: Settings) -> tuple[User, str] | None:
-    """On the very first start (no users yet), make the admin and a token; else None."""
+async def _first_start(store, settings: Settings, base: str) -> tuple[User, str, str] | None:
+    """On the very first start (no users yet), make the admin, a token and a set-password
+    link under ``base``; else None."""
     if await store.list_users():
         return None
-    return await _init_admin(store, settings, "admin")
+    admin, token = await _init_admin(store, settings, "admin")
+    return admin, token, await _password_link(store, settings, admin, base)
+
+
+async def _password_link(store, settings: Settings, user: User, base: str | None = None) -> str:
+    """A new one-time link for ``user`` to set their password (see thotto.usecases.passwords):
+    under ``base``, else the running server's address, else the configured one."""
+    from thotto.usecases import passwords
+
+    if base is None:
+        engine = serving_engine()
+        api = engine.tree.api if engine is not None and engine.tree is not None else None
+        base = api.context.base_url if api is not None and api.context.base_url else passwords.base_url(settings)
+    return await passwords.issue_password_link(store, settings, user.id, base, now=utcnow())
+
+
+def _password_link_note(user: User, url: str, settings: Settings) -> str:
+    return (f"{user.name} sets a password (and signs in to the app) at this link; it works once, "
+            f"for {settings.password_link_hours:g} hours:\n\n    {url}\n")
 
 
 async def _init_admin(store, settings: Settings, name: str) -> tuple[User, str]:
@@ -301,8 +321,8 @@ async def _welcome(engine, settings: Settings, first_start, *, demo: bool) -> No
         say(f"demo: Reddit is the sandbox at {settings.reddit_url} (u/{DEMO_ACCOUNT}); to post to "
             "reddit.com set THOTTO_REDDIT_CLIENT_ID and THOTTO_REDDIT_CLIENT_SECRET (see README)")
     if first_start and api:
-        admin, token = first_start
-        say(first_start_message(api.context.base_url, admin.name, token, demo=demo))
+        admin, token, password_url = first_start
+        say(first_start_message(api.context.base_url, admin.name, token, demo=demo, password_url=password_url))
 
 
 async def _link_demo_account(engine) -> None:
@@ -313,11 +333,16 @@ async def _link_demo_account(engine) -> None:
             await accounts.link_with_password(engine, user.id, DEMO_ACCOUNT, "demo-password")
 
 
-def first_start_message(url: str, admin: str, token: str, *, demo: bool) -> str:
+def first_start_message(url: str, admin: str, token: str, *, demo: bool, password_url: str = "") -> str:
     where = ("the demo sandbox (r/test exists there)" if demo else
              "Reddit: first link an account (thotto account link --user admin --reddit-username NAME)")
     return f"""
-First start: created the admin user {admin!r} and an API token. It is shown only now; keep it:
+First start: created the admin user {admin!r}. Open this link to set the admin's password and
+sign in to the app (it works once, for a day; `thotto user password-link {admin}` makes another):
+
+    {password_url}
+
+For scripts, an API token. It is shown only now; keep it:
 
     export THOTTO_TOKEN={token}
 
@@ -341,8 +366,11 @@ async def init(settings: Settings, args: argparse.Namespace) -> int:
             raise ValidationError(f"{settings.data_dir} is already initialised ({len(existing)} users); "
                                   "create a token with `thotto token create --user NAME`")
         admin, token = await _init_admin(store, settings, args.admin)
+        link = await _password_link(store, settings, admin)
     say(f"initialised {settings.resolved_database_url()}; the key is in {settings.data_dir}")
-    emit(args, {"admin": admin.name, "id": admin.id, "tier": admin.tier.value, "token": token})
+    say(_password_link_note(admin, link, settings))
+    emit(args, {"admin": admin.name, "id": admin.id, "tier": admin.tier.value, "token": token,
+                "password_link": link})
     return EXIT_OK
 
 
@@ -414,10 +442,25 @@ async def user_add(settings: Settings, args: argparse.Namespace) -> int:
     new_user = validated(NewUser(name=args.name, tier=Tier(args.tier), role=Role(args.user_role)))
     async with _store(settings) as store:
         user = await users.add_user(store, new_user)
+        link = await _password_link(store, settings, user)
     if args.json:
-        emit(args, _user_row(user))
+        emit(args, {**_user_row(user), "password_link": link})
     else:
         out(f"user {user.name} (id {user.id}, tier {user.tier.value}, role {user.role.value}) created")
+        say(_password_link_note(user, link, settings))
+    return EXIT_OK
+
+
+async def user_password_link(settings: Settings, args: argparse.Namespace) -> int:
+    """A new one-time set-password link for a user (their earlier unused links stop working)."""
+    async with _store(settings) as store:
+        user = await store.get_user_by_name(args.name)
+        link = await _password_link(store, settings, user)
+    if args.json:
+        emit(args, {"user": user.name, "password_link": link})
+    else:
+        out(link)
+        say(_password_link_note(user, link, settings))
     return EXIT_OK
 
 
@@ -912,6 +955,7 @@ COMMANDS = {
     ("user", "list"): user_list,
     ("user", "set-tier"): user_set_tier,
     ("user", "remove"): user_remove,
+    ("user", "password-link"): user_password_link,
     ("token", "create"): token_create,
     ("token", "list"): token_list,
     ("token", "revoke"): token_revoke,

@@ -14,7 +14,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from thotto.errors import JobError, RedditAuthError, RedditPermanent
-from thotto.messages import PostContent, PostKind, SubredditRules
+from thotto.messages import FlairChoice, PostContent, PostKind, SubredditRules
 from thotto.reddit.client import RedditAccount
 
 log = logging.getLogger("thotto.community")
@@ -60,6 +60,9 @@ async def fetch_rules(reddit: RedditAccount, subreddit: str, now: Callable[[], d
         over18=about.over18,
         flair_required=requirements.is_flair_required,
         flair_ids=[flair.id for flair in flairs],
+        flairs=[FlairChoice(id=flair.id, text=flair.text, text_editable=flair.text_editable)
+                for flair in flairs],
+        community_rules=await _community_rules(reddit, about.display_name),
         title_min_length=requirements.title_text_min_length,
         title_max_length=requirements.title_text_max_length,
         title_required_strings=requirements.title_required_strings or [],
@@ -84,6 +87,19 @@ async def _flair_choices(reddit: RedditAccount, about) -> list:
     except JobError as error:
         log.warning("could not read r/%s's link flairs (%s); keeping its other rules",
                     about.display_name, error)
+        return []
+
+
+async def _community_rules(reddit: RedditAccount, subreddit: str) -> list[str]:
+    """The community's rules to show while composing, or none when Reddit would not say
+    (logged: they are shown, never checked, so the other rules still count)."""
+    try:
+        return await reddit.community_rules(subreddit)
+    except RedditAuthError:
+        raise
+    except JobError as error:
+        log.warning("could not read r/%s's community rules (%s); keeping its other rules",
+                    subreddit, error)
         return []
 
 
@@ -147,7 +163,9 @@ def _flair_problems(content: PostContent, rules: SubredditRules) -> list[Problem
         return [("flair_id", f"flair {content.flair_id!r} is not one of r/{rules.display_name}'s "
                              f"flairs ({', '.join(rules.flair_ids)})")]
     if rules.flair_required and not content.flair_id:
-        choices = f": one of {', '.join(rules.flair_ids)}" if rules.flair_ids else ""
+        # By their names where Thotto knows them: a creator picks "News", not a template id.
+        names = [flair.text or flair.id for flair in rules.flairs] or rules.flair_ids
+        choices = f": pick one of {', '.join(names)}" if names else ""
         return [("flair_id", f"r/{rules.display_name} requires a flair{choices}")]
     return []
 

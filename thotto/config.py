@@ -194,6 +194,26 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     api_auth_failure_burst: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
     """Failed authentications one client address may make at once above the sustained rate."""
 
+    web_session_idle_hours: Annotated[float, msgspec.Meta(gt=0, le=8760)] = 168.0
+    """A signed-in browser unused this long is signed out (the web app's sessions)."""
+
+    web_session_max_days: Annotated[float, msgspec.Meta(gt=0, le=366)] = 30.0
+    """A web session ends this long after signing in, however much it is used."""
+
+    password_link_hours: Annotated[float, msgspec.Meta(gt=0, le=720)] = 24.0
+    """How long a one-time set-password link works (printed by ``thotto user add``, ``thotto
+    init`` and the first start, or issued by an admin in the app)."""
+
+    sign_in_failures_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 5
+    """Failed sign-ins one user name may take within ``sign_in_window_minutes`` before further
+    attempts are refused (429 with Retry-After), from any address, in every process."""
+
+    sign_in_failures_per_address: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 20
+    """Failed sign-ins one client address may make within ``sign_in_window_minutes``."""
+
+    sign_in_window_minutes: Annotated[float, msgspec.Meta(gt=0, le=1440)] = 15.0
+    """The window over which failed sign-ins are counted."""
+
     duplicate_window_hours: Annotated[float, msgspec.Meta(ge=0, le=8760)] = 24.0
     """A post with the same account, subreddit and title as one pending, or published within
     this many hours, is refused as a duplicate (409)."""

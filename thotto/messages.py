@@ -328,6 +328,15 @@ class User(Base):
     tier: Tier
     role: Role
     created_at: datetime
+    time_zone: str = "UTC"
+    """The IANA zone the user's pages show and take times in."""
+
+
+class AccountUnlinked(Base):
+    """What unlinking a Reddit account did (see ``Store.unlink_account``)."""
+
+    account: Account
+    posts_cancelled: int
 
 
 class UserRemoval(Base):
@@ -387,6 +396,28 @@ class LinkRequest(Base):
     used_at: datetime | None = None
     held_code: bytes | None = None
     verifier_hash: str | None = None
+
+
+class PasswordLink(Base):
+    """A one-time link to set a user's password; only the hash of its secret is stored."""
+
+    token_hash: str
+    user_id: int
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class WebSession(Base):
+    """A signed-in browser: the store keeps the hash of the cookie's value (``id_hash``), whose
+    user it is, and the CSRF token every change made with it must carry."""
+
+    id_hash: str
+    user: User
+    csrf_token: str
+    created_at: datetime
+    last_seen_at: datetime
+    expires_at: datetime
 
 
 class Recurrence(Base, kw_only=True, forbid_unknown_fields=True):
@@ -472,6 +503,14 @@ class PostPage(Base):
     next_cursor: str | None
 
 
+class FlairChoice(Base, kw_only=True):
+    """A link flair a user may pick for a new post in a subreddit, as Reddit offers it."""
+
+    id: str
+    text: str = ""
+    text_editable: bool = False
+
+
 class SubredditRules(Base, kw_only=True):
     """What Thotto knows of a subreddit's posting rules (synced weekly, fetched on first use),
     so that a post breaking a known rule is refused when it is scheduled, not when it is due."""
@@ -488,6 +527,12 @@ class SubredditRules(Base, kw_only=True):
     flair_required: bool = False
     flair_ids: list[str] = []
     """Known flair template ids (empty: unknown, so any id is accepted)."""
+    flairs: list[FlairChoice] = []
+    """The same flairs with their text, to offer them by name (empty in rules stored before
+    Thotto kept the texts: the ids still count)."""
+    community_rules: list[str] = []
+    """The community's own rules, by their short names (``/r/{sr}/about/rules``), to show a
+    creator while composing; Reddit's moderators enforce them, Thotto cannot."""
     title_min_length: int | None = None
     title_max_length: int | None = None
     title_required_strings: list[str] = []
@@ -703,6 +748,51 @@ class OptimalTimes(ApiBody):
     computed_at: datetime
 
 
+class FlairView(ApiBody):
+    id: str
+    text: str
+    text_editable: bool = False
+    """The creator may change the flair's text (``flairText``)."""
+
+
+class SubredditRulesView(ApiBody):
+    """What a subreddit takes, for composing: the checks scheduling makes come from these
+    (``POST /api/scheduled-posts/check`` runs them); ``known`` false means Thotto could not ask
+    Reddit yet, and Reddit decides at publishing time."""
+
+    subreddit: str
+    known: bool
+    subreddit_type: str | None = None
+    post_kinds: list[PostKind] = []
+    """The kinds of post it takes."""
+    over18: bool = False
+    flair_required: bool = False
+    flairs: list[FlairView] = []
+    title_min_length: int | None = None
+    title_max_length: int | None = None
+    title_required_strings: list[str] = []
+    title_blacklisted_strings: list[str] = []
+    body_policy: str | None = None
+    domain_whitelist: list[str] = []
+    domain_blacklist: list[str] = []
+    community_rules: list[str] = []
+    subscribers: int | None = None
+
+
+class PostProblem(ApiBody, omit_defaults=True):
+    """One thing scheduling would refuse, in the words and with the field of the API's error."""
+
+    error: str
+    field: str | None = None
+    subreddit: str | None = None
+
+
+class PostCheck(ApiBody):
+    """What scheduling this request would refuse (empty: it would be accepted now)."""
+
+    problems: list[PostProblem]
+
+
 class MediaView(ApiBody):
     """An uploaded image. ``width`` and ``height`` are its pixel dimensions as stored (a photo
     whose kept EXIF orientation turns it shows the other way round)."""
@@ -758,6 +848,8 @@ class UserView(ApiBody):
     tier: Tier
     role: Role
     created_at: datetime
+    time_zone: str = "UTC"
+    """The IANA zone the user's pages show times in (set on the app's settings page)."""
 
 
 class TierChange(ApiBody):
@@ -799,6 +891,14 @@ class AccountView(ApiBody):
     scopes: str
     needs_relink: bool
     created_at: datetime
+
+
+class AccountUnlinkedView(ApiBody):
+    """An account unlinked, and how many of its scheduled posts were cancelled."""
+
+    id: int
+    reddit_username: str
+    posts_cancelled: int
 
 
 class LinkStart(ApiBody):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,6 +28,13 @@ def test_the_pyz_starts_and_answers_health(tmp_path):
     try:
         url = output.wait_for(r"serving \(API on (http://\S+);", timeout=60)[1]
         assert httpx.get(f"{url}/api/health").json()["status"] == "ok"
+        # The app's templates and static files travel in the file too (package data).
+        link = output.wait_for(r"(http://\S+/set-password/\S+)")[1]
+        assert "Set your password" in httpx.get(link).text
+        page = httpx.get(f"{url}/sign-in").text
+        for asset in re.findall(r'(?:href|src)="(/static/[^"]+)"', page):
+            assert httpx.get(url + asset).status_code == 200, asset
+        assert "/static/app.js" in page and "/static/app.css" in page
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -1,4 +1,4 @@
-"""The dashboard page in a real headless Chromium, driven through chromedriver's WebDriver HTTP
+"""The dashboard page (at /operator) in a real headless Chromium, driven through chromedriver's WebDriver HTTP
 protocol: sign in with a token, see the same numbers as the API, retry a failure, and save a
 screenshot (``THOTTO_UPDATE_SCREENSHOT=1`` also copies it to docs/dashboard.png)."""
 
@@ -124,7 +124,7 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
                 "scheduledFor": (utcnow() + timedelta(hours=hours)).isoformat()}
         assert (await admin.client.post("/api/scheduled-posts", json=body)).status_code == 201
 
-    await browser.open(api.url + "/")
+    await browser.open(api.url + "/operator")
     await browser.wait_for("return !document.querySelector('#signin').hidden")
     await browser.type("#token", admin.token)
     await browser.click("#signin-button")
@@ -198,7 +198,7 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
 
 
 async def test_a_token_that_is_not_an_admin_token_is_refused(api, browser):
-    await browser.open(api.url + "/")
+    await browser.open(api.url + "/operator")
     await browser.wait_for("return !document.querySelector('#signin').hidden")
     await browser.type("#token", api.pro.token)
     await browser.click("#signin-button")

@@ -39,7 +39,7 @@ async def test_rules_of_an_open_subreddit_allow_an_ordinary_post(alice):
          "r/no_images does not allow image posts; it takes text and link posts"),
         ("no_images", dict(kind=PostKind.GALLERY, media=[MediaRef(media_id=1), MediaRef(media_id=2)]), "kind",
          "r/no_images does not allow gallery posts; it takes text and link posts"),
-        ("flair_required", dict(text="x"), "flair_id", "r/flair_required requires a flair: one of"),
+        ("flair_required", dict(text="x"), "flair_id", "r/flair_required requires a flair: pick one of"),
         ("private_sub", dict(text="x"), "subreddit", "r/private_sub is private"),
         ("banned_sub", dict(text="x"), "subreddit", "r/banned_sub is banned"),
         ("no_such_place", dict(text="x"), "subreddit", "r/no_such_place does not exist"),

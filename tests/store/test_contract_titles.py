@@ -82,7 +82,10 @@ async def test_a_follow_up_carries_the_key(store, clock):
 
 # What the migrations after 5 made, undone (newest first), so that a database can be taken back
 # to schema 4. A migration added after 5 adds its undo here.
-UNDO_AFTER_5 = ["DROP TABLE IF EXISTS post_media", "DROP TABLE IF EXISTS media_chunks",
+UNDO_AFTER_5 = ["DROP TABLE IF EXISTS sign_in_failures", "DROP TABLE IF EXISTS web_sessions",
+                "DROP TABLE IF EXISTS password_links", "ALTER TABLE users DROP COLUMN time_zone",
+                "ALTER TABLE users DROP COLUMN password_hash", "ALTER TABLE accounts DROP COLUMN unlinked_at",
+                "DROP TABLE IF EXISTS post_media", "DROP TABLE IF EXISTS media_chunks",
                 "DROP TABLE IF EXISTS media", "DROP INDEX IF EXISTS jobs_dead",
                 "ALTER TABLE jobs DROP COLUMN failure_cause", "DROP TABLE IF EXISTS paused_queues",
                 "ALTER TABLE users DROP COLUMN removed_at",

@@ -20,11 +20,12 @@ import html
 from urllib.parse import urlsplit
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from thotto.api.auth import require_admin, require_user
 from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.messages import (
+    AccountUnlinkedView,
     AccountView,
     ApiBody,
     LinkCompletion,
@@ -47,7 +48,8 @@ CALLBACK_PATH = "/api/accounts/callback"
 
 
 def user_view(user) -> UserView:
-    return UserView(id=user.id, name=user.name, tier=user.tier, role=user.role, created_at=user.created_at)
+    return UserView(id=user.id, name=user.name, tier=user.tier, role=user.role, created_at=user.created_at,
+                    time_zone=user.time_zone)
 
 
 def token_view(token) -> TokenView:
@@ -171,6 +173,19 @@ async def list_accounts(request: Request) -> Response:
     return json_response([account_view(account) for account in linked])
 
 
+@ENDPOINTS.add("DELETE", "/api/accounts/{id}",
+               "Unlink one of your Reddit accounts: its credentials are erased, its scheduled posts "
+               "are cancelled, and it is no longer listed (linking it again brings it back)",
+               response=AccountUnlinkedView, errors=(401, 404, 429), tags=("accounts",))
+async def unlink(request: Request) -> Response:
+    user = await require_user(request)
+    context = request.app.state.api
+    unlinked = await accounts.unlink_account(context.store, context.cache, path_id(request), user.id)
+    return json_response(AccountUnlinkedView(id=unlinked.account.id,
+                                             reddit_username=unlinked.account.reddit_username,
+                                             posts_cancelled=unlinked.posts_cancelled))
+
+
 @ENDPOINTS.add("POST", "/api/accounts/link",
                "Start linking a Reddit account: open authorizeUrl in a browser. The answer's secret "
                "binds the link to you (a browser also gets it as a cookie, and its callback links "
@@ -182,12 +197,18 @@ async def start_link(request: Request) -> Response:
     engine = request.app.state.api.engine
     started = await accounts.start_link(engine, user)
     response = json_response(started)
-    # The browser sends it back only to the callback, and only over HTTPS when that is HTTPS.
+    bind_browser(engine, response, started)
+    return response
+
+
+def bind_browser(engine, response: Response, started: LinkStart) -> None:
+    """Give the browser that started a link its secret (the API's and the accounts page's
+    button), as a cookie it sends back only to the callback, and only over HTTPS when that is
+    HTTPS."""
     reddit = accounts.reddit_client(engine)
     response.set_cookie(_cookie_name(started.state), started.secret, max_age=int(LINK_STATE_SECONDS),
                         path=_callback_path(reddit), httponly=True, samesite="lax",
                         secure=reddit.config.redirect_uri.startswith("https:"))
-    return response
 
 
 class CallbackQuery(ApiBody, rename=None, forbid_unknown_fields=False):
@@ -217,7 +238,7 @@ async def finish_link(request: Request) -> Response:
         if "text/html" in request.headers.get("accept", ""):
             return HTMLResponse(_pending_page(answer), 202)
         return json_response(answer, 202)
-    response = _linked_response(request, answer)
+    response = await _linked_response(request, answer)
     response.delete_cookie(_cookie_name(query.state), path=_callback_path(accounts.reddit_client(engine)))
     return response
 
@@ -261,8 +282,16 @@ def _pending_page(pending: LinkPending) -> str:
             "nothing will be linked.</p>")
 
 
-def _linked_response(request: Request, account) -> Response:
+async def _linked_response(request: Request, account) -> Response:
     if "text/html" in request.headers.get("accept", ""):
+        from thotto.web.pages import set_flash
+        from thotto.web.sessions import current_session
+
+        session = await current_session(request)
+        if session is not None and session.user.id == account.user_id:  # back to the app
+            response = RedirectResponse("/accounts", status_code=303)
+            set_flash(request, response, f"u/{account.reddit_username} is linked.")
+            return response
         name = html.escape(account.reddit_username)
         return HTMLResponse(f"<!doctype html><title>Linked</title><p>u/{name} is linked to Thotto. "
                             "You can close this page.</p>")

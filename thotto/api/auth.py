@@ -10,6 +10,10 @@ a user's tier or removing a user invalidates the user's tag in every process (th
 Unknown tokens are not cached (a stranger's guesses would fill the cache); they are failed
 authentications, limited per client address (:class:`FailureLimiter`). Minting a token checks the caller's token in the store itself,
 so a token revoked a moment ago mints nothing anywhere.
+
+A browser signed in to the pages authenticates with its session cookie instead of a token
+(:mod:`thotto.web.sessions`): the cookie is used only when no ``Authorization`` header is sent,
+and every change made with it must carry the session's CSRF token (403 otherwise).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from starlette.requests import Request
 from thotto.errors import Forbidden, StoreUnavailable, TooManyRequests, Unauthorized
 from thotto.messages import Role, User
 from thotto.usecases.tokens import token_hash, token_key, user_tag
+from thotto.web.sessions import has_session_cookie, session_user
 
 TOKEN_CACHE_SECONDS = 60.0
 # Revoking must take effect everywhere within 1 s even if an invalidation is lost (a connection
@@ -44,13 +49,33 @@ async def require_user(request: Request, *, fresh: bool = False) -> User:
     bucket (429 once it is empty, without asking the store again until it refills)."""
     context = request.app.state.api
     header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token.strip():
-        raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' "
-                           "(create one with `thotto token create --user NAME`)")
-    user = await _user_for(context, token_hash(token.strip()), client_address(request), fresh=fresh)
+    if not header and has_session_cookie(request):
+        user = await _session_user(context, request)
+    else:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise Unauthorized("Send an API token as 'Authorization: Bearer <token>' "
+                               "(create one with `thotto token create --user NAME`), or sign in "
+                               "to the app at /sign-in")
+        user = await _user_for(context, token_hash(token.strip()), client_address(request), fresh=fresh)
     if context.limiter is not None:
         await context.limiter.check(user.id)
+    return user
+
+
+async def _session_user(context, request: Request) -> User:
+    """The user of the request's web session (the pages' cookie; a change needs the CSRF
+    token, see :mod:`thotto.web.sessions`). A cookie that is no live session counts as a failed
+    authentication of the address, like an unknown token."""
+    failures = context.auth_failures
+    if failures is not None:
+        failures.check_not_blocked(client_address(request))
+    user = await session_user(request)
+    if user is None:
+        if failures is not None:
+            await failures.failed(client_address(request))
+        raise Unauthorized("Your session has ended (signed out, or unused too long); sign in "
+                           "again at /sign-in")
     return user
 
 

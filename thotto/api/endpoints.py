@@ -381,10 +381,20 @@ async def _on_thotto_error(request: Request, error: Exception) -> Response:
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
+    if error.status_code == 404 and _wants_a_page(request):
+        from thotto.web.pages import error_page
+
+        return error_page(request, None, 404, f"There is no page at {request.url.path}.")
     detail = {404: f"No route {request.url.path}; see /openapi.json",
               405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, error.detail)
     return json_response(ErrorBody(error=SUMMARY.get(error.status_code, "Error"), detail=detail),
                          error.status_code, dict(error.headers or {}))
+
+
+def _wants_a_page(request: Request) -> bool:
+    """A browser opening a page (not the JSON API): it is answered with a page."""
+    path = request.url.path
+    return not path.startswith(("/api/", "/metrics", "/openapi")) and "text/html" in request.headers.get("accept", "")
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
@@ -399,15 +409,17 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
 
 def all_endpoints() -> list[Endpoint]:
     """Every endpoint of the API, in matching order."""
-    from thotto.api import accounts, media, monitoring, openapi, posts
+    from thotto.api import accounts, composing, media, monitoring, openapi, posts
 
-    return [*posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *media.ENDPOINTS.endpoints,
+    return [*composing.ENDPOINTS.endpoints, *posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *media.ENDPOINTS.endpoints,
             *openapi.ENDPOINTS.endpoints, *monitoring.ENDPOINTS.endpoints]
 
 
 def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:
     """The Starlette app serving every endpoint over ``context``."""
-    routes = [endpoint.route() for endpoint in all_endpoints()] + list(extra_routes)
+    from thotto.web.routes import page_routes
+
+    routes = [endpoint.route() for endpoint in all_endpoints()] + page_routes() + list(extra_routes)
     from thotto.metrics import MetricsMiddleware
 
     app = Starlette(routes=routes, exception_handlers={

@@ -1,7 +1,8 @@
 """Monitoring and operating endpoints: Prometheus ``/metrics``, readiness and health, queue
 metrics and alerts from the queue monitor, breakers, cache, failures (from the store) with a
 retry where one can succeed, the operators' job search, job pages, retry, cancel and redrive,
-pausing and resuming queues, the webhook delivery log, and the dashboard page at ``/``.
+pausing and resuming queues, the webhook delivery log, and the dashboard page at
+``/operator``.
 
 Everything needs an admin token except the dashboard page itself (a static page that signs in
 with a token) and the liveness probe ``/api/health`` (in :mod:`thotto.api.openapi`).
@@ -23,7 +24,7 @@ from thotto import webhooks
 from thotto.api.auth import require_admin
 from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.errors import NotFound, StoreError, StoreUnavailable, ValidationError
-from thotto.messages import FlairId, FlairText, JobState, Name, PostView, Subreddit, Title
+from thotto.messages import Role, FlairId, FlairText, JobState, Name, PostView, Subreddit, Title
 from thotto.metrics import CONTENT_TYPE
 from thotto.monitor import Alert, QueueSnapshot, SystemSnapshot
 from thotto.store.base import JobSearch
@@ -478,10 +479,24 @@ async def cache(request: Request) -> Response:
 # --- the dashboard -----------------------------------------------------------------------------
 
 
-@ENDPOINTS.add("GET", "/", "The monitoring dashboard (HTML; signs in with an admin token)",
+DASHBOARD_PATH = "/operator"
+_NO_SESSION = b'<meta name="csrf-token" content="">'
+
+
+@ENDPOINTS.add("GET", DASHBOARD_PATH,
+               "The operators' monitoring dashboard (HTML): an admin signed in to the app uses it "
+               "at once; otherwise it signs in with an admin API token",
                auth=None, tags=TAGS, content_type="text/html")
 async def dashboard(request: Request) -> Response:
-    return Response(dashboard_html(), media_type="text/html; charset=utf-8")
+    from thotto.web.sessions import current_session
+
+    page = dashboard_html()
+    session = await current_session(request)
+    if session is not None and session.user.role is Role.ADMIN:
+        # The page's requests then go with the session's cookie and this CSRF token.
+        page = page.replace(_NO_SESSION, f'<meta name="csrf-token" content="{session.csrf_token}">'.encode())
+    return Response(page, media_type="text/html; charset=utf-8",
+                    headers={"Cache-Control": "no-store", "X-Frame-Options": "DENY"})
 
 
 def dashboard_html() -> bytes:

@@ -327,6 +327,14 @@ class _FlairSelector(msgspec.Struct):
     choices: list[_FlairChoice] = []
 
 
+class _CommunityRule(msgspec.Struct):
+    short_name: str
+
+
+class _CommunityRules(msgspec.Struct):
+    rules: list[_CommunityRule] = []
+
+
 class SubredditAbout(msgspec.Struct, frozen=True):
     """``/r/{sr}/about``: what scheduling checks need."""
 
@@ -757,6 +765,13 @@ class RedditAccount:
         choices = _convert(body, _FlairSelector, context).choices
         return [LinkFlair(id=choice.flair_template_id, text=choice.flair_text or "",
                           text_editable=choice.flair_text_editable) for choice in choices]
+
+    async def community_rules(self, subreddit: str) -> list[str]:
+        """The community's rules by their short names (``/r/{sr}/about/rules``), in order."""
+        sr = _check_subreddit(subreddit)
+        context = f"r/{sr}'s rules"
+        _, body = await self.client._api(self, "GET", f"/r/{sr}/about/rules", context=context)
+        return [rule.short_name for rule in _convert(body, _CommunityRules, context).rules]
 
     async def about(self, subreddit: str) -> SubredditAbout:
         """The subreddit's about page: type, allowed post kinds, NSFW, subscribers."""

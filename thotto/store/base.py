@@ -42,7 +42,10 @@ from thotto.messages import (
     ExpiredLeases,
     FailureCause,
     Job,
+    AccountUnlinked,
     LinkRequest,
+    PasswordLink,
+    WebSession,
     Media,
     MediaPage,
     JobState,
@@ -554,7 +557,7 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def list_accounts(self, user_id: int) -> list[Account]:
-        """A user's linked accounts, by id."""
+        """A user's linked accounts, by id (not those they unlinked)."""
 
     @abc.abstractmethod
     async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
@@ -587,6 +590,82 @@ class Store(abc.ABC):
     async def use_link_request(self, state_hash: str) -> bool:
         """Mark the request used (``used_at`` = now) if it is unused and unexpired; True if
         this call did. One call wins across every process: a state links at most once."""
+
+    @abc.abstractmethod
+    async def unlink_account(self, account_id: int, user_id: int) -> AccountUnlinked:
+        """Unlink one of the user's Reddit accounts, in one transaction: its credentials are
+        erased, it is flagged ``needs_relink`` and left out of :meth:`list_accounts`, and the
+        posts still scheduled on it are cancelled. Linking the same Reddit account again
+        (:meth:`create_account`) brings it back. NotFound if it is not the user's or is
+        already unlinked."""
+
+    # --- the web app: time zones, passwords, sessions, sign-in failures ---------------------
+
+    @abc.abstractmethod
+    async def set_time_zone(self, user_id: int, time_zone: str) -> User:
+        """Set the IANA zone the user's pages use (checked by the caller); NotFound."""
+
+    @abc.abstractmethod
+    async def get_password_hash(self, user_id: int) -> str | None:
+        """The user's password hash, None if they have none; NotFound."""
+
+    @abc.abstractmethod
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        """Replace the user's password hash (a stronger rehash at sign-in); NotFound."""
+
+    @abc.abstractmethod
+    async def create_password_link(self, token_hash: str, user_id: int,
+                                   expires_at: datetime) -> PasswordLink:
+        """Record a one-time set-password link for the user. The user's earlier unused links
+        stop working (the newest link is the only one), and links expired over a day ago are
+        forgotten. Conflict if the hash exists; NotFound without the user."""
+
+    @abc.abstractmethod
+    async def get_password_link(self, token_hash: str) -> PasswordLink | None:
+        """The link with this hash, used or expired ones included; else None."""
+
+    @abc.abstractmethod
+    async def use_password_link(self, token_hash: str, password_hash: str) -> User | None:
+        """In one transaction: spend the link if it is unused and unexpired (at ``self.now()``)
+        and its user is not removed, set that user's password hash, and delete every session
+        of theirs (a new password signs every browser out). Returns the user, or None if the
+        link cannot be used; one call wins across processes."""
+
+    @abc.abstractmethod
+    async def create_session(self, id_hash: str, user_id: int, csrf_token: str,
+                             expires_at: datetime) -> WebSession:
+        """Record a signed-in browser (``last_seen_at`` = now), forgetting sessions that
+        expired. Conflict if the hash exists; NotFound without the user."""
+
+    @abc.abstractmethod
+    async def get_session(self, id_hash: str) -> WebSession | None:
+        """The session with this hash and its user (as :meth:`get_user` sees them), expired
+        ones included (the caller judges expiry); None if unknown or its user was removed."""
+
+    @abc.abstractmethod
+    async def touch_session(self, id_hash: str) -> None:
+        """Set the session's ``last_seen_at`` to now (nothing if it is gone)."""
+
+    @abc.abstractmethod
+    async def delete_session(self, id_hash: str) -> bool:
+        """Sign one browser out; True if the session existed."""
+
+    @abc.abstractmethod
+    async def delete_user_sessions(self, user_id: int) -> int:
+        """Sign every browser of the user out; how many sessions there were."""
+
+    @abc.abstractmethod
+    async def record_sign_in_failure(self, keys: Sequence[str]) -> None:
+        """Count one failed sign-in (now) under each key, forgetting failures over a day old."""
+
+    @abc.abstractmethod
+    async def sign_in_failures(self, key: str, since: datetime) -> list[datetime]:
+        """When the failures counted under ``key`` at or after ``since`` happened, oldest
+        first."""
+
+    @abc.abstractmethod
+    async def clear_sign_in_failures(self, key: str) -> None:
+        """Forget the failures counted under ``key`` (after a successful sign-in)."""
 
     # --- posts -----------------------------------------------------------------------------
 

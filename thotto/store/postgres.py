@@ -54,6 +54,7 @@ from thotto.errors import (
 from thotto.messages import (
     UTC,
     Account,
+    AccountUnlinked,
     ApiToken,
     Attempt,
     AttemptOutcome,
@@ -66,6 +67,8 @@ from thotto.messages import (
     FailureCause,
     Job,
     LinkRequest,
+    PasswordLink,
+    WebSession,
     JobState,
     Media,
     MediaKind,
@@ -137,7 +140,7 @@ MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
               3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql",
               5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql",
               7: "postgres_007_removed_users.sql", 8: "postgres_008_operations.sql",
-              9: "postgres_009_media.sql"}
+              9: "postgres_009_media.sql", 10: "postgres_010_web_sessions.sql"}
 # Numbers are taken by branches as they start, so they may have gaps: apply them in order.
 SCHEMA_VERSION = max(MIGRATIONS)
 #: Rows per statement when a migration backfills a column computed in Python.
@@ -463,7 +466,7 @@ DELETE FROM jobs
 WHERE state IN ('completed', 'dead', 'cancelled') AND finished_at < $1
 """
 
-_USER_COLS = "id, name, tier, role, created_at"
+_USER_COLS = "id, name, tier, role, created_at, time_zone"
 _TOKEN_COLS = "id, user_id, name, created_at, revoked_at"
 # Removed users (see Store.remove_user) are skipped by every user look-up.
 _LIVE = "removed_at IS NULL"
@@ -539,7 +542,7 @@ def _job(r: Any) -> Job:
 
 
 def _user(r: Any) -> User:
-    return User(r[0], r[1], Tier(r[2]), Role(r[3]), r[4])
+    return User(r[0], r[1], Tier(r[2]), Role(r[3]), r[4], r[5])
 
 
 def _token(r: Any) -> ApiToken:
@@ -548,6 +551,30 @@ def _token(r: Any) -> ApiToken:
 
 def _link_request(r: Any) -> LinkRequest:
     return LinkRequest(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7])
+
+
+_PASSWORD_LINK_COLS = "token_hash, user_id, created_at, expires_at, used_at"
+_SESSION_SELECT = (
+    "SELECT s.id_hash, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, "
+    "u.id, u.name, u.tier, u.role, u.created_at, u.time_zone FROM web_sessions s "
+    "JOIN users u ON u.id = s.user_id WHERE s.id_hash = $1 AND u.removed_at IS NULL"
+)
+#: Sign-in failures are counted over at most this long, then dropped.
+SIGN_IN_MEMORY = timedelta(days=1)
+
+
+def _password_link(r: Any) -> PasswordLink:
+    return PasswordLink(r[0], r[1], r[2], r[3], r[4])
+
+
+def _session(r: Any) -> WebSession:
+    return WebSession(r[0], User(r[5], r[6], Tier(r[7]), Role(r[8]), r[9], r[10]), r[1], r[2], r[3], r[4])
+
+
+def _check_sized(value: Any, field: str, low: int, high: int) -> str:
+    if not isinstance(value, str) or not low <= len(value) <= high:
+        raise ValidationError(f"{field} must be a string of {low} to {high} characters", field=field)
+    return value
 
 
 def _check_hash(value: Any, field: str) -> str:
@@ -1615,7 +1642,7 @@ class PostgresStore(Store):
             raise ValidationError("token_hash must be a string", field="token_hash")
         row = await self._run(
             self._fetchrow,
-            "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
+            "SELECT u.id, u.name, u.tier, u.role, u.created_at, u.time_zone FROM api_tokens t "
             "JOIN users u ON u.id = t.user_id WHERE t.token_hash = $1 AND t.revoked_at IS NULL "
             "AND u.removed_at IS NULL",
             token_hash,
@@ -1701,7 +1728,7 @@ class PostgresStore(Store):
                     SELECT $1, $2, $3, $4, false, $5 WHERE EXISTS ({_LIVE_USER})
                     ON CONFLICT (user_id, reddit_username) DO UPDATE
                     SET refresh_token_encrypted = EXCLUDED.refresh_token_encrypted,
-                        scopes = EXCLUDED.scopes, needs_relink = false
+                        scopes = EXCLUDED.scopes, needs_relink = false, unlinked_at = NULL
                     RETURNING {_ACCOUNT_COLS}""",
                 account.user_id, account.reddit_username, account.refresh_token_encrypted,
                 account.scopes, now,
@@ -1721,7 +1748,8 @@ class PostgresStore(Store):
     async def list_accounts(self, user_id: int) -> list[Account]:
         _check_ids([user_id], "user_id")
         records = await self._run(
-            self._fetch, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE user_id = $1 ORDER BY id",
+            self._fetch, f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE user_id = $1 "
+            "AND unlinked_at IS NULL ORDER BY id",
             user_id,
         )  # fmt: skip
         return [_account(r) for r in records]
@@ -1744,6 +1772,27 @@ class PostgresStore(Store):
             f"UPDATE accounts SET needs_relink = $2 WHERE id = $1 RETURNING {_ACCOUNT_COLS}",
             [account_id, bool(needs_relink)], _account, f"Account {account_id} does not exist",
         )  # fmt: skip
+
+    async def unlink_account(self, account_id: int, user_id: int) -> AccountUnlinked:
+        _check_ids([account_id, user_id], "account_id")
+        return await self._run(self._unlink_account_in_loop, account_id, user_id, self.now())
+
+    async def _unlink_account_in_loop(self, account_id: int, user_id: int,
+                                      now: datetime) -> AccountUnlinked:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"SELECT {_ACCOUNT_COLS} FROM accounts WHERE id = $1 AND user_id = $2 "
+                "AND unlinked_at IS NULL FOR UPDATE", account_id, user_id)
+            if row is None:
+                raise NotFound(f"No linked account with id {account_id}")
+            posts = await conn.execute(
+                "UPDATE jobs SET state = 'cancelled', finished_at = $2 WHERE state = 'pending' "
+                "AND id IN (SELECT job_id FROM posts WHERE account_id = $1)", account_id, now)
+            await conn.execute(
+                "UPDATE accounts SET refresh_token_encrypted = '', needs_relink = true, "
+                "unlinked_at = $2 WHERE id = $1", account_id, now)
+        return AccountUnlinked(_account(row), _affected(posts))
 
     # --- account link requests --------------------------------------------------------------
 
@@ -1798,6 +1847,152 @@ class PostgresStore(Store):
             "UPDATE link_requests SET used_at = $1 WHERE state_hash = $2 AND used_at IS NULL "
             "AND expires_at > $1", now, _check_str(state_hash, "state_hash"))
         return status == "UPDATE 1"
+
+    # --- the web app ------------------------------------------------------------------------
+
+    async def set_time_zone(self, user_id: int, time_zone: str) -> User:
+        _check_ids([user_id], "user_id")
+        return await self._one(
+            f"UPDATE users SET time_zone = $2 WHERE id = $1 AND {_LIVE} RETURNING {_USER_COLS}",
+            [user_id, _check_sized(time_zone, "time_zone", 1, 64)], _user,
+            f"User {user_id} does not exist")
+
+    async def get_password_hash(self, user_id: int) -> str | None:
+        _check_ids([user_id], "user_id")
+        row = await self._one(f"SELECT password_hash FROM users WHERE id = $1 AND {_LIVE}",
+                              [user_id], tuple, f"User {user_id} does not exist")
+        return row[0]
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        _check_ids([user_id], "user_id")
+        status = await self._run(
+            self._execute, f"UPDATE users SET password_hash = $2 WHERE id = $1 AND {_LIVE}",
+            user_id, _check_sized(password_hash, "password_hash", 16, 512))
+        if status != "UPDATE 1":
+            raise NotFound(f"User {user_id} does not exist")
+
+    async def create_password_link(self, token_hash: str, user_id: int,
+                                   expires_at: datetime) -> PasswordLink:
+        token_hash = _check_hash(token_hash, "token_hash")
+        _check_ids([user_id], "user_id")
+        if not isinstance(expires_at, datetime):
+            raise ValidationError("expires_at must be a datetime", field="expires_at")
+        return await self._run(self._create_password_link_in_loop, token_hash, user_id,
+                               as_utc(expires_at), self.now())
+
+    async def _create_password_link_in_loop(self, token_hash: str, user_id: int,
+                                            expires_at: datetime, now: datetime) -> PasswordLink:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(_LIVE_USER + " FOR UPDATE", user_id) is None:
+                raise NotFound(f"User {user_id} does not exist")
+            await conn.execute("DELETE FROM password_links WHERE expires_at < $1",
+                               now - LINK_REQUEST_MEMORY)
+            await conn.execute("DELETE FROM password_links WHERE user_id = $1 AND used_at IS NULL",
+                               user_id)
+            try:
+                row = await conn.fetchrow(
+                    "INSERT INTO password_links (token_hash, user_id, created_at, expires_at) "
+                    f"VALUES ($1, $2, $3, $4) RETURNING {_PASSWORD_LINK_COLS}",
+                    token_hash, user_id, now, expires_at)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict("A password link with this hash already exists") from exc
+        return _password_link(row)
+
+    async def get_password_link(self, token_hash: str) -> PasswordLink | None:
+        row = await self._run(self._fetchrow, f"SELECT {_PASSWORD_LINK_COLS} FROM password_links "
+                              "WHERE token_hash = $1", _check_str(token_hash, "token_hash"))
+        return None if row is None else _password_link(row)
+
+    async def use_password_link(self, token_hash: str, password_hash: str) -> User | None:
+        token_hash = _check_str(token_hash, "token_hash")
+        password_hash = _check_sized(password_hash, "password_hash", 16, 512)
+        return await self._run(self._use_password_link_in_loop, token_hash, password_hash, self.now())
+
+    async def _use_password_link_in_loop(self, token_hash: str, password_hash: str,
+                                         now: datetime) -> User | None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            user_id = await conn.fetchval(
+                "UPDATE password_links SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL "
+                f"AND expires_at > $1 AND user_id IN (SELECT id FROM users WHERE {_LIVE}) "
+                "RETURNING user_id", now, token_hash)
+            if user_id is None:
+                return None
+            row = await conn.fetchrow(
+                f"UPDATE users SET password_hash = $2 WHERE id = $1 RETURNING {_USER_COLS}",
+                user_id, password_hash)
+            await conn.execute("DELETE FROM web_sessions WHERE user_id = $1", user_id)
+        return _user(row)
+
+    async def create_session(self, id_hash: str, user_id: int, csrf_token: str,
+                             expires_at: datetime) -> WebSession:
+        id_hash = _check_hash(id_hash, "id_hash")
+        _check_ids([user_id], "user_id")
+        csrf_token = _check_hash(csrf_token, "csrf_token")
+        if not isinstance(expires_at, datetime):
+            raise ValidationError("expires_at must be a datetime", field="expires_at")
+        return await self._run(self._create_session_in_loop, id_hash, user_id, csrf_token,
+                               as_utc(expires_at), self.now())
+
+    async def _create_session_in_loop(self, id_hash: str, user_id: int, csrf_token: str,
+                                      expires_at: datetime, now: datetime) -> WebSession:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM web_sessions WHERE expires_at < $1", now)
+            try:
+                inserted = await conn.fetchval(
+                    "INSERT INTO web_sessions (id_hash, user_id, csrf_token, created_at, "
+                    "last_seen_at, expires_at) SELECT $1, $2, $3, $4, $4, $5 "
+                    f"WHERE EXISTS ({_LIVE_USER.replace('$1', '$2')}) RETURNING 1",
+                    id_hash, user_id, csrf_token, now, expires_at)
+            except asyncpg.UniqueViolationError as exc:
+                raise Conflict("A session with this id already exists") from exc
+            if inserted is None:
+                raise NotFound(f"User {user_id} does not exist")
+            row = await conn.fetchrow(_SESSION_SELECT, id_hash)
+        return _session(row)
+
+    async def get_session(self, id_hash: str) -> WebSession | None:
+        row = await self._run(self._fetchrow, _SESSION_SELECT, _check_str(id_hash, "id_hash"))
+        return None if row is None else _session(row)
+
+    async def touch_session(self, id_hash: str) -> None:
+        await self._run(self._execute, "UPDATE web_sessions SET last_seen_at = $2 WHERE id_hash = $1",
+                        _check_str(id_hash, "id_hash"), self.now())
+
+    async def delete_session(self, id_hash: str) -> bool:
+        status = await self._run(self._execute, "DELETE FROM web_sessions WHERE id_hash = $1",
+                                 _check_str(id_hash, "id_hash"))
+        return status == "DELETE 1"
+
+    async def delete_user_sessions(self, user_id: int) -> int:
+        _check_ids([user_id], "user_id")
+        status = await self._run(self._execute, "DELETE FROM web_sessions WHERE user_id = $1", user_id)
+        return _affected(status)
+
+    async def record_sign_in_failure(self, keys: Sequence[str]) -> None:
+        keys = [_check_sized(key, "keys", 1, 300) for key in keys]
+        await self._run(self._record_sign_in_failure_in_loop, keys, self.now())
+
+    async def _record_sign_in_failure_in_loop(self, keys: list[str], now: datetime) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute("DELETE FROM sign_in_failures WHERE failed_at < $1", now - SIGN_IN_MEMORY)
+            await conn.execute("INSERT INTO sign_in_failures (key, failed_at) SELECT k, $2 FROM unnest($1::text[]) AS k",
+                               keys, now)
+
+    async def sign_in_failures(self, key: str, since: datetime) -> list[datetime]:
+        if not isinstance(since, datetime):
+            raise ValidationError("since must be a datetime", field="since")
+        rows = await self._run(self._fetch, "SELECT failed_at FROM sign_in_failures WHERE key = $1 "
+                               "AND failed_at >= $2 ORDER BY failed_at",
+                               _check_sized(key, "key", 1, 300), as_utc(since))
+        return [row[0] for row in rows]
+
+    async def clear_sign_in_failures(self, key: str) -> None:
+        await self._run(self._execute, "DELETE FROM sign_in_failures WHERE key = $1",
+                        _check_sized(key, "key", 1, 300))
 
     # --- posts -----------------------------------------------------------------------------
 

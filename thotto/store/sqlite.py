@@ -56,6 +56,7 @@ from thotto.errors import (
 from thotto.messages import (
     UTC,
     Account,
+    AccountUnlinked,
     ApiToken,
     Attempt,
     AttemptOutcome,
@@ -68,6 +69,8 @@ from thotto.messages import (
     FailureCause,
     Job,
     LinkRequest,
+    PasswordLink,
+    WebSession,
     JobState,
     Media,
     MediaKind,
@@ -140,7 +143,7 @@ MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
               "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
               "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql",
               "sqlite_0007_removed_users.sql", "sqlite_0008_operations.sql",
-              "sqlite_0009_media.sql")
+              "sqlite_0009_media.sql", "sqlite_0010_web_sessions.sql")
 SCHEMA_VERSION = len(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
@@ -203,6 +206,9 @@ RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
 MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 RefreshLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
+TimeZoneName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+PasswordHash = Annotated[str, msgspec.Meta(min_length=16, max_length=512)]
+SignInKey = Annotated[str, msgspec.Meta(min_length=1, max_length=300)]
 _OUTCOME_TYPES = (Completed, Retry, Dead, Deferred, Released)
 _JOB_ID = operator.attrgetter("job_id")
 _ATTEMPT = operator.attrgetter("attempt")
@@ -467,7 +473,7 @@ CURRENT_ATTEMPT = (
     "SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id = ?"
 )
 
-USER_COLUMNS = "id, name, tier, role, created_at"
+USER_COLUMNS = "id, name, tier, role, created_at, time_zone"
 TOKEN_COLUMNS = "id, user_id, name, created_at, revoked_at"
 ACCOUNT_COLUMNS = (
     "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
@@ -492,14 +498,26 @@ REVOKE_TOKEN = (
 )
 SELECT_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY id"
 SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
-SELECT_ACCOUNTS = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? ORDER BY id"
+SELECT_ACCOUNTS = (
+    f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? AND unlinked_at IS NULL ORDER BY id"
+)
+USERS_LINKED_ACCOUNT = (
+    f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ? AND user_id = ? AND unlinked_at IS NULL"
+)
+UNLINK_ACCOUNT = (
+    "UPDATE accounts SET refresh_token_encrypted = x'', needs_relink = 1, unlinked_at = ? WHERE id = ?"
+)
+CANCEL_ACCOUNTS_POSTS = (
+    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE state = 'pending' "
+    "AND id IN (SELECT job_id FROM posts WHERE account_id = ?)"
+)
 SET_ACCOUNT_TOKEN = (
     "UPDATE accounts SET refresh_token_encrypted = ?, needs_relink = 0 WHERE id = ? "
     f"RETURNING {ACCOUNT_COLUMNS}"
 )
 SET_NEEDS_RELINK = f"UPDATE accounts SET needs_relink = ? WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
 USER_BY_TOKEN = (
-    "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
+    "SELECT u.id, u.name, u.tier, u.role, u.created_at, u.time_zone FROM api_tokens t "
     "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL "
     "AND u.removed_at IS NULL"
 )
@@ -522,7 +540,7 @@ LINK_ACCOUNT = (
     "needs_relink, created_at) VALUES (?, ?, ?, ?, 0, ?) "
     "ON CONFLICT (user_id, reddit_username) DO UPDATE SET "
     "refresh_token_encrypted = excluded.refresh_token_encrypted, scopes = excluded.scopes, "
-    f"needs_relink = 0 RETURNING {ACCOUNT_COLUMNS}"
+    f"needs_relink = 0, unlinked_at = NULL RETURNING {ACCOUNT_COLUMNS}"
 )
 
 LINK_REQUEST_COLUMNS = (
@@ -544,6 +562,47 @@ USE_LINK_REQUEST = (
 )
 #: Expired link requests are kept this long (to say "expired" rather than "unknown"), then dropped.
 LINK_REQUEST_MEMORY_US = 24 * 3600 * 1_000_000
+
+# The web app (see Store.set_time_zone and the methods after it).
+SET_TIME_ZONE = (
+    f"UPDATE users SET time_zone = ? WHERE id = ? AND removed_at IS NULL RETURNING {USER_COLUMNS}"
+)
+PASSWORD_HASH = "SELECT password_hash FROM users WHERE id = ? AND removed_at IS NULL"
+SET_PASSWORD_HASH = "UPDATE users SET password_hash = ? WHERE id = ? AND removed_at IS NULL"
+PASSWORD_LINK_COLUMNS = "token_hash, user_id, created_at, expires_at, used_at"
+FORGET_OLD_PASSWORD_LINKS = "DELETE FROM password_links WHERE expires_at < ?"
+RETIRE_PASSWORD_LINKS = "DELETE FROM password_links WHERE user_id = ? AND used_at IS NULL"
+INSERT_PASSWORD_LINK = (
+    "INSERT INTO password_links (token_hash, user_id, created_at, expires_at) VALUES (?, ?, ?, ?) "
+    f"RETURNING {PASSWORD_LINK_COLUMNS}"
+)
+SELECT_PASSWORD_LINK = f"SELECT {PASSWORD_LINK_COLUMNS} FROM password_links WHERE token_hash = ?"
+USE_PASSWORD_LINK = (
+    "UPDATE password_links SET used_at = ? WHERE token_hash = ? AND used_at IS NULL AND expires_at > ? "
+    "AND user_id IN (SELECT id FROM users WHERE removed_at IS NULL) RETURNING user_id"
+)
+SESSION_COLUMNS = (
+    "s.id_hash, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, "
+    "u.id, u.name, u.tier, u.role, u.created_at, u.time_zone"
+)
+FORGET_EXPIRED_SESSIONS = "DELETE FROM web_sessions WHERE expires_at < ?"
+INSERT_SESSION = (
+    "INSERT INTO web_sessions (id_hash, user_id, csrf_token, created_at, last_seen_at, expires_at) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+SELECT_SESSION = (
+    f"SELECT {SESSION_COLUMNS} FROM web_sessions s JOIN users u ON u.id = s.user_id "
+    "WHERE s.id_hash = ? AND u.removed_at IS NULL"
+)
+TOUCH_SESSION = "UPDATE web_sessions SET last_seen_at = ? WHERE id_hash = ?"
+DELETE_SESSION = "DELETE FROM web_sessions WHERE id_hash = ?"
+DELETE_USER_SESSIONS = "DELETE FROM web_sessions WHERE user_id = ?"
+INSERT_SIGN_IN_FAILURE = "INSERT INTO sign_in_failures (key, failed_at) VALUES (?, ?)"
+FORGET_OLD_SIGN_IN_FAILURES = "DELETE FROM sign_in_failures WHERE failed_at < ?"
+SIGN_IN_FAILURES = "SELECT failed_at FROM sign_in_failures WHERE key = ? AND failed_at >= ? ORDER BY failed_at"
+CLEAR_SIGN_IN_FAILURES = "DELETE FROM sign_in_failures WHERE key = ?"
+#: Sign-in failures are counted over at most this long, then dropped.
+SIGN_IN_MEMORY_US = 24 * 3600 * 1_000_000
 
 POST_SELECT = (
     "SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id, "
@@ -694,7 +753,7 @@ def _one_job(row: tuple) -> Job:
 
 
 def _user(row: tuple) -> User:
-    return User(row[0], row[1], _TIERS[row[2]], _ROLES[row[3]], _dt(row[4]))
+    return User(row[0], row[1], _TIERS[row[2]], _ROLES[row[3]], _dt(row[4]), row[5])
 
 
 def _token(row: tuple) -> ApiToken:
@@ -708,6 +767,15 @@ def _account(row: tuple) -> Account:
 def _link_request(row: tuple) -> LinkRequest:
     return LinkRequest(row[0], row[1], row[2], _dt(row[3]), _dt(row[4]),
                        None if row[5] is None else _dt(row[5]), row[6], row[7])
+
+
+def _password_link(row: tuple) -> PasswordLink:
+    return PasswordLink(row[0], row[1], _dt(row[2]), _dt(row[3]), None if row[4] is None else _dt(row[4]))
+
+
+def _session(row: tuple) -> WebSession:
+    user = User(row[5], row[6], _TIERS[row[7]], _ROLES[row[8]], _dt(row[9]), row[10])
+    return WebSession(row[0], user, row[1], _dt(row[2]), _dt(row[3]), _dt(row[4]))
 
 
 def _post(row: tuple, times: _Times) -> Post:
@@ -1761,6 +1829,18 @@ class SqliteStore(Store):
         where = ("account", account_id)
         return await self._fetch_one(sql, (value, account_id), where, _account, write=True)
 
+    async def unlink_account(self, account_id: int, user_id: int) -> AccountUnlinked:
+        params = (_check(account_id, int, "account_id"), _check(user_id, int, "user_id"))
+        _, now_us = self._now_us()
+
+        def unlink(conn: sqlite3.Connection) -> AccountUnlinked:
+            account = _account(_one(conn, USERS_LINKED_ACCOUNT, params, "linked account", account_id))
+            posts = conn.execute(CANCEL_ACCOUNTS_POSTS, (now_us, account_id)).rowcount
+            conn.execute(UNLINK_ACCOUNT, (now_us, account_id))
+            return AccountUnlinked(account, posts)
+
+        return await self._write(unlink)
+
     # --- account link requests ----------------------------------------------------------------
 
     async def create_link_request(self, state_hash: str, user_id: int, secret_hash: str,
@@ -1796,6 +1876,118 @@ class SqliteStore(Store):
         _, now_us = self._now_us()
         params = (now_us, _check(state_hash, str, "state_hash"), now_us)
         return await self._write(lambda conn: conn.execute(USE_LINK_REQUEST, params).rowcount == 1)
+
+    # --- the web app ----------------------------------------------------------------------------
+
+    async def set_time_zone(self, user_id: int, time_zone: str) -> User:
+        params = (_check(time_zone, TimeZoneName, "time_zone"), _check(user_id, int, "user_id"))
+        return await self._fetch_one(SET_TIME_ZONE, params, ("user", user_id), _user, write=True)
+
+    async def get_password_hash(self, user_id: int) -> str | None:
+        user_id = _check(user_id, int, "user_id")
+        return (await self._fetch_one(PASSWORD_HASH, (user_id,), ("user", user_id), tuple))[0]
+
+    async def set_password_hash(self, user_id: int, password_hash: str) -> None:
+        params = (_check(password_hash, PasswordHash, "password_hash"), _check(user_id, int, "user_id"))
+
+        def store(conn: sqlite3.Connection) -> None:
+            if conn.execute(SET_PASSWORD_HASH, params).rowcount != 1:
+                raise _not_found("user", user_id)
+
+        await self._write(store)
+
+    async def create_password_link(self, token_hash: str, user_id: int,
+                                   expires_at: datetime) -> PasswordLink:
+        token_hash = _check(token_hash, TokenHash, "token_hash")
+        user_id = _check(user_id, int, "user_id")
+        expires_us = _us(expires_at, "expires_at")
+        _, now_us = self._now_us()
+
+        def create(conn: sqlite3.Connection) -> tuple:
+            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
+            conn.execute(FORGET_OLD_PASSWORD_LINKS, (now_us - LINK_REQUEST_MEMORY_US,))
+            conn.execute(RETIRE_PASSWORD_LINKS, (user_id,))
+            try:
+                return conn.execute(INSERT_PASSWORD_LINK, (token_hash, user_id, now_us, expires_us)).fetchone()
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("A password link with this hash already exists") from exc
+
+        return _password_link(await self._write(create))
+
+    async def get_password_link(self, token_hash: str) -> PasswordLink | None:
+        token_hash = _check(token_hash, str, "token_hash")
+        row = await self._read(lambda conn: conn.execute(SELECT_PASSWORD_LINK, (token_hash,)).fetchone())
+        return None if row is None else _password_link(row)
+
+    async def use_password_link(self, token_hash: str, password_hash: str) -> User | None:
+        token_hash = _check(token_hash, str, "token_hash")
+        password_hash = _check(password_hash, PasswordHash, "password_hash")
+        _, now_us = self._now_us()
+
+        def use(conn: sqlite3.Connection) -> User | None:
+            spent = conn.execute(USE_PASSWORD_LINK, (now_us, token_hash, now_us)).fetchone()
+            if spent is None:
+                return None
+            conn.execute(SET_PASSWORD_HASH, (password_hash, spent[0]))
+            conn.execute(DELETE_USER_SESSIONS, (spent[0],))
+            return _user(conn.execute(SELECT_USER, (spent[0],)).fetchone())
+
+        return await self._write(use)
+
+    async def create_session(self, id_hash: str, user_id: int, csrf_token: str,
+                             expires_at: datetime) -> WebSession:
+        id_hash = _check(id_hash, TokenHash, "id_hash")
+        user_id = _check(user_id, int, "user_id")
+        csrf_token = _check(csrf_token, TokenHash, "csrf_token")
+        expires_us = _us(expires_at, "expires_at")
+        _, now_us = self._now_us()
+
+        def create(conn: sqlite3.Connection) -> tuple:
+            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
+            conn.execute(FORGET_EXPIRED_SESSIONS, (now_us,))
+            try:
+                conn.execute(INSERT_SESSION, (id_hash, user_id, csrf_token, now_us, now_us, expires_us))
+            except sqlite3.IntegrityError as exc:
+                raise Conflict("A session with this id already exists") from exc
+            return conn.execute(SELECT_SESSION, (id_hash,)).fetchone()
+
+        return _session(await self._write(create))
+
+    async def get_session(self, id_hash: str) -> WebSession | None:
+        id_hash = _check(id_hash, str, "id_hash")
+        row = await self._read(lambda conn: conn.execute(SELECT_SESSION, (id_hash,)).fetchone())
+        return None if row is None else _session(row)
+
+    async def touch_session(self, id_hash: str) -> None:
+        params = (self._now_us()[1], _check(id_hash, str, "id_hash"))
+        await self._write(lambda conn: conn.execute(TOUCH_SESSION, params))
+
+    async def delete_session(self, id_hash: str) -> bool:
+        id_hash = _check(id_hash, str, "id_hash")
+        return await self._write(lambda conn: conn.execute(DELETE_SESSION, (id_hash,)).rowcount == 1)
+
+    async def delete_user_sessions(self, user_id: int) -> int:
+        user_id = _check(user_id, int, "user_id")
+        return await self._write(lambda conn: conn.execute(DELETE_USER_SESSIONS, (user_id,)).rowcount)
+
+    async def record_sign_in_failure(self, keys: Sequence[str]) -> None:
+        keys = _check(keys, list[SignInKey], "keys")
+        _, now_us = self._now_us()
+
+        def record(conn: sqlite3.Connection) -> None:
+            conn.execute(FORGET_OLD_SIGN_IN_FAILURES, (now_us - SIGN_IN_MEMORY_US,))
+            conn.executemany(INSERT_SIGN_IN_FAILURE, [(key, now_us) for key in keys])
+
+        await self._write(record)
+
+    async def sign_in_failures(self, key: str, since: datetime) -> list[datetime]:
+        params = (_check(key, SignInKey, "key"), _us(since, "since"))
+        rows = await self._read(lambda conn: conn.execute(SIGN_IN_FAILURES, params).fetchall())
+        return [_dt(row[0]) for row in rows]
+
+    async def clear_sign_in_failures(self, key: str) -> None:
+        key = _check(key, SignInKey, "key")
+        await self._write(lambda conn: conn.execute(CLEAR_SIGN_IN_FAILURES, (key,)))
 
     # --- posts ------------------------------------------------------------------------------------
 

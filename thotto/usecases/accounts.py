@@ -26,11 +26,23 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from thotto.errors import ConfigError, Conflict, ValidationError
-from thotto.messages import Account, LinkPending, LinkRequest, LinkStart, NewAccount, User, validated
+from thotto.messages import (
+    Account,
+    AccountUnlinked,
+    LinkPending,
+    LinkRequest,
+    LinkStart,
+    NewAccount,
+    User,
+    validated,
+)
+from thotto.posts import post_list_tag
 from thotto.vault import Password, RefreshToken
 
 if TYPE_CHECKING:
+    from thotto.cache import Cache
     from thotto.engine import Engine
+    from thotto.store.base import Store
     from thotto.reddit.client import RedditClient
 
 LINK_STATE_SECONDS = 600.0
@@ -188,3 +200,15 @@ async def _save_account(engine: "Engine", user_id: int, name: str, sealed: bytes
     if engine.publisher is not None:
         engine.publisher.forget(saved.id)  # a re-link replaces the cached credentials
     return saved
+
+
+# --- unlinking ------------------------------------------------------------------------------------
+
+
+async def unlink_account(store: "Store", cache: "Cache", account_id: int, user_id: int) -> AccountUnlinked:
+    """Unlink one of ``user_id``'s accounts: credentials erased, the account hidden, its
+    scheduled posts cancelled (NotFound for anyone else's: it is not revealed), and the user's
+    cached post lists dropped."""
+    unlinked = await store.unlink_account(account_id, user_id)
+    await cache.invalidate_tags(post_list_tag(user_id))
+    return unlinked

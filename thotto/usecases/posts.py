@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
-from thotto.errors import DuplicatePost, Forbidden, ThottoError, ValidationError
+from thotto.errors import DuplicatePost, Forbidden, RuleViolation, ThottoError, ValidationError
 from thotto.messages import (
+    PostCheck,
+    PostProblem,
     AttemptView,
     ItemError,
     MediaItem,
@@ -136,6 +138,33 @@ async def schedule(engine: "Engine", user: User, requests: list[ScheduleRequest]
         created = await engine.posts.create(posts)
     await engine.services.cache.invalidate_tags(post_list_tag(user.id))
     return created
+
+
+async def problems(engine: "Engine", user: User, request: ScheduleRequest) -> PostCheck:
+    """Every problem scheduling ``request`` would meet, nothing stored (the composer asks while
+    the creator types): for each subreddit, its first problem outside the subreddit's rules, or
+    every rule of the subreddit it breaks. Fields are named as in the request's Python names."""
+    found: list[PostProblem] = []
+    try:
+        check_post_count([request], batch=False)
+        names = _subreddits(request)
+    except ThottoError as error:
+        return PostCheck(problems=[_problem(error)])
+    scheduling = _Scheduling(engine, user)
+    for name in names:
+        single = msgspec.structs.replace(request, subreddit=name, subreddits=None)
+        try:
+            await scheduling.posts_for(single)
+        except RuleViolation as error:
+            found += [PostProblem(error=message, field=field, subreddit=name)
+                      for field, message in error.problems]
+        except ThottoError as error:
+            found.append(_problem(error, name))
+    return PostCheck(problems=found)
+
+
+def _problem(error: ThottoError, subreddit: str | None = None) -> PostProblem:
+    return PostProblem(error=str(error), field=getattr(error, "field", None), subreddit=subreddit)
 
 
 class _Scheduling:
