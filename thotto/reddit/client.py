@@ -79,6 +79,10 @@ MAX_FLAIR_TEXT = 64
 MAX_FLAIR_ID = 36
 MAX_INFO_IDS = 100
 MAX_LISTING_PAGES = 10  # Reddit lists about 1,000 of a user's posts, 100 a page
+# No cap on open connections: the requests in flight are already bounded (the pool's I/O
+# workers, the API's requests), and httpx's default cap of 100 made request 101 wait for a
+# connection and fail with PoolTimeout, which would spend a post's attempt for nothing.
+HTTP_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=256)
 """Reddit's limit of ids per ``/api/info`` request."""
 MAX_GALLERY_ITEMS = 20
 MAX_CAPTION = 180
@@ -397,6 +401,7 @@ class RedditClient:
             headers={"User-Agent": config.user_agent},
             timeout=httpx.Timeout(config.timeout_seconds),
             follow_redirects=False,
+            limits=HTTP_LIMITS,
             transport=transport,
         )
 
