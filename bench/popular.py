@@ -3,7 +3,7 @@
 Thotto (engine and API, one process, its own) publishes to the Reddit sandbox (another process)
 answering each submission in 100-300 ms (drawn uniformly), with Reddit's request budget set high
 in the sandbox and at the most Thotto's settings allow (``reddit_requests_per_minute``); every
-other setting is Thotto's default (8 workers). The posts' times are spread at random over one
+other setting is Thotto's default (8 workers, 64 I/O workers for the submissions). The posts' times are spread at random over one
 minute a little ahead; the accounts belong to 200 pro users (10 each).
 
 * ``popular.lateness.p50|p99|max`` (s): when the sandbox answered each submission minus the post's
@@ -144,6 +144,7 @@ def judge(kind: str, size: Size, watched: Watched, record) -> list[Result]:
     check_exactly_once(record, size.posts)
     params = {"posts": size.posts, "accounts": size.accounts, "window_s": size.window,
               "reddit_latency_s": list(LATENCY), "workers": Settings().workers,
+              "io_workers": Settings().io_workers,
               "reddit_requests_per_minute": reddit_budget()}
     late_ms = [seconds * 1000 for seconds in lateness_seconds(watched.meter["answered"])]
     results = [in_seconds(r) for r in latency_results("popular.lateness", late_ms, kind, params)]
