@@ -3,7 +3,7 @@
 Thotto (engine and API, one process, its own) publishes to the Reddit sandbox (another process)
 answering each submission in 100-300 ms (drawn uniformly), with Reddit's request budget set high
 in the sandbox and at the most Thotto's settings allow (``reddit_requests_per_minute``); every
-other setting is Thotto's default (8 workers). The posts' times are spread at random over one
+other setting is Thotto's default (8 workers, 64 I/O workers for the submissions). The posts' times are spread at random over one
 minute a little ahead; the accounts belong to 200 pro users (10 each).
 
 * ``popular.lateness.p50|p99|max`` (s): when the sandbox answered each submission minus the post's
@@ -13,6 +13,9 @@ minute a little ahead; the accounts belong to 200 pro users (10 each).
   day ahead (served from the cache), offered at 50 req/s while the minute is published (open loop,
   latency from each request's planned time, as the api suite measures it).
 * ``popular.rss.peak`` (MB): the Thotto process's peak resident set (VmHWM).
+* ``popular.cpu.seconds`` (s): CPU time (user + system) the Thotto process spent from the first
+  post's time to the last answer: on a shared machine lateness depends on the CPU share Thotto
+  gets, so this says how much it needed (``share`` in its params: that CPU over the wall time).
 
 Every post must reach the sandbox exactly once (its durable record is the judge), or the bench
 fails. ``--quick``: 1,000 posts over 200 accounts, due within 10 s.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -106,11 +110,15 @@ class Watched:
     meter: dict  # the sandbox's: {"peak", "answered": [[title, seconds], ...], "durations"}
     get_ms: list[float]
     rss_peak_mb: float
+    cpu_seconds: float
+    wall_seconds: float
 
 
 async def watch(pid: int, thotto: dict, reddit_url: str, posts: int) -> Watched:
     """Offer cached GETs to Thotto's API and follow the sandbox until every post is answered."""
     get_ms: list[float] = []
+    await trio.sleep(max(0.0, thotto["t0"] - time.time()))
+    cpu_at_t0, t0 = cpu_seconds(pid), time.time()
     async with httpx.AsyncClient(base_url=reddit_url, timeout=30) as sandbox:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(cached_gets, thotto, get_ms)
@@ -118,8 +126,9 @@ async def watch(pid: int, thotto: dict, reddit_url: str, posts: int) -> Watched:
                 while (await sandbox.get(METER_PATH, params={"summary": 1})).json()["answered"] < posts:
                     await trio.sleep(0.5)
             nursery.cancel_scope.cancel()
+        cpu, wall = cpu_seconds(pid) - cpu_at_t0, time.time() - t0
         meter = (await sandbox.get(METER_PATH)).json()
-    return Watched(meter, get_ms, peak_rss_mb(pid))
+    return Watched(meter, get_ms, peak_rss_mb(pid), cpu, wall)
 
 
 async def cached_gets(thotto: dict, samples_ms: list[float]) -> None:
@@ -130,6 +139,12 @@ async def cached_gets(thotto: dict, samples_ms: list[float]) -> None:
         latencies, _ = await offered_load(thotto["host"], thotto["port"], lambda i: get, GET_RATE,
                                           GET_CHUNK_SECONDS, GET_CONNECTIONS, 200)
         samples_ms += latencies
+
+
+def cpu_seconds(pid: int) -> float:
+    """A process's CPU time so far (user + system), from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mb(pid: int) -> float:
@@ -145,6 +160,7 @@ def judge(kind: str, size: Size, watched: Watched, record) -> list[Result]:
     check_exactly_once(record, size.posts)
     params = {"posts": size.posts, "accounts": size.accounts, "window_s": size.window,
               "reddit_latency_s": list(LATENCY), "workers": Settings().workers,
+              "io_workers": Settings().io_workers,
               "reddit_requests_per_minute": reddit_budget()}
     late_ms = [seconds * 1000 for seconds in lateness_seconds(watched.meter["answered"])]
     results = [in_seconds(r) for r in latency_results("popular.lateness", late_ms, kind, params)]
@@ -152,6 +168,9 @@ def judge(kind: str, size: Size, watched: Watched, record) -> list[Result]:
     get_params = {"offered_rps": GET_RATE, "requests": len(watched.get_ms)}
     results += latency_results("popular.api.get_cached", watched.get_ms, kind, get_params)
     results.append(Result("popular.rss.peak", watched.rss_peak_mb, "MB", kind, {"posts": size.posts}))
+    results.append(Result("popular.cpu.seconds", watched.cpu_seconds, "s", kind,
+                          {"posts": size.posts, "wall_s": round(watched.wall_seconds, 1),
+                           "share": round(watched.cpu_seconds / watched.wall_seconds, 3)}))
     return [report(r) for r in results]
 
 

@@ -111,7 +111,7 @@ class EngineTree:
         self.api = _api_server(engine) if serve_api else None
         self.pool = PosterPool(
             engine.store, engine.registry, engine.clock, owner=engine.owner,
-            workers=settings.workers, lease_seconds=settings.lease_seconds,
+            workers=settings.workers, io_workers=settings.io_workers, lease_seconds=settings.lease_seconds,
             grace_seconds=settings.shutdown_grace_seconds, max_prefetch=settings.max_prefetch,
         )
         self.ticker = Ticker(

@@ -56,7 +56,12 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long in-flight jobs may finish after SIGINT/SIGTERM before they are cancelled."""
 
     workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
-    """Poster pool size: jobs run at once by this process."""
+    """Poster pool size: jobs run at once by this process (beside the I/O workers)."""
+
+    io_workers: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 64
+    """Jobs that wait on the network (Reddit submissions, webhooks) run at once by this process,
+    beside the workers: at ~0.2 s a submission, N in flight publish up to 5 N posts a second
+    (within the Reddit budget). 0: they share the workers."""
 
     lease_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
     """How long a claimed job stays ours without a heartbeat (renewed every third of it)."""
@@ -121,8 +126,9 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     reddit_user_agent_username: str | None = None
     """The Reddit username responsible for this installation, named in the User-Agent."""
 
-    reddit_requests_per_minute: Annotated[float, msgspec.Meta(gt=0, le=6000)] = 100.0
-    """Requests per minute per Reddit app; requests are spaced evenly (Reddit allows 100)."""
+    reddit_requests_per_minute: Annotated[float, msgspec.Meta(gt=0, le=1_000_000)] = 100.0
+    """Requests per minute per Reddit app (Reddit counts per OAuth client id); requests are
+    spaced evenly. Reddit's free tier allows 100; raise it only with an agreement for more."""
 
     reddit_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 30.0
     """How long one request to Reddit may take."""

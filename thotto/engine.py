@@ -126,7 +126,7 @@ class Engine:
                                        services.breakers, self.clock.now)
             self.publisher.reconcile_settle_seconds = self.settings.reddit_reconcile_settle_seconds
             self.registry.register(POST_JOB_KIND, self.publisher.handle,
-                                   timeout_seconds=PUBLISH_TIMEOUT_SECONDS)
+                                   timeout_seconds=PUBLISH_TIMEOUT_SECONDS, io_bound=True)
             self.publisher.on_published = self._after_publication
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crons: dict[str, CronEntry] = {}
@@ -137,7 +137,7 @@ class Engine:
         sender = webhooks.Sender(self.settings, services.metrics)
         self.registry.register(webhooks.WEBHOOK_KIND, sender.handle,
                                timeout_seconds=webhooks.TIMEOUT_SECONDS * 2,
-                               retry=webhooks.retry_policy(self.settings))
+                               retry=webhooks.retry_policy(self.settings), io_bound=True)
 
     # --- handlers and cron jobs -----------------------------------------------------------
 
@@ -148,10 +148,13 @@ class Engine:
         *,
         timeout_seconds: float | None = 300.0,
         retry: RetryPolicy | None = None,
+        io_bound: bool = False,
     ) -> None:
         """Run jobs of ``kind`` with ``handler``; ``retry.max_attempts`` becomes the default
-        for jobs of this kind enqueued through this engine."""
-        self.registry.register(kind, handler, timeout_seconds=timeout_seconds, retry=retry)
+        for jobs of this kind enqueued through this engine. ``io_bound=True`` for handlers that
+        mostly wait on the network: they run on the ``io_workers``, many at once."""
+        self.registry.register(kind, handler, timeout_seconds=timeout_seconds, retry=retry,
+                               io_bound=io_bound)
 
     def handler(self, kind: str, **options: Any) -> Callable[[Handler], Handler]:
         """Decorator form of :meth:`register_handler`."""

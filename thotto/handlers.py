@@ -67,12 +67,16 @@ Handler = Callable[[JobContext], Awaitable[None]]
 
 @dataclass(frozen=True)
 class HandlerSpec:
-    """A registered handler. ``timeout_seconds=None`` lets it run as long as it takes."""
+    """A registered handler. ``timeout_seconds=None`` lets it run as long as it takes.
+    ``io_bound`` handlers spend their time waiting on the network (a Reddit submission, a
+    webhook): the pool runs them on its I/O workers, many at once, so they never queue behind
+    the few workers that CPU-bound jobs get (see :class:`thotto.posters.PosterPool`)."""
 
     kind: str
     handler: Handler
     timeout_seconds: float | None = 300.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    io_bound: bool = False
 
     def retry_at(self, attempt: int, now: datetime, after_seconds: float | None = None) -> datetime:
         delay = self.retry.delay(attempt) if after_seconds is None else after_seconds
@@ -84,6 +88,8 @@ class HandlerRegistry:
 
     def __init__(self) -> None:
         self._specs: dict[str, HandlerSpec] = {}
+        self.io_kinds: set[str] = set()
+        """The kinds registered ``io_bound`` (read by the pool for every claimed batch)."""
 
     def register(
         self,
@@ -92,9 +98,14 @@ class HandlerRegistry:
         *,
         timeout_seconds: float | None = 300.0,
         retry: RetryPolicy | None = None,
+        io_bound: bool = False,
     ) -> HandlerSpec:
-        spec = HandlerSpec(kind, handler, timeout_seconds, retry or RetryPolicy())
+        spec = HandlerSpec(kind, handler, timeout_seconds, retry or RetryPolicy(), io_bound)
         self._specs[kind] = spec
+        if io_bound:
+            self.io_kinds.add(kind)
+        else:
+            self.io_kinds.discard(kind)
         return spec
 
     def get(self, kind: str) -> HandlerSpec | None:

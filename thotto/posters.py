@@ -6,11 +6,19 @@ ahead, and run its handler under the kind's timeout. Outcomes are collected and 
 ``Store.settle`` per batch (a second batch goes out while one is in flight once ``SETTLE_AHEAD``
 outcomes wait); leases of every held job are renewed together by one heartbeat task.
 
+Two lanes of workers: ``workers`` run jobs of ordinary kinds, and ``io_workers`` run jobs of the
+kinds registered ``io_bound`` (publishing to Reddit, webhooks), which spend their time waiting on
+the network. A Trio task waiting on a socket costs a few KB and no CPU, so the I/O lane is wide
+(many submissions in flight at once, each waiting ~0.2 s on Reddit) while CPU-bound jobs keep a
+few workers: they cannot run in parallel in one Trio thread anyway. Each lane has its own heap, so
+a burst of posts never queues behind slow CPU-bound jobs, nor the other way round.
+
 Capacity (backpressure): the pool accepts at most ``workers + prefetch`` unstarted-or-running
-jobs, where the prefetch follows the measured completion rate (what the pool finishes in
+jobs (``workers`` counting the I/O lane's too while it has jobs, so a process that runs only
+CPU-bound jobs does not claim work for I/O workers that would never take it), where the prefetch follows the measured completion rate (what the pool finishes in
 ``prefetch_seconds``, between ``workers`` and ``max_prefetch``), so slow jobs (Reddit posts) are
-claimed a few at a time and leave the rest to other processes, while no-op jobs are claimed by the
-thousand.
+claimed a few dozen at a time and leave the rest to other processes, while no-op jobs are claimed
+by the thousand.
 
 Shutdown: when asked to stop, the pool hands back jobs it has not started, lets running ones
 finish within the grace period, cancels the rest, records every outcome and releases every lease
@@ -71,6 +79,7 @@ class PosterPool:
         *,
         owner: str,
         workers: int = 8,
+        io_workers: int = 0,
         lease_seconds: float = 30.0,
         grace_seconds: float = 25.0,
         prefetch_seconds: float = 0.1,
@@ -81,19 +90,24 @@ class PosterPool:
         self.clock = clock
         self.owner = owner
         self.workers = workers
+        self.io_workers = io_workers  # 0: io_bound kinds share the ordinary workers
         self.lease_seconds = lease_seconds
         self.grace_seconds = grace_seconds
         self.prefetch_seconds = prefetch_seconds
         self.max_prefetch = max_prefetch
-        # heap of (run_at, -priority, id, job, claimed_early)
+        # Each lane's heap of (run_at, -priority, id, job, claimed_early) and the parking lot its
+        # idle workers wait in.
         self._queue: list[tuple[datetime, int, int, Job, bool]] = []
+        self._io_queue: list[tuple[datetime, int, int, Job, bool]] = []
+        self._work_ready = trio.lowlevel.ParkingLot()
+        self._io_work_ready = trio.lowlevel.ParkingLot()
+        self._io_in_use = False  # see concurrency
         self._held: dict[int, Job] = {}  # every job whose lease we hold, until its outcome is stored
-        self._slots = [_Slot() for _ in range(workers)]
+        self._slots = [_Slot(io=False) for _ in range(workers)] + [_Slot(io=True) for _ in range(io_workers)]
         self._active = 0  # jobs running now
         self._watching_until = math.inf
         self._watchdog_nudge = trio.Event()
         self._outcomes: list[Outcome] = []
-        self._work_ready = trio.lowlevel.ParkingLot()
         self._capacity_freed = trio.lowlevel.ParkingLot()
         self._settle_wanted = trio.Event()
         self._settling = 0  # settles in flight
@@ -121,13 +135,20 @@ class PosterPool:
     @property
     def busy(self) -> int:
         """Jobs accepted and not yet finished running (queued plus running)."""
-        return len(self._queue) + self._active
+        return len(self._queue) + len(self._io_queue) + self._active
+
+    @property
+    def concurrency(self) -> int:
+        """How many jobs the pool runs at once: its workers, plus the I/O lane's while that lane
+        is in use (it had jobs in hand at the last rate window, or was handed some since)."""
+        return self.workers + (self.io_workers if self._io_in_use else 0)
 
     def target(self) -> int:
         """How many jobs the pool wants in hand: workers plus a prefetch of what it finishes in
-        ``prefetch_seconds`` at its measured rate (at least ``workers``, at most ``max_prefetch``)."""
-        prefetch = min(self.max_prefetch, max(self.workers, int(self._rate * self.prefetch_seconds)))
-        return self.workers + prefetch
+        ``prefetch_seconds`` at its measured rate (at least ``concurrency``, at most ``max_prefetch``)."""
+        workers = self.concurrency
+        prefetch = min(self.max_prefetch, max(workers, int(self._rate * self.prefetch_seconds)))
+        return workers + prefetch
 
     def capacity(self) -> int:
         """How many more jobs the pool takes now."""
@@ -142,7 +163,7 @@ class PosterPool:
         self._ticker_due = False
 
     def _claim_threshold(self) -> int:
-        return max(int(self.target() * CLAIM_AT), self.workers - 1)
+        return max(int(self.target() * CLAIM_AT), self.concurrency - 1)
 
     def submit(self, jobs: Sequence[Job], claimed_at: datetime) -> list[Job]:
         """Accept jobs claimed at ``claimed_at`` (their leases are now the pool's). Returns the
@@ -152,16 +173,31 @@ class PosterPool:
         if not jobs:
             return []
         self._held.update(zip(map(_ID, jobs), jobs))
+        io_kinds = self.registry.io_kinds if self.io_workers else ()
+        if io_kinds and any(job.kind in io_kinds for job in jobs):
+            if not self._io_in_use:  # claim for the I/O workers too from now on
+                self._io_in_use = True
+                self._claim_below = self._claim_threshold()
+            self._enqueue(self._io_queue, self._io_work_ready, [j for j in jobs if j.kind in io_kinds], claimed_at)
+            jobs = [job for job in jobs if job.kind not in io_kinds]
+        self._enqueue(self._queue, self._work_ready, jobs, claimed_at)
+        self._holding.set()
+        return []
+
+    @staticmethod
+    def _enqueue(queue: list, work_ready: trio.lowlevel.ParkingLot, jobs: Sequence[Job],
+                 claimed_at: datetime) -> None:
+        """Put jobs on one lane's heap and wake as many of its idle workers."""
+        if not jobs:
+            return
         entries = [(job.run_at, -job.priority, job.id, job, job.run_at > claimed_at) for job in jobs]
-        queue, had_work = self._queue, bool(self._queue)
+        had_work = bool(queue)
         if not had_work:  # a claim comes in claim order, which is heap order: a sorted list is a heap
             entries.sort()
         queue += entries
         if had_work:
             heapq.heapify(queue)  # O(n), in C
-        self._work_ready.unpark(count=len(jobs))
-        self._holding.set()
-        return []
+        work_ready.unpark(count=len(jobs))
 
     # --- running --------------------------------------------------------------------------
 
@@ -188,8 +224,9 @@ class PosterPool:
     async def _drain(self, workers: trio.CancelScope) -> None:
         """Stop taking work, release unstarted jobs, give running ones the grace period."""
         self._accepting = False
-        unstarted = [entry[3] for entry in self._queue]
+        unstarted = [entry[3] for entry in (*self._queue, *self._io_queue)]
         self._queue.clear()
+        self._io_queue.clear()
         await self._release(unstarted)
         if self._active:
             self._idle = trio.Event()
@@ -243,7 +280,9 @@ class PosterPool:
         # The path of every job, kept to local operations: with no-op handlers it runs ~250k
         # times a second, and each attribute lookup or call shows (this loop, not the store, was
         # the limit of a drain once claims and settles were batched).
-        queue, heappop, get_spec = self._queue, heapq.heappop, self.registry.get
+        queue, other_queue = (self._io_queue, self._queue) if slot.io else (self._queue, self._io_queue)
+        work_ready = self._io_work_ready if slot.io else self._work_ready
+        heappop, get_spec = heapq.heappop, self.registry.get
         trio_now = trio.lowlevel.current_clock().current_time  # what trio.current_time() reads
         outcomes, wall_now, capacity_freed = self._outcomes, self.clock.now, self._capacity_freed
         timings, timings_for, weight = self.timings, self._timings_for, 1
@@ -251,7 +290,7 @@ class PosterPool:
         settle_now = (1, SETTLE_AHEAD)  # outcomes waiting that call for a settle (_settle_loop)
         for count in itertools.count(1):
             while not queue:
-                await self._work_ready.park()
+                await work_ready.park()
             run_at, _, _, job, claimed_early = heappop(queue)
             if claimed_early:
                 await trio.sleep_until(self.clock.deadline(run_at))
@@ -285,7 +324,7 @@ class PosterPool:
             finally:  # stopped, also when cancelled
                 slot.job = None
                 self._active -= 1
-                if capacity_freed and len(queue) + self._active <= self._claim_below:
+                if capacity_freed and len(queue) + len(other_queue) + self._active <= self._claim_below:
                     capacity_freed.unpark_all()
                     self._ticker_due = True  # workers yield after each job until it has run
                 if not self._active and not self._accepting:
@@ -447,6 +486,7 @@ class PosterPool:
         if elapsed >= RATE_WINDOW_SECONDS:
             self._rate = self._window_done / elapsed
             self._window_start, self._window_done = trio.current_time(), 0
+            self._io_in_use = bool(self._io_queue) or any(slot.job for slot in self._slots if slot.io)
             self._claim_below = self._claim_threshold()
             if self._capacity_freed and self.busy <= self._claim_below:
                 self._capacity_freed.unpark_all()
@@ -478,8 +518,9 @@ class PosterPool:
         for slot in self._slots:
             if slot.job is not None and slot.job.id == job_id:
                 self._interrupt(slot, "lease_lost")
-        self._queue[:] = [entry for entry in self._queue if entry[2] != job_id]
-        heapq.heapify(self._queue)
+        for queue in (self._queue, self._io_queue):
+            queue[:] = [entry for entry in queue if entry[2] != job_id]
+            heapq.heapify(queue)
 
 
 def _fields(job: Job) -> dict:
@@ -502,9 +543,10 @@ _STATUS = operator.attrgetter("status")
 class _Slot:
     """One worker's state, read by the watchdog and by lease-loss handling."""
 
-    __slots__ = ("scope", "job", "deadline", "interruption", "interrupted_job")
+    __slots__ = ("io", "scope", "job", "deadline", "interruption", "interrupted_job")
 
-    def __init__(self) -> None:
+    def __init__(self, *, io: bool) -> None:
+        self.io = io  # an I/O worker: it takes jobs of io_bound kinds
         self.scope = trio.CancelScope()
         self.job: Job | None = None
         self.deadline = math.inf

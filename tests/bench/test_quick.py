@@ -38,7 +38,7 @@ RATIOS = {
 }
 POPULAR = {"popular.lateness.p50", "popular.lateness.p99", "popular.lateness.max",
            "popular.in_flight.peak", "popular.api.get_cached.p50", "popular.api.get_cached.p99",
-           "popular.api.get_cached.max", "popular.rss.peak"}
+           "popular.api.get_cached.max", "popular.rss.peak", "popular.cpu.seconds"}
 ENV_KEYS = {"cpu", "cores", "python", "sqlite", "postgres", "redis", "thotto"}
 
 
