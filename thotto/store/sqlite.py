@@ -974,7 +974,7 @@ class _Worker:
         self._token = trio.lowlevel.current_trio_token()
         self._queue: queue.SimpleQueue[_Request] = queue.SimpleQueue()
         # Held by whichever thread is using the connection: the worker for each round, the
-        # Trio thread for a write it runs itself (see run_here).
+        # Trio thread for a write it runs itself (see call_here_if_alone).
         self._using = threading.Lock()
         self._thread = threading.Thread(target=self._run, name=f"thotto-sqlite-{name}", daemon=True)
         self.closed = False
