@@ -4,6 +4,7 @@ schema versions and migrations, and the bulk paths' bookkeeping. Real files in `
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import sys
 import threading
@@ -18,6 +19,7 @@ import trio.testing
 from thotto.errors import ConfigError, Conflict, SchemaError, StoreError, StoreLocked
 from thotto.messages import Completed, JobState, NewJob, NewUser, SettleResult, SettleStatus
 from thotto.store import open_store
+from thotto.store.base import JobSearch
 from thotto.store.sqlite import SCHEMA_VERSION, SqliteStore, open_sqlite_store
 
 from .conftest import FakeClock
@@ -189,6 +191,36 @@ async def test_a_cancelled_caller_does_not_break_the_writer(path):
         again = await store.enqueue(NewJob(kind="k", dedupe_key="once"))
         assert not again.created  # the cancelled caller's job was stored
         assert (await store.get_job(again.job_id)).state is JobState.PENDING
+
+
+REFUSE_BOOM = (
+    "CREATE TRIGGER refuse_boom BEFORE INSERT ON jobs WHEN NEW.kind = 'boom' "
+    "BEGIN SELECT RAISE(ABORT, 'boom refused'); END"
+)
+
+
+async def test_a_lone_enqueue_that_fails_is_rolled_back_and_the_writer_carries_on(path):
+    """A lone enqueue (nothing else ready to run) may commit on the Trio thread instead of the
+    writer's: its failure is still its caller's StoreError, and both ways of writing go on."""
+    async with open_sqlite_store(path) as store:
+        await store._writer.call(lambda conn: conn.execute(REFUSE_BOOM))
+        with pytest.raises(StoreError, match="boom refused"):
+            await store.enqueue(NewJob(kind="boom"))
+        alone = await store.enqueue(NewJob(kind="alone"))
+        async with trio.open_nursery() as nursery:  # concurrent callers: the writer's groups
+            for n in range(5):
+                nursery.start_soon(store.enqueue, NewJob(kind=f"together{n}"))
+        kinds = {record.job.kind for record in (await store.search_jobs(JobSearch())).jobs}
+        assert kinds == {"alone", *(f"together{n}" for n in range(5))}
+        assert (await store.get_job(alone.job_id)).state is JobState.PENDING
+
+
+async def test_a_lone_enqueue_wakes_the_iterators_before_it_returns(path):
+    async with open_sqlite_store(path) as store:
+        async with contextlib.aclosing(store.wakeups()) as wakeups:
+            result = await store.enqueue(NewJob(kind="k"))
+            with trio.fail_after(5):
+                assert await wakeups.__anext__() == result.run_at
 
 
 async def test_a_caller_cancelled_before_sending_writes_nothing(path):
