@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import io
 import struct
 import zlib
@@ -11,7 +13,10 @@ from PIL import Image, ImageCms, PngImagePlugin
 XMP = b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:Description photoshop:City="Paris"/></x:xmpmeta>'
 
 
+@functools.cache
 def icc_profile() -> bytes:
+    """One sRGB profile for the whole run: LittleCMS stamps each profile it makes with the time,
+    so two made a second apart differ and an image's profile could not be compared with it."""
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
