@@ -15,6 +15,7 @@ from thotto.config import Settings
 from thotto.engine import open_engine
 from thotto.messages import AttemptOutcome, NewPost, NewUser, PostContent, PostStatus, Tier, utcnow
 from thotto.reddit import RedditClient
+from thotto.usecases.accounts import link_with_password
 
 
 async def test_one_budget_is_counted_per_app_across_all_its_accounts(sandbox):
@@ -55,7 +56,7 @@ async def test_posts_beyond_the_budget_wait_for_it_without_spending_attempts(san
         # then (the default is 30 s; the window here is 4 s).
         reddit.config = msgspec.structs.replace(reddit.config, max_queue_seconds=1.0)
         user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        accounts = [await engine.link_account(user.id, f"acct_{i}", "pw") for i in range(ACCOUNTS)]
+        accounts = [await link_with_password(engine, user.id, f"acct_{i}", "pw") for i in range(ACCOUNTS)]
         due = utcnow() + timedelta(seconds=8)  # scheduling reads the subreddit's rules: 3 requests
         posts = await engine.schedule_posts([
             NewPost(user_id=user.id, account_id=account.id, scheduled_for=due,
