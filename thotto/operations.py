@@ -14,27 +14,18 @@ from __future__ import annotations
 
 import base64
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from thotto.errors import Conflict, InvalidTransition, NotFound, ValidationError
-from thotto.messages import (
-    Account,
-    AttemptView,
-    FailureCause,
-    Job,
-    JobState,
-    Post,
-    PostContent,
-    PostStatus,
-    as_utc,
-)
-from thotto.posts import post_list_tag
-from thotto.store.base import POST_JOB_KIND, JobRecord, JobSearch
-
-if TYPE_CHECKING:
-    from thotto.engine import Engine
+from thotto.api.app import ApiContext
+from thotto.api.posts import check_duplicate, check_tier
+from thotto.engine.errors import Conflict, InvalidTransition, NotFound, ValidationError
+from thotto.engine.jobs import FailureCause, Job, JobState, as_utc
+from thotto.engine.store.base import JobRecord, JobSearch
+from thotto.scheduler.posts import check_content, post_list_tag
+from thotto.scheduler.records import Account, AttemptView, NewPost, Post, PostContent, PostStatus
+from thotto.store.base import POST_JOB_KIND
 
 REDRIVE_ALL_MAX = 10_000  # jobs one "redrive all matching" touches at most
 
@@ -159,37 +150,37 @@ def job_view(record: JobRecord) -> JobView:
                    failure_cause=record.failure_cause, lease_owner=job.lease_owner)
 
 
-async def search(engine: "Engine", query: JobSearch) -> JobList:
-    page = await engine.store.search_jobs(query)
+async def search(context: ApiContext, query: JobSearch) -> JobList:
+    page = await context.store.search_jobs(query)
     return JobList(jobs=[job_view(record) for record in page.jobs], next_cursor=page.next_cursor)
 
 
-async def job_detail(engine: "Engine", job_id: int) -> JobDetail:
-    store = engine.store
+async def job_detail(context: ApiContext, job_id: int) -> JobDetail:
+    store = context.store
     record = await store.get_job_record(job_id)
     attempts = await store.attempts(job_id)
-    post, account = await _post_of(engine, record.job)
+    post, account = await _post_of(context, record.job)
     return JobDetail(
         job=job_view(record), payload=_payload(record.job.payload),
         attempts=[AttemptView(attempt=a.attempt, started_at=a.started_at, finished_at=a.finished_at,
                               outcome=a.outcome, error=a.error) for a in attempts],
-        post=await _summary(engine, post, account), retry=retry_verdict(record, post, account))
+        post=await _summary(context, post, account), retry=retry_verdict(record, post, account))
 
 
-async def failures(engine: "Engine", *, queue: str | None = None, cursor: str | None = None,
+async def failures(context: ApiContext, *, queue: str | None = None, cursor: str | None = None,
                    limit: int = 50) -> FailureList:
     """Dead jobs, newest first, from the store (so every process and every restart shows the
     same list, one row per job however often it was retried)."""
-    page = await engine.store.search_jobs(JobSearch(queue=queue, state=JobState.DEAD,
+    page = await context.store.search_jobs(JobSearch(queue=queue, state=JobState.DEAD,
                                                     cursor=cursor, limit=limit))
     views = []
     for record in page.jobs:
         job = record.job
-        post, account = await _post_of(engine, job)
+        post, account = await _post_of(context, job)
         views.append(FailureView(
             job_id=job.id, queue=job.queue, kind=job.kind, reason=job.last_error,
             cause=record.failure_cause, failed_at=job.finished_at, attempts=job.attempt,
-            post=await _summary(engine, post, account), retry=retry_verdict(record, post, account)))
+            post=await _summary(context, post, account), retry=retry_verdict(record, post, account)))
     return FailureList(failures=views, next_cursor=page.next_cursor)
 
 
@@ -200,20 +191,20 @@ def _payload(payload: bytes) -> Any:
         return {"base64": base64.b64encode(payload).decode()}
 
 
-async def _post_of(engine: "Engine", job: Job) -> tuple[Post | None, Account | None]:
+async def _post_of(context: ApiContext, job: Job) -> tuple[Post | None, Account | None]:
     if job.kind != POST_JOB_KIND:
         return None, None
     try:
-        post = await engine.store.get_post_by_job(job.id)
-        return post, await engine.store.get_account(post.account_id)
+        post = await context.store.get_post_by_job(job.id)
+        return post, await context.store.get_account(post.account_id)
     except NotFound:  # purged, or a job that only looks like a post's
         return None, None
 
 
-async def _summary(engine: "Engine", post: Post | None, account: Account | None) -> PostSummary | None:
+async def _summary(context: ApiContext, post: Post | None, account: Account | None) -> PostSummary | None:
     if post is None or account is None:
         return None
-    user = await engine.store.get_user(post.user_id)
+    user = await context.store.get_user(post.user_id)
     return PostSummary(id=post.id, status=post.status, user_id=user.id, user=user.name,
                        account=account.reddit_username, subreddit=post.content.subreddit,
                        title=post.content.title, scheduled_for=post.scheduled_for,
@@ -258,12 +249,12 @@ def retry_verdict(record: JobRecord, post: Post | None, account: Account | None)
 # --- acting ------------------------------------------------------------------------------------
 
 
-async def retry_job(engine: "Engine", job_id: int) -> JobView:
+async def retry_job(context: ApiContext, job_id: int) -> JobView:
     """Run the job now: a waiting job is moved to now, a dead one redriven, when
     :func:`retry_verdict` says it can succeed; else NotRetryable (409) saying what to do."""
-    store = engine.store
+    store = context.store
     record = await store.get_job_record(job_id)
-    post, account = await _post_of(engine, record.job)
+    post, account = await _post_of(context, record.job)
     verdict = retry_verdict(record, post, account)
     if not verdict.retryable:
         if verdict.action == "none":
@@ -271,39 +262,39 @@ async def retry_job(engine: "Engine", job_id: int) -> JobView:
                                     state=record.job.state.value)
         raise NotRetryable(f"Job {job_id} cannot be retried: {verdict.reason}", action=verdict.action)
     if record.job.state is JobState.PENDING:
-        await store.reschedule(job_id, engine.clock.now())
+        await store.reschedule(job_id, context.clock.now())
     else:
         await store.redrive([job_id])
-    await _forget_lists(engine, post)
+    await _forget_lists(context, post)
     return job_view(await store.get_job_record(job_id))
 
 
-async def cancel_job(engine: "Engine", job_id: int) -> JobView:
+async def cancel_job(context: ApiContext, job_id: int) -> JobView:
     """Cancel a waiting job; a publishing job cancels its post, by the posts' own rule (a post
     that may already be on Reddit is not cancelled)."""
-    store = engine.store
+    store = context.store
     job = await store.get_job(job_id)
-    post, _ = await _post_of(engine, job)
+    post, _ = await _post_of(context, job)
     if post is not None:
         await store.cancel_post(post.id, post.user_id)
-        await _forget_lists(engine, post)
+        await _forget_lists(context, post)
     else:
         await store.cancel(job_id)
     return job_view(await store.get_job_record(job_id))
 
 
-async def redrive(engine: "Engine", *, job_ids: list[int] | None = None,
+async def redrive(context: ApiContext, *, job_ids: list[int] | None = None,
                   query: JobSearch | None = None) -> Redriven:
     """Redrive dead jobs: the ones named, or every dead job matching ``query`` (at most
     REDRIVE_ALL_MAX). Jobs that cannot succeed again are skipped, saying why."""
-    store = engine.store
+    store = context.store
     if job_ids is None:
         records = await _all_dead(store, query or JobSearch())
     else:
         records = [await store.get_job_record(job_id) for job_id in dict.fromkeys(job_ids)]
     chosen, skipped, posts = [], [], []
     for record in records:
-        post, account = await _post_of(engine, record.job)
+        post, account = await _post_of(context, record.job)
         verdict = retry_verdict(record, post, account)
         if record.job.state is not JobState.DEAD:
             skipped.append(Skipped(job_id=record.job.id, reason=f"it is {record.job.state.value}, not dead"))
@@ -316,7 +307,7 @@ async def redrive(engine: "Engine", *, job_ids: list[int] | None = None,
     skipped += [Skipped(job_id=job_id, reason="it was no longer dead")
                 for job_id in chosen if job_id not in set(done)]
     for post in posts:
-        await _forget_lists(engine, post)
+        await _forget_lists(context, post)
     return Redriven(redriven=done, skipped=skipped)
 
 
@@ -332,23 +323,18 @@ async def _all_dead(store, query: JobSearch) -> list[JobRecord]:
     return records[:REDRIVE_ALL_MAX]
 
 
-async def reschedule_failed_post(engine: "Engine", job_id: int, *, scheduled_for: datetime,
+async def reschedule_failed_post(context: ApiContext, job_id: int, *, scheduled_for: datetime,
                                  edits: dict[str, Any]) -> Post:
     """Edit a failed post (``edits``: PostContent fields) and schedule it again, checked as a
     new post of its owner would be (tier, the subreddit's rules, duplicates)."""
-    from thotto.api.app import ApiContext
-    from thotto.api.posts import check_duplicate, check_tier
-    from thotto.messages import NewPost
-    from thotto.posts import check_content
-
-    store = engine.store
+    store = context.store
     job = await store.get_job(job_id)
-    post, _ = await _post_of(engine, job)
+    post, _ = await _post_of(context, job)
     if post is None:
         raise NotFound(f"Job {job_id} publishes no post: only a failed post is edited and rescheduled")
     owner = await store.get_user(post.user_id)
     when = as_utc(scheduled_for)
-    now = engine.clock.now()
+    now = context.clock.now()
     check_tier(owner, when, now)
     content = msgspec.structs.replace(post.content, **edits) if edits else None
     if content is not None:
@@ -357,42 +343,42 @@ async def reschedule_failed_post(engine: "Engine", job_id: int, *, scheduled_for
         except msgspec.ValidationError as error:
             raise ValidationError(str(error)) from None
         check_content(content)
-        await engine.posts.check(NewPost(user_id=owner.id, account_id=post.account_id,
+        await context.scheduler.posts.check(NewPost(user_id=owner.id, account_id=post.account_id,
                                          content=content, scheduled_for=when))
         if (content.title.lower(), content.subreddit.lower()) != (
                 post.content.title.lower(), post.content.subreddit.lower()):
-            await check_duplicate(ApiContext(engine), post.account_id, content.subreddit,
+            await check_duplicate(context, post.account_id, content.subreddit,
                                   content.title, now, exclude=post.id)
     revived = await store.revive_post(post.id, scheduled_for=when, content=content)
-    await _forget_lists(engine, post)
+    await _forget_lists(context, post)
     return revived
 
 
-async def _forget_lists(engine: "Engine", post: Post | None) -> None:
+async def _forget_lists(context: ApiContext, post: Post | None) -> None:
     if post is not None:
-        await engine.services.cache.invalidate_tags(post_list_tag(post.user_id))
+        await context.cache.invalidate_tags(post_list_tag(post.user_id))
 
 
 # --- queues ------------------------------------------------------------------------------------
 
 
-async def queues(engine: "Engine") -> QueueList:
+async def queues(context: ApiContext) -> QueueList:
     """Every queue that has jobs or is paused, with its counts by state."""
     counts: dict[str, dict[str, int]] = {}
-    for count in await engine.store.counts():
+    for count in await context.store.counts():
         counts.setdefault(count.queue, {})[count.state.value] = count.count
-    paused = {item.queue: item.paused_at for item in await engine.store.paused_queues()}
+    paused = {item.queue: item.paused_at for item in await context.store.paused_queues()}
     return QueueList(queues=[
         QueueState(queue=name, paused=name in paused, paused_at=paused.get(name),
                    counts=counts.get(name, {}))
         for name in sorted(set(counts) | set(paused))])
 
 
-async def pause(engine: "Engine", queue: str) -> QueueState:
-    paused = await engine.store.pause_queue(queue)
+async def pause(context: ApiContext, queue: str) -> QueueState:
+    paused = await context.store.pause_queue(queue)
     return QueueState(queue=paused.queue, paused=True, paused_at=paused.paused_at)
 
 
-async def resume(engine: "Engine", queue: str) -> QueueState:
-    await engine.store.resume_queue(queue)
+async def resume(context: ApiContext, queue: str) -> QueueState:
+    await context.store.resume_queue(queue)
     return QueueState(queue=queue, paused=False)

@@ -21,10 +21,11 @@ from tests.reddit.conftest import SandboxServer, make_config
 from tests.reddit.test_submit import PNG
 from tests.support.tls import self_signed_certificate
 from thotto.config import Settings
-from thotto.errors import DeferJob, RedditMediaPending, RedditPermanent, RetryableJobError
-from thotto.messages import MediaKind, NewMedia, NewUser
+from thotto.engine.errors import DeferJob, RetryableJobError
+from thotto.errors import RedditMediaPending, RedditPermanent
 from thotto.reddit import MediaItem, RedditClient, RedditConfig
 from thotto.reddit.sandbox import SandboxConfig
+from thotto.scheduler.records import MediaKind, NewMedia, NewUser
 from thotto.store import open_store
 
 MB = 1024 * 1024

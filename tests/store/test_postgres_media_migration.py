@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.store.test_postgres_specific import sql
-from thotto.messages import MediaKind, NewMedia, NewUser
+from thotto.scheduler.records import MediaKind, NewMedia, NewUser
 from thotto.store.postgres import MIGRATIONS, SCHEMA_VERSION, open_postgres_store
 
 pytestmark = pytest.mark.postgres

@@ -2,8 +2,9 @@
 
 import pytest
 
-from thotto.config import Role, load_settings
-from thotto.errors import ConfigError
+from thotto.config import load_settings
+from thotto.engine.config import Role
+from thotto.engine.errors import ConfigError
 
 
 def test_defaults_put_sqlite_in_the_data_dir():

@@ -30,8 +30,8 @@ from starlette.responses import HTMLResponse, Response
 
 from thotto.api.app import EndpointGroup, json_response, path_id, read_json, read_query
 from thotto.api.auth import create_token, require_admin, require_user
-from thotto.errors import Conflict, ValidationError
-from thotto.messages import (
+from thotto.engine.errors import Conflict, ValidationError
+from thotto.scheduler.records import (
     AccountView,
     ApiBody,
     LinkCompletion,
@@ -186,10 +186,10 @@ async def list_accounts(request: Request) -> Response:
 async def start_link(request: Request) -> Response:
     user = await require_user(request)
     context = request.app.state.api
-    reddit = context.engine._reddit()
+    reddit = context.scheduler.reddit()
     state, secret = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
     authorize_url = reddit.authorize_url(state)  # first: without a redirect URI, 503 and no row
-    expires_at = context.engine.clock.now() + timedelta(seconds=LINK_STATE_SECONDS)
+    expires_at = context.clock.now() + timedelta(seconds=LINK_STATE_SECONDS)
     await context.store.create_link_request(_digest(state), user.id, _digest(secret), expires_at)
     response = json_response(LinkStart(authorize_url=authorize_url, state=state, secret=secret,
                                        expires_at=expires_at))
@@ -229,7 +229,7 @@ async def finish_link(request: Request) -> Response:
     if cookie is not None and _matches(cookie, link.secret_hash):
         account = await _link_once(context, link, query.code)
         response = _linked_response(request, account)
-        response.delete_cookie(_cookie_name(query.state), path=_callback_path(context.engine._reddit()))
+        response.delete_cookie(_cookie_name(query.state), path=_callback_path(context.scheduler.reddit()))
         return response
     return await _hold_for_starter(request, context, link, query.code)
 
@@ -309,7 +309,7 @@ async def _open_link_request(context, state: str) -> LinkRequest:
     if link.used_at is not None:
         raise ValidationError("This link request was already used (a state links once); start "
                               "linking again with POST /api/accounts/link", field="state")
-    if link.expires_at <= context.engine.clock.now():
+    if link.expires_at <= context.clock.now():
         raise ValidationError(f"This link request expired ({LINK_STATE_SECONDS / 60:g} minutes "
                               "after it started); start linking again", field="state")
     return link
@@ -320,7 +320,7 @@ async def _link_once(context, link: LinkRequest, code: str):
     if not await context.store.use_link_request(link.state_hash):
         raise ValidationError("This link request was just used or expired; start linking again",
                               field="state")
-    return await context.engine.link_account_with_code(link.user_id, code)
+    return await context.scheduler.link_account_with_code(link.user_id, code)
 
 
 async def _hold_for_starter(request: Request, context, link: LinkRequest, code: str) -> Response:

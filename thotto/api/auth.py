@@ -21,8 +21,9 @@ import time
 
 from starlette.requests import Request
 
-from thotto.errors import Forbidden, StoreUnavailable, TooManyRequests, Unauthorized
-from thotto.messages import ApiToken, Role, User
+from thotto.engine.errors import StoreUnavailable
+from thotto.errors import Forbidden, TooManyRequests, Unauthorized
+from thotto.scheduler.records import ApiToken, Role, User
 
 TOKEN_PREFIX = "thotto_"
 TOKEN_CACHE_SECONDS = 60.0

@@ -7,7 +7,7 @@ A post with the same account, subreddit and title as one pending, or published w
 schedulings run one at a time, so two identical requests racing cannot both pass that check.
 
 Post lists are cached per user and query (TTL class ``post_list``, tag
-:func:`~thotto.posts.post_list_tag`). Invalidation: every change the user makes through the API
+:func:`~thotto.scheduler.posts.post_list_tag`). Invalidation: every change the user makes through the API
 and every publication the engine records, in every process. A post's own page
 (``GET /api/scheduled-posts/{id}``) is never cached.
 """
@@ -21,11 +21,23 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from thotto.api.app import BatchInvalid, EndpointGroup, json_response, path_id, read_body, read_json, read_query
-from thotto.api.app import camel, decode_body
+from thotto.api.app import (
+    BatchInvalid,
+    EndpointGroup,
+    camel,
+    decode_body,
+    json_response,
+    path_id,
+    read_body,
+    read_json,
+    read_query,
+)
 from thotto.api.auth import require_user
-from thotto.errors import DuplicatePost, Forbidden, ThottoError, ValidationError
-from thotto.messages import (
+from thotto.engine.errors import ThottoError, ValidationError
+from thotto.engine.jobs import as_utc
+from thotto.errors import DuplicatePost, Forbidden
+from thotto.scheduler.posts import check_content, post_list_tag
+from thotto.scheduler.records import (
     AttemptView,
     BatchScheduleRequest,
     ItemError,
@@ -45,10 +57,8 @@ from thotto.messages import (
     ScheduleRequest,
     Tier,
     User,
-    as_utc,
     title_key,
 )
-from thotto.posts import check_content, post_list_tag
 
 ENDPOINTS = EndpointGroup()
 TAGS = ("scheduled posts",)
@@ -111,7 +121,7 @@ class Scheduling:
     def __init__(self, context, user: User):
         self.context = context
         self.user = user
-        self.now = context.engine.clock.now()
+        self.now = context.clock.now()
         self._accounts = None
 
     async def posts_for(self, request: ScheduleRequest) -> list[NewPost]:
@@ -125,7 +135,7 @@ class Scheduling:
                 spoiler=request.spoiler, flair_id=request.flair_id, flair_text=request.flair_text)
             post = NewPost(user_id=self.user.id, account_id=account_id, content=content,
                            scheduled_for=request.scheduled_for, recurrence=request.recurrence)
-            await self.context.engine.posts.check(post)
+            await self.context.scheduler.posts.check(post)
             await check_duplicate(self.context, account_id, subreddit, request.title, self.now)
             posts.append(post)
         return posts
@@ -205,7 +215,7 @@ async def schedule_for_user(context, user: User, requests: list[ScheduleRequest]
             posts += new
         if errors:
             raise BatchInvalid(errors)
-        created = await context.engine.posts.create(posts)
+        created = await context.scheduler.posts.create(posts)
     await context.cache.invalidate_tags(post_list_tag(user.id))
     return created
 
@@ -355,14 +365,14 @@ async def _changed(context, user: User, post: Post, change: PostChange):
         edits["media"] = media_refs(change.media_ids)
     content = msgspec.structs.replace(post.content, **edits) if edits else None
     scheduled_for = None if change.scheduled_for is msgspec.UNSET else as_utc(change.scheduled_for)
-    now = context.engine.clock.now()
+    now = context.clock.now()
     if scheduled_for is not None:
         check_tier(user, scheduled_for, now)
     if content is not None:
         check_content(content)
         candidate = NewPost(user_id=user.id, account_id=post.account_id, content=content,
                             scheduled_for=scheduled_for or post.scheduled_for)
-        await context.engine.posts.check(candidate, require_future=False)
+        await context.scheduler.posts.check(candidate, require_future=False)
         if (title_key(content.title), content.subreddit.lower()) != (
                 title_key(post.content.title), post.content.subreddit.lower()):
             await check_duplicate(context, post.account_id, content.subreddit, content.title, now,
@@ -390,5 +400,5 @@ async def cancel_user_post(context, user: User, post_id: int) -> Post:
 async def optimal_times(request: Request) -> Response:
     await require_user(request)
     body = await read_json(request, OptimalTimesRequest)
-    times = await request.app.state.api.engine.optimal_times(body.subreddit)
+    times = await request.app.state.api.scheduler.optimal_times(body.subreddit)
     return json_response(times)

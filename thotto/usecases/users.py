@@ -17,9 +17,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from thotto.api.auth import forget_user, user_tag
-from thotto.errors import NotFound
-from thotto.messages import ApiToken, Role, Tier, User, UserRemoval
-from thotto.posts import post_list_tag
+from thotto.engine.errors import NotFound
+from thotto.scheduler.posts import post_list_tag
+from thotto.scheduler.records import ApiToken, Role, Tier, User, UserRemoval
 
 if TYPE_CHECKING:
     from thotto.cache import Cache

@@ -13,9 +13,10 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from thotto.errors import JobError, RedditAuthError, RedditPermanent
-from thotto.messages import PostContent, PostKind, SubredditRules
+from thotto.engine.errors import JobError
+from thotto.errors import RedditAuthError, RedditPermanent
 from thotto.reddit.client import RedditAccount
+from thotto.scheduler.records import PostContent, PostKind, SubredditRules
 
 log = logging.getLogger("thotto.community")
 

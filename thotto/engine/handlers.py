@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from thotto.errors import ValidationError
-from thotto.messages import Job
+from thotto.engine.errors import ValidationError
+from thotto.engine.jobs import Job
 
 T = TypeVar("T")
 _RANDOM = random.Random()
