@@ -37,7 +37,7 @@ class EngineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """How long in-flight jobs may finish after SIGINT/SIGTERM before they are cancelled."""
 
     workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
-    """Poster pool size: jobs run at once by this process."""
+    """Worker pool size: jobs run at once by this process."""
 
     lease_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
     """How long a claimed job stays ours without a heartbeat (renewed every third of it)."""
