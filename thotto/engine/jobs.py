@@ -167,7 +167,7 @@ class ExpiredLeases(Base):
     dead: list[int]
 
 
-# --- job outcomes: messages from posters, and inputs to Store.settle ---------------------------
+# --- job outcomes: what the worker pool reports, the input of JobStore.settle ---------------------
 
 
 class Completed(Base):
