@@ -6,7 +6,7 @@
   post, unique titles, an hour or more ahead) offered at 100 req/s.
 * ``api.get_cached.max_rps``: the most GETs/s wrk gets with 16 connections (when wrk is installed).
 
-The server is Thotto (``open_engine(serve_api=True)``, SQLite) in its own process, with a sandbox
+The server is Thotto (``open_app(serve_api=True)``, SQLite) in its own process, with a sandbox
 for its Reddit account in that process too (only used at setup: linking, community rules); the
 per-user API rate limit is raised so the bench measures latency rather than 429s. The load
 generator is a raw-socket keep-alive client in the bench process: open loop, request i goes out at
@@ -33,7 +33,7 @@ from pathlib import Path
 import trio
 
 from bench.common import Result, latency_results, progress, report, stop_processes
-from thotto.messages import utcnow
+from thotto.engine.jobs import utcnow
 from thotto.usecases.accounts import link_with_password
 
 TARGETS = {
@@ -191,8 +191,8 @@ async def serve(data_dir: Path) -> None:
     scheduled posts; prints ``{"host", "port", "token"}`` and serves until SIGINT/SIGTERM."""
     from thotto.usecases import tokens
     from thotto.config import Settings
-    from thotto.engine import open_engine
-    from thotto.messages import NewPost, NewUser, PostContent, Tier
+    from thotto.app import open_app
+    from thotto.scheduler.records import NewPost, NewUser, PostContent, Tier
     from thotto.reddit.sandbox import SandboxConfig, serve_sandbox
 
     async with trio.open_nursery() as nursery:
@@ -203,21 +203,21 @@ async def serve(data_dir: Path) -> None:
             reddit_client_id="thotto-bench-app", reddit_client_secret="bench-secret",
             reddit_requests_per_minute=6000, shutdown_grace_seconds=1,
             api_requests_per_minute=1_000_000, api_burst=100_000)
-        async with open_engine(settings, serve_api=True) as engine:
-            server = engine.tree.api
-            user = await engine.store.create_user(NewUser(name="bench_pro", tier=Tier.PRO))
-            _, token = await tokens.mint(engine.store, engine.services.cache, user.id, "bench")
-            account = await link_with_password(engine, user.id, "bench_acct", "bench-password")
+        async with open_app(settings, serve_api=True) as app:
+            server = app.tree.api
+            user = await app.store.create_user(NewUser(name="bench_pro", tier=Tier.PRO))
+            _, token = await tokens.mint(app.store, app.services.cache, user.id, "bench")
+            account = await link_with_password(app.scheduler, user.id, "bench_acct", "bench-password")
             due = utcnow() + timedelta(days=1)
-            await engine.schedule_posts([
+            await app.scheduler.schedule_posts([
                 NewPost(user_id=user.id, account_id=account.id, scheduled_for=due + timedelta(minutes=i),
                         content=PostContent(subreddit="test", title=f"listed post {i}", text="body"))
                 for i in range(20)])
             async with trio.open_nursery() as waiting:
-                await waiting.start(engine.tree.stop_on_signals)
+                await waiting.start(app.tree.stop_on_signals)
                 host, port = server.url.removeprefix("http://").rsplit(":", 1)
                 print(json.dumps({"host": host, "port": int(port), "token": token}), flush=True)
-                await engine.tree.wait_stopped()
+                await app.tree.wait_stopped()
                 waiting.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
 

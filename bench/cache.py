@@ -29,8 +29,8 @@ from collections.abc import AsyncIterator, Iterator
 import trio
 
 from bench.common import Result, Stopwatch, free_port, median_of, progress, report
-from thotto.aio import open_sidecar
 from thotto.cache import Cache, CacheConfig
+from thotto.engine.aio import open_sidecar
 
 # No absolute rates as targets (ops/s say more about the machine than about the cache); what
 # does not depend on the machine is kept.

@@ -23,8 +23,8 @@ import trio
 
 from bench.common import Result, Stopwatch, progress, report
 from bench.queue import bench_engine
-from thotto.engine import Engine
-from thotto.messages import utcnow
+from thotto.app import App
+from thotto.engine.jobs import utcnow
 
 TARGETS = {"memory.rss_1m_future_jobs": ("<=", 150)}
 STORES = None  # the stores chosen with --store
@@ -55,16 +55,16 @@ async def run(kind: str, quick: bool, postgres_dsn: str | None) -> list[Result]:
 
 async def measure(kind: str, count: int, postgres_dsn: str | None) -> dict[str, float]:
     """In the child: RSS and next-due cost with 10, then ``count``, future jobs pending."""
-    async with bench_engine(kind, postgres_dsn) as engine:
-        await engine.enqueue_many([engine.new_job("noop", run_at=_far(i)) for i in range(10)])
+    async with bench_engine(kind, postgres_dsn) as app:
+        await app.engine.enqueue_many([app.engine.new_job("noop", run_at=_far(i)) for i in range(10)])
         await trio.sleep(0.5)
         gc.collect()
         baseline = current_rss_mb()
-        small = await _time_next_due(engine)
+        small = await _time_next_due(app)
         for start in range(0, count, 10_000):
-            await engine.enqueue_many([engine.new_job("noop", run_at=_far(start + i))
+            await app.engine.enqueue_many([app.engine.new_job("noop", run_at=_far(start + i))
                                        for i in range(min(10_000, count - start))])
-        big = await _time_next_due(engine)
+        big = await _time_next_due(app)
         await trio.sleep(1)  # let the ticker settle on the new next-due time
         gc.collect()
         loaded = current_rss_mb()
@@ -76,10 +76,10 @@ def _far(i: int) -> datetime:
     return utcnow() + timedelta(days=1, seconds=i)
 
 
-async def _time_next_due(engine: Engine, rounds: int = 200) -> float:
+async def _time_next_due(app: App, rounds: int = 200) -> float:
     with Stopwatch() as watch:
         for _ in range(rounds):
-            await engine.store.next_due()
+            await app.store.next_due()
     return watch.seconds / rounds * 1e6
 
 

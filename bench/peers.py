@@ -107,10 +107,10 @@ async def thotto_figures(store: str, workload: Workload, dsn: str | None) -> dic
     progress(f"  peers: thotto on {store}")
     sizes = Sizes(single=workload.enqueue, concurrent=0, batch_total=0, drain=workload.drain,
                   lateness_jobs=workload.lateness_jobs, lateness_ahead=workload.ahead)
-    async with bench_engine(store, dsn, run_workers=False) as engine:
+    async with bench_engine(store, dsn, run_workers=False) as app:
         with Stopwatch() as watch:
             for _ in range(workload.enqueue):
-                await engine.enqueue("noop")
+                await app.engine.enqueue("noop")
     figures = {"enqueue": Result("peers.thotto.enqueue", workload.enqueue / watch.seconds, "jobs/s", store)}
     (drained,) = await thotto_drain(store, sizes, dsn)
     figures["drain"] = Result("peers.thotto.drain", drained.value, "jobs/s", store, {"jobs": workload.drain})

@@ -310,65 +310,66 @@ async def serve_sandbox(data_dir: Path) -> None:
 async def serve_thotto(args: argparse.Namespace) -> None:
     """Thotto with its API on ``args.reddit_url``: the accounts linked, the posts scheduled; prints
     ``{"host", "port", "token", "t0"}`` and serves until SIGINT/SIGTERM."""
-    from thotto.engine import open_engine
+    from thotto.app import open_app
 
     settings = Settings(
         data_dir=str(args.data_dir), database_url=args.dsn, api_port=0, reddit_url=args.reddit_url,
         reddit_client_id=CLIENT_ID, reddit_client_secret=CLIENT_SECRET,
         reddit_requests_per_minute=reddit_budget(), shutdown_grace_seconds=1,
         api_requests_per_minute=1_000_000, api_burst=100_000)
-    async with open_engine(settings, serve_api=True) as engine:
-        token = await observer(engine)
-        accounts = await link_accounts(engine, args.accounts)
-        t0 = await schedule_minute(engine, accounts, args.posts, args.window)
+    async with open_app(settings, serve_api=True) as app:
+        token = await observer(app)
+        accounts = await link_accounts(app, args.accounts)
+        t0 = await schedule_minute(app, accounts, args.posts, args.window)
         async with trio.open_nursery() as waiting:
-            await waiting.start(engine.tree.stop_on_signals)
-            host, port = engine.tree.api.url.removeprefix("http://").rsplit(":", 1)
+            await waiting.start(app.tree.stop_on_signals)
+            host, port = app.tree.api.url.removeprefix("http://").rsplit(":", 1)
             print(json.dumps({"host": host, "port": int(port), "token": token, "t0": t0}), flush=True)
-            await engine.tree.wait_stopped()
+            await app.tree.wait_stopped()
             waiting.cancel_scope.cancel()
 
 
-async def observer(engine) -> str:
+async def observer(app) -> str:
     """A pro user with a token and 20 posts a day ahead, whose list the GETs read (from the
     cache: nothing of theirs changes during the minute); the token."""
     from thotto.usecases import tokens
-    from thotto.messages import NewPost, NewUser, PostContent, Tier, utcnow
+    from thotto.scheduler.records import NewPost, NewUser, PostContent, Tier
+    from thotto.engine.jobs import utcnow
 
-    user = await engine.store.create_user(NewUser(name="observer", tier=Tier.PRO))
-    _, token = await tokens.mint(engine.store, engine.services.cache, user.id, "bench")
-    account = await link_with_password(engine, user.id, "observer_acct", "bench-password")
+    user = await app.store.create_user(NewUser(name="observer", tier=Tier.PRO))
+    _, token = await tokens.mint(app.store, app.services.cache, user.id, "bench")
+    account = await link_with_password(app.scheduler, user.id, "observer_acct", "bench-password")
     due = utcnow() + timedelta(days=1)
-    await engine.schedule_posts([
+    await app.scheduler.schedule_posts([
         NewPost(user_id=user.id, account_id=account.id, scheduled_for=due + timedelta(minutes=i),
                 content=PostContent(subreddit="test", title=f"listed post {i}", text="body"))
         for i in range(20)])
     return token
 
 
-async def link_accounts(engine, count: int) -> list[tuple[int, int]]:
+async def link_accounts(app, count: int) -> list[tuple[int, int]]:
     """``count`` accounts, ACCOUNTS_PER_USER to a pro user: (user id, account id) of each."""
-    from thotto.messages import NewUser, Tier
+    from thotto.scheduler.records import NewUser, Tier
 
     linked = []
     for first in range(0, count, ACCOUNTS_PER_USER):
-        user = await engine.store.create_user(NewUser(name=f"creator_{first // ACCOUNTS_PER_USER}",
+        user = await app.store.create_user(NewUser(name=f"creator_{first // ACCOUNTS_PER_USER}",
                                                       tier=Tier.PRO))
         async with trio.open_nursery() as nursery:  # the links of one user wait on Reddit together
             for i in range(first, min(count, first + ACCOUNTS_PER_USER)):
-                nursery.start_soon(_link, engine, user.id, f"creator_acct_{i}", linked)
+                nursery.start_soon(_link, app, user.id, f"creator_acct_{i}", linked)
     return linked
 
 
-async def _link(engine, user_id: int, name: str, linked: list) -> None:
-    account = await link_with_password(engine, user_id, name, "bench-password")
+async def _link(app, user_id: int, name: str, linked: list) -> None:
+    account = await link_with_password(app.scheduler, user_id, name, "bench-password")
     linked.append((user_id, account.id))
 
 
-async def schedule_minute(engine, accounts: list[tuple[int, int]], posts: int, window: float) -> float:
+async def schedule_minute(app, accounts: list[tuple[int, int]], posts: int, window: float) -> float:
     """``posts`` posts over the accounts in turn, due at random times within ``window`` seconds
     from a start far enough ahead that all are stored before the first falls due; that start."""
-    from thotto.messages import NewPost, PostContent
+    from thotto.scheduler.records import NewPost, PostContent
 
     lead = 3.0 + posts / 1_000  # scheduling runs at a few thousand posts/s here
     t0 = time.time() + lead
@@ -381,7 +382,7 @@ async def schedule_minute(engine, accounts: list[tuple[int, int]], posts: int, w
                              content=PostContent(subreddit="test", title=f"popular {i} due {due:.6f}",
                                                  text="body")))
         if len(batch) == 500 or i == posts - 1:
-            await engine.schedule_posts(batch)
+            await app.scheduler.schedule_posts(batch)
             batch = []
     if time.time() >= t0:
         raise RuntimeError(f"scheduling {posts} posts took more than the {lead:.0f} s lead; "

@@ -27,11 +27,11 @@ import trio
 from bench import raw
 from bench.common import Result, Stopwatch, Target, latency_results, progress, report
 from bench.databases import fresh_postgres_database
-from thotto.clock import SystemClock
+from thotto.app import App, open_app
 from thotto.config import Settings
-from thotto.engine import Engine, open_engine
-from thotto.handlers import HandlerRegistry
-from thotto.messages import utcnow
+from thotto.engine.clock import SystemClock
+from thotto.engine.handlers import HandlerRegistry
+from thotto.engine.jobs import utcnow
 
 TARGETS = {
     "sqlite:queue.drain": Target(">=", 0.5, of="raw.claim_complete.batch"),
@@ -69,7 +69,7 @@ class Sizes:
 
 
 @contextlib.asynccontextmanager
-async def bench_engine(kind: str, postgres_dsn: str | None, *, run_workers: bool = True) -> AsyncIterator[Engine]:
+async def bench_engine(kind: str, postgres_dsn: str | None, *, run_workers: bool = True) -> AsyncIterator[App]:
     """An engine on a fresh, empty database."""
     with contextlib.ExitStack() as stack:
         if kind == "sqlite":
@@ -78,8 +78,8 @@ async def bench_engine(kind: str, postgres_dsn: str | None, *, run_workers: bool
         else:
             settings = Settings(database_url=stack.enter_context(fresh_postgres_database(postgres_dsn)),
                                 workers=WORKERS)
-        async with open_engine(settings, clock=SystemClock(), run_workers=run_workers) as engine:
-            yield engine
+        async with open_app(settings, clock=SystemClock(), run_workers=run_workers) as app:
+            yield app
 
 
 async def noop(ctx) -> None:
@@ -89,15 +89,15 @@ async def noop(ctx) -> None:
 async def enqueue_rates(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
     progress(f"  raw.insert.single: {sizes.single:,} jobs, the reference")
     results = [await raw.insert_single(kind, sizes.single, dsn)]
-    async with bench_engine(kind, dsn, run_workers=False) as engine:
+    async with bench_engine(kind, dsn, run_workers=False) as app:
         with Stopwatch() as watch:
             for _ in range(sizes.single):
-                await engine.enqueue("noop")
+                await app.engine.enqueue("noop")
         results.append(_rate("queue.enqueue.single", kind, sizes.single, watch, callers=1))
 
         async def caller(count: int) -> None:
             for _ in range(count):
-                await engine.enqueue("noop")
+                await app.engine.enqueue("noop")
 
         with Stopwatch() as watch:
             async with trio.open_nursery() as nursery:
@@ -105,10 +105,10 @@ async def enqueue_rates(kind: str, sizes: Sizes, dsn: str | None) -> list[Result
                     nursery.start_soon(caller, sizes.concurrent // CALLERS)
         results.append(_rate("queue.enqueue.concurrent", kind, sizes.concurrent, watch, callers=CALLERS))
 
-        batches = [[engine.new_job("noop") for _ in range(BATCH)] for _ in range(sizes.batch_total // BATCH)]
+        batches = [[app.engine.new_job("noop") for _ in range(BATCH)] for _ in range(sizes.batch_total // BATCH)]
         with Stopwatch() as watch:
             for batch in batches:
-                await engine.enqueue_many(batch)
+                await app.engine.enqueue_many(batch)
         results.append(_rate("queue.enqueue.batch", kind, sizes.batch_total, watch, batch=BATCH))
     return results
 
@@ -121,15 +121,15 @@ async def drain(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
     with tempfile.TemporaryDirectory(prefix="thotto-drain-") as directory, contextlib.ExitStack() as stack:
         dsn = stack.enter_context(fresh_postgres_database(dsn)) if kind == "postgres" else None
         settings = Settings(data_dir=directory, database_url=dsn, workers=WORKERS)
-        async with open_engine(settings, clock=SystemClock(), run_workers=False) as engine:
+        async with open_app(settings, clock=SystemClock(), run_workers=False) as app:
             for start in range(0, sizes.drain, 10_000):
                 count = min(10_000, sizes.drain - start)
-                await engine.enqueue_many([engine.new_job("noop") for _ in range(count)])
+                await app.engine.enqueue_many([app.engine.new_job("noop") for _ in range(count)])
         progress(f"  queue.drain: {sizes.drain:,} due jobs")
         completed_over_time: list[tuple[float, int]] = []  # (seconds, completed): the drain plot
         with Stopwatch() as watch:
-            async with open_engine(settings, clock=SystemClock(), registry=registry) as engine:
-                while (done := engine.tree.pool.counts["completed"]) < sizes.drain:
+            async with open_app(settings, clock=SystemClock(), registry=registry) as app:
+                while (done := app.tree.pool.counts["completed"]) < sizes.drain:
                     elapsed = time.perf_counter() - watch.started
                     if not completed_over_time or elapsed - completed_over_time[-1][0] >= 0.01:
                         completed_over_time.append((elapsed, done))
@@ -143,15 +143,15 @@ async def drain(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
 async def lateness(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
     """Jobs due at random times a few seconds ahead: how late does each start?"""
     late_ms: list[float] = []
-    async with bench_engine(kind, dsn) as engine:
+    async with bench_engine(kind, dsn) as app:
         async def measure(ctx) -> None:
             late_ms.append((utcnow() - ctx.job.run_at).total_seconds() * 1000)
 
-        engine.register_handler("measure", measure)
+        app.engine.register_handler("measure", measure)
         start = utcnow()
         dues = [start + timedelta(seconds=random.uniform(*sizes.lateness_ahead)) for _ in range(sizes.lateness_jobs)]
         for due in dues:
-            await engine.schedule("measure", due)
+            await app.engine.schedule("measure", due)
         while len(late_ms) < sizes.lateness_jobs:
             await trio.sleep(0.05)
     return [report(result) for result in latency_results("queue.lateness", late_ms, kind,

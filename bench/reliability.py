@@ -33,11 +33,12 @@ import trio
 
 from bench.common import Result, free_port, progress, report, stop_processes
 from bench.databases import fresh_postgres_database
-from thotto.app import REDDIT_BREAKER
+from thotto.app import App, open_app
 from thotto.config import Settings
-from thotto.engine import Engine, open_engine
-from thotto.messages import JobState, NewPost, NewUser, PostContent, Tier, utcnow
+from thotto.engine.jobs import JobState, utcnow
 from thotto.reddit.sandbox import POSTS_FILE, PostRecord
+from thotto.scheduler.records import NewPost, NewUser, PostContent, Tier
+from thotto.services import REDDIT_BREAKER
 from thotto.store.base import POST_QUEUE
 from thotto.usecases.accounts import link_with_password
 
@@ -62,14 +63,14 @@ async def run(kind: str, quick: bool, postgres_dsn: str | None) -> list[Result]:
         dsn = stack.enter_context(fresh_postgres_database(postgres_dsn)) if kind == "postgres" else None
         sandbox_dir = Path(tmp) / "sandbox"
         async with sandbox_process(sandbox_dir) as url, \
-                publishing_engine(url, Path(tmp) / "thotto", dsn) as (engine, account_ids):
+                publishing_engine(url, Path(tmp) / "thotto", dsn) as (app, account_ids):
             progress(f"  reliability: {count:,} posts, {SERVER_ERROR_RATE:.0%} 503s and "
                      f"{RATELIMIT_SHARE:.0%} RATELIMIT from the sandbox")
-            post_ids = await schedule(engine, account_ids, count)
+            post_ids = await schedule(app, account_ids, count)
             async with httpx.AsyncClient(base_url=url, timeout=10) as control:
                 await control.post("/_sandbox/faults", json=faults(ratelimit=False))
-                ratelimits = await inject_until_settled(engine, control, count)
-            share, details = await judge(engine, post_ids, read_record(sandbox_dir))
+                ratelimits = await inject_until_settled(app, control, count)
+            share, details = await judge(app, post_ids, read_record(sandbox_dir))
     details.update(posts=count, accounts=ACCOUNTS, server_error_rate=SERVER_ERROR_RATE,
                    ratelimits_served=ratelimits)
     return [report(Result("reliability.exactly_once", share, "%", kind, details))]
@@ -110,21 +111,21 @@ async def sandbox_process(data_dir: Path) -> AsyncIterator[str]:
 
 @contextlib.asynccontextmanager
 async def publishing_engine(reddit_url: str, data_dir: Path, dsn: str | None
-                            ) -> AsyncIterator[tuple[Engine, list[tuple[int, int]]]]:
+                            ) -> AsyncIterator[tuple[App, list[tuple[int, int]]]]:
     """An engine publishing to the sandbox, and (user id, account id) of each linked account."""
     settings = Settings(data_dir=str(data_dir), database_url=dsn, reddit_url=reddit_url,
                         reddit_client_id=CLIENT_ID, reddit_client_secret=CLIENT_SECRET,
                         reddit_requests_per_minute=6000, reddit_reconcile_settle_seconds=1,
                         lease_seconds=10, sweep_interval_seconds=0.5, shutdown_grace_seconds=1)
-    async with open_engine(settings) as engine:
-        engine.services.breakers.configure("reddit.*", REDDIT_BREAKER.with_(open_seconds=1))
-        user = await engine.store.create_user(NewUser(name="bench_creator", tier=Tier.PRO))
-        accounts = [await link_with_password(engine, user.id, f"bench_acct_{i}", "bench-password")
+    async with open_app(settings) as app:
+        app.services.breakers.configure("reddit.*", REDDIT_BREAKER.with_(open_seconds=1))
+        user = await app.store.create_user(NewUser(name="bench_creator", tier=Tier.PRO))
+        accounts = [await link_with_password(app.scheduler, user.id, f"bench_acct_{i}", "bench-password")
                     for i in range(ACCOUNTS)]
-        yield engine, [(user.id, account.id) for account in accounts]
+        yield app, [(user.id, account.id) for account in accounts]
 
 
-async def schedule(engine: Engine, accounts: list[tuple[int, int]], count: int) -> list[int]:
+async def schedule(app: App, accounts: list[tuple[int, int]], count: int) -> list[int]:
     """``count`` posts with unique titles, due ``POSTS_PER_SECOND`` per second from 2 s ahead."""
     start = utcnow() + timedelta(seconds=2)
     post_ids = []
@@ -135,17 +136,17 @@ async def schedule(engine: Engine, accounts: list[tuple[int, int]], count: int) 
             batch.append(NewPost(user_id=user_id, account_id=account_id,
                                  content=PostContent(subreddit="test", title=f"bench post {i}", text="body"),
                                  scheduled_for=start + timedelta(seconds=i / POSTS_PER_SECOND)))
-        post_ids += [post.id for post in await engine.schedule_posts(batch)]
+        post_ids += [post.id for post in await app.scheduler.schedule_posts(batch)]
     return post_ids
 
 
-async def inject_until_settled(engine: Engine, control: httpx.AsyncClient, count: int) -> int:
+async def inject_until_settled(app: App, control: httpx.AsyncClient, count: int) -> int:
     """Arm one RATELIMIT each time another 1/RATELIMIT_SHARE posts have settled, until every
     post job is completed or dead; how many RATELIMITs the sandbox served."""
     every = round(1 / RATELIMIT_SHARE)
     armed = 0
     with trio.fail_after(SETTLE_TIMEOUT_SECONDS):
-        while (settled := await settled_posts(engine)) < count:
+        while (settled := await settled_posts(app)) < count:
             if settled >= (armed + 1) * every - every // 2 and armed < count // every:
                 await control.post("/_sandbox/faults", json=faults(ratelimit=True))
                 armed += 1
@@ -154,8 +155,8 @@ async def inject_until_settled(engine: Engine, control: httpx.AsyncClient, count
     return armed - int(left.get("count") or 0)
 
 
-async def settled_posts(engine: Engine) -> int:
-    counts = {(c.queue, c.state): c.count for c in await engine.store.counts()}
+async def settled_posts(app: App) -> int:
+    counts = {(c.queue, c.state): c.count for c in await app.store.counts()}
     return counts.get((POST_QUEUE, JobState.COMPLETED), 0) + counts.get((POST_QUEUE, JobState.DEAD), 0)
 
 
@@ -166,14 +167,14 @@ def read_record(data_dir: Path) -> list[PostRecord]:
     return [decoder.decode(line) for line in lines if line.strip()]
 
 
-async def judge(engine: Engine, post_ids: list[int], accepted: list[PostRecord]) -> tuple[float, dict]:
+async def judge(app: App, post_ids: list[int], accepted: list[PostRecord]) -> tuple[float, dict]:
     """Share (%) of posts accepted exactly once by the sandbox with the store's Reddit id."""
     by_title = Counter(record.title for record in accepted)
     id_of_title = {record.title: record.id for record in accepted}
     exactly_once = duplicated = missing = mismatched = retried = 0
     for post_id in post_ids:
-        post = await engine.store.get_post(post_id)
-        retried += (await engine.store.get_job(post.job_id)).attempt > 1  # evidence the 503s landed
+        post = await app.store.get_post(post_id)
+        retried += (await app.store.get_job(post.job_id)).attempt > 1  # evidence the 503s landed
         copies = by_title[post.content.title]
         if copies == 0:
             missing += 1

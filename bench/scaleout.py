@@ -43,7 +43,7 @@ import trio
 from bench.cgroups import CpuQuota, QuotaUnavailable, open_cpu_quota, process_cpu_seconds
 from bench.common import Result, Target, progress, report, stop_processes
 from bench.databases import fresh_postgres_database
-from thotto.messages import NewJob
+from thotto.engine.jobs import NewJob
 from thotto.store import open_store
 
 TARGETS = {

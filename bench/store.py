@@ -20,7 +20,7 @@ import trio
 from bench import raw
 from bench.common import Result, Stopwatch, progress, report
 from bench.databases import fresh_postgres_database
-from thotto.messages import Completed, NewJob
+from thotto.engine.jobs import Completed, NewJob
 from thotto.store import Store, open_store
 
 TARGETS: dict = {}  # the goals are on the engine's figures (bench/queue.py), as ratios

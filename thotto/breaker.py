@@ -53,12 +53,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import msgspec
 import trio
 
-from thotto.clock import Clock, SystemClock
-from thotto.errors import BreakerOpen, PermanentJobError
+from thotto.engine.clock import Clock, SystemClock
+from thotto.engine.errors import PermanentJobError
+from thotto.errors import BreakerOpen
 
 if TYPE_CHECKING:
     import actors
-    from thotto.aio import Sidecar
+    from thotto.engine.aio import Sidecar
 
 log = logging.getLogger("thotto.breaker")
 
@@ -221,7 +222,7 @@ class Breaker:
 
     Holds no resource; all methods run in the Trio thread. ``clock`` maps Trio time to the wall
     clock for :class:`~thotto.errors.BreakerOpen`'s ``until`` (default: the system clock; pass a
-    :class:`~thotto.clock.TrioClock` in virtual-time tests).
+    :class:`~thotto.engine.clock.TrioClock` in virtual-time tests).
     """
 
     def __init__(self, name: str, config: BreakerConfig | None = None, *, clock: Clock | None = None):
@@ -595,7 +596,7 @@ class Breakers:
             if self.redis_url:
                 sidecar = self._sidecar
                 if sidecar is None:
-                    from thotto.aio import open_sidecar
+                    from thotto.engine.aio import open_sidecar
 
                     sidecar = await stack.enter_async_context(open_sidecar("thotto-breakers"))
                 shared = _SharedState(self, sidecar)

@@ -23,9 +23,10 @@ import actors
 
 from thotto import __version__
 from thotto.config import Settings
-from thotto.control import console, serving_engine
-from thotto.errors import ThottoError, ValidationError
-from thotto.messages import NewUser, Role, ScheduleRequest, Tier, User, utcnow
+from thotto.control import console, serving_app
+from thotto.engine.errors import ThottoError, ValidationError
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import NewUser, Role, ScheduleRequest, Tier, User
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -118,8 +119,9 @@ def say(message: str) -> None:
 
 def _ensure_data_dir(settings: Settings) -> None:
     from thotto.files import keep_data_private
+    from thotto.store import sqlite_file
 
-    keep_data_private(settings.data_dir, settings.resolved_database_url(),
+    keep_data_private(settings.data_dir, sqlite_file(settings.resolved_database_url()),
                       uses_key_file=not settings.encryption_key)
 
 
@@ -128,9 +130,9 @@ async def _store(settings: Settings) -> AsyncIterator[Any]:
     """The store: the running server's when it runs this command, else opened for it."""
     from thotto.store import open_store
 
-    engine = serving_engine()
-    if engine is not None:
-        yield engine.store
+    app = serving_app()
+    if app is not None:
+        yield app.store
         return
     _ensure_data_dir(settings)
     async with open_store(settings.resolved_database_url()) as store:
@@ -144,9 +146,9 @@ async def _admin(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
     without it a revoked token would stay valid in running servers until their cache let go."""
     from thotto.cache import Cache, CacheConfig
 
-    engine = serving_engine()
-    if engine is not None:  # the server runs this command: its own cache is the one to evict
-        yield engine.store, engine.services.cache
+    app = serving_app()
+    if app is not None:  # the server runs this command: its own cache is the one to evict
+        yield app.store, app.services.cache
         return
     # An error from the command comes out as itself (one clear line), not in a group.
     with actors.unwrap_sole_exception():
@@ -158,18 +160,18 @@ async def _admin(settings: Settings) -> AsyncIterator[tuple[Any, Any]]:
 
 
 @contextlib.asynccontextmanager
-async def _engine(settings: Settings) -> AsyncIterator[Any]:
-    """The engine for commands that schedule or link: the running server's when it runs this
+async def _app(settings: Settings) -> AsyncIterator[Any]:
+    """The app for commands that schedule or link: the running server's when it runs this
     command, else one opened without workers or HTTP."""
-    from thotto.engine import open_engine
+    from thotto.app import open_app
 
-    engine = serving_engine()
-    if engine is not None:
-        yield engine
+    app = serving_app()
+    if app is not None:
+        yield app
         return
     _ensure_data_dir(settings)
-    async with open_engine(settings, run_workers=False) as engine:
-        yield engine
+    async with open_app(settings, run_workers=False) as app:
+        yield app
 
 
 # --- serve, init, migrate, status ----------------------------------------------------------------
@@ -183,43 +185,43 @@ async def serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.engine import open_engine
+    from thotto.app import open_app
 
     async with trio.open_nursery() as nursery:
         demo = args.demo or (args.demo_unless_configured and not settings.reddit_client_id)
         if demo:
             settings = await _start_demo_sandbox(nursery, settings)
         serve_api = settings.role.value != "worker"
-        async with open_engine(settings, serve_api=serve_api) as engine:
+        async with open_app(settings, serve_api=serve_api) as app:
             async with trio.open_nursery() as services:
-                await services.start(engine.tree.stop_on_signals)
-                if not engine.store.name.startswith("postgres"):
-                    await services.start(_serve_control_socket, engine, settings)
+                await services.start(app.tree.stop_on_signals)
+                if not app.store.name.startswith("postgres"):
+                    await services.start(_serve_control_socket, app, settings)
                 # Only now, with the server listening, is there a first token worth printing: a
                 # start that fails earlier (a port in use) leaves the next start a first start.
-                first_start = (await _first_start(engine.store, settings, engine.tree.api.context.base_url)
+                first_start = (await _first_start(app.store, settings, app.tree.api.context.base_url)
                                if serve_api else None)
-                await _welcome(engine, settings, first_start, demo=demo)
-                await engine.tree.wait_stopped()
+                await _welcome(app, settings, first_start, demo=demo)
+                await app.tree.wait_stopped()
                 services.cancel_scope.cancel()
         nursery.cancel_scope.cancel()
     return EXIT_OK
 
 
-async def _serve_control_socket(engine, settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def _serve_control_socket(app, settings: Settings, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Let the CLI run its commands in this process while it holds the SQLite file."""
     from thotto.control import serve_control, socket_path
 
     async def run(request) -> int:
         return await run_for_cli(settings, request)
 
-    await serve_control(socket_path(settings.data_dir), run, engine, task_status=task_status)
+    await serve_control(socket_path(settings.data_dir), run, app, task_status=task_status)
 
 
 async def run_for_cli(settings: Settings, request) -> int:
     """Run a command line the CLI sent over the control socket, as the CLI would have run it
     (it has already parsed it: it cannot fail to parse here), on this server's settings."""
-    from thotto.cli import build_parser
+    from thotto.arguments import build_parser
 
     args = build_parser().parse_args(request.argv)
     args.password = request.password
@@ -288,8 +290,8 @@ async def _password_link(store, settings: Settings, user: User, base: str | None
     from thotto.usecases import passwords
 
     if base is None:
-        engine = serving_engine()
-        api = engine.tree.api if engine is not None and engine.tree is not None else None
+        app = serving_app()
+        api = app.tree.api if app is not None and app.tree is not None else None
         base = api.context.base_url if api is not None and api.context.base_url else passwords.base_url(settings)
     return await passwords.issue_password_link(store, settings, user.id, base, now=utcnow())
 
@@ -311,13 +313,13 @@ async def _init_admin(store, settings: Settings, name: str) -> tuple[User, str]:
     return admin, token
 
 
-async def _welcome(engine, settings: Settings, first_start, *, demo: bool) -> None:
-    api = engine.tree.api
+async def _welcome(app, settings: Settings, first_start, *, demo: bool) -> None:
+    api = app.tree.api
     where = f"API on {api.context.base_url}" if api else "workers only"
-    say(f"thotto {__version__}: serving ({where}; role {settings.role.value}; store {engine.store.name}); "
+    say(f"thotto {__version__}: serving ({where}; role {settings.role.value}; store {app.store.name}); "
         "Ctrl-C stops")
     if demo:
-        await _link_demo_account(engine)
+        await _link_demo_account(app)
         say(f"demo: Reddit is the sandbox at {settings.reddit_url} (u/{DEMO_ACCOUNT}); to post to "
             "reddit.com set THOTTO_REDDIT_CLIENT_ID and THOTTO_REDDIT_CLIENT_SECRET (see README)")
     if first_start and api:
@@ -325,12 +327,12 @@ async def _welcome(engine, settings: Settings, first_start, *, demo: bool) -> No
         say(first_start_message(api.context.base_url, admin.name, token, demo=demo, password_url=password_url))
 
 
-async def _link_demo_account(engine) -> None:
+async def _link_demo_account(app) -> None:
     from thotto.usecases import accounts
 
-    for user in await engine.store.list_users():
-        if user.role is Role.ADMIN and not await engine.store.list_accounts(user.id):
-            await accounts.link_with_password(engine, user.id, DEMO_ACCOUNT, "demo-password")
+    for user in await app.store.list_users():
+        if user.role is Role.ADMIN and not await app.store.list_accounts(user.id):
+            await accounts.link_with_password(app.scheduler, user.id, DEMO_ACCOUNT, "demo-password")
 
 
 def first_start_message(url: str, admin: str, token: str, *, demo: bool, password_url: str = "") -> str:
@@ -383,14 +385,14 @@ async def migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 async def status(settings: Settings, args: argparse.Namespace) -> int:
     """Queue counts and cron jobs from the store; breakers from the running server if it answers."""
-    async with _engine(settings) as engine:
-        counts = await engine.store.counts()
-        crons = await engine.cron_statuses()
+    async with _app(settings) as app:
+        counts = await app.store.counts()
+        crons = await app.engine.cron_statuses()
     report = {
         "queues": [{"queue": c.queue, "state": c.state.value, "count": c.count} for c in counts],
         "crons": [{"name": c.name, "schedule": c.schedule, "next_run_at": c.next_run_at,
                    "last_run_at": c.last_run_at, "last_error": c.last_error, "runs": c.runs} for c in crons],
-        "breakers": _breakers_here() if serving_engine() is not None else await _server_breakers(settings),
+        "breakers": _breakers_here() if serving_app() is not None else await _server_breakers(settings),
     }
     if args.json:
         emit(args, report)
@@ -409,7 +411,7 @@ async def status(settings: Settings, args: argparse.Namespace) -> int:
 
 def _breakers_here() -> list[dict]:
     """The running server's breakers (this command runs in it, over the control socket)."""
-    snapshots = serving_engine().services.breakers.snapshot().values()
+    snapshots = serving_app().services.breakers.snapshot().values()
     return [{"name": b.name, "state": b.state} for b in snapshots]
 
 
@@ -436,7 +438,7 @@ async def _server_breakers(settings: Settings) -> list[dict] | str:
 
 
 async def user_add(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.messages import validated
+    from thotto.engine.jobs import validated
     from thotto.usecases import users
 
     new_user = validated(NewUser(name=args.name, tier=Tier(args.tier), role=Role(args.user_role)))
@@ -536,9 +538,9 @@ async def token_revoke(settings: Settings, args: argparse.Namespace) -> int:
 async def account_link(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import accounts
 
-    async with _engine(settings) as engine:
-        user = await engine.store.get_user_by_name(args.user)
-        account = await accounts.link_with_password(engine, user.id, args.reddit_username, args.password)
+    async with _app(settings) as app:
+        user = await app.store.get_user_by_name(args.user)
+        account = await accounts.link_with_password(app.scheduler, user.id, args.reddit_username, args.password)
     if args.json:
         emit(args, {"id": account.id, "user": user.name, "reddit_username": account.reddit_username})
     else:
@@ -567,16 +569,16 @@ async def post_schedule(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases.posts import post_view
 
     requests = _requests_from_file(args.file_data) if args.file_data else None
-    async with _engine(settings) as engine:
-        user = await engine.store.get_user_by_name(args.user)
+    async with _app(settings) as app:
+        user = await app.store.get_user_by_name(args.user)
         if requests is None:
             _request_from_args(args)  # refuse a mistake in the flags before uploading anything
-            media_ids = await _uploaded_images(engine, settings, user, args)
+            media_ids = await _uploaded_images(app, settings, user, args)
             requests = [_request_from_args(args, media_ids)]
         created = []
         for start in range(0, len(requests), 100):  # batches of 100, each all or nothing
             batch = requests[start:start + 100]
-            created += await posts.schedule(engine, user, batch, batch=len(requests) > 1)
+            created += await posts.schedule(app.scheduler, user, batch, batch=len(requests) > 1)
             if len(requests) > 100:
                 say(f"scheduled {len(created)} of {len(requests)} posts")
     emit(args, [post_view(post) for post in created], POST_COLUMNS)
@@ -599,13 +601,13 @@ def _request_from_args(args: argparse.Namespace, media_ids: list | None = None) 
     return _decoded(fields, ScheduleRequest)
 
 
-async def _uploaded_images(engine, settings: Settings, user, args: argparse.Namespace) -> list | None:
+async def _uploaded_images(app, settings: Settings, user, args: argparse.Namespace) -> list | None:
     """Upload ``--image`` files to the user's media library (the same upload code as POST
     /api/media: checked by their bytes, location and camera data removed) and return what
     ``mediaIds`` takes, with the gallery's captions."""
     from pathlib import Path
 
-    from thotto.media import file_chunks, upload_media
+    from thotto.scheduler.media import file_chunks, upload_media
 
     images, captions = args.image or [], args.caption or []
     if len(captions) > len(images) or (captions and len(images) < 2):
@@ -614,7 +616,7 @@ async def _uploaded_images(engine, settings: Settings, user, args: argparse.Name
     for index, name in enumerate(images):
         path = Path(name)
         _check_readable(path)
-        media = await upload_media(engine.store, settings, user.id, file_chunks(path))
+        media = await upload_media(app.store, settings, user.id, file_chunks(path))
         say(f"uploaded {path.name} as media {media.id}; removed: {', '.join(media.removed) or 'nothing'}")
         caption = captions[index] if index < len(captions) else None
         ids.append({"id": media.id, "caption": caption} if caption else media.id)
@@ -694,14 +696,14 @@ def _when(text: str, args: argparse.Namespace, *, flag: str = "--at") -> datetim
 
 
 async def post_list(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.messages import PostStatus
+    from thotto.scheduler.records import PostStatus
     from thotto.usecases import posts
     from thotto.usecases.posts import post_view
 
-    async with _engine(settings) as engine:
-        user = await engine.store.get_user_by_name(args.user)
+    async with _app(settings) as app:
+        user = await app.store.get_user_by_name(args.user)
         status = PostStatus(args.status) if args.status else None
-        page = await posts.list_page(engine, user, status=status, limit=args.limit)
+        page = await posts.list_page(app.scheduler, user, status=status, limit=args.limit)
     emit(args, [post_view(post) for post in page.posts], POST_COLUMNS)
     return EXIT_OK
 
@@ -709,15 +711,15 @@ async def post_list(settings: Settings, args: argparse.Namespace) -> int:
 async def post_show(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import posts
 
-    async with _engine(settings) as engine:
-        user = await engine.store.get_user_by_name(args.user)
-        detail = await posts.detail(engine, user, args.id)
+    async with _app(settings) as app:
+        user = await app.store.get_user_by_name(args.user)
+        detail = await posts.detail(app.scheduler, user, args.id)
     emit(args, detail)
     return EXIT_OK
 
 
 async def post_edit(settings: Settings, args: argparse.Namespace) -> int:
-    from thotto.messages import PostChange
+    from thotto.scheduler.records import PostChange
     from thotto.usecases import posts
     from thotto.usecases.posts import post_view
 
@@ -728,9 +730,9 @@ async def post_edit(settings: Settings, args: argparse.Namespace) -> int:
         raise ValidationError("post edit needs something to change: --title, --text, --url, --at, "
                               "--flair-id, --flair-text, --[no-]nsfw or --[no-]spoiler")
     change = _decoded(fields, PostChange)
-    async with _engine(settings) as engine:
-        user = await engine.store.get_user_by_name(args.user)
-        post = await posts.edit(engine, user, args.id, change)
+    async with _app(settings) as app:
+        user = await app.store.get_user_by_name(args.user)
+        post = await posts.edit(app.scheduler, user, args.id, change)
     emit(args, post_view(post))
     return EXIT_OK
 
@@ -739,9 +741,9 @@ async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import posts
     from thotto.usecases.posts import post_view
 
-    async with _engine(settings) as engine:
-        user = await engine.store.get_user_by_name(args.user)
-        post = await posts.cancel(engine, user, args.id)
+    async with _app(settings) as app:
+        user = await app.store.get_user_by_name(args.user)
+        post = await posts.cancel(app.scheduler, user, args.id)
     emit(args, post_view(post))
     return EXIT_OK
 
@@ -750,11 +752,11 @@ async def post_cancel(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def media_upload(settings: Settings, args: argparse.Namespace) -> int:
-    """Upload an image through the same use case as POST /api/media (thotto.media)."""
+    """Upload an image through the same use case as POST /api/media (thotto.scheduler.media)."""
     from pathlib import Path
 
     from thotto.api.media import media_view
-    from thotto.media import file_chunks, upload_media
+    from thotto.scheduler.media import file_chunks, upload_media
 
     path = Path(args.path)
     _check_readable(path)
@@ -785,8 +787,8 @@ JOB_COLUMNS = ["id", "queue", "kind", "state", "attempt", "runAt", "failureCause
 
 
 def _search_from_args(args: argparse.Namespace, *, state: str | None = None):
-    from thotto.messages import JobState
-    from thotto.store.base import JobSearch
+    from thotto.engine.jobs import JobState
+    from thotto.engine.store.base import JobSearch
 
     chosen = state or getattr(args, "state", None)
     return JobSearch(queue=args.queue, kind=args.kind, state=JobState(chosen) if chosen else None,
@@ -798,8 +800,8 @@ def _search_from_args(args: argparse.Namespace, *, state: str | None = None):
 async def jobs_list(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        found = await operations.search(engine, _search_from_args(args))
+    async with _app(settings) as app:
+        found = await operations.search(app.scheduler, _search_from_args(args))
     if args.json:
         emit(args, found)
         return EXIT_OK
@@ -812,8 +814,8 @@ async def jobs_list(settings: Settings, args: argparse.Namespace) -> int:
 async def jobs_show(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        detail = await operations.job_detail(engine, args.id)
+    async with _app(settings) as app:
+        detail = await operations.job_detail(app.scheduler, args.id)
     if args.json:
         emit(args, detail)
         return EXIT_OK
@@ -833,8 +835,8 @@ async def jobs_show(settings: Settings, args: argparse.Namespace) -> int:
 async def jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        job = await operations.retry_job(engine, args.id)
+    async with _app(settings) as app:
+        job = await operations.retry_job(app.scheduler, args.id)
     emit(args, job)
     return EXIT_OK
 
@@ -842,8 +844,8 @@ async def jobs_retry(settings: Settings, args: argparse.Namespace) -> int:
 async def jobs_cancel(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        job = await operations.cancel_job(engine, args.id)
+    async with _app(settings) as app:
+        job = await operations.cancel_job(app.scheduler, args.id)
     emit(args, job)
     return EXIT_OK
 
@@ -858,11 +860,11 @@ async def jobs_redrive(settings: Settings, args: argparse.Namespace) -> int:
     if not args.ids and not args.all:
         raise ValidationError("name the dead jobs to redrive (thotto jobs redrive 12 13), or "
                               "--all to redrive every dead job that can succeed again")
-    async with _engine(settings) as engine:
+    async with _app(settings) as app:
         if args.ids:
-            result = await operations.redrive(engine, job_ids=args.ids)
+            result = await operations.redrive(app.scheduler, job_ids=args.ids)
         else:
-            result = await operations.redrive(engine, query=_search_from_args(args, state="dead"))
+            result = await operations.redrive(app.scheduler, query=_search_from_args(args, state="dead"))
     if args.json:
         emit(args, result)
         return EXIT_OK
@@ -875,8 +877,8 @@ async def jobs_redrive(settings: Settings, args: argparse.Namespace) -> int:
 async def queue_list(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        found = await operations.queues(engine)
+    async with _app(settings) as app:
+        found = await operations.queues(app.scheduler)
     if args.json:
         emit(args, found)
         return EXIT_OK
@@ -890,8 +892,8 @@ async def queue_list(settings: Settings, args: argparse.Namespace) -> int:
 async def queue_pause(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        state = await operations.pause(engine, args.queue)
+    async with _app(settings) as app:
+        state = await operations.pause(app.scheduler, args.queue)
     if not args.json:
         say(f"queue {state.queue} paused: no process claims its jobs until `thotto queue resume "
             f"{state.queue}`")
@@ -902,8 +904,8 @@ async def queue_pause(settings: Settings, args: argparse.Namespace) -> int:
 async def queue_resume(settings: Settings, args: argparse.Namespace) -> int:
     from thotto.usecases import operations
 
-    async with _engine(settings) as engine:
-        state = await operations.resume(engine, args.queue)
+    async with _app(settings) as app:
+        state = await operations.resume(app.scheduler, args.queue)
     emit(args, state)
     return EXIT_OK
 
@@ -913,8 +915,11 @@ async def queue_resume(settings: Settings, args: argparse.Namespace) -> int:
 
 async def openapi(args: argparse.Namespace) -> int:
     from thotto.api.openapi import encoded_document, markdown
+    from thotto.api.routes import all_endpoints
 
-    out(markdown() if args.markdown else msgspec.json.format(encoded_document(), indent=2).decode())
+    endpoints = all_endpoints()
+    out(markdown(endpoints) if args.markdown
+        else msgspec.json.format(encoded_document(endpoints), indent=2).decode())
     return EXIT_OK
 
 

@@ -16,17 +16,10 @@ from typing import Annotated, Any, Mapping
 
 import msgspec
 
-from thotto.errors import ConfigError
+from thotto.engine.config import EngineSettings, ProcessRole
+from thotto.engine.errors import ConfigError
 
 ENV_PREFIX = "THOTTO_"
-
-
-class ProcessRole(enum.Enum):
-    """What a process runs: everything, only the HTTP API, or only the workers."""
-
-    ALL = "all"
-    API = "api"
-    WORKER = "worker"
 
 
 class LogFormat(enum.Enum):
@@ -34,49 +27,15 @@ class LogFormat(enum.Enum):
     JSON = "json"
 
 
-class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
-    """Every setting Thotto reads. Field docs become the reference table in the docs."""
-
-    data_dir: str = "thotto-data"
-    """Directory for the SQLite database, the encryption key and other local state."""
-
-    database_url: str | None = None
-    """``sqlite:///path``, a file path, or ``postgresql://...``; default: SQLite in data_dir."""
-
-    role: ProcessRole = ProcessRole.ALL
-    """all | api | worker."""
+class Settings(EngineSettings, kw_only=True, forbid_unknown_fields=True):
+    """Every setting Thotto reads: the engine's (:class:`EngineSettings`) and the product's.
+    Field docs become the reference table in the docs."""
 
     log_level: Annotated[str, msgspec.Meta(pattern=r"^(DEBUG|INFO|WARNING|ERROR)\Z")] = "INFO"
     """DEBUG, INFO, WARNING or ERROR."""
 
     log_format: LogFormat = LogFormat.TEXT
     """text | json (JSON lines)."""
-
-    shutdown_grace_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 25.0
-    """How long in-flight jobs may finish after SIGINT/SIGTERM before they are cancelled."""
-
-    workers: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 8
-    """Poster pool size: jobs run at once by this process (beside the I/O workers)."""
-
-    io_workers: Annotated[int, msgspec.Meta(ge=0, le=10000)] = 64
-    """Jobs that wait on the network (Reddit submissions, webhooks) run at once by this process,
-    beside the workers: at ~0.2 s a submission, N in flight publish up to 5 N posts a second
-    (within the Reddit budget). 0: they share the workers."""
-
-    lease_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 30.0
-    """How long a claimed job stays ours without a heartbeat (renewed every third of it)."""
-
-    lookahead_ms: Annotated[float, msgspec.Meta(ge=0, le=10000)] = 50.0
-    """Claim jobs due this soon ahead of time, so each starts at its exact instant."""
-
-    max_prefetch: Annotated[int, msgspec.Meta(ge=0, le=100000)] = 1000
-    """Most jobs claimed beyond the workers' capacity (the prefetch follows the job rate)."""
-
-    sweep_interval_seconds: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 5.0
-    """How often expired leases are looked for."""
-
-    retention_days: Annotated[float, msgspec.Meta(ge=0.01, le=36500)] = 30.0
-    """Finished jobs and posts older than this are purged by the daily retention job."""
 
     media_max_bytes: Annotated[int, msgspec.Meta(ge=1024, le=100_000_000)] = 20_000_000
     """Largest image a user may upload (413 beyond it): Reddit's own limit for images, 20 MB.
@@ -254,9 +213,6 @@ class Settings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     webhook_max_attempts: Annotated[int, msgspec.Meta(ge=1, le=100)] = 12
     """Tries per webhook before its delivery is given up (failed in the delivery log)."""
 
-    def resolved_database_url(self) -> str:
-        """The database URL, defaulting to ``<data_dir>/thotto.db``."""
-        return self.database_url or str(Path(self.data_dir) / "thotto.db")
 
 
 def load_settings(
@@ -318,7 +274,8 @@ def _explain(message: str) -> str:
 
 def _allowed(name: str) -> str:
     """'; allowed: a, b, c' for enum settings, else ''."""
-    annotation = Settings.__annotations__.get(name)
+    annotation = {name: annotation for kind in reversed(Settings.__mro__)
+                  for name, annotation in vars(kind).get("__annotations__", {}).items()}.get(name)
     kind = {"ProcessRole": ProcessRole, "LogFormat": LogFormat}.get(str(annotation))
     return f"; allowed: {', '.join(member.value for member in kind)}" if kind else ""
 
@@ -343,12 +300,13 @@ def _defaults() -> list[str]:
 
 
 def _field_docs(ast, inspect) -> dict[str, str]:
-    """Each field's docstring: the string literal right after its annotated assignment."""
-    tree = ast.parse(inspect.getsource(Settings))
-    body = tree.body[0].body
+    """Each field's docstring: the string literal right after its annotated assignment (in
+    :class:`Settings` and the engine's settings it extends)."""
     docs = {}
-    for statement, following in zip(body, body[1:]):
-        if (isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
-                and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
-            docs[statement.target.id] = following.value.value
+    for kind in (EngineSettings, Settings):
+        body = ast.parse(inspect.getsource(kind)).body[0].body
+        for statement, following in zip(body, body[1:]):
+            if (isinstance(statement, ast.AnnAssign) and isinstance(following, ast.Expr)
+                    and isinstance(following.value, ast.Constant) and isinstance(following.value.value, str)):
+                docs[statement.target.id] = following.value.value
     return docs

@@ -4,7 +4,7 @@ SQLite lets one process own the database (the store takes a lock), so while ``th
 runs, a CLI command cannot open it. Instead the server listens on a Unix socket in its data
 directory (``control.sock``, mode 0600 in a 0700 directory, and it checks the peer's user id), and
 the CLI sends its command line there. The server runs the *same command function* on its own
-running engine, with the CLI's arguments and the server's settings, and sends back the exit code
+running app, with the CLI's arguments and the server's settings, and sends back the exit code
 and what the command printed. So a command gives the same answer whether the server runs or not,
 by the same code, and sees what only the server knows (its breakers, its Reddit sandbox).
 
@@ -67,7 +67,7 @@ class Console:
 
 
 _console: contextvars.ContextVar[Console | None] = contextvars.ContextVar("thotto_console", default=None)
-_serving: contextvars.ContextVar[Any] = contextvars.ContextVar("thotto_serving_engine", default=None)
+_serving: contextvars.ContextVar[Any] = contextvars.ContextVar("thotto_serving_app", default=None)
 
 
 def console() -> Console:
@@ -75,8 +75,8 @@ def console() -> Console:
     return _console.get() or Console()
 
 
-def serving_engine() -> Any:
-    """The running engine when a server runs this command for the CLI, else None."""
+def serving_app() -> Any:
+    """The running app when a server runs this command for the CLI, else None."""
     return _serving.get()
 
 
@@ -89,9 +89,9 @@ def socket_path(data_dir: str | os.PathLike) -> Path:
 Runner = Callable[[ControlRequest], Awaitable[int]]
 
 
-async def serve_control(path: Path, run: Runner, engine: Any, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+async def serve_control(path: Path, run: Runner, app: Any, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
     """Serve the control socket at ``path`` until cancelled; ``run`` runs one request's command
-    (with :func:`console` and :func:`serving_engine` set for it) and returns its exit code. The
+    (with :func:`console` and :func:`serving_app` set for it) and returns its exit code. The
     socket file is removed on the way out."""
     listener = _listen(path)
     try:
@@ -99,7 +99,7 @@ async def serve_control(path: Path, run: Runner, engine: Any, *, task_status=tri
         async with trio.open_nursery() as nursery:
             while True:
                 connection, _ = await listener.accept()
-                nursery.start_soon(_answer, connection, run, engine)
+                nursery.start_soon(_answer, connection, run, app)
     finally:
         listener.close()
         with contextlib.suppress(FileNotFoundError):
@@ -121,7 +121,7 @@ def _listen(path: Path) -> trio.socket.SocketType:
     return trio.socket.from_stdlib_socket(sock)
 
 
-async def _answer(connection: trio.socket.SocketType, run: Runner, engine: Any) -> None:
+async def _answer(connection: trio.socket.SocketType, run: Runner, app: Any) -> None:
     with connection:
         stream = trio.SocketStream(connection)
         if not _same_user(connection):
@@ -132,7 +132,7 @@ async def _answer(connection: trio.socket.SocketType, run: Runner, engine: Any) 
         except (msgspec.DecodeError, EOFError, trio.BrokenResourceError) as error:
             log.warning("control socket: bad request (%s)", error)
             return
-        reply = await _run_captured(request, run, engine)
+        reply = await _run_captured(request, run, app)
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await _send(stream, msgspec.json.encode(reply))
 
@@ -147,10 +147,10 @@ def _same_user(connection: trio.socket.SocketType) -> bool:
     return uid in (os.getuid(), 0)
 
 
-async def _run_captured(request: ControlRequest, run: Runner, engine: Any) -> ControlReply:
+async def _run_captured(request: ControlRequest, run: Runner, app: Any) -> ControlReply:
     out, err = io.StringIO(), io.StringIO()
     console_token = _console.set(Console(out, err))
-    serving_token = _serving.set(engine)
+    serving_token = _serving.set(app)
     try:
         exit_code = await run(request)
     except Exception:  # a bug in a command must not take the server down; the CLI says so

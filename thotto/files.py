@@ -61,21 +61,20 @@ def _tighten(path: Path, mode: int) -> None:
                 path, current, current & mode)
 
 
-def keep_data_private(data_dir: str, database_url: str, *, uses_key_file: bool = True) -> None:
+def keep_data_private(data_dir: str, sqlite_file: str | None, *, uses_key_file: bool = True) -> None:
     """:func:`keep_private` for everything Thotto keeps on disk with these settings: the data
     directory, its key and demo secret, the sandbox's directory if there is one, and the
-    SQLite database's files (wherever the database lives). The data directory is made only if
+    SQLite database's files (``sqlite_file``, wherever it lives; None when the database is
+    Postgres: see :func:`thotto.store.sqlite_file`). The data directory is made only if
     something will live there (SQLite, or the key file)."""
-    from thotto.store import POSTGRES_SCHEMES, sqlite_path  # here: the sandbox imports this module
-
-    uses_sqlite = not database_url.startswith(POSTGRES_SCHEMES)
+    uses_sqlite = sqlite_file is not None
     if uses_sqlite or uses_key_file or os.path.isdir(data_dir):
         keep_private(data_dir, DATA_DIR_FILES)
     sandbox = Path(data_dir) / "sandbox"
     if sandbox.is_dir():
         keep_private(sandbox, SANDBOX_FILES)
-    if uses_sqlite:
-        database = Path(sqlite_path(database_url))
+    if sqlite_file is not None:
+        database = Path(sqlite_file)
         if database.parent != Path(data_dir) and not database.parent.exists():
             keep_private(database.parent)  # a directory Thotto makes is private too
         for suffix in SQLITE_SUFFIXES:

@@ -1,28 +1,29 @@
 """Prometheus metrics for one engine, on Thotto's own registry (never the global one).
 
-One :class:`Metrics` per engine (see :class:`thotto.app.Services`), so several engines in one
+One :class:`Metrics` per engine (see :class:`thotto.services.Services`), so several engines in one
 process each expose their own numbers. Most metrics are read at scrape time from telemetry the
 parts already keep, so the hot paths pay nothing for them:
 
-* the poster pool's per-(queue, kind) outcome counters and job timings (:class:`Timings`),
+* the worker pool's per-(queue, kind) outcome counters and job timings
+  (:class:`~thotto.engine.workers.Timings`),
 * the sweeper's expired-lease counts, the supervisor's restart counts,
 * the cache's :meth:`~thotto.cache.Cache.stats` and the breakers' snapshots,
 * queue depths from ``Store.counts`` (refreshed by ``/metrics`` itself and by the monitor),
 * Redis latency and memory from the monitor's last probe.
 
-Counters kept directly: HTTP request durations (:class:`MetricsMiddleware`) and store operation
+Counters kept directly: HTTP request durations (timed by the API's
+:class:`~thotto.api.app.MetricsMiddleware`) and store operation
 latency, batch sizes and jobs enqueued (:meth:`Metrics.instrument_store` wraps the store's
 methods on the instance: one timer per call, and claims and settles are batches).
 """
 
 from __future__ import annotations
 
-import bisect
 import collections
 import functools
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import (
@@ -32,14 +33,17 @@ from prometheus_client.core import (
     SummaryMetricFamily,
 )
 
-if TYPE_CHECKING:
-    from thotto.app import EngineTree, Services
-    from thotto.store.base import Store
+import actors
+from thotto.breaker import Breakers
+from thotto.cache import Cache
+from thotto.engine.jobs import JobState
+from thotto.engine.store.base import JobStore
+from thotto.engine.sweeper import Sweeper
+from thotto.engine.workers import WorkerPool
+from thotto.store.base import POST_JOB_KIND, POST_QUEUE
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-#: Job duration and lateness buckets (seconds): no-op jobs take microseconds, Reddit posts seconds.
-JOB_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
 BATCH_BUCKETS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
 STORE_BUCKETS = (0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
 HTTP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
@@ -53,45 +57,8 @@ TIMED_OPERATIONS = (
 _BATCH_OF_ARGUMENT = {"enqueue_many": 0, "settle": 1, "heartbeat": 1, "create_posts": 0}
 
 
-class Timings:
-    """A cheap histogram accumulator for the poster pool's hot path: ``observe`` is a bisect
-    and two additions (no lock: only Trio's thread writes it). Exposed at scrape time."""
-
-    __slots__ = ("counts", "sum")
-
-    def __init__(self) -> None:
-        self.counts = [0] * (len(JOB_BUCKETS) + 1)  # the last slot is +Inf
-        self.sum = 0.0
-
-    def observe(self, value: float, weight: int = 1) -> None:
-        """Count ``value`` (seconds) ``weight`` times (a sample standing for several jobs)."""
-        self.counts[bisect.bisect_left(JOB_BUCKETS, value)] += weight
-        self.sum += value * weight
-
-    def buckets(self) -> list[tuple[str, int]]:
-        """Cumulative ``(le, count)`` pairs, as Prometheus wants them."""
-        total, out = 0, []
-        for bound, count in zip((*map(str, JOB_BUCKETS), "+Inf"), self.counts):
-            total += count
-            out.append((bound, total))
-        return out
-
-
-class JobTimings:
-    """Run time and lateness of the jobs of one (queue, kind), for the poster pool's hot path.
-    ``skipped`` counts jobs not timed yet: under load the pool times one job in a few and
-    weights it by the jobs skipped before it, so histogram counts match the jobs run."""
-
-    __slots__ = ("duration", "lateness", "skipped")
-
-    def __init__(self) -> None:
-        self.duration = Timings()
-        self.lateness = Timings()
-        self.skipped = 0
-
-
 class Metrics:
-    """Every metric of one engine, on :attr:`registry`. Build one per engine; :meth:`bind_tree`
+    """Every metric of one engine, on :attr:`registry`. Build one per engine; :meth:`bind_actors`
     connects the actors' telemetry, :meth:`render` is the ``/metrics`` text."""
 
     def __init__(self) -> None:
@@ -128,21 +95,21 @@ class Metrics:
         self.webhooks = Counter(
             "thotto_webhooks", "Webhook deliveries by result.", ["result"], registry=self.registry)
         self._enqueued_children: dict[tuple[str, str], Any] = {}
-        self._tree: EngineTree | None = None
-        self._services: Services | None = None
+        self._actors: _Actors | None = None
+        self._services: _Services | None = None
         self.registry.register(_TelemetryCollector(self))
 
     # --- wiring ---------------------------------------------------------------------------
 
-    def bind_services(self, services: "Services") -> None:
+    def bind_services(self, cache: Cache, breakers: Breakers) -> None:
         """Read cache and breaker telemetry from these services at scrape time."""
-        self._services = services
+        self._services = _Services(cache, breakers)
 
-    def bind_tree(self, tree: "EngineTree") -> None:
-        """Read the pool, sweeper and supervisor telemetry of this tree at scrape time."""
-        self._tree = tree
+    def bind_actors(self, pool: WorkerPool, sweeper: Sweeper, supervisor: actors.Supervisor) -> None:
+        """Read the pool, sweeper and supervisor telemetry at scrape time."""
+        self._actors = _Actors(pool, sweeper, supervisor)
 
-    def instrument_store(self, store: "Store") -> None:
+    def instrument_store(self, store: JobStore) -> None:
         """Time the store's calls and count enqueued jobs, by wrapping its methods on the
         instance (the object stays the same, so ``isinstance`` and identity hold)."""
         for name in TIMED_OPERATIONS:
@@ -178,8 +145,6 @@ class Metrics:
         return timed
 
     def _count_enqueued(self, name: str, args: tuple, result: Any) -> None:
-        from thotto.store.base import POST_JOB_KIND, POST_QUEUE
-
         if name == "create_posts":
             self._enqueued(POST_QUEUE, POST_JOB_KIND).inc(len(result))
         elif name == "enqueue":
@@ -203,8 +168,6 @@ class Metrics:
 
     def set_queue_counts(self, counts: Iterable[Any]) -> None:
         """Replace the queue depth gauges with ``Store.counts()`` (states absent count 0)."""
-        from thotto.messages import JobState
-
         seen = {(count.queue, count.state.value): count.count for count in counts}
         for queue in {queue for queue, _ in seen} | {labels[0] for labels in self._depth_labels()}:
             for state in JobState:
@@ -214,13 +177,24 @@ class Metrics:
         return [tuple(sample.labels.values()) for metric in self.queue_depth.collect()
                 for sample in metric.samples]
 
-    async def refresh(self, store: "Store") -> None:
+    async def refresh(self, store: JobStore) -> None:
         """Update what must be read asynchronously (queue depths) before a scrape."""
         self.set_queue_counts(await store.counts())
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _Services(NamedTuple):
+    cache: Cache
+    breakers: Breakers
+
+
+class _Actors(NamedTuple):
+    pool: WorkerPool
+    sweeper: Sweeper
+    supervisor: actors.Supervisor
 
 
 class _TelemetryCollector:
@@ -236,7 +210,7 @@ class _TelemetryCollector:
         yield from self._breakers()
 
     def _jobs(self) -> Iterable[Any]:
-        tree = self.metrics._tree
+        tree = self.metrics._actors
         finished = CounterMetricFamily("thotto_jobs", "Job attempts finished in this process, "
                                        "by queue, kind and outcome.", labels=["queue", "kind", "outcome"])
         duration = HistogramMetricFamily("thotto_job_duration_seconds", "Handler run time.",
@@ -264,7 +238,7 @@ class _TelemetryCollector:
     def _actors(self) -> Iterable[Any]:
         restarts = CounterMetricFamily("thotto_actor_restarts", "Restarts per actor.", labels=["actor"])
         up = GaugeMetricFamily("thotto_actor_up", "1 while the actor runs.", labels=["actor"])
-        tree = self.metrics._tree
+        tree = self.metrics._actors
         if tree is not None:
             for child in tree.supervisor.children():
                 restarts.add_metric([child.name], child.restart_count)
@@ -315,39 +289,3 @@ class _TelemetryCollector:
                 transitions.add_metric([name, change], count)
             rejected.add_metric([name], snap.rejected)
         yield from (state, transitions, rejected)
-
-
-class MetricsMiddleware:
-    """ASGI middleware timing HTTP requests into ``thotto_http_request_duration_seconds``.
-
-    The route label is the matched route's path template (``/api/posts/{id}``), so label values
-    stay few; unmatched paths count as ``unmatched``. ``metrics`` is a :class:`Metrics` or a
-    callable returning the one to use (the app's engine may be attached after construction).
-    """
-
-    def __init__(self, app: Any, metrics: Any):
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        status = 500  # an exception before any response counts as a server error
-
-        async def sending(message: dict) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, sending)
-        finally:
-            metrics = self.metrics() if callable(self.metrics) else self.metrics
-            if metrics is not None:
-                route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
-                metrics.http_duration.labels(scope.get("method", ""), template, str(status)).observe(
-                    time.perf_counter() - started)

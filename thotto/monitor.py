@@ -16,10 +16,10 @@ alerts when a threshold is crossed:
 An alert is logged (a structured warning) when it is raised and when it clears, shows in
 :meth:`Monitor.status` (and so in the health endpoints), and is announced as a webhook when
 raised. Webhooks also go out when a post fails for good (``post_failed``) and when that failure
-left its Reddit account needing to be linked again (``account_needs_relink``): the poster pool
+left its Reddit account needing to be linked again (``account_needs_relink``): the worker pool
 tells the monitor about every job it dead-letters.
 
-Announcing a webhook stores it as a job (:mod:`thotto.webhooks`: sent, signed and retried by the
+Announcing a webhook stores it as a job (:mod:`thotto.scheduler.webhooks`: sent, signed and retried by the
 workers). The monitor hands events to its own task through a bounded queue, so raising an alert
 never blocks; a full queue drops the event (logged). Failures themselves are read from the store
 (dead jobs), not kept here.
@@ -32,21 +32,19 @@ import logging
 import math
 import time
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 import trio
 
-from thotto import webhooks
-from thotto.errors import NotFound, StoreError
-from thotto.messages import Job, JobState
+import actors
+from thotto.engine.errors import NotFound, StoreError
+from thotto.engine.jobs import Job, JobState
+from thotto.metrics import Metrics
+from thotto.scheduler import webhooks
+from thotto.scheduler.posts import post_list_tag
+from thotto.services import Services
 from thotto.store.base import POST_QUEUE
-from thotto.posts import post_list_tag
-
-if TYPE_CHECKING:
-    import actors
-    from thotto.app import Services
-    from thotto.metrics import Metrics
 
 log = logging.getLogger("thotto.monitor")
 
@@ -111,7 +109,7 @@ class Monitor:
     """The monitor actor (see the module docstring). ``run`` is its supervised entry point;
     :meth:`snapshot` takes one snapshot now (the API and tests use it too)."""
 
-    def __init__(self, services: "Services", *, metrics: "Metrics | None" = None):
+    def __init__(self, services: Services, *, metrics: Metrics | None = None):
         self.services = services
         self.settings = services.settings
         self.store = services.store
@@ -146,7 +144,7 @@ class Monitor:
 
     # --- the actor --------------------------------------------------------------------------
 
-    async def run(self, ctx: "actors.ChildContext | None" = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
+    async def run(self, ctx: actors.ChildContext | None = None, *, task_status=trio.TASK_STATUS_IGNORED) -> None:
         """Snapshot every ``monitor_interval_seconds`` until cancelled or asked to stop. The
         webhook senders and the Redis probe's client live in this call's nursery and are closed
         (shielded) when it ends; events still queued then are dropped."""
@@ -318,7 +316,7 @@ class Monitor:
             self.webhooks_announced += 1
 
     def job_died(self, job: Job, reason: str) -> None:
-        """The poster pool dead-lettered ``job`` (a listener: never blocks); posts are reported
+        """The worker pool dead-lettered ``job`` (a listener: never blocks); posts are reported
         as ``post_failed`` webhooks by the monitor's own task."""
         log.warning("job %d attempt %d (%s) failed for good: %s", job.id, job.attempt, job.kind, reason,
                     extra={"job_id": job.id, "attempt": job.attempt, "queue": job.queue,

@@ -16,7 +16,7 @@ from pathlib import Path
 import msgspec
 from cryptography.fernet import Fernet, InvalidToken
 
-from thotto.errors import ConfigError, ThottoError
+from thotto.engine.errors import ConfigError, ThottoError
 
 KEY_FILE_NAME = "secret.key"
 

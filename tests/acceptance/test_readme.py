@@ -35,7 +35,7 @@ def test_the_embedding_example_runs(tmp_path):
 
 
 def test_the_webhook_receivers_check_accepts_thottos_signature_and_nothing_else():
-    from thotto.webhooks import sign
+    from thotto.scheduler.webhooks import sign
 
     (snippet,) = [block for block in readme_python_blocks() if "def verified" in block]
     namespace: dict = {}

@@ -11,10 +11,12 @@ import pytest
 
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET, sandbox  # noqa: F401 (a fixture)
 from thotto.config import Settings
-from thotto.engine import Engine, open_engine
-from thotto.messages import NewUser, Role, Tier
+
+from thotto.scheduler.records import NewUser, Role, Tier
 from thotto.usecases import tokens
 from thotto.usecases.accounts import link_with_password
+from thotto.app import App
+from thotto.app import open_app
 
 REDIRECT_URI = "http://127.0.0.1:9/api/accounts/callback"
 
@@ -29,7 +31,7 @@ class ApiUser:
 
 @dataclass
 class Api:
-    engine: Engine
+    app: App
     url: str
     users: dict[str, ApiUser] = field(default_factory=dict)
 
@@ -59,18 +61,18 @@ def api_settings(tmp_path, sandbox_url: str, **overrides) -> Settings:
 async def serving(settings: Settings, clock=None):
     """Thotto with its API, and users admin (premium), pro, premium, free and starter; pro and
     premium each have a linked account (pro_acct, premium_acct). ``clock``: the engine's."""
-    async with open_engine(settings, serve_api=True, clock=clock) as engine, contextlib.AsyncExitStack() as stack:
-        server = engine.tree.api
-        api = Api(engine, server.url)
+    async with open_app(settings, serve_api=True, clock=clock) as app, contextlib.AsyncExitStack() as stack:
+        server = app.tree.api
+        api = Api(app, server.url)
         for name, tier, role in [("admin", Tier.PREMIUM, Role.ADMIN), ("pro", Tier.PRO, Role.USER),
                                  ("premium", Tier.PREMIUM, Role.USER), ("free", Tier.FREE, Role.USER),
                                  ("starter", Tier.STARTER, Role.USER)]:
-            user = await engine.store.create_user(NewUser(name=name, tier=tier, role=role))
-            _, token = await tokens.mint(engine.store, engine.services.cache, user.id, "tests")
+            user = await app.store.create_user(NewUser(name=name, tier=tier, role=role))
+            _, token = await tokens.mint(app.store, app.services.cache, user.id, "tests")
             client = await stack.enter_async_context(api.client(token))
             api.users[name] = ApiUser(name, user.id, token, client)
-            if name in ("pro", "premium") and engine.publisher is not None:
-                await link_with_password(engine, user.id, f"{name}_acct", "secret-password")
+            if name in ("pro", "premium") and app.scheduler.publisher is not None:
+                await link_with_password(app.scheduler, user.id, f"{name}_acct", "secret-password")
         yield api
 
 

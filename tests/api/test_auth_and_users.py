@@ -30,7 +30,7 @@ async def test_tokens_are_stored_hashed_shown_once_and_revocable(api):
         assert (await laptop.get("/api/me")).json()["name"] == "pro"
         listed = (await api.pro.client.get("/api/tokens")).json()
         assert "token" not in listed[-1] and listed[-1]["name"] == "laptop"
-        assert await api.engine.store.user_for_token(token_hash(token)) is not None
+        assert await api.app.store.user_for_token(token_hash(token)) is not None
         response = await api.pro.client.delete(f"/api/tokens/{created['id']}")
         assert response.status_code == 200 and response.json()["revokedAt"]
         assert (await laptop.get("/api/me")).status_code == 401  # the cached lookup is gone too
@@ -76,12 +76,12 @@ async def test_the_rate_limit_is_shared_through_redis(sandbox, tmp_path, redis_u
     settings = api_settings(tmp_path, sandbox.url, api_requests_per_minute=60, api_burst=4,
                             redis_url=redis_url, redis_namespace="ratelimit-test")
     async with serving(settings) as api:
-        cache = api.engine.services.cache
+        cache = api.app.services.cache
         assert cache.shared_redis() is not None
-        api.engine.tree.api.context.limiter._buckets.clear()
+        api.app.tree.api.context.limiter._buckets.clear()
         statuses = [(await api.pro.client.get("/api/me")).status_code for _ in range(6)]
         assert statuses == [200] * 4 + [429] * 2
-        assert not api.engine.tree.api.context.limiter._buckets  # decided in Redis, not here
+        assert not api.app.tree.api.context.limiter._buckets  # decided in Redis, not here
 
 
 async def test_linking_an_account_through_the_web_flow(api, sandbox):

@@ -72,12 +72,12 @@ async def test_failed_authentications_are_counted_in_redis_for_every_process(san
     settings = api_settings(tmp_path, sandbox.url, api_auth_failures_per_minute=6, api_auth_failure_burst=2,
                             redis_url=redis_url, redis_namespace="authfail-test")
     async with serving(settings) as api:
-        assert api.engine.services.cache.shared_redis() is not None
+        assert api.app.services.cache.shared_redis() is not None
         async with api.client() as stranger:
             statuses = [(await stranger.get("/api/me", headers={"authorization": f"Bearer {new_token()}"})).status_code
                         for _ in range(3)]
         assert statuses == [401, 401, 429]
-        assert not api.engine.tree.api.context.auth_failures.buckets._buckets  # decided in Redis
+        assert not api.app.tree.api.context.auth_failures.buckets._buckets  # decided in Redis
 
 
 async def test_the_buckets_in_memory_stay_bounded_and_refill():

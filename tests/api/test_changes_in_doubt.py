@@ -17,7 +17,8 @@ from tests.api.test_cli import run
 from tests.api.test_scheduled_posts import at, post_body, wait_for
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET
 from thotto.config import Settings
-from thotto.messages import NewAccount, NewPost, NewUser, PostContent, PostKind, Tier, utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import NewAccount, NewPost, NewUser, PostContent, PostKind, Tier
 from thotto.store import open_store
 
 SETTLE = 3.0  # seconds Reddit's listing gets before Thotto trusts it (60 by default)

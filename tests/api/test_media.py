@@ -17,8 +17,8 @@ from PIL import Image
 from tests.api.conftest import api_settings, serving
 from tests.support import images
 from tests.support.media_links import link_post_to_media
-from thotto.media import UPLOAD_DIR_NAME
-from thotto.messages import utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.media import UPLOAD_DIR_NAME
 
 KINDS = [("png", images.png), ("jpeg", images.jpeg), ("gif", images.gif), ("webp", images.webp)]
 
@@ -36,12 +36,12 @@ async def content_of(client, media_id: int):
 
 def media_rows(api) -> int:
     """Media rows of every state, unfinished uploads included, straight from the database."""
-    with sqlite3.connect(api.engine.settings.resolved_database_url()) as conn:
+    with sqlite3.connect(api.app.settings.resolved_database_url()) as conn:
         return conn.execute("SELECT count(*) FROM media").fetchone()[0]
 
 
 def temporary_files(api) -> list[Path]:
-    return list((Path(api.engine.settings.data_dir) / UPLOAD_DIR_NAME).glob("*"))
+    return list((Path(api.app.settings.data_dir) / UPLOAD_DIR_NAME).glob("*"))
 
 
 @pytest.mark.parametrize("kind, make", KINDS, ids=[kind for kind, _ in KINDS])
@@ -181,7 +181,7 @@ async def test_media_a_pending_post_uses_cannot_be_deleted(api):
         "subreddit": "test", "title": "With a picture", "text": "soon",
         "scheduledFor": (utcnow() + timedelta(hours=1)).isoformat()})
     post_id = post.json()["posts"][0]["id"]
-    await link_post_to_media(api.engine.settings.resolved_database_url(), post_id, media_id)
+    await link_post_to_media(api.app.settings.resolved_database_url(), post_id, media_id)
     refused = await api.pro.client.delete(f"/api/media/{media_id}")
     assert refused.status_code == 409 and refused.json()["postIds"] == [post_id]
     assert str(post_id) in refused.json()["detail"]

@@ -15,7 +15,7 @@ import pytest
 from cryptography.fernet import Fernet
 
 from tests.api.conftest import api_settings, serving
-from thotto.engine import open_engine
+from thotto.app import open_app
 
 DATABASE_FILES = ("thotto.db", "thotto.db-wal", "thotto.db-shm", "thotto.db.lock", "secret.key")
 
@@ -57,8 +57,8 @@ async def test_a_start_tightens_what_others_could_read(sandbox, tmp_path, caplog
     os.chmod(data / "secret.key", 0o640)
     os.chmod(data, 0o775)
     with caplog.at_level(logging.WARNING, logger="thotto.files"):
-        async with open_engine(settings, serve_api=True) as engine:
-            async with httpx.AsyncClient(base_url=engine.tree.api.url) as http:
+        async with open_app(settings, serve_api=True) as app:
+            async with httpx.AsyncClient(base_url=app.tree.api.url) as http:
                 assert (await http.get("/api/health")).status_code == 200
             assert mode(data) == 0o700
             assert all(mode(data / name) == 0o600 for name in DATABASE_FILES)

@@ -24,9 +24,9 @@ async def test_an_admin_removes_a_user_whose_tokens_posts_and_accounts_go_with_t
     assert response.json() == {"id": api.pro.id, "name": "pro", "postsCancelled": 1,
                                "tokensRevoked": 1, "accountsUnlinked": 1}
     assert (await api.pro.client.get("/api/me")).status_code == 401
-    post = await api.engine.store.get_post(post_id)
+    post = await api.app.store.get_post(post_id)
     assert post.status.value == "cancelled"
-    (account,) = await api.engine.store.list_accounts(api.pro.id)
+    (account,) = await api.app.store.list_accounts(api.pro.id)
     assert account.needs_relink and account.refresh_token_encrypted == b""
     names = [user["name"] for user in (await api.admin.client.get("/api/users")).json()]
     assert "pro" not in names

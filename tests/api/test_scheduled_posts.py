@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import trio
 
-from thotto.messages import utcnow
+from thotto.engine.jobs import utcnow
 from thotto.usecases.accounts import link_with_password
 
 
@@ -160,7 +160,7 @@ async def test_editing_and_rescheduling_while_scheduled(api):
     assert response.status_code == 200, response.text
     changed = response.json()
     assert changed["title"] == "Edited" and changed["scheduledFor"][:19] == later[:19]
-    job = await api.engine.get((await api.engine.store.get_post(post["id"])).job_id)
+    job = await api.app.engine.get((await api.app.store.get_post(post["id"])).job_id)
     assert job.run_at.isoformat()[:19] == later[:19]
     response = await api.pro.client.patch(f"/api/scheduled-posts/{post['id']}", json={"nsfw": "yes"})
     assert response.status_code == 422 and response.json()["field"] == "nsfw"
@@ -189,7 +189,7 @@ async def test_cancel_own_post_and_someone_elses_is_404(api):
 
 
 async def test_an_account_must_be_linked_and_named_when_there_are_several(api):
-    await link_with_password(api.engine, api.pro.id, "second_acct", "pw")
+    await link_with_password(api.app.scheduler, api.pro.id, "second_acct", "pw")
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body())
     assert response.status_code == 422 and response.json()["field"] == "account"
     response = await api.pro.client.post("/api/scheduled-posts", json=post_body(account="second_acct"))

@@ -14,8 +14,8 @@ async def test_a_revocation_whose_invalidation_is_lost_is_refused_within_1s(api)
     async with api.client(created["token"]) as laptop:
         assert (await laptop.get("/api/me")).status_code == 200  # now cached
         # Revoked in the store alone, as if the invalidation had been lost on its way.
-        await api.engine.store.revoke_token(created["id"])
-        assert await api.engine.store.user_for_token(token_hash(created["token"])) is None
+        await api.app.store.revoke_token(created["id"])
+        assert await api.app.store.user_for_token(token_hash(created["token"])) is None
         with trio.fail_after(1.0):
             while (await laptop.get("/api/me")).status_code != 401:
                 await trio.sleep(0.02)

@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet
 
 from tests.chaos.harness import ROOT, _reap, _wait_for_line, child_env, free_port
 from thotto.usecases.tokens import mint
-from thotto.messages import NewAccount, NewUser, Role, Tier
+from thotto.scheduler.records import NewAccount, NewUser, Role, Tier
 from thotto.store import open_store
 
 pytestmark = pytest.mark.postgres

@@ -13,8 +13,8 @@ from collections.abc import AsyncIterator
 import pytest
 import trio
 
-from thotto.aio import open_sidecar
 from thotto.breaker import BreakerConfig, Breakers, BreakerState
+from thotto.engine.aio import open_sidecar
 from thotto.errors import BreakerOpen
 
 pytestmark = pytest.mark.redis

@@ -10,8 +10,9 @@ import trio
 import trio.testing
 
 from thotto.breaker import Breaker, BreakerConfig, Breakers, BreakerState
-from thotto.clock import TrioClock
-from thotto.errors import BreakerOpen, DeferJob, PermanentJobError, RedditPermanent
+from thotto.engine.clock import TrioClock
+from thotto.engine.errors import DeferJob, PermanentJobError
+from thotto.errors import BreakerOpen, RedditPermanent
 
 EPOCH = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 

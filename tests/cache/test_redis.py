@@ -20,9 +20,9 @@ import msgspec
 import pytest
 import trio
 
-from thotto.aio import open_sidecar
 from thotto.cache import Cache, CacheConfig
-from thotto.clock import TrioClock
+from thotto.engine.aio import open_sidecar
+from thotto.engine.clock import TrioClock
 
 pytestmark = pytest.mark.redis
 

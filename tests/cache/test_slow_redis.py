@@ -16,9 +16,9 @@ from urllib.parse import urlsplit
 import pytest
 import trio
 
-from thotto.aio import open_sidecar
-from thotto.cache import Cache, CacheConfig
 from tests.cache.test_redis import wait_until
+from thotto.cache import Cache, CacheConfig
+from thotto.engine.aio import open_sidecar
 
 pytestmark = pytest.mark.redis
 

@@ -33,9 +33,10 @@ import httpx
 import msgspec
 import trio
 
+from thotto.app import open_app
 from thotto.config import Settings, load_settings
-from thotto.engine import open_engine
-from thotto.messages import NewPost, NewUser, Post, PostContent, PostStatus, Tier, utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import NewPost, NewUser, Post, PostContent, PostStatus, Tier
 from thotto.store import open_store
 from thotto.usecases.accounts import link_with_password
 
@@ -323,22 +324,22 @@ class Chaos:
     # --- seeding through the library --------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def engine(self, clock=None, **overrides: Any):
-        """An engine in this test process that runs no workers (to schedule and to read)."""
-        async with open_engine(self.settings(**overrides), clock=clock, run_workers=False) as engine:
-            yield engine
+    async def app(self, clock=None, **overrides: Any):
+        """Thotto in this test process, running no workers (to schedule and to read)."""
+        async with open_app(self.settings(**overrides), clock=clock, run_workers=False) as app:
+            yield app
 
-    async def link(self, engine) -> None:
+    async def link(self, app) -> None:
         """Create the scenario's user and link its Reddit account through the sandbox."""
         if self.user_id is None:
-            user = await engine.store.create_user(NewUser(name="chaos", tier=Tier.PRO))
-            account = await link_with_password(engine, user.id, ACCOUNT, "chaos-password")
+            user = await app.store.create_user(NewUser(name="chaos", tier=Tier.PRO))
+            account = await link_with_password(app.scheduler, user.id, ACCOUNT, "chaos-password")
             self.user_id, self.account_id = user.id, account.id
 
-    async def schedule(self, engine, titles: list[str], at: Callable[[int], datetime] | datetime,
+    async def schedule(self, app, titles: list[str], at: Callable[[int], datetime] | datetime,
                        batch: int = 500) -> list[Post]:
         """Schedule one self post per title on r/test at ``at`` (or ``at(i)``)."""
-        await self.link(engine)
+        await self.link(app)
         scheduled: list[Post] = []
         for start in range(0, len(titles), batch):
             chunk = titles[start:start + batch]
@@ -346,13 +347,13 @@ class Chaos:
                            content=PostContent(subreddit="test", title=title, text="chaos"),
                            scheduled_for=at(start + i) if callable(at) else at)
                    for i, title in enumerate(chunk)]
-            scheduled += await engine.schedule_posts(new)
+            scheduled += await app.scheduler.schedule_posts(new)
         self.seeded.add(scheduled)
         return scheduled
 
     async def seed(self, titles: list[str], at, **overrides: Any) -> list[Post]:
-        async with self.engine(**overrides) as engine:
-            return await self.schedule(engine, titles, at)
+        async with self.app(**overrides) as app:
+            return await self.schedule(app, titles, at)
 
     # --- waiting ----------------------------------------------------------------------------
 

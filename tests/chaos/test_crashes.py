@@ -14,7 +14,7 @@ import trio
 
 from tests.chaos import faults
 from tests.chaos.harness import soon, spread, titles
-from thotto.messages import AttemptOutcome, JobState
+from thotto.engine.jobs import AttemptOutcome, JobState
 from thotto.store import open_store
 
 pytestmark = pytest.mark.chaos

@@ -13,8 +13,9 @@ import trio
 
 from tests.chaos import faults
 from tests.chaos.harness import spread, titles
-from thotto.errors import InvalidTransition, OutcomePending
-from thotto.messages import PostContent, PostStatus
+from thotto.engine.errors import InvalidTransition
+from thotto.errors import OutcomePending
+from thotto.scheduler.records import PostContent, PostStatus
 from thotto.store import open_store
 
 pytestmark = pytest.mark.chaos

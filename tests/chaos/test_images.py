@@ -15,7 +15,8 @@ from tests.chaos import faults
 from tests.chaos.harness import free_port
 from tests.support.images import png
 from thotto.usecases.tokens import new_token, token_hash
-from thotto.messages import PostStatus, utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import PostStatus
 from thotto.store import open_store
 
 pytestmark = pytest.mark.chaos
@@ -23,8 +24,8 @@ pytestmark = pytest.mark.chaos
 
 async def creator_token(chaos) -> str:
     """The scenario's creator (a pro with a linked account), and an API token for them."""
-    async with chaos.engine() as engine:
-        await chaos.link(engine)
+    async with chaos.app() as app:
+        await chaos.link(app)
     token = new_token()
     async with open_store(chaos.database_url) as store:
         await store.create_token(chaos.user_id, "images", token_hash(token))

@@ -13,7 +13,8 @@ import trio
 from tests.chaos import faults
 from tests.chaos.harness import free_port, spread, titles
 from thotto.usecases.tokens import new_token, token_hash
-from thotto.messages import NewUser, Role, utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import NewUser, Role
 from thotto.store import open_store
 
 pytestmark = pytest.mark.chaos

@@ -12,7 +12,7 @@ import trio
 from tests.chaos import faults
 from tests.chaos.harness import soon, spread, titles
 from tests.support.chaos_process import JumpingClock
-from thotto.messages import AttemptOutcome, JobState, utcnow
+from thotto.engine.jobs import AttemptOutcome, JobState, utcnow
 from thotto.store import open_store
 
 pytestmark = pytest.mark.chaos
@@ -113,10 +113,10 @@ async def test_the_clock_stepped_forward_under_load_publishes_each_post_once(mak
     # its own sweeper, and the posts it is sending are taken back and run again.
     chaos = make_chaos(postgres_dsn)
     slow = JumpingClock(-3600)
-    async with chaos.engine(clock=slow) as engine:  # scheduling in the slow clock's world
-        await chaos.schedule(engine, titles("slow", 20), lambda i: slow.now() + timedelta(seconds=2 + i * 0.05))
+    async with chaos.app(clock=slow) as app:  # scheduling in the slow clock's world
+        await chaos.schedule(app, titles("slow", 20), lambda i: slow.now() + timedelta(seconds=2 + i * 0.05))
         # Due in an hour and a few seconds by the slow clock: a few seconds after the step.
-        await chaos.schedule(engine, titles("stepped", 10), lambda i: utcnow() + timedelta(seconds=8 + i * 0.2))
+        await chaos.schedule(app, titles("stepped", 10), lambda i: utcnow() + timedelta(seconds=8 + i * 0.2))
     await faults.latency_spike(chaos.sandbox, 1.0)
     thotto = chaos.thotto(clock_offset_seconds=-3600, jump_seconds=3600)
     await thotto.start()

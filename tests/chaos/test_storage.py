@@ -10,7 +10,7 @@ import trio
 
 from tests.chaos import faults
 from tests.chaos.harness import titles, spread
-from thotto.messages import utcnow
+from thotto.engine.jobs import utcnow
 
 pytestmark = pytest.mark.chaos
 
@@ -61,9 +61,9 @@ async def test_6_postgres_restarted_while_posting_loses_and_duplicates_nothing(m
 
 async def test_7_redis_killed_thotto_keeps_publishing_and_serving_then_recovers(make_chaos, postgres_dsn, own_redis):
     chaos = make_chaos(postgres_dsn, redis_url=own_redis.url)
-    async with chaos.engine() as engine:  # the test's engine shares the Redis cache (L2)
-        cache = engine.services.cache
-        await chaos.schedule(engine, titles("redis up", 10), spread(2, 1, 10))
+    async with chaos.app() as app:  # the test's engine shares the Redis cache (L2)
+        cache = app.services.cache
+        await chaos.schedule(app, titles("redis up", 10), spread(2, 1, 10))
         thotto = chaos.thotto()
         await thotto.start()
         await chaos.wait_until_all_finished(timeout=30)
@@ -72,7 +72,7 @@ async def test_7_redis_killed_thotto_keeps_publishing_and_serving_then_recovers(
         faults.kill_redis(own_redis)
         # Scheduling still works (community rules come from memory or the loader) and Thotto
         # still publishes, with its cache and breakers each deciding alone.
-        await chaos.schedule(engine, titles("redis down", 10), spread(1, 1, 10))
+        await chaos.schedule(app, titles("redis down", 10), spread(1, 1, 10))
         await chaos.wait_for("the cache to notice Redis is gone",
                              lambda: cache.stats().l2 == "degraded", timeout=30)
         await chaos.wait_until_all_finished(timeout=30)
@@ -81,7 +81,7 @@ async def test_7_redis_killed_thotto_keeps_publishing_and_serving_then_recovers(
         await faults.start_redis(own_redis)
         await chaos.wait_for("the cache to use Redis again",
                              lambda: cache.stats().l2 == "ok" and cache.stats().l2_subscribed, timeout=60)
-        await chaos.schedule(engine, titles("redis back", 10), spread(1, 1, 10))
+        await chaos.schedule(app, titles("redis back", 10), spread(1, 1, 10))
         await chaos.wait_until_all_finished(timeout=30)
     assert thotto.alive and thotto.starts == 1, thotto.tail()
     await chaos.judge()

@@ -12,9 +12,9 @@ from datetime import datetime, timezone
 import pytest
 
 from tests.support.clock import thread_aware_mock_clock
-from thotto.clock import TrioClock
+from thotto.app import open_app
 from thotto.config import Settings
-from thotto.engine import open_engine
+from thotto.engine.clock import TrioClock
 
 EPOCH = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)  # a Monday, noon UTC
 
@@ -35,15 +35,15 @@ def settings(tmp_path):
 
 
 @pytest.fixture
-def open_test_engine(mock_clock, settings):
-    """``async with open_test_engine(epoch=..., **setting_overrides) as (engine, clock):``"""
+def open_test_app(mock_clock, settings):
+    """``async with open_test_app(epoch=..., **setting_overrides) as (engine, clock):``"""
 
     @contextlib.asynccontextmanager
     async def opener(epoch: datetime = EPOCH, run_workers: bool = True, **overrides):
         clock = TrioClock(epoch)
         chosen = settings if not overrides else Settings(**{**_as_dict(settings), **overrides})
-        async with open_engine(chosen, clock=clock, run_workers=run_workers) as engine:
-            yield engine, clock
+        async with open_app(chosen, clock=clock, run_workers=run_workers) as app:
+            yield app, clock
 
     return opener
 

@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import trio
 
 from tests.support.media_links import link_post_to_media
-from thotto.messages import MediaKind, NewAccount, NewMedia, NewPost, NewUser, PostContent
+from thotto.scheduler.records import MediaKind, NewAccount, NewMedia, NewPost, NewUser, PostContent
 
 UTC = timezone.utc
 START = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -18,9 +18,9 @@ async def one_chunk():
     yield b"image bytes"
 
 
-async def test_media_no_post_uses_go_after_the_retention_days(open_test_engine, mock_clock, settings):
-    async with open_test_engine(epoch=START, media_retention_days=3) as (engine, clock):
-        store = engine.store
+async def test_media_no_post_uses_go_after_the_retention_days(open_test_app, mock_clock, settings):
+    async with open_test_app(epoch=START, media_retention_days=3) as (app, clock):
+        store = app.store
         user = await store.create_user(NewUser(name="alice"))
         account = await store.create_account(NewAccount(user_id=user.id, reddit_username="alice_r",
                                                         refresh_token_encrypted=b"sealed"))
@@ -35,7 +35,7 @@ async def test_media_no_post_uses_go_after_the_retention_days(open_test_engine, 
         assert {m.id for m in (await store.list_media(user.id)).media} == {unused.id, used.id}
         await trio.sleep(2 * 86400)
         left = {m.id for m in (await store.list_media(user.id)).media}
-        status = await engine.cron_status("media-retention")
+        status = await app.engine.cron_status("media-retention")
     assert left == {used.id}
     assert status.runs == 4 and status.last_error is None
     assert status.last_run_at == datetime(2026, 3, 6, 3, 30, tzinfo=UTC)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from thotto.messages import JobState, NewJob
+from thotto.engine.jobs import JobState, NewJob
 from thotto.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]

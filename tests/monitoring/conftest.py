@@ -4,7 +4,7 @@ Thotto serving its API over real HTTP (with the Reddit sandbox) for the endpoint
 import pytest
 
 from tests.api.conftest import api_settings, serving
-from tests.engine.conftest import mock_clock, open_test_engine, settings  # noqa: F401 (fixtures)
+from tests.engine.conftest import mock_clock, open_test_app, settings  # noqa: F401 (fixtures)
 from tests.reddit.conftest import sandbox  # noqa: F401 (a fixture)
 
 

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 
 from tests.api.test_cli import run
-from thotto.messages import Dead, FailureCause, JobState, NewJob, utcnow
+from thotto.engine.jobs import Dead, FailureCause, JobState, NewJob, utcnow
 from thotto.store import open_store
 
 

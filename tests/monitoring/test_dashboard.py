@@ -18,7 +18,8 @@ import trio
 
 from tests.monitoring.test_endpoints import run_jobs
 from tests.monitoring.test_failures import failed_post
-from thotto.messages import PostStatus, utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import PostStatus
 from thotto.usecases.accounts import link_with_password
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
@@ -118,7 +119,7 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     refused = await failed_post(api)  # a post Reddit refused: edited, never retried
     await failed_post(api, subreddit="nosuchsub", title="Still to fix")  # stays in the list
     admin = api.admin
-    await link_with_password(api.engine, admin.id, "admin_acct", "secret-password")
+    await link_with_password(api.app.scheduler, admin.id, "admin_acct", "secret-password")
     for hours in (2, 30, 80):
         body = {"subreddit": "test", "title": f"Upcoming in {hours} h", "text": "soon",
                 "scheduledFor": (utcnow() + timedelta(hours=hours)).isoformat()}
@@ -158,20 +159,20 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     await browser.run("document.querySelector('#failures .edit-form input[name=subreddit]').value = 'test'")
     await browser.click("#failures .edit-form button[type=submit]")
     with trio.fail_after(20):
-        while (await api.engine.store.get_post(refused.id)).status is PostStatus.FAILED:
+        while (await api.app.store.get_post(refused.id)).status is PostStatus.FAILED:
             await trio.sleep(0.1)
-    assert (await api.engine.store.get_post(refused.id)).content.subreddit == "test"
+    assert (await api.app.store.get_post(refused.id)).content.subreddit == "test"
 
     await browser.wait_for("return document.querySelector(arguments[0])", f"#failures tr[data-job='{failed[0]}'] button.retry")
     await browser.click(f"#failures tr[data-job='{failed[0]}'] button.retry")
     await browser.wait_for("return document.querySelector(arguments[0]).textContent === 'Retried'",
                            f"#failures tr[data-job='{failed[0]}'] button.retry")
-    assert len(await api.engine.attempts(failed[0])) >= 1  # redriven: it runs again
+    assert len(await api.app.engine.attempts(failed[0])) >= 1  # redriven: it runs again
 
     # Pausing a queue from its row, then finding its jobs and opening one.
     await browser.click("#queues tr[data-queue='work'] button.pause")
     with trio.fail_after(20):
-        while not await api.engine.store.paused_queues():
+        while not await api.app.store.paused_queues():
             await trio.sleep(0.1)
     await browser.wait_for("return document.querySelector('#queues tr[data-queue=work] button.pause').textContent === 'Resume'")
     await browser.run("document.querySelector('#job-search input[name=queue]').value = 'work'")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
-from thotto.errors import PermanentJobError
+from thotto.engine.errors import PermanentJobError
 
 OK_JOBS, BAD_JOBS = 5, 2
 
@@ -14,7 +14,7 @@ OK_JOBS, BAD_JOBS = 5, 2
 async def run_jobs(api) -> list[int]:
     """Run OK_JOBS jobs that succeed and BAD_JOBS that fail for good in queue ``work``; the ids
     of the failed ones, once every outcome is stored."""
-    engine = api.engine
+    app = api.app
 
     async def ok(ctx) -> None:
         await trio.sleep(0.01)
@@ -22,14 +22,14 @@ async def run_jobs(api) -> list[int]:
     async def bad(ctx) -> None:
         raise PermanentJobError("refused: the subreddit does not exist")
 
-    engine.register_handler("test.ok", ok)
-    engine.register_handler("test.bad", bad)
+    app.engine.register_handler("test.ok", ok)
+    app.engine.register_handler("test.bad", bad)
     for _ in range(OK_JOBS):
-        await engine.enqueue("test.ok", queue="work")
-    failed = [(await engine.enqueue("test.bad", queue="work")).job_id for _ in range(BAD_JOBS)]
+        await app.engine.enqueue("test.ok", queue="work")
+    failed = [(await app.engine.enqueue("test.bad", queue="work")).job_id for _ in range(BAD_JOBS)]
     with trio.fail_after(20):
         while True:
-            counts = {(c.queue, c.state.value): c.count for c in await engine.counts()}
+            counts = {(c.queue, c.state.value): c.count for c in await app.engine.counts()}
             if counts.get(("work", "completed")) == OK_JOBS and counts.get(("work", "dead")) == BAD_JOBS:
                 break
             await trio.sleep(0.05)
@@ -80,7 +80,7 @@ async def test_metrics_describe_the_jobs_that_ran(api):
     assert value(found, "thotto_store_batch_size_sum", operation="settle") >= OK_JOBS + BAD_JOBS
     assert value(found, "thotto_http_request_duration_seconds_count",
                  method="GET", route="/api/monitoring/queue-metrics", status="200") == 1
-    assert value(found, "thotto_actor_restarts_total", actor="posters") == 0
+    assert value(found, "thotto_actor_restarts_total", actor="workers") == 0
     assert value(found, "thotto_actor_up", actor="monitor") == 1
     assert value(found, "thotto_breaker_state", breaker="redis", state="closed") == 1
     assert "thotto_cache_hits_total" in found and "thotto_cache_load_seconds_count" in found
@@ -132,8 +132,8 @@ async def test_a_failure_is_listed_and_retried(api):
     response = await admin.post(f"/api/monitoring/jobs/{failed[0]}/retry")
     assert response.status_code == 200 and response.json() == {"jobId": failed[0], "retried": True}
     with trio.fail_after(10):  # it runs again, and fails again
-        while (await api.engine.attempts(failed[0]))[-1].attempt != 1 or len(
-                await api.engine.attempts(failed[0])) < 2:
+        while (await api.app.engine.attempts(failed[0]))[-1].attempt != 1 or len(
+                await api.app.engine.attempts(failed[0])) < 2:
             await trio.sleep(0.05)
     assert (await admin.post("/api/monitoring/jobs/999999/retry")).status_code == 404
     still_pending = (await admin.post(f"/api/monitoring/jobs/{failed[1]}/retry")).json()

@@ -17,33 +17,34 @@ import trio
 
 from tests.api.conftest import api_settings, serving
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET
-from thotto.messages import Dead, FailureCause, NewPost, PostContent, PostStatus, utcnow
+from thotto.engine.jobs import Dead, FailureCause, utcnow
+from thotto.scheduler.records import NewPost, PostContent, PostStatus
 from thotto.usecases.accounts import link_with_password
 
 
 async def failed_post(api, subreddit: str = "no_such_sub", title: str = "Typo in the subreddit"):
     """A post of pro's due now to ``subreddit``; returns it once its job is dead."""
-    engine = api.engine
-    (account,) = await engine.store.list_accounts(api.pro.id)
-    (post,) = await engine.store.create_posts([NewPost(
+    app = api.app
+    (account,) = await app.store.list_accounts(api.pro.id)
+    (post,) = await app.store.create_posts([NewPost(
         user_id=api.pro.id, account_id=account.id, scheduled_for=utcnow(),
         content=PostContent(subreddit=subreddit, title=title, text="hello"))])
     with trio.fail_after(30):
-        while (await engine.store.get_post(post.id)).status is not PostStatus.FAILED:
+        while (await app.store.get_post(post.id)).status is not PostStatus.FAILED:
             await trio.sleep(0.05)
     return post
 
 
 async def dead_post(api, cause: FailureCause, reason: str):
     """A post of pro's whose job died of ``cause`` (settled as a worker would have)."""
-    engine = api.engine
-    (account,) = await engine.store.list_accounts(api.pro.id)
+    app = api.app
+    (account,) = await app.store.list_accounts(api.pro.id)
     when = utcnow() + timedelta(days=2)
-    (post,) = await engine.store.create_posts([NewPost(
+    (post,) = await app.store.create_posts([NewPost(
         user_id=api.pro.id, account_id=account.id, scheduled_for=when,
         content=PostContent(subreddit="test", title=f"Dies of {cause.value}", text="hello"))])
-    (job,) = await engine.store.claim("test-worker", 1, 60, queues=["posts"], due_by=when)
-    await engine.store.settle("test-worker", [Dead(job.id, job.attempt, reason, cause)])
+    (job,) = await app.store.claim("test-worker", 1, 60, queues=["posts"], due_by=when)
+    await app.store.settle("test-worker", [Dead(job.id, job.attempt, reason, cause)])
     return post
 
 
@@ -115,7 +116,7 @@ async def test_a_refused_post_is_not_retried_but_edited_and_rescheduled(api):
     assert (fixed.json()["status"], fixed.json()["subreddit"]) == ("scheduled", "test")
     assert await listed(admin) == {}
     with trio.fail_after(30):
-        while (await api.engine.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
+        while (await api.app.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
             await trio.sleep(0.05)
     published = await api.pro.client.get(f"/api/scheduled-posts/{post.id}")
     assert published.json()["redditUrl"]
@@ -133,7 +134,7 @@ async def test_a_system_failure_is_retried_once_as_one_row(api, sandbox):
     detail = again.json()["detail"]  # waiting to run, or (a busy machine) already running
     assert again.status_code == 409 and ("is not retried" in detail or "is processing" in detail), detail
     with trio.fail_after(30):
-        while (await api.engine.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
+        while (await api.app.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
             await trio.sleep(0.05)
     assert post.job_id not in await listed(admin)
     assert [p["title"] for p in await sandbox.posts()].count("Dies of system") == 1
@@ -141,13 +142,13 @@ async def test_a_system_failure_is_retried_once_as_one_row(api, sandbox):
 
 async def test_an_account_failure_is_retried_once_the_account_is_linked_again(api):
     post = await dead_post(api, FailureCause.ACCOUNT, "Reddit refused the login: invalid_grant")
-    (account,) = await api.engine.store.list_accounts(api.pro.id)
-    await api.engine.store.set_needs_relink(account.id, True)
+    (account,) = await api.app.store.list_accounts(api.pro.id)
+    await api.app.store.set_needs_relink(account.id, True)
     admin = api.admin.client
     failure = (await listed(admin))[post.job_id]
     assert (failure["retry"]["retryable"], failure["retry"]["action"]) == (False, "relink")
     assert (await admin.post(f"/api/monitoring/jobs/{post.job_id}/retry")).status_code == 409
-    await link_with_password(api.engine, api.pro.id, "pro_acct", "secret-password")
+    await link_with_password(api.app.scheduler, api.pro.id, "pro_acct", "secret-password")
     failure = (await listed(admin))[post.job_id]
     assert failure["retry"]["retryable"] is True
     assert (await admin.post(f"/api/monitoring/jobs/{post.job_id}/retry")).status_code == 200
@@ -184,6 +185,6 @@ async def test_its_owner_fixes_a_refused_post_and_schedules_it_again(api):
     assert (fixed.json()["status"], fixed.json()["subreddit"], fixed.json()["error"]) == (
         "scheduled", "test", None)
     with trio.fail_after(30):
-        while (await api.engine.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
+        while (await api.app.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
             await trio.sleep(0.05)
     assert await listed(api.admin.client) == {}

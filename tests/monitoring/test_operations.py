@@ -9,8 +9,9 @@ import trio
 
 from tests.monitoring.test_endpoints import run_jobs
 from tests.monitoring.test_failures import failed_post
-from thotto.errors import RetryableJobError
-from thotto.messages import NewPost, PostContent, PostStatus, utcnow
+from thotto.engine.errors import RetryableJobError
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import NewPost, PostContent, PostStatus
 
 
 async def test_jobs_are_searched_by_queue_kind_state_and_time_a_page_at_a_time(api):
@@ -47,14 +48,14 @@ async def test_a_jobs_page_shows_payload_attempts_and_its_post(api):
 
 
 async def test_cancelling_a_posts_job_cancels_the_post_and_a_finished_job_is_refused(api):
-    (account,) = await api.engine.store.list_accounts(api.pro.id)
-    (post,) = await api.engine.store.create_posts([NewPost(
+    (account,) = await api.app.store.list_accounts(api.pro.id)
+    (post,) = await api.app.store.create_posts([NewPost(
         user_id=api.pro.id, account_id=account.id, scheduled_for=utcnow() + timedelta(days=1),
         content=PostContent(subreddit="test", title="Never mind", text="x"))])
     admin = api.admin.client
     cancelled = await admin.post(f"/api/jobs/{post.job_id}/cancel")
     assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
-    assert (await api.engine.store.get_post(post.id)).status is PostStatus.CANCELLED
+    assert (await api.app.store.get_post(post.id)).status is PostStatus.CANCELLED
     listed = (await api.pro.client.get("/api/scheduled-posts")).json()["posts"]
     assert [p["status"] for p in listed if p["id"] == post.id] == ["cancelled"]
     done = (await admin.get("/api/jobs", params={"state": "completed"})).json()["jobs"]
@@ -77,21 +78,21 @@ async def test_redrive_all_matching_skips_what_cannot_succeed(api):
 
 
 async def test_a_paused_queue_waits_until_resumed(api):
-    engine, admin = api.engine, api.admin.client
+    app, admin = api.app, api.admin.client
     ran: list[str] = []
 
     async def record(ctx) -> None:
         ran.append(ctx.job.queue)
 
-    engine.register_handler("test.record", record)
+    app.engine.register_handler("test.record", record)
     paused = await admin.post("/api/queues/held/pause")
     assert paused.status_code == 200 and paused.json()["paused"] is True
-    held = (await engine.enqueue("test.record", queue="held")).job_id
-    await engine.enqueue("test.record", queue="free", run_at=utcnow() + timedelta(seconds=0.1))
+    held = (await app.engine.enqueue("test.record", queue="held")).job_id
+    await app.engine.enqueue("test.record", queue="free", run_at=utcnow() + timedelta(seconds=0.1))
     with trio.fail_after(10):
         while "free" not in ran:
             await trio.sleep(0.02)
-    assert "held" not in ran and (await engine.get(held)).state.value == "pending"
+    assert "held" not in ran and (await app.engine.get(held)).state.value == "pending"
     queues = {q["queue"]: q for q in (await admin.get("/api/queues")).json()["queues"]}
     assert queues["held"]["paused"] is True and queues["held"]["counts"] == {"pending": 1}
     assert (await admin.post("/api/queues/held/resume")).json()["paused"] is False
@@ -104,14 +105,14 @@ async def test_a_paused_queue_waits_until_resumed(api):
 
 
 async def test_retry_now_runs_a_job_waiting_after_a_failure_but_never_one_early(api):
-    engine, admin = api.engine, api.admin.client
-    (account,) = await engine.store.list_accounts(api.pro.id)
-    (post,) = await engine.store.create_posts([NewPost(
+    app, admin = api.app, api.admin.client
+    (account,) = await app.store.list_accounts(api.pro.id)
+    (post,) = await app.store.create_posts([NewPost(
         user_id=api.pro.id, account_id=account.id, scheduled_for=utcnow() + timedelta(days=1),
         content=PostContent(subreddit="test", title="Tomorrow", text="x"))])
     early = await admin.post(f"/api/jobs/{post.job_id}/retry")
     assert early.status_code == 409 and "runs at its time" in early.json()["detail"]
-    assert (await engine.get(post.job_id)).run_at == post.scheduled_for
+    assert (await app.engine.get(post.job_id)).run_at == post.scheduled_for
 
     attempts: list[int] = []
 
@@ -120,10 +121,10 @@ async def test_retry_now_runs_a_job_waiting_after_a_failure_but_never_one_early(
         if ctx.attempt == 1:
             raise RetryableJobError("HTTP 503", after_seconds=3600)
 
-    engine.register_handler("test.flaky", flaky)
-    job_id = (await engine.enqueue("test.flaky", queue="work")).job_id
+    app.engine.register_handler("test.flaky", flaky)
+    job_id = (await app.engine.enqueue("test.flaky", queue="work")).job_id
     with trio.fail_after(10):
-        while (await engine.get(job_id)).last_error is None:
+        while (await app.engine.get(job_id)).last_error is None:
             await trio.sleep(0.02)
     retried = await admin.post(f"/api/jobs/{job_id}/retry")
     assert retried.status_code == 200, retried.text

@@ -16,10 +16,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import trio
 
 from tests.api.conftest import api_settings, serving
+from thotto.app import open_app
 from thotto.config import Settings
-from thotto.engine import open_engine
-from thotto import webhooks
-from thotto.messages import JobState, utcnow
+from thotto.engine.jobs import JobState, utcnow
+from thotto.scheduler import webhooks
 
 SECRET = "whsec_test_secret"
 
@@ -96,9 +96,9 @@ async def delivered(store, delivery_id: int) -> None:
 
 async def test_a_signed_webhook_is_retried_after_the_receiver_answers_500(tmp_path):
     with Receiver(500).running() as receiver:
-        async with open_engine(settings(tmp_path, receiver.url, alert_waiting=1_000_000)) as engine:
-            delivery = await webhooks.announce(engine.services, "post_failed", {"post_id": 7})
-            await delivered(engine.store, delivery)
+        async with open_app(settings(tmp_path, receiver.url, alert_waiting=1_000_000)) as app:
+            delivery = await webhooks.announce(app.services, "post_failed", {"post_id": 7})
+            await delivered(app.store, delivery)
     first, retry = receiver.requests
     assert first["body"] == retry["body"] and first["delivery"] == retry["delivery"] == str(delivery)
     assert first["verified"] and retry["verified"] and not first["forged"]
@@ -111,10 +111,10 @@ async def test_the_delivery_log_shows_attempts_status_and_the_last_error(sandbox
         config = api_settings(tmp_path, sandbox.url, alert_webhook_url=receiver.url,
                               webhook_secret=SECRET)
         async with serving(config) as api:
-            delivery = await webhooks.announce(api.engine.services, "post_failed", {"post_id": 7})
+            delivery = await webhooks.announce(api.app.services, "post_failed", {"post_id": 7})
             await wait_until(lambda: len(receiver.requests) >= 2)
             failing = (await api.admin.client.get("/api/monitoring/webhooks")).json()["deliveries"]
-            await delivered(api.engine.store, delivery)
+            await delivered(api.app.store, delivery)
             log = (await api.admin.client.get("/api/monitoring/webhooks")).json()["deliveries"]
             assert (await api.pro.client.get("/api/monitoring/webhooks")).status_code == 403
     (before,) = failing
@@ -152,14 +152,14 @@ async def test_a_delivery_a_stopped_thotto_could_not_make_is_made_after_a_restar
         url = receiver.url
     # Nothing listens at url now: the first run's tries fail (connection refused).
     config = settings(tmp_path, url, alert_waiting=1_000_000)
-    async with open_engine(config) as engine:
-        delivery = await webhooks.announce(engine.services, "post_failed", {"post_id": 7})
+    async with open_app(config) as app:
+        delivery = await webhooks.announce(app.services, "post_failed", {"post_id": 7})
         with trio.fail_after(15):
-            while (job := await engine.store.get_job(delivery)).attempt < 1 or job.state is not JobState.PENDING:
+            while (job := await app.store.get_job(delivery)).attempt < 1 or job.state is not JobState.PENDING:
                 await trio.sleep(0.05)
         assert "did not answer" in job.last_error
     with Receiver(port=port).running() as receiver:
-        async with open_engine(config) as engine:
-            await delivered(engine.store, delivery)
+        async with open_app(config) as app:
+            await delivered(app.store, delivery)
     (made,) = receiver.requests
     assert made["verified"] and made["delivery"] == str(delivery) and made["body"]["post_id"] == 7

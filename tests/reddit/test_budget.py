@@ -12,8 +12,9 @@ import trio
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET, make_config
 from thotto.breaker import BreakerState
 from thotto.config import Settings
-from thotto.engine import open_engine
-from thotto.messages import AttemptOutcome, NewPost, NewUser, PostContent, PostStatus, Tier, utcnow
+from thotto.app import open_app
+from thotto.engine.jobs import AttemptOutcome, utcnow
+from thotto.scheduler.records import NewPost, NewUser, PostContent, PostStatus, Tier
 from thotto.reddit import RedditClient
 from thotto.usecases.accounts import link_with_password
 
@@ -50,25 +51,25 @@ async def test_posts_beyond_the_budget_wait_for_it_without_spending_attempts(san
         # 80 % of the app's budget: a margin for requests that arrive closer than they were sent.
         reddit_client_secret=CLIENT_SECRET, reddit_requests_per_minute=0.8 * BUDGET * 60 / WINDOW,
         shutdown_grace_seconds=1, lease_seconds=10, sweep_interval_seconds=0.5)
-    async with open_engine(settings) as engine:
-        reddit = engine.services.reddit
+    async with open_app(settings) as app:
+        reddit = app.services.reddit
         # Slots further than a second away are not waited for in the job: it is deferred until
         # then (the default is 30 s; the window here is 4 s).
         reddit.config = msgspec.structs.replace(reddit.config, max_queue_seconds=1.0)
-        user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        accounts = [await link_with_password(engine, user.id, f"acct_{i}", "pw") for i in range(ACCOUNTS)]
+        user = await app.store.create_user(NewUser(name="creator", tier=Tier.PRO))
+        accounts = [await link_with_password(app.scheduler, user.id, f"acct_{i}", "pw") for i in range(ACCOUNTS)]
         due = utcnow() + timedelta(seconds=8)  # scheduling reads the subreddit's rules: 3 requests
-        posts = await engine.schedule_posts([
+        posts = await app.scheduler.schedule_posts([
             NewPost(user_id=user.id, account_id=account.id, scheduled_for=due,
                     content=PostContent(subreddit="test", title=f"post {i} of {account.id}", text="x"))
             for account in accounts for i in range(POSTS_EACH)])
         with trio.fail_after(90):
-            while {(await engine.store.get_post(p.id)).status for p in posts} != {PostStatus.PUBLISHED}:
+            while {(await app.store.get_post(p.id)).status for p in posts} != {PostStatus.PUBLISHED}:
                 await trio.sleep(0.2)
-        histories = [await engine.attempts(p.job_id) for p in posts]
-        jobs = [await engine.get(p.job_id) for p in posts]
-        breakers = [engine.services.breakers[f"reddit.client.{CLIENT_ID}"],
-                    *(engine.services.breakers[f"reddit.account.acct_{i}"] for i in range(ACCOUNTS))]
+        histories = [await app.engine.attempts(p.job_id) for p in posts]
+        jobs = [await app.engine.get(p.job_id) for p in posts]
+        breakers = [app.services.breakers[f"reddit.client.{CLIENT_ID}"],
+                    *(app.services.breakers[f"reddit.account.acct_{i}"] for i in range(ACCOUNTS))]
     outcomes = [attempt.outcome for history in histories for attempt in history]
     waits = [attempt.error or "" for history in histories for attempt in history
              if attempt.outcome is AttemptOutcome.DEFERRED]

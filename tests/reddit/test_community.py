@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from thotto.community import fetch_rules, rule_problems
-from thotto.messages import MediaRef, PostContent, PostKind, SubredditRules
+from thotto.scheduler.community import fetch_rules, rule_problems
+from thotto.scheduler.records import MediaRef, PostContent, PostKind, SubredditRules
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 

@@ -8,15 +8,8 @@ import pytest
 import trio
 
 from tests.reddit.conftest import make_config
-from thotto.errors import (
-    DeferJob,
-    PermanentJobError,
-    RedditOutcomeUnknown,
-    RedditPermanent,
-    RedditRateLimited,
-    RedditRetryable,
-    RetryableJobError,
-)
+from thotto.engine.errors import DeferJob, PermanentJobError, RetryableJobError
+from thotto.errors import RedditOutcomeUnknown, RedditPermanent, RedditRateLimited, RedditRetryable
 from thotto.reddit import RedditClient
 
 

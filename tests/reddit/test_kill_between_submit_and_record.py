@@ -16,9 +16,10 @@ from pathlib import Path
 import trio
 
 from tests.support.publisher_process import settings_for
-from thotto.engine import open_engine
-from thotto.messages import NewPost, NewUser, PostContent, PostStatus, Tier, utcnow
+from thotto.engine.jobs import utcnow
+from thotto.scheduler.records import NewPost, NewUser, PostContent, PostStatus, Tier
 from thotto.usecases.accounts import link_with_password
+from thotto.app import open_app
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,10 +36,10 @@ def start_publisher(dsn: str, data_dir: Path, reddit_url: str) -> subprocess.Pop
 
 async def test_kill_9_between_submit_and_record_publishes_exactly_once(sandbox, postgres_dsn, tmp_path):
     settings = settings_for(postgres_dsn, str(tmp_path), sandbox.url)
-    async with open_engine(settings, run_workers=False) as engine:
-        user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        account = await link_with_password(engine, user.id, "creator_acct", "pw")
-        (post,) = await engine.schedule_posts([NewPost(
+    async with open_app(settings, run_workers=False) as app:
+        user = await app.store.create_user(NewUser(name="creator", tier=Tier.PRO))
+        account = await link_with_password(app.scheduler, user.id, "creator_acct", "pw")
+        (post,) = await app.scheduler.schedule_posts([NewPost(
             user_id=user.id, account_id=account.id,
             content=PostContent(subreddit="test", title="Exactly once", text="hi"),
             scheduled_for=utcnow() + timedelta(seconds=1))])
@@ -55,11 +56,11 @@ async def test_kill_9_between_submit_and_record_publishes_exactly_once(sandbox, 
     await sandbox.faults()
     second = start_publisher(postgres_dsn, tmp_path, sandbox.url)
     try:
-        async with open_engine(settings, run_workers=False) as engine:
+        async with open_app(settings, run_workers=False) as app:
             with trio.fail_after(30):
-                while (published := await engine.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
+                while (published := await app.store.get_post(post.id)).status is not PostStatus.PUBLISHED:
                     await trio.sleep(0.1)
-            attempts = await engine.attempts(post.job_id)
+            attempts = await app.engine.attempts(post.job_id)
     finally:
         second.send_signal(signal.SIGINT)
         second.wait(timeout=30)

@@ -22,7 +22,7 @@ from tests.reddit.test_submit import PNG
 from tests.support.tls import self_signed_certificate
 from thotto.config import Settings
 from thotto.errors import DeferJob, RedditMediaPending, RedditPermanent, RetryableJobError
-from thotto.messages import MediaKind, NewMedia, NewUser
+from thotto.scheduler.records import MediaKind, NewMedia, NewUser
 from thotto.reddit import ImageUpload, RedditClient, RedditConfig
 from thotto.reddit.sandbox import SandboxConfig
 from thotto.store import open_store

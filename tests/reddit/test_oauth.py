@@ -9,7 +9,8 @@ import trio
 
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, USER_AGENT, make_config
 from thotto.config import load_settings
-from thotto.errors import ConfigError, RedditAuthError
+from thotto.engine.errors import ConfigError
+from thotto.errors import RedditAuthError
 from thotto.reddit import RedditClient, RedditConfig, user_agent
 
 

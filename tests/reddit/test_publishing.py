@@ -14,19 +14,12 @@ import pytest
 import trio
 
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET
-from thotto.app import REDDIT_BREAKER
+from thotto.app import open_app
 from thotto.config import Settings
-from thotto.engine import open_engine
-from thotto.messages import (
-    JobState,
-    NewPost,
-    NewUser,
-    PostContent,
-    PostStatus,
-    Tier,
-    utcnow,
-)
+from thotto.engine.jobs import JobState, utcnow
+from thotto.scheduler.records import NewPost, NewUser, PostContent, PostStatus, Tier
 from thotto.usecases.accounts import link_with_password
+from thotto.services import REDDIT_BREAKER
 
 
 @contextlib.asynccontextmanager
@@ -36,36 +29,36 @@ async def publishing_engine(sandbox, tmp_path):
         reddit_client_secret=CLIENT_SECRET, reddit_requests_per_minute=6000, shutdown_grace_seconds=1,
         lease_seconds=10, sweep_interval_seconds=0.5,
     )
-    async with open_engine(settings) as engine:
-        engine.publisher.reconcile_settle_seconds = 0.5
+    async with open_app(settings) as app:
+        app.scheduler.publisher.reconcile_settle_seconds = 0.5
         # Outages in these tests last seconds, not minutes.
-        engine.services.breakers.configure("reddit.*", REDDIT_BREAKER.with_(open_seconds=1))
-        user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        account = await link_with_password(engine, user.id, "creator_acct", "secret-password")
-        yield engine, user, account
+        app.services.breakers.configure("reddit.*", REDDIT_BREAKER.with_(open_seconds=1))
+        user = await app.store.create_user(NewUser(name="creator", tier=Tier.PRO))
+        account = await link_with_password(app.scheduler, user.id, "creator_acct", "secret-password")
+        yield app, user, account
 
 
-async def schedule(engine, user, account, *, seconds=1.0, **content):
+async def schedule(app, user, account, *, seconds=1.0, **content):
     content.setdefault("subreddit", "test")
     content.setdefault("title", "Hello from Thotto")
     content.setdefault("text", "body")
     post = NewPost(user_id=user.id, account_id=account.id, content=PostContent(**content),
                    scheduled_for=utcnow() + timedelta(seconds=seconds))
-    (stored,) = await engine.schedule_posts([post])
+    (stored,) = await app.scheduler.schedule_posts([post])
     return stored
 
 
-async def wait_for_status(engine, post_id, *statuses, timeout=15.0):
+async def wait_for_status(app, post_id, *statuses, timeout=15.0):
     with trio.fail_after(timeout):
-        while (post := await engine.store.get_post(post_id)).status not in statuses:
+        while (post := await app.store.get_post(post_id)).status not in statuses:
             await trio.sleep(0.05)
     return post
 
 
 async def test_a_scheduled_post_publishes_at_its_time_with_its_url(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        post = await schedule(engine, user, account, seconds=1.5)
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        post = await schedule(app, user, account, seconds=1.5)
+        published = await wait_for_status(app, post.id, PostStatus.PUBLISHED)
     (record,) = await sandbox.posts()
     assert (record["subreddit"], record["title"], record["author"]) == ("test", "Hello from Thotto", "creator_acct")
     assert record["created_utc"] >= post.scheduled_for.timestamp() - 1  # not before its time
@@ -74,11 +67,11 @@ async def test_a_scheduled_post_publishes_at_its_time_with_its_url(sandbox, tmp_
 
 
 async def test_a_connection_dropped_after_reddit_accepted_is_reconciled_not_reposted(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(drop_after_accept=1)
-        post = await schedule(engine, user, account)
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
-        job = await engine.get(post.job_id)
+        post = await schedule(app, user, account)
+        published = await wait_for_status(app, post.id, PostStatus.PUBLISHED)
+        job = await app.engine.get(post.job_id)
     records = await sandbox.posts()
     assert len(records) == 1 and published.reddit_id == records[0]["id"]
     assert job.attempt >= 2  # the first attempt's outcome was unknown
@@ -87,31 +80,31 @@ async def test_a_connection_dropped_after_reddit_accepted_is_reconciled_not_repo
 async def test_a_last_attempt_whose_reply_is_lost_looks_again_instead_of_failing_a_live_post(sandbox, tmp_path):
     """With no attempt left, failing now could report a post that is live as failed: the
     publisher waits for the listing to settle and finds it."""
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(drop_after_accept=1)
         new = NewPost(user_id=user.id, account_id=account.id, scheduled_for=utcnow() + timedelta(seconds=0.5),
                       content=PostContent(subreddit="test", title="Only one try", text="body"))
-        (post,) = await engine.store.create_posts([new], max_attempts=1)
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, PostStatus.FAILED)
+        (post,) = await app.store.create_posts([new], max_attempts=1)
+        published = await wait_for_status(app, post.id, PostStatus.PUBLISHED, PostStatus.FAILED)
     (record,) = await sandbox.posts()
     assert published.status is PostStatus.PUBLISHED and published.reddit_id == record["id"]
 
 
 async def test_a_last_attempt_that_reached_nothing_fails_saying_so(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(errors=[{"status": 504, "path": "/api/submit", "count": 1}])
         new = NewPost(user_id=user.id, account_id=account.id, scheduled_for=utcnow() + timedelta(seconds=0.5),
                       content=PostContent(subreddit="test", title="Gateway timeout", text="body"))
-        (post,) = await engine.store.create_posts([new], max_attempts=1)
-        failed = await wait_for_status(engine, post.id, PostStatus.PUBLISHED, PostStatus.FAILED)
+        (post,) = await app.store.create_posts([new], max_attempts=1)
+        failed = await wait_for_status(app, post.id, PostStatus.PUBLISHED, PostStatus.FAILED)
     assert await sandbox.posts() == []
     assert failed.status is PostStatus.FAILED and "nothing was published" in failed.error
     assert failed.armed_at is None  # known not to be on Reddit: free to reschedule
 
 
 async def test_a_crash_between_submit_and_record_is_reconciled(sandbox, tmp_path, monkeypatch):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        store = engine.store
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        store = app.store
         real_record = store.record_publication
         crashes = []
 
@@ -122,54 +115,54 @@ async def test_a_crash_between_submit_and_record_is_reconciled(sandbox, tmp_path
             return await real_record(*args, **kwargs)
 
         monkeypatch.setattr(store, "record_publication", crash_once)
-        post = await schedule(engine, user, account)
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
+        post = await schedule(app, user, account)
+        published = await wait_for_status(app, post.id, PostStatus.PUBLISHED)
     records = await sandbox.posts()
     assert len(records) == 1 and published.reddit_id == records[0]["id"]
 
 
 async def test_a_reddit_outage_defers_posts_and_kills_none(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(errors=[{"status": 503, "rate": 1.0}])
-        posts = [await schedule(engine, user, account, title=f"Post {i}", seconds=0.5) for i in range(3)]
+        posts = [await schedule(app, user, account, title=f"Post {i}", seconds=0.5) for i in range(3)]
         await trio.sleep(4)
-        breakers = engine.services.breakers.snapshot()
-        states = [(await engine.store.get_post(p.id)).status for p in posts]
+        breakers = app.services.breakers.snapshot()
+        states = [(await app.store.get_post(p.id)).status for p in posts]
         assert PostStatus.FAILED not in states
         assert any(b.state != "closed" for b in breakers.values())
         await sandbox.faults()  # Reddit is back
         for post in posts:
-            await wait_for_status(engine, post.id, PostStatus.PUBLISHED, timeout=60)
+            await wait_for_status(app, post.id, PostStatus.PUBLISHED, timeout=60)
     assert sorted(r["title"] for r in await sandbox.posts()) == ["Post 0", "Post 1", "Post 2"]
 
 
 async def test_a_rate_limit_defers_without_spending_attempts(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(ratelimit={"count": 2, "seconds": 1})
-        post = await schedule(engine, user, account)
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
-        job = await engine.get(published.job_id)
+        post = await schedule(app, user, account)
+        published = await wait_for_status(app, post.id, PostStatus.PUBLISHED)
+        job = await app.engine.get(published.job_id)
     assert job.attempt == 1
     assert len(await sandbox.posts()) == 1
 
 
 async def test_a_refused_post_fails_with_reddits_reason(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        post = await schedule(engine, user, account, seconds=2)
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        post = await schedule(app, user, account, seconds=2)
         await sandbox.control("POST", "/_sandbox/subreddits", json=[{"name": "test", "state": "banned"}])
-        failed = await wait_for_status(engine, post.id, PostStatus.FAILED)
-        job = await engine.get(post.job_id)
+        failed = await wait_for_status(app, post.id, PostStatus.FAILED)
+        job = await app.engine.get(post.job_id)
     assert job.state is JobState.DEAD and job.attempt == 1
     assert "SUBREDDIT_NOEXIST" in failed.error  # what Reddit answers for a banned subreddit
     assert await sandbox.posts() == []
 
 
 async def test_a_refused_login_flags_the_account_for_relinking(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(errors=[{"status": 401, "path": "/api/submit"}])
-        post = await schedule(engine, user, account)
-        failed = await wait_for_status(engine, post.id, PostStatus.FAILED)
-        flagged = await engine.store.get_account(account.id)
+        post = await schedule(app, user, account)
+        failed = await wait_for_status(app, post.id, PostStatus.FAILED)
+        flagged = await app.store.get_account(account.id)
     assert flagged.needs_relink
     assert "link the account again" in failed.error
 
@@ -177,48 +170,48 @@ async def test_a_refused_login_flags_the_account_for_relinking(sandbox, tmp_path
 async def test_scheduling_refuses_a_post_that_breaks_a_known_rule(sandbox, tmp_path):
     from thotto.errors import RuleViolation
 
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         with pytest.raises(RuleViolation) as refused:
-            await schedule(engine, user, account, subreddit="links_only")
+            await schedule(app, user, account, subreddit="links_only")
         assert refused.value.field == "kind"
-        assert (await engine.store.list_posts(user.id)).posts == []
+        assert (await app.store.list_posts(user.id)).posts == []
 
 
 async def test_the_weekly_community_sync_refreshes_known_rules(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        await schedule(engine, user, account, subreddit="test", seconds=3600)  # learns r/test
-        assert (await engine.store.get_subreddit_rules("test")).allows_self
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        await schedule(app, user, account, subreddit="test", seconds=3600)  # learns r/test
+        assert (await app.store.get_subreddit_rules("test")).allows_self
         await sandbox.control("POST", "/_sandbox/subreddits",
                               json=[{"name": "test", "submission_type": "link"}])
-        assert await engine.sync_communities() == 1
-        assert not (await engine.store.get_subreddit_rules("test")).allows_self
-        status = await engine.cron_status("community-sync")
+        assert await app.scheduler.sync_communities() == 1
+        assert not (await app.store.get_subreddit_rules("test")).allows_self
+        status = await app.engine.cron_status("community-sync")
     assert status.schedule == "0 2 * * 1" and status.next_run_at.weekday() == 0
 
 
 async def test_rules_are_served_from_the_cache_until_the_sync_rewrites_them(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        await schedule(engine, user, account, subreddit="test", seconds=3600)
-        cache = engine.services.cache
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        await schedule(app, user, account, subreddit="test", seconds=3600)
+        cache = app.services.cache
         loads = cache.stats().misses
-        await schedule(engine, user, account, subreddit="test", title="Second", seconds=3600)
+        await schedule(app, user, account, subreddit="test", title="Second", seconds=3600)
         assert cache.stats().misses == loads  # the second scheduling hit the cache
         await sandbox.control("POST", "/_sandbox/subreddits", json=[{"name": "test", "submission_type": "link"}])
-        await engine.sync_communities()  # rewrites r/test's rules and evicts them
+        await app.scheduler.sync_communities()  # rewrites r/test's rules and evicts them
         from thotto.errors import RuleViolation
         with pytest.raises(RuleViolation):
-            await schedule(engine, user, account, subreddit="test", title="Third", seconds=3600)
+            await schedule(app, user, account, subreddit="test", title="Third", seconds=3600)
 
 
 async def test_a_transient_subreddit_noexist_does_not_kill_the_post(sandbox, tmp_path):
     # Reddit sends SUBREDDIT_NOEXIST now and then for subreddits that exist: three in a row
     # (more than the client's own second try) cost the post an attempt, not its life.
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        engine.publisher.client.config = msgspec.structs.replace(
-            engine.publisher.client.config, subreddit_noexist_pause=0.05)
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        app.scheduler.publisher.client.config = msgspec.structs.replace(
+            app.scheduler.publisher.client.config, subreddit_noexist_pause=0.05)
         await sandbox.faults(submit_errors=[{"type": "SUBREDDIT_NOEXIST", "count": 3}])
-        post = await schedule(engine, user, account)
-        published = await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
-        job = await engine.get(post.job_id)
+        post = await schedule(app, user, account)
+        published = await wait_for_status(app, post.id, PostStatus.PUBLISHED)
+        job = await app.engine.get(post.job_id)
     (record,) = await sandbox.posts()
     assert published.reddit_id == record["id"] and job.attempt == 2

@@ -16,18 +16,24 @@ import httpx
 import pytest
 import trio
 
-import thotto.app
+import thotto.services
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET, SandboxServer
 from tests.reddit.test_publishing import publishing_engine, wait_for_status
 from tests.support.clock import thread_aware_mock_clock
-from thotto.clock import OffTrioWork, TrioClock
+from thotto.app import open_app
 from thotto.config import Settings
-from thotto.engine import open_engine
-from thotto.errors import ValidationError
-from thotto.messages import JobState, NewPost, NewUser, PostContent, PostStatus, Recurrence, Tier, utcnow
+from thotto.engine.clock import OffTrioWork, TrioClock
+from thotto.engine.errors import ValidationError
+from thotto.engine.jobs import JobState, utcnow
 from thotto.reddit.client import RedditClient
 from thotto.reddit.sandbox import SandboxConfig, serve_sandbox
 from thotto.usecases.accounts import link_with_password
+from thotto.scheduler.records import NewPost
+from thotto.scheduler.records import NewUser
+from thotto.scheduler.records import PostContent
+from thotto.scheduler.records import PostStatus
+from thotto.scheduler.records import Recurrence
+from thotto.scheduler.records import Tier
 
 EPOCH = datetime(2026, 3, 27, 6, 0, tzinfo=timezone.utc)  # Berlin's clocks go forward on the 29th
 
@@ -89,7 +95,7 @@ async def virtual_engine(nursery, tmp_path, monkeypatch):
     clock = TrioClock(EPOCH)
     sandbox = VirtualSandbox(nursery, tmp_path / "sandbox", clock)
     await sandbox.start()
-    monkeypatch.setattr(thotto.app, "RedditClient", lambda config: RedditClient(
+    monkeypatch.setattr(thotto.services, "RedditClient", lambda config: RedditClient(
         config, transport=InFlightTransport(), wall_clock=lambda: clock.now().timestamp()))
     settings = Settings(
         data_dir=str(tmp_path / "thotto"), reddit_url=sandbox.url, reddit_client_id=CLIENT_ID,
@@ -97,10 +103,10 @@ async def virtual_engine(nursery, tmp_path, monkeypatch):
         shutdown_grace_seconds=1, lease_seconds=600, sweep_interval_seconds=600,
         monitor_interval_seconds=600,
     )
-    async with open_engine(settings, clock=clock) as engine:
-        user = await engine.store.create_user(NewUser(name="creator", tier=Tier.PRO))
-        account = await link_with_password(engine, user.id, "creator_acct", "secret-password")
-        yield engine, user, account, sandbox, clock
+    async with open_app(settings, clock=clock) as app:
+        user = await app.store.create_user(NewUser(name="creator", tier=Tier.PRO))
+        account = await link_with_password(app.scheduler, user.id, "creator_acct", "secret-password")
+        yield app, user, account, sandbox, clock
 
 
 def recurring(user, account, when, recurrence: Recurrence, title="Daily thread") -> NewPost:
@@ -110,13 +116,13 @@ def recurring(user, account, when, recurrence: Recurrence, title="Daily thread")
 
 async def test_a_daily_post_with_count_3_publishes_three_times_then_stops(
         nursery, tmp_path, monkeypatch, mock_clock):
-    async with virtual_engine(nursery, tmp_path, monkeypatch) as (engine, user, account, sandbox, clock):
+    async with virtual_engine(nursery, tmp_path, monkeypatch) as (app, user, account, sandbox, clock):
         first_at = datetime(2026, 3, 28, 8, 0, tzinfo=timezone.utc)  # 09:00 in Berlin (CET)
         daily = Recurrence(frequency="daily", timezone="Europe/Berlin", count=3)
-        (first,) = await engine.schedule_posts([recurring(user, account, first_at, daily)])
+        (first,) = await app.scheduler.schedule_posts([recurring(user, account, first_at, daily)])
         # Past the third occurrence: the series must have stopped there (no fourth scheduled).
         await trio.sleep((first_at - clock.now()).total_seconds() + 2.5 * 86400)
-        posts = (await engine.store.list_posts(user.id)).posts
+        posts = (await app.store.list_posts(user.id)).posts
         records = await sandbox.posts()
     # 09:00 Berlin each day: 08:00 UTC before the change to summer time, 07:00 UTC after.
     expected = [first_at, datetime(2026, 3, 29, 7, 0, tzinfo=timezone.utc),
@@ -130,22 +136,22 @@ async def test_a_daily_post_with_count_3_publishes_three_times_then_stops(
 
 
 async def test_an_unknown_time_zone_is_refused_at_scheduling(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         bad = Recurrence(frequency="weekly", timezone="Europe/Atlantis")
         with pytest.raises(ValidationError) as refused:
-            await engine.schedule_posts([recurring(user, account, utcnow() + timedelta(hours=1), bad)])
+            await app.scheduler.schedule_posts([recurring(user, account, utcnow() + timedelta(hours=1), bad)])
         assert refused.value.field == "recurrence.timezone"
-        assert (await engine.store.list_posts(user.id)).posts == []
+        assert (await app.store.list_posts(user.id)).posts == []
 
 
-async def follow_ups(engine, user) -> list:
-    return [post for post in (await engine.store.list_posts(user.id)).posts
+async def follow_ups(app, user) -> list:
+    return [post for post in (await app.store.list_posts(user.id)).posts
             if post.status is PostStatus.SCHEDULED]
 
 
-async def job_finished(engine, job_id: int, timeout: float = 15.0) -> None:
+async def job_finished(app, job_id: int, timeout: float = 15.0) -> None:
     with trio.fail_after(timeout):
-        while (await engine.store.get_job(job_id)).state is not JobState.COMPLETED:
+        while (await app.store.get_job(job_id)).state is not JobState.COMPLETED:
             await trio.sleep(0.05)
 
 
@@ -154,8 +160,8 @@ async def test_a_crash_around_scheduling_the_next_occurrence_makes_exactly_one(
         sandbox, tmp_path, crash):
     """The process dies right after recording the publication, before or after the next
     occurrence was stored: the job runs again (the early-return path) and one next exists."""
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
-        publisher = engine.publisher
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
+        publisher = app.scheduler.publisher
         real = publisher.on_published
         calls = []
 
@@ -169,14 +175,14 @@ async def test_a_crash_around_scheduling_the_next_occurrence_makes_exactly_one(
 
         publisher.on_published = crash_once
         daily = Recurrence(frequency="daily", count=5)
-        (post,) = await engine.schedule_posts(
+        (post,) = await app.scheduler.schedule_posts(
             [recurring(user, account, utcnow() + timedelta(seconds=1), daily)])
-        await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
-        await job_finished(engine, post.job_id)  # published once recorded; the follow-up comes after
-        (nxt,) = await follow_ups(engine, user)
+        await wait_for_status(app, post.id, PostStatus.PUBLISHED)
+        await job_finished(app, post.job_id)  # published once recorded; the follow-up comes after
+        (nxt,) = await follow_ups(app, user)
         # And a third run of the after-publication step (another process, say) changes nothing.
-        await real(await engine.store.get_post(post.id))
-        again = await follow_ups(engine, user)
+        await real(await app.store.get_post(post.id))
+        again = await follow_ups(app, user)
     assert len(calls) == 2 and [p.id for p in again] == [nxt.id]
     assert nxt.scheduled_for == post.scheduled_for + timedelta(days=1)
     assert nxt.recurrence.count == 4
@@ -184,17 +190,17 @@ async def test_a_crash_around_scheduling_the_next_occurrence_makes_exactly_one(
 
 
 async def test_a_reconciled_publication_schedules_the_next_occurrence_once(sandbox, tmp_path):
-    async with publishing_engine(sandbox, tmp_path) as (engine, user, account):
+    async with publishing_engine(sandbox, tmp_path) as (app, user, account):
         await sandbox.faults(drop_after_accept=1)  # Reddit accepts; the reply is lost
         weekly = Recurrence(frequency="weekly")
-        (post,) = await engine.schedule_posts(
+        (post,) = await app.scheduler.schedule_posts(
             [recurring(user, account, utcnow() + timedelta(seconds=1), weekly)])
-        await wait_for_status(engine, post.id, PostStatus.PUBLISHED)
-        await job_finished(engine, post.job_id)
-        scheduled = await follow_ups(engine, user)
+        await wait_for_status(app, post.id, PostStatus.PUBLISHED)
+        await job_finished(app, post.job_id)
+        scheduled = await follow_ups(app, user)
         async with trio.open_nursery() as racing:  # two more runs at once: still one
             for _ in range(2):
-                racing.start_soon(engine._after_publication, await engine.store.get_post(post.id))
-        assert [p.id for p in await follow_ups(engine, user)] == [p.id for p in scheduled]
+                racing.start_soon(app.scheduler._after_publication, await app.store.get_post(post.id))
+        assert [p.id for p in await follow_ups(app, user)] == [p.id for p in scheduled]
     assert len(scheduled) == 1 and scheduled[0].scheduled_for == post.scheduled_for + timedelta(weeks=1)
     assert len(await sandbox.posts()) == 1

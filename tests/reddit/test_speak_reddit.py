@@ -11,12 +11,12 @@ import pytest
 
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET
 from thotto import __version__
-from thotto.community import fetch_rules, rule_problems
 from thotto.config import Settings
 from thotto.errors import RedditOutcomeUnknown, RedditPermanent, RedditRetryable
-from thotto.messages import PostContent
 from thotto.reddit import RedditClient, RedditConfig
 from thotto.reddit.sandbox import TEST_FLAIRS
+from thotto.scheduler.community import fetch_rules, rule_problems
+from thotto.scheduler.records import PostContent
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=timezone.utc)
 MOD_ONLY = {"id": "6c4b3e7a-0000-4000-8000-0000000000ff", "text": "Announcement", "mod_only": True}

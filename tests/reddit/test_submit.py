@@ -4,14 +4,8 @@ import httpx
 import pytest
 
 from tests.reddit.conftest import make_config
-from thotto.errors import (
-    DeferJob,
-    PermanentJobError,
-    RedditMediaPending,
-    RedditOutcomeUnknown,
-    RedditPermanent,
-    RetryableJobError,
-)
+from thotto.engine.errors import DeferJob, PermanentJobError, RetryableJobError
+from thotto.errors import RedditMediaPending, RedditOutcomeUnknown, RedditPermanent
 from thotto.reddit import RedditClient
 from thotto.reddit.sandbox import TEST_FLAIRS
 

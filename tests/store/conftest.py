@@ -13,7 +13,7 @@ from typing import AsyncContextManager
 
 import pytest
 
-from thotto.messages import UTC, as_utc
+from thotto.engine.jobs import UTC, as_utc
 from thotto.store import Store, open_store
 
 #: Where every FakeClock starts: a fixed instant, so expected times are plain arithmetic.

@@ -16,45 +16,47 @@ import pytest
 import trio
 import trio.testing
 
-from thotto.errors import (
+from thotto.engine.errors import (
     Conflict,
     InvalidTransition,
     LeaseLost,
     NotFound,
-    OutcomePending,
     StoreLocked,
     ValidationError,
 )
-from thotto.messages import (
+from thotto.engine.jobs import (
     UTC,
-    Account,
-    ApiToken,
     Attempt,
     AttemptOutcome,
     Completed,
     Dead,
     Deferred,
-    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     Job,
     JobState,
-    NewAccount,
     NewJob,
+    Outcome,
+    QueueCount,
+    Released,
+    Retry,
+    SettleResult,
+    SettleStatus,
+)
+from thotto.errors import OutcomePending
+from thotto.scheduler.records import (
+    Account,
+    ApiToken,
+    EngagementReading,
+    NewAccount,
     NewPost,
     NewUser,
-    Outcome,
     Post,
     PostContent,
     PostKind,
     PostEngagement,
     PostStatus,
-    QueueCount,
-    Released,
-    Retry,
     Role,
-    SettleResult,
-    SettleStatus,
     SubredditRules,
     Tier,
     User,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from tests.store.test_contract import LEASE, add, held_job, job_in
-from thotto.messages import Dead, FailureCause, JobState
-from thotto.store.base import QueueActivity
+from thotto.engine.jobs import Dead, FailureCause, JobState
+from thotto.engine.store.base import QueueActivity
 
 
 def seconds(n: float) -> timedelta:

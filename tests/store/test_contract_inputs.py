@@ -8,7 +8,7 @@ import base64
 import pytest
 
 from tests.store.test_contract import make_account
-from thotto.errors import ValidationError
+from thotto.engine.errors import ValidationError
 
 
 def forged(text: str) -> str:

@@ -10,8 +10,8 @@ from datetime import timedelta
 import pytest
 import trio
 
-from thotto.errors import Conflict, NotFound, ValidationError
-from thotto.messages import LinkRequest, NewUser, Tier
+from thotto.engine.errors import Conflict, NotFound, ValidationError
+from thotto.scheduler.records import LinkRequest, NewUser, Tier
 
 STATE = "s" * 64
 OTHER_STATE = "t" * 64

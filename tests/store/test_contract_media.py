@@ -15,8 +15,9 @@ import trio
 
 from tests.store.test_contract import claim_job, make_account, schedule, seconds
 from tests.support.media_links import link_post_to_media
-from thotto.errors import MediaInUse, NotFound, StoreError, ValidationError
-from thotto.messages import MediaKind, NewMedia, NewUser
+from thotto.engine.errors import NotFound, StoreError, ValidationError
+from thotto.errors import MediaInUse
+from thotto.scheduler.records import MediaKind, NewMedia, NewUser
 from thotto.store.base import MEDIA_CHUNK_BYTES
 
 

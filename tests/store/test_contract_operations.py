@@ -17,9 +17,9 @@ from tests.store.test_contract import (
     held_job,
     job_in,
 )
-from thotto.errors import InvalidTransition, NotFound, ValidationError
-from thotto.messages import Dead, FailureCause, JobState
-from thotto.store.base import JobSearch
+from thotto.engine.errors import InvalidTransition, NotFound, ValidationError
+from thotto.engine.jobs import Dead, FailureCause, JobState
+from thotto.engine.store.base import JobSearch
 
 
 def seconds(n: float) -> timedelta:
@@ -159,7 +159,7 @@ async def test_a_paused_queue_name_is_validated(store):
 
 async def test_a_failed_post_is_edited_and_scheduled_again_with_a_fresh_job(store, clock):
     from tests.store.test_contract import fail_post, make_account, schedule
-    from thotto.messages import PostContent, PostStatus
+    from thotto.scheduler.records import PostContent, PostStatus
 
     account = await make_account(store)
     post = await schedule(store, account, clock() + seconds(60), subreddit="typo_sub")
@@ -180,7 +180,7 @@ async def test_a_failed_post_is_edited_and_scheduled_again_with_a_fresh_job(stor
 
 async def test_a_failed_post_that_may_be_on_reddit_is_not_edited(store, clock):
     from tests.store.test_contract import claim_job, make_account, schedule
-    from thotto.messages import PostContent, PostStatus
+    from thotto.scheduler.records import PostContent, PostStatus
 
     account = await make_account(store)
     post = await schedule(store, account, clock())

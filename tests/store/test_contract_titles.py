@@ -12,8 +12,8 @@ import msgspec
 import pytest
 
 from tests.store.test_contract import make_account, new_post, schedule
-from thotto.aio import open_sidecar
-from thotto.messages import PostContent, title_key
+from thotto.engine.aio import open_sidecar
+from thotto.scheduler.records import PostContent, title_key
 
 SUBREDDIT = "thotto_test"
 

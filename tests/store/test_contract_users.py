@@ -10,8 +10,9 @@ import pytest
 import trio
 
 from tests.store.test_contract import HASH_A, HASH_B, claim_job, link, make_account, publish, schedule
-from thotto.errors import Conflict, InvalidTransition, NotFound, ValidationError
-from thotto.messages import JobState, NewUser, PostStatus, Role, Tier, UserRemoval
+from thotto.engine.errors import Conflict, InvalidTransition, NotFound, ValidationError
+from thotto.engine.jobs import JobState
+from thotto.scheduler.records import NewUser, PostStatus, Role, Tier, UserRemoval
 from thotto.store.base import BROADCAST_MAX_BYTES
 
 

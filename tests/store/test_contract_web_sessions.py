@@ -10,8 +10,9 @@ from datetime import timedelta
 
 import trio
 
-from thotto.errors import Conflict, NotFound
-from thotto.messages import NewUser, Role, Tier
+from thotto.engine.errors import NotFound
+from thotto.errors import Conflict
+from thotto.scheduler.records import NewUser, Role, Tier
 
 LINK = "l" * 64
 OTHER_LINK = "m" * 64
@@ -212,7 +213,7 @@ async def test_sign_in_failures_over_a_day_old_are_forgotten(store, clock):
 
 async def test_unlinking_an_account_hides_it_erases_it_and_cancels_its_scheduled_posts(store, clock):
     from tests.store.test_contract import link, make_account, publish, schedule
-    from thotto.messages import PostStatus
+    from thotto.scheduler.records import PostStatus
 
     account = await make_account(store)
     other = await store.create_account(link(account.user_id, "second_r"))

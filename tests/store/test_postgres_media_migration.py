@@ -8,7 +8,7 @@ import pytest
 
 from tests.store.test_contract_titles import UNDO_AFTER_5
 from tests.store.test_postgres_specific import sql
-from thotto.messages import MediaKind, NewMedia, NewUser
+from thotto.scheduler.records import MediaKind, NewMedia, NewUser
 from thotto.store.postgres import MIGRATIONS, SCHEMA_VERSION, open_postgres_store
 
 pytestmark = pytest.mark.postgres

@@ -17,12 +17,12 @@ import asyncpg
 import pytest
 import trio
 
-from thotto.aio import open_sidecar
-from thotto.errors import SchemaError, StoreUnavailable
-from thotto.messages import UTC, Completed, NewJob
+from tests.support.postgres import free_port
+from thotto.engine.aio import open_sidecar
+from thotto.engine.errors import SchemaError, StoreUnavailable
+from thotto.engine.jobs import UTC, Completed, NewJob
 from thotto.store import open_store
 from thotto.store.postgres import SCHEMA_VERSION, WAKEUP_CHANNEL, open_postgres_store
-from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.postgres
 
@@ -61,7 +61,7 @@ CLAIMER = textwrap.dedent(
     """
     import json, sys, trio
     from pathlib import Path
-    from thotto.messages import Completed
+    from thotto.engine.jobs import Completed
     from thotto.store.postgres import open_postgres_store
 
     async def main(dsn, owner, go_file):

@@ -16,10 +16,11 @@ import sqlite_utils
 import trio
 import trio.testing
 
-from thotto.errors import ConfigError, Conflict, SchemaError, StoreError, StoreLocked
-from thotto.messages import Completed, JobState, NewJob, NewUser, SettleResult, SettleStatus
+from thotto.engine.errors import ConfigError, Conflict, SchemaError, StoreError, StoreLocked
+from thotto.engine.jobs import Completed, JobState, NewJob, SettleResult, SettleStatus
+from thotto.scheduler.records import NewUser
 from thotto.store import open_store
-from thotto.store.base import JobSearch
+from thotto.engine.store.base import JobSearch
 from thotto.store.sqlite import SCHEMA_VERSION, SqliteStore, open_sqlite_store
 
 from .conftest import FakeClock

@@ -26,10 +26,10 @@ from datetime import datetime, timedelta
 import trio
 
 from thotto import logs
-from thotto.app import REDDIT_BREAKER
-from thotto.clock import SystemClock
+from thotto.app import open_app
 from thotto.config import load_settings
-from thotto.engine import open_engine
+from thotto.engine.clock import SystemClock
+from thotto.services import REDDIT_BREAKER
 
 
 class JumpingClock(SystemClock):
@@ -62,15 +62,15 @@ async def main(args: argparse.Namespace) -> None:
     settings = load_settings()
     logs.configure(settings.log_level, json_lines=False)
     clock = JumpingClock(args.clock_offset_seconds)
-    async with open_engine(settings, clock=clock, serve_api=args.serve_api) as engine:
+    async with open_app(settings, clock=clock, serve_api=args.serve_api) as app:
         if args.breaker_open_seconds is not None:
-            engine.services.breakers.configure(
+            app.services.breakers.configure(
                 "reddit.*", REDDIT_BREAKER.with_(open_seconds=args.breaker_open_seconds))
         async with trio.open_nursery() as nursery:
-            await nursery.start(engine.tree.stop_on_signals)
+            await nursery.start(app.tree.stop_on_signals)
             await nursery.start(jump_on_sigusr1, clock, args.jump_seconds)
             print("ready", flush=True)
-            await engine.tree.wait_stopped()
+            await app.tree.wait_stopped()
             nursery.cancel_scope.cancel()
 
 

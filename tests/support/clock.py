@@ -3,7 +3,7 @@
 pytest-trio's ``autojump_clock`` jumps virtual time to the next deadline as soon as every task
 is blocked, and a task waiting for the SQLite writer or the asyncio sidecar looks blocked to
 Trio, so time would leap forward in the middle of a store call. This clock refuses to jump while
-any task waits on another thread (:class:`thotto.clock.OffTrioWork`), so virtual time only
+any task waits on another thread (:class:`thotto.engine.clock.OffTrioWork`), so virtual time only
 passes while Thotto is truly idle: tests stay exact under any machine load.
 """
 
@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import trio.testing
 
-from thotto.clock import OffTrioWork
+from thotto.engine.clock import OffTrioWork
 
 # How long (real seconds) Trio waits idle before trying to jump; a refused jump is retried
 # after the same wait, so this is the polling period while a store call is in flight.

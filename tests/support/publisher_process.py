@@ -12,8 +12,8 @@ import argparse
 import trio
 
 from tests.reddit.conftest import CLIENT_ID, CLIENT_SECRET
+from thotto.app import open_app
 from thotto.config import Settings
-from thotto.engine import open_engine
 
 
 def settings_for(dsn: str, data_dir: str, reddit_url: str) -> Settings:
@@ -26,11 +26,11 @@ def settings_for(dsn: str, data_dir: str, reddit_url: str) -> Settings:
 
 
 async def main(args: argparse.Namespace) -> None:
-    async with open_engine(settings_for(args.dsn, args.data_dir, args.reddit_url)) as engine:
+    async with open_app(settings_for(args.dsn, args.data_dir, args.reddit_url)) as app:
         async with trio.open_nursery() as nursery:
-            await nursery.start(engine.tree.stop_on_signals)
+            await nursery.start(app.tree.stop_on_signals)
             print("ready", flush=True)
-            await engine.tree.wait_stopped()
+            await app.tree.wait_stopped()
             nursery.cancel_scope.cancel()
 
 

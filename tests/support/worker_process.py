@@ -16,8 +16,8 @@ import time
 
 import trio
 
+from thotto.app import open_app
 from thotto.config import Settings
-from thotto.engine import open_engine
 
 
 def parse() -> argparse.Namespace:
@@ -34,10 +34,10 @@ async def main(args: argparse.Namespace) -> None:
     settings = Settings(database_url=args.dsn, workers=args.workers, lease_seconds=args.lease_seconds,
                         sweep_interval_seconds=0.5, shutdown_grace_seconds=1.0)
     log_fd = os.open(args.log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    async with open_engine(settings) as engine:
+    async with open_app(settings) as app:
 
         def write(ctx, started: float) -> None:
-            line = f"{ctx.job.id} {ctx.attempt} {engine.owner} {started:.6f} {time.time():.6f}\n"
+            line = f"{ctx.job.id} {ctx.attempt} {app.engine.owner} {started:.6f} {time.time():.6f}\n"
             os.write(log_fd, line.encode())
 
         async def record(ctx) -> None:
@@ -48,12 +48,12 @@ async def main(args: argparse.Namespace) -> None:
             await trio.sleep(args.slow_seconds)
             write(ctx, started)
 
-        engine.register_handler("record", record)
-        engine.register_handler("slow", slow, timeout_seconds=600)
+        app.engine.register_handler("record", record)
+        app.engine.register_handler("slow", slow, timeout_seconds=600)
         async with trio.open_nursery() as nursery:
-            await nursery.start(engine.tree.stop_on_signals)
+            await nursery.start(app.tree.stop_on_signals)
             print("ready", flush=True)
-            await engine.tree.wait_stopped()
+            await app.tree.wait_stopped()
             nursery.cancel_scope.cancel()
 
 

@@ -8,7 +8,7 @@ import threading
 import pytest
 import trio
 
-from thotto.aio import Coalescer, EventFeed, SidecarClosed, open_sidecar
+from thotto.engine.aio import Coalescer, EventFeed, SidecarClosed, open_sidecar
 
 
 async def add(a: int, b: int) -> int:

@@ -3,7 +3,7 @@
 import pytest
 
 from thotto.config import ProcessRole, load_settings
-from thotto.errors import ConfigError
+from thotto.engine.errors import ConfigError
 
 
 def test_defaults_put_sqlite_in_the_data_dir():

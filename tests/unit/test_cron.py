@@ -12,8 +12,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from thotto.cron import CatchUp, CronSchedule, Occurrence, plan_occurrence
-from thotto.errors import ValidationError
+from thotto.engine.cron import CatchUp, CronSchedule, Occurrence, plan_occurrence
+from thotto.engine.errors import ValidationError
 
 UTC = timezone.utc
 FIELDS_HINT = "use five fields: minute hour day-of-month month day-of-week"

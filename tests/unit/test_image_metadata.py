@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from tests.support import images
-from thotto.image_metadata import CorruptImage, VP8X_EXIF, VP8X_XMP, strip
-from thotto.messages import MediaKind
+from thotto.scheduler.image_metadata import CorruptImage, VP8X_EXIF, VP8X_XMP, strip
+from thotto.scheduler.records import MediaKind
 
 EVERY_KIND = [(MediaKind.JPEG, images.jpeg), (MediaKind.PNG, images.png),
               (MediaKind.WEBP, images.webp), (MediaKind.GIF, images.gif)]

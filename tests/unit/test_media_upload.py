@@ -12,8 +12,8 @@ import pytest
 from tests.support import images
 from thotto.config import Settings
 from thotto.errors import UnsupportedMedia
-from thotto.media import UPLOAD_DIR_NAME, sniff, upload_dir, upload_media
-from thotto.messages import MediaKind, NewUser
+from thotto.scheduler.media import UPLOAD_DIR_NAME, sniff, upload_dir, upload_media
+from thotto.scheduler.records import MediaKind, NewUser
 from thotto.store import open_store
 
 

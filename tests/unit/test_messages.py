@@ -5,21 +5,18 @@ from datetime import datetime, timedelta, timezone
 import msgspec
 import pytest
 
-from thotto.errors import ValidationError
-from thotto.messages import (
-    AnyMessage,
+from thotto.engine.errors import ValidationError
+from thotto.engine.jobs import (
     Completed,
     JobState,
     NewJob,
-    PostContent,
-    PostStatus,
-    POST_STATUS_OF_JOB_STATE,
     Retry,
     as_utc,
     decode_json,
     validated,
     validated_jobs,
 )
+from thotto.scheduler.records import AnyMessage, PostContent, PostStatus, POST_STATUS_OF_JOB_STATE
 
 UTC = timezone.utc
 

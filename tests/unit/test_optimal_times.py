@@ -1,11 +1,11 @@
-"""Ranking the hours of the week from engagement readings (thotto.analytics.rank_slots)."""
+"""Ranking the hours of the week from engagement readings (thotto.scheduler.analytics.rank_slots)."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from thotto.analytics import COMMUNITY_HOURLY, COMMUNITY_WEEKDAY, TOP_SLOTS, rank_slots
-from thotto.messages import PostEngagement
+from thotto.scheduler.analytics import COMMUNITY_HOURLY, COMMUNITY_WEEKDAY, TOP_SLOTS, rank_slots
+from thotto.scheduler.records import PostEngagement
 
 UTC = timezone.utc
 MONDAY = datetime(2026, 3, 2, tzinfo=UTC)

@@ -1,4 +1,4 @@
-"""Checking a PNG's pixel data without decoding it whole (thotto.media.check_png_pixels): every
+"""Checking a PNG's pixel data without decoding it whole (thotto.scheduler.media.check_png_pixels): every
 kind of PNG Pillow writes passes, a damaged one does not, and memory stays a few buffers."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import zlib
 import pytest
 from PIL import Image
 
-from thotto.image_metadata import CorruptImage
-from thotto.media import check_png_pixels
+from thotto.scheduler.image_metadata import CorruptImage
+from thotto.scheduler.media import check_png_pixels
 
 
 def saved(image: Image.Image, **options) -> bytes:

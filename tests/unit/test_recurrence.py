@@ -7,9 +7,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from thotto.errors import ValidationError
-from thotto.messages import Recurrence
-from thotto.recurrence import check_recurrence, next_occurrence
+from thotto.engine.errors import ValidationError
+from thotto.scheduler.records import Recurrence
+from thotto.scheduler.recurrence import check_recurrence, next_occurrence
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")

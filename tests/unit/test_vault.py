@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from thotto.errors import ConfigError
+from thotto.engine.errors import ConfigError
 from thotto.vault import KEY_FILE_NAME, Password, RefreshToken, SecretUnreadable, Vault
 
 

@@ -24,7 +24,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from thotto.api.auth import require_admin, require_user
 from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_json, read_query
-from thotto.messages import (
+from thotto.scheduler.records import (
     AccountUnlinkedView,
     AccountView,
     ApiBody,
@@ -194,18 +194,18 @@ async def unlink(request: Request) -> Response:
                response=LinkStart, errors=(401, 429, 503), tags=("accounts",))
 async def start_link(request: Request) -> Response:
     user = await require_user(request)
-    engine = request.app.state.api.engine
-    started = await accounts.start_link(engine, user)
+    scheduler = request.app.state.api.scheduler
+    started = await accounts.start_link(scheduler, user)
     response = json_response(started)
-    bind_browser(engine, response, started)
+    bind_browser(scheduler, response, started)
     return response
 
 
-def bind_browser(engine, response: Response, started: LinkStart) -> None:
+def bind_browser(scheduler, response: Response, started: LinkStart) -> None:
     """Give the browser that started a link its secret (the API's and the accounts page's
     button), as a cookie it sends back only to the callback, and only over HTTPS when that is
     HTTPS."""
-    reddit = accounts.reddit_client(engine)
+    reddit = accounts.reddit_client(scheduler)
     response.set_cookie(_cookie_name(started.state), started.secret, max_age=int(LINK_STATE_SECONDS),
                         path=_callback_path(reddit), httponly=True, samesite="lax",
                         secure=reddit.config.redirect_uri.startswith("https:"))
@@ -230,16 +230,16 @@ class CallbackQuery(ApiBody, rename=None, forbid_unknown_fields=False):
                tags=("accounts",))
 async def finish_link(request: Request) -> Response:
     query = read_query(request, CallbackQuery)
-    engine = request.app.state.api.engine
+    scheduler = request.app.state.api.scheduler
     cookie = request.cookies.get(_cookie_name(query.state)) if query.state else None
-    answer = await accounts.answer_link(engine, query.state, query.code, query.error,
+    answer = await accounts.answer_link(scheduler, query.state, query.code, query.error,
                                         browser_secret=cookie)
     if isinstance(answer, LinkPending):
         if "text/html" in request.headers.get("accept", ""):
             return HTMLResponse(_pending_page(answer), 202)
         return json_response(answer, 202)
     response = await _linked_response(request, answer)
-    response.delete_cookie(_cookie_name(query.state), path=_callback_path(accounts.reddit_client(engine)))
+    response.delete_cookie(_cookie_name(query.state), path=_callback_path(accounts.reddit_client(scheduler)))
     return response
 
 
@@ -252,7 +252,7 @@ async def finish_link(request: Request) -> Response:
 async def complete_link(request: Request) -> Response:
     user = await require_user(request)
     body = await read_json(request, LinkCompletion)
-    account = await accounts.complete_link(request.app.state.api.engine, user, body.state,
+    account = await accounts.complete_link(request.app.state.api.scheduler, user, body.state,
                                            body.secret, body.verification_code)
     return json_response(account_view(account))
 

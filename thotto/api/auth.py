@@ -22,8 +22,9 @@ import time
 
 from starlette.requests import Request
 
-from thotto.errors import Forbidden, StoreUnavailable, TooManyRequests, Unauthorized
-from thotto.messages import Role, User
+from thotto.engine.errors import StoreUnavailable
+from thotto.errors import Forbidden, TooManyRequests, Unauthorized
+from thotto.scheduler.records import Role, User
 from thotto.usecases.tokens import token_hash, token_key, user_tag
 from thotto.web.sessions import has_session_cookie, session_user
 

@@ -3,7 +3,7 @@
 scheduling it (``POST /api/scheduled-posts/check``).
 
 Both answer from the checks scheduling itself makes (:func:`thotto.usecases.posts.problems`,
-:func:`thotto.community.rule_problems` through it), so the page never holds a second copy of a
+:func:`thotto.scheduler.community.rule_problems` through it), so the page never holds a second copy of a
 rule: it shows what these say.
 """
 
@@ -15,8 +15,9 @@ from starlette.responses import Response
 
 from thotto.api.endpoints import EndpointGroup, camel, json_response, read_json, read_query
 from thotto.api.auth import require_user
-from thotto.errors import NotFound, ValidationError
-from thotto.messages import (
+from thotto.engine.errors import NotFound
+from thotto.errors import ValidationError
+from thotto.scheduler.records import (
     FlairView,
     PostCheck,
     PostKind,
@@ -63,7 +64,7 @@ async def rules_view(context, user: User, subreddit: str, account: str | None) -
     if account is not None and not chosen:
         raise ValidationError(f"u/{account} is not linked to your user", field="account")
     if chosen:
-        rules = await context.engine.posts.rules_for(chosen[0].id, subreddit)
+        rules = await context.scheduler.posts.rules_for(chosen[0].id, subreddit)
     else:
         rules = await context.store.get_subreddit_rules(subreddit)
     return _view(subreddit, rules)
@@ -95,7 +96,7 @@ def _view(subreddit: str, rules: SubredditRules | None) -> SubredditRulesView:
 async def check_post(request: Request) -> Response:
     user = await require_user(request)
     body = await read_json(request, ScheduleRequest)
-    found = await posts.problems(request.app.state.api.engine, user, body)
+    found = await posts.problems(request.app.state.api.scheduler, user, body)
     # Fields are named as the API names them (camelCase), so a page puts each beside its input.
     return json_response(PostCheck(problems=[
         msgspec.structs.replace(problem, field=camel(problem.field)) for problem in found.problems]))

@@ -1,4 +1,4 @@
-"""The HTTP API as a Starlette app over an :class:`~thotto.engine.Engine`.
+"""The HTTP API as a Starlette app over the engine and the Reddit scheduler.
 
 Every route is an :class:`Endpoint`: the handler plus what it reads and returns. The Starlette
 routes and the OpenAPI document (:mod:`thotto.api.openapi`) are both built from that one table, so
@@ -13,44 +13,51 @@ import functools
 import logging
 import math
 import re
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
-from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from thotto.errors import (
+import actors
+from thotto.cache import Cache
+from thotto.config import Settings
+from thotto.engine.clock import Clock
+from thotto.engine.engine import Engine
+from thotto.engine.errors import (
     Conflict,
     ConfigError,
-    DuplicatePost,
-    Forbidden,
     InvalidTransition,
-    MediaInUse,
-    OutcomePending,
     JobError,
     NotFound,
-    PayloadTooLarge,
-    UnsupportedMedia,
     StoreUnavailable,
     ThottoError,
-    TooManyRequests,
-    Unauthorized,
     ValidationError,
 )
-from thotto.messages import ErrorBody
+from thotto.scheduler.records import ErrorBody
 from thotto.usecases.posts import BatchInvalid
+from thotto.errors import DuplicatePost
+from thotto.errors import Forbidden
+from thotto.errors import MediaInUse
+from thotto.monitor import Monitor
+from thotto.errors import OutcomePending
+from thotto.errors import PayloadTooLarge
+from thotto.scheduler.scheduler import Scheduler
+from thotto.services import Services
+from thotto.store.base import Store
+from thotto.errors import TooManyRequests
+from thotto.errors import Unauthorized
+from thotto.errors import UnsupportedMedia
 
 if TYPE_CHECKING:
     from thotto.api.auth import FailureLimiter, RequestLimiter
-    from thotto.engine import Engine
 
 log = logging.getLogger("thotto.api")
 
@@ -88,31 +95,38 @@ SUMMARY = {400: "Malformed JSON", 401: "Not signed in", 403: "Not allowed", 404:
 
 @dataclass
 class ApiContext:
-    """What the API's handlers share: the engine (which the use cases take), the per-user
-    request limiter and the per-address failed-authentication limiter."""
+    """What the API's handlers share: the process's services, the engine, the Reddit scheduler
+    (which the product's use cases take), the per-user request limiter and the per-address
+    failed-authentication limiter (None for callers that are not HTTP clients, e.g. the CLI)."""
 
-    engine: "Engine"
+    services: Services
+    engine: Engine
+    scheduler: Scheduler
     limiter: "RequestLimiter | None" = None
     auth_failures: "FailureLimiter | None" = None
     """Failed authentications per client address (None: unlimited, e.g. the CLI)."""
     base_url: str = ""
     """How users reach the API (set once the server is listening)."""
+    monitor: Monitor | None = None
+    """The queue monitor of the serving process (None for the CLI)."""
+    supervisor: actors.Supervisor | None = None
+    """The serving process's supervisor, once its tree is built (its actors' health)."""
 
     @property
-    def services(self):
-        return self.engine.services
+    def settings(self) -> Settings:
+        return self.services.settings
 
     @property
-    def settings(self):
-        return self.engine.settings
+    def store(self) -> Store:
+        return self.services.store
 
     @property
-    def store(self):
-        return self.engine.store
+    def cache(self) -> Cache:
+        return self.services.cache
 
     @property
-    def cache(self):
-        return self.engine.services.cache
+    def clock(self) -> Clock:
+        return self.services.clock
 
 
 @dataclass(frozen=True)
@@ -381,20 +395,10 @@ async def _on_thotto_error(request: Request, error: Exception) -> Response:
 
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
-    if error.status_code == 404 and _wants_a_page(request):
-        from thotto.web.pages import error_page
-
-        return error_page(request, None, 404, f"There is no page at {request.url.path}.")
     detail = {404: f"No route {request.url.path}; see /openapi.json",
               405: f"{request.method} is not allowed on {request.url.path}"}.get(error.status_code, error.detail)
     return json_response(ErrorBody(error=SUMMARY.get(error.status_code, "Error"), detail=detail),
                          error.status_code, dict(error.headers or {}))
-
-
-def _wants_a_page(request: Request) -> bool:
-    """A browser opening a page (not the JSON API): it is answered with a page."""
-    path = request.url.path
-    return not path.startswith(("/api/", "/metrics", "/openapi")) and "text/html" in request.headers.get("accept", "")
 
 
 async def _on_unexpected(request: Request, error: Exception) -> Response:
@@ -404,26 +408,45 @@ async def _on_unexpected(request: Request, error: Exception) -> Response:
     return json_response(ErrorBody(error="Internal error", detail=f"logged as incident {incident}"), 500)
 
 
-# --- the app -----------------------------------------------------------------------------------
+def error_handlers() -> dict:
+    """Starlette's exception handlers: Thotto's errors, HTTP errors, and the unexpected."""
+    return {ThottoError: _on_thotto_error, HTTPException: _on_http_error, Exception: _on_unexpected}
 
 
-def all_endpoints() -> list[Endpoint]:
-    """Every endpoint of the API, in matching order."""
-    from thotto.api import accounts, composing, media, monitoring, openapi, posts
-
-    return [*composing.ENDPOINTS.endpoints, *posts.ENDPOINTS.endpoints, *accounts.ENDPOINTS.endpoints, *media.ENDPOINTS.endpoints,
-            *openapi.ENDPOINTS.endpoints, *monitoring.ENDPOINTS.endpoints]
+# --- timing requests ---------------------------------------------------------------------------
 
 
-def build_app(context: ApiContext, extra_routes: Sequence[Route] = ()) -> Starlette:
-    """The Starlette app serving every endpoint over ``context``."""
-    from thotto.web.routes import page_routes
+class MetricsMiddleware:
+    """ASGI middleware timing HTTP requests into ``thotto_http_request_duration_seconds``.
 
-    routes = [endpoint.route() for endpoint in all_endpoints()] + page_routes() + list(extra_routes)
-    from thotto.metrics import MetricsMiddleware
+    The route label is the matched route's path template (``/api/posts/{id}``), so label values
+    stay few; unmatched paths count as ``unmatched``. ``metrics`` is a :class:`Metrics` or a
+    callable returning the one to use (the app's engine may be attached after construction).
+    """
 
-    app = Starlette(routes=routes, exception_handlers={
-        ThottoError: _on_thotto_error, HTTPException: _on_http_error, Exception: _on_unexpected,
-    }, middleware=[Middleware(MetricsMiddleware, metrics=lambda: context.services.metrics)])
-    app.state.api = context
-    return app
+    def __init__(self, app: Any, metrics: Any):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500  # an exception before any response counts as a server error
+
+        async def sending(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            metrics = self.metrics() if callable(self.metrics) else self.metrics
+            if metrics is not None:
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                metrics.http_duration.labels(scope.get("method", ""), template, str(status)).observe(
+                    time.perf_counter() - started)

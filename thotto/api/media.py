@@ -2,7 +2,7 @@
 
 An upload is the image as the request body (any Content-Type: the file's own bytes decide what
 it is) or the one file field of a ``multipart/form-data`` form, streamed through
-:func:`thotto.media.upload_media` (the same function ``thotto media upload`` calls), so the
+:func:`thotto.scheduler.media.upload_media` (the same function ``thotto media upload`` calls), so the
 server never holds the whole file in memory. Location and camera metadata are removed unless
 ``?keepMetadata=true``; the answer says what was removed. Another user's media is 404 everywhere.
 """
@@ -21,9 +21,10 @@ from starlette.responses import Response, StreamingResponse
 
 from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_query
 from thotto.api.auth import require_user
-from thotto.errors import PayloadTooLarge, ValidationError
-from thotto.media import upload_media
-from thotto.messages import ApiBody, Media, MediaKind, MediaList, MediaView
+from thotto.engine.errors import ValidationError
+from thotto.errors import PayloadTooLarge
+from thotto.scheduler.media import upload_media
+from thotto.scheduler.records import ApiBody, Media, MediaKind, MediaList, MediaView
 
 ENDPOINTS = EndpointGroup()
 TAGS = ("media",)

@@ -20,16 +20,20 @@ import trio
 from starlette.requests import Request
 from starlette.responses import Response
 
-from thotto import webhooks
+from thotto.scheduler import webhooks
 from thotto.api.auth import require_admin
 from thotto.api.endpoints import EndpointGroup, json_response, path_id, read_json, read_query
-from thotto.errors import NotFound, StoreError, StoreUnavailable, ValidationError
-from thotto.messages import Role, FlairId, FlairText, JobState, Name, PostView, Subreddit, Title
+from thotto.engine.errors import NotFound, StoreError, StoreUnavailable
+from thotto.errors import ValidationError
+from thotto.engine.jobs import JobState, Name
+from thotto.scheduler.records import Role, FlairId, FlairText, PostView, Subreddit, Title
 from thotto.metrics import CONTENT_TYPE
 from thotto.monitor import Alert, QueueSnapshot, SystemSnapshot
-from thotto.store.base import JobSearch
+from thotto.engine.store.base import JobSearch
 from thotto.usecases import operations
 from thotto.usecases.posts import post_view
+from thotto.api.endpoints import ApiContext
+from thotto.monitor import Monitor
 
 ENDPOINTS = EndpointGroup()
 READY_TIMEOUT_SECONDS = 5.0
@@ -157,15 +161,15 @@ class Deliveries(Body):
     next_cursor: str | None = None
 
 
-def _engine(request: Request):
-    return request.app.state.api.engine
+def _context(request: Request) -> ApiContext:
+    return request.app.state.api
 
 
-def _monitor(request: Request):
-    tree = _engine(request).tree
-    if tree is None:
+def _monitor(request: Request) -> Monitor:
+    monitor = _context(request).monitor
+    if monitor is None:
         raise StoreUnavailable("The engine is not running")
-    return tree.monitor
+    return monitor
 
 
 async def _latest(request: Request) -> dict[str, QueueSnapshot]:
@@ -183,10 +187,10 @@ async def _latest(request: Request) -> dict[str, QueueSnapshot]:
                tags=TAGS, content_type=CONTENT_TYPE, errors=(401, 403))
 async def metrics(request: Request) -> Response:
     await require_admin(request)
-    engine = _engine(request)
-    registry = engine.services.metrics
+    context = _context(request)
+    registry = context.services.metrics
     try:
-        await registry.refresh(engine.store)
+        await registry.refresh(context.store)
     except StoreError:
         pass  # the depth gauges keep their last values; the rest is still worth scraping
     return Response(registry.render(), media_type=CONTENT_TYPE)
@@ -205,7 +209,7 @@ async def _store_latency(request: Request) -> float:
     started = time.perf_counter()
     try:
         with trio.fail_after(READY_TIMEOUT_SECONDS):
-            await _engine(request).store.next_due()
+            await _context(request).store.next_due()
     except (StoreError, trio.TooSlowError) as error:
         raise StoreUnavailable(f"The store did not answer: {error or 'timed out'}") from error
     return (time.perf_counter() - started) * 1000
@@ -215,7 +219,7 @@ async def _store_latency(request: Request) -> float:
                response=Crons, auth="admin", tags=TAGS, errors=(401, 403))
 async def crons(request: Request) -> Response:
     await require_admin(request)
-    statuses = await _engine(request).cron_statuses()
+    statuses = await _context(request).engine.cron_statuses()
     return json_response(Crons(crons=[CronBody(
         name=s.name, schedule=s.schedule, timezone=s.timezone, next_run_at=s.next_run_at,
         last_run_at=s.last_run_at, last_duration_seconds=s.last_duration_seconds,
@@ -268,7 +272,7 @@ async def queue_health(request: Request) -> Response:
 async def failures(request: Request) -> Response:
     await require_admin(request)
     query = read_query(request, FailureQuery)
-    return json_response(await operations.failures(_engine(request), queue=query.queue,
+    return json_response(await operations.failures(_context(request).scheduler, queue=query.queue,
                                                    cursor=query.cursor, limit=query.limit))
 
 
@@ -277,7 +281,7 @@ async def failures(request: Request) -> Response:
                response=Retried, auth="admin", tags=TAGS, errors=(401, 403, 404, 409))
 async def retry_failure(request: Request) -> Response:
     await require_admin(request)
-    job = await operations.retry_job(_engine(request), path_id(request))
+    job = await operations.retry_job(_context(request).scheduler, path_id(request))
     return json_response(Retried(job_id=job.id, retried=True))
 
 
@@ -291,7 +295,7 @@ async def reschedule_failure(request: Request) -> Response:
     edits = {name: getattr(change, name) for name in ("subreddit", "title", "text", "url",
                                                       "flair_id", "flair_text")
              if getattr(change, name) is not None}
-    post = await operations.reschedule_failed_post(_engine(request), path_id(request),
+    post = await operations.reschedule_failed_post(_context(request).scheduler, path_id(request),
                                                    scheduled_for=change.scheduled_for, edits=edits)
     return json_response(post_view(post))
 
@@ -302,7 +306,7 @@ async def reschedule_failure(request: Request) -> Response:
 async def search_jobs(request: Request) -> Response:
     await require_admin(request)
     query = read_query(request, JobQuery)
-    return json_response(await operations.search(_engine(request), query.search()))
+    return json_response(await operations.search(_context(request).scheduler, query.search()))
 
 
 @ENDPOINTS.add("POST", "/api/jobs/redrive",
@@ -312,21 +316,21 @@ async def search_jobs(request: Request) -> Response:
 async def redrive_jobs(request: Request) -> Response:
     await require_admin(request)
     body = await read_json(request, RedriveRequest)
-    engine = _engine(request)
+    context = _context(request)
     if body.job_ids is not None:
         if any(value is not None for value in (body.queue, body.kind, body.run_from, body.run_to)):
             raise ValidationError("Give either jobIds or a search (queue, kind, from, to), not both",
                                   field="jobIds")
-        return json_response(await operations.redrive(engine, job_ids=body.job_ids))
+        return json_response(await operations.redrive(context.scheduler, job_ids=body.job_ids))
     search = JobSearch(queue=body.queue, kind=body.kind, run_from=body.run_from, run_to=body.run_to)
-    return json_response(await operations.redrive(engine, query=search))
+    return json_response(await operations.redrive(context.scheduler, query=search))
 
 
 @ENDPOINTS.add("GET", "/api/jobs/{id}", "A job: payload, attempts, errors, its post, and whether it can be retried",
                response=operations.JobDetail, auth="admin", tags=TAGS, errors=(401, 403, 404))
 async def get_job(request: Request) -> Response:
     await require_admin(request)
-    return json_response(await operations.job_detail(_engine(request), path_id(request)))
+    return json_response(await operations.job_detail(_context(request).scheduler, path_id(request)))
 
 
 @ENDPOINTS.add("POST", "/api/jobs/{id}/retry",
@@ -334,7 +338,7 @@ async def get_job(request: Request) -> Response:
                response=operations.JobView, auth="admin", tags=TAGS, errors=(401, 403, 404, 409))
 async def retry_job(request: Request) -> Response:
     await require_admin(request)
-    return json_response(await operations.retry_job(_engine(request), path_id(request)))
+    return json_response(await operations.retry_job(_context(request).scheduler, path_id(request)))
 
 
 @ENDPOINTS.add("POST", "/api/jobs/{id}/cancel",
@@ -342,14 +346,14 @@ async def retry_job(request: Request) -> Response:
                response=operations.JobView, auth="admin", tags=TAGS, errors=(401, 403, 404, 409))
 async def cancel_job(request: Request) -> Response:
     await require_admin(request)
-    return json_response(await operations.cancel_job(_engine(request), path_id(request)))
+    return json_response(await operations.cancel_job(_context(request).scheduler, path_id(request)))
 
 
 @ENDPOINTS.add("GET", "/api/queues", "Every queue with its counts by state, and whether it is paused",
                response=operations.QueueList, auth="admin", tags=TAGS, errors=(401, 403))
 async def list_queues(request: Request) -> Response:
     await require_admin(request)
-    return json_response(await operations.queues(_engine(request)))
+    return json_response(await operations.queues(_context(request).scheduler))
 
 
 def _queue_name(request: Request) -> str:
@@ -366,14 +370,14 @@ def _queue_name(request: Request) -> str:
                response=operations.QueueState, auth="admin", tags=TAGS, errors=(401, 403, 422))
 async def pause_queue(request: Request) -> Response:
     await require_admin(request)
-    return json_response(await operations.pause(_engine(request), _queue_name(request)))
+    return json_response(await operations.pause(_context(request).scheduler, _queue_name(request)))
 
 
 @ENDPOINTS.add("POST", "/api/queues/{queue}/resume", "Resume a paused queue in every process",
                response=operations.QueueState, auth="admin", tags=TAGS, errors=(401, 403, 422))
 async def resume_queue(request: Request) -> Response:
     await require_admin(request)
-    return json_response(await operations.resume(_engine(request), _queue_name(request)))
+    return json_response(await operations.resume(_context(request).scheduler, _queue_name(request)))
 
 
 @ENDPOINTS.add("GET", "/api/monitoring/webhooks",
@@ -382,7 +386,7 @@ async def resume_queue(request: Request) -> Response:
 async def webhook_deliveries(request: Request) -> Response:
     await require_admin(request)
     query = read_query(request, PageQuery)
-    found, cursor = await webhooks.deliveries(_engine(request).store, cursor=query.cursor,
+    found, cursor = await webhooks.deliveries(_context(request).store, cursor=query.cursor,
                                               limit=query.limit)
     return json_response(Deliveries(deliveries=found, next_cursor=cursor))
 
@@ -394,11 +398,11 @@ async def webhook_deliveries(request: Request) -> Response:
                response=SystemHealth, auth="admin", tags=TAGS, errors=(401, 403))
 async def system_health(request: Request) -> Response:
     await require_admin(request)
-    engine = _engine(request)
+    context = _context(request)
     await _latest(request)
     monitor = _monitor(request)
-    components = [await _store_component(request), _redis_component(engine, monitor),
-                  _reddit_component(engine), _actors_component(engine), _cache_component(engine)]
+    components = [await _store_component(request), _redis_component(context, monitor),
+                  _reddit_component(context), _actors_component(context), _cache_component(context)]
     bad = any(c.status not in ("ok", "off") for c in components) or monitor.alerts
     return json_response(SystemHealth(status="degraded" if bad else "healthy", components=components,
                                       alerts=list(monitor.alerts.values()),
@@ -411,44 +415,44 @@ async def _store_component(request: Request) -> Component:
     except StoreUnavailable as error:
         return Component(name="store", status="down", detail={"error": str(error)})
     return Component(name="store", status="ok", detail={
-        "adapter": _engine(request).store.name, "latencyMs": round(latency, 3)})
+        "adapter": _context(request).store.name, "latencyMs": round(latency, 3)})
 
 
-def _redis_component(engine, monitor) -> Component:
-    if not engine.settings.redis_url:
+def _redis_component(context: ApiContext, monitor: Monitor) -> Component:
+    if not context.settings.redis_url:
         return Component(name="redis", status="off")
     system = monitor.system
     if system is None or system.redis_error:
         return Component(name="redis", status="down",
                          detail={"error": system.redis_error if system else "not probed yet"})
-    slow = system.redis_latency_ms > engine.settings.alert_redis_latency_ms
+    slow = system.redis_latency_ms > context.settings.alert_redis_latency_ms
     return Component(name="redis", status="degraded" if slow else "ok", detail={
         "latencyMs": round(system.redis_latency_ms, 3), "memoryBytes": system.redis_memory_bytes})
 
 
-def _reddit_component(engine) -> Component:
-    if engine.services.reddit is None:
+def _reddit_component(context: ApiContext) -> Component:
+    if context.services.reddit is None:
         return Component(name="reddit", status="off")
-    states = {name: snap.state for name, snap in engine.services.breakers.snapshot().items()
+    states = {name: snap.state for name, snap in context.services.breakers.snapshot().items()
               if name.startswith("reddit.")}
     app_open = any(state != "closed" for name, state in states.items() if name.startswith("reddit.client."))
     return Component(name="reddit", status="degraded" if app_open else "ok", detail={"breakers": states})
 
 
-def _actors_component(engine) -> Component:
-    tree = engine.tree
-    if tree is None:
+def _actors_component(context: ApiContext) -> Component:
+    supervisor = context.supervisor
+    if supervisor is None:
         return Component(name="actors", status="down")
     children = {c.name: {"state": c.state.value, "restarts": c.restart_count, "lastError": c.last_error}
-                for c in tree.supervisor.children()}
-    healthy = tree.supervisor.state.value == "running" and all(
+                for c in supervisor.children()}
+    healthy = supervisor.state.value == "running" and all(
         child["state"] == "running" for child in children.values())
     return Component(name="actors", status="ok" if healthy else "degraded", detail={
-        "supervisor": tree.supervisor.state.value, "children": children})
+        "supervisor": supervisor.state.value, "children": children})
 
 
-def _cache_component(engine) -> Component:
-    stats = engine.services.cache.stats()
+def _cache_component(context: ApiContext) -> Component:
+    stats = context.cache.stats()
     status = {"off": "ok", "ok": "ok"}.get(stats.l2, "degraded")
     return Component(name="cache", status=status, detail={
         "l2": stats.l2, "keys": stats.keys, "hitRatio": round(stats.hit_ratio, 4)})
@@ -461,7 +465,7 @@ def _cache_component(engine) -> Component:
                auth="admin", tags=TAGS, errors=(401, 403))
 async def breakers(request: Request) -> Response:
     await require_admin(request)
-    services = _engine(request).services
+    services = _context(request).services
     snapshots = dict(services.breakers.snapshot())
     redis = services.cache.breaker.snapshot()
     snapshots.setdefault(redis.name, redis)
@@ -472,7 +476,7 @@ async def breakers(request: Request) -> Response:
                auth="admin", tags=TAGS, errors=(401, 403))
 async def cache(request: Request) -> Response:
     await require_admin(request)
-    stats = _engine(request).services.cache.stats()
+    stats = _context(request).services.cache.stats()
     return json_response({"stats": stats, "hitRatio": stats.hit_ratio})
 
 

@@ -1,13 +1,13 @@
 """The OpenAPI 3.1 document, generated from the endpoint table and the msgspec body types.
 
 ``GET /openapi.json`` serves it; ``thotto openapi`` prints it (docs/api.md is generated from it).
-Everything in it comes from :func:`thotto.api.endpoints.all_endpoints`: paths, methods, bodies,
+Everything in it comes from the endpoint table (:func:`thotto.api.routes.all_endpoints`, which
+the served app keeps as ``app.state.endpoints``): paths, methods, bodies,
 responses, query parameters, auth and error statuses, so it is true to what the API does.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 from typing import Any
@@ -17,15 +17,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from thotto import __version__
-from thotto.api.endpoints import SUMMARY, Endpoint, EndpointGroup, all_endpoints, json_response
-from thotto.messages import ApiBody, ErrorBody
+from thotto.api.endpoints import SUMMARY, Endpoint, EndpointGroup, json_response
+from thotto.scheduler.records import ApiBody, ErrorBody
 
 ENDPOINTS = EndpointGroup()
 REF = "#/components/schemas/{name}"
 
 
-def document() -> dict[str, Any]:
-    endpoints = [e for e in all_endpoints() if e.method != "HEAD"]
+def document(all_endpoints: tuple[Endpoint, ...]) -> dict[str, Any]:
+    endpoints = [e for e in all_endpoints if e.method != "HEAD"]
     types = _types(endpoints)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     _clean_descriptions(components)
@@ -144,9 +144,9 @@ def _query_parameters(query: Any, schema_of: dict[Any, Any]) -> list[dict[str, A
             for name, schema in struct["properties"].items()]
 
 
-def markdown() -> str:
+def markdown(endpoints: tuple[Endpoint, ...]) -> str:
     """The API reference for docs/api.md, generated from the same document."""
-    doc = document()
+    doc = document(endpoints)
     lines = ["# Thotto HTTP API", "",
              f"Generated from the OpenAPI {doc['openapi']} document (`GET /openapi.json`, or "
              "`thotto openapi`) by `thotto openapi --markdown`. Bodies are JSON in camelCase; unknown "
@@ -193,14 +193,16 @@ def _schema_name(schema: dict[str, Any]) -> str:
     return f"`{schema.get('type', 'any')}`"
 
 
-@functools.cache
-def encoded_document() -> bytes:
-    return msgspec.json.encode(document())
+def encoded_document(endpoints: tuple[Endpoint, ...]) -> bytes:
+    return msgspec.json.encode(document(endpoints))
 
 
 @ENDPOINTS.add("GET", "/openapi.json", "This document", auth=None, tags=("meta",))
 async def openapi_json(request: Request) -> Response:
-    return Response(encoded_document(), media_type="application/json")
+    state = request.app.state
+    if state.openapi is None:  # made on the first request, then kept with the app
+        state.openapi = encoded_document(state.endpoints)
+    return Response(state.openapi, media_type="application/json")
 
 
 class Liveness(ApiBody):

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from thotto.api.auth import require_user
 from thotto.api.endpoints import EndpointGroup, decode_body, json_response, path_id, read_body, read_json, read_query
 from thotto.errors import ValidationError
-from thotto.messages import (
+from thotto.scheduler.records import (
     BatchScheduleRequest,
     OptimalTimes,
     OptimalTimesRequest,
@@ -34,7 +34,7 @@ from thotto.messages import (
     ScheduledPosts,
     ScheduleRequest,
 )
-from thotto.posts import post_list_tag
+from thotto.scheduler.posts import post_list_tag
 from thotto.usecases import posts
 from thotto.usecases.posts import BatchInvalid, item_error, post_view
 
@@ -63,7 +63,7 @@ class PostQuery(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 async def schedule_post(request: Request) -> Response:
     user = await require_user(request)
     body = await read_json(request, ScheduleRequest)
-    created = await posts.schedule(request.app.state.api.engine, user, [body], batch=False)
+    created = await posts.schedule(request.app.state.api.scheduler, user, [body], batch=False)
     return json_response(ScheduledPosts(posts=[post_view(post) for post in created]), 201)
 
 
@@ -87,7 +87,7 @@ async def schedule_batch(request: Request) -> Response:
             errors.append(item_error(index, error))
     if errors:
         raise BatchInvalid(errors)
-    created = await posts.schedule(request.app.state.api.engine, user, requests, batch=True)
+    created = await posts.schedule(request.app.state.api.scheduler, user, requests, batch=True)
     return json_response(ScheduledPosts(posts=[post_view(post) for post in created]), 201)
 
 
@@ -104,7 +104,7 @@ async def list_posts(request: Request) -> Response:
 
     async def load() -> bytes:
         page = await posts.list_page(
-            context.engine, user, status=query.status, scheduled_from=query.scheduled_from,
+            context.scheduler, user, status=query.status, scheduled_from=query.scheduled_from,
             scheduled_to=query.scheduled_to, cursor=query.cursor, limit=query.limit)
         body = PostList(posts=[post_view(post) for post in page.posts], next_cursor=page.next_cursor)
         return msgspec.json.encode(body)
@@ -119,7 +119,7 @@ async def list_posts(request: Request) -> Response:
                response=PostDetail, errors=(401, 404, 429), tags=TAGS)
 async def get_post(request: Request) -> Response:
     user = await require_user(request)
-    return json_response(await posts.detail(request.app.state.api.engine, user, path_id(request)))
+    return json_response(await posts.detail(request.app.state.api.scheduler, user, path_id(request)))
 
 
 # --- changing ------------------------------------------------------------------------------------
@@ -130,14 +130,14 @@ async def get_post(request: Request) -> Response:
 async def change_post(request: Request) -> Response:
     user = await require_user(request)
     change = await read_json(request, PostChange)
-    return json_response(post_view(await posts.edit(request.app.state.api.engine, user, path_id(request), change)))
+    return json_response(post_view(await posts.edit(request.app.state.api.scheduler, user, path_id(request), change)))
 
 
 @ENDPOINTS.add("DELETE", "/api/scheduled-posts/{id}", "Cancel a scheduled post",
                response=PostView, errors=(401, 404, 409, 429), tags=TAGS)
 async def cancel_post(request: Request) -> Response:
     user = await require_user(request)
-    return json_response(post_view(await posts.cancel(request.app.state.api.engine, user, path_id(request))))
+    return json_response(post_view(await posts.cancel(request.app.state.api.scheduler, user, path_id(request))))
 
 
 @ENDPOINTS.add("POST", "/api/scheduled-posts/optimal-times",
@@ -146,5 +146,5 @@ async def cancel_post(request: Request) -> Response:
 async def optimal_times(request: Request) -> Response:
     await require_user(request)
     body = await read_json(request, OptimalTimesRequest)
-    times = await request.app.state.api.engine.optimal_times(body.subreddit)
+    times = await request.app.state.api.scheduler.optimal_times(body.subreddit)
     return json_response(times)

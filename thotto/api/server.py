@@ -13,8 +13,9 @@ import socket
 
 import trio
 
-from thotto.api.endpoints import ApiContext, build_app
-from thotto.errors import ConfigError
+from thotto.api.endpoints import ApiContext
+from thotto.api.routes import build_app
+from thotto.engine.errors import ConfigError
 
 log = logging.getLogger("thotto.api.server")
 

@@ -74,13 +74,13 @@ import trio
 
 from thotto.breaker import Breaker, BreakerConfig, Breakers, BreakerState
 from thotto.cache.local import LocalCache
-from thotto.clock import Clock
+from thotto.engine.clock import Clock
 from thotto.errors import BreakerOpen
 from thotto.store.base import BROADCAST_MAX_BYTES
 
 if TYPE_CHECKING:
     import actors
-    from thotto.aio import Sidecar
+    from thotto.engine.aio import Sidecar
     from thotto.cache.redis import RedisLink
     from thotto.config import Settings
     from thotto.store.base import Store
@@ -490,7 +490,7 @@ class Cache:
 
                 sidecar = self._sidecar
                 if sidecar is None:
-                    from thotto.aio import open_sidecar
+                    from thotto.engine.aio import open_sidecar
 
                     sidecar = await stack.enter_async_context(open_sidecar("thotto-cache"))
                 link = RedisLink(self.config.redis_url, sidecar, timeout_seconds=self.config.redis_timeout_seconds)

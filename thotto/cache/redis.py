@@ -2,7 +2,7 @@
 
 Each public coroutine here is one hop to the sidecar (thotto/aio.py) carrying a whole batch (MGET, a
 pipeline), never one hop per key. Concurrent single-key reads share one MGET through a
-:class:`~thotto.aio.Coalescer`. Failures raise the driver's own exceptions (``redis`` errors,
+:class:`~thotto.engine.aio.Coalescer`. Failures raise the driver's own exceptions (``redis`` errors,
 ``OSError``, timeouts); callers decide (the cache falls back to memory and the loader, breakers
 decide alone). The client does not retry: ``timeout_seconds`` bounds each command and one
 immediate retry covers a connection that died while idle in the pool. A Redis that is down
@@ -28,7 +28,7 @@ import trio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from thotto.aio import Coalescer, Sidecar, SidecarClosed
+from thotto.engine.aio import Coalescer, Sidecar, SidecarClosed
 
 log = logging.getLogger("thotto.redis")
 

@@ -53,15 +53,14 @@ import msgspec
 import trio
 import trio_websocket
 
+from thotto.engine.errors import ConfigError, ThottoError
 from thotto.errors import (
-    ConfigError,
     RedditAuthError,
     RedditMediaPending,
     RedditOutcomeUnknown,
     RedditPermanent,
     RedditRateLimited,
     RedditRetryable,
-    ThottoError,
 )
 from thotto.reddit.ratelimit import RateLimiter, parse_rate_limit_headers
 
@@ -281,7 +280,7 @@ class ImageUpload:
     @classmethod
     def from_store(cls, store: Any, media: Any, *, caption: str | None = None,
                    outbound_url: str | None = None) -> "ImageUpload":
-        """The item of a media-library image (``media``, a :class:`thotto.messages.Media`),
+        """The item of a media-library image (``media``, a :class:`thotto.scheduler.records.Media`),
         its bytes read from ``store`` chunk by chunk on each upload."""
         return cls(file_name=f"image-{media.id}.{media.kind.value}",
                    mime_type=media.kind.content_type, size=media.bytes,

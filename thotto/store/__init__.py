@@ -11,12 +11,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from thotto.errors import ConfigError
-from thotto.messages import utcnow
-from thotto.store.base import NowFunction, Store
+from thotto.engine.errors import ConfigError
+from thotto.engine.jobs import utcnow
+from thotto.engine.store.base import NowFunction
+from thotto.store.base import Store
 
 if TYPE_CHECKING:
-    from thotto.aio import Sidecar
+    from thotto.engine.aio import Sidecar
 
 POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
@@ -40,6 +41,11 @@ async def open_store(url: str, *, clock: NowFunction = utcnow, sidecar: "Sidecar
             yield store
 
 
+def sqlite_file(url: str) -> str | None:
+    """The SQLite database file the URL names; None for a Postgres URL."""
+    return None if url.startswith(POSTGRES_SCHEMES) else sqlite_path(url)
+
+
 def sqlite_path(url: str) -> str:
     """The file path of a ``sqlite:///...`` URL (or of a bare path)."""
     if url.startswith("sqlite:///"):
@@ -53,4 +59,4 @@ def sqlite_path(url: str) -> str:
     return url
 
 
-__all__ = ["open_store", "Store", "sqlite_path"]
+__all__ = ["open_store", "Store", "sqlite_file", "sqlite_path"]

@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from thotto.errors import InvalidTransition, OutcomePending
-from thotto.messages import POST_STATUS_OF_JOB_STATE, JobState, Post, PostStatus
+from thotto.engine.errors import InvalidTransition
+from thotto.engine.jobs import JobState
+from thotto.errors import OutcomePending
+from thotto.scheduler.records import POST_STATUS_OF_JOB_STATE, Post, PostStatus
 
 RECONCILE_SETTLE_SECONDS = 60.0
 """How long after an attempt Reddit's listing of the account's submissions is trusted to show
 the post if Reddit accepted it. Before then, a post that is not listed yet may still appear, so
-the publisher defers rather than submit again (thotto.publishing), and a change waits."""
+the publisher defers rather than submit again (thotto.scheduler.publishing), and a change waits."""
 
 
 def post_status(job_state: JobState, armed_at: datetime | None, reddit_id: str | None) -> PostStatus:

@@ -1,6 +1,6 @@
 """The Postgres store: asyncpg on the asyncio sidecar, for several processes sharing the work.
 
-Every store call is one hop to the sidecar (:mod:`thotto.aio`) and, on the hot paths, one SQL
+Every store call is one hop to the sidecar (:mod:`thotto.engine.aio`) and, on the hot paths, one SQL
 statement, so it commits on its own without BEGIN/COMMIT round trips:
 
 * claims are one ``UPDATE ... WHERE id = ANY(ARRAY(SELECT ... FOR UPDATE SKIP LOCKED))``, so
@@ -8,7 +8,7 @@ statement, so it commits on its own without BEGIN/COMMIT round trips:
 * settles and batch enqueues pass columns as arrays (``unnest``), or as one scalar when a column
   is the same for the whole batch: one statement per batch;
 * concurrent single ``enqueue`` calls are coalesced into one multi-row insert per hop (group
-  commit, :class:`thotto.aio.Coalescer`), each caller still getting its own result;
+  commit, :class:`thotto.engine.aio.Coalescer`), each caller still getting its own result;
 * wake-ups: every write that may make a job due sooner runs ``pg_notify('thotto_wakeup', ...)``
   with the earliest run_at in its own transaction; each store LISTENs on a dedicated connection
   (reconnected if it drops), skips its own notifications and wakes its own iterators directly.
@@ -40,8 +40,8 @@ import msgspec
 import outcome
 import trio
 
-from thotto.aio import Coalescer, EventFeed, Sidecar, SidecarClosed, open_sidecar
-from thotto.errors import (
+from thotto.engine.aio import Coalescer, EventFeed, Sidecar, SidecarClosed, open_sidecar
+from thotto.engine.errors import (
     Conflict,
     InvalidTransition,
     NotFound,
@@ -51,57 +51,82 @@ from thotto.errors import (
     ThottoError,
     ValidationError,
 )
-from thotto.messages import (
+from thotto.engine.jobs import (
     UTC,
-    Account,
-    AccountUnlinked,
-    ApiToken,
     Attempt,
     AttemptOutcome,
     Completed,
     Dead,
     Deferred,
-    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     FailureCause,
     Job,
+    JobState,
+    Name,
+    NewJob,
+    Outcome,
+    QueueCount,
+    Released,
+    Retry,
+    SettleResult,
+    SettleStatus,
+    as_utc,
+    utcnow,
+    validated,
+    validated_jobs,
+)
+from thotto.scheduler.records import (
+    Account,
+    AccountUnlinked,
+    ApiToken,
     LinkRequest,
     PasswordLink,
     WebSession,
-    JobState,
+)
+from thotto.engine.store.base import (
+    JobPage,
+    JobRecord,
+    JobSearch,
+    PausedQueue,
+    QueueActivity,
+    activity_rows,
+    check_search,
+)
+from thotto.scheduler.records import (
+    EngagementReading,
     Media,
     MediaKind,
     MediaPage,
-    Name,
     NewAccount,
     NewMedia,
-    NewJob,
     NewPost,
     NewUser,
-    Outcome,
     Post,
     PostContent,
     PostEngagement,
     PostPage,
     PostStatus,
-    QueueCount,
     Recurrence,
-    Released,
-    Retry,
     Role,
-    SettleResult,
-    SettleStatus,
     Tier,
     TokenHash,
     User,
     UserRemoval,
-    as_utc,
     title_key,
-    utcnow,
     SubredditRules,
-    validated,
-    validated_jobs,
+)
+from thotto.store.base import (
+    BROADCAST_BUFFER,
+    POST_JOB_KIND,
+    POST_QUEUE,
+    Store,
+    check_broadcast,
+    decode_media_cursor,
+    encode_media_cursor,
+    media_chunks,
+    media_in_use,
+    missed_broadcasts,
 )
 from thotto.store.lifecycle import (
     STATUS_CONDITION,
@@ -110,26 +135,7 @@ from thotto.store.lifecycle import (
     post_error,
     post_status,
 )
-from thotto.store.base import (
-    BROADCAST_BUFFER,
-    POST_JOB_KIND,
-    POST_QUEUE,
-    JobPage,
-    JobRecord,
-    JobSearch,
-    NowFunction,
-    PausedQueue,
-    QueueActivity,
-    Store,
-    activity_rows,
-    check_broadcast,
-    check_search,
-    decode_media_cursor,
-    encode_media_cursor,
-    media_chunks,
-    media_in_use,
-    missed_broadcasts,
-)
+from thotto.engine.store.base import NowFunction
 
 log = logging.getLogger("thotto.store.postgres")
 
@@ -1069,7 +1075,7 @@ class PostgresStore(Store):
         """validated(job), skipping the full check for a shape of job seen before.
 
         Hot callers enqueue the same queue/kind/limits over and over; as in
-        :func:`~thotto.messages.validated_jobs`, each distinct shape is validated fully once (a
+        :func:`~thotto.engine.jobs.validated_jobs`, each distinct shape is validated fully once (a
         few µs), then only the per-job checks remain.
         """
         if type(job) is not NewJob:

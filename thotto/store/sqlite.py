@@ -42,7 +42,9 @@ import msgspec
 import outcome
 import trio
 
-from thotto.errors import (
+from thotto.engine.aio import EventFeed
+from thotto.engine.clock import wait_for_thread
+from thotto.engine.errors import (
     ConfigError,
     Conflict,
     InvalidTransition,
@@ -53,71 +55,75 @@ from thotto.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from thotto.messages import (
+from thotto.engine.jobs import (
     UTC,
-    Account,
-    AccountUnlinked,
-    ApiToken,
     Attempt,
     AttemptOutcome,
     Completed,
     Dead,
     Deferred,
-    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     FailureCause,
     Job,
-    LinkRequest,
-    PasswordLink,
-    WebSession,
     JobState,
-    Media,
-    MediaKind,
-    MediaPage,
-    NewAccount,
-    NewMedia,
     NewJob,
-    NewPost,
-    NewUser,
     Outcome,
-    Post,
-    PostContent,
-    PostEngagement,
-    PostPage,
-    PostStatus,
     QueueCount,
-    Recurrence,
     Released,
     Retry,
     SettleResult,
     SettleStatus,
-    SubredditRules,
-    Tier,
-    User,
-    UserRemoval,
-    Role,
     Name,
-    TokenHash,
-    title_key,
     utcnow,
     validated,
 )
-from thotto.aio import EventFeed
-from thotto.store.base import (
-    BROADCAST_BUFFER,
-    POST_JOB_KIND,
-    POST_QUEUE,
+from thotto.scheduler.records import (
+    Account,
+    AccountUnlinked,
+    ApiToken,
+    LinkRequest,
+    PasswordLink,
+    WebSession,
+)
+from thotto.engine.store.base import (
     JobPage,
     JobRecord,
     JobSearch,
     NowFunction,
     PausedQueue,
     QueueActivity,
-    Store,
     activity_rows,
-    check_broadcast,
     check_search,
+)
+from thotto.store.base import BROADCAST_BUFFER, POST_JOB_KIND, POST_QUEUE
+from thotto.files import PRIVATE_FILE, create_private_file
+from thotto.scheduler.records import (
+    EngagementReading,
+    Media,
+    MediaKind,
+    MediaPage,
+    NewAccount,
+    NewMedia,
+    NewPost,
+    NewUser,
+    Post,
+    PostContent,
+    PostEngagement,
+    PostPage,
+    PostStatus,
+    Recurrence,
+    SubredditRules,
+    Tier,
+    User,
+    UserRemoval,
+    Role,
+    TokenHash,
+    title_key,
+)
+from thotto.store.base import (
+    Store,
+    check_broadcast,
     decode_media_cursor,
     encode_media_cursor,
     media_chunks,
@@ -131,8 +137,6 @@ from thotto.store.lifecycle import (
     post_error,
     post_status,
 )
-from thotto.clock import wait_for_thread
-from thotto.files import PRIVATE_FILE, create_private_file
 
 log = logging.getLogger(__name__)
 

@@ -18,22 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from thotto.errors import Conflict, InvalidTransition, NotFound
-from thotto.messages import (
-    Account,
-    AttemptView,
-    FailureCause,
-    Job,
-    JobState,
-    Post,
-    PostStatus,
-)
-from thotto.posts import post_list_tag
-from thotto.store.base import POST_JOB_KIND, JobRecord, JobSearch
+from thotto.engine.errors import NotFound
+from thotto.errors import Conflict, InvalidTransition
+from thotto.engine.jobs import FailureCause, Job, JobState
+from thotto.scheduler.records import Account, AttemptView, Post, PostStatus
+from thotto.scheduler.posts import post_list_tag
+from thotto.engine.store.base import JobRecord, JobSearch
+from thotto.store.base import POST_JOB_KIND
 from thotto.usecases.posts import reschedule_failed
 
 if TYPE_CHECKING:
-    from thotto.engine import Engine
+    from thotto.scheduler.scheduler import Scheduler
 
 REDRIVE_ALL_MAX = 10_000  # jobs one "redrive all matching" touches at most
 
@@ -158,37 +153,37 @@ def job_view(record: JobRecord) -> JobView:
                    failure_cause=record.failure_cause, lease_owner=job.lease_owner)
 
 
-async def search(engine: "Engine", query: JobSearch) -> JobList:
-    page = await engine.store.search_jobs(query)
+async def search(scheduler: "Scheduler", query: JobSearch) -> JobList:
+    page = await scheduler.store.search_jobs(query)
     return JobList(jobs=[job_view(record) for record in page.jobs], next_cursor=page.next_cursor)
 
 
-async def job_detail(engine: "Engine", job_id: int) -> JobDetail:
-    store = engine.store
+async def job_detail(scheduler: "Scheduler", job_id: int) -> JobDetail:
+    store = scheduler.store
     record = await store.get_job_record(job_id)
     attempts = await store.attempts(job_id)
-    post, account = await _post_of(engine, record.job)
+    post, account = await _post_of(scheduler, record.job)
     return JobDetail(
         job=job_view(record), payload=_payload(record.job.payload),
         attempts=[AttemptView(attempt=a.attempt, started_at=a.started_at, finished_at=a.finished_at,
                               outcome=a.outcome, error=a.error) for a in attempts],
-        post=await _summary(engine, post, account), retry=retry_verdict(record, post, account))
+        post=await _summary(scheduler, post, account), retry=retry_verdict(record, post, account))
 
 
-async def failures(engine: "Engine", *, queue: str | None = None, cursor: str | None = None,
+async def failures(scheduler: "Scheduler", *, queue: str | None = None, cursor: str | None = None,
                    limit: int = 50) -> FailureList:
     """Dead jobs, newest first, from the store (so every process and every restart shows the
     same list, one row per job however often it was retried)."""
-    page = await engine.store.search_jobs(JobSearch(queue=queue, state=JobState.DEAD,
+    page = await scheduler.store.search_jobs(JobSearch(queue=queue, state=JobState.DEAD,
                                                     cursor=cursor, limit=limit))
     views = []
     for record in page.jobs:
         job = record.job
-        post, account = await _post_of(engine, job)
+        post, account = await _post_of(scheduler, job)
         views.append(FailureView(
             job_id=job.id, queue=job.queue, kind=job.kind, reason=job.last_error,
             cause=record.failure_cause, failed_at=job.finished_at, attempts=job.attempt,
-            post=await _summary(engine, post, account), retry=retry_verdict(record, post, account)))
+            post=await _summary(scheduler, post, account), retry=retry_verdict(record, post, account)))
     return FailureList(failures=views, next_cursor=page.next_cursor)
 
 
@@ -199,20 +194,20 @@ def _payload(payload: bytes) -> Any:
         return {"base64": base64.b64encode(payload).decode()}
 
 
-async def _post_of(engine: "Engine", job: Job) -> tuple[Post | None, Account | None]:
+async def _post_of(scheduler: "Scheduler", job: Job) -> tuple[Post | None, Account | None]:
     if job.kind != POST_JOB_KIND:
         return None, None
     try:
-        post = await engine.store.get_post_by_job(job.id)
-        return post, await engine.store.get_account(post.account_id)
+        post = await scheduler.store.get_post_by_job(job.id)
+        return post, await scheduler.store.get_account(post.account_id)
     except NotFound:  # purged, or a job that only looks like a post's
         return None, None
 
 
-async def _summary(engine: "Engine", post: Post | None, account: Account | None) -> PostSummary | None:
+async def _summary(scheduler: "Scheduler", post: Post | None, account: Account | None) -> PostSummary | None:
     if post is None or account is None:
         return None
-    user = await engine.store.get_user(post.user_id)
+    user = await scheduler.store.get_user(post.user_id)
     return PostSummary(id=post.id, status=post.status, user_id=user.id, user=user.name,
                        account=account.reddit_username, subreddit=post.content.subreddit,
                        title=post.content.title, scheduled_for=post.scheduled_for,
@@ -257,12 +252,12 @@ def retry_verdict(record: JobRecord, post: Post | None, account: Account | None)
 # --- acting ------------------------------------------------------------------------------------
 
 
-async def retry_job(engine: "Engine", job_id: int) -> JobView:
+async def retry_job(scheduler: "Scheduler", job_id: int) -> JobView:
     """Run the job now: a waiting job is moved to now, a dead one redriven, when
     :func:`retry_verdict` says it can succeed; else NotRetryable (409) saying what to do."""
-    store = engine.store
+    store = scheduler.store
     record = await store.get_job_record(job_id)
-    post, account = await _post_of(engine, record.job)
+    post, account = await _post_of(scheduler, record.job)
     verdict = retry_verdict(record, post, account)
     if not verdict.retryable:
         if verdict.action == "none":
@@ -270,39 +265,39 @@ async def retry_job(engine: "Engine", job_id: int) -> JobView:
                                     state=record.job.state.value)
         raise NotRetryable(f"Job {job_id} cannot be retried: {verdict.reason}", action=verdict.action)
     if record.job.state is JobState.PENDING:
-        await store.reschedule(job_id, engine.clock.now())
+        await store.reschedule(job_id, scheduler.clock.now())
     else:
         await store.redrive([job_id])
-    await _forget_lists(engine, post)
+    await _forget_lists(scheduler, post)
     return job_view(await store.get_job_record(job_id))
 
 
-async def cancel_job(engine: "Engine", job_id: int) -> JobView:
+async def cancel_job(scheduler: "Scheduler", job_id: int) -> JobView:
     """Cancel a waiting job; a publishing job cancels its post, by the posts' own rule (a post
     that may already be on Reddit is not cancelled)."""
-    store = engine.store
+    store = scheduler.store
     job = await store.get_job(job_id)
-    post, _ = await _post_of(engine, job)
+    post, _ = await _post_of(scheduler, job)
     if post is not None:
         await store.cancel_post(post.id, post.user_id)
-        await _forget_lists(engine, post)
+        await _forget_lists(scheduler, post)
     else:
         await store.cancel(job_id)
     return job_view(await store.get_job_record(job_id))
 
 
-async def redrive(engine: "Engine", *, job_ids: list[int] | None = None,
+async def redrive(scheduler: "Scheduler", *, job_ids: list[int] | None = None,
                   query: JobSearch | None = None) -> Redriven:
     """Redrive dead jobs: the ones named, or every dead job matching ``query`` (at most
     REDRIVE_ALL_MAX). Jobs that cannot succeed again are skipped, saying why."""
-    store = engine.store
+    store = scheduler.store
     if job_ids is None:
         records = await _all_dead(store, query or JobSearch())
     else:
         records = [await store.get_job_record(job_id) for job_id in dict.fromkeys(job_ids)]
     chosen, skipped, posts = [], [], []
     for record in records:
-        post, account = await _post_of(engine, record.job)
+        post, account = await _post_of(scheduler, record.job)
         verdict = retry_verdict(record, post, account)
         if record.job.state is not JobState.DEAD:
             skipped.append(Skipped(job_id=record.job.id, reason=f"it is {record.job.state.value}, not dead"))
@@ -315,7 +310,7 @@ async def redrive(engine: "Engine", *, job_ids: list[int] | None = None,
     skipped += [Skipped(job_id=job_id, reason="it was no longer dead")
                 for job_id in chosen if job_id not in set(done)]
     for post in posts:
-        await _forget_lists(engine, post)
+        await _forget_lists(scheduler, post)
     return Redriven(redriven=done, skipped=skipped)
 
 
@@ -331,42 +326,42 @@ async def _all_dead(store, query: JobSearch) -> list[JobRecord]:
     return records[:REDRIVE_ALL_MAX]
 
 
-async def reschedule_failed_post(engine: "Engine", job_id: int, *, scheduled_for: datetime,
+async def reschedule_failed_post(scheduler: "Scheduler", job_id: int, *, scheduled_for: datetime,
                                  edits: dict[str, Any]) -> Post:
     """Edit a failed post (``edits``: PostContent fields) and schedule it again, checked as its
     owner's own edit would be (:func:`thotto.usecases.posts.reschedule_failed`)."""
-    job = await engine.store.get_job(job_id)
-    post, _ = await _post_of(engine, job)
+    job = await scheduler.store.get_job(job_id)
+    post, _ = await _post_of(scheduler, job)
     if post is None:
         raise NotFound(f"Job {job_id} publishes no post: only a failed post is edited and rescheduled")
-    return await reschedule_failed(engine, post, scheduled_for=scheduled_for, edits=edits)
+    return await reschedule_failed(scheduler, post, scheduled_for=scheduled_for, edits=edits)
 
 
-async def _forget_lists(engine: "Engine", post: Post | None) -> None:
+async def _forget_lists(scheduler: "Scheduler", post: Post | None) -> None:
     if post is not None:
-        await engine.services.cache.invalidate_tags(post_list_tag(post.user_id))
+        await scheduler.services.cache.invalidate_tags(post_list_tag(post.user_id))
 
 
 # --- queues ------------------------------------------------------------------------------------
 
 
-async def queues(engine: "Engine") -> QueueList:
+async def queues(scheduler: "Scheduler") -> QueueList:
     """Every queue that has jobs or is paused, with its counts by state."""
     counts: dict[str, dict[str, int]] = {}
-    for count in await engine.store.counts():
+    for count in await scheduler.store.counts():
         counts.setdefault(count.queue, {})[count.state.value] = count.count
-    paused = {item.queue: item.paused_at for item in await engine.store.paused_queues()}
+    paused = {item.queue: item.paused_at for item in await scheduler.store.paused_queues()}
     return QueueList(queues=[
         QueueState(queue=name, paused=name in paused, paused_at=paused.get(name),
                    counts=counts.get(name, {}))
         for name in sorted(set(counts) | set(paused))])
 
 
-async def pause(engine: "Engine", queue: str) -> QueueState:
-    paused = await engine.store.pause_queue(queue)
+async def pause(scheduler: "Scheduler", queue: str) -> QueueState:
+    paused = await scheduler.store.pause_queue(queue)
     return QueueState(queue=paused.queue, paused=True, paused_at=paused.paused_at)
 
 
-async def resume(engine: "Engine", queue: str) -> QueueState:
-    await engine.store.resume_queue(queue)
+async def resume(scheduler: "Scheduler", queue: str) -> QueueState:
+    await scheduler.store.resume_queue(queue)
     return QueueState(queue=queue, paused=False)

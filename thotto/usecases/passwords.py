@@ -21,8 +21,9 @@ import trio
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from thotto.errors import NotFound, TooManyRequests, ValidationError
-from thotto.messages import User
+from thotto.engine.errors import NotFound
+from thotto.errors import TooManyRequests, ValidationError
+from thotto.scheduler.records import User
 
 if TYPE_CHECKING:
     from thotto.config import Settings

@@ -7,14 +7,14 @@ Each function owns the checks its action needs and the invalidation that must fo
   compare them, :func:`~thotto.messages.title_key`) as one pending, or published within
   ``duplicate_window_hours``, is refused (:class:`~thotto.errors.DuplicatePost` naming it).
 - **Ownership**: another user's post is NotFound, never revealed.
-- **Content and subreddit rules**: :class:`thotto.posts.PostScheduler` (the same checks the engine
+- **Content and subreddit rules**: :class:`thotto.scheduler.posts.PostScheduler` (the same checks the scheduler
   applies to every post).
 - **Invalidation**: every change drops the user's cached post lists (tag
   :func:`~thotto.posts.post_list_tag`) in every process.
 
 Within a process, one user's schedulings and edits run one at a time, whoever asks (the API, the
 CLI through the server, an operator), so two identical requests racing cannot both pass the
-duplicate check. ``engine`` is the process's :class:`~thotto.engine.Engine`.
+duplicate check. ``scheduler`` is the process's :class:`~thotto.scheduler.scheduler.Scheduler`.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import msgspec
 import trio
 
 from thotto.errors import DuplicatePost, Forbidden, RuleViolation, ThottoError, ValidationError
-from thotto.messages import (
+from thotto.engine.jobs import as_utc
+from thotto.scheduler.records import (
     PostCheck,
     PostProblem,
     AttemptView,
@@ -46,13 +47,12 @@ from thotto.messages import (
     ScheduleRequest,
     Tier,
     User,
-    as_utc,
     title_key,
 )
-from thotto.posts import check_content, post_list_tag
+from thotto.scheduler.posts import check_content, post_list_tag
 
 if TYPE_CHECKING:
-    from thotto.engine import Engine
+    from thotto.scheduler.scheduler import Scheduler
 
 # How far ahead each tier may schedule; tiers not listed may not schedule at all.
 HORIZON = {Tier.PRO: timedelta(days=7), Tier.PREMIUM: timedelta(days=30)}
@@ -103,25 +103,25 @@ def media_items(refs: list[MediaRef]) -> list[MediaItem]:
 
 # --- one user at a time ------------------------------------------------------------------------------
 
-# Per engine (one per process, but tests open several), one lock per user.
+# Per scheduler (one per process, but tests open several), one lock per user.
 _USER_LOCKS: "weakref.WeakKeyDictionary[Any, defaultdict[int, trio.Lock]]" = weakref.WeakKeyDictionary()
 
 
-def user_lock(engine: "Engine", user_id: int) -> trio.Lock:
+def user_lock(scheduler: "Scheduler", user_id: int) -> trio.Lock:
     """The lock that makes one user's schedulings and edits in this process take turns."""
-    return _USER_LOCKS.setdefault(engine, defaultdict(trio.Lock))[user_id]
+    return _USER_LOCKS.setdefault(scheduler, defaultdict(trio.Lock))[user_id]
 
 
 # --- scheduling --------------------------------------------------------------------------------------
 
 
-async def schedule(engine: "Engine", user: User, requests: list[ScheduleRequest], *,
+async def schedule(scheduler: "Scheduler", user: User, requests: list[ScheduleRequest], *,
                    batch: bool) -> list[Post]:
     """Check every request, then store all their posts in one transaction (all or nothing).
     ``batch`` collects every item's problems (BatchInvalid) instead of raising the first."""
     check_post_count(requests, batch=batch)
-    async with user_lock(engine, user.id):
-        scheduling = _Scheduling(engine, user)
+    async with user_lock(scheduler, user.id):
+        scheduling = _Scheduling(scheduler, user)
         posts, errors = [], []
         for index, request in enumerate(requests):
             try:
@@ -135,12 +135,12 @@ async def schedule(engine: "Engine", user: User, requests: list[ScheduleRequest]
             posts += new
         if errors:
             raise BatchInvalid(errors)
-        created = await engine.posts.create(posts)
-    await engine.services.cache.invalidate_tags(post_list_tag(user.id))
+        created = await scheduler.posts.create(posts)
+    await scheduler.services.cache.invalidate_tags(post_list_tag(user.id))
     return created
 
 
-async def problems(engine: "Engine", user: User, request: ScheduleRequest) -> PostCheck:
+async def problems(scheduler: "Scheduler", user: User, request: ScheduleRequest) -> PostCheck:
     """Every problem scheduling ``request`` would meet, nothing stored (the composer asks while
     the creator types): for each subreddit, its first problem outside the subreddit's rules, or
     every rule of the subreddit it breaks. Fields are named as in the request's Python names."""
@@ -150,7 +150,7 @@ async def problems(engine: "Engine", user: User, request: ScheduleRequest) -> Po
         names = _subreddits(request)
     except ThottoError as error:
         return PostCheck(problems=[_problem(error)])
-    scheduling = _Scheduling(engine, user)
+    scheduling = _Scheduling(scheduler, user)
     for name in names:
         single = msgspec.structs.replace(request, subreddit=name, subreddits=None)
         try:
@@ -170,10 +170,10 @@ def _problem(error: ThottoError, subreddit: str | None = None) -> PostProblem:
 class _Scheduling:
     """Turns one user's requests into checked posts; raises on the first problem."""
 
-    def __init__(self, engine: "Engine", user: User):
-        self.engine = engine
+    def __init__(self, scheduler: "Scheduler", user: User):
+        self.scheduler = scheduler
         self.user = user
-        self.now = engine.clock.now()
+        self.now = scheduler.clock.now()
         self._accounts = None
 
     async def posts_for(self, request: ScheduleRequest) -> list[NewPost]:
@@ -187,14 +187,14 @@ class _Scheduling:
                 spoiler=request.spoiler, flair_id=request.flair_id, flair_text=request.flair_text)
             post = NewPost(user_id=self.user.id, account_id=account_id, content=content,
                            scheduled_for=request.scheduled_for, recurrence=request.recurrence)
-            await self.engine.posts.check(post)
-            await check_duplicate(self.engine, account_id, subreddit, request.title, self.now)
+            await self.scheduler.posts.check(post)
+            await check_duplicate(self.scheduler, account_id, subreddit, request.title, self.now)
             posts.append(post)
         return posts
 
     async def _account_id(self, username: str | None) -> int:
         if self._accounts is None:
-            self._accounts = await self.engine.store.list_accounts(self.user.id)
+            self._accounts = await self.scheduler.store.list_accounts(self.user.id)
         if not self._accounts:
             raise ValidationError("No Reddit account is linked yet; link one first (POST "
                                   "/api/accounts/link or `thotto account link`)", field="account")
@@ -237,12 +237,12 @@ def check_tier(user: User, scheduled_for: datetime, now: datetime) -> None:
                               f"your tier allows", field="scheduledFor")
 
 
-async def check_duplicate(engine: "Engine", account_id: int, subreddit: str, title: str,
+async def check_duplicate(scheduler: "Scheduler", account_id: int, subreddit: str, title: str,
                           now: datetime, *, exclude: int | None = None) -> None:
     """DuplicatePost if the account has this title in this subreddit pending, or published
     within ``duplicate_window_hours`` (``exclude``: the post being edited)."""
-    since = now - timedelta(hours=engine.settings.duplicate_window_hours)
-    for found in await engine.store.find_recent_posts(account_id, subreddit, title, since):
+    since = now - timedelta(hours=scheduler.settings.duplicate_window_hours)
+    for found in await scheduler.store.find_recent_posts(account_id, subreddit, title, since):
         if found.id != exclude:
             raise DuplicatePost(
                 f"Post {found.id} already has this title in r/{found.content.subreddit} "
@@ -281,17 +281,17 @@ def item_error(index: int, error: ThottoError) -> ItemError:
 # --- reading -------------------------------------------------------------------------------------
 
 
-async def list_page(engine: "Engine", user: User, *, status: PostStatus | None = None,
+async def list_page(scheduler: "Scheduler", user: User, *, status: PostStatus | None = None,
                     scheduled_from: datetime | None = None, scheduled_to: datetime | None = None,
                     cursor: str | None = None, limit: int = 50) -> PostPage:
     """One page of the user's posts, by scheduled time."""
-    return await engine.store.list_posts(user.id, status=status, scheduled_from=scheduled_from,
+    return await scheduler.store.list_posts(user.id, status=status, scheduled_from=scheduled_from,
                                          scheduled_to=scheduled_to, cursor=cursor, limit=limit)
 
 
-async def detail(engine: "Engine", user: User, post_id: int) -> PostDetail:
+async def detail(scheduler: "Scheduler", user: User, post_id: int) -> PostDetail:
     """One of the user's posts with its attempts (another user's is NotFound)."""
-    store = engine.store
+    store = scheduler.store
     post = await store.get_post(post_id, user.id)
     attempts = await store.attempts(post.job_id)
     job = await store.get_job(post.job_id)
@@ -304,62 +304,62 @@ async def detail(engine: "Engine", user: User, post_id: int) -> PostDetail:
 # --- changing ------------------------------------------------------------------------------------
 
 
-async def edit(engine: "Engine", user: User, post_id: int, change: PostChange) -> Post:
+async def edit(scheduler: "Scheduler", user: User, post_id: int, change: PostChange) -> Post:
     """Edit or reschedule one of the user's posts, checked like a new post (tier, content,
     subreddit rules, duplicates); the store refuses it unless the post is scheduled
     (thotto.store.lifecycle), or failed: then it is scheduled again at a new time."""
-    post = await engine.store.get_post(post_id, user.id)
+    post = await scheduler.store.get_post(post_id, user.id)
     edits = {name: getattr(change, name) for name in CONTENT_CHANGES
              if getattr(change, name) is not msgspec.UNSET}
     if change.media_ids is not msgspec.UNSET:
         edits["media"] = media_refs(change.media_ids)
     scheduled_for = None if change.scheduled_for is msgspec.UNSET else change.scheduled_for
-    return await _change(engine, user, post, edits, scheduled_for)
+    return await _change(scheduler, user, post, edits, scheduled_for)
 
 
-async def reschedule_failed(engine: "Engine", post: Post, *, scheduled_for: datetime,
+async def reschedule_failed(scheduler: "Scheduler", post: Post, *, scheduled_for: datetime,
                             edits: dict[str, Any]) -> Post:
     """An operator's fix of a failed post (``edits``: PostContent fields), scheduled again at
     ``scheduled_for``: checked as its owner's own edit would be, as its owner. The store
     refuses it unless the post failed."""
-    owner = await engine.store.get_user(post.user_id)
-    return await _change(engine, owner, post, edits, scheduled_for, revive=True)
+    owner = await scheduler.store.get_user(post.user_id)
+    return await _change(scheduler, owner, post, edits, scheduled_for, revive=True)
 
 
-async def _change(engine: "Engine", user: User, post: Post, edits: dict[str, Any],
+async def _change(scheduler: "Scheduler", user: User, post: Post, edits: dict[str, Any],
                   scheduled_for: datetime | None, *, revive: bool = False) -> Post:
-    async with user_lock(engine, user.id):
-        post = await engine.store.get_post(post.id, user.id)  # as it is now, under the lock
-        content, when = await _checked_change(engine, user, post, edits, scheduled_for)
+    async with user_lock(scheduler, user.id):
+        post = await scheduler.store.get_post(post.id, user.id)  # as it is now, under the lock
+        content, when = await _checked_change(scheduler, user, post, edits, scheduled_for)
         if revive or post.status is PostStatus.FAILED:
             # What Reddit refused is fixed, and the post goes back in line at its new time.
             if when is None:
                 raise ValidationError("A failed post is scheduled again at a new time: give "
                                       "scheduledFor with your corrections", field="scheduledFor")
-            updated = await engine.store.revive_post(post.id, scheduled_for=when, content=content)
+            updated = await scheduler.store.revive_post(post.id, scheduled_for=when, content=content)
         else:
-            updated = await engine.store.update_post(post.id, user.id, content=content,
+            updated = await scheduler.store.update_post(post.id, user.id, content=content,
                                                      scheduled_for=when)
-    await engine.services.cache.invalidate_tags(post_list_tag(user.id))
+    await scheduler.services.cache.invalidate_tags(post_list_tag(user.id))
     return updated
 
 
-async def _checked_change(engine: "Engine", user: User, post: Post, edits: dict[str, Any],
+async def _checked_change(scheduler: "Scheduler", user: User, post: Post, edits: dict[str, Any],
                           scheduled_for: datetime | None):
     """The post's new content and time (None where unchanged), checked like a new post."""
     content = _edited_content(post.content, edits) if edits else None
     when = None if scheduled_for is None else as_utc(scheduled_for)
-    now = engine.clock.now()
+    now = scheduler.clock.now()
     if when is not None:
         check_tier(user, when, now)
     if content is not None:
         check_content(content)
         candidate = NewPost(user_id=user.id, account_id=post.account_id, content=content,
                             scheduled_for=when or post.scheduled_for)
-        await engine.posts.check(candidate, require_future=False)
+        await scheduler.posts.check(candidate, require_future=False)
         if (title_key(content.title), content.subreddit.lower()) != (
                 title_key(post.content.title), post.content.subreddit.lower()):
-            await check_duplicate(engine, post.account_id, content.subreddit, content.title, now,
+            await check_duplicate(scheduler, post.account_id, content.subreddit, content.title, now,
                                   exclude=post.id)
     return content, when
 
@@ -373,9 +373,9 @@ def _edited_content(content: PostContent, edits: dict[str, Any]) -> PostContent:
         raise ValidationError(str(error)) from None
 
 
-async def cancel(engine: "Engine", user: User, post_id: int) -> Post:
+async def cancel(scheduler: "Scheduler", user: User, post_id: int) -> Post:
     """Cancel one of the user's posts; the store refuses unless it is scheduled."""
-    cancelled = await engine.store.cancel_post(post_id, user.id)
-    await engine.services.cache.invalidate_tags(post_list_tag(user.id))
+    cancelled = await scheduler.store.cancel_post(post_id, user.id)
+    await scheduler.services.cache.invalidate_tags(post_list_tag(user.id))
     return cancelled
 

@@ -16,8 +16,8 @@ import hashlib
 import secrets
 from typing import TYPE_CHECKING
 
-from thotto.errors import NotFound
-from thotto.messages import ApiToken, Role, User
+from thotto.engine.errors import NotFound
+from thotto.scheduler.records import ApiToken, Role, User
 
 if TYPE_CHECKING:
     from thotto.cache import Cache

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from thotto.messages import NewUser, Tier, User, UserRemoval, validated
-from thotto.posts import post_list_tag
+from thotto.engine.jobs import validated
+from thotto.scheduler.records import NewUser, Tier, User, UserRemoval
+from thotto.scheduler.posts import post_list_tag
 from thotto.usecases.tokens import forget_user, user_tag
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from starlette.responses import RedirectResponse, Response
 
 from thotto.api.accounts import bind_browser
-from thotto.errors import ConfigError
+from thotto.engine.errors import ConfigError
 from thotto.usecases import accounts
 from thotto.web.pages import SECURITY_HEADERS, Page, PageGroup
 
@@ -23,13 +23,13 @@ async def accounts_page(page: Page) -> Response:
 @PAGES.route("/accounts/link", methods=("POST",))
 async def link(page: Page) -> Response:
     try:
-        start = await accounts.start_link(page.context.engine, page.user)
+        start = await accounts.start_link(page.context.scheduler, page.user)
     except ConfigError as error:
         return await _render(page, status=503, link_error=(
             f"Linking through Reddit's consent page is not set up on this server: {error}. "
             "An admin sets it up (see the README, Posting to Reddit)."))
     response = RedirectResponse(start.authorize_url, status_code=303, headers=SECURITY_HEADERS)
-    bind_browser(page.context.engine, response, start)
+    bind_browser(page.context.scheduler, response, start)
     return response
 
 

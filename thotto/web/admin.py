@@ -9,7 +9,7 @@ import msgspec
 from starlette.responses import Response
 
 from thotto.errors import Conflict, ValidationError
-from thotto.messages import NewUser, Tier, UserRequest
+from thotto.scheduler.records import NewUser, Tier, UserRequest
 from thotto.usecases import passwords, users
 from thotto.web.pages import Page, PageGroup
 

@@ -43,8 +43,9 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from thotto.api.endpoints import status_of
-from thotto.errors import Forbidden, NotFound, OutcomePending, ThottoError, TooManyRequests, ValidationError
-from thotto.messages import Role, User, WebSession
+from thotto.engine.errors import NotFound
+from thotto.errors import Forbidden, OutcomePending, ThottoError, TooManyRequests, ValidationError
+from thotto.scheduler.records import Role, User, WebSession
 from thotto.web.sessions import CSRF_FIELD, SAFE_METHODS, check_csrf, current_session
 
 log = logging.getLogger("thotto.web")
@@ -193,7 +194,7 @@ class Page:
         return self.context.settings
 
     def now(self) -> datetime:
-        return self.context.engine.clock.now()
+        return self.context.clock.now()
 
     def path_id(self, name: str = "id") -> int:
         """A row id from the path (``{id:int}``); NotFound for one no row can have."""

@@ -16,7 +16,7 @@ import datetime as dt
 from starlette.responses import Response
 
 from thotto.usecases import posts as post_use_cases
-from thotto.errors import NotFound
+from thotto.engine.errors import NotFound
 from thotto.web.pages import Page, PageGroup
 
 PAGES = PageGroup()
@@ -35,7 +35,7 @@ def _post_id(value: str | None) -> int | None:
 async def _own_post(page: Page, post_id: int | None) -> None:
     """404 unless the post is the signed-in user's (before any page names it)."""
     if post_id is not None:
-        await post_use_cases.detail(page.context.engine, page.user, post_id)
+        await post_use_cases.detail(page.context.scheduler, page.user, post_id)
 
 
 @PAGES.route("/compose")

@@ -1,5 +1,5 @@
 """Every page route of the web app, mounted into the API's Starlette app (see
-:func:`thotto.api.app.build_app`). Each module in :data:`PAGE_MODULES` has a ``PAGES``
+:func:`thotto.api.routes.build_app`). Each module in :data:`PAGE_MODULES` has a ``PAGES``
 :class:`~thotto.web.pages.PageGroup`; a new page module is added here."""
 
 from __future__ import annotations

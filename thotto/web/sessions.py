@@ -26,7 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from thotto.errors import Forbidden
-from thotto.messages import User, WebSession
+from thotto.scheduler.records import User, WebSession
 
 COOKIE = "thotto_session"
 CSRF_HEADER = "x-csrf-token"
@@ -48,7 +48,7 @@ def _context(request: Request):
 
 
 def _now(request: Request):
-    return _context(request).engine.clock.now()
+    return _context(request).clock.now()
 
 
 async def start_session(request: Request, user: User) -> tuple[str, WebSession]:

@@ -9,8 +9,8 @@ import msgspec
 from starlette.responses import Response
 
 from thotto.api.accounts import token_view
-from thotto.errors import NotFound
-from thotto.messages import TokenRequest
+from thotto.engine.errors import NotFound
+from thotto.scheduler.records import TokenRequest
 from thotto.usecases import tokens as token_use_cases
 from thotto.web.pages import Page, PageGroup
 

@@ -16,8 +16,8 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from thotto.errors import ValidationError
-from thotto.messages import Job
+from thotto.engine.errors import ValidationError
+from thotto.engine.jobs import Job
 
 T = TypeVar("T")
 _RANDOM = random.Random()
@@ -70,7 +70,7 @@ class HandlerSpec:
     """A registered handler. ``timeout_seconds=None`` lets it run as long as it takes.
     ``io_bound`` handlers spend their time waiting on the network (a Reddit submission, a
     webhook): the pool runs them on its I/O workers, many at once, so they never queue behind
-    the few workers that CPU-bound jobs get (see :class:`thotto.posters.PosterPool`)."""
+    the few workers that CPU-bound jobs get (see :class:`thotto.engine.workers.WorkerPool`)."""
 
     kind: str
     handler: Handler
@@ -110,3 +110,7 @@ class HandlerRegistry:
 
     def get(self, kind: str) -> HandlerSpec | None:
         return self._specs.get(kind)
+
+    def kinds(self) -> list[str]:
+        """The registered kinds, sorted (what an embedder's engine will run)."""
+        return sorted(self._specs)

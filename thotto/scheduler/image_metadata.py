@@ -21,8 +21,8 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from thotto.errors import ValidationError
-from thotto.messages import MediaKind
+from thotto.engine.errors import ValidationError
+from thotto.scheduler.records import MediaKind
 
 COPY_BYTES = 1 << 20  # copy in pieces of this size: the file is never held whole
 ORIENTATION_TAG = 0x0112

@@ -2,7 +2,7 @@
 
 Refused at scheduling time, with the field and a message: a kind without its content (a link
 without a URL, an image without a file), and anything that breaks a known rule of the subreddit
-(:mod:`thotto.community`). Rules not yet known are fetched from Reddit with the post's own
+(:mod:`thotto.scheduler.community`). Rules not yet known are fetched from Reddit with the post's own
 account when Reddit is configured; if Reddit cannot be asked, the post is accepted and Reddit
 has the last word at publishing time.
 """
@@ -16,19 +16,19 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from thotto.cache import Cache
-from thotto.community import rule_problems
-from thotto.errors import JobError, NotFound, RuleViolation, ValidationError
-from thotto.messages import (
+from thotto.engine.errors import JobError, NotFound, ValidationError
+from thotto.engine.jobs import as_utc, validated
+from thotto.errors import RuleViolation
+from thotto.scheduler.community import rule_problems
+from thotto.scheduler.records import (
     MEDIA_PER_GALLERY,
     NewPost,
     Post,
     PostContent,
     PostKind,
     SubredditRules,
-    as_utc,
-    validated,
 )
-from thotto.recurrence import check_recurrence
+from thotto.scheduler.recurrence import check_recurrence
 from thotto.store.base import Store
 
 log = logging.getLogger("thotto.posts")

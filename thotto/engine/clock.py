@@ -14,7 +14,7 @@ from typing import Protocol
 
 import trio
 
-from thotto.messages import UTC, utcnow
+from thotto.engine.jobs import UTC, utcnow
 
 
 class Clock(Protocol):

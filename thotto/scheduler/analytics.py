@@ -18,9 +18,15 @@ from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
 from thotto.cache import Cache
-from thotto.errors import JobError, StoreError
-from thotto.messages import Account, EngagementReading, OptimalTimes, PostEngagement, TimeSlot
+from thotto.engine.errors import JobError, StoreError
 from thotto.reddit.client import RedditAccount
+from thotto.scheduler.records import (
+    Account,
+    EngagementReading,
+    OptimalTimes,
+    PostEngagement,
+    TimeSlot,
+)
 from thotto.store.base import Store
 
 log = logging.getLogger("thotto.analytics")

@@ -12,9 +12,9 @@ import logging
 
 import trio
 
-from thotto.errors import StoreError
-from thotto.messages import ExpiredLeases
-from thotto.store.base import Store
+from thotto.engine.errors import StoreError
+from thotto.engine.jobs import ExpiredLeases
+from thotto.engine.store.base import JobStore
 
 log = logging.getLogger("thotto.sweeper")
 
@@ -22,7 +22,7 @@ log = logging.getLogger("thotto.sweeper")
 class Sweeper:
     """Checks for expired leases every ``interval_seconds``. Holds nothing: cancel any time."""
 
-    def __init__(self, store: Store, *, interval_seconds: float = 5.0):
+    def __init__(self, store: JobStore, *, interval_seconds: float = 5.0):
         self.store = store
         self.interval_seconds = interval_seconds
         self.released = 0

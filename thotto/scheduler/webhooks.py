@@ -21,18 +21,16 @@ import hmac
 import logging
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 import msgspec
 
-from thotto.errors import RetryableJobError
-from thotto.handlers import JobContext, RetryPolicy
-from thotto.messages import JobState, NewJob
-from thotto.store.base import JobSearch
-
-if TYPE_CHECKING:
-    from thotto.app import Services
+from thotto.engine.errors import RetryableJobError
+from thotto.engine.handlers import JobContext, RetryPolicy
+from thotto.engine.jobs import JobState, NewJob
+from thotto.engine.store.base import JobSearch
+from thotto.services import Services
 
 log = logging.getLogger("thotto.webhooks")
 
@@ -94,7 +92,7 @@ def retry_policy(settings) -> RetryPolicy:
                        cap_seconds=BACKOFF_CAP_SECONDS)
 
 
-async def announce(services: "Services", event: str, details: dict[str, Any], *,
+async def announce(services: Services, event: str, details: dict[str, Any], *,
                    dedupe_key: str | None = None) -> int | None:
     """Queue ``event`` for delivery (durably: it is a job); the delivery's id, or None when no
     ``alert_webhook_url`` is set. ``dedupe_key`` keeps one live delivery per key (an event that

@@ -26,10 +26,9 @@ from datetime import datetime, timedelta
 import trio
 
 from thotto.breaker import Breakers, BreakerState
+from thotto.engine.errors import DeferJob, NotFound, PermanentJobError
+from thotto.engine.handlers import JobContext
 from thotto.errors import (
-    DeferJob,
-    NotFound,
-    PermanentJobError,
     RedditAuthError,
     RedditMediaPending,
     RedditOutcomeUnknown,
@@ -37,8 +36,7 @@ from thotto.errors import (
     RedditRateLimited,
     RedditRetryable,
 )
-from thotto.handlers import JobContext
-from thotto.messages import Account, MediaRef, Post, PostKind
+from thotto.scheduler.records import Account, MediaRef, Post, PostKind
 from thotto.reddit.client import ImageUpload, RedditAccount, RedditClient
 from thotto.store.base import Store
 from thotto.store.lifecycle import RECONCILE_SETTLE_SECONDS

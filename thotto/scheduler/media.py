@@ -7,7 +7,7 @@ the size of the upload:
 1. The bytes are streamed to a temporary file in the data directory (mode 0600), counted on the
    way: past ``media_max_bytes`` the upload stops (PayloadTooLarge). The type comes from the first
    bytes, never a file name or Content-Type: PNG, JPEG, GIF or WebP, else UnsupportedMedia.
-2. The file is walked segment by segment (:mod:`thotto.image_metadata`) into a second temporary
+2. The file is walked segment by segment (:mod:`thotto.scheduler.image_metadata`) into a second temporary
    file without its location and camera metadata (unless the user keeps it): that also checks its
    structure (truncated or broken: CorruptImage) and finds the size it declares, refused past
    ``media_max_pixels`` before anything decodes it.
@@ -35,9 +35,10 @@ from pathlib import Path
 import trio
 
 from thotto.config import Settings
-from thotto.errors import PayloadTooLarge, UnsupportedMedia, ValidationError
-from thotto.image_metadata import CorruptImage, strip
-from thotto.messages import Media, MediaKind, NewMedia
+from thotto.engine.errors import ValidationError
+from thotto.errors import PayloadTooLarge, UnsupportedMedia
+from thotto.scheduler.image_metadata import CorruptImage, strip
+from thotto.scheduler.records import Media, MediaKind, NewMedia
 from thotto.store.base import MEDIA_CHUNK_BYTES, Store
 
 ACCEPTED = "PNG, JPEG, GIF or WebP"

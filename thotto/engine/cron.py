@@ -37,8 +37,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from thotto.errors import ValidationError
-from thotto.messages import UTC
+from thotto.engine.errors import ValidationError
+from thotto.engine.jobs import UTC
 
 __all__ = ["CatchUp", "CronSchedule", "Occurrence", "plan_occurrence"]
 

@@ -1,8 +1,10 @@
-"""The embedding API: ``async with thotto.open_engine(settings) as engine:``.
+"""The engine: ``async with open_engine(settings, store) as engine:``.
 
-An :class:`Engine` schedules jobs (one and many), reads, cancels and reschedules them, and runs
-them through registered handlers; cron jobs run on five-field schedules in an IANA time zone. The
-supervision tree behind it (ticker, poster pool, sweeper) is built in :mod:`thotto.app`.
+An :class:`Engine` schedules jobs (one and many), reads, cancels and reschedules them, pauses
+and resumes queues, and runs them through registered handlers; cron jobs run on five-field
+schedules in an IANA time zone. Its actors (ticker, worker pool, sweeper) are in
+:mod:`thotto.engine.tree`. The engine knows nothing of what its jobs do: a product (the Reddit
+scheduler, :mod:`thotto.scheduler`) installs its handlers and cron jobs into it.
 
 Cron jobs are durable jobs too: each cron job is one job (queue ``cron``, dedupe key
 ``cron:<name>``) that runs at each fire time and then defers itself to the next one. So the next
@@ -14,8 +16,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import os
+import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -26,43 +28,24 @@ from typing import Any
 import msgspec
 import trio
 
-from thotto.clock import Clock, SystemClock
-from thotto.config import Settings
-from thotto.cron import CatchUp, CronSchedule, plan_occurrence
-from thotto.community import fetch_rules
-from thotto import analytics, webhooks
-from thotto.errors import (
-    DeferJob,
-    JobError,
-    StoreUnavailable,
-    ThottoError,
-    ValidationError,
-)
-from thotto.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
-from thotto.media import purge_unused_media
-from thotto.messages import (
-    Account,
+from thotto.engine.clock import Clock, SystemClock
+from thotto.engine.config import EngineSettings
+from thotto.engine.cron import CatchUp, CronSchedule, plan_occurrence
+from thotto.engine.errors import DeferJob, ValidationError
+from thotto.engine.handlers import Handler, HandlerRegistry, JobContext, RetryPolicy
+from thotto.engine.jobs import (
     Attempt,
     AttemptOutcome,
     EnqueueResult,
     Job,
     JobState,
     NewJob,
-    NewPost,
-    OptimalTimes,
-    Post,
     QueueCount,
-    SubredditRules,
     as_utc,
-    validated,
     validated_jobs,
 )
-from thotto.app import EngineTree, Services, open_services
-from thotto.posts import PostScheduler, post_list_tag
-from thotto.publishing import Publisher
-from thotto.recurrence import schedule_next_occurrence
-from thotto.store.base import POST_JOB_KIND, PausedQueue
-
+from thotto.engine.store.base import JobStore, PausedQueue
+from thotto.engine.tree import EngineActors, Tree
 
 log = logging.getLogger("thotto.engine")
 
@@ -73,7 +56,6 @@ CRON_TIMEOUT_SECONDS = 3600.0
 # the job must survive many of those. A dead one is recreated by the next start.
 CRON_MAX_ATTEMPTS = 1000
 CRON_REGISTRATION_WAIT_SECONDS = 10.0
-PUBLISH_TIMEOUT_SECONDS = 120.0
 
 CronFunction = Callable[[], Awaitable[None]]
 
@@ -112,32 +94,18 @@ SKIPPED = "skipped a missed run"
 class Engine:
     """Schedule, inspect and run jobs. Get one from :func:`open_engine`."""
 
-    def __init__(self, services: Services, registry: HandlerRegistry | None = None):
-        self.services = services
-        self.store = services.store
-        self.clock = services.clock
-        self.settings = services.settings
+    def __init__(self, store: JobStore, settings: EngineSettings, clock: Clock,
+                 registry: HandlerRegistry | None = None):
+        self.store = store
+        self.settings = settings
+        self.clock = clock
         self.registry = registry or HandlerRegistry()
-        self.posts = PostScheduler(self.store, self.clock.now,
-                                   self._fetch_rules if services.reddit else None, services.cache)
-        self.publisher: Publisher | None = None
-        if services.reddit is not None:
-            self.publisher = Publisher(self.store, services.reddit, services.vault,
-                                       services.breakers, self.clock.now)
-            self.publisher.reconcile_settle_seconds = self.settings.reddit_reconcile_settle_seconds
-            self.registry.register(POST_JOB_KIND, self.publisher.handle,
-                                   timeout_seconds=PUBLISH_TIMEOUT_SECONDS, io_bound=True)
-            self.publisher.on_published = self._after_publication
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._crons: dict[str, CronEntry] = {}
         self._cron_added: dict[str, trio.Event] = {}
-        self.tree: EngineTree | None = None  # set by open_engine while the actors run
+        self.tree: Tree | None = None  # set while the actors run (open_engine, or the app's tree)
         self.registry.register(CRON_KIND, self._run_cron, timeout_seconds=CRON_TIMEOUT_SECONDS,
                                retry=RetryPolicy(max_attempts=CRON_MAX_ATTEMPTS))
-        sender = webhooks.Sender(self.settings, services.metrics)
-        self.registry.register(webhooks.WEBHOOK_KIND, sender.handle,
-                               timeout_seconds=webhooks.TIMEOUT_SECONDS * 2,
-                               retry=webhooks.retry_policy(self.settings), io_bound=True)
 
     # --- handlers and cron jobs -----------------------------------------------------------
 
@@ -207,6 +175,23 @@ class Engine:
     async def cron_statuses(self) -> list[CronStatus]:
         return [await self.cron_status(name) for name in self._crons]
 
+    def actors(self, *, run_workers: bool | None = None) -> EngineActors:
+        """This engine's actors, to run under a supervisor (see :mod:`thotto.engine.tree`)."""
+        return EngineActors(self.store, self.registry, self.clock, self.settings, owner=self.owner,
+                            run_workers=run_workers)
+
+    async def add_retention(self) -> None:
+        """The daily ``retention`` cron job (03:00 UTC): purge finished jobs older than
+        ``retention_days`` (with what the store keeps of them), then database upkeep."""
+
+        async def retention() -> None:
+            cutoff = self.clock.now() - timedelta(days=self.settings.retention_days)
+            purged = await self.store.purge(cutoff)
+            log.info("retention: purged %d finished jobs older than %s", purged, cutoff.isoformat())
+            await self.store.tidy()
+
+        await self.add_cron("retention", "0 3 * * *", retention)
+
     async def _ensure_occurrence(self, entry: CronEntry) -> int:
         """Make sure the cron job's durable job exists and follows the schedule; its id."""
         now = self.clock.now()
@@ -254,88 +239,6 @@ class Engine:
             took = trio.current_time() - started
             return f"failed after {took:.6f} s: {type(error).__name__}: {error}"[:4000]
         return f"ran in {trio.current_time() - started:.6f} s"
-
-    # --- Reddit accounts and posts ----------------------------------------------------------
-
-    async def schedule_posts(self, posts: Sequence[NewPost]) -> list[Post]:
-        """Check and store posts to publish at their ``scheduled_for`` (see PostScheduler)."""
-        return await self.posts.schedule(posts)
-
-    async def sync_communities(self) -> int:
-        """Refresh the stored rules of every known subreddit through a working linked account;
-        returns how many were refreshed. A subreddit that fails to refresh keeps its old rules."""
-        account = await self._any_working_account()
-        if account is None:
-            log.info("community sync: no linked Reddit account to read rules with")
-            return 0
-        refreshed = 0
-        for known in await self.store.list_subreddit_rules():
-            try:
-                rules = await self._fetch_rules(account.id, known.display_name)
-            except JobError as error:
-                log.warning("community sync: r/%s not refreshed: %s", known.display_name, error)
-                continue
-            await self.posts.save_rules(rules)
-            refreshed += 1
-        return refreshed
-
-    async def _after_publication(self, post: Post) -> None:
-        """Schedule a published recurring post's next occurrence, exactly once (see
-        :func:`thotto.recurrence.schedule_next_occurrence`; the Publisher calls this again on
-        every later run of the post's job, so a crash in between loses nothing)."""
-        await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
-        try:
-            if await schedule_next_occurrence(self.store, post, self.clock.now()) is not None:
-                # A list read since the invalidation above may lack the next occurrence.
-                await self.services.cache.invalidate_tags(post_list_tag(post.user_id))
-            await self._announce_publication(post)
-        except StoreUnavailable as error:
-            # The post is out; try again when storage is back, without spending an attempt.
-            raise DeferJob(f"post {post.id} is published; its next occurrence waits for the store",
-                           until=self.clock.now() + timedelta(seconds=30)) from error
-        except ThottoError:  # e.g. the account is gone: the series ends, the post stays published
-            log.exception("post %d is published, but its next occurrence could not be scheduled",
-                          post.id)
-
-    async def _announce_publication(self, post: Post) -> None:
-        """The ``post_published`` webhook (one live delivery per post, however often this runs:
-        it runs again on every later run of the post's job)."""
-        if not self.settings.alert_webhook_url:
-            return
-        recorded = post if post.reddit_url else await self.store.get_post(post.id)
-        user = await self.store.get_user(post.user_id)
-        await webhooks.announce(self.services, "post_published", {
-            "post_id": post.id, "user_id": post.user_id, "user": user.name,
-            "subreddit": post.content.subreddit, "title": post.content.title,
-            "reddit_id": recorded.reddit_id, "reddit_url": recorded.reddit_url,
-            "scheduled_for": post.scheduled_for.isoformat()}, dedupe_key=f"post_published:{post.id}")
-
-    async def refresh_engagement(self) -> int:
-        """Read published posts' scores and comments from Reddit and store them, then drop
-        cached optimal times (the hourly ``analytics`` cron job; see
-        :func:`thotto.analytics.refresh_engagement`). Returns how many posts were updated."""
-        assert self.publisher is not None
-        return await analytics.refresh_engagement(self.store, self.publisher.reddit_account,
-                                                  self.services.cache, self.clock.now)
-
-    async def optimal_times(self, subreddit: str) -> OptimalTimes:
-        """The best hours of the week (UTC) to post in ``subreddit``: from our published posts'
-        engagement once there are enough of them, else a generic prior; cached for an hour and
-        invalidated by every analytics run (see :func:`thotto.analytics.optimal_times`)."""
-        return await analytics.optimal_times(self.store, self.services.cache, subreddit,
-                                             self.clock.now)
-
-    async def _any_working_account(self) -> Account | None:
-        for user in await self.store.list_users():
-            for account in await self.store.list_accounts(user.id):
-                if not account.needs_relink:
-                    return account
-        return None
-
-    async def _fetch_rules(self, account_id: int, subreddit: str) -> SubredditRules:
-        assert self.publisher is not None
-        account = await self.store.get_account(account_id)
-        return await fetch_rules(self.publisher.reddit_account(account), subreddit, self.clock.now)
 
     # --- scheduling -----------------------------------------------------------------------
 
@@ -403,56 +306,30 @@ class Engine:
         return await self.store.paused_queues()
 
 
+
+
 @contextlib.asynccontextmanager
 async def open_engine(
-    settings: Settings | None = None,
+    settings: EngineSettings,
+    store: JobStore,
     *,
     clock: Clock | None = None,
     run_workers: bool | None = None,
     registry: HandlerRegistry | None = None,
-    serve_api: bool = False,
 ) -> AsyncIterator[Engine]:
-    """Open the store and start the engine's actors; on exit stop them gracefully.
+    """Run an engine on ``store`` (opened and closed by the caller); on exit stop its actors
+    gracefully.
 
     Handlers registered on ``registry`` beforehand are in place before the first claim, so jobs
     already due at startup find them (``engine.register_handler`` inside the block works too, but
     a job claimed before its handler exists is deferred 30 s). ``run_workers`` defaults from
-    ``settings.role`` (``api`` runs none). ``serve_api`` serves the HTTP API on
-    ``settings.api_host``/``api_port`` (``engine.tree.api.url`` once started). Leaving the block stops
-    claiming, gives running jobs ``settings.shutdown_grace_seconds``, then cancels them and
-    releases their leases; the store is closed last.
+    ``settings.role`` (``api`` runs none). Leaving the block stops claiming, gives running jobs
+    ``settings.shutdown_grace_seconds``, then cancels them and releases their leases.
     """
-
-    settings = settings or Settings()
-    clock = clock or SystemClock()
-    async with open_services(settings, clock) as services:
-        engine = Engine(services, registry)
-        await _add_builtin_crons(engine)
-        async with EngineTree(engine, run_workers=run_workers, serve_api=serve_api).running() as tree:
-            engine.tree = tree
-            yield engine
-
-
-async def _add_builtin_crons(engine: Engine) -> None:
-    """Retention (purge finished jobs and posts older than ``retention_days``, then database
-    upkeep) runs daily at 03:00 UTC, and media retention (media no post uses, once
-    ``media_retention_days`` old: :func:`thotto.media.purge_unused_media`) at 03:30; with
-    Reddit configured, the community sync runs weekly on Monday 02:00 UTC and the analytics job (published posts' engagement, see
-    :meth:`Engine.refresh_engagement`) hourly at minute 17, off the hour's rush of posts."""
-    settings = engine.settings
-
-    async def retention() -> None:
-        cutoff = engine.clock.now() - timedelta(days=settings.retention_days)
-        purged = await engine.store.purge(cutoff)
-        log.info("retention: purged %d finished jobs older than %s", purged, cutoff.isoformat())
-        await engine.store.tidy()
-
-    async def media_retention() -> None:
-        purged = await purge_unused_media(engine.store, settings, engine.clock.now())
-        log.info("media retention: deleted %d media no post uses", purged)
-
-    await engine.add_cron("retention", "0 3 * * *", retention)
-    await engine.add_cron("media-retention", "30 3 * * *", media_retention)
-    if engine.publisher is not None:
-        await engine.add_cron("community-sync", "0 2 * * 1", engine.sync_communities)
-        await engine.add_cron("analytics", "17 * * * *", engine.refresh_engagement)
+    engine = Engine(store, settings, clock or SystemClock(), registry)
+    await engine.add_retention()
+    workers = engine.actors(run_workers=run_workers)
+    tree = Tree(workers.specs(), workers, name="thotto.engine")
+    async with tree.running():
+        engine.tree = tree
+        yield engine

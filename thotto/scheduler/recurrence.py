@@ -28,8 +28,9 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from thotto.errors import ValidationError
-from thotto.messages import UTC, NewPost, Post, Recurrence, as_utc
+from thotto.engine.errors import ValidationError
+from thotto.engine.jobs import UTC, as_utc
+from thotto.scheduler.records import NewPost, Post, Recurrence
 from thotto.store.base import Store
 
 log = logging.getLogger("thotto.recurrence")

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from thotto.errors import JobError, RedditAuthError, RedditPermanent
-from thotto.messages import FlairChoice, PostContent, PostKind, SubredditRules
+from thotto.engine.errors import JobError
+from thotto.errors import RedditAuthError, RedditPermanent
+from thotto.scheduler.records import FlairChoice, PostContent, PostKind, SubredditRules
 from thotto.reddit.client import RedditAccount
 
 log = logging.getLogger("thotto.community")

@@ -1,6 +1,6 @@
-"""The poster pool: N workers that run claimed jobs at their exact time and report outcomes.
+"""The worker pool: N workers that run claimed jobs at their exact time and report outcomes.
 
-The ticker hands claimed jobs to :meth:`PosterPool.submit` (a direct call: it only pushes onto a
+The ticker hands claimed jobs to :meth:`WorkerPool.submit` (a direct call: it only pushes onto a
 heap). Idle workers take the earliest job, sleep until its ``run_at`` if it was claimed a little
 ahead, and run its handler under the kind's timeout. Outcomes are collected and written with one
 ``Store.settle`` per batch (a second batch goes out while one is in flight once ``SETTLE_AHEAD``
@@ -27,6 +27,7 @@ it still holds (shielded), so another process or a restart picks them up at once
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 import itertools
@@ -39,11 +40,10 @@ from datetime import datetime, timedelta
 import trio
 
 from actors import ChildContext
-from thotto.clock import Clock
-from thotto.errors import DeferJob, PermanentJobError, RetryableJobError, StoreError
-from thotto.handlers import HandlerRegistry, HandlerSpec, JobContext
-from thotto.metrics import JobTimings
-from thotto.messages import (
+from thotto.engine.clock import Clock
+from thotto.engine.errors import DeferJob, PermanentJobError, RetryableJobError, StoreError
+from thotto.engine.handlers import HandlerRegistry, HandlerSpec, JobContext
+from thotto.engine.jobs import (
     Completed,
     Dead,
     Deferred,
@@ -53,9 +53,9 @@ from thotto.messages import (
     Retry,
     SettleStatus,
 )
-from thotto.store.base import Store
+from thotto.engine.store.base import JobStore
 
-log = logging.getLogger("thotto.posters")
+log = logging.getLogger("thotto.engine.workers")
 
 NO_HANDLER_DEFER_SECONDS = 30.0
 YIELD_EVERY_JOBS = 64  # a worker running only instant handlers still lets other tasks in
@@ -69,12 +69,12 @@ TIMING_SAMPLE_EVERY = 8  # with more than TIMING_SAMPLE_QUEUE jobs queued, time 
 TIMING_SAMPLE_QUEUE = 64  # kind in this many (see _work_until_interrupted)
 
 
-class PosterPool:
+class WorkerPool:
     """Runs jobs; see the module docstring. Start with ``nursery.start(pool.run)``."""
 
     def __init__(
         self,
-        store: Store,
+        store: JobStore,
         registry: HandlerRegistry,
         clock: Clock,
         *,
@@ -123,12 +123,12 @@ class PosterPool:
         self._ticker_due = False  # the ticker was woken to claim and has not run yet
         self.counts = {"completed": 0, "retried": 0, "dead": 0, "deferred": 0, "lease_lost": 0}
         # The same outcomes by (queue, kind), and run times and lateness (start minus due) by
-        # (queue, kind): read by thotto.metrics at scrape time, so they cost the hot path little.
+        # (queue, kind): read at scrape time by a metrics exporter, so they cost the hot path little.
         self.finished: dict[str, collections.Counter[tuple[str, str]]] = {
             name: collections.Counter() for name in ("completed", "retried", "dead", "deferred")}
         self.timings: dict[tuple[str, str], JobTimings] = {}
         #: Called as ``listener(job, reason)`` for each job an outcome of this pool dead-letters
-        #: (the queue monitor's webhooks); must not block.
+        #: (e.g. a monitor that announces failures); must not block.
         self.on_dead: list[Callable[[Job, str], None]] = []
 
     # --- the ticker's side (direct calls) ---------------------------------------------------
@@ -531,6 +531,47 @@ class PosterPool:
         for queue in (self._queue, self._io_queue):
             queue[:] = [entry for entry in queue if entry[2] != job_id]
             heapq.heapify(queue)
+
+
+#: Job duration and lateness buckets (seconds): no-op jobs take microseconds, Reddit posts seconds.
+JOB_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0)
+
+
+class Timings:
+    """A cheap histogram accumulator for the worker pool's hot path: ``observe`` is a bisect
+    and two additions (no lock: only Trio's thread writes it). Exposed at scrape time."""
+
+    __slots__ = ("counts", "sum")
+
+    def __init__(self) -> None:
+        self.counts = [0] * (len(JOB_BUCKETS) + 1)  # the last slot is +Inf
+        self.sum = 0.0
+
+    def observe(self, value: float, weight: int = 1) -> None:
+        """Count ``value`` (seconds) ``weight`` times (a sample standing for several jobs)."""
+        self.counts[bisect.bisect_left(JOB_BUCKETS, value)] += weight
+        self.sum += value * weight
+
+    def buckets(self) -> list[tuple[str, int]]:
+        """Cumulative ``(le, count)`` pairs, as Prometheus wants them."""
+        total, out = 0, []
+        for bound, count in zip((*map(str, JOB_BUCKETS), "+Inf"), self.counts):
+            total += count
+            out.append((bound, total))
+        return out
+
+
+class JobTimings:
+    """Run time and lateness of the jobs of one (queue, kind), for the worker pool's hot path.
+    ``skipped`` counts jobs not timed yet: under load the pool times one job in a few and
+    weights it by the jobs skipped before it, so histogram counts match the jobs run."""
+
+    __slots__ = ("duration", "lateness", "skipped")
+
+    def __init__(self) -> None:
+        self.duration = Timings()
+        self.lateness = Timings()
+        self.skipped = 0
 
 
 def _fields(job: Job) -> dict:

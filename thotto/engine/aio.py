@@ -32,8 +32,8 @@ from typing import Any, Generic, TypeVar
 import outcome
 import trio
 
-from thotto.errors import ThottoError
-from thotto.clock import wait_for_thread
+from thotto.engine.clock import wait_for_thread
+from thotto.engine.errors import ThottoError
 
 T = TypeVar("T")
 I = TypeVar("I")

@@ -1,4 +1,4 @@
-"""The ticker: sleeps until the earliest due job, claims due jobs for the poster pool.
+"""The ticker: sleeps until the earliest due job, claims due jobs for the worker pool.
 
 No polling interval. The ticker asks the store for the next due time and sleeps until just before
 it; a wake-up from the store (an enqueue, reschedule, retry or release here, or on Postgres in any
@@ -17,10 +17,10 @@ from datetime import datetime, timedelta
 import trio
 
 from actors import ChildContext
-from thotto.clock import Clock
-from thotto.errors import StoreError
-from thotto.posters import PosterPool
-from thotto.store.base import Store
+from thotto.engine.clock import Clock
+from thotto.engine.errors import StoreError
+from thotto.engine.store.base import JobStore
+from thotto.engine.workers import WorkerPool
 
 log = logging.getLogger("thotto.ticker")
 
@@ -32,8 +32,8 @@ class Ticker:
 
     def __init__(
         self,
-        store: Store,
-        pool: PosterPool,
+        store: JobStore,
+        pool: WorkerPool,
         clock: Clock,
         *,
         owner: str,

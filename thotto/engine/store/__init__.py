@@ -1,0 +1,1 @@
+"""The engine's storage protocol (:class:`thotto.engine.store.base.JobStore`)."""
