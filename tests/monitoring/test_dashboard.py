@@ -177,7 +177,9 @@ async def test_the_dashboard_shows_what_the_api_says(api, browser, tmp_path):
     await browser.wait_for("return document.querySelector('#queues tr[data-queue=work] button.pause').textContent === 'Resume'")
     await browser.run("document.querySelector('#job-search input[name=queue]').value = 'work'")
     await browser.click("#job-search button[type=submit]")
-    await browser.wait_for("return document.querySelectorAll('#jobs tbody tr').length >= 5")
+    # The search's own answer, not the rows of the search the page made when it opened.
+    await browser.wait_for("const rows = [...document.querySelectorAll('#jobs tbody tr')]; "
+                           "return rows.length >= 5 && rows.every(r => r.cells[1].textContent === 'work')")
     await browser.click("#jobs tbody tr")
     await browser.wait_for("return !document.querySelector('#job-detail').hidden && "
                            "document.querySelector('#job-detail h2').textContent.startsWith('Job ')")
