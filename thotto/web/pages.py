@@ -43,7 +43,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from thotto.api.app import status_of
-from thotto.errors import NotFound, OutcomePending, ThottoError, TooManyRequests, ValidationError
+from thotto.errors import Forbidden, NotFound, OutcomePending, ThottoError, TooManyRequests, ValidationError
 from thotto.messages import Role, User, WebSession
 from thotto.web.sessions import CSRF_FIELD, SAFE_METHODS, check_csrf, current_session
 
@@ -338,8 +338,6 @@ def sign_in_redirect(request: Request) -> Response:
 def check_same_site(request: Request) -> None:
     """Refuse a change a page of another site sent (a browser says so in Sec-Fetch-Site, or in
     Origin); requests without either (scripts, old browsers) are judged by the CSRF token."""
-    from thotto.errors import Forbidden
-
     site = request.headers.get("sec-fetch-site")
     origin = request.headers.get("origin")
     if site is not None and site not in ("same-origin", "none"):
