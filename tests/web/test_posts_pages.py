@@ -176,7 +176,7 @@ def test_a_post_reddit_refused_shows_in_the_banner_with_its_fix_and_is_reschedul
     expect(page.locator("#failure-reason")).to_contain_text("flair")
 
     page.goto(f"{thotto_app.url}/calendar")
-    banner = page.get_by_role("alert").filter(has_text="failed to publish")
+    banner = page.get_by_role("region", name="Problems to fix")
     expect(banner).to_contain_text("1 post failed to publish")
     expect(banner).to_contain_text(f"“My first oil painting” — r/{sub} wants a flair on this post.")
     screenshot(page, "failure-banner")

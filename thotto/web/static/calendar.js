@@ -130,6 +130,13 @@
         : `Not moved: ${body.detail || body.error}`);
       return;
     }
+    const span = range();
+    const last = addDays(span.start, span.days - 1);
+    if (keepFocus && (key(day) < key(span.start) || key(day) > key(last))) {
+      // Moved out of the days shown: show the ones it went to, with the post in focus.
+      window.location.href = `${link(view, day)}&focus=${post.id}`;
+      return;
+    }
     await render();
     say(`Moved “${post.title}” to ${Posts.formatTime(at)}.`);
     if (keepFocus) {
@@ -189,5 +196,12 @@
   }
 
   navigation();
-  render();
+  render().then(() => {
+    const focus = new URLSearchParams(window.location.search).get("focus");
+    const chip = focus && root.querySelector(`[data-post-id="${CSS.escape(focus)}"]`);
+    if (chip) {
+      chip.focus();
+      say(`Moved “${chip.dataset.title}” to ${Posts.formatTime(chip.dataset.time)}.`);
+    }
+  });
 })();

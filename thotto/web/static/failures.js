@@ -1,6 +1,7 @@
 // The failure banner on every page: how many posts failed, why in plain words, and the fix at
-// hand; accounts Reddit no longer accepts, with a relink. Shown first, before the page's own
-// content, and announced to screen readers.
+// hand; accounts Reddit no longer accepts, with a relink (except on the pages that are about
+// them already). Shown first, before the page's own content, in the live banner area, so screen
+// readers announce it without interrupting.
 "use strict";
 
 (() => {
@@ -13,7 +14,8 @@
       Posts.api("GET", "/api/accounts"),
     ]);
     const posts = failed.ok ? failed.body.posts : [];
-    const relink = accounts.ok ? accounts.body.filter((account) => account.needsRelink) : [];
+    const ownPage = ["/", "/accounts"].includes(window.location.pathname);
+    const relink = accounts.ok && !ownPage ? accounts.body.filter((account) => account.needsRelink) : [];
     banner.replaceChildren();
     if (!posts.length && !relink.length) { banner.hidden = true; return; }
     const E = Posts.element;
