@@ -91,7 +91,9 @@ async def test_9_a_rate_limit_storm_defers_spends_no_attempt_and_all_publish(mak
 
 async def test_dropped_replies_and_expired_tokens_publish_each_post_once(make_chaos, postgres_dsn):
     chaos = make_chaos(postgres_dsn)
-    await chaos.seed(titles("dropped", 20), spread(2, 3, 20))
+    # Spread over 12 s: Thotto runs many submissions at once, so posts due together would all be
+    # out before the faults below; these fall due one by one across them.
+    await chaos.seed(titles("dropped", 20), spread(2, 12, 20))
     thotto = chaos.thotto()
     await thotto.start()
     await chaos.wait_for_record(3, timeout=30)

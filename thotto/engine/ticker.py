@@ -1,7 +1,8 @@
 """The ticker: sleeps until the earliest due job, claims due jobs for the worker pool.
 
 No polling interval. The ticker asks the store for the next due time and sleeps until just before
-it; a wake-up from the store (an enqueue, reschedule, retry or release here, or on Postgres in any
+it (looking at the wall clock again at least every ``WALL_CLOCK_CHECK_SECONDS``, in case NTP
+stepped it); a wake-up from the store (an enqueue, reschedule, retry or release here, or on Postgres in any
 process) that may be due sooner interrupts the sleep. It claims at most what the pool can take
 (``pool.capacity()``), and claims jobs due within ``lookahead_seconds`` ahead of time so each can
 start at its exact instant. A job enqueued meanwhile that is due even sooner wakes the ticker too,
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 from datetime import datetime, timedelta
 
 import trio
@@ -25,6 +27,11 @@ from thotto.engine.workers import WorkerPool
 log = logging.getLogger("thotto.ticker")
 
 STORE_RETRY_SECONDS = 1.0
+# A sleep's deadline is computed from the wall clock, which NTP may step while the ticker sleeps:
+# a clock stepped an hour forward left it asleep for an hour past due jobs (nothing else woke it
+# once the pool had claimed every due job at once). So it looks at the clock again this often
+# (only at the clock: the store is asked again when the job is due or a wake-up comes).
+WALL_CLOCK_CHECK_SECONDS = 10.0
 
 
 class Ticker:
@@ -98,8 +105,13 @@ class Ticker:
     async def _sleep_until(self, next_due: datetime | None) -> None:
         """Sleep until just before ``next_due`` (forever if None) or a wake-up."""
         self.sleeping_until = next_due
-        with trio.move_on_at(self.clock.deadline(next_due - self.lookahead) if next_due else float("inf")):
-            await self._woken.wait()
+        while True:  # the deadline is recomputed from the wall clock at each check; no store call
+            deadline = self.clock.deadline(next_due - self.lookahead) if next_due else math.inf
+            if deadline <= trio.current_time():
+                break
+            with trio.move_on_at(min(deadline, trio.current_time() + WALL_CLOCK_CHECK_SECONDS)):
+                await self._woken.wait()
+                break
         self.sleeping_until = None
 
     async def _listen_for_wakeups(self, *, task_status=trio.TASK_STATUS_IGNORED) -> None:

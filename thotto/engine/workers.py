@@ -11,14 +11,14 @@ kinds registered ``io_bound`` (publishing to Reddit, webhooks), which spend thei
 the network. A Trio task waiting on a socket costs a few KB and no CPU, so the I/O lane is wide
 (many submissions in flight at once, each waiting ~0.2 s on Reddit) while CPU-bound jobs keep a
 few workers: they cannot run in parallel in one Trio thread anyway. Each lane has its own heap, so
-a burst of posts never queues behind slow CPU-bound jobs, nor the other way round.
+a claimed burst of posts never queues behind slow CPU-bound jobs, nor the other way round.
 
 Capacity (backpressure): the pool accepts at most ``workers + prefetch`` unstarted-or-running
 jobs (``workers`` counting the I/O lane's too while it has jobs, so a process that runs only
-CPU-bound jobs does not claim work for I/O workers that would never take it), where the prefetch follows the measured completion rate (what the pool finishes in
-``prefetch_seconds``, between ``workers`` and ``max_prefetch``), so slow jobs (Reddit posts) are
-claimed a few dozen at a time and leave the rest to other processes, while no-op jobs are claimed
-by the thousand.
+CPU-bound jobs does not claim work for I/O workers that would never take it), where the prefetch
+follows the measured completion rate (what the pool finishes in ``prefetch_seconds``, between
+``workers`` and ``max_prefetch``), so slow jobs (Reddit posts) are claimed a few dozen at a time
+and leave the rest to other processes, while no-op jobs are claimed by the thousand.
 
 Shutdown: when asked to stop, the pool hands back jobs it has not started, lets running ones
 finish within the grace period, cancels the rest, records every outcome and releases every lease
