@@ -19,14 +19,14 @@ PASSWORD = "a long enough password"
 
 
 async def link_for(api, user_id: int) -> str:
-    return await passwords.issue_password_link(api.engine.store, api.engine.settings, user_id, api.url,
-                                               now=api.engine.clock.now())
+    return await passwords.issue_password_link(api.app.store, api.app.settings, user_id, api.url,
+                                               now=api.app.clock.now())
 
 
 @asynccontextmanager
 async def signed_in(api, name: str):
     """A browser-like client of ``name`` (an existing user) signed in with a new password."""
-    user = await api.engine.store.get_user_by_name(name)
+    user = await api.app.store.get_user_by_name(name)
     link = await link_for(api, user.id)
     async with httpx.AsyncClient(base_url=api.url, timeout=15) as browser:
         done = await browser.post(link, data={"password": PASSWORD, "confirm": PASSWORD})
@@ -62,7 +62,7 @@ async def test_a_session_ends_when_unused_too_long_and_after_its_absolute_lifeti
 async def test_the_cookie_is_httponly_lax_and_secure_behind_https(sandbox, tmp_path):
     settings = api_settings(tmp_path, sandbox.url, public_url="https://thotto.example")
     async with serving(settings) as api:
-        user = await api.engine.store.get_user_by_name("pro")
+        user = await api.app.store.get_user_by_name("pro")
         async with httpx.AsyncClient(base_url=api.url) as browser:
             done = await browser.post(await link_for(api, user.id), data={"password": PASSWORD, "confirm": PASSWORD})
         cookie = next(value for value in done.headers.get_list("set-cookie") if value.startswith(COOKIE))
@@ -82,10 +82,10 @@ async def test_changes_need_the_csrf_token_and_must_come_from_this_site(api):
         cross = await browser.post("/settings", data={"time_zone": "Europe/Paris", "csrf": token},
                                    headers={"sec-fetch-site": "cross-site"})
         assert cross.status_code == 403
-        assert (await api.engine.store.get_user_by_name("pro")).time_zone == "UTC"
+        assert (await api.app.store.get_user_by_name("pro")).time_zone == "UTC"
         saved = await browser.post("/settings", data={"time_zone": "Europe/Paris", "csrf": token},
                                    headers={"origin": api.url})
-        assert saved.status_code == 303 and (await api.engine.store.get_user_by_name("pro")).time_zone == "Europe/Paris"
+        assert saved.status_code == 303 and (await api.app.store.get_user_by_name("pro")).time_zone == "Europe/Paris"
         wrong_zone = await browser.post("/settings", data={"time_zone": "Mars/Olympus", "csrf": token})
         assert wrong_zone.status_code == 422 and "not an IANA time zone" in wrong_zone.text
         api_refused = await browser.post("/api/tokens", json={"name": "x"}, headers={"x-csrf-token": "wrong"})
@@ -106,7 +106,7 @@ async def test_a_bearer_token_wins_over_the_cookie(api):
 
 async def test_a_new_password_and_a_removal_end_every_session(api):
     async with signed_in(api, "pro") as first, signed_in(api, "premium") as other:
-        user = await api.engine.store.get_user_by_name("pro")
+        user = await api.app.store.get_user_by_name("pro")
         again = await link_for(api, user.id)
         async with httpx.AsyncClient(base_url=api.url) as second:
             assert (await second.post(again, data={"password": PASSWORD + "!", "confirm": PASSWORD + "!"})).status_code == 303
@@ -119,7 +119,7 @@ async def test_a_new_password_and_a_removal_end_every_session(api):
 async def test_a_set_password_link_expires_and_its_rules_are_said_beside_the_field(sandbox, tmp_path):
     clock = JumpingClock()
     async with serving(api_settings(tmp_path, sandbox.url, password_link_hours=1), clock=clock) as api:
-        user = await api.engine.store.get_user_by_name("pro")
+        user = await api.app.store.get_user_by_name("pro")
         link = await link_for(api, user.id)
         async with httpx.AsyncClient(base_url=api.url) as browser:
             short = await browser.post(link, data={"password": "short", "confirm": "short"})
@@ -130,7 +130,7 @@ async def test_a_set_password_link_expires_and_its_rules_are_said_beside_the_fie
             late = await browser.get(link)
             assert late.status_code == 410 and "expired" in late.text
             assert (await browser.post(link, data={"password": PASSWORD, "confirm": PASSWORD})).status_code == 410
-        assert await api.engine.store.get_password_hash(user.id) is None
+        assert await api.app.store.get_password_hash(user.id) is None
 
 
 async def test_sign_ins_are_limited_per_address_across_names_and_a_success_clears_the_names_count(sandbox, tmp_path):
