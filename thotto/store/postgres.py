@@ -32,7 +32,7 @@ import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -429,7 +429,8 @@ WITH upd AS (
         run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
         lease_until = NULL,
         finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1 END,
-        last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 ELSE j.last_error END,
+        last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 || '; no attempts left'
+                          ELSE $2 END,
         failure_cause = CASE WHEN j.attempt >= j.max_attempts THEN 'system' END
     WHERE j.id = ANY(ARRAY(
         SELECT id FROM jobs
@@ -439,7 +440,8 @@ WITH upd AS (
     RETURNING j.id, j.state, j.attempt, j.owner, j.started_at
 ), hist AS (
     INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
-    SELECT id, attempt, owner, started_at, $1, 'expired', $2 FROM upd
+    SELECT id, attempt, owner, started_at, $1, 'expired',
+           CASE WHEN state = 'dead' THEN $2 || '; no attempts left' ELSE $2 END FROM upd
 )
 SELECT id, state FROM upd ORDER BY id
 """
@@ -631,18 +633,26 @@ def _json(value: Any) -> str:
     return msgspec.json.encode(value).decode()
 
 
+Owner = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+ClaimLimit = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)]
+TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
+def _convert(value: Any, type_: Any, field: str) -> Any:
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise ValidationError(f"{field}: {exc}", field=field) from exc
+
+
 def _check_owner(owner: str) -> str:
-    if not isinstance(owner, str) or not owner:
-        raise ValidationError("owner must be a non-empty string", field="owner")
-    return owner
+    return _convert(owner, Owner, "owner")
 
 
 def _check_lease(lease_seconds: float) -> timedelta:
-    if not isinstance(lease_seconds, (int, float)) or not lease_seconds > 0:
-        raise ValidationError(
-            f"lease_seconds must be a positive number, got {lease_seconds!r}", field="lease_seconds"
-        )
-    return timedelta(seconds=lease_seconds)
+    return timedelta(seconds=_convert(lease_seconds, LeaseSeconds, "lease_seconds"))
 
 
 def _check_ids(ids: Sequence[int], field: str = "job_ids") -> list[int]:
@@ -651,12 +661,6 @@ def _check_ids(ids: Sequence[int], field: str = "job_ids") -> list[int]:
         if type(value) is not int:
             raise ValidationError(f"{field} must be integers, got {value!r}", field=field)
     return out
-
-
-def _check_name(value: str, field: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > 200:
-        raise ValidationError(f"{field} must be 1-200 characters", field=field)
-    return value
 
 
 def _check_token_hash(token_hash: str) -> str:
@@ -1153,9 +1157,7 @@ class PostgresStore(Store):
     ) -> list[Job]:
         _check_owner(owner)
         lease = _check_lease(lease_seconds)
-        if type(limit) is not int or limit < 0:
-            raise ValidationError(f"limit must be a non-negative integer, got {limit!r}",
-                                  field="limit")
+        limit = _convert(limit, ClaimLimit, "limit")
         if limit == 0:
             await trio.lowlevel.checkpoint()
             return []
@@ -1551,7 +1553,7 @@ class PostgresStore(Store):
 
     async def get_user_by_name(self, name: str) -> User:
         return await self._one(f"SELECT {_USER_COLS} FROM users WHERE name = $1 AND {_LIVE}",
-                               [str(name)], _user, f"User {name!r} does not exist")  # fmt: skip
+                               [_check_str(name, "name")], _user, f"User {name!r} does not exist")  # fmt: skip
 
     async def list_users(self) -> list[User]:
         records = await self._run(self._fetch,
@@ -1574,7 +1576,7 @@ class PostgresStore(Store):
 
     async def create_token(self, user_id: int, name: str, token_hash: str) -> ApiToken:
         _check_ids([user_id], "user_id")
-        _check_name(name, "name")
+        _convert(name, TokenName, "name")
         _check_token_hash(token_hash)
         return await self._run(self._create_token_in_loop, user_id, name, token_hash, self.now())
 
@@ -1761,6 +1763,8 @@ class PostgresStore(Store):
                                            expires_at: datetime, now: datetime) -> LinkRequest:
         assert self._pool is not None
         async with self._pool.acquire() as conn, conn.transaction():
+            if await conn.fetchval(_LIVE_USER, user_id) is None:
+                raise NotFound(f"User {user_id} does not exist")
             await conn.execute("DELETE FROM link_requests WHERE expires_at < $1",
                                now - LINK_REQUEST_MEMORY)
             try:
@@ -1964,7 +1968,8 @@ class PostgresStore(Store):
                   AND (j.state IN ('pending', 'processing')
                        OR (j.state = 'completed' AND j.finished_at >= $4))
                 ORDER BY p.id""",
-            account_id, str(subreddit), title_key(str(title)), as_utc(since),
+            account_id, _check_str(subreddit, "subreddit"), title_key(_check_str(title, "title")),
+            as_utc(since),
         )  # fmt: skip
         return [_post(r) for r in records]
 
@@ -2081,9 +2086,9 @@ class PostgresStore(Store):
 
     async def record_publication(self, post_id: int, reddit_id: str, reddit_url: str) -> Post:
         _check_ids([post_id], "post_id")
-        for field, value in (("reddit_id", reddit_id), ("reddit_url", reddit_url)):
-            if not isinstance(value, str) or not value or len(value) > 2000:
-                raise ValidationError(f"{field} must be a non-empty string", field=field)
+        _convert(reddit_id, RedditId, "reddit_id")
+        if not isinstance(reddit_url, str) or not reddit_url or len(reddit_url) > 2000:
+            raise ValidationError("reddit_url must be 1-2000 characters", field="reddit_url")
         return await self._run(self._record_publication_in_loop, post_id, reddit_id, reddit_url,
                                self.now())  # fmt: skip
 
@@ -2288,13 +2293,15 @@ class PostgresStore(Store):
             media_id = await self._run(
                 self._fetchval,
                 "INSERT INTO media (user_id, kind, width, height, removed, created_at) "
-                "VALUES ($1, $2, $3, $4, $5::jsonb, $6) RETURNING id",
+                f"SELECT $1, $2, $3, $4, $5::jsonb, $6 WHERE EXISTS ({_LIVE_USER}) RETURNING id",
                 media.user_id, media.kind.value, media.width, media.height, _json(media.removed),
                 self.now())
         except StoreError as error:
             if isinstance(error.__cause__, asyncpg.ForeignKeyViolationError):
                 raise NotFound(f"User {media.user_id} does not exist") from None
             raise
+        if media_id is None:
+            raise NotFound(f"User {media.user_id} does not exist")
         try:
             size, digest = await self._store_chunks(media_id, chunks)
             if size == 0:

@@ -195,7 +195,7 @@ class _Times(dict):
 
 Owner = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 PositiveId = Annotated[int, msgspec.Meta(ge=1)]
-ClaimLimit = Annotated[int, msgspec.Meta(ge=1, le=100_000)]
+ClaimLimit = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)]
 PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
 TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
@@ -639,6 +639,7 @@ MEDIA_TO_PURGE = (
     "SELECT 1 FROM post_media pm JOIN posts p ON p.id = pm.post_id WHERE pm.media_id = m.id)) "
     "OR (m.ready = 0 AND m.created_at < ?2) LIMIT ?3"
 )
+EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
 MEDIA_PURGE_BATCH = 50  # media per writer transaction: a purge never holds the writer for long
 
 
@@ -683,9 +684,12 @@ _ENCODE = msgspec.json.Encoder().encode
 
 
 def _job(row: tuple, times: _Times) -> Job:
+    state = _STATES[row[6]]
+    held = state is JobState.PROCESSING  # the lease is shown only while the job runs
     return Job(
-        row[0], row[1], row[2], row[3], row[4], times[row[5]], _STATES[row[6]], row[7], row[8],
-        row[9], row[10], times[row[11]], times[row[12]], times[row[13]], row[14],
+        row[0], row[1], row[2], row[3], row[4], times[row[5]], state, row[7], row[8],
+        row[9], row[10] if held else None, times[row[11]] if held else None, times[row[12]],
+        times[row[13]], row[14],
     )
 
 
@@ -1433,7 +1437,7 @@ class SqliteStore(Store):
         names = _check_queues(queues)
         _, now_us = self._now_us()
         due_us = now_us if due_by is None else _us(due_by, "due_by")
-        if names == []:
+        if names == [] or limit == 0:
             await trio.lowlevel.checkpoint()
             return []
         # Paused queues are left out by name: this process is the file's only one, so the set
@@ -2465,7 +2469,7 @@ def _release_expired(
     released, dead = [], []
     for job_id, attempt, max_attempts, owner, started_us in expired:
         last = attempt >= max_attempts
-        error = "lease expired" + ("; no attempts left" if last else "")
+        error = EXPIRED_ERROR + ("; no attempts left" if last else "")
         conn.execute(INSERT_ATTEMPT, (job_id, attempt, owner, started_us, now_us, "expired", error))
         if last:
             conn.execute(TO_DEAD, (now_us, error, FailureCause.SYSTEM.value, job_id))
