@@ -153,10 +153,11 @@ async def test_the_look_up_uses_the_title_key_index(store, store_url, clock):
         plan = await _postgres_plan(store_url, account.id)
         assert "posts_account_title_key" in plan, plan
     else:
-        from thotto.store.sqlite import RECENT_POSTS
+        from thotto.store.sqlite import QUERIES
 
         db = sqlite3.connect(f"file:{store_url}?mode=ro", uri=True)
-        rows = db.execute(f"EXPLAIN QUERY PLAN {RECENT_POSTS}", (account.id, "indexed", SUBREDDIT, 0))
+        rows = db.execute(f"EXPLAIN QUERY PLAN {QUERIES.recent_posts}",
+                          (account.id, SUBREDDIT, "indexed", 0))
         plan = " ".join(row[-1] for row in rows)
         db.close()
         assert "INDEX posts_account_title" in plan, plan

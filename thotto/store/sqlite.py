@@ -1,6 +1,7 @@
 """The SQLite store: the embedded default (docs/architecture.md, "Storage").
 
-Layout of the adapter, top to bottom:
+Layout of the dialect, top to bottom (what both stores share is in :mod:`thotto.store.core`; the
+cold-path SQL is in ``sql/queries_sqlite.sql``):
 
 * **Times**: INTEGER microseconds since the epoch (UTC) in the database; aware UTC datetimes out.
 * **The writer**: one thread owns the one read-write ``sqlite3`` connection and applies *group
@@ -13,17 +14,15 @@ Layout of the adapter, top to bottom:
   process is refused too.
 * **Schema**: ``sql/sqlite_0001_schema.sql`` and the ones after it are the migrations, applied in
   order in one transaction on open; ``PRAGMA user_version`` holds the version reached.
-* **SqliteStore**: each Store method validates its input on the Trio side, then runs one function
-  of the connection on the writer or a reader.
+* **SqliteStore**: the core's transactions run as functions of the connection on the writer or
+  the reader; the hot paths (enqueue, claim, heartbeat, settle, release_expired, next_due) are
+  this dialect's own code.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import fcntl
-import hashlib
 import importlib.resources
 import itertools
 import logging
@@ -34,102 +33,60 @@ import sqlite3
 import threading
 import urllib.parse
 import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 import outcome
 import trio
 
+from thotto.aio import EventFeed
+from thotto.clock import wait_for_thread
 from thotto.errors import (
     ConfigError,
-    Conflict,
-    InvalidTransition,
-    NotFound,
     SchemaError,
     StoreError,
     StoreLocked,
     StoreUnavailable,
     ValidationError,
 )
+from thotto.files import PRIVATE_FILE, create_private_file
 from thotto.messages import (
     UTC,
-    Account,
-    ApiToken,
-    Attempt,
-    AttemptOutcome,
     Completed,
     Dead,
     Deferred,
-    EngagementReading,
     EnqueueResult,
     ExpiredLeases,
     FailureCause,
     Job,
-    LinkRequest,
     JobState,
-    Media,
-    MediaKind,
-    MediaPage,
-    NewAccount,
-    NewMedia,
     NewJob,
-    NewPost,
-    NewUser,
     Outcome,
-    Post,
-    PostContent,
-    PostEngagement,
-    PostPage,
-    PostStatus,
-    QueueCount,
-    Recurrence,
     Released,
     Retry,
     SettleResult,
     SettleStatus,
-    SubredditRules,
-    Tier,
-    User,
-    UserRemoval,
-    Role,
-    Name,
-    TokenHash,
     title_key,
     utcnow,
     validated,
 )
-from thotto.aio import EventFeed
-from thotto.store.base import (
-    BROADCAST_BUFFER,
-    POST_JOB_KIND,
-    POST_QUEUE,
-    Clock,
-    JobPage,
-    JobRecord,
-    JobSearch,
-    PausedQueue,
-    QueueActivity,
-    Store,
-    activity_rows,
-    check_broadcast,
-    check_search,
-    decode_media_cursor,
-    encode_media_cursor,
-    media_chunks,
-    media_in_use,
-    missed_broadcasts,
+from thotto.store.base import BROADCAST_BUFFER, Clock, check_broadcast, missed_broadcasts
+from thotto.store.core import (
+    EXPIRED_ERROR,
+    ClaimLimit,
+    CoreStore,
+    LeaseSeconds,
+    Owner,
+    Tx,
+    UniqueViolation,
+    check,
+    check_ids,
+    check_queues,
+    load_queries,
+    run_now,
 )
-from thotto.store.lifecycle import (
-    STATUS_CONDITION,
-    check_changeable,
-    check_revivable,
-    post_error,
-    post_status,
-)
-from thotto.clock import wait_for_thread
-from thotto.files import PRIVATE_FILE, create_private_file
 
 log = logging.getLogger(__name__)
 
@@ -193,41 +150,9 @@ class _Times(dict):
 
 # --- validation ----------------------------------------------------------------------------------
 
-Owner = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-PositiveId = Annotated[int, msgspec.Meta(ge=1)]
-ClaimLimit = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
-LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)]
-PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
-TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-RefreshLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 _OUTCOME_TYPES = (Completed, Retry, Dead, Deferred, Released)
 _JOB_ID = operator.attrgetter("job_id")
 _ATTEMPT = operator.attrgetter("attempt")
-
-
-def _check(value: Any, type_: Any, field: str) -> Any:
-    """``value`` converted to ``type_`` (with its constraints), or a ValidationError."""
-    try:
-        return msgspec.convert(value, type_)
-    except msgspec.ValidationError as exc:
-        raise ValidationError(f"{field}: {exc}", field) from exc
-
-
-def _check_struct(value: Any, type_: type[T], field: str) -> T:
-    if not isinstance(value, type_):
-        wanted, got = type_.__name__, type(value).__name__
-        raise ValidationError(f"{field} must be a {wanted}, got {got}", field)
-    return validated(value)
-
-
-def _check_bytes(value: Any, field: str) -> bytes:
-    # msgspec.convert would accept a str here, as base64: refuse it instead
-    if type(value) is not bytes:
-        raise ValidationError(f"{field} must be bytes, got {type(value).__name__}", field)
-    return value
 
 
 #: Shapes of jobs that passed validated(): bulk and repeated jobs share queue, kind, priority and
@@ -256,10 +181,6 @@ def _job_row(job: Any, now: datetime, now_us: int) -> tuple[tuple, datetime]:
     return row, run_at
 
 
-def _check_ids(ids: Sequence[int], field: str) -> list[int]:
-    return _check(list(ids), list[PositiveId], field)
-
-
 def _check_outcome(item: Any) -> Outcome:
     """One settle outcome, validated; ``Completed`` and ``Released`` only carry two ints."""
     kind = type(item)
@@ -284,9 +205,7 @@ def _check_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
     return [_check_outcome(item) for item in items]
 
 
-def _check_queues(queues: Sequence[str] | None) -> list[str] | None:
-    return None if queues is None else _check(list(queues), list[Name], "queues")
-
+_check, _check_ids, _check_queues = check, check_ids, check_queues  # the hot paths' names
 
 # --- errors --------------------------------------------------------------------------------------
 
@@ -309,18 +228,8 @@ def _as_reply_error(exc: BaseException) -> BaseException:
     return _wrap(exc) if isinstance(exc, sqlite3.Error) else exc
 
 
-def _not_found(what: str, record_id: Any) -> NotFound:
-    if isinstance(record_id, str):
-        return NotFound(f"No {what} {record_id!r}")
-    return NotFound(f"No {what} with id {record_id}")
-
-
 # --- SQL -----------------------------------------------------------------------------------------
 
-JOB_COLUMNS = (
-    "id, queue, kind, payload, priority, run_at, state, attempt, max_attempts, dedupe_key, "
-    "lease_owner, lease_until, created_at, finished_at, last_error"
-)
 INSERT_COLUMNS = "queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at"
 INSERT_JOB = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 INSERT_JOB_DEDUPED = f"{INSERT_JOB} ON CONFLICT DO NOTHING"
@@ -345,7 +254,6 @@ INSERT_JSON_SAME_TIMES = (
 #: Rows per multi-row INSERT, for payloads that cannot travel as JSON text.
 INSERT_CHUNKS = (256, 64, 16, 4, 1)
 
-SELECT_JOB = f"SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
 #: Claiming takes two statements of one row each, in the writer's transaction: CLAIM_ROWS reads
 #: the jobs to claim as one JSON document (in claim order, as CLAIM leaves them), then CLAIM marks
 #: the same jobs (same query, same snapshot, nothing in between). The rows travel as one string
@@ -390,7 +298,6 @@ MAX_KEYED_ID = 1 << 42  # id * KEY_SHIFT + attempt must fit in 63 bits
 TO_COMPLETED = (
     "UPDATE jobs SET state = 'completed', finished_at = ?, lease_until = NULL WHERE id = ?"
 )
-JOB_STATE = "SELECT state FROM jobs WHERE id = ?"
 HELD_JOB = "SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = ?"
 TO_DEAD = (
     "UPDATE jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ?, "
@@ -411,237 +318,9 @@ EXPIRED = (
     "SELECT id, attempt, max_attempts, lease_owner, started_at FROM jobs "
     "WHERE state = 'processing' AND lease_until < ?"
 )
-CANCEL_JOB = (
-    f"UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}"
-)
-RESCHEDULE_JOB = f"UPDATE jobs SET run_at = ? WHERE id = ? RETURNING {JOB_COLUMNS}"
-REDRIVE_JOB = (
-    "UPDATE jobs SET state = 'pending', run_at = ?, attempt = 0, lease_owner = NULL, "
-    "lease_until = NULL, started_at = NULL, finished_at = NULL, failure_cause = NULL "
-    "WHERE id = ? AND state = 'dead'"
-)
-REVIVE_JOB = (
-    "UPDATE jobs SET state = 'pending', run_at = ?, attempt = 0, lease_owner = NULL, "
-    "lease_until = NULL, started_at = NULL, finished_at = NULL, last_error = NULL, "
-    "failure_cause = NULL WHERE id = ? AND state = 'dead'"
-)
-FINISHED_BEFORE = (
-    "SELECT id FROM jobs WHERE finished_at < ? AND state IN ('completed', 'dead', 'cancelled')"
-)
-PURGE = (
-    f"DELETE FROM attempts WHERE job_id IN ({FINISHED_BEFORE})",
-    f"DELETE FROM posts WHERE job_id IN ({FINISHED_BEFORE})",
-    "DELETE FROM jobs WHERE finished_at < ? AND state IN ('completed', 'dead', 'cancelled')",
-)
-COUNTS = "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state ORDER BY queue, state"
-# The queue monitor's snapshot (Store.queue_activity): :now is now, :since since, :sample the sample size.
-ACTIVITY = (
-    "SELECT queue, 'due', count(*) FROM jobs WHERE state = 'pending' AND run_at <= :now GROUP BY queue",
-    "SELECT queue, 'delayed', count(*) FROM jobs WHERE state = 'pending' AND run_at > :now GROUP BY queue",
-    "SELECT queue, state, count(*) FROM jobs WHERE finished_at >= :since AND state IN ('completed', 'dead') "
-    "GROUP BY queue, state",
-    "SELECT j.queue, 'attempt_' || a.outcome, count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
-    "WHERE a.finished_at >= :since AND a.outcome IN ('retry', 'dead', 'expired') GROUP BY j.queue, a.outcome",
-    "SELECT j.queue, 'attempt_refused', count(*) FROM attempts a JOIN jobs j ON j.id = a.job_id "
-    "WHERE a.finished_at >= :since AND a.outcome = 'dead' AND j.state = 'dead' "
-    "AND j.failure_cause IN ('refused', 'account') GROUP BY j.queue",
-)
-ACTIVITY_DURATIONS = (
-    "SELECT queue, finished_at - started_at FROM jobs WHERE finished_at >= :since AND state = 'completed' "
-    "AND started_at IS NOT NULL ORDER BY finished_at DESC LIMIT :sample"
-)
 NEXT_DUE = (
     "SELECT run_at FROM jobs WHERE state = 'pending' {queues}ORDER BY run_at, priority DESC LIMIT 1"
 )
-SEARCH_JOBS = f"SELECT {JOB_COLUMNS}, failure_cause FROM jobs WHERE {{where}} ORDER BY id DESC LIMIT ?"
-JOB_RECORD = f"SELECT {JOB_COLUMNS}, failure_cause FROM jobs WHERE id = ?"
-PAUSE_QUEUE = "INSERT INTO paused_queues (queue, paused_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
-PAUSED_AT = "SELECT paused_at FROM paused_queues WHERE queue = ?"
-RESUME_QUEUE = "DELETE FROM paused_queues WHERE queue = ?"
-PAUSED_QUEUES = "SELECT queue, paused_at FROM paused_queues ORDER BY queue"
-ATTEMPT_HISTORY = (
-    "SELECT attempt, owner, started_at, finished_at, outcome, error FROM attempts "
-    "WHERE job_id = ? ORDER BY id"
-)
-CURRENT_ATTEMPT = (
-    "SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id = ?"
-)
-
-USER_COLUMNS = "id, name, tier, role, created_at"
-TOKEN_COLUMNS = "id, user_id, name, created_at, revoked_at"
-ACCOUNT_COLUMNS = (
-    "id, user_id, reddit_username, refresh_token_encrypted, scopes, needs_relink, created_at"
-)
-USER_EXISTS = "SELECT 1 FROM users WHERE id = ? AND removed_at IS NULL"
-INSERT_USER = (
-    f"INSERT INTO users (name, tier, role, created_at) VALUES (?, ?, ?, ?) RETURNING {USER_COLUMNS}"
-)
-SELECT_USER = f"SELECT {USER_COLUMNS} FROM users WHERE id = ? AND removed_at IS NULL"
-SELECT_USER_BY_NAME = f"SELECT {USER_COLUMNS} FROM users WHERE name = ? AND removed_at IS NULL"
-SELECT_USERS = f"SELECT {USER_COLUMNS} FROM users WHERE removed_at IS NULL ORDER BY id"
-SET_TIER = (
-    f"UPDATE users SET tier = ? WHERE id = ? AND removed_at IS NULL RETURNING {USER_COLUMNS}"
-)
-INSERT_TOKEN = (
-    "INSERT INTO api_tokens (user_id, name, token_hash, created_at) VALUES (?, ?, ?, ?) "
-    f"RETURNING {TOKEN_COLUMNS}"
-)
-REVOKE_TOKEN = (
-    "UPDATE api_tokens SET revoked_at = coalesce(revoked_at, ?) WHERE id = ? "
-    f"RETURNING {TOKEN_COLUMNS}"
-)
-SELECT_TOKENS = f"SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY id"
-SELECT_ACCOUNT = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE id = ?"
-SELECT_ACCOUNTS = f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE user_id = ? ORDER BY id"
-SET_ACCOUNT_TOKEN = (
-    "UPDATE accounts SET refresh_token_encrypted = ?, needs_relink = 0 WHERE id = ? "
-    f"RETURNING {ACCOUNT_COLUMNS}"
-)
-SET_NEEDS_RELINK = f"UPDATE accounts SET needs_relink = ? WHERE id = ? RETURNING {ACCOUNT_COLUMNS}"
-USER_BY_TOKEN = (
-    "SELECT u.id, u.name, u.tier, u.role, u.created_at FROM api_tokens t "
-    "JOIN users u ON u.id = t.user_id WHERE t.token_hash = ? AND t.revoked_at IS NULL "
-    "AND u.removed_at IS NULL"
-)
-# Removing a user (see Store.remove_user). The name gets a '#' suffix, which no valid name has,
-# so that it is free again.
-OTHER_ADMINS = "SELECT count(*) FROM users WHERE role = 'admin' AND removed_at IS NULL AND id != ?"
-CANCEL_USERS_POSTS = (
-    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE state = 'pending' "
-    "AND id IN (SELECT job_id FROM posts WHERE user_id = ?)"
-)
-REVOKE_USERS_TOKENS = (
-    "UPDATE api_tokens SET revoked_at = ? WHERE user_id = ? AND revoked_at IS NULL"
-)
-UNLINK_USERS_ACCOUNTS = (
-    "UPDATE accounts SET refresh_token_encrypted = x'', needs_relink = 1 WHERE user_id = ?"
-)
-MARK_USER_REMOVED = "UPDATE users SET removed_at = ?, name = name || '#' || id WHERE id = ?"
-LINK_ACCOUNT = (
-    "INSERT INTO accounts (user_id, reddit_username, refresh_token_encrypted, scopes, "
-    "needs_relink, created_at) VALUES (?, ?, ?, ?, 0, ?) "
-    "ON CONFLICT (user_id, reddit_username) DO UPDATE SET "
-    "refresh_token_encrypted = excluded.refresh_token_encrypted, scopes = excluded.scopes, "
-    f"needs_relink = 0 RETURNING {ACCOUNT_COLUMNS}"
-)
-
-LINK_REQUEST_COLUMNS = (
-    "state_hash, user_id, secret_hash, created_at, expires_at, used_at, held_code, verifier_hash"
-)
-INSERT_LINK_REQUEST = (
-    "INSERT INTO link_requests (state_hash, user_id, secret_hash, created_at, expires_at) "
-    f"VALUES (?, ?, ?, ?, ?) RETURNING {LINK_REQUEST_COLUMNS}"
-)
-FORGET_OLD_LINK_REQUESTS = "DELETE FROM link_requests WHERE expires_at < ?"
-SELECT_LINK_REQUEST = f"SELECT {LINK_REQUEST_COLUMNS} FROM link_requests WHERE state_hash = ?"
-HOLD_LINK_CODE = (
-    "UPDATE link_requests SET held_code = ?, verifier_hash = ? WHERE state_hash = ? "
-    "AND held_code IS NULL AND used_at IS NULL AND expires_at > ?"
-)
-USE_LINK_REQUEST = (
-    "UPDATE link_requests SET used_at = ? WHERE state_hash = ? AND used_at IS NULL "
-    "AND expires_at > ?"
-)
-#: Expired link requests are kept this long (to say "expired" rather than "unknown"), then dropped.
-LINK_REQUEST_MEMORY_US = 24 * 3600 * 1_000_000
-
-POST_SELECT = (
-    "SELECT p.id, p.user_id, p.account_id, p.content, p.scheduled_for, j.state, p.job_id, "
-    "p.reddit_id, p.reddit_url, j.last_error, p.recurrence, p.created_at, p.updated_at, "
-    "p.armed_at FROM posts p JOIN jobs j ON j.id = p.job_id"
-)
-INSERT_POST = (
-    "INSERT INTO posts (user_id, account_id, job_id, subreddit, title_key, content, "
-    "scheduled_for, recurrence, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-POST_BY_ID = f"{POST_SELECT} WHERE p.id = ?"
-POST_BY_JOB = f"{POST_SELECT} WHERE p.job_id = ?"
-ACCOUNT_OWNER = "SELECT user_id FROM accounts WHERE id = ?"
-SET_JOB_PAYLOAD = "UPDATE jobs SET payload = ? WHERE id = ?"
-SET_JOB_RUN_AT = "UPDATE jobs SET run_at = ? WHERE id = ?"
-SET_POST_CONTENT = "UPDATE posts SET content = ?, subreddit = ?, title_key = ? WHERE id = ?"
-SET_POST_SCHEDULE = "UPDATE posts SET scheduled_for = ? WHERE id = ?"
-SET_POST_UPDATED = "UPDATE posts SET updated_at = ? WHERE id = ?"
-SET_PUBLICATION = "UPDATE posts SET reddit_id = ?, reddit_url = ?, updated_at = ? WHERE id = ?"
-ARM_POST = "UPDATE posts SET armed_at = coalesce(armed_at, ?) WHERE id = ?"
-DISARM_POST = "UPDATE posts SET armed_at = NULL, updated_at = ? WHERE id = ? AND reddit_id IS NULL"
-POST_OF_REMOVED_USER = (
-    "SELECT 1 FROM posts p JOIN users u ON u.id = p.user_id "
-    "WHERE p.id = ? AND u.removed_at IS NOT NULL"
-)
-SAVE_RULES = (
-    "INSERT INTO subreddits (name, rules, synced_at) VALUES (?, ?, ?) "
-    "ON CONFLICT (name) DO UPDATE SET rules = excluded.rules, synced_at = excluded.synced_at"
-)
-RULES_BY_NAME = "SELECT rules FROM subreddits WHERE name = ?"
-ALL_RULES = "SELECT rules FROM subreddits ORDER BY name"
-RECENT_POSTS = (
-    f"{POST_SELECT} WHERE p.account_id = ? AND p.title_key = ? AND p.subreddit = ? "
-    "AND (j.state IN ('pending', 'processing') OR (j.state = 'completed' AND j.finished_at >= ?)) "
-    "ORDER BY p.id"
-)
-FOLLOW_UP_OF = "SELECT id FROM posts WHERE follows_post_id = ?"
-#: A follow-up carries its series' anchor: the previous post's, or the previous post's time.
-SET_FOLLOWS = (
-    "UPDATE posts SET follows_post_id = ?1, series_start = "
-    "(SELECT coalesce(series_start, scheduled_for) FROM posts WHERE id = ?1) WHERE id = ?2"
-)
-SERIES_START = "SELECT coalesce(series_start, scheduled_for) FROM posts WHERE id = ?"
-POST_EXISTS = "SELECT 1 FROM posts WHERE id = ?"
-#: The latest read wins: an older reading (from a slower process) does not overwrite a newer.
-SET_ENGAGEMENT = (
-    "UPDATE posts SET score = ?, comments = ?, engagement_at = ? WHERE id = ? "
-    "AND reddit_id IS NOT NULL AND (engagement_at IS NULL OR engagement_at <= ?)"
-)
-TO_REFRESH = (
-    f"{POST_SELECT} WHERE j.state = 'completed' AND j.finished_at >= ? "
-    "AND p.reddit_id IS NOT NULL AND (p.engagement_at IS NULL OR p.engagement_at < ?) "
-    "ORDER BY p.engagement_at NULLS FIRST, p.id LIMIT ?"
-)
-SUBREDDIT_ENGAGEMENT = (
-    "SELECT p.id, p.account_id, p.subreddit, p.scheduled_for, j.finished_at, p.score, "
-    "p.comments, p.engagement_at FROM posts p JOIN jobs j ON j.id = p.job_id "
-    "WHERE p.subreddit = ? AND p.engagement_at IS NOT NULL AND j.state = 'completed' "
-    "AND j.finished_at >= ? ORDER BY j.finished_at, p.id"
-)
-
-MEDIA_COLUMNS = "id, user_id, kind, width, height, bytes, sha256, removed, created_at"
-INSERT_MEDIA = (
-    "INSERT INTO media (user_id, kind, width, height, removed, created_at) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-INSERT_MEDIA_CHUNK = "INSERT INTO media_chunks (media_id, seq, data) VALUES (?, ?, ?)"
-FINISH_MEDIA = (
-    f"UPDATE media SET ready = 1, bytes = ?, sha256 = ? WHERE id = ? RETURNING {MEDIA_COLUMNS}"
-)
-MEDIA_BY_ID = f"SELECT {MEDIA_COLUMNS} FROM media WHERE id = ? AND ready = 1"
-MEDIA_OF_USER = f"{MEDIA_BY_ID} AND user_id = ?"
-MEDIA_PAGE = (
-    f"SELECT {MEDIA_COLUMNS} FROM media WHERE user_id = ? AND ready = 1 AND id < ? "
-    "ORDER BY id DESC LIMIT ?"
-)
-MEDIA_CHUNK = "SELECT data FROM media_chunks WHERE media_id = ? AND seq = ?"
-#: Posts not finished (their job pending or processing) that link the media.
-MEDIA_LIVE_POSTS = (
-    "SELECT pm.post_id FROM post_media pm JOIN posts p ON p.id = pm.post_id "
-    "JOIN jobs j ON j.id = p.job_id WHERE pm.media_id = ? AND j.state IN ('pending', 'processing') "
-    "ORDER BY pm.post_id"
-)
-DELETE_MEDIA = (
-    "DELETE FROM post_media WHERE media_id = ?",
-    "DELETE FROM media_chunks WHERE media_id = ?",
-    "DELETE FROM media WHERE id = ?",
-)
-#: Media to purge, a batch at a time: unused ones created before ?1 (a link to a post that was
-#: purged is no use), unfinished uploads started before ?2.
-MEDIA_TO_PURGE = (
-    "SELECT id FROM media m WHERE (m.ready = 1 AND m.created_at < ?1 AND NOT EXISTS ("
-    "SELECT 1 FROM post_media pm JOIN posts p ON p.id = pm.post_id WHERE pm.media_id = m.id)) "
-    "OR (m.ready = 0 AND m.created_at < ?2) LIMIT ?3"
-)
-EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
-MEDIA_PURGE_BATCH = 50  # media per writer transaction: a purge never holds the writer for long
-
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
@@ -671,75 +350,8 @@ def _load_sql(name: str) -> str:
     return importlib.resources.files("thotto.store").joinpath("sql", name).read_text("utf-8")
 
 
-# --- rows → records ------------------------------------------------------------------------------
 
-_STATES = {state.value: state for state in JobState}
-_OUTCOMES = {item.value: item for item in AttemptOutcome}
-_TIERS = {tier.value: tier for tier in Tier}
-_ROLES = {role.value: role for role in Role}
-_CONTENT = msgspec.json.Decoder(PostContent)
-_RECURRENCE = msgspec.json.Decoder(Recurrence)
-_RULES = msgspec.json.Decoder(SubredditRules)
 _ENCODE = msgspec.json.Encoder().encode
-
-
-def _job(row: tuple, times: _Times) -> Job:
-    state = _STATES[row[6]]
-    held = state is JobState.PROCESSING  # the lease is shown only while the job runs
-    return Job(
-        row[0], row[1], row[2], row[3], row[4], times[row[5]], state, row[7], row[8],
-        row[9], row[10] if held else None, times[row[11]] if held else None, times[row[12]],
-        times[row[13]], row[14],
-    )
-
-
-def _one_job(row: tuple) -> Job:
-    return _job(row, _Times())
-
-
-def _user(row: tuple) -> User:
-    return User(row[0], row[1], _TIERS[row[2]], _ROLES[row[3]], _dt(row[4]))
-
-
-def _token(row: tuple) -> ApiToken:
-    return ApiToken(row[0], row[1], row[2], _dt(row[3]), None if row[4] is None else _dt(row[4]))
-
-
-def _account(row: tuple) -> Account:
-    return Account(row[0], row[1], row[2], row[3], row[4], bool(row[5]), _dt(row[6]))
-
-
-def _link_request(row: tuple) -> LinkRequest:
-    return LinkRequest(row[0], row[1], row[2], _dt(row[3]), _dt(row[4]),
-                       None if row[5] is None else _dt(row[5]), row[6], row[7])
-
-
-def _post(row: tuple, times: _Times) -> Post:
-    armed_at = times[row[13]]
-    status = post_status(_STATES[row[5]], armed_at, row[7])
-    recurrence = None if row[10] is None else _RECURRENCE.decode(row[10])
-    return Post(
-        row[0], row[1], row[2], _CONTENT.decode(row[3]), times[row[4]], status, row[6], row[7],
-        row[8], post_error(status, row[9]), recurrence, times[row[11]], times[row[12]], armed_at,
-    )
-
-
-_MEDIA_KINDS = {kind.value: kind for kind in MediaKind}
-_REMOVED = msgspec.json.Decoder(list[str])
-
-
-def _media(row: tuple) -> Media:
-    return Media(row[0], row[1], _MEDIA_KINDS[row[2]], row[3], row[4], row[5], row[6],
-                 _REMOVED.decode(row[7]), _dt(row[8]))
-
-
-def _one(conn: sqlite3.Connection, sql: str, params: tuple, what: str, record_id: Any) -> tuple:
-    """The one row ``sql`` finds; NotFound when there is none."""
-    row = conn.execute(sql, params).fetchone()
-    if row is None:
-        raise _not_found(what, record_id)
-    return row
-
 
 # --- the process lock ----------------------------------------------------------------------------
 
@@ -1256,7 +868,36 @@ class _Wakeups:
         self._lot.unpark_all()
 
 
+
 # --- the store ------------------------------------------------------------------------------------
+
+QUERIES = load_queries("queries_sqlite.sql")
+
+
+class _SqliteTx(Tx):
+    """The core's transaction on a connection of the writer or the reader: plain calls that
+    never suspend (the core's coroutine runs to its end with :func:`run_now`)."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        super().__init__()
+        self._conn = conn
+
+    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+        return self._run(sql, args).fetchall()
+
+    async def fetchrow(self, sql: str, *args: Any) -> Any:
+        return self._run(sql, args).fetchone()
+
+    async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
+        for statement in (sql,) if isinstance(sql, str) else sql:
+            cursor = self._run(statement, args)
+        return cursor.rowcount
+
+    def _run(self, sql: str, args: tuple) -> sqlite3.Cursor:
+        try:
+            return self._conn.execute(sql, args)
+        except sqlite3.IntegrityError as exc:
+            raise UniqueViolation(str(exc)) from exc
 
 
 @contextlib.asynccontextmanager
@@ -1274,7 +915,7 @@ async def open_sqlite_store(path: str, *, clock: Clock = utcnow) -> AsyncIterato
         await store.aclose()
 
 
-class SqliteStore(Store):
+class SqliteStore(CoreStore):
     """The Store on one SQLite file: a writer thread (group commit) and a reader thread.
 
     Open it with :func:`open_sqlite_store` (or :func:`thotto.store.open_store`), which closes
@@ -1285,6 +926,7 @@ class SqliteStore(Store):
     """
 
     name = "sqlite"
+    q = QUERIES
 
     def __init__(
         self,
@@ -1364,22 +1006,36 @@ class SqliteStore(Store):
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         return await self._reader.call(fn)
 
-    async def _fetch_one(
-        self,
-        sql: str,
-        params: tuple,
-        missing: tuple[str, Any],
-        record: Callable[[tuple], T],
-        *,
-        write: bool = False,
-    ) -> T:
-        """The record of the one row ``sql`` returns; NotFound naming ``missing`` otherwise."""
-        worker = self._writer if write else self._reader
-        return record(await worker.call(lambda conn: _one(conn, sql, params, *missing)))
+    async def _read_tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        return await self._reader.call(lambda conn: run_now(fn(_SqliteTx(conn))))
 
-    async def _fetch_all(self, sql: str, params: tuple, record: Callable[[tuple], T]) -> list[T]:
-        rows = await self._reader.call(lambda conn: conn.execute(sql, params).fetchall())
-        return [record(row) for row in rows]
+    async def _write_tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
+        def write(conn: sqlite3.Connection) -> tuple[T, datetime | None]:
+            tx = _SqliteTx(conn)
+            return run_now(fn(tx)), tx.earliest
+
+        return await self._writer.call(write, True)
+
+    @staticmethod
+    def _to_db(when: datetime) -> int:
+        return (when - EPOCH) // ONE_US
+
+    @staticmethod
+    def _from_db(value: int | None) -> datetime | None:
+        return None if value is None else EPOCH + ONE_US * value
+
+    @staticmethod
+    def _json(value: Any) -> bytes:
+        return _ENCODE(value)
+
+    @staticmethod
+    def _param(number: int) -> str:
+        return f"?{number}"
+
+    def _queue_pause_changed(self, queue: str, paused: bool) -> None:
+        # Runs in the writer's transaction, so a claim built once the call returns (or woken by
+        # its wake-up) sees it.
+        self._paused = self._paused | {queue} if paused else self._paused - {queue}
 
     def _now_us(self) -> tuple[datetime, int]:
         """Now (aware, UTC) and as stored. The clock is trusted to be aware: this runs on every
@@ -1397,7 +1053,7 @@ class SqliteStore(Store):
         """See :meth:`Store.wakeups`; in-process only. Close it (``contextlib.aclosing``)."""
         return _Wakeups(self._subscribers)
 
-    # --- enqueueing -------------------------------------------------------------------------------
+    # --- the hot paths (per dialect: see docs/architecture.md, "Storage") --------------------
 
     async def enqueue(self, job: NewJob) -> EnqueueResult:
         now, now_us = self._now_us()
@@ -1419,6 +1075,7 @@ class SqliteStore(Store):
         keyed = any(row[6] is not None for row in rows)
         insert = _insert_keyed if keyed else _insert_plain
         return await self._write(lambda conn: insert(conn, rows, run_ats), wakes=True)
+
 
     # --- working jobs -----------------------------------------------------------------------------
 
@@ -1493,133 +1150,12 @@ class SqliteStore(Store):
         now, now_us = self._now_us()
         return await self._write(lambda conn: _release_expired(conn, now, now_us), wakes=True)
 
-    # --- managing jobs ----------------------------------------------------------------------------
-
-    async def get_job(self, job_id: int) -> Job:
-        job_id = _check(job_id, int, "job_id")
-        return await self._fetch_one(SELECT_JOB, (job_id,), ("job", job_id), _one_job)
-
-    async def cancel(self, job_id: int) -> Job:
-        job_id = _check(job_id, int, "job_id")
-        _, now_us = self._now_us()
-        return await self._write(lambda conn: _cancel(conn, job_id, now_us))
-
-    async def reschedule(self, job_id: int, run_at: datetime) -> Job:
-        job_id = _check(job_id, int, "job_id")
-        run_at_us = _us(run_at, "run_at")
-
-        def move(conn: sqlite3.Connection) -> tuple[Job, datetime]:
-            _pending_job(conn, job_id, "rescheduled")
-            job = _job(conn.execute(RESCHEDULE_JOB, (run_at_us, job_id)).fetchone(), _Times())
-            return job, job.run_at
-
-        return await self._write(move, wakes=True)
-
-    async def redrive(self, job_ids: Sequence[int]) -> list[int]:
-        ids = list(dict.fromkeys(_check_ids(job_ids, "job_ids")))
-        now, now_us = self._now_us()
-
-        def run(conn: sqlite3.Connection) -> tuple[list[int], datetime | None]:
-            done = [job_id for job_id in ids if _redrive_one(conn, job_id, now_us)]
-            return done, now if done else None
-
-        return await self._write(run, wakes=True)
-
-    async def purge(self, finished_before: datetime) -> int:
-        before_us = _us(finished_before, "finished_before")
-
-        def purge(conn: sqlite3.Connection) -> int:
-            for statement in PURGE[:-1]:
-                conn.execute(statement, (before_us,))
-            return conn.execute(PURGE[-1], (before_us,)).rowcount
-
-        return await self._write(purge)
 
     async def tidy(self) -> None:
         # PRAGMA optimize runs ANALYZE only on tables whose statistics it judges stale. Space
         # freed by purges is reused by later inserts (a VACUUM would block the writer).
         await self._write(lambda conn: conn.execute("PRAGMA optimize").fetchall())
 
-    # --- operating queues ---------------------------------------------------------------------------
-
-    async def search_jobs(self, search: JobSearch) -> JobPage:
-        search = check_search(search)
-        clauses, params = ["1"], []
-        if search.state is not None:
-            # A literal (a JobState value, not user text): only then may SQLite use the
-            # partial index of dead jobs.
-            clauses.append(f"state = '{search.state.value}'")
-        for column, value in (("queue", search.queue), ("kind", search.kind)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(_check(value, str, column))
-        if search.run_from is not None:
-            clauses.append("run_at >= ?")
-            params.append(_us(search.run_from, "run_from"))
-        if search.run_to is not None:
-            clauses.append("run_at < ?")
-            params.append(_us(search.run_to, "run_to"))
-        if search.cursor is not None:
-            clauses.append("id < ?")
-            params.append(_decode_job_cursor(search.cursor))
-        sql = SEARCH_JOBS.format(where=" AND ".join(clauses))
-        params.append(search.limit + 1)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        times = _Times()
-        records = [_job_record(row, times) for row in rows[:search.limit]]
-        more = len(rows) > search.limit
-        return JobPage(records, _encode_job_cursor(records[-1].job.id) if more else None)
-
-    async def get_job_record(self, job_id: int) -> JobRecord:
-        job_id = _check(job_id, int, "job_id")
-        return await self._fetch_one(JOB_RECORD, (job_id,), ("job", job_id),
-                                     lambda row: _job_record(row, _Times()))
-
-    async def pause_queue(self, queue: str) -> PausedQueue:
-        queue = _check(queue, Name, "queue")
-        _, now_us = self._now_us()
-
-        # The set changes in the writer's transaction, so a claim built once this returns (or
-        # woken by its wake-up) sees it.
-        def pause(conn: sqlite3.Connection) -> int:
-            conn.execute(PAUSE_QUEUE, (queue, now_us))
-            self._paused = self._paused | {queue}
-            return conn.execute(PAUSED_AT, (queue,)).fetchone()[0]
-
-        return PausedQueue(queue, _dt(await self._write(pause)))
-
-    async def resume_queue(self, queue: str) -> bool:
-        queue = _check(queue, Name, "queue")
-        now, _ = self._now_us()
-
-        def resume(conn: sqlite3.Connection) -> tuple[bool, datetime]:
-            self._paused = self._paused - {queue}
-            # A wake-up either way: the ticker may be asleep past this queue's due jobs.
-            return conn.execute(RESUME_QUEUE, (queue,)).rowcount == 1, now
-
-        return await self._write(resume, wakes=True)
-
-    async def paused_queues(self) -> list[PausedQueue]:
-        rows = await self._read(lambda conn: conn.execute(PAUSED_QUEUES).fetchall())
-        return [PausedQueue(queue, _dt(at)) for queue, at in rows]
-
-    # --- reading ----------------------------------------------------------------------------------
-
-    async def counts(self) -> list[QueueCount]:
-        rows = await self._read(lambda conn: conn.execute(COUNTS).fetchall())
-        return [QueueCount(queue, _STATES[state], count) for queue, state, count in rows]
-
-    async def queue_activity(self, since: datetime, *, sample: int = 1000) -> list[QueueActivity]:
-        since_us = _us(since, "since")
-        _, now_us = self._now_us()
-        params = {"now": now_us, "since": since_us, "sample": max(0, int(sample))}
-
-        def read(conn: sqlite3.Connection) -> tuple[list[tuple], list[tuple]]:
-            counted = [row for sql in ACTIVITY for row in conn.execute(sql, params)]
-            return counted, conn.execute(ACTIVITY_DURATIONS, params).fetchall()
-
-        counted, durations = await self._read(read)
-        return activity_rows(counted, ((queue, us / 1e6) for queue, us in durations))
 
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
         names = _check_queues(queues)
@@ -1633,85 +1169,6 @@ class SqliteStore(Store):
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return None if row is None else _dt(row[0])
 
-    async def attempts(self, job_id: int) -> list[Attempt]:
-        job_id = _check(job_id, int, "job_id")
-        return await self._read(lambda conn: _attempts(conn, job_id))
-
-    # --- users and API tokens ----------------------------------------------------------------
-
-    async def create_user(self, user: NewUser) -> User:
-        user = _check_struct(user, NewUser, "user")
-        _, now_us = self._now_us()
-        params = (user.name, user.tier.value, user.role.value, now_us)
-
-        def create(conn: sqlite3.Connection) -> tuple:
-            try:
-                return conn.execute(INSERT_USER, params).fetchone()
-            except sqlite3.IntegrityError as exc:
-                raise Conflict(f"The user name {user.name!r} is taken") from exc
-
-        return _user(await self._write(create))
-
-    async def get_user(self, user_id: int) -> User:
-        user_id = _check(user_id, int, "user_id")
-        return await self._fetch_one(SELECT_USER, (user_id,), ("user", user_id), _user)
-
-    async def get_user_by_name(self, name: str) -> User:
-        name = _check(name, str, "name")
-        return await self._fetch_one(SELECT_USER_BY_NAME, (name,), ("user named", name), _user)
-
-    async def list_users(self) -> list[User]:
-        return await self._fetch_all(SELECT_USERS, (), _user)
-
-    async def set_tier(self, user_id: int, tier: Tier) -> User:
-        params = (_check(tier, Tier, "tier").value, _check(user_id, int, "user_id"))
-        return await self._fetch_one(SET_TIER, params, ("user", user_id), _user, write=True)
-
-    async def create_token(self, user_id: int, name: str, token_hash: str) -> ApiToken:
-        user_id = _check(user_id, int, "user_id")
-        name = _check(name, TokenName, "name")
-        token_hash = _check(token_hash, TokenHash, "token_hash")
-        _, now_us = self._now_us()
-
-        def create(conn: sqlite3.Connection) -> tuple:
-            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
-            try:
-                return conn.execute(INSERT_TOKEN, (user_id, name, token_hash, now_us)).fetchone()
-            except sqlite3.IntegrityError as exc:
-                raise Conflict("An API token with this hash already exists") from exc
-
-        return _token(await self._write(create))
-
-    async def revoke_token(self, token_id: int) -> ApiToken:
-        token_id = _check(token_id, int, "token_id")
-        _, now_us = self._now_us()
-        where = ("API token", token_id)
-        return await self._fetch_one(REVOKE_TOKEN, (now_us, token_id), where, _token, write=True)
-
-    async def list_tokens(self, user_id: int) -> list[ApiToken]:
-        return await self._fetch_all(SELECT_TOKENS, (_check(user_id, int, "user_id"),), _token)
-
-    async def user_for_token(self, token_hash: str) -> User | None:
-        token_hash = _check(token_hash, str, "token_hash")
-        row = await self._read(lambda conn: conn.execute(USER_BY_TOKEN, (token_hash,)).fetchone())
-        return None if row is None else _user(row)
-
-    async def remove_user(self, user_id: int) -> UserRemoval:
-        user_id = _check(user_id, int, "user_id")
-        _, now_us = self._now_us()
-
-        def remove(conn: sqlite3.Connection) -> UserRemoval:
-            user = _user(_one(conn, SELECT_USER, (user_id,), "user", user_id))
-            if user.role is Role.ADMIN and not conn.execute(OTHER_ADMINS, (user_id,)).fetchone()[0]:
-                raise Conflict(f"{user.name!r} is the last admin; make another user an admin "
-                               "before removing them")
-            posts = conn.execute(CANCEL_USERS_POSTS, (now_us, user_id)).rowcount
-            tokens = conn.execute(REVOKE_USERS_TOKENS, (now_us, user_id)).rowcount
-            accounts = conn.execute(UNLINK_USERS_ACCOUNTS, (user_id,)).rowcount
-            conn.execute(MARK_USER_REMOVED, (now_us, user_id))
-            return UserRemoval(user, posts, tokens, accounts)
-
-        return await self._write(remove)
 
     # --- broadcasts -------------------------------------------------------------------------------
 
@@ -1729,457 +1186,6 @@ class SqliteStore(Store):
         else:
             self._broadcast_feeds.add(feed)
         return feed
-
-    # --- Reddit accounts -------------------------------------------------------------------------
-
-    async def create_account(self, account: NewAccount) -> Account:
-        account = _check_struct(account, NewAccount, "account")
-        _, now_us = self._now_us()
-        params = (account.user_id, account.reddit_username, account.refresh_token_encrypted,
-                  account.scopes, now_us)
-
-        def link(conn: sqlite3.Connection) -> tuple:
-            _one(conn, USER_EXISTS, (account.user_id,), "user", account.user_id)
-            return conn.execute(LINK_ACCOUNT, params).fetchone()
-
-        return _account(await self._write(link))
-
-    async def get_account(self, account_id: int) -> Account:
-        account_id = _check(account_id, int, "account_id")
-        where = ("account", account_id)
-        return await self._fetch_one(SELECT_ACCOUNT, (account_id,), where, _account)
-
-    async def list_accounts(self, user_id: int) -> list[Account]:
-        return await self._fetch_all(SELECT_ACCOUNTS, (_check(user_id, int, "user_id"),), _account)
-
-    async def set_account_token(self, account_id: int, refresh_token_encrypted: bytes) -> Account:
-        token = _check_bytes(refresh_token_encrypted, "refresh_token_encrypted")
-        return await self._update_account(account_id, SET_ACCOUNT_TOKEN, token)
-
-    async def set_needs_relink(self, account_id: int, needs_relink: bool) -> Account:
-        flag = int(_check(needs_relink, bool, "needs_relink"))
-        return await self._update_account(account_id, SET_NEEDS_RELINK, flag)
-
-    async def _update_account(self, account_id: int, sql: str, value: Any) -> Account:
-        account_id = _check(account_id, int, "account_id")
-        where = ("account", account_id)
-        return await self._fetch_one(sql, (value, account_id), where, _account, write=True)
-
-    # --- account link requests ----------------------------------------------------------------
-
-    async def create_link_request(self, state_hash: str, user_id: int, secret_hash: str,
-                                  expires_at: datetime) -> LinkRequest:
-        state_hash = _check(state_hash, TokenHash, "state_hash")
-        user_id = _check(user_id, int, "user_id")
-        secret_hash = _check(secret_hash, TokenHash, "secret_hash")
-        expires_us = _us(expires_at, "expires_at")
-        _, now_us = self._now_us()
-
-        def create(conn: sqlite3.Connection) -> tuple:
-            _one(conn, USER_EXISTS, (user_id,), "user", user_id)
-            conn.execute(FORGET_OLD_LINK_REQUESTS, (now_us - LINK_REQUEST_MEMORY_US,))
-            try:
-                return conn.execute(INSERT_LINK_REQUEST,
-                                    (state_hash, user_id, secret_hash, now_us, expires_us)).fetchone()
-            except sqlite3.IntegrityError as exc:
-                raise Conflict("A link request with this state already exists") from exc
-
-        return _link_request(await self._write(create))
-
-    async def get_link_request(self, state_hash: str) -> LinkRequest | None:
-        state_hash = _check(state_hash, str, "state_hash")
-        row = await self._read(lambda conn: conn.execute(SELECT_LINK_REQUEST, (state_hash,)).fetchone())
-        return None if row is None else _link_request(row)
-
-    async def hold_link_code(self, state_hash: str, held_code: bytes, verifier_hash: str) -> bool:
-        params = (_check_bytes(held_code, "held_code"), _check(verifier_hash, TokenHash, "verifier_hash"),
-                  _check(state_hash, str, "state_hash"), self._now_us()[1])
-        return await self._write(lambda conn: conn.execute(HOLD_LINK_CODE, params).rowcount == 1)
-
-    async def use_link_request(self, state_hash: str) -> bool:
-        _, now_us = self._now_us()
-        params = (now_us, _check(state_hash, str, "state_hash"), now_us)
-        return await self._write(lambda conn: conn.execute(USE_LINK_REQUEST, params).rowcount == 1)
-
-    # --- posts ------------------------------------------------------------------------------------
-
-    async def create_posts(self, posts: Sequence[NewPost], *, max_attempts: int = 3) -> list[Post]:
-        checked = [_check_struct(post, NewPost, "posts") for post in posts]
-        max_attempts = _check(max_attempts, MaxAttemptsArg, "max_attempts")
-        now, now_us = self._now_us()
-        rows = [_post_row(post, now_us) for post in checked]
-        if not rows:
-            await trio.lowlevel.checkpoint()
-            return []
-
-        def create(conn: sqlite3.Connection) -> tuple[list[Post], datetime]:
-            created = [_create_post(conn, post, row, max_attempts, now)
-                       for post, row in zip(checked, rows)]
-            return created, min(post.scheduled_for for post in created)
-
-        return await self._write(create, wakes=True)
-
-    async def get_post(self, post_id: int, user_id: int | None = None) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        user_id = _check(user_id, int | None, "user_id")
-        return await self._read(lambda conn: _select_post(conn, post_id, user_id))
-
-    async def get_post_by_job(self, job_id: int) -> Post:
-        job_id = _check(job_id, int, "job_id")
-        def get(conn: sqlite3.Connection) -> Post:
-            row = conn.execute(POST_BY_JOB, (job_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"No post is published by job {job_id}")
-            return _post(row, _Times())
-
-        return await self._read(get)
-
-    async def list_posts(
-        self,
-        user_id: int,
-        *,
-        status: PostStatus | None = None,
-        scheduled_from: datetime | None = None,
-        scheduled_to: datetime | None = None,
-        cursor: str | None = None,
-        limit: int = 50,
-    ) -> PostPage:
-        user_id = _check(user_id, int, "user_id")
-        limit = _check(limit, PageLimit, "limit")
-        clauses, params = ["p.user_id = ?"], [user_id]
-        if _check(status, PostStatus | None, "status") is not None:
-            clauses.append(STATUS_CONDITION[status])
-        if scheduled_from is not None:
-            clauses.append("p.scheduled_for >= ?")
-            params.append(_us(scheduled_from, "scheduled_from"))
-        if scheduled_to is not None:
-            clauses.append("p.scheduled_for < ?")
-            params.append(_us(scheduled_to, "scheduled_to"))
-        if cursor is not None:
-            clauses.append("(p.scheduled_for, p.id) > (?, ?)")
-            params.extend(_decode_cursor(cursor))
-        sql = f"{POST_SELECT} WHERE {' AND '.join(clauses)} ORDER BY p.scheduled_for, p.id LIMIT ?"
-        params.append(limit + 1)
-        rows = await self._read(lambda conn: conn.execute(sql, params).fetchall())
-        times = _Times()
-        posts = [_post(row, times) for row in rows[:limit]]
-        more = len(rows) > limit
-        return PostPage(posts, _encode_cursor(rows[limit - 1]) if more else None)
-
-    async def find_recent_posts(
-        self, account_id: int, subreddit: str, title: str, since: datetime
-    ) -> list[Post]:
-        account_id = _check(account_id, int, "account_id")
-        subreddit = _check(subreddit, str, "subreddit")
-        title = _check(title, str, "title")
-        params = (account_id, title_key(title), subreddit, _us(since, "since"))
-
-        def find(conn: sqlite3.Connection) -> list[Post]:
-            times = _Times()
-            return [_post(row, times) for row in conn.execute(RECENT_POSTS, params)]
-
-        return await self._read(find)
-
-    async def update_post(
-        self,
-        post_id: int,
-        user_id: int,
-        *,
-        content: PostContent | None = None,
-        scheduled_for: datetime | None = None,
-    ) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        user_id = _check(user_id, int, "user_id")
-        if content is not None:
-            content = _check_struct(content, PostContent, "content")
-        when_us = None if scheduled_for is None else _us(scheduled_for, "scheduled_for")
-        now, now_us = self._now_us()
-
-        def update(conn: sqlite3.Connection) -> tuple[Post, datetime | None]:
-            post = _select_post(conn, post_id, user_id)
-            check_changeable(post, "edited" if content is not None else "rescheduled", now)
-            _apply_post_edit(conn, post, content, when_us, now_us)
-            updated = _select_post(conn, post_id, user_id)
-            return updated, None if when_us is None else updated.scheduled_for
-
-        return await self._write(update, wakes=True)
-
-    async def revive_post(
-        self, post_id: int, *, scheduled_for: datetime, content: PostContent | None = None
-    ) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        if content is not None:
-            content = _check_struct(content, PostContent, "content")
-        when_us = _us(scheduled_for, "scheduled_for")
-        _, now_us = self._now_us()
-
-        def revive(conn: sqlite3.Connection) -> tuple[Post, datetime]:
-            post = _select_post(conn, post_id, None)
-            check_revivable(post, content is not None)
-            _apply_post_edit(conn, post, content, when_us, now_us)
-            conn.execute(REVIVE_JOB, (when_us, post.job_id))
-            revived = _select_post(conn, post_id, None)
-            return revived, revived.scheduled_for
-
-        return await self._write(revive, wakes=True)
-
-    async def cancel_post(self, post_id: int, user_id: int) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        user_id = _check(user_id, int, "user_id")
-        now, now_us = self._now_us()
-
-        def cancel(conn: sqlite3.Connection) -> Post:
-            post = _select_post(conn, post_id, user_id)
-            if post.status is PostStatus.CANCELLED:
-                return post
-            check_changeable(post, "cancelled", now)
-            conn.execute(CANCEL_JOB, (now_us, post.job_id)).fetchall()
-            conn.execute(SET_POST_UPDATED, (now_us, post_id))
-            return _select_post(conn, post_id, user_id)
-
-        return await self._write(cancel)
-
-    async def record_publication(self, post_id: int, reddit_id: str, reddit_url: str) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        reddit_id = _check(reddit_id, RedditId, "reddit_id")
-        reddit_url = _check(reddit_url, RedditUrl, "reddit_url")
-        _, now_us = self._now_us()
-
-        def record(conn: sqlite3.Connection) -> Post:
-            post = _select_post(conn, post_id, None)
-            if post.reddit_id == reddit_id:
-                return post
-            if post.reddit_id is not None:
-                raise InvalidTransition(
-                    f"Post {post_id} is already recorded as Reddit post {post.reddit_id}; "
-                    f"refusing to record {reddit_id} over it",
-                    job_id=post.job_id, state=post.status.value,
-                )
-            conn.execute(SET_PUBLICATION, (reddit_id, reddit_url, now_us, post_id))
-            return _select_post(conn, post_id, None)
-
-        return await self._write(record)
-
-    async def arm_post(self, post_id: int) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        _, now_us = self._now_us()
-
-        def arm(conn: sqlite3.Connection) -> Post:
-            if conn.execute(POST_OF_REMOVED_USER, (post_id,)).fetchone():
-                raise InvalidTransition(f"Post {post_id} belongs to a removed user; it is not "
-                                        "published")
-            conn.execute(ARM_POST, (now_us, post_id))
-            return _select_post(conn, post_id, None)
-
-        return await self._write(arm)
-
-    async def disarm_post(self, post_id: int) -> Post:
-        post_id = _check(post_id, int, "post_id")
-        _, now_us = self._now_us()
-
-        def disarm(conn: sqlite3.Connection) -> Post:
-            conn.execute(DISARM_POST, (now_us, post_id))
-            return _select_post(conn, post_id, None)
-
-        return await self._write(disarm)
-
-    # --- recurring posts and engagement -----------------------------------------------------------
-
-    async def create_follow_up(
-        self, previous_post_id: int, post: NewPost, *, max_attempts: int = 3
-    ) -> tuple[Post, bool]:
-        previous_post_id = _check(previous_post_id, PositiveId, "previous_post_id")
-        post = _check_struct(post, NewPost, "post")
-        max_attempts = _check(max_attempts, MaxAttemptsArg, "max_attempts")
-        now, now_us = self._now_us()
-        row = _post_row(post, now_us)
-
-        def create(conn: sqlite3.Connection) -> tuple[tuple[Post, bool], datetime | None]:
-            # One writer, one transaction: the look-up and the insert cannot interleave with
-            # another call; the unique index is the database's own guarantee besides.
-            _one(conn, POST_EXISTS, (previous_post_id,), "post", previous_post_id)
-            found = conn.execute(FOLLOW_UP_OF, (previous_post_id,)).fetchone()
-            if found is not None:
-                return (_select_post(conn, found[0], None), False), None
-            created = _create_post(conn, post, row, max_attempts, now)
-            conn.execute(SET_FOLLOWS, (previous_post_id, created.id))
-            return (created, True), created.scheduled_for
-
-        return await self._write(create, wakes=True)
-
-    async def series_start(self, post_id: int) -> datetime:
-        post_id = _check(post_id, PositiveId, "post_id")
-        return await self._fetch_one(SERIES_START, (post_id,), ("post", post_id),
-                                     lambda row: _dt(row[0]))
-
-    async def record_engagement(self, readings: Sequence[EngagementReading]) -> int:
-        latest: dict[int, EngagementReading] = {}
-        for reading in readings:
-            reading = _check_struct(reading, EngagementReading, "readings")
-            kept = latest.get(reading.post_id)
-            if kept is None or kept.read_at <= reading.read_at:
-                latest[reading.post_id] = reading
-        rows = [(r.score, r.comments, _us(r.read_at, "read_at"), r.post_id, _us(r.read_at, "read_at"))
-                for r in latest.values()]
-        if not rows:
-            await trio.lowlevel.checkpoint()
-            return 0
-
-        def record(conn: sqlite3.Connection) -> int:
-            return sum(conn.execute(SET_ENGAGEMENT, params).rowcount for params in rows)
-
-        return await self._write(record)
-
-    async def posts_to_refresh(
-        self, published_since: datetime, read_before: datetime, *, limit: int = 1000
-    ) -> list[Post]:
-        params = (_us(published_since, "published_since"), _us(read_before, "read_before"),
-                  _check(limit, RefreshLimit, "limit"))
-
-        def find(conn: sqlite3.Connection) -> list[Post]:
-            times = _Times()
-            return [_post(row, times) for row in conn.execute(TO_REFRESH, params)]
-
-        return await self._read(find)
-
-    async def subreddit_engagement(
-        self, subreddit: str, *, since: datetime | None = None
-    ) -> list[PostEngagement]:
-        params = (_check(subreddit, str, "subreddit"),
-                  0 if since is None else _us(since, "since"))
-        rows = await self._read(lambda conn: conn.execute(SUBREDDIT_ENGAGEMENT, params).fetchall())
-        times = _Times()
-        return [PostEngagement(post_id=r[0], account_id=r[1], subreddit=r[2],
-                               scheduled_for=times[r[3]], published_at=times[r[4]], score=r[5],
-                               comments=r[6], read_at=times[r[7]]) for r in rows]
-
-    # --- community rules --------------------------------------------------------------------------
-
-    async def save_subreddit_rules(self, rules: SubredditRules) -> None:
-        rules = _check_struct(rules, SubredditRules, "rules")
-        row = (rules.name.lower(), _ENCODE(rules), _us(rules.synced_at, "synced_at"))
-        await self._write(lambda conn: conn.execute(SAVE_RULES, row).fetchall())
-
-    async def get_subreddit_rules(self, name: str) -> SubredditRules | None:
-        name = _check(name, str, "name").lower()
-        row = await self._read(lambda conn: conn.execute(RULES_BY_NAME, (name,)).fetchone())
-        return None if row is None else _RULES.decode(row[0])
-
-    async def list_subreddit_rules(self) -> list[SubredditRules]:
-        rows = await self._read(lambda conn: conn.execute(ALL_RULES).fetchall())
-        return [_RULES.decode(row[0]) for row in rows]
-
-    # --- media ------------------------------------------------------------------------------------
-
-    async def create_media(self, media: NewMedia, chunks: AsyncIterable[bytes]) -> Media:
-        media = _check_struct(media, NewMedia, "media")
-        _, now_us = self._now_us()
-        row = (media.user_id, media.kind.value, media.width, media.height,
-               _ENCODE(media.removed).decode(), now_us)
-
-        def begin(conn: sqlite3.Connection) -> int:
-            _one(conn, USER_EXISTS, (media.user_id,), "user", media.user_id)
-            return conn.execute(INSERT_MEDIA, row).lastrowid
-
-        media_id = await self._write(begin)
-        try:
-            size, digest = await self._store_chunks(media_id, chunks)
-            if size == 0:
-                raise ValidationError("The image is empty: send its bytes", field="chunks")
-            finish = (size, digest, media_id)
-            return await self._write(lambda conn: _media(_one(
-                conn, FINISH_MEDIA, finish, "media (deleted while it was being stored)", media_id)))
-        except BaseException:
-            # An unfinished upload must not stay behind (if this fails too, purge_media will).
-            with trio.CancelScope(shield=True), contextlib.suppress(StoreError):
-                await self._write(lambda conn: _delete_media_rows(conn, media_id))
-            raise
-
-    async def _store_chunks(self, media_id: int, chunks: AsyncIterable[bytes]) -> tuple[int, str]:
-        """Write the chunks one transaction each; their total size and SHA-256."""
-        hasher, size, seq = hashlib.sha256(), 0, 0
-        async with contextlib.aclosing(media_chunks(chunks)) as pieces:
-            async for piece in pieces:
-                hasher.update(piece)
-                size += len(piece)
-                params = (media_id, seq, piece)
-                await self._write(lambda conn: conn.execute(INSERT_MEDIA_CHUNK, params).rowcount)
-                seq += 1
-        return size, hasher.hexdigest()
-
-    async def get_media(self, media_id: int, user_id: int | None = None) -> Media:
-        media_id = _check(media_id, int, "media_id")
-        user_id = _check(user_id, int | None, "user_id")
-        sql, params = _media_lookup(media_id, user_id)
-        return await self._fetch_one(sql, params, ("media", media_id), _media)
-
-    async def list_media(self, user_id: int, *, cursor: str | None = None,
-                         limit: int = 50) -> MediaPage:
-        user_id = _check(user_id, int, "user_id")
-        limit = _check(limit, PageLimit, "limit")
-        before = (1 << 62) if cursor is None else decode_media_cursor(cursor)
-        rows = await self._read(
-            lambda conn: conn.execute(MEDIA_PAGE, (user_id, before, limit + 1)).fetchall())
-        media = [_media(row) for row in rows[:limit]]
-        return MediaPage(media, encode_media_cursor(media[-1].id) if len(rows) > limit else None)
-
-    async def read_media(self, media_id: int, user_id: int | None = None) -> AsyncIterator[bytes]:
-        media = await self.get_media(media_id, user_id)
-        sent, seq = 0, 0
-        while sent < media.bytes:
-            params = (media.id, seq)
-            row = await self._read(lambda conn: conn.execute(MEDIA_CHUNK, params).fetchone())
-            if row is None:
-                raise _not_found("media", media_id)  # deleted while it was being read
-            sent += len(row[0])
-            seq += 1
-            yield row[0]
-
-    async def delete_media(self, media_id: int, user_id: int) -> Media:
-        media_id = _check(media_id, int, "media_id")
-        user_id = _check(user_id, int, "user_id")
-
-        def delete(conn: sqlite3.Connection) -> Media:
-            media = _media(_one(conn, MEDIA_OF_USER, (media_id, user_id), "media", media_id))
-            posts = [row[0] for row in conn.execute(MEDIA_LIVE_POSTS, (media_id,))]
-            if posts:
-                raise media_in_use(media_id, posts)
-            _delete_media_rows(conn, media_id)
-            return media
-
-        return await self._write(delete)
-
-    async def purge_media(self, unused_before: datetime, *,
-                          unfinished_before: datetime | None = None) -> int:
-        unused_us = _us(unused_before, "unused_before")
-        unfinished_us = unused_us if unfinished_before is None else _us(unfinished_before,
-                                                                         "unfinished_before")
-        params = (unused_us, unfinished_us, MEDIA_PURGE_BATCH)
-
-        def purge_batch(conn: sqlite3.Connection) -> int:
-            ids = [row[0] for row in conn.execute(MEDIA_TO_PURGE, params)]
-            for media_id in ids:
-                _delete_media_rows(conn, media_id)
-            return len(ids)
-
-        purged = 0
-        while batch := await self._write(purge_batch):
-            purged += batch
-        return purged
-
-
-# --- functions of the connection: media -----------------------------------------------------------
-
-
-def _media_lookup(media_id: int, user_id: int | None) -> tuple[str, tuple]:
-    if user_id is None:
-        return MEDIA_BY_ID, (media_id,)
-    return MEDIA_OF_USER, (media_id, user_id)
-
-
-def _delete_media_rows(conn: sqlite3.Connection, media_id: int) -> None:
-    for statement in DELETE_MEDIA:
-        conn.execute(statement, (media_id,))
 
 
 # --- functions of the connection: jobs ------------------------------------------------------------
@@ -2478,164 +1484,6 @@ def _release_expired(
             conn.execute(TO_PENDING, (now_us, 0, error, job_id))
             released.append(job_id)
     return ExpiredLeases(released=released, dead=dead), now if released else None
-
-
-def _pending_job(conn: sqlite3.Connection, job_id: int, action: str) -> str:
-    """The job's state if it is pending (or cancelled); NotFound or InvalidTransition otherwise."""
-    (state,) = _one(conn, JOB_STATE, (job_id,), "job", job_id)
-    if state != "pending" and not (state == "cancelled" and action == "cancelled"):
-        hint = " (it is running and cannot be unsent)" if state == "processing" else ""
-        raise InvalidTransition(
-            f"Job {job_id} is {state}{hint}: only a pending job can be {action}",
-            job_id=job_id, state=state,
-        )
-    return state
-
-
-def _cancel(conn: sqlite3.Connection, job_id: int, now_us: int) -> Job:
-    if _pending_job(conn, job_id, "cancelled") == "cancelled":
-        return _job(conn.execute(SELECT_JOB, (job_id,)).fetchone(), _Times())
-    return _job(conn.execute(CANCEL_JOB, (now_us, job_id)).fetchone(), _Times())
-
-
-def _redrive_one(conn: sqlite3.Connection, job_id: int, now_us: int) -> bool:
-    try:
-        return conn.execute(REDRIVE_JOB, (now_us, job_id)).rowcount == 1
-    except sqlite3.IntegrityError:
-        return False  # its dedupe key belongs to a live job now: leave it dead
-
-
-def _attempts(conn: sqlite3.Connection, job_id: int) -> list[Attempt]:
-    """History rows, then the attempt the job row describes (running or completed)."""
-    state, attempt, owner, started_us, finished_us = _one(
-        conn, CURRENT_ATTEMPT, (job_id,), "job", job_id
-    )
-    times = _Times()
-    history = [
-        Attempt(job_id, number, who, times[start], times[end], _OUTCOMES[result], error)
-        for number, who, start, end, result, error in conn.execute(ATTEMPT_HISTORY, (job_id,))
-    ]
-    started = times[started_us]
-    if state == "processing":
-        history.append(Attempt(job_id, attempt, owner, started, None, AttemptOutcome.RUNNING))
-    elif state == "completed":
-        finished = times[finished_us]
-        history.append(
-            Attempt(job_id, attempt, owner, started, finished, AttemptOutcome.COMPLETED)
-        )
-    return history
-
-
-# --- functions of the connection: posts -----------------------------------------------------------
-
-
-
-def _post_row(post: NewPost, now_us: int) -> tuple:
-    """The columns of a new post, but for its job id."""
-    recurrence = None if post.recurrence is None else _ENCODE(post.recurrence)
-    return (
-        post.user_id, post.account_id, post.content.subreddit, title_key(post.content.title),
-        _ENCODE(post.content), _us(post.scheduled_for, "scheduled_for"), recurrence, now_us, now_us,
-    )
-
-
-def _create_post(
-    conn: sqlite3.Connection, post: NewPost, row: tuple, max_attempts: int, now: datetime
-) -> Post:
-    found = conn.execute(ACCOUNT_OWNER, (post.account_id,)).fetchone()
-    if found is None or found[0] != post.user_id:
-        raise NotFound(f"Account {post.account_id} is not an account of user {post.user_id}")
-    job_row = (POST_QUEUE, POST_JOB_KIND, b"null", 0, row[5], max_attempts, None, row[7])
-    job_id = conn.execute(INSERT_JOB, job_row).lastrowid
-    post_id = conn.execute(INSERT_POST, (*row[:2], job_id, *row[2:])).lastrowid
-    payload = _ENCODE({"post_id": post_id})
-    conn.execute(SET_JOB_PAYLOAD, (payload, job_id))
-    _link_media(conn, post_id, post.user_id, post.content)
-    return Post(
-        post_id, post.user_id, post.account_id, post.content, post.scheduled_for.astimezone(UTC),
-        PostStatus.SCHEDULED, job_id, None, None, None, post.recurrence, now, now,
-    )
-
-
-LINK_POST_MEDIA = "INSERT INTO post_media (post_id, media_id, position) VALUES (?, ?, ?)"
-UNLINK_POST_MEDIA = "DELETE FROM post_media WHERE post_id = ?"
-MEDIA_OWNER = "SELECT user_id FROM media WHERE id = ? AND ready = 1"
-
-
-def _link_media(conn: sqlite3.Connection, post_id: int, user_id: int, content: PostContent) -> None:
-    """Record which uploads the post uses (so they are not deleted while it may publish), each
-    checked to be one of the post's user's."""
-    conn.execute(UNLINK_POST_MEDIA, (post_id,))
-    for position, ref in enumerate(content.media):
-        owner = conn.execute(MEDIA_OWNER, (ref.media_id,)).fetchone()
-        if owner is None or owner[0] != user_id:
-            raise NotFound(f"Media {ref.media_id} is not one of user {user_id}'s uploads")
-        conn.execute(LINK_POST_MEDIA, (post_id, ref.media_id, position))
-
-
-def _select_post(conn: sqlite3.Connection, post_id: int, user_id: int | None) -> Post:
-    """The post; NotFound if it is missing or (with ``user_id``) another user's."""
-    row = conn.execute(POST_BY_ID, (post_id,)).fetchone()
-    if row is None or (user_id is not None and row[1] != user_id):
-        raise _not_found("post", post_id)
-    return _post(row, _Times())
-
-
-def _apply_post_edit(
-    conn: sqlite3.Connection, post: Post, content: PostContent | None, when_us: int | None,
-    now_us: int,
-) -> None:
-    if content is not None:
-        params = (_ENCODE(content), content.subreddit, title_key(content.title), post.id)
-        conn.execute(SET_POST_CONTENT, params)
-        _link_media(conn, post.id, post.user_id, content)
-    if when_us is not None:
-        conn.execute(SET_POST_SCHEDULE, (when_us, post.id))
-        conn.execute(SET_JOB_RUN_AT, (when_us, post.job_id))
-    conn.execute(SET_POST_UPDATED, (now_us, post.id))
-
-
-_CAUSES = {cause.value: cause for cause in FailureCause}
-
-
-def _job_record(row: tuple, times: _Times) -> JobRecord:
-    return JobRecord(_job(row, times), _CAUSES.get(row[15]))
-
-
-def _encode_job_cursor(job_id: int) -> str:
-    return base64.urlsafe_b64encode(f"job:{job_id}".encode()).decode()
-
-
-def _decode_job_cursor(cursor: str) -> int:
-    try:
-        kind, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if kind != "job":
-            raise ValueError(kind)
-        return int(job_id)
-    except (ValueError, binascii.Error, UnicodeError, AttributeError) as exc:
-        raise ValidationError(
-            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
-        ) from exc
-
-
-def _encode_cursor(row: tuple) -> str:
-    return base64.urlsafe_b64encode(f"{row[4]}:{row[0]}".encode()).decode()
-
-
-def _decode_cursor(cursor: str) -> tuple[int, int]:
-    try:
-        scheduled_us, post_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        position = int(scheduled_us), int(post_id)
-    except (ValueError, binascii.Error, UnicodeError, AttributeError) as exc:
-        raise ValidationError(
-            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
-        ) from exc
-    # A forged cursor may hold numbers no SQLite INTEGER holds (an OverflowError in the driver).
-    if not all(-INT64_LIMIT <= number < INT64_LIMIT for number in position):
-        raise ValidationError(
-            "Malformed cursor: pass the next_cursor of the previous page unchanged", "cursor"
-        )
-    return position
 
 
 __all__ = ["open_sqlite_store", "SqliteStore", "SCHEMA_VERSION", "MIGRATIONS"]
