@@ -81,19 +81,26 @@ async def test_a_follow_up_carries_the_key(store, clock):
 
 
 # What the migrations after 5 made, undone (newest first), so that a database can be taken back
-# to schema 4. A migration added after 5 adds its undo here.
-UNDO_AFTER_5 = ["DROP TABLE IF EXISTS post_media", "DROP TABLE IF EXISTS media_chunks",
+# to schema 4. A migration added after 5 adds its undo here: one statement for both stores, or
+# {"sqlite": ..., "postgres": ...} where they differ.
+UNDO_AFTER_5 = [{"sqlite": "ALTER TABLE job_attempts RENAME TO attempts",  # 11
+                 "postgres": "ALTER TABLE jobs RENAME COLUMN lease_owner TO owner"},
+                "DROP TABLE IF EXISTS post_media", "DROP TABLE IF EXISTS media_chunks",
                 "DROP TABLE IF EXISTS media", "DROP INDEX IF EXISTS jobs_dead",
                 "ALTER TABLE jobs DROP COLUMN failure_cause", "DROP TABLE IF EXISTS paused_queues",
                 "ALTER TABLE users DROP COLUMN removed_at",
                 "DROP TABLE IF EXISTS link_requests"]
 
 
+def undo_after_5(dialect: str) -> list[str]:
+    return [step if isinstance(step, str) else step[dialect] for step in UNDO_AFTER_5]
+
+
 def _as_sqlite_schema_4(path: str) -> None:
     """What schema 4 held: keys only case-folded."""
     db = sqlite3.connect(path)
     with db:
-        for statement in UNDO_AFTER_5:
+        for statement in undo_after_5("sqlite"):
             db.execute(statement)
         for post_id, content in db.execute("SELECT id, content FROM posts").fetchall():
             title = msgspec.json.decode(content, type=PostContent).title
@@ -108,7 +115,7 @@ async def _as_postgres_schema_4(dsn: str) -> None:
     async def downgrade():
         conn = await asyncpg.connect(dsn)
         try:
-            for statement in UNDO_AFTER_5:
+            for statement in undo_after_5("postgres"):
                 await conn.execute(statement)
             await conn.execute(
                 "ALTER TABLE posts DROP COLUMN title_key;"

@@ -27,6 +27,7 @@ import contextlib
 import hashlib
 import importlib.resources
 import re
+import weakref
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, TypeVar
@@ -34,6 +35,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 import trio
 
+from thotto.aio import EventFeed
 from thotto.errors import Conflict, InvalidTransition, NotFound, StoreError, ValidationError
 from thotto.messages import (
     UTC,
@@ -72,6 +74,7 @@ from thotto.messages import (
     validated,
 )
 from thotto.store.base import (
+    BROADCAST_BUFFER,
     POST_JOB_KIND,
     POST_QUEUE,
     Clock,
@@ -87,6 +90,7 @@ from thotto.store.base import (
     encode_media_cursor,
     media_chunks,
     media_in_use,
+    missed_broadcasts,
 )
 from thotto.store.lifecycle import (
     STATUS_CONDITION,
@@ -211,6 +215,18 @@ def load_queries(filename: str) -> Queries:
     return queries
 
 
+def migration_files(dialect: str) -> dict[int, str]:
+    """The dialect's migrations in ``thotto/store/sql/``, by number: ``<dialect>_<number>_*.sql``.
+    Numbers are reserved by branches as they start, so they may have gaps: a database records
+    the highest number it applied, and takes every higher one in order."""
+    found = {}
+    for entry in importlib.resources.files("thotto.store").joinpath("sql").iterdir():
+        match = re.fullmatch(rf"{dialect}_(\d+)_\w+\.sql", entry.name)
+        if match:
+            found[int(match.group(1))] = entry.name
+    return dict(sorted(found.items()))
+
+
 # --- transactions -------------------------------------------------------------------------------
 
 
@@ -255,6 +271,49 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
     raise RuntimeError("a store transaction suspended on a connection that runs synchronously")
 
 
+# --- wake-ups and broadcasts, as this process's iterators see them ------------------------------
+
+
+class Feeds:
+    """The :meth:`Store.wakeups` and :meth:`Store.broadcasts` iterators a store has open. Each is
+    registered when made (not when first iterated), so nothing posted meanwhile is lost; a
+    wake-up feed keeps only the earliest time waiting, a broadcast feed up to BROADCAST_BUFFER
+    messages (then ``None``: some were missed). Trio thread only."""
+
+    def __init__(self) -> None:
+        self._wakeups: weakref.WeakSet[EventFeed[datetime]] = weakref.WeakSet()
+        self._broadcasts: weakref.WeakSet[EventFeed[bytes | None]] = weakref.WeakSet()
+        self._closed = False
+
+    def open_wakeups(self) -> EventFeed[datetime]:
+        return self._open(self._wakeups, EventFeed(max_buffer=1, merge=min))
+
+    def open_broadcasts(self) -> EventFeed[bytes | None]:
+        feed = EventFeed(max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
+        return self._open(self._broadcasts, feed)
+
+    def _open(self, hub: weakref.WeakSet[EventFeed[T]], feed: EventFeed[T]) -> EventFeed[T]:
+        if self._closed:
+            feed.close()
+        else:
+            hub.add(feed)
+        return feed
+
+    def wake(self, when: datetime) -> None:
+        for feed in list(self._wakeups):
+            feed.put_nowait(when)
+
+    def deliver(self, message: bytes | None) -> None:
+        for feed in list(self._broadcasts):
+            feed.put_nowait(message)
+
+    def close(self) -> None:
+        """End every open iterator (once drained), and those opened later at once."""
+        self._closed = True
+        for feed in [*self._wakeups, *self._broadcasts]:
+            feed.close()
+
+
 # --- rows -> records --------------------------------------------------------------------------
 
 _STATES = {state.value: state for state in JobState}
@@ -277,6 +336,14 @@ class CoreStore(Store):
 
     def __init__(self, clock: Clock = utcnow):
         super().__init__(clock)
+        self._feeds = Feeds()
+
+    def wakeups(self) -> AsyncIterator[datetime]:
+        """See :meth:`Store.wakeups`. Close it (``contextlib.aclosing``)."""
+        return self._feeds.open_wakeups()
+
+    def broadcasts(self) -> AsyncIterator[bytes | None]:
+        return self._feeds.open_broadcasts()
 
     # --- what a dialect supplies ---------------------------------------------------------------
 

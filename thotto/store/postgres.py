@@ -43,7 +43,7 @@ import msgspec
 import outcome
 import trio
 
-from thotto.aio import Coalescer, EventFeed, Sidecar, SidecarClosed, open_sidecar
+from thotto.aio import Coalescer, Sidecar, SidecarClosed, open_sidecar
 from thotto.errors import SchemaError, StoreError, StoreUnavailable, ThottoError, ValidationError
 from thotto.messages import (
     UTC,
@@ -66,7 +66,7 @@ from thotto.messages import (
     validated,
     validated_jobs,
 )
-from thotto.store.base import BROADCAST_BUFFER, Clock, check_broadcast, missed_broadcasts
+from thotto.store.base import Clock, check_broadcast
 from thotto.store.core import (
     EXPIRED_ERROR,
     ClaimLimit,
@@ -77,6 +77,7 @@ from thotto.store.core import (
     UniqueViolation,
     check,
     load_queries,
+    migration_files,
 )
 
 log = logging.getLogger("thotto.store.postgres")
@@ -84,12 +85,7 @@ log = logging.getLogger("thotto.store.postgres")
 T = TypeVar("T")
 
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
-MIGRATIONS = {1: "postgres_001_initial.sql", 2: "postgres_002_publishing.sql",
-              3: "postgres_003_engagement_recurrence.sql", 4: "postgres_004_series_start.sql",
-              5: "postgres_005_title_key.sql", 6: "postgres_006_link_requests.sql",
-              7: "postgres_007_removed_users.sql", 8: "postgres_008_operations.sql",
-              9: "postgres_009_media.sql"}
-# Numbers are taken by branches as they start, so they may have gaps: apply them in order.
+MIGRATIONS = migration_files("postgres")
 SCHEMA_VERSION = max(MIGRATIONS)
 #: Rows per statement when a migration backfills a column computed in Python.
 BACKFILL_BATCH = 5000
@@ -104,12 +100,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _REQUEUES = frozenset({"retry", "deferred", "released"})
 
-# --- SQL of the hot paths (the rest is in sql/queries_postgres.sql) ---------------------------
+# --- SQL of the hot paths -----------------------------------------------------------------------
+# The statements are in sql/queries_postgres.sql ("hot paths"); some are templates filled here.
 
-_UNNEST_JOBS = (
-    "unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::timestamptz[], $6::int[], "
-    "$7::text[], $8::timestamptz[])"
-)
+QUERIES = load_queries("queries_postgres.sql")
 
 
 # Wake-ups ride in the statement that makes jobs due: a MATERIALIZED CTE runs pg_notify exactly
@@ -121,7 +115,7 @@ def _notify_cte(param: int) -> str:
     return f"n AS MATERIALIZED (SELECT pg_notify('{WAKEUP_CHANNEL}', ${param}::text))"
 
 
-SQL_NOTIFY = f"SELECT pg_notify('{WAKEUP_CHANNEL}', $1::text)"
+SQL_NOTIFY = QUERIES.notify
 
 # Without dedupe keys: a plain INSERT ... SELECT. A column whose values are all equal in the batch
 # (often queue, kind, priority, max_attempts, and run_at/created_at when "now") is sent as one
@@ -169,200 +163,19 @@ RETURNING id
 """
 
 
-# With dedupe keys: ids are drawn up front so every input row can be matched to its outcome.
-# Rows are inserted in input order, so within the batch the first job with a key wins and later
-# ones conflict with it. The lateral join finds pre-existing live jobs (the statement's snapshot
-# does not see rows the statement itself inserted: those are resolved in Python).
-SQL_INSERT_JOBS_DEDUPE = f"""
-WITH {_notify_cte(9)}, u AS MATERIALIZED (
-    SELECT nextval('jobs_id_seq'::regclass) AS id, t.*
-    FROM {_UNNEST_JOBS}
-         WITH ORDINALITY AS t(queue, kind, payload, priority, run_at, max_attempts, dedupe_key,
-                              created_at, ord)
-         CROSS JOIN n
-), ins AS (
-    INSERT INTO jobs (id, queue, kind, payload, priority, run_at, max_attempts, dedupe_key,
-                      created_at)
-    SELECT id, queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at
-    FROM u ORDER BY ord
-    ON CONFLICT (queue, dedupe_key)
-        WHERE state IN ('pending', 'processing') AND dedupe_key IS NOT NULL
-        DO NOTHING
-    RETURNING id
-)
-SELECT u.id, u.run_at, ins.id IS NOT NULL AS created, e.id AS existing_id,
-       e.run_at AS existing_run_at
-FROM u
-LEFT JOIN ins ON ins.id = u.id
-LEFT JOIN LATERAL (
-    SELECT j.id, j.run_at FROM jobs j
-    WHERE ins.id IS NULL AND j.queue = u.queue AND j.dedupe_key = u.dedupe_key
-      AND j.state IN ('pending', 'processing')
-    LIMIT 1
-) e ON true
-ORDER BY u.ord
-"""
-
-SQL_FIND_LIVE_BY_KEY = """
-SELECT id, run_at FROM jobs
-WHERE queue = $1 AND dedupe_key = $2 AND state IN ('pending', 'processing')
-"""
-
-# The ids go through ARRAY(...) so the update finds its rows by primary key whatever the
-# planner believes about the table (a join with a CTE may hash-join against a full scan). The
-# rows are locked by the inner SELECT (which rechecks its WHERE on the newest row version), so the
-# outer UPDATE needs no state condition of its own.
-#
-# The claimed jobs come back as one row of arrays, one per column, in claim order: a row per job
-# cost ~3 µs a job of this process's CPU to decode into records and Jobs on the sidecar, against
-# ~1 µs for the arrays (zipped into Jobs on the Trio side, :func:`_claimed_jobs`). A JSON document
-# instead cost the server more than it saved here (the statement is _CLAIM, below).
-# Jobs of paused queues are never claimed: the claim reads paused_queues in its own statement,
-# so a pause committed in any process holds for every claim that starts after it. The list is an
-# InitPlan, read once per statement; with nothing paused, each row is compared with an empty array.
-_NOT_PAUSED = "AND queue <> ALL(ARRAY(SELECT queue FROM paused_queues))"
-_NEXT_DUE = (
-    f"SELECT run_at FROM jobs WHERE state = 'pending' {_NOT_PAUSED} {{queues}} "
-    "ORDER BY run_at, priority DESC, id LIMIT 1"
-)
-_CLAIM = """
-WITH claimed AS (
-    UPDATE jobs j
-    SET state = 'processing', attempt = j.attempt + 1, owner = $3, lease_until = $4,
-        started_at = $5
-    WHERE j.id = ANY(ARRAY(
-        SELECT id FROM jobs
-        WHERE state = 'pending' AND run_at <= $1 {not_paused} {queues}
-        ORDER BY run_at, priority DESC, id
-        LIMIT $2
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING j.id, j.queue, j.kind, j.payload, j.priority, j.run_at, j.attempt,
-              j.max_attempts, j.dedupe_key, j.created_at, j.last_error
-)
-SELECT array_agg(id), array_agg(queue), array_agg(kind), array_agg(payload), array_agg(priority),
-       array_agg(run_at), array_agg(attempt), array_agg(max_attempts), array_agg(dedupe_key),
-       array_agg(created_at), array_agg(last_error)
-FROM (SELECT * FROM claimed ORDER BY run_at, priority DESC, id) c
-"""
-SQL_CLAIM = _CLAIM.format(queues="", not_paused=_NOT_PAUSED)
-SQL_CLAIM_QUEUES = _CLAIM.format(queues="AND queue = ANY($6::text[])", not_paused=_NOT_PAUSED)
-
-SQL_HEARTBEAT = """
-UPDATE jobs SET lease_until = $3
-WHERE id = ANY($2::bigint[]) AND state = 'processing' AND owner = $1
-RETURNING id
-"""
-
-# One statement settles a whole batch of outcomes. Kinds: completed, retry, dead, deferred,
-# released. Only outcomes matching (processing, owner, attempt) apply; the rest are checked for an
-# identical earlier record (ALREADY) against the statement's snapshot, i.e. before this update.
-_SETTLE = """
-WITH {notify} u AS (
-    SELECT u.* FROM unnest($3::bigint[], $4::int[], $5::text[], $6::timestamptz[], $7::text[],
-                           $8::text[])
-        WITH ORDINALITY AS u(id, attempt, kind, run_at, error, cause, ord) {join}
-), upd AS (
-    UPDATE jobs j SET
-        state = CASE
-            WHEN u.kind IN ('completed', 'dead') THEN u.kind
-            WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN 'dead'
-            ELSE 'pending' END,
-        attempt = CASE WHEN u.kind IN ('deferred', 'released') THEN j.attempt - 1
-                       ELSE j.attempt END,
-        run_at = CASE WHEN u.kind IN ('retry', 'deferred') THEN u.run_at
-                      WHEN u.kind = 'released' THEN $2
-                      ELSE j.run_at END,
-        lease_until = NULL,
-        finished_at = CASE
-            WHEN u.kind IN ('completed', 'dead') THEN $2
-            WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN $2
-            END,
-        last_error = CASE WHEN u.kind IN ('retry', 'dead') THEN u.error ELSE j.last_error END,
-        failure_cause = CASE
-            WHEN u.kind = 'dead' THEN u.cause
-            WHEN u.kind = 'retry' AND j.attempt >= j.max_attempts THEN 'system'
-            END
-    FROM u
-    WHERE j.id = u.id AND j.attempt = u.attempt AND j.state = 'processing' AND j.owner = $1
-    RETURNING u.ord, u.kind, u.error, j.id, j.state, j.attempt AS new_attempt, j.run_at,
-              j.started_at
-), hist AS (
-    INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
-    SELECT upd.id, u.attempt, $1, upd.started_at, $2,
-           CASE WHEN upd.kind = 'retry' AND upd.state = 'dead' THEN 'dead' ELSE upd.kind END,
-           upd.error
-    FROM upd JOIN u ON u.ord = upd.ord
-    WHERE upd.kind <> 'completed'
-)
-SELECT ord, 'ok' AS status, CASE WHEN state = 'pending' THEN run_at END AS wake FROM upd
-UNION ALL
-SELECT u.ord,
-       CASE WHEN
-           (u.kind = 'completed' AND EXISTS (
-               SELECT 1 FROM jobs j
-               WHERE j.id = u.id AND j.state = 'completed' AND j.attempt = u.attempt
-                 AND j.owner = $1))
-           OR (u.kind <> 'completed' AND EXISTS (
-               SELECT 1 FROM job_attempts h
-               WHERE h.job_id = u.id AND h.attempt = u.attempt AND h.owner = $1
-                 AND (h.outcome = u.kind OR (u.kind = 'retry' AND h.outcome = 'dead'))))
-       THEN 'already' ELSE 'lease_lost' END,
-       NULL
-FROM u WHERE u.ord NOT IN (SELECT ord FROM upd)
-"""
-SQL_SETTLE = _SETTLE.format(notify="", join="")
-SQL_SETTLE_NOTIFY = _SETTLE.format(notify=_notify_cte(9) + ",", join="CROSS JOIN n")
-
-# The hot path: a batch of Completed outcomes only, one row back: how many applied and, only if
-# not all did, the ids that did (the rest are sorted into ALREADY and LEASE_LOST by
-# SQL_COMPLETED_ALREADY, rarely). ``$4`` holds each job's key id * 2^20 + attempt. The rows are
-# found through the primary key: with ``state = 'processing'`` written plainly the planner may
-# pick the small partial index jobs_lease instead, and scan it whole (dead entries included, so
-# more with every batch until a vacuum) for each batch; once the table was analysed that plan
-# made a batch of 1,000 take ~140 ms. The state is compared to an InitPlan value, which the
-# planner cannot match to the index predicate.
-SQL_COMPLETE = """
-WITH done AS (
-    UPDATE jobs j SET state = 'completed', lease_until = NULL, finished_at = $2
-    WHERE j.id = ANY($3::bigint[]) AND j.state = (SELECT 'processing'::text)
-      AND j.owner = $1 AND j.id * 1048576 + j.attempt = ANY($4::bigint[])
-    RETURNING j.id
-)
-SELECT count(*), CASE WHEN count(*) < cardinality($3::bigint[]) THEN array_agg(id) END
-FROM done
-"""
+SQL_INSERT_JOBS_DEDUPE = QUERIES.insert_jobs_dedupe
+SQL_FIND_LIVE_BY_KEY = QUERIES.find_live_by_key
+_NEXT_DUE = QUERIES.next_due
+SQL_CLAIM = QUERIES.claim.format(queues="")
+SQL_CLAIM_QUEUES = QUERIES.claim.format(queues="AND queue = ANY($6::text[])")
+SQL_HEARTBEAT = QUERIES.heartbeat
+SQL_SETTLE = QUERIES.settle.format(notify="", join="")
+SQL_SETTLE_NOTIFY = QUERIES.settle.format(notify=_notify_cte(9) + ",", join="CROSS JOIN n")
+SQL_COMPLETE = QUERIES.complete
 KEY_SHIFT = 1 << 20  # id * KEY_SHIFT + attempt keys a job's attempt (attempts stay below 1000)
 MAX_KEYED_ID = 1 << 42  # so that every key fits in a bigint
-SQL_COMPLETED_ALREADY = """
-SELECT u.ord FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS u(id, attempt, ord)
-JOIN jobs j ON j.id = u.id
-WHERE j.state = 'completed' AND j.attempt = u.attempt AND j.owner = $1
-"""
-
-SQL_RELEASE_EXPIRED = """
-WITH upd AS (
-    UPDATE jobs j SET
-        state = CASE WHEN j.attempt >= j.max_attempts THEN 'dead' ELSE 'pending' END,
-        run_at = CASE WHEN j.attempt >= j.max_attempts THEN j.run_at ELSE $1 END,
-        lease_until = NULL,
-        finished_at = CASE WHEN j.attempt >= j.max_attempts THEN $1 END,
-        last_error = CASE WHEN j.attempt >= j.max_attempts THEN $2 || '; no attempts left'
-                          ELSE $2 END,
-        failure_cause = CASE WHEN j.attempt >= j.max_attempts THEN 'system' END
-    WHERE j.id = ANY(ARRAY(
-        SELECT id FROM jobs
-        WHERE state = 'processing' AND lease_until < $1
-        FOR UPDATE SKIP LOCKED
-    ))
-    RETURNING j.id, j.state, j.attempt, j.owner, j.started_at
-), hist AS (
-    INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
-    SELECT id, attempt, owner, started_at, $1, 'expired',
-           CASE WHEN state = 'dead' THEN $2 || '; no attempts left' ELSE $2 END FROM upd
-)
-SELECT id, state FROM upd ORDER BY id
-"""
+SQL_COMPLETED_ALREADY = QUERIES.completed_already
+SQL_RELEASE_EXPIRED = QUERIES.release_expired
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -527,31 +340,9 @@ def _affected(status: str) -> int:
     return int(status.split()[-1])
 
 
-# --- wake-ups ------------------------------------------------------------------------------------
-
-
-class _Wakeups(EventFeed[datetime]):
-    """One ``wakeups()`` iterator: a one-slot feed keeping the earliest time, registered with its
-    store from creation (not first iteration), so no wake-up is lost while it is open."""
-
-    def __init__(self, store: PostgresStore):
-        super().__init__(store._sidecar.trio_token, max_buffer=1, merge=min)
-        self._store = store
-        if store._closed:
-            self.close()
-        else:
-            store._feeds.add(self)
-
-    def close(self) -> None:
-        self._store._feeds.discard(self)
-        super().close()
-
-
 # --- the store -----------------------------------------------------------------------------------
 
 # --- the store -----------------------------------------------------------------------------------
-
-QUERIES = load_queries("queries_postgres.sql")
 
 
 class _PostgresTx(Tx):
@@ -608,8 +399,6 @@ class PostgresStore(CoreStore):
         self._instance = uuid.uuid4().hex
         self._pool: asyncpg.Pool | None = None
         self._listener: asyncpg.Connection | None = None
-        self._feeds: set[_Wakeups] = set()
-        self._broadcast_feeds: set[EventFeed[bytes | None]] = set()
         self._job_shapes: set[tuple[Any, ...]] = set()
         self._listen_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -674,8 +463,7 @@ class PostgresStore(CoreStore):
         return f"{self._instance} {(when - EPOCH) // _MICROSECOND}"
 
     def _dispatch_wake(self, when: datetime) -> None:
-        for feed in list(self._feeds):
-            feed.put_nowait(when)
+        self._feeds.wake(when)
 
     async def _fetch(self, sql: str, *args: Any) -> list[Any]:
         assert self._pool is not None
@@ -825,10 +613,7 @@ class PostgresStore(CoreStore):
             self._closed = True
             try:
                 await self._enqueuer.aclose()
-                for feed in list(self._feeds):
-                    feed.close()
-                for broadcasts in list(self._broadcast_feeds):
-                    broadcasts.close()
+                self._feeds.close()
                 if self._sidecar.running:
                     with contextlib.suppress(SidecarClosed):
                         await self._sidecar.run(self._close_in_loop)
@@ -1134,23 +919,12 @@ class PostgresStore(CoreStore):
             [str(q) for q in queues],
         )
 
-    def wakeups(self) -> AsyncIterator[datetime]:
-        return _Wakeups(self)
 
     # --- broadcasts ------------------------------------------------------------------------
 
     async def broadcast(self, message: bytes) -> None:
         payload = f"{self._instance} {base64.b64encode(check_broadcast(message)).decode()}"
         await self._run(self._execute, "SELECT pg_notify($1, $2)", BROADCAST_CHANNEL, payload)
-
-    def broadcasts(self) -> AsyncIterator[bytes | None]:
-        feed: EventFeed[bytes | None] = EventFeed(
-            self._sidecar.trio_token, max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
-        if self._closed:
-            feed.close()
-        else:
-            self._broadcast_feeds.add(feed)
-        return feed
 
     def _on_broadcast(self, conn: Any, pid: int, channel: str, payload: str) -> None:
         """Loop thread: another store's broadcast (our own are skipped)."""
@@ -1165,8 +939,7 @@ class PostgresStore(CoreStore):
         self._sidecar.run_in_trio(self._dispatch_broadcast, message)
 
     def _dispatch_broadcast(self, message: bytes | None) -> None:
-        for feed in list(self._broadcast_feeds):
-            feed.put_nowait(message)
+        self._feeds.deliver(message)
 
 
 # --- module helpers ------------------------------------------------------------------------------

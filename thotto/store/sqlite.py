@@ -32,7 +32,6 @@ import queue
 import sqlite3
 import threading
 import urllib.parse
-import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -41,7 +40,6 @@ import msgspec
 import outcome
 import trio
 
-from thotto.aio import EventFeed
 from thotto.clock import wait_for_thread
 from thotto.errors import (
     ConfigError,
@@ -72,7 +70,7 @@ from thotto.messages import (
     utcnow,
     validated,
 )
-from thotto.store.base import BROADCAST_BUFFER, Clock, check_broadcast, missed_broadcasts
+from thotto.store.base import Clock, check_broadcast
 from thotto.store.core import (
     EXPIRED_ERROR,
     ClaimLimit,
@@ -85,6 +83,7 @@ from thotto.store.core import (
     check_ids,
     check_queues,
     load_queries,
+    migration_files,
     run_now,
 )
 
@@ -92,13 +91,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Migrations, in order; the database's ``PRAGMA user_version`` is how many have been applied.
-MIGRATIONS = ("sqlite_0001_schema.sql", "sqlite_0002_publishing.sql",
-              "sqlite_0003_engagement_recurrence.sql", "sqlite_0004_series_start.sql",
-              "sqlite_0005_title_key.sql", "sqlite_0006_link_requests.sql",
-              "sqlite_0007_removed_users.sql", "sqlite_0008_operations.sql",
-              "sqlite_0009_media.sql")
-SCHEMA_VERSION = len(MIGRATIONS)
+#: Migrations by number; the database's ``PRAGMA user_version`` is the highest one applied.
+MIGRATIONS = migration_files("sqlite")
+SCHEMA_VERSION = max(MIGRATIONS)
 
 BUSY_TIMEOUT_MS = 5_000
 WRITER_PRAGMAS = (
@@ -229,98 +224,25 @@ def _as_reply_error(exc: BaseException) -> BaseException:
 
 
 # --- SQL -----------------------------------------------------------------------------------------
+# The statements are named queries in sql/queries_sqlite.sql; the hot paths' are at its end (some
+# are templates filled here).
 
+QUERIES = load_queries("queries_sqlite.sql")
 INSERT_COLUMNS = "queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at"
-INSERT_JOB = f"INSERT INTO jobs ({INSERT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-INSERT_JOB_DEDUPED = f"{INSERT_JOB} ON CONFLICT DO NOTHING"
-LIVE_JOB_BY_KEY = (
-    "SELECT id, run_at FROM jobs WHERE queue = ? AND dedupe_key = ? "
-    "AND dedupe_key IS NOT NULL AND state IN ('pending', 'processing')"
-)
-#: Bulk insert of jobs sharing queue, kind, priority and max_attempts: ``?5`` is a JSON array of
-#: [payload as text, run_at, created_at], parsed by SQLite (~1.2 µs a job here, against ~2.3 µs
-#: for multi-row VALUES and ~5 µs for executemany).
-INSERT_JSON = (
-    f"INSERT INTO jobs ({INSERT_COLUMNS}) SELECT ?1, ?2, "
-    "CAST(json_extract(value, '$[0]') AS BLOB), ?3, json_extract(value, '$[1]'), ?4, NULL, "
-    "json_extract(value, '$[2]') FROM json_each(?5)"
-)
-#: The same when the jobs also share run_at (``?5``) and created_at (``?6``), as an
-#: enqueue_many batch usually does: ``?7`` is a JSON array of payloads, nothing to build per job.
-INSERT_JSON_SAME_TIMES = (
-    f"INSERT INTO jobs ({INSERT_COLUMNS}) SELECT ?1, ?2, CAST(value AS BLOB), ?3, ?5, ?4, NULL, ?6 "
-    "FROM json_each(?7)"
-)
+INSERT_JOB, INSERT_JOB_DEDUPED = QUERIES.insert_job, QUERIES.insert_job_deduped
+LIVE_JOB_BY_KEY = QUERIES.live_job_by_key
+INSERT_JSON, INSERT_JSON_SAME_TIMES = QUERIES.insert_json, QUERIES.insert_json_same_times
 #: Rows per multi-row INSERT, for payloads that cannot travel as JSON text.
 INSERT_CHUNKS = (256, 64, 16, 4, 1)
-
-#: Claiming takes two statements of one row each, in the writer's transaction: CLAIM_ROWS reads
-#: the jobs to claim as one JSON document (in claim order, as CLAIM leaves them), then CLAIM marks
-#: the same jobs (same query, same snapshot, nothing in between). The rows travel as one string
-#: because every row a statement returns is one more step, and sqlite3 releases and retakes the
-#: GIL around each step: with the Trio thread busy, each retake can wait for a switch interval
-#: (5 ms), which made a RETURNING claim of 1,000 rows take up to 100x longer under load. The
-#: Trio side decodes the document (:func:`_claimed_jobs`). Parameters: ?1 owner, ?2 lease_until,
-#: ?3 now, ?4 due_by, ?5 limit, ?6... queues.
-CLAIM_PICK = (
-    "FROM jobs WHERE state = 'pending' AND run_at <= ?4 {queues}"
-    "ORDER BY run_at, priority DESC, id LIMIT ?5"
-)
-CLAIM_ROWS = (
-    "SELECT json_group_array(json_array(id, queue, kind, hex(payload), priority, run_at, "
-    "attempt + 1, max_attempts, dedupe_key, created_at, last_error)) "
-    f"FROM (SELECT * {CLAIM_PICK})"
-)
-CLAIM = (
-    "UPDATE jobs SET state = 'processing', lease_owner = ?1, lease_until = ?2, "
-    f"attempt = attempt + 1, started_at = ?3 WHERE id IN (SELECT id {CLAIM_PICK})"
-)
-HEARTBEAT = (
-    "UPDATE jobs SET lease_until = ? WHERE id IN (SELECT value FROM json_each(?)) "
-    "AND state = 'processing' AND lease_owner = ? RETURNING id"
-)
-#: Completes a run of held jobs in one statement. ``?2`` is a JSON array of their keys
-#: id * 2**20 + attempt, so each job matches only with its own attempt. All or nothing: rows
-#: change only if all ``?4`` jobs are held by ``?3`` (the count is evaluated once, before any row
-#: changes), so the row count tells the outcome without a row back per job (see CLAIM_ROWS on why
-#: rows cost). Joining the keys (rather than ``id IN``) builds no temporary index.
-KEYS = "(SELECT value >> 20 AS id, value & 1048575 AS attempt FROM json_each(?2)) AS k"
-HELD = "jobs.id = k.id AND jobs.attempt = k.attempt AND state = 'processing' AND lease_owner = ?3"
-COMPLETE_SET = "UPDATE jobs SET state = 'completed', finished_at = ?1, lease_until = NULL "
-COMPLETE_ALL = (
-    f"{COMPLETE_SET}FROM {KEYS} "
-    f"WHERE (SELECT count(*) FROM {KEYS} JOIN jobs ON {HELD}) = ?4 AND {HELD}"
-)
-#: The same when some are not held: completes those that are, returning their ids.
-COMPLETE_MANY = f"{COMPLETE_SET}FROM {KEYS} WHERE {HELD} RETURNING jobs.id"
+CLAIM_ROWS, CLAIM, HEARTBEAT = QUERIES.claim_rows, QUERIES.claim, QUERIES.heartbeat
+COMPLETE_ALL, COMPLETE_MANY = QUERIES.complete_all, QUERIES.complete_many
 KEY_SHIFT = 1 << 20  # attempts stay far below (max_attempts <= 1000)
 MAX_KEYED_ID = 1 << 42  # id * KEY_SHIFT + attempt must fit in 63 bits
-TO_COMPLETED = (
-    "UPDATE jobs SET state = 'completed', finished_at = ?, lease_until = NULL WHERE id = ?"
-)
-HELD_JOB = "SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = ?"
-TO_DEAD = (
-    "UPDATE jobs SET state = 'dead', finished_at = ?, lease_until = NULL, last_error = ?, "
-    "failure_cause = ? WHERE id = ?"
-)
-TO_PENDING = (
-    "UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - ?, lease_owner = NULL, "
-    "lease_until = NULL, last_error = coalesce(?, last_error) WHERE id = ?"
-)
-INSERT_ATTEMPT = (
-    "INSERT INTO attempts (job_id, attempt, owner, started_at, finished_at, outcome, error) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-ATTEMPT_RECORDED = (
-    "SELECT 1 FROM attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN ({})"
-)
-EXPIRED = (
-    "SELECT id, attempt, max_attempts, lease_owner, started_at FROM jobs "
-    "WHERE state = 'processing' AND lease_until < ?"
-)
-NEXT_DUE = (
-    "SELECT run_at FROM jobs WHERE state = 'pending' {queues}ORDER BY run_at, priority DESC LIMIT 1"
-)
+TO_COMPLETED, HELD_JOB = QUERIES.to_completed, QUERIES.held_job
+TO_DEAD, TO_PENDING = QUERIES.to_dead, QUERIES.to_pending
+INSERT_ATTEMPT, ATTEMPT_RECORDED = QUERIES.insert_attempt, QUERIES.attempt_recorded
+EXPIRED, NEXT_DUE = QUERIES.expired, QUERIES.next_due
+
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
@@ -445,7 +367,7 @@ def _migrate(conn: sqlite3.Connection, path: str) -> None:
         )
     if version == SCHEMA_VERSION:
         return
-    steps = [_load_sql(name) for name in MIGRATIONS[version:]]
+    steps = [_load_sql(name) for number, name in MIGRATIONS.items() if number > version]
     conn.create_function("thotto_title_key", 1, _title_key_of_content, deterministic=True)
     # executescript commits any open transaction first, so the script brings its own BEGIN.
     script = "\n".join(
@@ -820,58 +742,7 @@ class _Checkpointer:
         await trio.to_thread.run_sync(self._thread.join)
 
 
-# --- wake-ups -------------------------------------------------------------------------------------
-
-
-class _Wakeups:
-    """An open subscription to a store's wake-ups; see :meth:`Store.wakeups`.
-
-    Subscribed from creation (not from the first ``anext``), so nothing is lost in between.
-    Keeps only the earliest pending ``run_at``. Ends (StopAsyncIteration) when closed or when
-    the store closes.
-    """
-
-    def __init__(self, hub: weakref.WeakSet[_Wakeups]):
-        self._hub = hub
-        self._earliest: datetime | None = None
-        self._lot = trio.lowlevel.ParkingLot()
-        self._closed = False
-        hub.add(self)
-
-    def __aiter__(self) -> _Wakeups:
-        return self
-
-    async def __anext__(self) -> datetime:
-        if self._earliest is None and not self._closed:
-            while self._earliest is None and not self._closed:
-                await self._lot.park()
-        else:
-            await trio.lowlevel.checkpoint()
-        if self._closed:
-            raise StopAsyncIteration
-        when, self._earliest = self._earliest, None
-        return when
-
-    def post(self, when: datetime) -> None:
-        if self._earliest is None or when < self._earliest:
-            self._earliest = when
-            self._lot.unpark_all()
-
-    async def aclose(self) -> None:
-        """Unsubscribe; a pending ``anext`` ends. Idempotent."""
-        self.close()
-        await trio.lowlevel.checkpoint()
-
-    def close(self) -> None:
-        self._closed = True
-        self._hub.discard(self)
-        self._lot.unpark_all()
-
-
-
 # --- the store ------------------------------------------------------------------------------------
-
-QUERIES = load_queries("queries_sqlite.sql")
 
 
 class _SqliteTx(Tx):
@@ -938,12 +809,10 @@ class SqliteStore(CoreStore):
         super().__init__(clock)
         self.path = path
         self._lock = lock
-        self._subscribers: weakref.WeakSet[_Wakeups] = weakref.WeakSet()
-        self._broadcast_feeds: weakref.WeakSet[EventFeed[bytes | None]] = weakref.WeakSet()
         self._checkpointer = _Checkpointer(path)
         self._writer = _Worker(
             "writer", conns[0], begin="BEGIN IMMEDIATE", isolate=True,
-            on_wake=self._post_wake, on_commit=self._checkpointer.poke,
+            on_wake=self._feeds.wake, on_commit=self._checkpointer.poke,
         )
         self._reader = _Worker("reader", conns[1], begin="BEGIN", isolate=False)
         self._closed = False
@@ -991,10 +860,7 @@ class SqliteStore(CoreStore):
             await self._writer.stop()
             await self._checkpointer.stop()  # the last connection: it folds the WAL back in
             self._lock.release()
-            for subscriber in list(self._subscribers):
-                subscriber.close()
-            for feed in list(self._broadcast_feeds):
-                feed.close()
+            self._feeds.close()
 
     # --- plumbing --------------------------------------------------------------------------------
 
@@ -1045,13 +911,6 @@ class SqliteStore(CoreStore):
             now = now.astimezone(UTC)
         return now, (now - EPOCH) // ONE_US
 
-    def _post_wake(self, when: datetime) -> None:
-        for subscriber in list(self._subscribers):
-            subscriber.post(when)
-
-    def wakeups(self) -> AsyncIterator[datetime]:
-        """See :meth:`Store.wakeups`; in-process only. Close it (``contextlib.aclosing``)."""
-        return _Wakeups(self._subscribers)
 
     # --- the hot paths (per dialect: see docs/architecture.md, "Storage") --------------------
 
@@ -1176,16 +1035,6 @@ class SqliteStore(CoreStore):
         """See :meth:`Store.broadcast`: checked, then dropped (no other store has the file)."""
         check_broadcast(message)
         await trio.lowlevel.checkpoint()
-
-    def broadcasts(self) -> AsyncIterator[bytes | None]:
-        """See :meth:`Store.broadcasts`: nothing ever arrives; ends when closed or the store
-        closes."""
-        feed: EventFeed[bytes | None] = EventFeed(max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
-        if self._closed:
-            feed.close()
-        else:
-            self._broadcast_feeds.add(feed)
-        return feed
 
 
 # --- functions of the connection: jobs ------------------------------------------------------------
