@@ -1,57 +1,36 @@
-"""The store core: everything both adapters share, written once (issue #14).
+"""The product store's core: the Reddit scheduler's tables (users, tokens, accounts, link
+requests, posts, recurrence, engagement, rules, media) over the job store's core, written once
+for both dialects (issue #14).
 
-A dialect (``sqlite.py``, ``postgres.py``) subclasses :class:`CoreStore` and supplies:
-
-* its named queries (``sql/queries_<dialect>.sql``, loaded once by :func:`load_queries`): the
-  same names in both files, each dialect's own SQL text, parameters numbered from 1;
-* how to run a function of a :class:`Tx` (one transaction): :meth:`CoreStore._read_tx` and
-  :meth:`CoreStore._write_tx` (SQLite: on its reader or writer thread, in the writer's group
-  commit; Postgres: on a pooled asyncpg connection on the sidecar);
-* how a time travels to and from the database (:meth:`CoreStore._to_db`, ``_from_db``), how
-  JSON travels (``_json``) and how a parameter is written in a query built here (``_param``);
-* the hot paths a benchmark keeps per dialect: enqueue, claim, heartbeat, settle,
-  release_expired, next_due, wake-ups and broadcasts.
-
-The core holds the rest: validation of every input, rows → records, the state-change rules
-(with :mod:`thotto.store.lifecycle`), and every cold-path method. Its functions of a ``Tx`` are
-coroutines; on SQLite the ``Tx`` methods never suspend, so the writer thread runs them to the
-end with :func:`run_now`, inside its transaction.
+:class:`CoreStore` extends :class:`thotto.store.jobs.core.JobCore` (the job tables: see it for
+what a dialect supplies) with the product's cold paths; the dialects ``sqlite.py`` and
+``postgres.py`` combine it with their job store and the product's named queries
+(``sql/queries_<dialect>.sql``). The state-change rules of posts are :mod:`thotto.store.lifecycle`.
 """
 
 from __future__ import annotations
 
-import abc
 import base64
 import binascii
 import contextlib
 import hashlib
-import importlib.resources
-import re
-import weakref
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import Annotated, Any, TypeVar
+from typing import Any
 
 import msgspec
 import trio
 
-from thotto.aio import EventFeed
 from thotto.errors import Conflict, InvalidTransition, NotFound, StoreError, ValidationError
 from thotto.messages import (
-    UTC,
     Account,
     ApiToken,
-    Attempt,
-    AttemptOutcome,
     EngagementReading,
-    FailureCause,
-    Job,
     JobState,
     LinkRequest,
     Media,
     MediaKind,
     MediaPage,
-    Name,
     NewAccount,
     NewMedia,
     NewPost,
@@ -61,7 +40,6 @@ from thotto.messages import (
     PostEngagement,
     PostPage,
     PostStatus,
-    QueueCount,
     Recurrence,
     Role,
     SubredditRules,
@@ -70,27 +48,36 @@ from thotto.messages import (
     User,
     UserRemoval,
     title_key,
-    utcnow,
-    validated,
 )
 from thotto.store.base import (
-    BROADCAST_BUFFER,
     POST_JOB_KIND,
     POST_QUEUE,
-    Clock,
-    JobPage,
-    JobRecord,
-    JobSearch,
-    PausedQueue,
-    QueueActivity,
     Store,
-    activity_rows,
-    check_search,
     decode_media_cursor,
     encode_media_cursor,
     media_chunks,
     media_in_use,
-    missed_broadcasts,
+)
+from thotto.store.jobs.core import (
+    EPOCH,
+    INT64_LIMIT,
+    ONE_US,
+    JobCore,
+    MaxAttemptsArg,
+    PageLimit,
+    PositiveId,
+    RedditId,
+    RedditUrl,
+    RefreshLimit,
+    TokenName,
+    Tx,
+    UniqueViolation,
+    check,
+    check_bytes,
+    check_struct,
+    check_time,
+    malformed_cursor,
+    not_found,
 )
 from thotto.store.lifecycle import (
     STATUS_CONDITION,
@@ -100,227 +87,13 @@ from thotto.store.lifecycle import (
     post_status,
 )
 
-T = TypeVar("T")
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_US = timedelta(microseconds=1)
-INT64_LIMIT = 2**63
 #: Expired link requests are kept this long (to say "expired" rather than "unknown"), then dropped.
 LINK_REQUEST_MEMORY = timedelta(days=1)
 MEDIA_PURGE_BATCH = 50  # media per transaction: a purge never holds the writer for long
-EXPIRED_ERROR = "lease expired: the worker crashed, hung or lost its connection"
-LAST_EXPIRED_ERROR = EXPIRED_ERROR + "; no attempts left"
-
-# --- validation ---------------------------------------------------------------------------------
-
-Owner = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-PositiveId = Annotated[int, msgspec.Meta(ge=1)]
-ClaimLimit = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
-LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)]
-PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
-TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-RefreshLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
-
-
-def check(value: Any, type_: Any, field: str) -> Any:
-    """``value`` converted to ``type_`` (with its constraints), or a ValidationError."""
-    try:
-        return msgspec.convert(value, type_)
-    except msgspec.ValidationError as exc:
-        raise ValidationError(f"{field}: {exc}", field) from exc
-
-
-def check_struct(value: Any, type_: type[T], field: str) -> T:
-    if not isinstance(value, type_):
-        wanted, got = type_.__name__, type(value).__name__
-        raise ValidationError(f"{field} must be a {wanted}, got {got}", field)
-    return validated(value)
-
-
-def check_bytes(value: Any, field: str) -> bytes:
-    # msgspec.convert would accept a str here, as base64: refuse it instead
-    if type(value) is not bytes:
-        raise ValidationError(f"{field} must be bytes, got {type(value).__name__}", field)
-    return value
-
-
-def check_time(value: Any, field: str) -> datetime:
-    """An aware datetime, in UTC; anything else is a ValidationError."""
-    if not isinstance(value, datetime):
-        raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}", field)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            f"{field} {value.isoformat()} has no time zone; give an offset, "
-            "e.g. 2026-01-01T09:00:00+00:00", field)
-    return value.astimezone(UTC)
-
-
-def check_ids(ids: Sequence[int], field: str) -> list[int]:
-    return check(list(ids), list[PositiveId], field)
-
-
-def check_queues(queues: Sequence[str] | None) -> list[str] | None:
-    return None if queues is None else check(list(queues), list[Name], "queues")
-
-
-def malformed_cursor() -> ValidationError:
-    return ValidationError("Malformed cursor: pass the next_cursor of the previous page unchanged",
-                           "cursor")
-
-
-def not_found(what: str, record_id: Any) -> NotFound:
-    if isinstance(record_id, str):
-        return NotFound(f"No {what} {record_id!r}")
-    return NotFound(f"No {what} with id {record_id}")
-
-
-# --- named queries ------------------------------------------------------------------------------
-
-_NAME = re.compile(r"^-- name: (\w+)\s*$")
-
-
-class Queries(dict):
-    """A dialect's named queries: ``queries.get_job`` is the text under ``-- name: get_job``.
-    A query of several statements (separated by ``;`` at a line's end) is a tuple of them."""
-
-    def __getattr__(self, name: str) -> str | tuple[str, ...]:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(f"No query named {name!r}") from None
-
-
-def load_queries(filename: str) -> Queries:
-    """The named queries of ``thotto/store/sql/<filename>`` (comments dropped)."""
-    text = importlib.resources.files("thotto.store").joinpath("sql", filename).read_text("utf-8")
-    queries, name, lines = Queries(), None, []
-
-    def keep() -> None:
-        if name is not None:
-            statements = [s.strip() for s in re.split(r";\s*$", "\n".join(lines), flags=re.M)]
-            statements = [s for s in statements if s]
-            queries[name] = statements[0] if len(statements) == 1 else tuple(statements)
-
-    for line in text.splitlines():
-        found = _NAME.match(line)
-        if found:
-            keep()
-            name, lines = found.group(1), []
-        elif not line.lstrip().startswith("--"):
-            lines.append(line)
-    keep()
-    return queries
-
-
-def migration_files(dialect: str) -> dict[int, str]:
-    """The dialect's migrations in ``thotto/store/sql/``, by number: ``<dialect>_<number>_*.sql``.
-    Numbers are reserved by branches as they start, so they may have gaps: a database records
-    the highest number it applied, and takes every higher one in order."""
-    found = {}
-    for entry in importlib.resources.files("thotto.store").joinpath("sql").iterdir():
-        match = re.fullmatch(rf"{dialect}_(\d+)_\w+\.sql", entry.name)
-        if match:
-            found[int(match.group(1))] = entry.name
-    return dict(sorted(found.items()))
-
-
-# --- transactions -------------------------------------------------------------------------------
-
-
-class UniqueViolation(Exception):
-    """A dialect's Tx raises this for a unique constraint's refusal (the core says Conflict)."""
-
-
-class Tx(abc.ABC):
-    """One transaction of a dialect. ``sql`` is a query's text (or a tuple of statements, run
-    in order with the same arguments); rows are indexable by column position."""
-
-    def __init__(self) -> None:
-        self.earliest: datetime | None = None
-
-    @abc.abstractmethod
-    async def fetch(self, sql: str, *args: Any) -> list[Any]: ...
-
-    @abc.abstractmethod
-    async def fetchrow(self, sql: str, *args: Any) -> Any: ...
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        row = await self.fetchrow(sql, *args)
-        return None if row is None else row[0]
-
-    @abc.abstractmethod
-    async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
-        """Run the statement(s); the row count of the last."""
-
-    def wake(self, when: datetime | None) -> None:
-        """Announce, once this commits, that a job may be due at ``when``."""
-        if when is not None and (self.earliest is None or when < self.earliest):
-            self.earliest = when
-
-
-def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a coroutine that never suspends (a SQLite Tx's queries are plain calls) to its end."""
-    try:
-        coroutine.send(None)
-    except StopIteration as done:
-        return done.value
-    coroutine.close()
-    raise RuntimeError("a store transaction suspended on a connection that runs synchronously")
-
-
-# --- wake-ups and broadcasts, as this process's iterators see them ------------------------------
-
-
-class Feeds:
-    """The :meth:`Store.wakeups` and :meth:`Store.broadcasts` iterators a store has open. Each is
-    registered when made (not when first iterated), so nothing posted meanwhile is lost; a
-    wake-up feed keeps only the earliest time waiting, a broadcast feed up to BROADCAST_BUFFER
-    messages (then ``None``: some were missed). Trio thread only."""
-
-    def __init__(self) -> None:
-        self._wakeups: weakref.WeakSet[EventFeed[datetime]] = weakref.WeakSet()
-        self._broadcasts: weakref.WeakSet[EventFeed[bytes | None]] = weakref.WeakSet()
-        self._closed = False
-
-    def open_wakeups(self) -> EventFeed[datetime]:
-        return self._open(self._wakeups, EventFeed(max_buffer=1, merge=min))
-
-    def open_broadcasts(self) -> EventFeed[bytes | None]:
-        feed = EventFeed(max_buffer=BROADCAST_BUFFER, merge=missed_broadcasts)
-        return self._open(self._broadcasts, feed)
-
-    def _open(self, hub: weakref.WeakSet[EventFeed[T]], feed: EventFeed[T]) -> EventFeed[T]:
-        if self._closed:
-            feed.close()
-        else:
-            hub.add(feed)
-        return feed
-
-    def wake(self, when: datetime) -> None:
-        for feed in list(self._wakeups):
-            feed.put_nowait(when)
-
-    def deliver(self, message: bytes | None) -> None:
-        for feed in list(self._broadcasts):
-            feed.put_nowait(message)
-
-    def close(self) -> None:
-        """End every open iterator (once drained), and those opened later at once."""
-        self._closed = True
-        for feed in [*self._wakeups, *self._broadcasts]:
-            feed.close()
-
-
-# --- rows -> records --------------------------------------------------------------------------
 
 _STATES = {state.value: state for state in JobState}
-_OUTCOMES = {item.value: item for item in AttemptOutcome}
 _TIERS = {tier.value: tier for tier in Tier}
 _ROLES = {role.value: role for role in Role}
-_CAUSES = {cause.value: cause for cause in FailureCause}
 _MEDIA_KINDS = {kind.value: kind for kind in MediaKind}
 _CONTENT = msgspec.json.Decoder(PostContent)
 _RECURRENCE = msgspec.json.Decoder(Recurrence)
@@ -329,70 +102,10 @@ _REMOVED = msgspec.json.Decoder(list[str])
 _ENCODE = msgspec.json.Encoder().encode
 
 
-class CoreStore(Store):
-    """The Store's cold paths over a dialect's transactions and named queries."""
-
-    q: Queries
-
-    def __init__(self, clock: Clock = utcnow):
-        super().__init__(clock)
-        self._feeds = Feeds()
-
-    def wakeups(self) -> AsyncIterator[datetime]:
-        """See :meth:`Store.wakeups`. Close it (``contextlib.aclosing``)."""
-        return self._feeds.open_wakeups()
-
-    def broadcasts(self) -> AsyncIterator[bytes | None]:
-        return self._feeds.open_broadcasts()
-
-    # --- what a dialect supplies ---------------------------------------------------------------
-
-    @abc.abstractmethod
-    async def _read_tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run ``fn`` in a read-only transaction (one snapshot)."""
-
-    @abc.abstractmethod
-    async def _write_tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run ``fn`` in a write transaction; post its wake-up (:meth:`Tx.wake`) once it commits."""
-
-    @staticmethod
-    @abc.abstractmethod
-    def _to_db(when: datetime) -> Any:
-        """An aware UTC datetime as the database stores it."""
-
-    @staticmethod
-    @abc.abstractmethod
-    def _from_db(value: Any) -> datetime | None:
-        """A stored time (or NULL) as an aware UTC datetime (or None)."""
-
-    @staticmethod
-    @abc.abstractmethod
-    def _json(value: Any) -> Any:
-        """A value as a JSON column's parameter."""
-
-    @staticmethod
-    @abc.abstractmethod
-    def _param(number: int) -> str:
-        """How the ``number``-th parameter (from 1) is written in a query."""
-
-    def _queue_pause_changed(self, queue: str, paused: bool) -> None:
-        """Called inside the transaction that pauses or resumes ``queue`` (SQLite keeps a copy)."""
+class CoreStore(JobCore, Store):
+    """The Store's product cold paths over a dialect's transactions and named queries."""
 
     # --- records -------------------------------------------------------------------------------
-
-    def _now(self) -> datetime:
-        now = self.now()
-        return now if now.tzinfo is UTC else now.astimezone(UTC)
-
-    def _job(self, r: Any) -> Job:
-        state, time = _STATES[r[6]], self._from_db
-        held = state is JobState.PROCESSING  # the lease is shown only while the job runs
-        return Job(r[0], r[1], r[2], bytes(r[3]), r[4], time(r[5]), state, r[7], r[8], r[9],
-                   r[10] if held else None, time(r[11]) if held else None, time(r[12]),
-                   time(r[13]), r[14])
-
-    def _job_record(self, r: Any) -> JobRecord:
-        return JobRecord(self._job(r), _CAUSES.get(r[15]))
 
     def _user(self, r: Any) -> User:
         return User(r[0], r[1], _TIERS[r[2]], _ROLES[r[3]], self._from_db(r[4]))
@@ -420,180 +133,8 @@ class CoreStore(Store):
         return Media(r[0], r[1], _MEDIA_KINDS[r[2]], r[3], r[4], r[5], r[6], _REMOVED.decode(r[7]),
                      self._from_db(r[8]))
 
-    async def _one(self, tx: Tx, sql: str, args: Sequence[Any], what: str, record_id: Any) -> Any:
-        """The one row ``sql`` finds; NotFound naming ``what`` otherwise."""
-        row = await tx.fetchrow(sql, *args)
-        if row is None:
-            raise not_found(what, record_id)
-        return row
-
-    async def _read_one(self, sql: str, args: Sequence[Any], what: str, record_id: Any,
-                        record: Callable[[Any], T]) -> T:
-        return record(await self._read_tx(lambda tx: self._one(tx, sql, args, what, record_id)))
-
-    async def _write_one(self, sql: str, args: Sequence[Any], what: str, record_id: Any,
-                         record: Callable[[Any], T]) -> T:
-        return record(await self._write_tx(lambda tx: self._one(tx, sql, args, what, record_id)))
-
-    async def _read_all(self, sql: str, args: Sequence[Any], record: Callable[[Any], T]) -> list[T]:
-        return [record(row) for row in await self._read_tx(lambda tx: tx.fetch(sql, *args))]
-
     async def _live_user(self, tx: Tx, user_id: int) -> None:
         await self._one(tx, self.q.live_user, (user_id,), "user", user_id)
-
-    # --- managing jobs -------------------------------------------------------------------------
-
-    async def get_job(self, job_id: int) -> Job:
-        job_id = check(job_id, int, "job_id")
-        return await self._read_one(self.q.get_job, (job_id,), "job", job_id, self._job)
-
-    async def _pending_job(self, tx: Tx, job_id: int, action: str) -> Any:
-        """The job's row (locked) if it is pending, or cancelled for a cancel; NotFound or
-        InvalidTransition otherwise."""
-        row = await self._one(tx, self.q.job_for_update, (job_id,), "job", job_id)
-        state = row[6]
-        if state != "pending" and not (state == "cancelled" and action == "cancelled"):
-            why = (" (it is running and cannot be unsent)" if state == "processing"
-                   else " (it has already finished)" if state != "pending" else "")
-            raise InvalidTransition(f"Job {job_id} is {state}{why}: only a pending job can be "
-                                    f"{action}", job_id=job_id, state=state)
-        return row
-
-    async def cancel(self, job_id: int) -> Job:
-        job_id = check(job_id, int, "job_id")
-        now = self._to_db(self._now())
-
-        async def cancel(tx: Tx) -> Any:
-            row = await self._pending_job(tx, job_id, "cancelled")
-            return row if row[6] == "cancelled" else await tx.fetchrow(self.q.cancel_job, job_id, now)
-
-        return self._job(await self._write_tx(cancel))
-
-    async def reschedule(self, job_id: int, run_at: datetime) -> Job:
-        job_id = check(job_id, int, "job_id")
-        run_at = check_time(run_at, "run_at")
-
-        async def move(tx: Tx) -> Any:
-            await self._pending_job(tx, job_id, "rescheduled")
-            tx.wake(run_at)
-            return await tx.fetchrow(self.q.reschedule_job, job_id, self._to_db(run_at))
-
-        return self._job(await self._write_tx(move))
-
-    async def redrive(self, job_ids: Sequence[int]) -> list[int]:
-        ids = list(dict.fromkeys(check_ids(job_ids, "job_ids")))
-        now = self._now()
-
-        async def redrive(tx: Tx) -> list[int]:
-            # A dead job whose dedupe key a live job holds now stays dead (the query checks).
-            done = [job_id for job_id in ids
-                    if await tx.execute(self.q.redrive_job, job_id, self._to_db(now))]
-            tx.wake(now if done else None)
-            return done
-
-        if not ids:
-            await trio.lowlevel.checkpoint()
-            return []
-        return await self._write_tx(redrive)
-
-    async def purge(self, finished_before: datetime) -> int:
-        before = self._to_db(check_time(finished_before, "finished_before"))
-        return await self._write_tx(lambda tx: tx.execute(self.q.purge, before))
-
-    # --- operating queues ------------------------------------------------------------------------
-
-    async def search_jobs(self, search: JobSearch) -> JobPage:
-        search = check_search(search)
-        clauses, args = [], []
-
-        def arg(value: Any) -> str:
-            args.append(value)
-            return self._param(len(args))
-
-        if search.state is not None:
-            # A literal (a JobState value, not user text): a parameter would keep the planner
-            # from the partial index of dead jobs.
-            clauses.append(f"state = '{search.state.value}'")
-        for column, value in (("queue", search.queue), ("kind", search.kind)):
-            if value is not None:
-                clauses.append(f"{column} = {arg(check(value, str, column))}")
-        if search.run_from is not None:
-            clauses.append(f"run_at >= {arg(self._to_db(check_time(search.run_from, 'run_from')))}")
-        if search.run_to is not None:
-            clauses.append(f"run_at < {arg(self._to_db(check_time(search.run_to, 'run_to')))}")
-        if search.cursor is not None:
-            clauses.append(f"id < {arg(_decode_job_cursor(search.cursor))}")
-        where = " AND ".join(clauses) or "1 = 1"
-        sql = f"{self.q.search_jobs} WHERE {where} ORDER BY id DESC LIMIT {arg(search.limit + 1)}"
-        rows = await self._read_tx(lambda tx: tx.fetch(sql, *args))
-        records = [self._job_record(row) for row in rows[:search.limit]]
-        more = len(rows) > search.limit
-        return JobPage(records, _encode_job_cursor(records[-1].job.id) if more else None)
-
-    async def get_job_record(self, job_id: int) -> JobRecord:
-        job_id = check(job_id, int, "job_id")
-        return await self._read_one(self.q.job_record, (job_id,), "job", job_id, self._job_record)
-
-    async def pause_queue(self, queue: str) -> PausedQueue:
-        queue = check(queue, Name, "queue")
-        now = self._to_db(self._now())
-
-        async def pause(tx: Tx) -> Any:
-            await tx.execute(self.q.pause_queue, queue, now)
-            self._queue_pause_changed(queue, True)
-            return await tx.fetchval(self.q.paused_at, queue)
-
-        return PausedQueue(queue, self._from_db(await self._write_tx(pause)))
-
-    async def resume_queue(self, queue: str) -> bool:
-        queue = check(queue, Name, "queue")
-        now = self._now()
-
-        async def resume(tx: Tx) -> bool:
-            self._queue_pause_changed(queue, False)
-            tx.wake(now)  # either way: a ticker may be asleep past this queue's due jobs
-            return await tx.execute(self.q.resume_queue, queue) == 1
-
-        return await self._write_tx(resume)
-
-    async def paused_queues(self) -> list[PausedQueue]:
-        return await self._read_all(self.q.paused_queues, (),
-                                    lambda r: PausedQueue(r[0], self._from_db(r[1])))
-
-    # --- reading -------------------------------------------------------------------------------
-
-    async def counts(self) -> list[QueueCount]:
-        return await self._read_all(self.q.counts, (), lambda r: QueueCount(r[0], _STATES[r[1]], r[2]))
-
-    async def queue_activity(self, since: datetime, *, sample: int = 1000) -> list[QueueActivity]:
-        since_db = self._to_db(check_time(since, "since"))
-        now = self._to_db(self._now())
-
-        async def read(tx: Tx) -> tuple[list, list]:
-            return (await tx.fetch(self.q.activity, now, since_db),
-                    await tx.fetch(self.q.activity_durations, since_db, max(0, int(sample))))
-
-        counted, durations = await self._read_tx(read)
-        return activity_rows(((r[0], r[1], r[2]) for r in counted), ((r[0], r[1]) for r in durations))
-
-    async def attempts(self, job_id: int) -> list[Attempt]:
-        job_id = check(job_id, int, "job_id")
-
-        async def read(tx: Tx) -> tuple[Any, list]:
-            job = await self._one(tx, self.q.current_attempt, (job_id,), "job", job_id)
-            return job, await tx.fetch(self.q.attempt_history, job_id)
-
-        (state, attempt, owner, started, finished), rows = await self._read_tx(read)
-        time = self._from_db
-        history = [Attempt(job_id, r[0], r[1], time(r[2]), time(r[3]), _OUTCOMES[r[4]], r[5])
-                   for r in rows]
-        if state == "processing":
-            history.append(Attempt(job_id, attempt, owner, time(started), None,
-                                   AttemptOutcome.RUNNING))
-        elif state == "completed" and attempt > 0:
-            history.append(Attempt(job_id, attempt, owner, time(started), time(finished),
-                                   AttemptOutcome.COMPLETED))
-        return history
 
     # --- users and API tokens -------------------------------------------------------------------
 
@@ -1129,20 +670,6 @@ class CoreStore(Store):
 # --- cursors ---------------------------------------------------------------------------------
 
 
-def _encode_job_cursor(job_id: int) -> str:
-    return base64.urlsafe_b64encode(f"job:{job_id}".encode()).decode()
-
-
-def _decode_job_cursor(cursor: str) -> int:
-    try:
-        kind, job_id = base64.urlsafe_b64decode(cursor.encode()).decode().split(":")
-        if kind != "job" or not -INT64_LIMIT <= int(job_id) < INT64_LIMIT:
-            raise ValueError(kind)
-        return int(job_id)
-    except (ValueError, TypeError, AttributeError, binascii.Error, UnicodeError):
-        raise malformed_cursor() from None
-
-
 def _encode_post_cursor(post: Post) -> str:
     micros = (post.scheduled_for - EPOCH) // ONE_US
     return base64.urlsafe_b64encode(f"{micros}:{post.id}".encode()).decode().rstrip("=")
@@ -1161,5 +688,4 @@ def _decode_post_cursor(cursor: str) -> tuple[datetime, int]:
         raise malformed_cursor() from None
 
 
-__all__ = ["CoreStore", "Tx", "Queries", "load_queries", "run_now", "UniqueViolation", "check",
-           "check_struct", "check_time", "check_ids", "check_queues", "not_found"]
+__all__ = ["CoreStore"]
