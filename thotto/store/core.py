@@ -16,7 +16,7 @@ import contextlib
 import hashlib
 from collections.abc import AsyncIterable, AsyncIterator, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import trio
@@ -63,13 +63,7 @@ from thotto.store.jobs.core import (
     INT64_LIMIT,
     ONE_US,
     JobCore,
-    MaxAttemptsArg,
-    PageLimit,
     PositiveId,
-    RedditId,
-    RedditUrl,
-    RefreshLimit,
-    TokenName,
     Tx,
     UniqueViolation,
     check,
@@ -87,6 +81,12 @@ from thotto.store.lifecycle import (
     post_status,
 )
 
+PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
+TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
+MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
+RefreshLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 #: Expired link requests are kept this long (to say "expired" rather than "unknown"), then dropped.
 LINK_REQUEST_MEMORY = timedelta(days=1)
 MEDIA_PURGE_BATCH = 50  # media per transaction: a purge never holds the writer for long

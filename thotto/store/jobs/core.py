@@ -77,12 +77,6 @@ Owner = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 PositiveId = Annotated[int, msgspec.Meta(ge=1)]
 ClaimLimit = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 LeaseSeconds = Annotated[float, msgspec.Meta(gt=0, le=366 * 86400)]
-PageLimit = Annotated[int, msgspec.Meta(ge=1, le=500)]
-TokenName = Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
-RedditId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
-RedditUrl = Annotated[str, msgspec.Meta(min_length=1, max_length=2000)]
-MaxAttemptsArg = Annotated[int, msgspec.Meta(ge=1, le=1000)]
-RefreshLimit = Annotated[int, msgspec.Meta(ge=1, le=10_000)]
 
 
 def check(value: Any, type_: Any, field: str) -> Any:
