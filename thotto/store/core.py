@@ -146,7 +146,7 @@ class CoreStore(JobCore, Store):
             try:
                 return await tx.fetchrow(self.q.insert_user, *args)
             except UniqueViolation:
-                raise Conflict(f"The user name {user.name!r} is taken; choose another") from None
+                raise Conflict(f"The user name {user.name!r} is taken") from None
 
         return self._user(await self._write_tx(create))
 
