@@ -21,7 +21,8 @@ from thotto.aio import open_sidecar
 from thotto.errors import SchemaError, StoreUnavailable
 from thotto.messages import UTC, Completed, NewJob
 from thotto.store import open_store
-from thotto.store.postgres import SCHEMA_VERSION, WAKEUP_CHANNEL, open_postgres_store
+from thotto.store.jobs.postgres import WAKEUP_CHANNEL
+from thotto.store.postgres import SCHEMA_VERSION, open_postgres_store
 from tests.support.postgres import free_port
 
 pytestmark = pytest.mark.postgres

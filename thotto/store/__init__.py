@@ -11,14 +11,12 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from thotto.errors import ConfigError
 from thotto.messages import utcnow
 from thotto.store.base import NowFunction, Store
+from thotto.store.jobs import POSTGRES_SCHEMES, sqlite_path
 
 if TYPE_CHECKING:
     from thotto.aio import Sidecar
-
-POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
 
 @contextlib.asynccontextmanager
@@ -40,17 +38,4 @@ async def open_store(url: str, *, clock: NowFunction = utcnow, sidecar: "Sidecar
             yield store
 
 
-def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///...`` URL (or of a bare path)."""
-    if url.startswith("sqlite:///"):
-        # sqlite:///rel/path → rel/path; sqlite:////abs/path → /abs/path (as SQLAlchemy reads them)
-        return url[len("sqlite:///") :]
-    if "://" in url:
-        raise ConfigError(
-            f"Unknown database URL {url!r}: use sqlite:///path/to/thotto.db, a file path, "
-            "or postgresql://user@host:port/dbname"
-        )
-    return url
-
-
-__all__ = ["open_store", "Store", "sqlite_path"]
+__all__ = ["open_store", "Store", "sqlite_path", "POSTGRES_SCHEMES"]

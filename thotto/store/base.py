@@ -1,7 +1,8 @@
 """The Store protocol: the one contract every storage adapter keeps.
 
-Every adapter (``sqlite.py``, ``postgres.py``) subclasses :class:`Store` and passes the one
-contract test suite in ``tests/store/``. Methods are Trio coroutines. Unless a docstring says
+Both dialects (``sqlite.py``, ``postgres.py``: the core of :mod:`thotto.store.core` over the job
+store of :mod:`thotto.store.jobs`) subclass :class:`Store` and pass the one contract test suite in
+``tests/store/``. Methods are Trio coroutines. Unless a docstring says
 otherwise:
 
 * Times go in and come out time-zone aware, in UTC; a naive datetime is a ValidationError.
