@@ -15,7 +15,7 @@ from thotto.store.base import NowFunction
 from thotto.store.core import CoreStore
 from thotto.store.jobs.core import (
     PER_COMPONENT,
-    Component,
+    SchemaComponent,
     Legacy,
     Queries,
     load_queries,
@@ -27,7 +27,7 @@ from thotto.store.jobs.postgres import QUERIES as JOB_QUERIES
 if TYPE_CHECKING:
     from thotto.aio import Sidecar
 
-PRODUCT = Component("product", migration_files("thotto.store", "postgres"))
+PRODUCT = SchemaComponent("product", migration_files("thotto.store", "postgres"))
 QUERIES = Queries({**JOB_QUERIES, **load_queries("thotto.store", "queries_postgres.sql")})
 #: The version ``thotto_schema`` holds: versions are kept per component (see migrate).
 SCHEMA_VERSION = PER_COMPONENT

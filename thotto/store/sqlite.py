@@ -14,7 +14,7 @@ from thotto.store.base import NowFunction
 from thotto.store.core import CoreStore
 from thotto.store.jobs.core import (
     PER_COMPONENT,
-    Component,
+    SchemaComponent,
     Legacy,
     Queries,
     load_queries,
@@ -23,7 +23,7 @@ from thotto.store.jobs.core import (
 from thotto.store.jobs.sqlite import JOBS, SqliteJobStore
 from thotto.store.jobs.sqlite import QUERIES as JOB_QUERIES
 
-PRODUCT = Component("product", migration_files("thotto.store", "sqlite"))
+PRODUCT = SchemaComponent("product", migration_files("thotto.store", "sqlite"))
 QUERIES = Queries({**JOB_QUERIES, **load_queries("thotto.store", "queries_sqlite.sql")})
 #: The ``PRAGMA user_version`` of the database: versions are kept per component (schema_versions).
 SCHEMA_VERSION = PER_COMPONENT

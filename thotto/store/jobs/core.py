@@ -190,7 +190,7 @@ def migration_files(package: str, dialect: str, folder: str = "sql") -> dict[int
 PER_COMPONENT = 100
 
 
-class Component(NamedTuple):
+class SchemaComponent(NamedTuple):
     """A part of the schema with its own numbered migrations: the job tables (``jobs``, this
     package's ``sql/``) or the tables of a product built on them (after the job tables)."""
 
@@ -214,7 +214,7 @@ class Legacy(NamedTuple):
 
 
 def legacy_steps(version: int, legacy: Legacy | None,
-                 components: Sequence[Component]) -> tuple[list[tuple[int, str]], dict[str, int]]:
+                 components: Sequence[SchemaComponent]) -> tuple[list[tuple[int, str]], dict[str, int]]:
     """The legacy migrations a database at single-track ``version`` still needs, and the
     component versions it is at once they ran."""
     if legacy is None or version > max(legacy.migrations):
@@ -227,7 +227,7 @@ def legacy_steps(version: int, legacy: Legacy | None,
 
 
 def component_steps(found: dict[str, int],
-                    components: Sequence[Component]) -> list[tuple[str, int, str]]:
+                    components: Sequence[SchemaComponent]) -> list[tuple[str, int, str]]:
     """The migrations to run, in order: each component's above the version the database has of
     it (components in order, so a product's tables come after the job tables they refer to)."""
     steps = []
@@ -598,6 +598,6 @@ def _decode_job_cursor(cursor: str) -> int:
 
 
 __all__ = ["JobCore", "Tx", "Queries", "Feeds", "load_queries", "migration_files", "run_now",
-           "Component", "Legacy", "PER_COMPONENT", "component_steps", "legacy_steps",
+           "SchemaComponent", "Legacy", "PER_COMPONENT", "component_steps", "legacy_steps",
            "UniqueViolation", "check", "check_struct", "check_time", "check_ids", "check_queues",
            "not_found"]

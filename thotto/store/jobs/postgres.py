@@ -70,7 +70,7 @@ from thotto.store.jobs.core import (
     EXPIRED_ERROR,
     ClaimLimit,
     PER_COMPONENT,
-    Component,
+    SchemaComponent,
     JobCore,
     Legacy,
     LeaseSeconds,
@@ -91,7 +91,7 @@ T = TypeVar("T")
 
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
 #: The job tables' migrations, by number.
-JOBS = Component("jobs", migration_files("thotto.store.jobs", "postgres"))
+JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "postgres"))
 #: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
 MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
 WAKEUP_CHANNEL = "thotto_wakeup"
@@ -384,7 +384,7 @@ class PostgresJobStore(JobCore):
     name = "postgres"
     q = QUERIES
     #: The schema's parts, in order, and the single-track history before them (a product's).
-    components: tuple[Component, ...] = (JOBS,)
+    components: tuple[SchemaComponent, ...] = (JOBS,)
     legacy: Legacy | None = None
     #: The tables ``tidy`` vacuums.
     tables: tuple[str, ...] = ("jobs", "job_attempts")
@@ -952,7 +952,7 @@ class PostgresJobStore(JobCore):
 # --- module helpers ------------------------------------------------------------------------------
 
 
-async def migrate(conn: asyncpg.Connection, components: Sequence[Component] = (JOBS,),
+async def migrate(conn: asyncpg.Connection, components: Sequence[SchemaComponent] = (JOBS,),
                   legacy: Legacy | None = None) -> dict[str, int]:
     """Create or upgrade ``components`` to their latest version (legacy migrations first, for a
     database with a single-track version); return the versions found before.

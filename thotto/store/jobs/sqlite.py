@@ -75,7 +75,7 @@ from thotto.store.jobs.core import (
     EXPIRED_ERROR,
     ClaimLimit,
     PER_COMPONENT,
-    Component,
+    SchemaComponent,
     JobCore,
     Legacy,
     LeaseSeconds,
@@ -98,7 +98,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The job tables' migrations, by number.
-JOBS = Component("jobs", migration_files("thotto.store.jobs", "sqlite"))
+JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "sqlite"))
 
 BUSY_TIMEOUT_MS = 5_000
 WRITER_PRAGMAS = (
@@ -326,7 +326,7 @@ class _FileLock:
 # --- opening and migrating ------------------------------------------------------------------------
 
 
-def _connect_writer(path: str, components: Sequence[Component],
+def _connect_writer(path: str, components: Sequence[SchemaComponent],
                     legacy: Legacy | None) -> sqlite3.Connection:
     """The read-write connection, in WAL mode, with ``components`` migrated to their latest. A
     new database file is made 0600 first: SQLite gives its WAL and SHM files the same mode."""
@@ -357,7 +357,7 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
         raise StoreError(f"Cannot put {path} in WAL mode (journal mode is {mode!r})")
 
 
-def _migrate(conn: sqlite3.Connection, path: str, components: Sequence[Component],
+def _migrate(conn: sqlite3.Connection, path: str, components: Sequence[SchemaComponent],
              legacy: Legacy | None) -> None:
     """Apply the migrations this database lacks (legacy ones first, if it has a single-track
     version), all in one transaction, and record each component's version."""
@@ -402,7 +402,7 @@ def _connect_reader(path: str) -> sqlite3.Connection:
     return conn
 
 
-def _connect(path: str, components: Sequence[Component],
+def _connect(path: str, components: Sequence[SchemaComponent],
              legacy: Legacy | None) -> tuple[sqlite3.Connection, sqlite3.Connection]:
     """The writer's connection and the reader's."""
     writer = _connect_writer(path, components, legacy)
@@ -831,7 +831,7 @@ class SqliteJobStore(JobCore):
     name = "sqlite"
     q = QUERIES
     #: The schema's parts, in order, and the single-track history before them (a product's).
-    components: tuple[Component, ...] = (JOBS,)
+    components: tuple[SchemaComponent, ...] = (JOBS,)
     legacy: Legacy | None = None
 
     def __init__(
