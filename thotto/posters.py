@@ -489,7 +489,7 @@ class PosterPool:
         rate = self._window_done / elapsed
         # A window closes early, after RATE_WINDOW_JOBS outcomes, when the rate went up: fast
         # jobs get a prefetch worth their rate within a few claims instead of a quarter second of
-        # claims of 2 x workers (most of a 10k drain). It slows down on the usual cadence only,
+        # claims of 2 x workers (much of a 10k drain). It slows down on the usual cadence only,
         # so a slow settle or two on a busy machine do not shrink the claims at once.
         if elapsed >= RATE_WINDOW_SECONDS or (
             self._window_done >= RATE_WINDOW_JOBS and rate > self._rate
