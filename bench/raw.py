@@ -36,7 +36,7 @@ import trio
 from bench.common import Result, latency_results, report
 from bench.databases import fresh_postgres_database
 from thotto.store import open_store
-from thotto.store.sqlite import WRITER_PRAGMAS
+from thotto.store.jobs.sqlite import WRITER_PRAGMAS
 
 CLAIM_BATCH = 100
 PAYLOAD = b'{"post_id": 1}'
@@ -185,7 +185,7 @@ PG_FILL = (
     "SELECT 'bench', 'noop', $1, 0, $2, 3, $2 FROM generate_series(1, $3)"
 )
 PG_CLAIM = """
-UPDATE jobs SET state = 'processing', attempt = attempt + 1, owner = $1, lease_until = $2,
+UPDATE jobs SET state = 'processing', attempt = attempt + 1, lease_owner = $1, lease_until = $2,
                 started_at = $3
 WHERE id = ANY(ARRAY(
     SELECT id FROM jobs WHERE state = 'pending' AND run_at <= $3
@@ -198,7 +198,7 @@ RETURNING id
 # each batch, which would make the reference needlessly slow.
 PG_COMPLETE = """
 UPDATE jobs SET state = 'completed', finished_at = $1, lease_until = NULL
-WHERE id = ANY($2::bigint[]) AND state = (SELECT 'processing'::text) AND owner = $3
+WHERE id = ANY($2::bigint[]) AND state = (SELECT 'processing'::text) AND lease_owner = $3
 """
 # Thotto's store connects with these too (the same plans for the same statements).
 PG_SETTINGS = {"jit": "off", "enable_bitmapscan": "off"}

@@ -12,9 +12,9 @@ parts already keep, so the hot paths pay nothing for them:
 * Redis latency and memory from the monitor's last probe.
 
 Counters kept directly: HTTP request durations (timed by the API's
-:class:`~thotto.api.app.MetricsMiddleware`) and store operation
-latency, batch sizes and jobs enqueued (:meth:`Metrics.instrument_store` wraps the store's
-methods on the instance: one timer per call, and claims and settles are batches).
+:class:`~thotto.api.endpoints.MetricsMiddleware`) and store operation
+latency, batch sizes and jobs enqueued (:class:`TimedStore` wraps the store: one timer per call,
+and claims and settles are batches; the store itself is left as it is).
 """
 
 from __future__ import annotations
@@ -55,6 +55,24 @@ TIMED_OPERATIONS = (
     "get_post_by_job", "record_publication", "arm_post", "disarm_post", "queue_activity",
 )
 _BATCH_OF_ARGUMENT = {"enqueue_many": 0, "settle": 1, "heartbeat": 1, "create_posts": 0}
+
+
+class TimedStore:
+    """A store whose calls are timed: each Store method is the wrapped store's, those named in
+    :data:`TIMED_OPERATIONS` through a timer of :class:`Metrics` (latency, errors, batch sizes,
+    jobs enqueued). Made by :meth:`Metrics.timed_store`; the wrapped store is ``.store``."""
+
+    def __init__(self, store: JobStore, metrics: "Metrics"):
+        self.store = store
+        self._timed = {name: metrics._timed(name, getattr(store, name))
+                       for name in TIMED_OPERATIONS if hasattr(store, name)}
+
+    def __getattr__(self, name: str) -> Any:
+        timed = self.__dict__.get("_timed", {}).get(name)
+        return timed if timed is not None else getattr(self.__dict__["store"], name)
+
+    def __repr__(self) -> str:
+        return f"TimedStore({self.store!r})"
 
 
 class Metrics:
@@ -109,13 +127,9 @@ class Metrics:
         """Read the pool, sweeper and supervisor telemetry at scrape time."""
         self._actors = _Actors(pool, sweeper, supervisor)
 
-    def instrument_store(self, store: JobStore) -> None:
-        """Time the store's calls and count enqueued jobs, by wrapping its methods on the
-        instance (the object stays the same, so ``isinstance`` and identity hold)."""
-        for name in TIMED_OPERATIONS:
-            method = getattr(store, name, None)
-            if method is not None:
-                setattr(store, name, self._timed(name, method))
+    def timed_store(self, store: JobStore) -> "TimedStore":
+        """``store`` wrapped so that its calls are timed and enqueued jobs counted here."""
+        return TimedStore(store, self)
 
     def _timed(self, name: str, method: Any) -> Any:
         latency = self.store_latency.labels(name)

@@ -61,7 +61,9 @@ async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Servi
         sidecar = None
         if url.startswith(POSTGRES_SCHEMES) or settings.redis_url:
             sidecar = await stack.enter_async_context(open_sidecar())
-        store = await stack.enter_async_context(open_store(url, clock=clock.now, sidecar=sidecar))
+        metrics = Metrics()
+        store = metrics.timed_store(
+            await stack.enter_async_context(open_store(url, clock=clock.now, sidecar=sidecar)))
         reddit = None
         if settings.reddit_client_id:
             reddit = await stack.enter_async_context(RedditClient(RedditConfig.from_settings(settings)))
@@ -69,7 +71,6 @@ async def open_services(settings: Settings, clock: Clock) -> AsyncIterator[Servi
                             sidecar=sidecar, namespace=settings.redis_namespace)
         cache = Cache(CacheConfig.from_settings(settings), sidecar=sidecar, breakers=breakers, bus=store)
         vault = Vault.for_settings(settings.data_dir, settings.encryption_key)
-        services = Services(settings, clock, store, vault, breakers, cache, sidecar, reddit)
-        services.metrics.instrument_store(store)
+        services = Services(settings, clock, store, vault, breakers, cache, sidecar, reddit, metrics)
         services.metrics.bind_services(cache, breakers)
         yield services

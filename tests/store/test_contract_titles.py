@@ -81,10 +81,16 @@ async def test_a_follow_up_carries_the_key(store, clock):
 
 
 # What the migrations after 5 made, undone (newest first), so that a database can be taken back
-# to schema 4. A migration added after 5 adds its undo here.
-UNDO_AFTER_5 = ["DROP TABLE IF EXISTS sign_in_failures", "DROP TABLE IF EXISTS web_sessions",
-                "DROP TABLE IF EXISTS password_links", "ALTER TABLE users DROP COLUMN time_zone",
-                "ALTER TABLE users DROP COLUMN password_hash", "ALTER TABLE accounts DROP COLUMN unlinked_at",
+# to schema 4. A migration added after 5 adds its undo here: one statement for both stores, or
+# {"sqlite": ..., "postgres": ...} where they differ.
+# What product migration 0002 (the web app's; single-track 10 on its branch) made, undone.
+UNDO_PRODUCT_2 = ["DROP TABLE IF EXISTS sign_in_failures", "DROP TABLE IF EXISTS web_sessions",
+                  "DROP TABLE IF EXISTS password_links", "ALTER TABLE users DROP COLUMN time_zone",
+                  "ALTER TABLE users DROP COLUMN password_hash",
+                  "ALTER TABLE accounts DROP COLUMN unlinked_at"]
+UNDO_AFTER_5 = [*UNDO_PRODUCT_2,
+                {"sqlite": "ALTER TABLE job_attempts RENAME TO attempts",  # 11
+                 "postgres": "ALTER TABLE jobs RENAME COLUMN lease_owner TO owner"},
                 "DROP TABLE IF EXISTS post_media", "DROP TABLE IF EXISTS media_chunks",
                 "DROP TABLE IF EXISTS media", "DROP INDEX IF EXISTS jobs_dead",
                 "ALTER TABLE jobs DROP COLUMN failure_cause", "DROP TABLE IF EXISTS paused_queues",
@@ -92,11 +98,15 @@ UNDO_AFTER_5 = ["DROP TABLE IF EXISTS sign_in_failures", "DROP TABLE IF EXISTS w
                 "DROP TABLE IF EXISTS link_requests"]
 
 
+def undo_after_5(dialect: str) -> list[str]:
+    return [step if isinstance(step, str) else step[dialect] for step in UNDO_AFTER_5]
+
+
 def _as_sqlite_schema_4(path: str) -> None:
     """What schema 4 held: keys only case-folded."""
     db = sqlite3.connect(path)
     with db:
-        for statement in UNDO_AFTER_5:
+        for statement in undo_after_5("sqlite"):
             db.execute(statement)
         for post_id, content in db.execute("SELECT id, content FROM posts").fetchall():
             title = msgspec.json.decode(content, type=PostContent).title
@@ -111,7 +121,7 @@ async def _as_postgres_schema_4(dsn: str) -> None:
     async def downgrade():
         conn = await asyncpg.connect(dsn)
         try:
-            for statement in UNDO_AFTER_5:
+            for statement in undo_after_5("postgres"):
                 await conn.execute(statement)
             await conn.execute(
                 "ALTER TABLE posts DROP COLUMN title_key;"
@@ -156,10 +166,11 @@ async def test_the_look_up_uses_the_title_key_index(store, store_url, clock):
         plan = await _postgres_plan(store_url, account.id)
         assert "posts_account_title_key" in plan, plan
     else:
-        from thotto.store.sqlite import RECENT_POSTS
+        from thotto.store.sqlite import QUERIES
 
         db = sqlite3.connect(f"file:{store_url}?mode=ro", uri=True)
-        rows = db.execute(f"EXPLAIN QUERY PLAN {RECENT_POSTS}", (account.id, "indexed", SUBREDDIT, 0))
+        rows = db.execute(f"EXPLAIN QUERY PLAN {QUERIES.recent_posts}",
+                          (account.id, SUBREDDIT, "indexed", 0))
         plan = " ".join(row[-1] for row in rows)
         db.close()
         assert "INDEX posts_account_title" in plan, plan

@@ -297,7 +297,7 @@ async def test_an_empty_file_is_migrated_to_the_current_schema(path, tmp_path):
     async with open_sqlite_store(path) as store:
         await store.enqueue(NewJob(kind="k"))
     db = sqlite_utils.Database(raw(path))
-    assert {"jobs", "attempts", "users", "api_tokens", "accounts", "posts"} <= set(db.table_names())
+    assert {"jobs", "job_attempts", "users", "api_tokens", "accounts", "posts"} <= set(db.table_names())
     assert {"jobs_due", "jobs_dedupe", "jobs_lease", "jobs_finished"} <= {
         index.name for index in db["jobs"].indexes
     }

@@ -11,15 +11,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
-from thotto.engine.errors import ConfigError
 from thotto.engine.jobs import utcnow
 from thotto.engine.store.base import NowFunction
 from thotto.store.base import Store
+from thotto.store.jobs import POSTGRES_SCHEMES, sqlite_path
 
 if TYPE_CHECKING:
     from thotto.engine.aio import Sidecar
-
-POSTGRES_SCHEMES = ("postgres://", "postgresql://")
 
 
 @contextlib.asynccontextmanager
@@ -46,17 +44,4 @@ def sqlite_file(url: str) -> str | None:
     return None if url.startswith(POSTGRES_SCHEMES) else sqlite_path(url)
 
 
-def sqlite_path(url: str) -> str:
-    """The file path of a ``sqlite:///...`` URL (or of a bare path)."""
-    if url.startswith("sqlite:///"):
-        # sqlite:///rel/path → rel/path; sqlite:////abs/path → /abs/path (as SQLAlchemy reads them)
-        return url[len("sqlite:///") :]
-    if "://" in url:
-        raise ConfigError(
-            f"Unknown database URL {url!r}: use sqlite:///path/to/thotto.db, a file path, "
-            "or postgresql://user@host:port/dbname"
-        )
-    return url
-
-
-__all__ = ["open_store", "Store", "sqlite_file", "sqlite_path"]
+__all__ = ["open_store", "Store", "sqlite_file", "sqlite_path", "POSTGRES_SCHEMES"]

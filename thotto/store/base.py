@@ -2,8 +2,9 @@
 
 It extends the engine's :class:`~thotto.engine.store.base.JobStore` (jobs, attempts, cron,
 queues: the rules stated there hold here too) with users, tokens, accounts, posts, media and
-engagement. Every adapter (``sqlite.py``, ``postgres.py``) subclasses :class:`Store` and passes
-the one contract test suite in ``tests/store/``. Inputs arrive as the types in
+engagement. Both dialects (``sqlite.py``, ``postgres.py``: the core of :mod:`thotto.store.core` over the job
+store of :mod:`thotto.store.jobs`) subclass :class:`Store` and pass the one contract test suite in
+``tests/store/``. Inputs arrive as the types in
 :mod:`thotto.scheduler.records` and :mod:`thotto.engine.jobs`.
 """
 

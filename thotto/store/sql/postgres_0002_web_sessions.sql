@@ -1,6 +1,7 @@
 -- The creator's web app (issue #17): passwords, one-time set-password links, server-side
--- sessions and the sign-in failures that rate-limit guessing. Numbered 010: 011 and 012 are
--- other changes of the same session.
+-- sessions and the sign-in failures that rate-limit guessing: version 2 of the "product"
+-- component. A single-track database at version 10 already has all of it (this was its
+-- migration 10), so it is taken to be at product version 2 (LEGACY in ../postgres.py).
 
 -- An argon2 hash (NULL: no password set yet, the user signs in only with API tokens) and the
 -- IANA time zone the user's pages show times in.
