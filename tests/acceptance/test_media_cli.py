@@ -7,9 +7,14 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
 from tests.acceptance.test_self_hosting import serving, thotto  # noqa: F401 (a fixture)
 from tests.support import images
+
+# These start run.py, whose demo sandbox listens on the default port 8765: under pytest-xdist they
+# all run in one worker, one at a time.
+pytestmark = pytest.mark.xdist_group("demo-port-8765")
 
 
 def test_media_upload_works_while_the_server_runs(serving, tmp_path):  # noqa: F811

@@ -12,8 +12,13 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
+import pytest
 
 from tests.support.process_output import Output
+
+# These start run.py, whose demo sandbox listens on the default port 8765: under pytest-xdist they
+# all run in one worker, one at a time.
+pytestmark = pytest.mark.xdist_group("demo-port-8765")
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,8 +11,13 @@ import re
 from datetime import datetime, timedelta, timezone
 
 import httpx
+import pytest
 
 from tests.acceptance.test_self_hosting import serving, thotto  # noqa: F401 (a fixture)
+
+# These start run.py, whose demo sandbox listens on the default port 8765: under pytest-xdist they
+# all run in one worker, one at a time.
+pytestmark = pytest.mark.xdist_group("demo-port-8765")
 
 # What a post's record says that does not depend on ids, clocks or the account's id.
 COMPARED = ("status", "subreddit", "title", "kind", "text", "url", "nsfw", "spoiler", "flairId",

@@ -20,6 +20,10 @@ import pytest
 
 from tests.acceptance.test_readme import ROOT, start_run_py
 
+# These start run.py, whose demo sandbox listens on the default port 8765: under pytest-xdist they
+# all run in one worker, one at a time.
+pytestmark = pytest.mark.xdist_group("demo-port-8765")
+
 
 def thotto(*args: str, cwd: Path, stdin: str = "") -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "thotto", *args], cwd=cwd, input=stdin, capture_output=True,

@@ -22,6 +22,10 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 
 from tests.support.process_output import Output
 
+# These start run.py, whose demo sandbox listens on the default port 8765: under pytest-xdist they
+# all run in one worker, one at a time.
+pytestmark = pytest.mark.xdist_group("demo-port-8765")
+
 # Excluded: it expects every schema-valid body to be accepted, but business rules (a time in the
 # future, a linked account, the tier's horizon, duplicates) refuse some with 403/409/422 by design.
 # ignored_auth: it replays requests "without auth" but keeps the headers given to
