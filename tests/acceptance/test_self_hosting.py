@@ -36,7 +36,8 @@ def test_a_first_start_on_a_taken_port_is_one_line_and_the_next_start_lets_the_a
         taken.listen()
         port = taken.getsockname()[1]
         failed = subprocess.run([sys.executable, str(ROOT / "run.py")], cwd=tmp_path, capture_output=True,
-                                text=True, timeout=60, env={**os.environ, "THOTTO_API_PORT": str(port)})
+                                text=True, timeout=60, env={**os.environ, "THOTTO_API_PORT": str(port),
+                                                                 "THOTTO_DEMO_SANDBOX_PORT": "0"})
     assert failed.returncode == 2
     assert failed.stderr.strip().splitlines() == [
         f"thotto: Cannot listen on 127.0.0.1:{port} (Address already in use); set api_port "

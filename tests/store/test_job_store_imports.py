@@ -1,7 +1,7 @@
 """The job store (thotto.store.jobs, the engine's store to be) imports nothing of the product:
-only the modules the engine will own (records, errors, the sidecar, the clock, private files,
-the job records of store.base) and itself. Checked on the source, since importing any thotto
-module still loads most of the product today (the engine split is under way)."""
+only the engine (its records, errors, sidecar, clock and JobStore protocol), the private-files
+helper and itself. Checked on the source: the same rule the engine's own import test applies,
+for code that is to move under thotto/engine/store/."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import ast
 from pathlib import Path
 
 JOB_STORE = Path(__file__).parents[2] / "thotto" / "store" / "jobs"
-ALLOWED = {"thotto.messages", "thotto.errors", "thotto.aio", "thotto.clock", "thotto.files",
-           "thotto.store.base"}
+# thotto.store.base: the store broadcasts' helpers (the cache's invalidation bus rides on the
+# job store's connection); they move with it.
+ALLOWED = {"thotto.files", "thotto.store.base"}
 
 
 def thotto_imports(path: Path) -> set[str]:
@@ -28,5 +29,6 @@ def test_the_job_store_imports_only_what_the_engine_will_own():
     assert {path.name for path in modules} >= {"__init__.py", "core.py", "sqlite.py", "postgres.py"}
     for path in modules:
         imports = thotto_imports(path)
-        outside = {name for name in imports - ALLOWED if not name.startswith("thotto.store.jobs")}
+        outside = {name for name in imports - ALLOWED
+                   if not name.startswith(("thotto.store.jobs", "thotto.engine"))}
         assert not outside, f"{path.name} imports {sorted(outside)}"

@@ -39,7 +39,7 @@ import trio
 
 from thotto.engine.aio import EventFeed
 from thotto.engine.errors import NotFound, SchemaError
-from thotto.errors import InvalidTransition, ValidationError
+from thotto.engine.errors import InvalidTransition, ValidationError
 from thotto.engine.jobs import (
     UTC,
     Attempt,

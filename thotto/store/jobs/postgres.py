@@ -45,7 +45,7 @@ import trio
 
 from thotto.engine.aio import Coalescer, Sidecar, SidecarClosed, open_sidecar
 from thotto.engine.errors import SchemaError, StoreError, StoreUnavailable
-from thotto.errors import ThottoError, ValidationError
+from thotto.engine.errors import ThottoError, ValidationError
 from thotto.engine.jobs import (
     UTC,
     Completed,

@@ -49,7 +49,7 @@ from thotto.engine.errors import (
     StoreLocked,
     StoreUnavailable,
 )
-from thotto.errors import ValidationError
+from thotto.engine.errors import ValidationError
 from thotto.files import PRIVATE_FILE, create_private_file
 from thotto.engine.jobs import (
     UTC,
