@@ -82,10 +82,13 @@ MAX_LISTING_PAGES = 10  # Reddit lists about 1,000 of a user's posts, 100 a page
 # Connections to Reddit are spread over HTTP_SHARDS connection pools, taken in turn: httpcore's
 # pool scans all its connections, some of them twice over, whenever a request comes or goes, so
 # with 64 submissions in flight one pool spent more CPU on that bookkeeping than on the posts
-# (measured: most of the publishing process's time). No cap on connections: the requests in
+# (measured: most of the publishing process's time). HTTP_SHARDS = 8 removed that cost in the
+# popular bench, but made the chaos scenario "a kill between Reddit's accept and the record"
+# (tests/chaos/test_images.py) reproducibly lose its image post when run after the crash and
+# creator scenarios, for a reason not found yet; so one pool until it is. No cap on connections: the requests in
 # flight are already bounded (the pool's I/O workers, the API's requests), and a capped pool
 # makes the next request wait and fail with PoolTimeout, which would spend a post's attempt.
-HTTP_SHARDS = 8
+HTTP_SHARDS = 1
 HTTP_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32)
 """Reddit's limit of ids per ``/api/info`` request."""
 MAX_GALLERY_ITEMS = 20
