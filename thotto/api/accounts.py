@@ -42,6 +42,8 @@ from thotto.scheduler.records import (
 )
 from thotto.usecases import accounts, tokens, users
 from thotto.usecases.accounts import LINK_STATE_SECONDS
+from thotto.web.pages import set_flash
+from thotto.web.sessions import current_session
 
 ENDPOINTS = EndpointGroup()
 CALLBACK_PATH = "/api/accounts/callback"
@@ -284,9 +286,6 @@ def _pending_page(pending: LinkPending) -> str:
 
 async def _linked_response(request: Request, account) -> Response:
     if "text/html" in request.headers.get("accept", ""):
-        from thotto.web.pages import set_flash
-        from thotto.web.sessions import current_session
-
         session = await current_session(request)
         if session is not None and session.user.id == account.user_id:  # back to the app
             response = RedirectResponse("/accounts", status_code=303)
