@@ -102,3 +102,12 @@ def test_importing_the_engine_loads_nothing_of_the_product(module):
     assert "thotto" in loaded
     heavy = sorted(name for name in loaded if any(_within(name, package) for package in HEAVY))
     assert not heavy, f"import {module} loaded {heavy}"
+
+
+def test_the_cron_evaluator_loads_with_the_first_schedule_not_with_the_engine():
+    probe = ("import json, sys; import thotto.engine, thotto.engine.cron; before = 'cronsim' in sys.modules; "
+             "thotto.engine.cron.CronSchedule('0 9 * * *', 'Europe/Paris'); "
+             "print(json.dumps([before, 'cronsim' in sys.modules, 'zoneinfo' in sys.modules]))")
+    found = json.loads(subprocess.run([sys.executable, "-c", probe], check=True,
+                                      capture_output=True, text=True).stdout)
+    assert found == [False, True, True]
