@@ -79,16 +79,17 @@ MAX_FLAIR_TEXT = 64
 MAX_FLAIR_ID = 36
 MAX_INFO_IDS = 100
 MAX_LISTING_PAGES = 10  # Reddit lists about 1,000 of a user's posts, 100 a page
-# Connections to Reddit are spread over HTTP_SHARDS connection pools, taken in turn: httpcore's
-# pool scans all its connections, some of them twice over, whenever a request comes or goes, so
-# with 64 submissions in flight one pool spent more CPU on that bookkeeping than on the posts
-# (measured: most of the publishing process's time). HTTP_SHARDS = 8 removed that cost in the
-# popular bench, but made the chaos scenario "a kill between Reddit's accept and the record"
-# (tests/chaos/test_images.py) reproducibly lose its image post when run after the crash and
-# creator scenarios, for a reason not found yet; so one pool until it is. No cap on connections: the requests in
-# flight are already bounded (the pool's I/O workers, the API's requests), and a capped pool
-# makes the next request wait and fail with PoolTimeout, which would spend a post's attempt.
-HTTP_SHARDS = 1
+# Connections to Reddit are spread over HTTP_SHARDS connection pools: httpcore's pool scans all
+# its connections, some of them twice over, whenever a request comes or goes, so with 64
+# submissions in flight one pool spent more CPU on that bookkeeping than on the posts (measured:
+# most of the publishing process's time; 8 pools cut it about 4x). Each account is given one pool
+# when it is made (in turn), and all its requests use that pool: a post's token, upload lease,
+# upload, submission and the look at the listing that reconciles it go out as they would with a
+# single pool, on the connections its earlier requests left warm. No cap on connections: the
+# requests in flight are already bounded (the pool's I/O workers, the API's requests), and a
+# capped pool makes the next request wait and fail with PoolTimeout, which would spend a post's
+# attempt.
+HTTP_SHARDS = 8
 HTTP_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=32)
 """Reddit's limit of ids per ``/api/info`` request."""
 MAX_GALLERY_ITEMS = 20
@@ -388,7 +389,8 @@ class _About(msgspec.Struct):
 
 
 class RedditClient:
-    """One OAuth app: an ``httpx.AsyncClient``, the app's rate limiter, and its token grants.
+    """One OAuth app: its connection pools (``httpx.AsyncClient``, each serving some of its
+    accounts), the app's rate limiter, and its token grants.
 
     An async context manager; leaving it (or :meth:`aclose`) closes every pooled connection.
     Share one instance among all tasks and accounts of the app, so that the limiter sees every
@@ -421,7 +423,7 @@ class RedditClient:
             limits=HTTP_LIMITS,
             transport=transport,
         ) for _ in range(1 if transport is not None else HTTP_SHARDS)]
-        self._next_pool = itertools.cycle(self._pools)
+        self._pools_in_turn = itertools.cycle(self._pools)
 
     async def __aenter__(self) -> "RedditClient":
         return self
@@ -430,7 +432,7 @@ class RedditClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool. Idempotent."""
+        """Close the connection pools. Idempotent."""
         for pool in self._pools:
             await pool.aclose()
 
@@ -489,8 +491,8 @@ class RedditClient:
         token; an expired token is replaced by a new password grant."""
         return RedditAccount(self, username=username, password=password)
 
-    async def request_token(self, grant: Mapping[str, str], *, username: str | None = None
-                            ) -> TokenGrant:
+    async def request_token(self, grant: Mapping[str, str], *, username: str | None = None,
+                            pool: httpx.AsyncClient | None = None) -> TokenGrant:
         """POST a grant to the token endpoint and return the tokens.
 
         A body with an ``error`` key (Reddit answers ``{"error": "invalid_grant"}`` with HTTP 200)
@@ -500,7 +502,7 @@ class RedditClient:
         secret = f"{self.config.client_id}:{self.config.client_secret}".encode()
         headers = {"Authorization": "Basic " + base64.b64encode(secret).decode(),
                    "User-Agent": user_agent_for(self.config.user_agent, username)}
-        response = await self._send("POST", url, context="an access token",
+        response = await self._send("POST", url, context="an access token", pool=pool,
                                     data=dict(grant), headers=headers)
         body = _json_or_none(response)
         status = response.status_code
@@ -529,11 +531,16 @@ class RedditClient:
 
     # --- requests ------------------------------------------------------------------------
 
+    def next_pool(self) -> httpx.AsyncClient:
+        """A connection pool for a new account (see HTTP_SHARDS), the pools taken in turn."""
+        return next(self._pools_in_turn)
+
     async def _send(self, method: str, url: str, *, context: str, submit: bool = False,
-                    **kwargs: Any) -> httpx.Response:
-        """One HTTP exchange, transport failures classified."""
+                    pool: httpx.AsyncClient | None = None, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange on ``pool`` (the account's; the next one for requests of no
+        account), transport failures classified."""
         try:
-            return await next(self._next_pool).request(method, url, **kwargs)
+            return await (pool or self.next_pool()).request(method, url, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             # Nothing reached Reddit: safe to retry, even a submission.
             raise RedditRetryable(f"could not reach Reddit for {context}: {_describe(exc)}",
@@ -566,8 +573,9 @@ class RedditClient:
             await self.limiter.acquire()
             headers = {"Authorization": f"bearer {token}",
                        "User-Agent": user_agent_for(self.config.user_agent, account.username)}
-            response = await self._send(method, url, context=context, submit=submit, params=params,
-                                        data=data, json=json, headers=headers)
+            response = await self._send(method, url, context=context, submit=submit,
+                                        pool=account.pool, params=params, data=data, json=json,
+                                        headers=headers)
             self.limiter.update(parse_rate_limit_headers(response.headers))
             if response.status_code != 401:
                 break
@@ -640,7 +648,7 @@ class RedditAccount:
     Holds the account's credentials (a refresh token, or a script app's username and password)
     and its current access token, renewed ``token_margin_seconds`` before ``expires_in`` runs out
     and once more when Reddit answers 401. Concurrent calls share one renewal. Owns no resources:
-    the client's connection pool serves it.
+    one of the client's connection pools serves it.
     """
 
     def __init__(self, client: RedditClient, *, refresh_token: str | None = None,
@@ -648,6 +656,8 @@ class RedditAccount:
         if refresh_token is None and password is None:
             raise ValueError("an account needs a refresh token or a username and password")
         self.client = client
+        self.pool = client.next_pool()
+        """The connection pool all this account's requests use (see HTTP_SHARDS)."""
         self.refresh_token = refresh_token
         self.username = username
         self._password = password
@@ -681,7 +691,8 @@ class RedditAccount:
                 grant = {"grant_type": "password", "username": self.username or "",
                          "password": self._password or ""}
             self.token_requests += 1
-            self._store(await self.client.request_token(grant, username=self.username), started)
+            self._store(await self.client.request_token(grant, username=self.username,
+                                                        pool=self.pool), started)
             assert self._token is not None
             return self._token
 
@@ -812,7 +823,8 @@ class RedditAccount:
                                   error_type="BAD_IMAGE", field="image")
         action, fields, _ = await self._lease_upload(filename, mimetype)
         response = await self.client._send("POST", action, context="the image upload",
-                                           data=fields, files={"file": (filename, image, mimetype)})
+                                           pool=self.pool, data=fields,
+                                           files={"file": (filename, image, mimetype)})
         _raise_for_upload(response)
         return f"{action}/{fields['key']}"
 
@@ -846,7 +858,7 @@ class RedditAccount:
         body = _multipart_body(head, item, tail)
         try:
             response = await self.client._send("POST", action, context="the image upload",
-                                               content=body, headers=headers)
+                                               pool=self.pool, content=body, headers=headers)
         except _WrongMediaSize as exc:
             raise RedditPermanent(str(exc), error_type="MEDIA_SIZE_MISMATCH", field="media") from exc
         _raise_for_upload(response)

@@ -65,7 +65,8 @@ class Publisher:
         self.reconcile_settle_seconds = RECONCILE_SETTLE_SECONDS
         self.media_settle_seconds = MEDIA_SETTLE_SECONDS
         self._accounts: dict[int, RedditAccount] = {}  # keeps access tokens between posts
-        self._sent_at: dict[int, float] = {}  # post id -> trio.current_time() of our last submit
+        # post id -> trio.current_time() of our last submit, oldest first
+        self._sent_at: dict[int, float] = {}
         # Posts whose image Reddit accepted and was still processing when we last looked.
         # In memory only: after a restart such a post settles as any other.
         self._media_pending: set[int] = set()
@@ -182,10 +183,8 @@ class Publisher:
 
     async def _submit(self, reddit: RedditAccount, post: Post):
         now = trio.current_time()
-        if len(self._sent_at) >= 1000:  # forget sends that have long settled
-            self._sent_at = {key: at for key, at in self._sent_at.items()
-                             if at + max(self.reconcile_settle_seconds, self.media_settle_seconds) > now}
-            self._media_pending &= set(self._sent_at)
+        self._forget_settled_sends(now)
+        self._sent_at.pop(post.id, None)  # to the end: the dict stays in the order of sending
         self._sent_at[post.id] = now
         content = post.content
         try:
@@ -205,6 +204,18 @@ class Publisher:
             # Accepted: the next run looks for it (a DeferJob, so no breaker counts this).
             self._media_pending.add(post.id)
             raise
+
+    def _forget_settled_sends(self, now: float) -> None:
+        """Forget sends whose settling is over. Oldest first, and only those: a sweep over every
+        send on each submission cost more CPU than the submission itself once thousands were
+        sent within the settle time (the popular minute)."""
+        settled = now - max(self.reconcile_settle_seconds, self.media_settle_seconds)
+        while self._sent_at:
+            post_id, sent_at = next(iter(self._sent_at.items()))
+            if sent_at > settled:
+                return
+            del self._sent_at[post_id]
+            self._media_pending.discard(post_id)
 
     async def _media_item(self, post: Post, ref: MediaRef) -> ImageUpload:
         """One image of the post, read from the store as it is uploaded (never held whole)."""
