@@ -28,9 +28,11 @@ import abc
 import base64
 import binascii
 import importlib.resources
+import itertools
+import operator
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NamedTuple, TypeVar
 
@@ -44,11 +46,18 @@ from thotto.engine.jobs import (
     UTC,
     Attempt,
     AttemptOutcome,
+    Completed,
+    Dead,
+    Deferred,
+    ExpiredLeases,
     FailureCause,
     Job,
     JobState,
     Name,
+    Outcome,
     QueueCount,
+    Released,
+    Retry,
     utcnow,
     validated,
 )
@@ -118,6 +127,98 @@ def check_ids(ids: Sequence[int], field: str) -> list[int]:
 
 def check_queues(queues: Sequence[str] | None) -> list[str] | None:
     return None if queues is None else check(list(queues), list[Name], "queues")
+
+
+# --- what the hot paths check, and the rules they share ----------------------------------------
+
+
+def check_owner(owner: Any) -> str:
+    return check(owner, Owner, "owner")
+
+
+def check_lease(owner: Any, lease_seconds: Any) -> tuple[str, float]:
+    """A claim's or heartbeat's owner and lease length, checked."""
+    return check_owner(owner), check(lease_seconds, LeaseSeconds, "lease_seconds")
+
+
+def check_claim(owner: Any, limit: Any, lease_seconds: Any,
+                queues: Sequence[str] | None) -> tuple[str, int, float, list[str] | None]:
+    """A claim's owner, limit, lease length and queues, checked."""
+    owner, lease_seconds = check_lease(owner, lease_seconds)
+    return owner, check(limit, ClaimLimit, "limit"), lease_seconds, check_queues(queues)
+
+
+def check_heartbeat(owner: Any, job_ids: Sequence[int],
+                    lease_seconds: Any) -> tuple[str, list[int], float]:
+    """A heartbeat's owner, job ids and lease length, checked."""
+    owner, lease_seconds = check_lease(owner, lease_seconds)
+    return owner, check_ids(job_ids, "job_ids"), lease_seconds
+
+
+def held_in_order(job_ids: Sequence[int], held: set[int]) -> list[int]:
+    """What a heartbeat returns: the ids of ``job_ids`` in ``held`` (their lease was extended),
+    each once, in the order given."""
+    return [job_id for job_id in dict.fromkeys(job_ids) if job_id in held]
+
+
+#: An outcome's name in a settle statement and, but for a completion, in the attempt history.
+OUTCOME_KINDS = {Completed: "completed", Retry: "retry", Dead: "dead", Deferred: "deferred",
+                 Released: "released"}
+JOB_ID = operator.attrgetter("job_id")
+ATTEMPT = operator.attrgetter("attempt")
+
+
+def check_outcome(item: Any) -> Outcome:
+    """One settle outcome, validated; ``Completed`` and ``Released`` only carry two ints."""
+    kind = type(item)
+    if kind is Completed or kind is Released:
+        if type(item.job_id) is int and type(item.attempt) is int:
+            return item
+    elif kind not in OUTCOME_KINDS:
+        raise ValidationError("Expected an outcome (Completed, Retry, Dead, Deferred or "
+                              f"Released), got {kind.__name__}", "outcomes")
+    return validated(item)
+
+
+def check_outcomes(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    """Validated outcomes; a batch of ``Completed`` with int fields is checked at C speed."""
+    items = list(outcomes)
+    if set(map(type, items)) <= {Completed} and (
+            set(map(type, map(JOB_ID, items))) | set(map(type, map(ATTEMPT, items))) <= {int}):
+        return items
+    return [check_outcome(item) for item in items]
+
+
+def outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | None, str | None]:
+    """(job id, attempt, kind, run_at, error, failure cause) of a checked outcome: run_at for a
+    Retry or Deferred, the error of a Retry or Dead (a Deferred's reason), a Dead's cause."""
+    kind = OUTCOME_KINDS[type(item)]
+    if kind == "completed" or kind == "released":
+        return item.job_id, item.attempt, kind, None, None, None
+    if kind == "dead":
+        return item.job_id, item.attempt, kind, None, item.error, item.cause.value
+    error = item.error if kind == "retry" else item.reason
+    return item.job_id, item.attempt, kind, item.run_at.astimezone(UTC), error, None
+
+
+#: Completions are matched by a key per job and attempt, id * KEY_SHIFT + attempt, which fits in
+#: 63 bits for ids below MAX_KEYED_ID (attempts stay far below KEY_SHIFT: max_attempts <= 1000).
+KEY_SHIFT = 1 << 20
+MAX_KEYED_ID = 1 << 42
+
+
+def keyable(ids: Sequence[int], attempts: Sequence[int]) -> bool:
+    """Whether every job id and attempt has its key (see KEY_SHIFT)."""
+    return (0 < min(ids) and max(ids) < MAX_KEYED_ID
+            and 0 < min(attempts) and max(attempts) < KEY_SHIFT)
+
+
+def claimed_jobs(columns: Sequence[Iterable[Any]], owner: str, lease_until: datetime) -> list[Job]:
+    """The Jobs of a claim, built at C speed from its columns: id, queue, kind, payload, priority,
+    run_at, attempt, max_attempts, dedupe_key, created_at, last_error (times as datetimes)."""
+    repeat = itertools.repeat
+    return list(map(Job, *columns[:6], repeat(JobState.PROCESSING), *columns[6:9], repeat(owner),
+                    repeat(lease_until), columns[9], repeat(None), columns[10]))
 
 
 def malformed_cursor() -> ValidationError:
@@ -255,14 +356,15 @@ class UniqueViolation(Exception):
 
 
 class Tx(abc.ABC):
-    """One transaction of a dialect. ``sql`` is a query's text (or a tuple of statements, run
-    in order with the same arguments); rows are indexable by column position."""
+    """One transaction of a dialect. ``sql`` is a query's text, or a tuple of statements run in
+    order with the same arguments (the rows or row count are the last one's); rows are indexable
+    by column position."""
 
     def __init__(self) -> None:
         self.earliest: datetime | None = None
 
     @abc.abstractmethod
-    async def fetch(self, sql: str, *args: Any) -> list[Any]: ...
+    async def fetch(self, sql: str | tuple[str, ...], *args: Any) -> list[Any]: ...
 
     @abc.abstractmethod
     async def fetchrow(self, sql: str, *args: Any) -> Any: ...
@@ -483,6 +585,21 @@ class JobCore(abc.ABC):
     async def purge(self, finished_before: datetime) -> int:
         before = self._to_db(check_time(finished_before, "finished_before"))
         return await self._write_tx(lambda tx: tx.execute(self.q.purge, before))
+
+    async def release_expired(self) -> ExpiredLeases:
+        """See :meth:`Store.release_expired`: the dialect's ``release_expired`` query records
+        each expired attempt and hands its job back, or dead-letters it on its last attempt,
+        returning (id, new state) rows."""
+        now = self._now()
+
+        async def release(tx: Tx) -> ExpiredLeases:
+            rows = await tx.fetch(self.q.release_expired, self._to_db(now), EXPIRED_ERROR)
+            rows = sorted(map(tuple, rows))  # by id
+            released = [row[0] for row in rows if row[1] == "pending"]
+            tx.wake(now if released else None)
+            return ExpiredLeases(released=released, dead=[row[0] for row in rows if row[1] == "dead"])
+
+        return await self._write_tx(release)
 
     # --- operating queues ------------------------------------------------------------------------
 

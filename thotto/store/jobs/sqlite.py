@@ -34,7 +34,7 @@ import sqlite3
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -54,17 +54,11 @@ from thotto.files import PRIVATE_FILE, create_private_file
 from thotto.engine.jobs import (
     UTC,
     Completed,
-    Dead,
-    Deferred,
     EnqueueResult,
-    ExpiredLeases,
     FailureCause,
     Job,
-    JobState,
     NewJob,
     Outcome,
-    Released,
-    Retry,
     SettleResult,
     SettleStatus,
     utcnow,
@@ -73,24 +67,33 @@ from thotto.engine.jobs import (
 from thotto.engine.store.base import NowFunction
 from thotto.store.base import check_broadcast
 from thotto.store.jobs.core import (
-    EXPIRED_ERROR,
-    ClaimLimit,
+    ATTEMPT,
+    EPOCH,
+    JOB_ID,
+    KEY_SHIFT,
+    MAX_KEYED_ID,
+    ONE_US,
     PER_COMPONENT,
     SchemaComponent,
     JobCore,
     Legacy,
-    LeaseSeconds,
-    Owner,
     Tx,
     UniqueViolation,
-    check,
-    check_ids,
+    check_claim,
+    check_heartbeat,
+    check_outcomes,
+    check_owner,
     check_queues,
+    check_time,
+    claimed_jobs,
     component_steps,
+    held_in_order,
+    keyable,
     legacy_steps,
     load_queries,
     migration_files,
     newer_schema,
+    outcome_row,
     run_now,
 )
 
@@ -115,22 +118,10 @@ CHECKPOINT_PAUSE = 0.05  # seconds between checkpoints while writes keep coming
 
 # --- times --------------------------------------------------------------------------------------
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_US = timedelta(microseconds=1)
-INT64_LIMIT = 2**63  # SQLite INTEGERs are signed 64-bit
-
 
 def _us(value: Any, field: str) -> int:
     """Microseconds since the epoch of an aware datetime; anything else is a ValidationError."""
-    if not isinstance(value, datetime):
-        raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}", field)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            f"{field} {value.isoformat()} has no time zone; give an offset, "
-            "e.g. 2026-01-01T09:00:00+00:00",
-            field,
-        )
-    return (value - EPOCH) // ONE_US
+    return (check_time(value, field) - EPOCH) // ONE_US
 
 
 def _dt(us: int) -> datetime:
@@ -150,11 +141,6 @@ class _Times(dict):
 
 
 # --- validation ----------------------------------------------------------------------------------
-
-_OUTCOME_TYPES = (Completed, Retry, Dead, Deferred, Released)
-_JOB_ID = operator.attrgetter("job_id")
-_ATTEMPT = operator.attrgetter("attempt")
-
 
 #: Shapes of jobs that passed validated(): bulk and repeated jobs share queue, kind, priority and
 #: limits, so each shape is validated in full once (~3 µs) and then only looked up (~0.2 µs).
@@ -181,32 +167,6 @@ def _job_row(job: Any, now: datetime, now_us: int) -> tuple[tuple, datetime]:
            job.dedupe_key, now_us)
     return row, run_at
 
-
-def _check_outcome(item: Any) -> Outcome:
-    """One settle outcome, validated; ``Completed`` and ``Released`` only carry two ints."""
-    kind = type(item)
-    if kind is Completed or kind is Released:
-        if type(item.job_id) is int and type(item.attempt) is int:
-            return item
-    elif kind not in _OUTCOME_TYPES:
-        raise ValidationError(
-            "Expected an outcome (Completed, Retry, Dead, Deferred or Released), "
-            f"got {kind.__name__}"
-        )
-    return validated(item)
-
-
-def _check_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """Validated outcomes; a batch of ``Completed`` with int fields is checked at C speed."""
-    items = list(outcomes)
-    if set(map(type, items)) <= {Completed} and (
-        set(map(type, map(_JOB_ID, items))) | set(map(type, map(_ATTEMPT, items))) <= {int}
-    ):
-        return items
-    return [_check_outcome(item) for item in items]
-
-
-_check, _check_ids, _check_queues = check, check_ids, check_queues  # the hot paths' names
 
 # --- errors --------------------------------------------------------------------------------------
 
@@ -242,29 +202,25 @@ INSERT_JSON, INSERT_JSON_SAME_TIMES = QUERIES.insert_json, QUERIES.insert_json_s
 INSERT_CHUNKS = (256, 64, 16, 4, 1)
 CLAIM_ROWS, CLAIM, HEARTBEAT = QUERIES.claim_rows, QUERIES.claim, QUERIES.heartbeat
 COMPLETE_ALL, COMPLETE_MANY = QUERIES.complete_all, QUERIES.complete_many
-KEY_SHIFT = 1 << 20  # attempts stay far below (max_attempts <= 1000)
-MAX_KEYED_ID = 1 << 42  # id * KEY_SHIFT + attempt must fit in 63 bits
 TO_COMPLETED, HELD_JOB = QUERIES.to_completed, QUERIES.held_job
 TO_DEAD, TO_PENDING = QUERIES.to_dead, QUERIES.to_pending
 INSERT_ATTEMPT, ATTEMPT_RECORDED = QUERIES.insert_attempt, QUERIES.attempt_recorded
-EXPIRED, NEXT_DUE = QUERIES.expired, QUERIES.next_due
+NEXT_DUE = QUERIES.next_due
 
 
 def _placeholders(count: int) -> str:
     return ", ".join("?" * count)
 
 
-def _queue_filter(queues: list[str] | None) -> str:
-    return "" if queues is None else f"AND queue IN ({_placeholders(len(queues))}) "
+def _queue_filters(names: list[str] | None, paused: list[str], first: int = 1) -> str:
+    """The filter for the queues ``names`` (None: every queue) but the ``paused`` ones, in a
+    statement whose parameters from ?first on are the names, then the paused queues."""
+    def numbers(start: int, count: int) -> str:
+        return ", ".join(f"?{number}" for number in range(start, start + count))
 
-
-def _numbered_queue_filter(queues: list[str] | None, first: int, *, negate: bool = False) -> str:
-    """The queue filter for a statement with numbered parameters, the queues from ?first on;
-    with ``negate``, the filter that leaves those queues out (nothing to leave out: none)."""
-    if queues is None or (negate and not queues):
-        return ""
-    numbers = ", ".join(f"?{first + index}" for index in range(len(queues)))
-    return f"AND queue {'NOT ' if negate else ''}IN ({numbers}) "
+    after = first + len(names or ())
+    wanted = "" if names is None else f"AND queue IN ({numbers(first, len(names))}) "
+    return wanted + (f"AND queue NOT IN ({numbers(after, len(paused))}) " if paused else "")
 
 
 _INSERT_SQL = {
@@ -785,22 +741,22 @@ class _SqliteTx(Tx):
         super().__init__()
         self._conn = conn
 
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+    async def fetch(self, sql: str | tuple[str, ...], *args: Any) -> list[Any]:
         return self._run(sql, args).fetchall()
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         return self._run(sql, args).fetchone()
 
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
-        for statement in (sql,) if isinstance(sql, str) else sql:
-            cursor = self._run(statement, args)
-        return cursor.rowcount
+        return self._run(sql, args).rowcount
 
-    def _run(self, sql: str, args: tuple) -> sqlite3.Cursor:
+    def _run(self, sql: str | tuple[str, ...], args: tuple) -> sqlite3.Cursor:
         try:
-            return self._conn.execute(sql, args)
+            for statement in (sql,) if isinstance(sql, str) else sql:
+                cursor = self._conn.execute(statement, args)
         except sqlite3.IntegrityError as exc:
             raise UniqueViolation(str(exc)) from exc
+        return cursor
 
 
 @contextlib.asynccontextmanager
@@ -984,10 +940,8 @@ class SqliteJobStore(JobCore):
         queues: Sequence[str] | None = None,
         due_by: datetime | None = None,
     ) -> list[Job]:
-        owner = _check(owner, Owner, "owner")
-        limit = _check(limit, ClaimLimit, "limit")
-        lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
-        names = _check_queues(queues)
+        owner, limit, lease_seconds, names = check_claim(owner, limit, lease_seconds, queues)
+        lease_us = round(lease_seconds * 1_000_000)
         _, now_us = self._now_us()
         due_us = now_us if due_by is None else _us(due_by, "due_by")
         if names == [] or limit == 0:
@@ -996,8 +950,7 @@ class SqliteJobStore(JobCore):
         # Paused queues are left out by name: this process is the file's only one, so the set
         # it keeps is the set the table holds (nothing to read, nothing added while none is).
         paused = sorted(self._paused)
-        queues = _numbered_queue_filter(names, 6) + _numbered_queue_filter(
-            paused, 6 + len(names or ()), negate=True)
+        queues = _queue_filters(names, paused, 6)
         statements = CLAIM_ROWS.format(queues=queues), CLAIM.format(queues=queues)
         params = (owner, now_us + lease_us, now_us, due_us, limit, *(names or ()), *paused)
         document = await self._write(lambda conn: _claim(conn, statements, params), urgent=True)
@@ -1006,21 +959,18 @@ class SqliteJobStore(JobCore):
     async def heartbeat(
         self, owner: str, job_ids: Sequence[int], lease_seconds: float
     ) -> list[int]:
-        owner = _check(owner, Owner, "owner")
-        ids = _check_ids(job_ids, "job_ids")
-        lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
+        owner, ids, lease_seconds = check_heartbeat(owner, job_ids, lease_seconds)
         _, now_us = self._now_us()
-        params = (now_us + lease_us, _ENCODE(ids).decode(), owner)  # json_each: text, not BLOB
+        params = (now_us + round(lease_seconds * 1_000_000), _ENCODE(ids).decode(), owner)  # text
 
         def extend(conn: sqlite3.Connection) -> list[int]:
-            held = {row[0] for row in conn.execute(HEARTBEAT, params)}
-            return [job_id for job_id in dict.fromkeys(ids) if job_id in held]
+            return held_in_order(ids, {row[0] for row in conn.execute(HEARTBEAT, params)})
 
         return await self._write(extend)
 
     async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        owner = _check(owner, Owner, "owner")
-        checked = _check_outcomes(outcomes)
+        owner = check_owner(owner)
+        checked = check_outcomes(outcomes)
         now, now_us = self._now_us()
         if not _one_run_of_completions(checked):
             return await self._write(
@@ -1028,7 +978,7 @@ class SqliteJobStore(JobCore):
             )
         # The usual batch: its statement's parameters and its results are made here, so the
         # writer (the drain's bottleneck) only runs the statement.
-        ids = list(map(_JOB_ID, checked))
+        ids = list(map(JOB_ID, checked))
         params = (now_us, _keys_json(ids, checked), owner)
 
         def complete(conn: sqlite3.Connection) -> tuple[list[SettleResult] | None, None]:
@@ -1042,11 +992,6 @@ class SqliteJobStore(JobCore):
             return list(map(SettleResult, ids, itertools.repeat(SettleStatus.OK)))
         return results
 
-    async def release_expired(self) -> ExpiredLeases:
-        now, now_us = self._now_us()
-        return await self._write(lambda conn: _release_expired(conn, now, now_us), wakes=True)
-
-
     async def tidy(self) -> None:
         # PRAGMA optimize runs ANALYZE only on tables whose statistics it judges stale. Space
         # freed by purges is reused by later inserts (a VACUUM would block the writer).
@@ -1054,13 +999,12 @@ class SqliteJobStore(JobCore):
 
 
     async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
-        names = _check_queues(queues)
+        names = check_queues(queues)
         if names == []:
             await trio.lowlevel.checkpoint()
             return None
         paused = sorted(self._paused)
-        left_out = f"AND queue NOT IN ({_placeholders(len(paused))}) " if paused else ""
-        sql = NEXT_DUE.format(queues=_queue_filter(names) + left_out)
+        sql = NEXT_DUE.format(queues=_queue_filters(names, paused))
         params = (*(names or ()), *paused)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return None if row is None else _dt(row[0])
@@ -1207,22 +1151,18 @@ _DECODE = msgspec.json.Decoder().decode
 
 def _claimed_jobs(document: str, owner: str, lease_until_us: int) -> list[Job]:
     """The Job records of a claim's JSON document, built on the Trio side (off the writer)."""
-    times = _Times()
-    lease_until, processing, unhex = times[lease_until_us], JobState.PROCESSING, bytes.fromhex
-    return [
-        Job(row[0], row[1], row[2], unhex(row[3]), row[4], times[row[5]], processing, row[6],
-            row[7], row[8], owner, lease_until, times[row[9]], None, row[10])
-        for row in _DECODE(document)
-    ]
+    columns = list(zip(*_DECODE(document)))
+    if not columns:
+        return []
+    time = _Times().__getitem__
+    columns[3], columns[5], columns[9] = (map(bytes.fromhex, columns[3]), map(time, columns[5]),
+                                          map(time, columns[9]))
+    return claimed_jobs(columns, owner, time(lease_until_us))
 
 
-#: History outcomes that an outcome type may have written (a Retry on the last attempt is dead).
-_RECORDED_AS = {
-    Retry: ("retry", "dead"),
-    Dead: ("dead",),
-    Deferred: ("deferred",),
-    Released: ("released",),
-}
+#: History outcomes that an outcome may have written (a Retry on the last attempt is dead).
+_RECORDED_AS = {"retry": ("retry", "dead"), "dead": ("dead",), "deferred": ("deferred",),
+                "released": ("released",)}
 
 
 def _settle(
@@ -1248,12 +1188,8 @@ def _one_run_of_completions(outcomes: list[Outcome]) -> bool:
     checked with C-level passes instead of :func:`_runs`' loop."""
     if not outcomes or set(map(type, outcomes)) != {Completed}:
         return False
-    ids, attempts = list(map(_JOB_ID, outcomes)), list(map(_ATTEMPT, outcomes))
-    return (
-        len(set(ids)) == len(ids)
-        and 0 < min(ids) and max(ids) < MAX_KEYED_ID
-        and 0 < min(attempts) and max(attempts) < KEY_SHIFT
-    )
+    ids = list(map(JOB_ID, outcomes))
+    return len(set(ids)) == len(ids) and keyable(ids, list(map(ATTEMPT, outcomes)))
 
 
 def _runs(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
@@ -1283,7 +1219,7 @@ def _complete_many(
     cursor: sqlite3.Cursor, owner: str, run: list[Completed], now: datetime, now_us: int
 ) -> list[SettleResult]:
     """Complete held jobs with one UPDATE and no history row."""
-    ids = list(map(_JOB_ID, run))
+    ids = list(map(JOB_ID, run))
     params = (now_us, _keys_json(ids, run), owner)
     if cursor.execute(COMPLETE_ALL, (*params, len(run))).rowcount == len(run):
         return list(map(SettleResult, ids, itertools.repeat(SettleStatus.OK)))
@@ -1293,7 +1229,7 @@ def _complete_many(
 def _keys_json(ids: list[int], run: list[Completed]) -> str:
     """The keys id * 2**20 + attempt of a run of completions, as JSON text (json_each)."""
     shifted = map(operator.mul, ids, itertools.repeat(KEY_SHIFT))
-    return _ENCODE(list(map(operator.add, shifted, map(_ATTEMPT, run)))).decode()
+    return _ENCODE(list(map(operator.add, shifted, map(ATTEMPT, run)))).decode()
 
 
 def _complete_some(
@@ -1314,62 +1250,34 @@ def _settle_other(
     cursor: sqlite3.Cursor, owner: str, item: Outcome, now: datetime, now_us: int
 ) -> tuple[SettleStatus, datetime | None]:
     """Settle one outcome that is not a plain completion of a held job."""
-    row = cursor.execute(HELD_JOB, (item.job_id,)).fetchone()
-    if row is None or row[0] != "processing" or row[3] != owner or row[1] != item.attempt:
-        already = row is not None and _already_recorded(cursor, owner, item, row)
+    job_id, attempt, kind, run_at, error, cause = outcome_row(item)
+    row = cursor.execute(HELD_JOB, (job_id,)).fetchone()
+    if row is None or row[0] != "processing" or row[3] != owner or row[1] != attempt:
+        already = row is not None and _already_recorded(cursor, owner, job_id, attempt, kind, row)
         return (SettleStatus.ALREADY if already else SettleStatus.LEASE_LOST), None
-    started_us, kind = row[4], type(item)
-    if kind is Completed:  # only for attempts outside the keyed range, which no claim makes
-        cursor.execute(TO_COMPLETED, (now_us, item.job_id))
+    if kind == "completed":  # only for attempts outside the keyed range, which no claim makes
+        cursor.execute(TO_COMPLETED, (now_us, job_id))
         return SettleStatus.OK, None
-    if kind is Dead or (kind is Retry and row[1] >= row[2]):
-        _record_attempt(cursor, item, owner, started_us, now_us, "dead", item.error)
-        cause = item.cause.value if kind is Dead else FailureCause.SYSTEM.value
-        cursor.execute(TO_DEAD, (now_us, item.error, cause, item.job_id))
+    dead = kind == "dead" or (kind == "retry" and row[1] >= row[2])
+    history = (job_id, attempt, owner, row[4], now_us, "dead" if dead else kind, error)
+    cursor.execute(INSERT_ATTEMPT, history)
+    if dead:
+        cursor.execute(TO_DEAD, (now_us, error, cause or FailureCause.SYSTEM.value, job_id))
         return SettleStatus.OK, None
-    run_at = now if kind is Released else item.run_at.astimezone(UTC)
-    refund = 0 if kind is Retry else 1
-    error = item.error if kind is Retry else item.reason if kind is Deferred else None
-    _record_attempt(cursor, item, owner, started_us, now_us, _RECORDED_AS[kind][0], error)
-    last_error = error if kind is Retry else None
-    cursor.execute(TO_PENDING, (_us(run_at, "run_at"), refund, last_error, item.job_id))
+    run_at = run_at or now
+    refund, last_error = (0, error) if kind == "retry" else (1, None)
+    cursor.execute(TO_PENDING, ((run_at - EPOCH) // ONE_US, refund, last_error, job_id))
     return SettleStatus.OK, run_at
 
 
-def _already_recorded(cursor: sqlite3.Cursor, owner: str, item: Outcome, row: tuple) -> bool:
+def _already_recorded(cursor: sqlite3.Cursor, owner: str, job_id: int, attempt: int, kind: str,
+                      row: tuple) -> bool:
     """Whether this very outcome (same owner, attempt and result) was recorded before."""
-    if type(item) is Completed:
-        return row[0] == "completed" and row[3] == owner and row[1] == item.attempt
-    names = _RECORDED_AS[type(item)]
+    if kind == "completed":
+        return row[0] == "completed" and row[3] == owner and row[1] == attempt
+    names = _RECORDED_AS[kind]
     sql = ATTEMPT_RECORDED.format(_placeholders(len(names)))
-    return cursor.execute(sql, (item.job_id, item.attempt, owner, *names)).fetchone() is not None
-
-
-def _record_attempt(
-    cursor: sqlite3.Cursor, item: Outcome, owner: str | None, started_us: int, now_us: int,
-    outcome_name: str, error: str | None,
-) -> None:
-    cursor.execute(
-        INSERT_ATTEMPT, (item.job_id, item.attempt, owner, started_us, now_us, outcome_name, error)
-    )
-
-
-def _release_expired(
-    conn: sqlite3.Connection, now: datetime, now_us: int
-) -> tuple[ExpiredLeases, datetime | None]:
-    expired = conn.execute(EXPIRED, (now_us,)).fetchall()
-    released, dead = [], []
-    for job_id, attempt, max_attempts, owner, started_us in expired:
-        last = attempt >= max_attempts
-        error = EXPIRED_ERROR + ("; no attempts left" if last else "")
-        conn.execute(INSERT_ATTEMPT, (job_id, attempt, owner, started_us, now_us, "expired", error))
-        if last:
-            conn.execute(TO_DEAD, (now_us, error, FailureCause.SYSTEM.value, job_id))
-            dead.append(job_id)
-        else:
-            conn.execute(TO_PENDING, (now_us, 0, error, job_id))
-            released.append(job_id)
-    return ExpiredLeases(released=released, dead=dead), now if released else None
+    return cursor.execute(sql, (job_id, attempt, owner, *names)).fetchone() is not None
 
 
 __all__ = ["open_sqlite_job_store", "SqliteJobStore", "JOBS", "QUERIES"]

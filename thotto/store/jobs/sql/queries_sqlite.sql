@@ -188,9 +188,20 @@ INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outco
 -- name: attempt_recorded
 SELECT 1 FROM job_attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN ({})
 
--- name: expired
-SELECT id, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE state = 'processing' AND
-    lease_until < ?
+-- Records each expired lease's attempt, then hands its job back (dead on its last attempt):
+-- ?1 now, ?2 the error (see core.EXPIRED_ERROR). Rows: (id, new state).
+-- name: release_expired
+INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
+    SELECT id, attempt, lease_owner, started_at, ?1, 'expired', CASE WHEN attempt >= max_attempts
+    THEN ?2 || '; no attempts left' ELSE ?2 END FROM jobs WHERE state = 'processing' AND
+    lease_until < ?1 ORDER BY id;
+UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+    run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?1 END,
+    lease_owner = CASE WHEN attempt >= max_attempts THEN lease_owner END, lease_until = NULL,
+    finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE finished_at END,
+    last_error = CASE WHEN attempt >= max_attempts THEN ?2 || '; no attempts left' ELSE ?2 END,
+    failure_cause = CASE WHEN attempt >= max_attempts THEN 'system' ELSE failure_cause END
+WHERE state = 'processing' AND lease_until < ?1 RETURNING id, state
 
 -- {queues}: the queue filter, and the paused queues left out.
 -- name: next_due
