@@ -306,7 +306,7 @@ class Legacy(NamedTuple):
     version: a branch's single-track migration that became a component's later one (it was never
     in this track, so a database at another version lacks it and takes it as a component step).
     ``functions``: SQL functions (SQLite) and ``backfills`` (Postgres: a coroutine of the
-    connection run after that migration) some of them need."""
+    migration's :class:`Tx` run after that migration) some of them need."""
 
     migrations: dict[int, str]
     functions: dict[str, Callable[[Any], Any]] = {}
@@ -377,6 +377,13 @@ class Tx(abc.ABC):
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
         """Run the statement(s); the row count of the last."""
 
+    #: The driver's error for a statement the database refused (a failed migration).
+    refused: type[Exception] | tuple[type[Exception], ...] = ()
+
+    @abc.abstractmethod
+    async def script(self, text: str) -> None:
+        """Run a script of statements without parameters (a migration)."""
+
     def wake(self, when: datetime | None) -> None:
         """Announce, once this commits, that a job may be due at ``when``."""
         if when is not None and (self.earliest is None or when < self.earliest):
@@ -391,6 +398,45 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
         return done.value
     coroutine.close()
     raise RuntimeError("a store transaction suspended on a connection that runs synchronously")
+
+
+async def migrate(tx: Tx, q: Queries, components: Sequence[SchemaComponent],
+                  legacy: Legacy | None) -> dict[str, int]:
+    """Create or upgrade ``components`` to their latest version (legacy migrations first, for a
+    database with a single-track version) in ``tx``; the component versions found before.
+    SchemaError if the schema is newer than this code or a migration fails (the caller rolls
+    ``tx`` back: nothing was changed). The dialect's queries: ``prepare_schema`` (makes the
+    version tables, and on Postgres serialises migrations across processes), the versions' reads
+    and writes."""
+    await tx.execute(q.prepare_schema)
+    version = await tx.fetchval(q.schema_version) or 0
+    if version > PER_COMPONENT:
+        raise newer_schema(version)
+    found: dict[str, int] = {}
+    if version == PER_COMPONENT:
+        found = dict(await tx.fetch(q.component_versions))
+    elif version:
+        scripts, found = legacy_steps(version, legacy, components)
+        for number, script in scripts:
+            await _run_migration(tx, f"legacy {number}", script, legacy.backfills.get(number))
+    for name, number, script in component_steps(found, components):
+        await _run_migration(tx, f"{name} {number}", script)
+        await tx.execute(q.set_component_version, name, number)
+    if version != PER_COMPONENT:
+        for name, number in found.items():  # the component versions a legacy database is at now
+            await tx.execute(q.keep_component_version, name, number)
+        await tx.execute(q.set_schema_version.format(version=PER_COMPONENT))
+    return found
+
+
+async def _run_migration(tx: Tx, which: str, script: str,
+                         backfill: Callable[[Tx], Awaitable[None]] | None = None) -> None:
+    try:
+        await tx.script(script)
+        if backfill is not None:
+            await backfill(tx)
+    except (tx.refused, UniqueViolation) as exc:
+        raise SchemaError(f"Migration {which} failed (nothing was changed): {exc}") from exc
 
 
 # --- wake-ups and broadcasts, as this process's iterators see them ------------------------------

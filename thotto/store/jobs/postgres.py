@@ -44,7 +44,7 @@ import outcome
 import trio
 
 from thotto.engine.aio import Coalescer, Sidecar, SidecarClosed, open_sidecar
-from thotto.engine.errors import SchemaError, StoreError, StoreUnavailable, ThottoError
+from thotto.engine.errors import StoreError, StoreUnavailable, ThottoError
 from thotto.engine.jobs import (
     UTC,
     EnqueueResult,
@@ -64,7 +64,6 @@ from thotto.store.jobs.core import (
     EPOCH,
     KEY_SHIFT,
     ONE_US,
-    PER_COMPONENT,
     SchemaComponent,
     JobCore,
     Legacy,
@@ -77,13 +76,11 @@ from thotto.store.jobs.core import (
     check_queues,
     check_time,
     claimed_jobs,
-    component_steps,
     held_in_order,
     keyable,
-    legacy_steps,
     load_queries,
     migration_files,
-    newer_schema,
+    migrate as migrate_schema,
     outcome_row,
 )
 
@@ -94,8 +91,6 @@ T = TypeVar("T")
 #: The schema version this code writes; a database with a newer one is refused (SchemaError).
 #: The job tables' migrations, by number.
 JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "postgres"))
-#: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
-MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
 WAKEUP_CHANNEL = "thotto_wakeup"
 #: Store.broadcast's channel: "<instance> <base64 message>".
 BROADCAST_CHANNEL = "thotto_broadcast"
@@ -286,8 +281,9 @@ class _JobColumns:
 
 
 def _affected(status: str) -> int:
-    """The row count of a command status such as ``UPDATE 3``."""
-    return int(status.split()[-1])
+    """The row count of a command status such as ``UPDATE 3`` (0 for ``CREATE TABLE``)."""
+    count = status.split()[-1]
+    return int(count) if count.isdigit() else 0
 
 
 # --- the store -----------------------------------------------------------------------------------
@@ -295,6 +291,8 @@ def _affected(status: str) -> int:
 
 class _PostgresTx(Tx):
     """The core's transaction on a pooled connection (on the sidecar's loop)."""
+
+    refused = asyncpg.PostgresError
 
     def __init__(self, conn: asyncpg.Connection):
         super().__init__()
@@ -309,6 +307,9 @@ class _PostgresTx(Tx):
 
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
         return _affected(await self._run(sql, args, self._conn.execute))
+
+    async def script(self, text: str) -> None:
+        await self._conn.execute(text)
 
     async def _run(self, sql: str | tuple[str, ...], args: tuple, last: Callable[..., Any]) -> Any:
         """The statements in order, the last one by ``last``; a unique constraint's refusal is
@@ -858,53 +859,10 @@ class PostgresJobStore(JobCore):
 
 async def migrate(conn: asyncpg.Connection, components: Sequence[SchemaComponent] = (JOBS,),
                   legacy: Legacy | None = None) -> dict[str, int]:
-    """Create or upgrade ``components`` to their latest version (legacy migrations first, for a
-    database with a single-track version); return the versions found before.
-
-    Runs in one transaction under a transaction-level advisory lock, so processes starting at
-    once apply each migration exactly once. Raises SchemaError for a newer schema.
-    """
+    """Create or upgrade ``components`` in one transaction (see :func:`core.migrate`); return
+    the component versions found before."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS thotto_schema (id integer PRIMARY KEY CHECK (id = 1), "
-            "version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now());"
-            "CREATE TABLE IF NOT EXISTS thotto_schema_versions (component text PRIMARY KEY, "
-            "version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())")
-        version = await conn.fetchval("SELECT version FROM thotto_schema WHERE id = 1") or 0
-        if version > PER_COMPONENT:
-            raise newer_schema(version)
-        found: dict[str, int] = {}
-        if version == PER_COMPONENT:
-            found = dict(await conn.fetch("SELECT component, version FROM thotto_schema_versions"))
-        elif version:
-            scripts, found = legacy_steps(version, legacy, components)
-            for number, script in scripts:
-                await _run_migration(conn, f"legacy {number}", script, legacy.backfills.get(number))
-        for name, number, script in component_steps(found, components):
-            await _run_migration(conn, f"{name} {number}", script)
-            await conn.execute(
-                "INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2) "
-                "ON CONFLICT (component) DO UPDATE SET version = $2, migrated_at = now()",
-                name, number)
-        if version != PER_COMPONENT:
-            await conn.executemany(  # the component versions a legacy database is at now
-                "INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2) "
-                "ON CONFLICT (component) DO NOTHING", list(found.items()))
-            await conn.execute(
-                "INSERT INTO thotto_schema (id, version) VALUES (1, $1) "
-                "ON CONFLICT (id) DO UPDATE SET version = $1, migrated_at = now()", PER_COMPONENT)
-    return found
-
-
-async def _run_migration(conn: asyncpg.Connection, which: str, script: str,
-                         backfill: Callable[[Any], Awaitable[None]] | None = None) -> None:
-    try:
-        await conn.execute(script)
-        if backfill is not None:
-            await backfill(conn)
-    except asyncpg.PostgresError as exc:
-        raise SchemaError(f"Migration {which} failed (nothing was changed): {exc}") from exc
+        return await migrate_schema(_PostgresTx(conn), QUERIES, components, legacy)
 
 
 async def _wait_closed(conn: asyncpg.Connection, ping_every: float = 10.0) -> None:

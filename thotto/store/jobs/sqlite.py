@@ -44,7 +44,6 @@ import trio
 from thotto.engine.clock import wait_for_thread
 from thotto.engine.errors import (
     ConfigError,
-    SchemaError,
     StoreError,
     StoreLocked,
     StoreUnavailable,
@@ -73,7 +72,6 @@ from thotto.store.jobs.core import (
     KEY_SHIFT,
     MAX_KEYED_ID,
     ONE_US,
-    PER_COMPONENT,
     SchemaComponent,
     JobCore,
     Legacy,
@@ -86,13 +84,11 @@ from thotto.store.jobs.core import (
     check_queues,
     check_time,
     claimed_jobs,
-    component_steps,
     held_in_order,
     keyable,
-    legacy_steps,
     load_queries,
     migration_files,
-    newer_schema,
+    migrate,
     outcome_row,
     run_now,
 )
@@ -316,36 +312,17 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
 
 def _migrate(conn: sqlite3.Connection, path: str, components: Sequence[SchemaComponent],
              legacy: Legacy | None) -> None:
-    """Apply the migrations this database lacks (legacy ones first, if it has a single-track
-    version), all in one transaction, and record each component's version."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > PER_COMPONENT:
-        raise newer_schema(version)
-    legacy_scripts, found = [], {}
-    if version == PER_COMPONENT:
-        found = dict(conn.execute("SELECT component, version FROM schema_versions").fetchall())
-    elif version:
-        legacy_scripts, found = legacy_steps(version, legacy, components)
-    steps = component_steps(found, components)
-    if version == PER_COMPONENT and not steps:
-        return
+    """Apply the migrations this database lacks (see :func:`core.migrate`) in one transaction."""
     for name, function in (legacy.functions if legacy else {}).items():
         conn.create_function(name, 1, function, deterministic=True)
-    versions = {**found, **{name: number for name, number, _ in steps}}
-    # executescript commits any open transaction first, so the script brings its own BEGIN.
-    script = "\n".join([
-        "BEGIN IMMEDIATE;", *(text for _, text in legacy_scripts),
-        "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, "
-        "version INTEGER NOT NULL);", *(text for _, _, text in steps),
-        *(f"INSERT OR REPLACE INTO schema_versions VALUES ('{name}', {number});"
-          for name, number in versions.items()),
-        f"PRAGMA user_version = {PER_COMPONENT};", "COMMIT;"])
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executescript(script)
-    except sqlite3.Error as exc:
+        run_now(migrate(_SqliteTx(conn), QUERIES, components, legacy))
+        conn.execute("COMMIT")
+    except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise SchemaError(f"Migrating {path} to {versions} failed (nothing was changed): {exc}") from exc
+        raise
 
 
 def _connect_reader(path: str) -> sqlite3.Connection:
@@ -737,6 +714,8 @@ class _SqliteTx(Tx):
     """The core's transaction on a connection of the writer or the reader: plain calls that
     never suspend (the core's coroutine runs to its end with :func:`run_now`)."""
 
+    refused = sqlite3.Error
+
     def __init__(self, conn: sqlite3.Connection):
         super().__init__()
         self._conn = conn
@@ -749,6 +728,16 @@ class _SqliteTx(Tx):
 
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
         return self._run(sql, args).rowcount
+
+    async def script(self, text: str) -> None:
+        # Statement by statement: executescript would commit the migration's transaction first.
+        statement = ""
+        for line in text.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                self._conn.execute(statement)
+                statement = ""
+        self._conn.execute(statement)  # what follows the last ";" (comments, or a statement)
 
     def _run(self, sql: str | tuple[str, ...], args: tuple) -> sqlite3.Cursor:
         try:

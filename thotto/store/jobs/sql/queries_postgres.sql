@@ -94,6 +94,36 @@ SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id =
 SELECT attempt, owner, started_at, finished_at, outcome, error FROM job_attempts
 WHERE job_id = $1 ORDER BY id
 
+-- === the schema's versions (core.migrate, in one transaction) ================================
+
+-- Processes starting at once apply each migration exactly once: the transaction-level advisory
+-- lock (key 0x7407_7000_5C4E_3A01, "thotto" in hex-ish) serialises them.
+-- name: prepare_schema
+SELECT pg_advisory_xact_lock(8360774380087556609);
+CREATE TABLE IF NOT EXISTS thotto_schema (id integer PRIMARY KEY CHECK (id = 1),
+    version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS thotto_schema_versions (component text PRIMARY KEY,
+    version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())
+
+-- name: schema_version
+SELECT version FROM thotto_schema WHERE id = 1
+
+-- name: component_versions
+SELECT component, version FROM thotto_schema_versions
+
+-- name: set_component_version
+INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2)
+ON CONFLICT (component) DO UPDATE SET version = $2, migrated_at = now()
+
+-- name: keep_component_version
+INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2)
+ON CONFLICT (component) DO NOTHING
+
+-- {version}: core.PER_COMPONENT, filled in by core.migrate.
+-- name: set_schema_version
+INSERT INTO thotto_schema (id, version) VALUES (1, {version})
+ON CONFLICT (id) DO UPDATE SET version = {version}, migrated_at = now()
+
 -- === the hot paths (thotto/store/postgres.py fills the {templates}) ===========================
 
 -- name: notify

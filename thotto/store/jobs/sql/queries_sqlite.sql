@@ -98,6 +98,27 @@ SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id =
 SELECT attempt, owner, started_at, finished_at, outcome, error FROM job_attempts
 WHERE job_id = ?1 ORDER BY id
 
+-- === the schema's versions (core.migrate, in the writer's BEGIN IMMEDIATE) ====================
+
+-- name: prepare_schema
+CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)
+
+-- name: schema_version
+PRAGMA user_version
+
+-- name: component_versions
+SELECT component, version FROM schema_versions
+
+-- name: set_component_version
+INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?1, ?2)
+
+-- name: keep_component_version
+INSERT OR IGNORE INTO schema_versions (component, version) VALUES (?1, ?2)
+
+-- {version}: core.PER_COMPONENT, filled in by core.migrate (a PRAGMA takes no parameters).
+-- name: set_schema_version
+PRAGMA user_version = {version}
+
 -- === the hot paths (thotto/store/sqlite.py fills the {templates}) =============================
 
 -- name: insert_job
