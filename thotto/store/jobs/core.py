@@ -542,6 +542,8 @@ class JobCore(abc.ABC):
     # --- records -------------------------------------------------------------------------------
 
     def _now(self) -> datetime:
+        """Now, aware in UTC. The clock is trusted to be aware: this runs on every call, so it
+        skips the checks that inputs get."""
         now = self.now()
         return now if now.tzinfo is UTC else now.astimezone(UTC)
 

@@ -70,7 +70,6 @@ from thotto.store.jobs.core import (
     EPOCH,
     JOB_ID,
     KEY_SHIFT,
-    MAX_KEYED_ID,
     ONE_US,
     SchemaComponent,
     JobCore,
@@ -202,10 +201,6 @@ TO_COMPLETED, HELD_JOB = QUERIES.to_completed, QUERIES.held_job
 TO_DEAD, TO_PENDING = QUERIES.to_dead, QUERIES.to_pending
 INSERT_ATTEMPT, ATTEMPT_RECORDED = QUERIES.insert_attempt, QUERIES.attempt_recorded
 NEXT_DUE = QUERIES.next_due
-
-
-def _placeholders(count: int) -> str:
-    return ", ".join("?" * count)
 
 
 def _queue_filters(names: list[str] | None, paused: list[str], first: int = 1) -> str:
@@ -885,11 +880,8 @@ class SqliteJobStore(JobCore):
         self._paused = self._paused | {queue} if paused else self._paused - {queue}
 
     def _now_us(self) -> tuple[datetime, int]:
-        """Now (aware, UTC) and as stored. The clock is trusted to be aware: this runs on every
-        call, so it skips the checks that inputs get."""
-        now = self.now()
-        if now.tzinfo is not UTC:
-            now = now.astimezone(UTC)
+        """Now (aware, UTC) and as stored."""
+        now = self._now()
         return now, (now - EPOCH) // ONE_US
 
 
@@ -1157,51 +1149,34 @@ _RECORDED_AS = {"retry": ("retry", "dead"), "dead": ("dead",), "deferred": ("def
 def _settle(
     conn: sqlite3.Connection, owner: str, outcomes: list[Outcome], now: datetime, now_us: int
 ) -> tuple[list[SettleResult], datetime | None]:
-    """Apply outcomes in order: runs of completions in one UPDATE each, the rest one by one.
-    (A batch that is one run of completions takes a shorter way: :meth:`SqliteJobStore.settle`.)"""
+    """Apply a batch that is not one run of completions (those take a shorter way:
+    :meth:`SqliteJobStore.settle`). Outcomes of distinct jobs do not depend on their order: the
+    completions go in one UPDATE, the rest one by one. A batch naming a job twice is applied one
+    by one, in order, so that the repeat sees the first."""
     cursor = conn.cursor()
+    distinct = len(set(map(JOB_ID, outcomes))) == len(outcomes)
+    completions = [item for item in outcomes if distinct and type(item) is Completed
+                   and keyable([item.job_id], [item.attempt])]
+    done = {result.job_id: result for result in
+            (_complete_many(cursor, owner, completions, now, now_us) if completions else ())}
     results, wakes = [], []
-    for run in _runs(outcomes):
-        if type(run[0]) is Completed:
-            results += _complete_many(cursor, owner, run, now, now_us)
-            continue
-        status, wake = _settle_other(cursor, owner, run[0], now, now_us)
-        results.append(SettleResult(run[0].job_id, status))
-        if wake is not None:
-            wakes.append(wake)
-    return results, min(wakes) if wakes else None
+    for item in outcomes:
+        result = done.get(item.job_id)
+        if result is None:
+            status, wake = _settle_other(cursor, owner, item, now, now_us)
+            result = SettleResult(item.job_id, status)
+            wakes += [] if wake is None else [wake]
+        results.append(result)
+    return results, min(wakes, default=None)
 
 
 def _one_run_of_completions(outcomes: list[Outcome]) -> bool:
-    """Whether the batch is one run for :func:`_complete_many` (the usual batch of a worker),
-    checked with C-level passes instead of :func:`_runs`' loop."""
+    """Whether the batch is completions of distinct jobs, each with its key (the usual batch
+    of a worker), checked with C-level passes."""
     if not outcomes or set(map(type, outcomes)) != {Completed}:
         return False
     ids = list(map(JOB_ID, outcomes))
     return len(set(ids)) == len(ids) and keyable(ids, list(map(ATTEMPT, outcomes)))
-
-
-def _runs(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
-    """Split outcomes into runs of completions of distinct jobs (applying a run at once gives
-    what applying it in order gives) and single other outcomes, in order."""
-    run: list[Outcome] = []
-    ids: set[int] = set()
-    for item in outcomes:
-        keyed = (
-            type(item) is Completed
-            and 0 < item.attempt < KEY_SHIFT
-            and 0 < item.job_id < MAX_KEYED_ID
-        )
-        if run and (not keyed or item.job_id in ids):
-            yield run
-            run, ids = [], set()
-        if keyed:
-            run.append(item)
-            ids.add(item.job_id)
-        else:
-            yield [item]
-    if run:
-        yield run
 
 
 def _complete_many(
@@ -1265,7 +1240,7 @@ def _already_recorded(cursor: sqlite3.Cursor, owner: str, job_id: int, attempt: 
     if kind == "completed":
         return row[0] == "completed" and row[3] == owner and row[1] == attempt
     names = _RECORDED_AS[kind]
-    sql = ATTEMPT_RECORDED.format(_placeholders(len(names)))
+    sql = ATTEMPT_RECORDED.format(", ".join("?" * len(names)))
     return cursor.execute(sql, (job_id, attempt, owner, *names)).fetchone() is not None
 
 
