@@ -58,6 +58,7 @@ from thotto.engine.jobs import (
     QueueCount,
     Released,
     Retry,
+    SettleResult,
     utcnow,
     validated,
 )
@@ -634,6 +635,61 @@ class JobCore(abc.ABC):
         before = self._to_db(check_time(finished_before, "finished_before"))
         return await self._write_tx(lambda tx: tx.execute(self.q.purge, before))
 
+    # --- working jobs: the rules here, the statements (hot paths) in the dialect ----------------
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float, *,
+                    queues: Sequence[str] | None = None,
+                    due_by: datetime | None = None) -> list[Job]:
+        owner, limit, lease_seconds, names = check_claim(owner, limit, lease_seconds, queues)
+        now = self._now()
+        due = now if due_by is None else check_time(due_by, "due_by")
+        if limit == 0 or names == []:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._claim_due(owner, limit, now, now + timedelta(seconds=lease_seconds),
+                                     due, names)
+
+    async def heartbeat(self, owner: str, job_ids: Sequence[int],
+                        lease_seconds: float) -> list[int]:
+        owner, ids, lease_seconds = check_heartbeat(owner, job_ids, lease_seconds)
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        lease_until = self._now() + timedelta(seconds=lease_seconds)
+        return held_in_order(ids, await self._extend_leases(owner, ids, lease_until))
+
+    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        owner, checked = check_owner(owner), check_outcomes(outcomes)
+        if not checked:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._apply_outcomes(owner, checked, self._now())
+
+    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+        names = check_queues(queues)
+        if names == []:
+            await trio.lowlevel.checkpoint()
+            return None
+        return await self._earliest_due(names)
+
+    @abc.abstractmethod
+    async def _claim_due(self, owner: str, limit: int, now: datetime, lease_until: datetime,
+                         due: datetime, queues: list[str] | None) -> list[Job]:
+        """Claim up to ``limit`` jobs due by ``due`` of ``queues`` (None: all) but paused ones."""
+
+    @abc.abstractmethod
+    async def _extend_leases(self, owner: str, ids: list[int], lease_until: datetime) -> set[int]:
+        """Extend the leases ``owner`` holds among ``ids``; the ids of those extended."""
+
+    @abc.abstractmethod
+    async def _apply_outcomes(self, owner: str, outcomes: list[Outcome],
+                              now: datetime) -> list[SettleResult]:
+        """Settle checked outcomes (at least one), see :meth:`Store.settle`."""
+
+    @abc.abstractmethod
+    async def _earliest_due(self, queues: list[str] | None) -> datetime | None:
+        """The earliest run_at of a pending job of ``queues`` (None: all) but paused ones."""
+
     async def release_expired(self) -> ExpiredLeases:
         """See :meth:`Store.release_expired`: the dialect's ``release_expired`` query records
         each expired attempt and hands its job back, or dead-letters it on its last attempt,
@@ -645,7 +701,8 @@ class JobCore(abc.ABC):
             rows = sorted(map(tuple, rows))  # by id
             released = [row[0] for row in rows if row[1] == "pending"]
             tx.wake(now if released else None)
-            return ExpiredLeases(released=released, dead=[row[0] for row in rows if row[1] == "dead"])
+            dead = [row[0] for row in rows if row[1] == "dead"]
+            return ExpiredLeases(released=released, dead=dead)
 
         return await self._write_tx(release)
 

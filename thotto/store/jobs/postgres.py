@@ -69,14 +69,7 @@ from thotto.store.jobs.core import (
     Legacy,
     Tx,
     UniqueViolation,
-    check_claim,
-    check_heartbeat,
-    check_outcomes,
-    check_owner,
-    check_queues,
-    check_time,
     claimed_jobs,
-    held_in_order,
     keyable,
     load_queries,
     migration_files,
@@ -724,42 +717,20 @@ class PostgresJobStore(JobCore):
 
     # --- working jobs ---------------------------------------------------------------------
 
-    async def claim(
-        self,
-        owner: str,
-        limit: int,
-        lease_seconds: float,
-        *,
-        queues: Sequence[str] | None = None,
-        due_by: datetime | None = None,
-    ) -> list[Job]:
-        owner, limit, lease_seconds, names = check_claim(owner, limit, lease_seconds, queues)
-        now = self.now()
-        due = now if due_by is None else check_time(due_by, "due_by")
-        if limit == 0 or names == []:
-            await trio.lowlevel.checkpoint()
-            return []
-        lease_until = now + timedelta(seconds=lease_seconds)
-        args = [due, limit, owner, lease_until, now, *([] if names is None else [names])]
-        sql = SQL_CLAIM if names is None else SQL_CLAIM_QUEUES
+    async def _claim_due(self, owner: str, limit: int, now: datetime, lease_until: datetime,
+                         due: datetime, queues: list[str] | None) -> list[Job]:
+        args = [due, limit, owner, lease_until, now, *([] if queues is None else [queues])]
+        sql = SQL_CLAIM if queues is None else SQL_CLAIM_QUEUES
         return _claimed_jobs(await self._run(self._fetchrow, sql, *args), owner, lease_until)
 
-    async def heartbeat(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> list[int]:
-        owner, ids, lease_seconds = check_heartbeat(owner, job_ids, lease_seconds)
-        if not ids:
-            await trio.lowlevel.checkpoint()
-            return []
-        lease_until = self.now() + timedelta(seconds=lease_seconds)
+    async def _extend_leases(self, owner: str, ids: list[int], lease_until: datetime) -> set[int]:
         records = await self._run(self._fetch, SQL_HEARTBEAT, owner, ids, lease_until)
-        return held_in_order(ids, {record[0] for record in records})
+        return {record[0] for record in records}
 
-    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        owner = check_owner(owner)
-        rows = list(map(outcome_row, check_outcomes(outcomes)))
-        if not rows:
-            await trio.lowlevel.checkpoint()
-            return []
-        statuses = await self._run(self._settle_in_loop, owner, self.now(), rows)
+    async def _apply_outcomes(self, owner: str, outcomes: list[Outcome],
+                              now: datetime) -> list[SettleResult]:
+        rows = list(map(outcome_row, outcomes))
+        statuses = await self._run(self._settle_in_loop, owner, now, rows)
         return [SettleResult(row[0], status) for row, status in zip(rows, statuses)]
 
     async def _settle_in_loop(
@@ -826,14 +797,13 @@ class PostgresJobStore(JobCore):
         for table in self.tables:
             await self._run(self._execute, f"VACUUM (ANALYZE) {table}")
 
-    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+    async def _earliest_due(self, queues: list[str] | None) -> datetime | None:
         # Written as the claim index's own order with LIMIT 1, so the plan is an index scan
         # whatever the statistics said when asyncpg prepared it: a plan cached while the table
         # was tiny (a seq scan) would otherwise read every pending row once it has grown.
-        names = check_queues(queues)
-        if names is None:
+        if queues is None:
             return await self._run(self._fetchval, SQL_NEXT_DUE)
-        return await self._run(self._fetchval, SQL_NEXT_DUE_QUEUES, names)
+        return await self._run(self._fetchval, SQL_NEXT_DUE_QUEUES, queues)
 
     # --- broadcasts ------------------------------------------------------------------------
 

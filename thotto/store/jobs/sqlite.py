@@ -76,14 +76,8 @@ from thotto.store.jobs.core import (
     Legacy,
     Tx,
     UniqueViolation,
-    check_claim,
-    check_heartbeat,
-    check_outcomes,
-    check_owner,
-    check_queues,
     check_time,
     claimed_jobs,
-    held_in_order,
     keyable,
     load_queries,
     migration_files,
@@ -912,61 +906,39 @@ class SqliteJobStore(JobCore):
 
     # --- working jobs -----------------------------------------------------------------------------
 
-    async def claim(
-        self,
-        owner: str,
-        limit: int,
-        lease_seconds: float,
-        *,
-        queues: Sequence[str] | None = None,
-        due_by: datetime | None = None,
-    ) -> list[Job]:
-        owner, limit, lease_seconds, names = check_claim(owner, limit, lease_seconds, queues)
-        lease_us = round(lease_seconds * 1_000_000)
-        _, now_us = self._now_us()
-        due_us = now_us if due_by is None else _us(due_by, "due_by")
-        if names == [] or limit == 0:
-            await trio.lowlevel.checkpoint()
-            return []
+    async def _claim_due(self, owner: str, limit: int, now: datetime, lease_until: datetime,
+                         due: datetime, queues: list[str] | None) -> list[Job]:
         # Paused queues are left out by name: this process is the file's only one, so the set
         # it keeps is the set the table holds (nothing to read, nothing added while none is).
         paused = sorted(self._paused)
-        queues = _queue_filters(names, paused, 6)
-        statements = CLAIM_ROWS.format(queues=queues), CLAIM.format(queues=queues)
-        params = (owner, now_us + lease_us, now_us, due_us, limit, *(names or ()), *paused)
+        filters = _queue_filters(queues, paused, 6)
+        statements = CLAIM_ROWS.format(queues=filters), CLAIM.format(queues=filters)
+        params = (owner, self._to_db(lease_until), self._to_db(now), self._to_db(due), limit,
+                  *(queues or ()), *paused)
         document = await self._write(lambda conn: _claim(conn, statements, params), urgent=True)
-        return _claimed_jobs(document, owner, now_us + lease_us)
+        return _claimed_jobs(document, owner, lease_until)
 
-    async def heartbeat(
-        self, owner: str, job_ids: Sequence[int], lease_seconds: float
-    ) -> list[int]:
-        owner, ids, lease_seconds = check_heartbeat(owner, job_ids, lease_seconds)
-        _, now_us = self._now_us()
-        params = (now_us + round(lease_seconds * 1_000_000), _ENCODE(ids).decode(), owner)  # text
+    async def _extend_leases(self, owner: str, ids: list[int], lease_until: datetime) -> set[int]:
+        params = (self._to_db(lease_until), _ENCODE(ids).decode(), owner)  # json_each: text
+        return await self._write(lambda conn: {row[0] for row in conn.execute(HEARTBEAT, params)})
 
-        def extend(conn: sqlite3.Connection) -> list[int]:
-            return held_in_order(ids, {row[0] for row in conn.execute(HEARTBEAT, params)})
-
-        return await self._write(extend)
-
-    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        owner = check_owner(owner)
-        checked = check_outcomes(outcomes)
-        now, now_us = self._now_us()
-        if not _one_run_of_completions(checked):
+    async def _apply_outcomes(self, owner: str, outcomes: list[Outcome],
+                              now: datetime) -> list[SettleResult]:
+        now_us = self._to_db(now)
+        if not _one_run_of_completions(outcomes):
             return await self._write(
-                lambda conn: _settle(conn, owner, checked, now, now_us), wakes=True
+                lambda conn: _settle(conn, owner, outcomes, now, now_us), wakes=True
             )
         # The usual batch: its statement's parameters and its results are made here, so the
         # writer (the drain's bottleneck) only runs the statement.
-        ids = list(map(JOB_ID, checked))
-        params = (now_us, _keys_json(ids, checked), owner)
+        ids = list(map(JOB_ID, outcomes))
+        params = (now_us, _keys_json(ids, outcomes), owner)
 
         def complete(conn: sqlite3.Connection) -> tuple[list[SettleResult] | None, None]:
             cursor = conn.cursor()
             if cursor.execute(COMPLETE_ALL, (*params, len(ids))).rowcount == len(ids):
                 return None, None
-            return _complete_some(cursor, owner, checked, params, now, now_us), None
+            return _complete_some(cursor, owner, outcomes, params, now, now_us), None
 
         results = await self._write(complete, wakes=True)
         if results is None:
@@ -979,17 +951,12 @@ class SqliteJobStore(JobCore):
         await self._write(lambda conn: conn.execute("PRAGMA optimize").fetchall())
 
 
-    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
-        names = check_queues(queues)
-        if names == []:
-            await trio.lowlevel.checkpoint()
-            return None
+    async def _earliest_due(self, queues: list[str] | None) -> datetime | None:
         paused = sorted(self._paused)
-        sql = NEXT_DUE.format(queues=_queue_filters(names, paused))
-        params = (*(names or ()), *paused)
+        sql = NEXT_DUE.format(queues=_queue_filters(queues, paused))
+        params = (*(queues or ()), *paused)
         row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
         return None if row is None else _dt(row[0])
-
 
     # --- broadcasts -------------------------------------------------------------------------------
 
@@ -1130,7 +1097,7 @@ def _claim(conn: sqlite3.Connection, statements: tuple[str, str], params: tuple)
 _DECODE = msgspec.json.Decoder().decode
 
 
-def _claimed_jobs(document: str, owner: str, lease_until_us: int) -> list[Job]:
+def _claimed_jobs(document: str, owner: str, lease_until: datetime) -> list[Job]:
     """The Job records of a claim's JSON document, built on the Trio side (off the writer)."""
     columns = list(zip(*_DECODE(document)))
     if not columns:
@@ -1138,7 +1105,7 @@ def _claimed_jobs(document: str, owner: str, lease_until_us: int) -> list[Job]:
     time = _Times().__getitem__
     columns[3], columns[5], columns[9] = (map(bytes.fromhex, columns[3]), map(time, columns[5]),
                                           map(time, columns[9]))
-    return claimed_jobs(columns, owner, time(lease_until_us))
+    return claimed_jobs(columns, owner, lease_until)
 
 
 #: History outcomes that an outcome may have written (a Retry on the last attempt is dead).
