@@ -770,8 +770,7 @@ class PostgresJobStore(JobCore):
                 if statuses[ord_ - 1] is SettleStatus.LEASE_LOST:
                     statuses[ord_ - 1] = SettleStatus.ALREADY
             return statuses, None
-        columns = [ids, attempts, [row[2] for row in rows], [row[3] for row in rows],
-                   [row[4] for row in rows], [row[5] for row in rows]]  # fmt: skip
+        columns = [list(column) for column in zip(*rows)]
         # Announce the earliest time these outcomes could make due; if some do not apply (lease
         # lost) the wake-up is merely early, which costs a listener one look.
         earliest = min(

@@ -118,17 +118,6 @@ def _dt(us: int) -> datetime:
     return EPOCH + ONE_US * us
 
 
-class _Times(dict):
-    """Stored times → datetimes, converted once per batch (rows of a batch share many times)."""
-
-    def __init__(self) -> None:
-        super().__init__({None: None})
-
-    def __missing__(self, us: int) -> datetime:
-        value = self[us] = EPOCH + ONE_US * us
-        return value
-
-
 # --- validation ----------------------------------------------------------------------------------
 
 #: Shapes of jobs that passed validated(): bulk and repeated jobs share queue, kind, priority and
@@ -839,9 +828,6 @@ class SqliteJobStore(JobCore):
     ) -> Any:
         return await self._writer.call(fn, wakes, urgent)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._reader.call(fn)
-
     async def _read_tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         return await self._reader.call(lambda conn: run_now(fn(_SqliteTx(conn))))
 
@@ -955,7 +941,7 @@ class SqliteJobStore(JobCore):
         paused = sorted(self._paused)
         sql = NEXT_DUE.format(queues=_queue_filters(queues, paused))
         params = (*(queues or ()), *paused)
-        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        row = await self._reader.call(lambda conn: conn.execute(sql, params).fetchone())
         return None if row is None else _dt(row[0])
 
     # --- broadcasts -------------------------------------------------------------------------------
@@ -1102,7 +1088,8 @@ def _claimed_jobs(document: str, owner: str, lease_until: datetime) -> list[Job]
     columns = list(zip(*_DECODE(document)))
     if not columns:
         return []
-    time = _Times().__getitem__
+    # Each distinct time converted once: the jobs of a claim share many of them.
+    time = {us: EPOCH + ONE_US * us for us in {*columns[5], *columns[9]}}.__getitem__
     columns[3], columns[5], columns[9] = (map(bytes.fromhex, columns[3]), map(time, columns[5]),
                                           map(time, columns[9]))
     return claimed_jobs(columns, owner, lease_until)
