@@ -59,6 +59,7 @@ from thotto.engine.jobs import (
     Released,
     Retry,
     SettleResult,
+    SettleStatus,
     utcnow,
     validated,
 )
@@ -212,6 +213,48 @@ def keyable(ids: Sequence[int], attempts: Sequence[int]) -> bool:
     """Whether every job id and attempt has its key (see KEY_SHIFT)."""
     return (0 < min(ids) and max(ids) < MAX_KEYED_ID
             and 0 < min(attempts) and max(attempts) < KEY_SHIFT)
+
+
+async def settle_in_order(tx: Tx, q: Queries, to_db: Callable[[datetime], Any], owner: str,
+                          rows: Sequence[tuple], now: datetime) -> list[SettleStatus]:
+    """Settle outcomes (as :func:`outcome_row` gives them) one by one, in order, by the rules of
+    :meth:`Store.settle`, with the dialect's ``held_job`` query (locking the row), ``to_*`` and
+    attempt queries; a requeued job's run_at is posted (:meth:`Tx.wake`). The rare path of both
+    dialects: a batch naming a job twice, or (SQLite) what is not a completion of a held job."""
+    return [await _settle_one(tx, q, to_db, owner, row, now) for row in rows]
+
+
+async def _settle_one(tx: Tx, q: Queries, to_db: Callable[[datetime], Any], owner: str,
+                      row: tuple, now: datetime) -> SettleStatus:
+    job_id, attempt, kind, run_at, error, cause = row
+    held = await tx.fetchrow(q.held_job, job_id)  # state, attempt, max_attempts, owner, started
+    if held is None or held[0] != "processing" or held[3] != owner or held[1] != attempt:
+        recorded = held is not None and await _recorded(tx, q, owner, row, held)
+        return SettleStatus.ALREADY if recorded else SettleStatus.LEASE_LOST
+    if kind == "completed":
+        await tx.execute(q.to_completed, to_db(now), job_id)
+        return SettleStatus.OK
+    dead = kind == "dead" or (kind == "retry" and held[1] >= held[2])
+    await tx.execute(q.insert_attempt, job_id, attempt, owner, held[4], to_db(now),
+                     "dead" if dead else kind, error)
+    if dead:
+        await tx.execute(q.to_dead, to_db(now), error, cause or FailureCause.SYSTEM.value, job_id)
+        return SettleStatus.OK
+    run_at = run_at or now  # a release runs at once
+    retry = kind == "retry"  # a deferral or a release refunds the attempt
+    await tx.execute(q.to_pending, to_db(run_at), 0 if retry else 1, error if retry else None,
+                     job_id)
+    tx.wake(run_at)
+    return SettleStatus.OK
+
+
+async def _recorded(tx: Tx, q: Queries, owner: str, row: tuple, held: Any) -> bool:
+    """Whether this very outcome (same owner, attempt and result) was recorded before."""
+    job_id, attempt, kind = row[:3]
+    if kind == "completed":
+        return held[0] == "completed" and held[3] == owner and held[1] == attempt
+    names = ("retry", "dead") if kind == "retry" else (kind, kind)  # a last Retry is dead
+    return await tx.fetchrow(q.attempt_recorded, job_id, attempt, owner, *names) is not None
 
 
 def claimed_jobs(columns: Sequence[Iterable[Any]], owner: str, lease_until: datetime) -> list[Job]:

@@ -75,6 +75,7 @@ from thotto.store.jobs.core import (
     migration_files,
     migrate as migrate_schema,
     outcome_row,
+    settle_in_order,
 )
 
 log = logging.getLogger("thotto.store.postgres")
@@ -737,19 +738,12 @@ class PostgresJobStore(JobCore):
         self, owner: str, now: datetime, rows: list[tuple[Any, ...]]
     ) -> list[SettleStatus]:
         assert self._pool is not None
-        ids = [row[0] for row in rows]
-        if len(set(ids)) == len(ids):
-            statuses, wake = await self._settle_rows(self._pool, owner, now, rows)
-        else:
-            # The same job twice in one batch: apply in order, in one transaction, so a repeat
-            # sees the first (ALREADY) as it would in two calls.
-            statuses, wake = [], None
-            async with self._pool.acquire() as conn, conn.transaction():
-                for row in rows:
-                    (status,), when = await self._settle_rows(conn, owner, now, [row])
-                    statuses.append(status)
-                    if when is not None and (wake is None or when < wake):
-                        wake = when
+        if len({row[0] for row in rows}) < len(rows):
+            # The same job twice in one batch: one by one, in order, in one transaction, so a
+            # repeat sees the first (ALREADY) as it would in two calls.
+            return await self._in_transaction(
+                lambda tx: settle_in_order(tx, QUERIES, self._to_db, owner, rows, now), True)
+        statuses, wake = await self._settle_rows(self._pool, owner, now, rows)
         self._wake_from_loop(wake)
         return statuses
 

@@ -54,7 +54,6 @@ from thotto.engine.jobs import (
     UTC,
     Completed,
     EnqueueResult,
-    FailureCause,
     Job,
     NewJob,
     Outcome,
@@ -84,6 +83,7 @@ from thotto.store.jobs.core import (
     migrate,
     outcome_row,
     run_now,
+    settle_in_order,
 )
 
 log = logging.getLogger(__name__)
@@ -180,9 +180,6 @@ INSERT_JSON, INSERT_JSON_SAME_TIMES = QUERIES.insert_json, QUERIES.insert_json_s
 INSERT_CHUNKS = (256, 64, 16, 4, 1)
 CLAIM_ROWS, CLAIM, HEARTBEAT = QUERIES.claim_rows, QUERIES.claim, QUERIES.heartbeat
 COMPLETE_ALL, COMPLETE_MANY = QUERIES.complete_all, QUERIES.complete_many
-TO_COMPLETED, HELD_JOB = QUERIES.to_completed, QUERIES.held_job
-TO_DEAD, TO_PENDING = QUERIES.to_dead, QUERIES.to_pending
-INSERT_ATTEMPT, ATTEMPT_RECORDED = QUERIES.insert_attempt, QUERIES.attempt_recorded
 NEXT_DUE = QUERIES.next_due
 
 
@@ -921,10 +918,9 @@ class SqliteJobStore(JobCore):
         params = (now_us, _keys_json(ids, outcomes), owner)
 
         def complete(conn: sqlite3.Connection) -> tuple[list[SettleResult] | None, None]:
-            cursor = conn.cursor()
-            if cursor.execute(COMPLETE_ALL, (*params, len(ids))).rowcount == len(ids):
+            if conn.execute(COMPLETE_ALL, (*params, len(ids))).rowcount == len(ids):
                 return None, None
-            return _complete_some(cursor, owner, outcomes, params, now, now_us), None
+            return _complete_some(conn, owner, outcomes, params, now), None
 
         results = await self._write(complete, wakes=True)
         if results is None:
@@ -1095,33 +1091,29 @@ def _claimed_jobs(document: str, owner: str, lease_until: datetime) -> list[Job]
     return claimed_jobs(columns, owner, lease_until)
 
 
-#: History outcomes that an outcome may have written (a Retry on the last attempt is dead).
-_RECORDED_AS = {"retry": ("retry", "dead"), "dead": ("dead",), "deferred": ("deferred",),
-                "released": ("released",)}
-
-
 def _settle(
     conn: sqlite3.Connection, owner: str, outcomes: list[Outcome], now: datetime, now_us: int
 ) -> tuple[list[SettleResult], datetime | None]:
     """Apply a batch that is not one run of completions (those take a shorter way:
-    :meth:`SqliteJobStore.settle`). Outcomes of distinct jobs do not depend on their order: the
-    completions go in one UPDATE, the rest one by one. A batch naming a job twice is applied one
-    by one, in order, so that the repeat sees the first."""
-    cursor = conn.cursor()
+    :meth:`SqliteJobStore._apply_outcomes`). Outcomes of distinct jobs do not depend on their
+    order: the completions go in one UPDATE, the rest one by one. A batch naming a job twice is
+    applied one by one, in order, so that the repeat sees the first."""
     distinct = len(set(map(JOB_ID, outcomes))) == len(outcomes)
     completions = [item for item in outcomes if distinct and type(item) is Completed
                    and keyable([item.job_id], [item.attempt])]
     done = {result.job_id: result for result in
-            (_complete_many(cursor, owner, completions, now, now_us) if completions else ())}
-    results, wakes = [], []
-    for item in outcomes:
-        result = done.get(item.job_id)
-        if result is None:
-            status, wake = _settle_other(cursor, owner, item, now, now_us)
-            result = SettleResult(item.job_id, status)
-            wakes += [] if wake is None else [wake]
-        results.append(result)
-    return results, min(wakes, default=None)
+            (_complete_many(conn, owner, completions, now, now_us) if completions else ())}
+    tx = _SqliteTx(conn)
+    rest = iter(_in_order(tx, owner, [item for item in outcomes if item.job_id not in done], now))
+    results = [done[item.job_id] if item.job_id in done else next(rest) for item in outcomes]
+    return results, tx.earliest
+
+
+def _in_order(tx: _SqliteTx, owner: str, outcomes: list[Outcome],
+              now: datetime) -> list[SettleResult]:
+    rows = list(map(outcome_row, outcomes))
+    statuses = run_now(settle_in_order(tx, QUERIES, SqliteJobStore._to_db, owner, rows, now))
+    return list(map(SettleResult, map(JOB_ID, outcomes), statuses))
 
 
 def _one_run_of_completions(outcomes: list[Outcome]) -> bool:
@@ -1134,14 +1126,14 @@ def _one_run_of_completions(outcomes: list[Outcome]) -> bool:
 
 
 def _complete_many(
-    cursor: sqlite3.Cursor, owner: str, run: list[Completed], now: datetime, now_us: int
+    conn: sqlite3.Connection, owner: str, run: list[Completed], now: datetime, now_us: int
 ) -> list[SettleResult]:
     """Complete held jobs with one UPDATE and no history row."""
     ids = list(map(JOB_ID, run))
     params = (now_us, _keys_json(ids, run), owner)
-    if cursor.execute(COMPLETE_ALL, (*params, len(run))).rowcount == len(run):
+    if conn.execute(COMPLETE_ALL, (*params, len(run))).rowcount == len(run):
         return list(map(SettleResult, ids, itertools.repeat(SettleStatus.OK)))
-    return _complete_some(cursor, owner, run, params, now, now_us)
+    return _complete_some(conn, owner, run, params, now)
 
 
 def _keys_json(ids: list[int], run: list[Completed]) -> str:
@@ -1150,52 +1142,15 @@ def _keys_json(ids: list[int], run: list[Completed]) -> str:
     return _ENCODE(list(map(operator.add, shifted, map(ATTEMPT, run)))).decode()
 
 
-def _complete_some(
-    cursor: sqlite3.Cursor, owner: str, run: list[Completed], params: tuple, now: datetime,
-    now_us: int,
-) -> list[SettleResult]:
+def _complete_some(conn: sqlite3.Connection, owner: str, run: list[Completed], params: tuple,
+                   now: datetime) -> list[SettleResult]:
     """Complete those of the run that are held (COMPLETE_ALL changed nothing) and sort the rest
     into ALREADY and LEASE_LOST."""
-    done_ids = {row[0] for row in cursor.execute(COMPLETE_MANY, params)}
-    return [
-        SettleResult(item.job_id, SettleStatus.OK) if item.job_id in done_ids
-        else SettleResult(item.job_id, _settle_other(cursor, owner, item, now, now_us)[0])
-        for item in run
-    ]
-
-
-def _settle_other(
-    cursor: sqlite3.Cursor, owner: str, item: Outcome, now: datetime, now_us: int
-) -> tuple[SettleStatus, datetime | None]:
-    """Settle one outcome that is not a plain completion of a held job."""
-    job_id, attempt, kind, run_at, error, cause = outcome_row(item)
-    row = cursor.execute(HELD_JOB, (job_id,)).fetchone()
-    if row is None or row[0] != "processing" or row[3] != owner or row[1] != attempt:
-        already = row is not None and _already_recorded(cursor, owner, job_id, attempt, kind, row)
-        return (SettleStatus.ALREADY if already else SettleStatus.LEASE_LOST), None
-    if kind == "completed":  # only for attempts outside the keyed range, which no claim makes
-        cursor.execute(TO_COMPLETED, (now_us, job_id))
-        return SettleStatus.OK, None
-    dead = kind == "dead" or (kind == "retry" and row[1] >= row[2])
-    history = (job_id, attempt, owner, row[4], now_us, "dead" if dead else kind, error)
-    cursor.execute(INSERT_ATTEMPT, history)
-    if dead:
-        cursor.execute(TO_DEAD, (now_us, error, cause or FailureCause.SYSTEM.value, job_id))
-        return SettleStatus.OK, None
-    run_at = run_at or now
-    refund, last_error = (0, error) if kind == "retry" else (1, None)
-    cursor.execute(TO_PENDING, ((run_at - EPOCH) // ONE_US, refund, last_error, job_id))
-    return SettleStatus.OK, run_at
-
-
-def _already_recorded(cursor: sqlite3.Cursor, owner: str, job_id: int, attempt: int, kind: str,
-                      row: tuple) -> bool:
-    """Whether this very outcome (same owner, attempt and result) was recorded before."""
-    if kind == "completed":
-        return row[0] == "completed" and row[3] == owner and row[1] == attempt
-    names = _RECORDED_AS[kind]
-    sql = ATTEMPT_RECORDED.format(", ".join("?" * len(names)))
-    return cursor.execute(sql, (job_id, attempt, owner, *names)).fetchone() is not None
+    done_ids = {row[0] for row in conn.execute(COMPLETE_MANY, params)}
+    unheld = [item for item in run if item.job_id not in done_ids]
+    rest = iter(_in_order(_SqliteTx(conn), owner, unheld, now))
+    return [SettleResult(item.job_id, SettleStatus.OK) if item.job_id in done_ids else next(rest)
+            for item in run]
 
 
 __all__ = ["open_sqlite_job_store", "SqliteJobStore", "JOBS", "QUERIES"]

@@ -292,6 +292,30 @@ SELECT u.ord FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS u(id, attem
 JOIN jobs j ON j.id = u.id
 WHERE j.state = 'completed' AND j.attempt = u.attempt AND j.lease_owner = $1
 
+-- The rare settle path, one outcome at a time (core.settle_in_order): a batch naming a job twice.
+-- name: held_job
+SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = $1 FOR UPDATE
+
+-- name: to_completed
+UPDATE jobs SET state = 'completed', finished_at = $1, lease_until = NULL WHERE id = $2
+
+-- name: to_dead
+UPDATE jobs SET state = 'dead', finished_at = $1, lease_until = NULL, last_error = $2,
+    failure_cause = $3 WHERE id = $4
+
+-- name: to_pending
+UPDATE jobs SET state = 'pending', run_at = $1, attempt = attempt - $2, lease_owner = NULL,
+    lease_until = NULL, last_error = coalesce($3, last_error) WHERE id = $4
+
+-- name: insert_attempt
+INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+
+-- The outcomes an outcome may have recorded (a Retry: retry, or dead on the last attempt).
+-- name: attempt_recorded
+SELECT 1 FROM job_attempts WHERE job_id = $1 AND attempt = $2 AND owner = $3
+    AND outcome IN ($4, $5)
+
 -- name: release_expired
 WITH upd AS (
     UPDATE jobs j SET

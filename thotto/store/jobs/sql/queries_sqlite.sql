@@ -205,9 +205,9 @@ UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - ?, lease_owne
 INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error) VALUES (?, ?,
     ?, ?, ?, ?, ?)
 
--- {}: the outcomes an outcome type may have recorded.
+-- The outcomes an outcome may have recorded (a Retry: retry, or dead on the last attempt).
 -- name: attempt_recorded
-SELECT 1 FROM job_attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN ({})
+SELECT 1 FROM job_attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN (?, ?)
 
 -- Records each expired lease's attempt, then hands its job back (dead on its last attempt):
 -- ?1 now, ?2 the error (see core.EXPIRED_ERROR). Rows: (id, new state).
