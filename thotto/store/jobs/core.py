@@ -13,10 +13,12 @@ A dialect (``sqlite.py``, ``postgres.py``) subclasses :class:`JobCore` and suppl
   commit; Postgres: on a pooled asyncpg connection on the sidecar);
 * how a time travels to and from the database (:meth:`JobCore._to_db`, ``_from_db``), how JSON
   travels (``_json``) and how a parameter is written in a query built here (``_param``);
-* the hot paths a benchmark keeps per dialect: enqueue, claim, heartbeat, settle,
-  release_expired, next_due, wake-ups and broadcasts.
+* the statements a benchmark keeps per dialect: enqueue, claim (``_claim_due``), heartbeat
+  (``_extend_leases``), settle (``_apply_outcomes``), next_due (``_earliest_due``), wake-ups and
+  broadcasts; and a ``Tx``'s migration script.
 
-The core holds the rest: validation of every input, rows → records, the state-change rules and
+The core holds the rest: validation of every input (the hot paths' too), rows → records, the
+state-change rules (the one-outcome settle rule, ``release_expired``), the migration runner and
 the cold-path methods. Its functions of a ``Tx`` are coroutines; on SQLite the ``Tx`` methods
 never suspend, so the writer thread runs them to the end with :func:`run_now`, inside its
 transaction.

@@ -3,7 +3,7 @@
 The product's store (:class:`thotto.store.postgres.PostgresStore`) is this one with the
 product's tables. What both dialects share is in :mod:`thotto.store.jobs.core`, with this
 dialect's SQL in ``sql/queries_postgres.sql``: here are the connections (pool, listener), the
-core's transactions on them, the migrations runner and the hot paths.
+core's transactions on them and the hot paths' statements.
 
 Every store call is one hop to the sidecar (:mod:`thotto.aio`) and, on the hot paths, one SQL
 statement, so it commits on its own without BEGIN/COMMIT round trips:
