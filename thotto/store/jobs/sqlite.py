@@ -14,8 +14,9 @@ tables. Layout of the dialect, top to bottom (what both dialects share is in
 * **The lock**: one process per file (``fcntl.flock`` on ``<path>.lock``); a second open in the same
   process is refused too.
 * **Schema**: each component's migrations (``sql/sqlite_0001_jobs.sql``..., then a product's),
-  applied in order in one transaction on open (:func:`~thotto.store.jobs.core.migrate`); the table ``schema_versions`` holds the version
-  each component reached (:data:`~thotto.store.jobs.core.PER_COMPONENT`).
+  applied in order in one transaction on open (:func:`~thotto.store.jobs.core.migrate`); the
+  table ``schema_versions`` holds the version each component reached
+  (:data:`~thotto.store.jobs.core.PER_COMPONENT`).
 * **SqliteJobStore**: the core's transactions run as functions of the connection on the writer or
   the reader; the hot paths' statements (enqueue, claim, heartbeat, settle, next_due) are this
   dialect's own code.
