@@ -82,7 +82,6 @@ log = logging.getLogger("thotto.store.postgres")
 
 T = TypeVar("T")
 
-#: The schema version this code writes; a database with a newer one is refused (SchemaError).
 #: The job tables' migrations, by number.
 JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "postgres"))
 WAKEUP_CHANNEL = "thotto_wakeup"
@@ -211,7 +210,6 @@ def _claimed_jobs(columns: Any, owner: str, lease_until: datetime) -> list[Job]:
     if not all(map(operator.le, order, itertools.islice(order, 1, None))):
         jobs.sort(key=lambda job: (job.run_at, -job.priority, job.id))
     return jobs
-
 
 
 class _JobColumns:
@@ -737,19 +735,21 @@ class PostgresJobStore(JobCore):
     async def _settle_in_loop(
         self, owner: str, now: datetime, rows: list[tuple[Any, ...]]
     ) -> list[SettleStatus]:
-        assert self._pool is not None
         if len({row[0] for row in rows}) < len(rows):
             # The same job twice in one batch: one by one, in order, in one transaction, so a
             # repeat sees the first (ALREADY) as it would in two calls.
             return await self._in_transaction(
                 lambda tx: settle_in_order(tx, QUERIES, self._to_db, owner, rows, now), True)
-        statuses, wake = await self._settle_rows(self._pool, owner, now, rows)
+        statuses, wake = await self._settle_rows(owner, now, rows)
         self._wake_from_loop(wake)
         return statuses
 
     async def _settle_rows(
-        self, db: Any, owner: str, now: datetime, rows: list[tuple[Any, ...]]
+        self, owner: str, now: datetime, rows: list[tuple[Any, ...]]
     ) -> tuple[list[SettleStatus], datetime | None]:
+        """Loop thread: settle outcomes of distinct jobs in one statement."""
+        db = self._pool
+        assert db is not None
         ids = [row[0] for row in rows]
         attempts = [row[1] for row in rows]
         if all(row[2] == "completed" for row in rows) and keyable(ids, attempts):
