@@ -865,6 +865,8 @@ def _decode_job_cursor(cursor: str) -> int:
 
 
 __all__ = ["JobCore", "Tx", "Queries", "Feeds", "load_queries", "migration_files", "run_now",
-           "SchemaComponent", "Legacy", "PER_COMPONENT", "component_steps", "legacy_steps",
-           "UniqueViolation", "check", "check_struct", "check_time", "check_ids", "check_queues",
-           "not_found"]
+           "SchemaComponent", "Legacy", "PER_COMPONENT", "migrate", "component_steps",
+           "legacy_steps", "UniqueViolation", "check", "check_struct", "check_time", "check_ids",
+           "check_queues", "check_owner", "check_claim", "check_heartbeat", "check_outcomes",
+           "held_in_order", "outcome_row", "keyable", "KEY_SHIFT", "claimed_jobs",
+           "settle_in_order", "not_found"]
