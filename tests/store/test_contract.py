@@ -599,6 +599,29 @@ async def test_settle_batch_gives_one_result_per_outcome_in_order(store, clock):
     assert states == [COMPLETED, PROCESSING, PENDING]
 
 
+async def test_settle_batch_naming_a_job_twice_applies_in_order(store, clock):
+    """A repeat in one batch sees the first as a second call would: ALREADY, and the job as the
+    first left it; the requeued job's run_at is announced."""
+    done, retried, dead = await held_job(store), await held_job(store), await held_job(store)
+    retry_at = clock() + seconds(60)
+    batch = [Completed(done.id, 1), Retry(retried.id, 1, retry_at, "timeout"),
+             Dead(dead.id, 1, "refused"), Completed(done.id, 1),
+             Retry(retried.id, 1, retry_at, "timeout"), Dead(dead.id, 1, "refused"),
+             Completed(UNKNOWN_ID, 1)]
+    results = []
+
+    async def settle() -> None:
+        results.extend(await store.settle("w1", batch))
+
+    assert await first_wakeup(store, settle) == retry_at
+    assert [r.status for r in results] == [OK, OK, OK, ALREADY, ALREADY, ALREADY, LEASE_LOST]
+    assert [r.job_id for r in results] == [item.job_id for item in batch]
+    assert await progress(store, retried.id) == (PENDING, retry_at, 1)
+    assert [await state_of(store, job.id) for job in (done, dead)] == [COMPLETED, DEAD]
+    outcomes = [[a.outcome for a in await store.attempts(job.id)] for job in (retried, dead)]
+    assert outcomes == [[AttemptOutcome.RETRY], [AttemptOutcome.DEAD]]
+
+
 # === complete / fail / defer / release ===========================================================
 
 

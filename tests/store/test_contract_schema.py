@@ -31,7 +31,7 @@ STORE = Path(__file__).parents[2] / "thotto" / "store"
 
 
 def queries_used(core: Path) -> set[str]:
-    return set(re.findall(r"self\.q\.(\w+)", core.read_text()))
+    return set(re.findall(r"\bq\.(\w+)", core.read_text()))
 
 
 def test_both_dialects_name_every_query_the_cores_run():

@@ -13,10 +13,12 @@ A dialect (``sqlite.py``, ``postgres.py``) subclasses :class:`JobCore` and suppl
   commit; Postgres: on a pooled asyncpg connection on the sidecar);
 * how a time travels to and from the database (:meth:`JobCore._to_db`, ``_from_db``), how JSON
   travels (``_json``) and how a parameter is written in a query built here (``_param``);
-* the hot paths a benchmark keeps per dialect: enqueue, claim, heartbeat, settle,
-  release_expired, next_due, wake-ups and broadcasts.
+* the statements a benchmark keeps per dialect: enqueue, claim (``_claim_due``), heartbeat
+  (``_extend_leases``), settle (``_apply_outcomes``), next_due (``_earliest_due``), wake-ups and
+  broadcasts; and a ``Tx``'s migration script.
 
-The core holds the rest: validation of every input, rows → records, the state-change rules and
+The core holds the rest: validation of every input (the hot paths' too), rows → records, the
+state-change rules (the one-outcome settle rule, ``release_expired``), the migration runner and
 the cold-path methods. Its functions of a ``Tx`` are coroutines; on SQLite the ``Tx`` methods
 never suspend, so the writer thread runs them to the end with :func:`run_now`, inside its
 transaction.
@@ -28,9 +30,11 @@ import abc
 import base64
 import binascii
 import importlib.resources
+import itertools
+import operator
 import re
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, NamedTuple, TypeVar
 
@@ -44,11 +48,20 @@ from thotto.engine.jobs import (
     UTC,
     Attempt,
     AttemptOutcome,
+    Completed,
+    Dead,
+    Deferred,
+    ExpiredLeases,
     FailureCause,
     Job,
     JobState,
     Name,
+    Outcome,
     QueueCount,
+    Released,
+    Retry,
+    SettleResult,
+    SettleStatus,
     utcnow,
     validated,
 )
@@ -118,6 +131,140 @@ def check_ids(ids: Sequence[int], field: str) -> list[int]:
 
 def check_queues(queues: Sequence[str] | None) -> list[str] | None:
     return None if queues is None else check(list(queues), list[Name], "queues")
+
+
+# --- what the hot paths check, and the rules they share ----------------------------------------
+
+
+def check_owner(owner: Any) -> str:
+    return check(owner, Owner, "owner")
+
+
+def check_lease(owner: Any, lease_seconds: Any) -> tuple[str, float]:
+    """A claim's or heartbeat's owner and lease length, checked."""
+    return check_owner(owner), check(lease_seconds, LeaseSeconds, "lease_seconds")
+
+
+def check_claim(owner: Any, limit: Any, lease_seconds: Any,
+                queues: Sequence[str] | None) -> tuple[str, int, float, list[str] | None]:
+    """A claim's owner, limit, lease length and queues, checked."""
+    owner, lease_seconds = check_lease(owner, lease_seconds)
+    return owner, check(limit, ClaimLimit, "limit"), lease_seconds, check_queues(queues)
+
+
+def check_heartbeat(owner: Any, job_ids: Sequence[int],
+                    lease_seconds: Any) -> tuple[str, list[int], float]:
+    """A heartbeat's owner, job ids and lease length, checked."""
+    owner, lease_seconds = check_lease(owner, lease_seconds)
+    return owner, check_ids(job_ids, "job_ids"), lease_seconds
+
+
+def held_in_order(job_ids: Sequence[int], held: set[int]) -> list[int]:
+    """What a heartbeat returns: the ids of ``job_ids`` in ``held`` (their lease was extended),
+    each once, in the order given."""
+    return [job_id for job_id in dict.fromkeys(job_ids) if job_id in held]
+
+
+#: An outcome's name in a settle statement and, but for a completion, in the attempt history.
+OUTCOME_KINDS = {Completed: "completed", Retry: "retry", Dead: "dead", Deferred: "deferred",
+                 Released: "released"}
+JOB_ID = operator.attrgetter("job_id")
+ATTEMPT = operator.attrgetter("attempt")
+
+
+def check_outcome(item: Any) -> Outcome:
+    """One settle outcome, validated; ``Completed`` and ``Released`` only carry two ints."""
+    kind = type(item)
+    if kind is Completed or kind is Released:
+        if type(item.job_id) is int and type(item.attempt) is int:
+            return item
+    elif kind not in OUTCOME_KINDS:
+        raise ValidationError("Expected an outcome (Completed, Retry, Dead, Deferred or "
+                              f"Released), got {kind.__name__}", "outcomes")
+    return validated(item)
+
+
+def check_outcomes(outcomes: Iterable[Outcome]) -> list[Outcome]:
+    """Validated outcomes; a batch of ``Completed`` with int fields is checked at C speed."""
+    items = list(outcomes)
+    if set(map(type, items)) <= {Completed} and (
+            set(map(type, map(JOB_ID, items))) | set(map(type, map(ATTEMPT, items))) <= {int}):
+        return items
+    return [check_outcome(item) for item in items]
+
+
+def outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | None, str | None]:
+    """(job id, attempt, kind, run_at, error, failure cause) of a checked outcome: run_at for a
+    Retry or Deferred, the error of a Retry or Dead (a Deferred's reason), a Dead's cause."""
+    kind = OUTCOME_KINDS[type(item)]
+    if kind == "completed" or kind == "released":
+        return item.job_id, item.attempt, kind, None, None, None
+    if kind == "dead":
+        return item.job_id, item.attempt, kind, None, item.error, item.cause.value
+    error = item.error if kind == "retry" else item.reason
+    return item.job_id, item.attempt, kind, item.run_at.astimezone(UTC), error, None
+
+
+#: Completions are matched by a key per job and attempt, id * KEY_SHIFT + attempt, which fits in
+#: 63 bits for ids below MAX_KEYED_ID (attempts stay far below KEY_SHIFT: max_attempts <= 1000).
+KEY_SHIFT = 1 << 20
+MAX_KEYED_ID = 1 << 42
+
+
+def keyable(ids: Sequence[int], attempts: Sequence[int]) -> bool:
+    """Whether every job id and attempt has its key (see KEY_SHIFT)."""
+    return (0 < min(ids) and max(ids) < MAX_KEYED_ID
+            and 0 < min(attempts) and max(attempts) < KEY_SHIFT)
+
+
+async def settle_in_order(tx: Tx, q: Queries, to_db: Callable[[datetime], Any], owner: str,
+                          rows: Sequence[tuple], now: datetime) -> list[SettleStatus]:
+    """Settle outcomes (as :func:`outcome_row` gives them) one by one, in order, by the rules of
+    :meth:`Store.settle`, with the dialect's ``held_job`` query (locking the row), ``to_*`` and
+    attempt queries; a requeued job's run_at is posted (:meth:`Tx.wake`). The rare path of both
+    dialects: a batch naming a job twice, or (SQLite) what is not a completion of a held job."""
+    return [await _settle_one(tx, q, to_db, owner, row, now) for row in rows]
+
+
+async def _settle_one(tx: Tx, q: Queries, to_db: Callable[[datetime], Any], owner: str,
+                      row: tuple, now: datetime) -> SettleStatus:
+    job_id, attempt, kind, run_at, error, cause = row
+    held = await tx.fetchrow(q.held_job, job_id)  # state, attempt, max_attempts, owner, started
+    if held is None or held[0] != "processing" or held[3] != owner or held[1] != attempt:
+        recorded = held is not None and await _recorded(tx, q, owner, row, held)
+        return SettleStatus.ALREADY if recorded else SettleStatus.LEASE_LOST
+    if kind == "completed":
+        await tx.execute(q.to_completed, to_db(now), job_id)
+        return SettleStatus.OK
+    dead = kind == "dead" or (kind == "retry" and held[1] >= held[2])
+    await tx.execute(q.insert_attempt, job_id, attempt, owner, held[4], to_db(now),
+                     "dead" if dead else kind, error)
+    if dead:
+        await tx.execute(q.to_dead, to_db(now), error, cause or FailureCause.SYSTEM.value, job_id)
+        return SettleStatus.OK
+    run_at = run_at or now  # a release runs at once
+    retry = kind == "retry"  # a deferral or a release refunds the attempt
+    await tx.execute(q.to_pending, to_db(run_at), 0 if retry else 1, error if retry else None,
+                     job_id)
+    tx.wake(run_at)
+    return SettleStatus.OK
+
+
+async def _recorded(tx: Tx, q: Queries, owner: str, row: tuple, held: Any) -> bool:
+    """Whether this very outcome (same owner, attempt and result) was recorded before."""
+    job_id, attempt, kind = row[:3]
+    if kind == "completed":
+        return held[0] == "completed" and held[3] == owner and held[1] == attempt
+    names = ("retry", "dead") if kind == "retry" else (kind, kind)  # a last Retry is dead
+    return await tx.fetchrow(q.attempt_recorded, job_id, attempt, owner, *names) is not None
+
+
+def claimed_jobs(columns: Sequence[Iterable[Any]], owner: str, lease_until: datetime) -> list[Job]:
+    """The Jobs of a claim, built at C speed from its columns: id, queue, kind, payload, priority,
+    run_at, attempt, max_attempts, dedupe_key, created_at, last_error (times as datetimes)."""
+    repeat = itertools.repeat
+    return list(map(Job, *columns[:6], repeat(JobState.PROCESSING), *columns[6:9], repeat(owner),
+                    repeat(lease_until), columns[9], repeat(None), columns[10]))
 
 
 def malformed_cursor() -> ValidationError:
@@ -205,7 +352,7 @@ class Legacy(NamedTuple):
     version: a branch's single-track migration that became a component's later one (it was never
     in this track, so a database at another version lacks it and takes it as a component step).
     ``functions``: SQL functions (SQLite) and ``backfills`` (Postgres: a coroutine of the
-    connection run after that migration) some of them need."""
+    migration's :class:`Tx` run after that migration) some of them need."""
 
     migrations: dict[int, str]
     functions: dict[str, Callable[[Any], Any]] = {}
@@ -255,14 +402,15 @@ class UniqueViolation(Exception):
 
 
 class Tx(abc.ABC):
-    """One transaction of a dialect. ``sql`` is a query's text (or a tuple of statements, run
-    in order with the same arguments); rows are indexable by column position."""
+    """One transaction of a dialect. ``sql`` is a query's text, or a tuple of statements run in
+    order with the same arguments (the rows or row count are the last one's); rows are indexable
+    by column position."""
 
     def __init__(self) -> None:
         self.earliest: datetime | None = None
 
     @abc.abstractmethod
-    async def fetch(self, sql: str, *args: Any) -> list[Any]: ...
+    async def fetch(self, sql: str | tuple[str, ...], *args: Any) -> list[Any]: ...
 
     @abc.abstractmethod
     async def fetchrow(self, sql: str, *args: Any) -> Any: ...
@@ -274,6 +422,13 @@ class Tx(abc.ABC):
     @abc.abstractmethod
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
         """Run the statement(s); the row count of the last."""
+
+    #: The driver's error for a statement the database refused (a failed migration).
+    refused: type[Exception] | tuple[type[Exception], ...] = ()
+
+    @abc.abstractmethod
+    async def script(self, text: str) -> None:
+        """Run a script of statements without parameters (a migration)."""
 
     def wake(self, when: datetime | None) -> None:
         """Announce, once this commits, that a job may be due at ``when``."""
@@ -289,6 +444,45 @@ def run_now(coroutine: Coroutine[Any, Any, T]) -> T:
         return done.value
     coroutine.close()
     raise RuntimeError("a store transaction suspended on a connection that runs synchronously")
+
+
+async def migrate(tx: Tx, q: Queries, components: Sequence[SchemaComponent],
+                  legacy: Legacy | None) -> dict[str, int]:
+    """Create or upgrade ``components`` to their latest version (legacy migrations first, for a
+    database with a single-track version) in ``tx``; the component versions found before.
+    SchemaError if the schema is newer than this code or a migration fails (the caller rolls
+    ``tx`` back: nothing was changed). The dialect's queries: ``prepare_schema`` (makes the
+    version tables, and on Postgres serialises migrations across processes), the versions' reads
+    and writes."""
+    await tx.execute(q.prepare_schema)
+    version = await tx.fetchval(q.schema_version) or 0
+    if version > PER_COMPONENT:
+        raise newer_schema(version)
+    found: dict[str, int] = {}
+    if version == PER_COMPONENT:
+        found = dict(await tx.fetch(q.component_versions))
+    elif version:
+        scripts, found = legacy_steps(version, legacy, components)
+        for number, script in scripts:
+            await _run_migration(tx, f"legacy {number}", script, legacy.backfills.get(number))
+    for name, number, script in component_steps(found, components):
+        await _run_migration(tx, f"{name} {number}", script)
+        await tx.execute(q.set_component_version, name, number)
+    if version != PER_COMPONENT:
+        for name, number in found.items():  # the component versions a legacy database is at now
+            await tx.execute(q.keep_component_version, name, number)
+        await tx.execute(q.set_schema_version.format(version=PER_COMPONENT))
+    return found
+
+
+async def _run_migration(tx: Tx, which: str, script: str,
+                         backfill: Callable[[Tx], Awaitable[None]] | None = None) -> None:
+    try:
+        await tx.script(script)
+        if backfill is not None:
+            await backfill(tx)
+    except (tx.refused, UniqueViolation) as exc:
+        raise SchemaError(f"Migration {which} failed (nothing was changed): {exc}") from exc
 
 
 # --- wake-ups and broadcasts, as this process's iterators see them ------------------------------
@@ -394,6 +588,8 @@ class JobCore(abc.ABC):
     # --- records -------------------------------------------------------------------------------
 
     def _now(self) -> datetime:
+        """Now, aware in UTC. The clock is trusted to be aware: this runs on every call, so it
+        skips the checks that inputs get."""
         now = self.now()
         return now if now.tzinfo is UTC else now.astimezone(UTC)
 
@@ -483,6 +679,77 @@ class JobCore(abc.ABC):
     async def purge(self, finished_before: datetime) -> int:
         before = self._to_db(check_time(finished_before, "finished_before"))
         return await self._write_tx(lambda tx: tx.execute(self.q.purge, before))
+
+    # --- working jobs: the rules here, the statements (hot paths) in the dialect ----------------
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float, *,
+                    queues: Sequence[str] | None = None,
+                    due_by: datetime | None = None) -> list[Job]:
+        owner, limit, lease_seconds, names = check_claim(owner, limit, lease_seconds, queues)
+        now = self._now()
+        due = now if due_by is None else check_time(due_by, "due_by")
+        if limit == 0 or names == []:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._claim_due(owner, limit, now, now + timedelta(seconds=lease_seconds),
+                                     due, names)
+
+    async def heartbeat(self, owner: str, job_ids: Sequence[int],
+                        lease_seconds: float) -> list[int]:
+        owner, ids, lease_seconds = check_heartbeat(owner, job_ids, lease_seconds)
+        if not ids:
+            await trio.lowlevel.checkpoint()
+            return []
+        lease_until = self._now() + timedelta(seconds=lease_seconds)
+        return held_in_order(ids, await self._extend_leases(owner, ids, lease_until))
+
+    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
+        owner, checked = check_owner(owner), check_outcomes(outcomes)
+        if not checked:
+            await trio.lowlevel.checkpoint()
+            return []
+        return await self._apply_outcomes(owner, checked, self._now())
+
+    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+        names = check_queues(queues)
+        if names == []:
+            await trio.lowlevel.checkpoint()
+            return None
+        return await self._earliest_due(names)
+
+    @abc.abstractmethod
+    async def _claim_due(self, owner: str, limit: int, now: datetime, lease_until: datetime,
+                         due: datetime, queues: list[str] | None) -> list[Job]:
+        """Claim up to ``limit`` jobs due by ``due`` of ``queues`` (None: all) but paused ones."""
+
+    @abc.abstractmethod
+    async def _extend_leases(self, owner: str, ids: list[int], lease_until: datetime) -> set[int]:
+        """Extend the leases ``owner`` holds among ``ids``; the ids of those extended."""
+
+    @abc.abstractmethod
+    async def _apply_outcomes(self, owner: str, outcomes: list[Outcome],
+                              now: datetime) -> list[SettleResult]:
+        """Settle checked outcomes (at least one), see :meth:`Store.settle`."""
+
+    @abc.abstractmethod
+    async def _earliest_due(self, queues: list[str] | None) -> datetime | None:
+        """The earliest run_at of a pending job of ``queues`` (None: all) but paused ones."""
+
+    async def release_expired(self) -> ExpiredLeases:
+        """See :meth:`Store.release_expired`: the dialect's ``release_expired`` query records
+        each expired attempt and hands its job back, or dead-letters it on its last attempt,
+        returning (id, new state) rows."""
+        now = self._now()
+
+        async def release(tx: Tx) -> ExpiredLeases:
+            rows = await tx.fetch(self.q.release_expired, self._to_db(now), EXPIRED_ERROR)
+            rows = sorted(map(tuple, rows))  # by id
+            released = [row[0] for row in rows if row[1] == "pending"]
+            tx.wake(now if released else None)
+            dead = [row[0] for row in rows if row[1] == "dead"]
+            return ExpiredLeases(released=released, dead=dead)
+
+        return await self._write_tx(release)
 
     # --- operating queues ------------------------------------------------------------------------
 
@@ -598,6 +865,8 @@ def _decode_job_cursor(cursor: str) -> int:
 
 
 __all__ = ["JobCore", "Tx", "Queries", "Feeds", "load_queries", "migration_files", "run_now",
-           "SchemaComponent", "Legacy", "PER_COMPONENT", "component_steps", "legacy_steps",
-           "UniqueViolation", "check", "check_struct", "check_time", "check_ids", "check_queues",
-           "not_found"]
+           "SchemaComponent", "Legacy", "PER_COMPONENT", "migrate", "component_steps",
+           "legacy_steps", "UniqueViolation", "check", "check_struct", "check_time", "check_ids",
+           "check_queues", "check_owner", "check_claim", "check_heartbeat", "check_outcomes",
+           "held_in_order", "outcome_row", "keyable", "KEY_SHIFT", "claimed_jobs",
+           "settle_in_order", "not_found"]

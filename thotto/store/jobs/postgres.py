@@ -3,7 +3,7 @@
 The product's store (:class:`thotto.store.postgres.PostgresStore`) is this one with the
 product's tables. What both dialects share is in :mod:`thotto.store.jobs.core`, with this
 dialect's SQL in ``sql/queries_postgres.sql``: here are the connections (pool, listener), the
-core's transactions on them, the migrations runner and the hot paths.
+core's transactions on them and the hot paths' statements.
 
 Every store call is one hop to the sidecar (:mod:`thotto.aio`) and, on the hot paths, one SQL
 statement, so it commits on its own without BEGIN/COMMIT round trips:
@@ -44,21 +44,13 @@ import outcome
 import trio
 
 from thotto.engine.aio import Coalescer, Sidecar, SidecarClosed, open_sidecar
-from thotto.engine.errors import SchemaError, StoreError, StoreUnavailable
-from thotto.engine.errors import ThottoError, ValidationError
+from thotto.engine.errors import StoreError, StoreUnavailable, ThottoError
 from thotto.engine.jobs import (
     UTC,
-    Completed,
-    Dead,
-    Deferred,
     EnqueueResult,
-    ExpiredLeases,
     Job,
-    JobState,
     NewJob,
     Outcome,
-    Released,
-    Retry,
     SettleResult,
     SettleStatus,
     as_utc,
@@ -69,39 +61,33 @@ from thotto.engine.jobs import (
 from thotto.engine.store.base import NowFunction
 from thotto.store.base import check_broadcast
 from thotto.store.jobs.core import (
-    EXPIRED_ERROR,
-    ClaimLimit,
-    PER_COMPONENT,
+    EPOCH,
+    KEY_SHIFT,
+    ONE_US,
     SchemaComponent,
     JobCore,
     Legacy,
-    LeaseSeconds,
-    Owner,
     Tx,
     UniqueViolation,
-    check,
-    component_steps,
-    legacy_steps,
+    claimed_jobs,
+    keyable,
     load_queries,
     migration_files,
-    newer_schema,
+    migrate as migrate_schema,
+    outcome_row,
+    settle_in_order,
 )
 
 log = logging.getLogger("thotto.store.postgres")
 
 T = TypeVar("T")
 
-#: The schema version this code writes; a database with a newer one is refused (SchemaError).
 #: The job tables' migrations, by number.
 JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "postgres"))
-#: pg_advisory_xact_lock key serialising migrations across processes ("thotto" in hex-ish).
-MIGRATION_LOCK = 0x7407_7000_5C4E_3A01
 WAKEUP_CHANNEL = "thotto_wakeup"
 #: Store.broadcast's channel: "<instance> <base64 message>".
 BROADCAST_CHANNEL = "thotto_broadcast"
 DEADLOCK_RETRIES = 3
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_MICROSECOND = timedelta(microseconds=1)
 _REQUEUES = frozenset({"retry", "deferred", "released"})
 
 # --- SQL of the hot paths -----------------------------------------------------------------------
@@ -169,17 +155,15 @@ RETURNING id
 
 SQL_INSERT_JOBS_DEDUPE = QUERIES.insert_jobs_dedupe
 SQL_FIND_LIVE_BY_KEY = QUERIES.find_live_by_key
-_NEXT_DUE = QUERIES.next_due
+SQL_NEXT_DUE = QUERIES.next_due.format(queues="")
+SQL_NEXT_DUE_QUEUES = QUERIES.next_due.format(queues="AND queue = ANY($1::text[])")
 SQL_CLAIM = QUERIES.claim.format(queues="")
 SQL_CLAIM_QUEUES = QUERIES.claim.format(queues="AND queue = ANY($6::text[])")
 SQL_HEARTBEAT = QUERIES.heartbeat
 SQL_SETTLE = QUERIES.settle.format(notify="", join="")
 SQL_SETTLE_NOTIFY = QUERIES.settle.format(notify=_notify_cte(9) + ",", join="CROSS JOIN n")
 SQL_COMPLETE = QUERIES.complete
-KEY_SHIFT = 1 << 20  # id * KEY_SHIFT + attempt keys a job's attempt (attempts stay below 1000)
-MAX_KEYED_ID = 1 << 42  # so that every key fits in a bigint
 SQL_COMPLETED_ALREADY = QUERIES.completed_already
-SQL_RELEASE_EXPIRED = QUERIES.release_expired
 
 # --- errors ----------------------------------------------------------------------------------
 
@@ -216,67 +200,16 @@ def describe_dsn(dsn: str) -> str:
 
 
 def _claimed_jobs(columns: Any, owner: str, lease_until: datetime) -> list[Job]:
-    """The Job records of a claim's row of column arrays (see _CLAIM), built at C speed, in
-    claim order (the arrays come from a sorted subquery, which Postgres keeps in practice but
-    does not promise: checked, and sorted if ever needed)."""
+    """The Job records of a claim's row of column arrays (see the claim query), in claim order
+    (the arrays come from a sorted subquery, which Postgres keeps in practice but does not
+    promise: checked, and sorted if ever needed)."""
     if columns[0] is None:
         return []
-    n = len(columns[0])
-    jobs = list(map(Job, *columns[:6], itertools.repeat(JobState.PROCESSING, n), *columns[6:9],
-                    itertools.repeat(owner, n), itertools.repeat(lease_until, n), columns[9],
-                    itertools.repeat(None, n), columns[10]))
+    jobs = claimed_jobs(columns, owner, lease_until)
     order = list(zip(columns[5], map(operator.neg, columns[4]), columns[0]))
     if not all(map(operator.le, order, itertools.islice(order, 1, None))):
         jobs.sort(key=lambda job: (job.run_at, -job.priority, job.id))
     return jobs
-
-
-
-def _convert(value: Any, type_: Any, field: str) -> Any:
-    return check(value, type_, field)
-
-def _check_owner(owner: str) -> str:
-    return _convert(owner, Owner, "owner")
-
-
-def _check_lease(lease_seconds: float) -> timedelta:
-    return timedelta(seconds=_convert(lease_seconds, LeaseSeconds, "lease_seconds"))
-
-
-def _check_ids(ids: Sequence[int], field: str = "job_ids") -> list[int]:
-    out = list(ids)
-    for value in out:
-        if type(value) is not int:
-            raise ValidationError(f"{field} must be integers, got {value!r}", field=field)
-    return out
-
-
-_OUTCOME_KIND = {
-    Completed: "completed",
-    Retry: "retry",
-    Dead: "dead",
-    Deferred: "deferred",
-    Released: "released",
-}
-
-
-def _outcome_row(item: Outcome) -> tuple[int, int, str, datetime | None, str | None, str | None]:
-    """(job id, attempt, kind, run_at, error, failure cause) of an outcome."""
-    kind = _OUTCOME_KIND.get(type(item))
-    if kind is None:
-        raise ValidationError(f"Not an outcome: {item!r}", field="outcomes")
-    if kind == "completed":
-        # The hot path: a type check instead of a full validation per outcome.
-        if type(item.job_id) is not int or type(item.attempt) is not int:
-            validated(item)
-        return item.job_id, item.attempt, kind, None, None, None
-    item = validated(item)
-    if kind == "retry" or kind == "deferred":
-        error = item.error if kind == "retry" else item.reason
-        return item.job_id, item.attempt, kind, as_utc(item.run_at), error, None
-    if kind == "dead":
-        return item.job_id, item.attempt, kind, None, item.error, item.cause.value
-    return item.job_id, item.attempt, kind, None, None, None
 
 
 class _JobColumns:
@@ -340,11 +273,10 @@ class _JobColumns:
 
 
 def _affected(status: str) -> int:
-    """The row count of a command status such as ``UPDATE 3``."""
-    return int(status.split()[-1])
+    """The row count of a command status such as ``UPDATE 3`` (0 for ``CREATE TABLE``)."""
+    count = status.split()[-1]
+    return int(count) if count.isdigit() else 0
 
-
-# --- the store -----------------------------------------------------------------------------------
 
 # --- the store -----------------------------------------------------------------------------------
 
@@ -352,27 +284,35 @@ def _affected(status: str) -> int:
 class _PostgresTx(Tx):
     """The core's transaction on a pooled connection (on the sidecar's loop)."""
 
+    refused = asyncpg.PostgresError
+
     def __init__(self, conn: asyncpg.Connection):
         super().__init__()
         self._conn = conn
 
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        try:
-            return await self._conn.fetch(sql, *args)
-        except asyncpg.UniqueViolationError as exc:
-            raise UniqueViolation(str(exc)) from exc
+    async def fetch(self, sql: str | tuple[str, ...], *args: Any) -> list[Any]:
+        return await self._run(sql, args, self._conn.fetch)
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         rows = await self.fetch(sql, *args)
         return rows[0] if rows else None
 
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
-        for statement in (sql,) if isinstance(sql, str) else sql:
-            try:
-                status = await self._conn.execute(statement, *args)
-            except asyncpg.UniqueViolationError as exc:
-                raise UniqueViolation(str(exc)) from exc
-        return _affected(status)
+        return _affected(await self._run(sql, args, self._conn.execute))
+
+    async def script(self, text: str) -> None:
+        await self._conn.execute(text)
+
+    async def _run(self, sql: str | tuple[str, ...], args: tuple, last: Callable[..., Any]) -> Any:
+        """The statements in order, the last one by ``last``; a unique constraint's refusal is
+        a UniqueViolation."""
+        *before, final = (sql,) if isinstance(sql, str) else sql
+        try:
+            for statement in before:
+                await self._conn.execute(statement, *args)
+            return await last(final, *args)
+        except asyncpg.UniqueViolationError as exc:
+            raise UniqueViolation(str(exc)) from exc
 
 
 class PostgresJobStore(JobCore):
@@ -469,7 +409,7 @@ class PostgresJobStore(JobCore):
 
     def _payload(self, when: datetime) -> str:
         """The NOTIFY payload announcing ``when``: this store's instance and the time in µs."""
-        return f"{self._instance} {(when - EPOCH) // _MICROSECOND}"
+        return f"{self._instance} {(when - EPOCH) // ONE_US}"
 
     def _dispatch_wake(self, when: datetime) -> None:
         self._feeds.wake(when)
@@ -568,7 +508,7 @@ class PostgresJobStore(JobCore):
                     log.info("Reconnected the wake-up listener to %s", self._where)
                     self._wake_from_loop(due)
                     # Broadcasts sent while it was down are lost: say so.
-                    self._sidecar.run_in_trio(self._dispatch_broadcast, None)
+                    self._sidecar.run_in_trio(self._feeds.deliver, None)
                 delay = 0.05
                 await _wait_closed(conn)
             except asyncio.CancelledError:
@@ -776,93 +716,43 @@ class PostgresJobStore(JobCore):
 
     # --- working jobs ---------------------------------------------------------------------
 
-    async def claim(
-        self,
-        owner: str,
-        limit: int,
-        lease_seconds: float,
-        *,
-        queues: Sequence[str] | None = None,
-        due_by: datetime | None = None,
-    ) -> list[Job]:
-        _check_owner(owner)
-        lease = _check_lease(lease_seconds)
-        limit = _convert(limit, ClaimLimit, "limit")
-        if limit == 0:
-            await trio.lowlevel.checkpoint()
-            return []
-        now = self.now()
-        due = now if due_by is None else as_utc(due_by)
-        args: list[Any] = [due, limit, owner, now + lease, now]
-        sql = SQL_CLAIM
-        if queues is not None:
-            queue_list = [str(q) for q in queues]
-            if not queue_list:
-                await trio.lowlevel.checkpoint()
-                return []
-            sql = SQL_CLAIM_QUEUES
-            args.append(queue_list)
-        columns = await self._run(self._claim_in_loop, sql, args)
-        return _claimed_jobs(columns, owner, now + lease)
+    async def _claim_due(self, owner: str, limit: int, now: datetime, lease_until: datetime,
+                         due: datetime, queues: list[str] | None) -> list[Job]:
+        args = [due, limit, owner, lease_until, now, *([] if queues is None else [queues])]
+        sql = SQL_CLAIM if queues is None else SQL_CLAIM_QUEUES
+        return _claimed_jobs(await self._run(self._fetchrow, sql, *args), owner, lease_until)
 
-    async def _claim_in_loop(self, sql: str, args: list[Any]) -> Any:
-        return await self._fetchrow(sql, *args)
+    async def _extend_leases(self, owner: str, ids: list[int], lease_until: datetime) -> set[int]:
+        records = await self._run(self._fetch, SQL_HEARTBEAT, owner, ids, lease_until)
+        return {record[0] for record in records}
 
-    async def heartbeat(self, owner: str, job_ids: Sequence[int], lease_seconds: float) -> list[int]:
-        _check_owner(owner)
-        lease = _check_lease(lease_seconds)
-        ids = _check_ids(job_ids)
-        if not ids:
-            await trio.lowlevel.checkpoint()
-            return []
-        records = await self._run(self._fetch, SQL_HEARTBEAT, owner, ids, self.now() + lease)
-        extended = {r[0] for r in records}
-        seen: set[int] = set()
-        result = []
-        for job_id in ids:
-            if job_id in extended and job_id not in seen:
-                seen.add(job_id)
-                result.append(job_id)
-        return result
-
-    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        _check_owner(owner)
-        rows = [_outcome_row(item) for item in outcomes]
-        if not rows:
-            await trio.lowlevel.checkpoint()
-            return []
-        statuses = await self._run(self._settle_in_loop, owner, self.now(), rows)
+    async def _apply_outcomes(self, owner: str, outcomes: list[Outcome],
+                              now: datetime) -> list[SettleResult]:
+        rows = list(map(outcome_row, outcomes))
+        statuses = await self._run(self._settle_in_loop, owner, now, rows)
         return [SettleResult(row[0], status) for row, status in zip(rows, statuses)]
 
     async def _settle_in_loop(
         self, owner: str, now: datetime, rows: list[tuple[Any, ...]]
     ) -> list[SettleStatus]:
-        assert self._pool is not None
-        ids = [row[0] for row in rows]
-        if len(set(ids)) == len(ids):
-            statuses, wake = await self._settle_rows(self._pool, owner, now, rows)
-        else:
-            # The same job twice in one batch: apply in order, in one transaction, so a repeat
-            # sees the first (ALREADY) as it would in two calls.
-            statuses, wake = [], None
-            async with self._pool.acquire() as conn, conn.transaction():
-                for row in rows:
-                    (status,), when = await self._settle_rows(conn, owner, now, [row])
-                    statuses.append(status)
-                    if when is not None and (wake is None or when < wake):
-                        wake = when
+        if len({row[0] for row in rows}) < len(rows):
+            # The same job twice in one batch: one by one, in order, in one transaction, so a
+            # repeat sees the first (ALREADY) as it would in two calls.
+            return await self._in_transaction(
+                lambda tx: settle_in_order(tx, QUERIES, self._to_db, owner, rows, now), True)
+        statuses, wake = await self._settle_rows(owner, now, rows)
         self._wake_from_loop(wake)
         return statuses
 
     async def _settle_rows(
-        self, db: Any, owner: str, now: datetime, rows: list[tuple[Any, ...]]
+        self, owner: str, now: datetime, rows: list[tuple[Any, ...]]
     ) -> tuple[list[SettleStatus], datetime | None]:
+        """Loop thread: settle outcomes of distinct jobs in one statement."""
+        db = self._pool
+        assert db is not None
         ids = [row[0] for row in rows]
         attempts = [row[1] for row in rows]
-        if all(row[2] == "completed" for row in rows) and (
-            0 < min(ids) and max(ids) < MAX_KEYED_ID and 0 < min(attempts)
-            and max(attempts) < KEY_SHIFT
-        ):
+        if all(row[2] == "completed" for row in rows) and keyable(ids, attempts):
             keys = [job_id * KEY_SHIFT + attempt for job_id, attempt in zip(ids, attempts)]
             count, applied = await db.fetchrow(SQL_COMPLETE, owner, now, ids, keys)
             if count == len(rows):
@@ -874,8 +764,7 @@ class PostgresJobStore(JobCore):
                 if statuses[ord_ - 1] is SettleStatus.LEASE_LOST:
                     statuses[ord_ - 1] = SettleStatus.ALREADY
             return statuses, None
-        columns = [ids, attempts, [row[2] for row in rows], [row[3] for row in rows],
-                   [row[4] for row in rows], [row[5] for row in rows]]  # fmt: skip
+        columns = [list(column) for column in zip(*rows)]
         # Announce the earliest time these outcomes could make due; if some do not apply (lease
         # lost) the wake-up is merely early, which costs a listener one look.
         earliest = min(
@@ -895,39 +784,19 @@ class PostgresJobStore(JobCore):
                 wake = when
         return statuses, wake
 
-    async def release_expired(self) -> ExpiredLeases:
-        now = self.now()
-        return await self._run(self._release_expired_in_loop, now)
-
-    async def _release_expired_in_loop(self, now: datetime) -> ExpiredLeases:
-        assert self._pool is not None
-        async with self._pool.acquire() as conn, conn.transaction():
-            records = await conn.fetch(SQL_RELEASE_EXPIRED, now, EXPIRED_ERROR)
-            released = [r[0] for r in records if r[1] == "pending"]
-            dead = [r[0] for r in records if r[1] == "dead"]
-            if released:
-                await conn.execute(SQL_NOTIFY, self._payload(now))
-        if released:
-            self._wake_from_loop(now)
-        return ExpiredLeases(released=released, dead=dead)
-
     async def tidy(self) -> None:
         # Plain VACUUM never blocks reads or writes; after a purge it makes the dead rows'
         # space reusable and refreshes statistics sooner than autovacuum would.
         for table in self.tables:
             await self._run(self._execute, f"VACUUM (ANALYZE) {table}")
 
-    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
+    async def _earliest_due(self, queues: list[str] | None) -> datetime | None:
         # Written as the claim index's own order with LIMIT 1, so the plan is an index scan
         # whatever the statistics said when asyncpg prepared it: a plan cached while the table
         # was tiny (a seq scan) would otherwise read every pending row once it has grown.
         if queues is None:
-            return await self._run(self._fetchval, _NEXT_DUE.format(queues=""))
-        return await self._run(
-            self._fetchval, _NEXT_DUE.format(queues="AND queue = ANY($1::text[])"),
-            [str(q) for q in queues],
-        )
-
+            return await self._run(self._fetchval, SQL_NEXT_DUE)
+        return await self._run(self._fetchval, SQL_NEXT_DUE_QUEUES, queues)
 
     # --- broadcasts ------------------------------------------------------------------------
 
@@ -945,10 +814,7 @@ class PostgresJobStore(JobCore):
         except (binascii.Error, ValueError):
             log.warning("Ignoring a malformed broadcast %r", payload[:100])
             return
-        self._sidecar.run_in_trio(self._dispatch_broadcast, message)
-
-    def _dispatch_broadcast(self, message: bytes | None) -> None:
-        self._feeds.deliver(message)
+        self._sidecar.run_in_trio(self._feeds.deliver, message)
 
 
 # --- module helpers ------------------------------------------------------------------------------
@@ -956,53 +822,10 @@ class PostgresJobStore(JobCore):
 
 async def migrate(conn: asyncpg.Connection, components: Sequence[SchemaComponent] = (JOBS,),
                   legacy: Legacy | None = None) -> dict[str, int]:
-    """Create or upgrade ``components`` to their latest version (legacy migrations first, for a
-    database with a single-track version); return the versions found before.
-
-    Runs in one transaction under a transaction-level advisory lock, so processes starting at
-    once apply each migration exactly once. Raises SchemaError for a newer schema.
-    """
+    """Create or upgrade ``components`` in one transaction (see :func:`core.migrate`); return
+    the component versions found before."""
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK)
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS thotto_schema (id integer PRIMARY KEY CHECK (id = 1), "
-            "version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now());"
-            "CREATE TABLE IF NOT EXISTS thotto_schema_versions (component text PRIMARY KEY, "
-            "version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())")
-        version = await conn.fetchval("SELECT version FROM thotto_schema WHERE id = 1") or 0
-        if version > PER_COMPONENT:
-            raise newer_schema(version)
-        found: dict[str, int] = {}
-        if version == PER_COMPONENT:
-            found = dict(await conn.fetch("SELECT component, version FROM thotto_schema_versions"))
-        elif version:
-            scripts, found = legacy_steps(version, legacy, components)
-            for number, script in scripts:
-                await _run_migration(conn, f"legacy {number}", script, legacy.backfills.get(number))
-        for name, number, script in component_steps(found, components):
-            await _run_migration(conn, f"{name} {number}", script)
-            await conn.execute(
-                "INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2) "
-                "ON CONFLICT (component) DO UPDATE SET version = $2, migrated_at = now()",
-                name, number)
-        if version != PER_COMPONENT:
-            await conn.executemany(  # the component versions a legacy database is at now
-                "INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2) "
-                "ON CONFLICT (component) DO NOTHING", list(found.items()))
-            await conn.execute(
-                "INSERT INTO thotto_schema (id, version) VALUES (1, $1) "
-                "ON CONFLICT (id) DO UPDATE SET version = $1, migrated_at = now()", PER_COMPONENT)
-    return found
-
-
-async def _run_migration(conn: asyncpg.Connection, which: str, script: str,
-                         backfill: Callable[[Any], Awaitable[None]] | None = None) -> None:
-    try:
-        await conn.execute(script)
-        if backfill is not None:
-            await backfill(conn)
-    except asyncpg.PostgresError as exc:
-        raise SchemaError(f"Migration {which} failed (nothing was changed): {exc}") from exc
+        return await migrate_schema(_PostgresTx(conn), QUERIES, components, legacy)
 
 
 async def _wait_closed(conn: asyncpg.Connection, ping_every: float = 10.0) -> None:

@@ -14,11 +14,12 @@ tables. Layout of the dialect, top to bottom (what both dialects share is in
 * **The lock**: one process per file (``fcntl.flock`` on ``<path>.lock``); a second open in the same
   process is refused too.
 * **Schema**: each component's migrations (``sql/sqlite_0001_jobs.sql``..., then a product's),
-  applied in order in one transaction on open; the table ``schema_versions`` holds the version
-  each component reached (:data:`~thotto.store.jobs.core.PER_COMPONENT`).
+  applied in order in one transaction on open (:func:`~thotto.store.jobs.core.migrate`); the
+  table ``schema_versions`` holds the version each component reached
+  (:data:`~thotto.store.jobs.core.PER_COMPONENT`).
 * **SqliteJobStore**: the core's transactions run as functions of the connection on the writer or
-  the reader; the hot paths (enqueue, claim, heartbeat, settle, release_expired, next_due) are
-  this dialect's own code.
+  the reader; the hot paths' statements (enqueue, claim, heartbeat, settle, next_due) are this
+  dialect's own code.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import sqlite3
 import threading
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, TypeVar
 
 import msgspec
@@ -44,7 +45,6 @@ import trio
 from thotto.engine.clock import wait_for_thread
 from thotto.engine.errors import (
     ConfigError,
-    SchemaError,
     StoreError,
     StoreLocked,
     StoreUnavailable,
@@ -54,17 +54,10 @@ from thotto.files import PRIVATE_FILE, create_private_file
 from thotto.engine.jobs import (
     UTC,
     Completed,
-    Dead,
-    Deferred,
     EnqueueResult,
-    ExpiredLeases,
-    FailureCause,
     Job,
-    JobState,
     NewJob,
     Outcome,
-    Released,
-    Retry,
     SettleResult,
     SettleStatus,
     utcnow,
@@ -73,25 +66,25 @@ from thotto.engine.jobs import (
 from thotto.engine.store.base import NowFunction
 from thotto.store.base import check_broadcast
 from thotto.store.jobs.core import (
-    EXPIRED_ERROR,
-    ClaimLimit,
-    PER_COMPONENT,
+    ATTEMPT,
+    EPOCH,
+    JOB_ID,
+    KEY_SHIFT,
+    ONE_US,
     SchemaComponent,
     JobCore,
     Legacy,
-    LeaseSeconds,
-    Owner,
     Tx,
     UniqueViolation,
-    check,
-    check_ids,
-    check_queues,
-    component_steps,
-    legacy_steps,
+    check_time,
+    claimed_jobs,
+    keyable,
     load_queries,
     migration_files,
-    newer_schema,
+    migrate,
+    outcome_row,
     run_now,
+    settle_in_order,
 )
 
 log = logging.getLogger(__name__)
@@ -115,22 +108,10 @@ CHECKPOINT_PAUSE = 0.05  # seconds between checkpoints while writes keep coming
 
 # --- times --------------------------------------------------------------------------------------
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-ONE_US = timedelta(microseconds=1)
-INT64_LIMIT = 2**63  # SQLite INTEGERs are signed 64-bit
-
 
 def _us(value: Any, field: str) -> int:
     """Microseconds since the epoch of an aware datetime; anything else is a ValidationError."""
-    if not isinstance(value, datetime):
-        raise ValidationError(f"{field} must be a datetime, got {type(value).__name__}", field)
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise ValidationError(
-            f"{field} {value.isoformat()} has no time zone; give an offset, "
-            "e.g. 2026-01-01T09:00:00+00:00",
-            field,
-        )
-    return (value - EPOCH) // ONE_US
+    return (check_time(value, field) - EPOCH) // ONE_US
 
 
 def _dt(us: int) -> datetime:
@@ -138,23 +119,7 @@ def _dt(us: int) -> datetime:
     return EPOCH + ONE_US * us
 
 
-class _Times(dict):
-    """Stored times → datetimes, converted once per batch (rows of a batch share many times)."""
-
-    def __init__(self) -> None:
-        super().__init__({None: None})
-
-    def __missing__(self, us: int) -> datetime:
-        value = self[us] = EPOCH + ONE_US * us
-        return value
-
-
 # --- validation ----------------------------------------------------------------------------------
-
-_OUTCOME_TYPES = (Completed, Retry, Dead, Deferred, Released)
-_JOB_ID = operator.attrgetter("job_id")
-_ATTEMPT = operator.attrgetter("attempt")
-
 
 #: Shapes of jobs that passed validated(): bulk and repeated jobs share queue, kind, priority and
 #: limits, so each shape is validated in full once (~3 µs) and then only looked up (~0.2 µs).
@@ -181,32 +146,6 @@ def _job_row(job: Any, now: datetime, now_us: int) -> tuple[tuple, datetime]:
            job.dedupe_key, now_us)
     return row, run_at
 
-
-def _check_outcome(item: Any) -> Outcome:
-    """One settle outcome, validated; ``Completed`` and ``Released`` only carry two ints."""
-    kind = type(item)
-    if kind is Completed or kind is Released:
-        if type(item.job_id) is int and type(item.attempt) is int:
-            return item
-    elif kind not in _OUTCOME_TYPES:
-        raise ValidationError(
-            "Expected an outcome (Completed, Retry, Dead, Deferred or Released), "
-            f"got {kind.__name__}"
-        )
-    return validated(item)
-
-
-def _check_outcomes(outcomes: Sequence[Outcome]) -> list[Outcome]:
-    """Validated outcomes; a batch of ``Completed`` with int fields is checked at C speed."""
-    items = list(outcomes)
-    if set(map(type, items)) <= {Completed} and (
-        set(map(type, map(_JOB_ID, items))) | set(map(type, map(_ATTEMPT, items))) <= {int}
-    ):
-        return items
-    return [_check_outcome(item) for item in items]
-
-
-_check, _check_ids, _check_queues = check, check_ids, check_queues  # the hot paths' names
 
 # --- errors --------------------------------------------------------------------------------------
 
@@ -242,29 +181,18 @@ INSERT_JSON, INSERT_JSON_SAME_TIMES = QUERIES.insert_json, QUERIES.insert_json_s
 INSERT_CHUNKS = (256, 64, 16, 4, 1)
 CLAIM_ROWS, CLAIM, HEARTBEAT = QUERIES.claim_rows, QUERIES.claim, QUERIES.heartbeat
 COMPLETE_ALL, COMPLETE_MANY = QUERIES.complete_all, QUERIES.complete_many
-KEY_SHIFT = 1 << 20  # attempts stay far below (max_attempts <= 1000)
-MAX_KEYED_ID = 1 << 42  # id * KEY_SHIFT + attempt must fit in 63 bits
-TO_COMPLETED, HELD_JOB = QUERIES.to_completed, QUERIES.held_job
-TO_DEAD, TO_PENDING = QUERIES.to_dead, QUERIES.to_pending
-INSERT_ATTEMPT, ATTEMPT_RECORDED = QUERIES.insert_attempt, QUERIES.attempt_recorded
-EXPIRED, NEXT_DUE = QUERIES.expired, QUERIES.next_due
+NEXT_DUE = QUERIES.next_due
 
 
-def _placeholders(count: int) -> str:
-    return ", ".join("?" * count)
+def _queue_filters(names: list[str] | None, paused: list[str], first: int = 1) -> str:
+    """The filter for the queues ``names`` (None: every queue) but the ``paused`` ones, in a
+    statement whose parameters from ?first on are the names, then the paused queues."""
+    def numbers(start: int, count: int) -> str:
+        return ", ".join(f"?{number}" for number in range(start, start + count))
 
-
-def _queue_filter(queues: list[str] | None) -> str:
-    return "" if queues is None else f"AND queue IN ({_placeholders(len(queues))}) "
-
-
-def _numbered_queue_filter(queues: list[str] | None, first: int, *, negate: bool = False) -> str:
-    """The queue filter for a statement with numbered parameters, the queues from ?first on;
-    with ``negate``, the filter that leaves those queues out (nothing to leave out: none)."""
-    if queues is None or (negate and not queues):
-        return ""
-    numbers = ", ".join(f"?{first + index}" for index in range(len(queues)))
-    return f"AND queue {'NOT ' if negate else ''}IN ({numbers}) "
+    after = first + len(names or ())
+    wanted = "" if names is None else f"AND queue IN ({numbers(first, len(names))}) "
+    return wanted + (f"AND queue NOT IN ({numbers(after, len(paused))}) " if paused else "")
 
 
 _INSERT_SQL = {
@@ -360,36 +288,17 @@ def _prepare(conn: sqlite3.Connection, path: str) -> None:
 
 def _migrate(conn: sqlite3.Connection, path: str, components: Sequence[SchemaComponent],
              legacy: Legacy | None) -> None:
-    """Apply the migrations this database lacks (legacy ones first, if it has a single-track
-    version), all in one transaction, and record each component's version."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > PER_COMPONENT:
-        raise newer_schema(version)
-    legacy_scripts, found = [], {}
-    if version == PER_COMPONENT:
-        found = dict(conn.execute("SELECT component, version FROM schema_versions").fetchall())
-    elif version:
-        legacy_scripts, found = legacy_steps(version, legacy, components)
-    steps = component_steps(found, components)
-    if version == PER_COMPONENT and not steps:
-        return
+    """Apply the migrations this database lacks (see :func:`core.migrate`) in one transaction."""
     for name, function in (legacy.functions if legacy else {}).items():
         conn.create_function(name, 1, function, deterministic=True)
-    versions = {**found, **{name: number for name, number, _ in steps}}
-    # executescript commits any open transaction first, so the script brings its own BEGIN.
-    script = "\n".join([
-        "BEGIN IMMEDIATE;", *(text for _, text in legacy_scripts),
-        "CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, "
-        "version INTEGER NOT NULL);", *(text for _, _, text in steps),
-        *(f"INSERT OR REPLACE INTO schema_versions VALUES ('{name}', {number});"
-          for name, number in versions.items()),
-        f"PRAGMA user_version = {PER_COMPONENT};", "COMMIT;"])
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executescript(script)
-    except sqlite3.Error as exc:
+        run_now(migrate(_SqliteTx(conn), QUERIES, components, legacy))
+        conn.execute("COMMIT")
+    except BaseException:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        raise SchemaError(f"Migrating {path} to {versions} failed (nothing was changed): {exc}") from exc
+        raise
 
 
 def _connect_reader(path: str) -> sqlite3.Connection:
@@ -781,26 +690,38 @@ class _SqliteTx(Tx):
     """The core's transaction on a connection of the writer or the reader: plain calls that
     never suspend (the core's coroutine runs to its end with :func:`run_now`)."""
 
+    refused = sqlite3.Error
+
     def __init__(self, conn: sqlite3.Connection):
         super().__init__()
         self._conn = conn
 
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
+    async def fetch(self, sql: str | tuple[str, ...], *args: Any) -> list[Any]:
         return self._run(sql, args).fetchall()
 
     async def fetchrow(self, sql: str, *args: Any) -> Any:
         return self._run(sql, args).fetchone()
 
     async def execute(self, sql: str | tuple[str, ...], *args: Any) -> int:
-        for statement in (sql,) if isinstance(sql, str) else sql:
-            cursor = self._run(statement, args)
-        return cursor.rowcount
+        return self._run(sql, args).rowcount
 
-    def _run(self, sql: str, args: tuple) -> sqlite3.Cursor:
+    async def script(self, text: str) -> None:
+        # Statement by statement: executescript would commit the migration's transaction first.
+        statement = ""
+        for line in text.splitlines(keepends=True):
+            statement += line
+            if sqlite3.complete_statement(statement):
+                self._conn.execute(statement)
+                statement = ""
+        self._conn.execute(statement)  # what follows the last ";" (comments, or a statement)
+
+    def _run(self, sql: str | tuple[str, ...], args: tuple) -> sqlite3.Cursor:
         try:
-            return self._conn.execute(sql, args)
+            for statement in (sql,) if isinstance(sql, str) else sql:
+                cursor = self._conn.execute(statement, args)
         except sqlite3.IntegrityError as exc:
             raise UniqueViolation(str(exc)) from exc
+        return cursor
 
 
 @contextlib.asynccontextmanager
@@ -905,9 +826,6 @@ class SqliteJobStore(JobCore):
     ) -> Any:
         return await self._writer.call(fn, wakes, urgent)
 
-    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await self._reader.call(fn)
-
     async def _read_tx(self, fn: Callable[[Tx], Awaitable[T]]) -> T:
         return await self._reader.call(lambda conn: run_now(fn(_SqliteTx(conn))))
 
@@ -940,11 +858,8 @@ class SqliteJobStore(JobCore):
         self._paused = self._paused | {queue} if paused else self._paused - {queue}
 
     def _now_us(self) -> tuple[datetime, int]:
-        """Now (aware, UTC) and as stored. The clock is trusted to be aware: this runs on every
-        call, so it skips the checks that inputs get."""
-        now = self.now()
-        if now.tzinfo is not UTC:
-            now = now.astimezone(UTC)
+        """Now (aware, UTC) and as stored."""
+        now = self._now()
         return now, (now - EPOCH) // ONE_US
 
 
@@ -975,77 +890,43 @@ class SqliteJobStore(JobCore):
 
     # --- working jobs -----------------------------------------------------------------------------
 
-    async def claim(
-        self,
-        owner: str,
-        limit: int,
-        lease_seconds: float,
-        *,
-        queues: Sequence[str] | None = None,
-        due_by: datetime | None = None,
-    ) -> list[Job]:
-        owner = _check(owner, Owner, "owner")
-        limit = _check(limit, ClaimLimit, "limit")
-        lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
-        names = _check_queues(queues)
-        _, now_us = self._now_us()
-        due_us = now_us if due_by is None else _us(due_by, "due_by")
-        if names == [] or limit == 0:
-            await trio.lowlevel.checkpoint()
-            return []
+    async def _claim_due(self, owner: str, limit: int, now: datetime, lease_until: datetime,
+                         due: datetime, queues: list[str] | None) -> list[Job]:
         # Paused queues are left out by name: this process is the file's only one, so the set
         # it keeps is the set the table holds (nothing to read, nothing added while none is).
         paused = sorted(self._paused)
-        queues = _numbered_queue_filter(names, 6) + _numbered_queue_filter(
-            paused, 6 + len(names or ()), negate=True)
-        statements = CLAIM_ROWS.format(queues=queues), CLAIM.format(queues=queues)
-        params = (owner, now_us + lease_us, now_us, due_us, limit, *(names or ()), *paused)
+        filters = _queue_filters(queues, paused, 6)
+        statements = CLAIM_ROWS.format(queues=filters), CLAIM.format(queues=filters)
+        params = (owner, self._to_db(lease_until), self._to_db(now), self._to_db(due), limit,
+                  *(queues or ()), *paused)
         document = await self._write(lambda conn: _claim(conn, statements, params), urgent=True)
-        return _claimed_jobs(document, owner, now_us + lease_us)
+        return _claimed_jobs(document, owner, lease_until)
 
-    async def heartbeat(
-        self, owner: str, job_ids: Sequence[int], lease_seconds: float
-    ) -> list[int]:
-        owner = _check(owner, Owner, "owner")
-        ids = _check_ids(job_ids, "job_ids")
-        lease_us = round(_check(lease_seconds, LeaseSeconds, "lease_seconds") * 1_000_000)
-        _, now_us = self._now_us()
-        params = (now_us + lease_us, _ENCODE(ids).decode(), owner)  # json_each: text, not BLOB
+    async def _extend_leases(self, owner: str, ids: list[int], lease_until: datetime) -> set[int]:
+        params = (self._to_db(lease_until), _ENCODE(ids).decode(), owner)  # json_each: text
+        return await self._write(lambda conn: {row[0] for row in conn.execute(HEARTBEAT, params)})
 
-        def extend(conn: sqlite3.Connection) -> list[int]:
-            held = {row[0] for row in conn.execute(HEARTBEAT, params)}
-            return [job_id for job_id in dict.fromkeys(ids) if job_id in held]
-
-        return await self._write(extend)
-
-    async def settle(self, owner: str, outcomes: Sequence[Outcome]) -> list[SettleResult]:
-        owner = _check(owner, Owner, "owner")
-        checked = _check_outcomes(outcomes)
-        now, now_us = self._now_us()
-        if not _one_run_of_completions(checked):
+    async def _apply_outcomes(self, owner: str, outcomes: list[Outcome],
+                              now: datetime) -> list[SettleResult]:
+        now_us = self._to_db(now)
+        if not _one_run_of_completions(outcomes):
             return await self._write(
-                lambda conn: _settle(conn, owner, checked, now, now_us), wakes=True
+                lambda conn: _settle(conn, owner, outcomes, now, now_us), wakes=True
             )
         # The usual batch: its statement's parameters and its results are made here, so the
         # writer (the drain's bottleneck) only runs the statement.
-        ids = list(map(_JOB_ID, checked))
-        params = (now_us, _keys_json(ids, checked), owner)
+        ids = list(map(JOB_ID, outcomes))
+        params = (now_us, _keys_json(ids, outcomes), owner)
 
         def complete(conn: sqlite3.Connection) -> tuple[list[SettleResult] | None, None]:
-            cursor = conn.cursor()
-            if cursor.execute(COMPLETE_ALL, (*params, len(ids))).rowcount == len(ids):
+            if conn.execute(COMPLETE_ALL, (*params, len(ids))).rowcount == len(ids):
                 return None, None
-            return _complete_some(cursor, owner, checked, params, now, now_us), None
+            return _complete_some(conn, owner, outcomes, params, now), None
 
         results = await self._write(complete, wakes=True)
         if results is None:
             return list(map(SettleResult, ids, itertools.repeat(SettleStatus.OK)))
         return results
-
-    async def release_expired(self) -> ExpiredLeases:
-        now, now_us = self._now_us()
-        return await self._write(lambda conn: _release_expired(conn, now, now_us), wakes=True)
-
 
     async def tidy(self) -> None:
         # PRAGMA optimize runs ANALYZE only on tables whose statistics it judges stale. Space
@@ -1053,18 +934,12 @@ class SqliteJobStore(JobCore):
         await self._write(lambda conn: conn.execute("PRAGMA optimize").fetchall())
 
 
-    async def next_due(self, queues: Sequence[str] | None = None) -> datetime | None:
-        names = _check_queues(queues)
-        if names == []:
-            await trio.lowlevel.checkpoint()
-            return None
+    async def _earliest_due(self, queues: list[str] | None) -> datetime | None:
         paused = sorted(self._paused)
-        left_out = f"AND queue NOT IN ({_placeholders(len(paused))}) " if paused else ""
-        sql = NEXT_DUE.format(queues=_queue_filter(names) + left_out)
-        params = (*(names or ()), *paused)
-        row = await self._read(lambda conn: conn.execute(sql, params).fetchone())
+        sql = NEXT_DUE.format(queues=_queue_filters(queues, paused))
+        params = (*(queues or ()), *paused)
+        row = await self._reader.call(lambda conn: conn.execute(sql, params).fetchone())
         return None if row is None else _dt(row[0])
-
 
     # --- broadcasts -------------------------------------------------------------------------------
 
@@ -1205,171 +1080,78 @@ def _claim(conn: sqlite3.Connection, statements: tuple[str, str], params: tuple)
 _DECODE = msgspec.json.Decoder().decode
 
 
-def _claimed_jobs(document: str, owner: str, lease_until_us: int) -> list[Job]:
+def _claimed_jobs(document: str, owner: str, lease_until: datetime) -> list[Job]:
     """The Job records of a claim's JSON document, built on the Trio side (off the writer)."""
-    times = _Times()
-    lease_until, processing, unhex = times[lease_until_us], JobState.PROCESSING, bytes.fromhex
-    return [
-        Job(row[0], row[1], row[2], unhex(row[3]), row[4], times[row[5]], processing, row[6],
-            row[7], row[8], owner, lease_until, times[row[9]], None, row[10])
-        for row in _DECODE(document)
-    ]
-
-
-#: History outcomes that an outcome type may have written (a Retry on the last attempt is dead).
-_RECORDED_AS = {
-    Retry: ("retry", "dead"),
-    Dead: ("dead",),
-    Deferred: ("deferred",),
-    Released: ("released",),
-}
+    columns = list(zip(*_DECODE(document)))
+    if not columns:
+        return []
+    # Each distinct time converted once: the jobs of a claim share many of them.
+    time = {us: EPOCH + ONE_US * us for us in {*columns[5], *columns[9]}}.__getitem__
+    columns[3], columns[5], columns[9] = (map(bytes.fromhex, columns[3]), map(time, columns[5]),
+                                          map(time, columns[9]))
+    return claimed_jobs(columns, owner, lease_until)
 
 
 def _settle(
     conn: sqlite3.Connection, owner: str, outcomes: list[Outcome], now: datetime, now_us: int
 ) -> tuple[list[SettleResult], datetime | None]:
-    """Apply outcomes in order: runs of completions in one UPDATE each, the rest one by one.
-    (A batch that is one run of completions takes a shorter way: :meth:`SqliteJobStore.settle`.)"""
-    cursor = conn.cursor()
-    results, wakes = [], []
-    for run in _runs(outcomes):
-        if type(run[0]) is Completed:
-            results += _complete_many(cursor, owner, run, now, now_us)
-            continue
-        status, wake = _settle_other(cursor, owner, run[0], now, now_us)
-        results.append(SettleResult(run[0].job_id, status))
-        if wake is not None:
-            wakes.append(wake)
-    return results, min(wakes) if wakes else None
+    """Apply a batch that is not one run of completions (those take a shorter way:
+    :meth:`SqliteJobStore._apply_outcomes`). Outcomes of distinct jobs do not depend on their
+    order: the completions go in one UPDATE, the rest one by one. A batch naming a job twice is
+    applied one by one, in order, so that the repeat sees the first."""
+    distinct = len(set(map(JOB_ID, outcomes))) == len(outcomes)
+    completions = [item for item in outcomes if distinct and type(item) is Completed
+                   and keyable([item.job_id], [item.attempt])]
+    done = {result.job_id: result for result in
+            (_complete_many(conn, owner, completions, now, now_us) if completions else ())}
+    tx = _SqliteTx(conn)
+    rest = iter(_in_order(tx, owner, [item for item in outcomes if item.job_id not in done], now))
+    results = [done[item.job_id] if item.job_id in done else next(rest) for item in outcomes]
+    return results, tx.earliest
+
+
+def _in_order(tx: _SqliteTx, owner: str, outcomes: list[Outcome],
+              now: datetime) -> list[SettleResult]:
+    rows = list(map(outcome_row, outcomes))
+    statuses = run_now(settle_in_order(tx, QUERIES, SqliteJobStore._to_db, owner, rows, now))
+    return list(map(SettleResult, map(JOB_ID, outcomes), statuses))
 
 
 def _one_run_of_completions(outcomes: list[Outcome]) -> bool:
-    """Whether the batch is one run for :func:`_complete_many` (the usual batch of a worker),
-    checked with C-level passes instead of :func:`_runs`' loop."""
+    """Whether the batch is completions of distinct jobs, each with its key (the usual batch
+    of a worker), checked with C-level passes."""
     if not outcomes or set(map(type, outcomes)) != {Completed}:
         return False
-    ids, attempts = list(map(_JOB_ID, outcomes)), list(map(_ATTEMPT, outcomes))
-    return (
-        len(set(ids)) == len(ids)
-        and 0 < min(ids) and max(ids) < MAX_KEYED_ID
-        and 0 < min(attempts) and max(attempts) < KEY_SHIFT
-    )
-
-
-def _runs(outcomes: list[Outcome]) -> Iterator[list[Outcome]]:
-    """Split outcomes into runs of completions of distinct jobs (applying a run at once gives
-    what applying it in order gives) and single other outcomes, in order."""
-    run: list[Outcome] = []
-    ids: set[int] = set()
-    for item in outcomes:
-        keyed = (
-            type(item) is Completed
-            and 0 < item.attempt < KEY_SHIFT
-            and 0 < item.job_id < MAX_KEYED_ID
-        )
-        if run and (not keyed or item.job_id in ids):
-            yield run
-            run, ids = [], set()
-        if keyed:
-            run.append(item)
-            ids.add(item.job_id)
-        else:
-            yield [item]
-    if run:
-        yield run
+    ids = list(map(JOB_ID, outcomes))
+    return len(set(ids)) == len(ids) and keyable(ids, list(map(ATTEMPT, outcomes)))
 
 
 def _complete_many(
-    cursor: sqlite3.Cursor, owner: str, run: list[Completed], now: datetime, now_us: int
+    conn: sqlite3.Connection, owner: str, run: list[Completed], now: datetime, now_us: int
 ) -> list[SettleResult]:
     """Complete held jobs with one UPDATE and no history row."""
-    ids = list(map(_JOB_ID, run))
+    ids = list(map(JOB_ID, run))
     params = (now_us, _keys_json(ids, run), owner)
-    if cursor.execute(COMPLETE_ALL, (*params, len(run))).rowcount == len(run):
+    if conn.execute(COMPLETE_ALL, (*params, len(run))).rowcount == len(run):
         return list(map(SettleResult, ids, itertools.repeat(SettleStatus.OK)))
-    return _complete_some(cursor, owner, run, params, now, now_us)
+    return _complete_some(conn, owner, run, params, now)
 
 
 def _keys_json(ids: list[int], run: list[Completed]) -> str:
     """The keys id * 2**20 + attempt of a run of completions, as JSON text (json_each)."""
     shifted = map(operator.mul, ids, itertools.repeat(KEY_SHIFT))
-    return _ENCODE(list(map(operator.add, shifted, map(_ATTEMPT, run)))).decode()
+    return _ENCODE(list(map(operator.add, shifted, map(ATTEMPT, run)))).decode()
 
 
-def _complete_some(
-    cursor: sqlite3.Cursor, owner: str, run: list[Completed], params: tuple, now: datetime,
-    now_us: int,
-) -> list[SettleResult]:
+def _complete_some(conn: sqlite3.Connection, owner: str, run: list[Completed], params: tuple,
+                   now: datetime) -> list[SettleResult]:
     """Complete those of the run that are held (COMPLETE_ALL changed nothing) and sort the rest
     into ALREADY and LEASE_LOST."""
-    done_ids = {row[0] for row in cursor.execute(COMPLETE_MANY, params)}
-    return [
-        SettleResult(item.job_id, SettleStatus.OK) if item.job_id in done_ids
-        else SettleResult(item.job_id, _settle_other(cursor, owner, item, now, now_us)[0])
-        for item in run
-    ]
-
-
-def _settle_other(
-    cursor: sqlite3.Cursor, owner: str, item: Outcome, now: datetime, now_us: int
-) -> tuple[SettleStatus, datetime | None]:
-    """Settle one outcome that is not a plain completion of a held job."""
-    row = cursor.execute(HELD_JOB, (item.job_id,)).fetchone()
-    if row is None or row[0] != "processing" or row[3] != owner or row[1] != item.attempt:
-        already = row is not None and _already_recorded(cursor, owner, item, row)
-        return (SettleStatus.ALREADY if already else SettleStatus.LEASE_LOST), None
-    started_us, kind = row[4], type(item)
-    if kind is Completed:  # only for attempts outside the keyed range, which no claim makes
-        cursor.execute(TO_COMPLETED, (now_us, item.job_id))
-        return SettleStatus.OK, None
-    if kind is Dead or (kind is Retry and row[1] >= row[2]):
-        _record_attempt(cursor, item, owner, started_us, now_us, "dead", item.error)
-        cause = item.cause.value if kind is Dead else FailureCause.SYSTEM.value
-        cursor.execute(TO_DEAD, (now_us, item.error, cause, item.job_id))
-        return SettleStatus.OK, None
-    run_at = now if kind is Released else item.run_at.astimezone(UTC)
-    refund = 0 if kind is Retry else 1
-    error = item.error if kind is Retry else item.reason if kind is Deferred else None
-    _record_attempt(cursor, item, owner, started_us, now_us, _RECORDED_AS[kind][0], error)
-    last_error = error if kind is Retry else None
-    cursor.execute(TO_PENDING, (_us(run_at, "run_at"), refund, last_error, item.job_id))
-    return SettleStatus.OK, run_at
-
-
-def _already_recorded(cursor: sqlite3.Cursor, owner: str, item: Outcome, row: tuple) -> bool:
-    """Whether this very outcome (same owner, attempt and result) was recorded before."""
-    if type(item) is Completed:
-        return row[0] == "completed" and row[3] == owner and row[1] == item.attempt
-    names = _RECORDED_AS[type(item)]
-    sql = ATTEMPT_RECORDED.format(_placeholders(len(names)))
-    return cursor.execute(sql, (item.job_id, item.attempt, owner, *names)).fetchone() is not None
-
-
-def _record_attempt(
-    cursor: sqlite3.Cursor, item: Outcome, owner: str | None, started_us: int, now_us: int,
-    outcome_name: str, error: str | None,
-) -> None:
-    cursor.execute(
-        INSERT_ATTEMPT, (item.job_id, item.attempt, owner, started_us, now_us, outcome_name, error)
-    )
-
-
-def _release_expired(
-    conn: sqlite3.Connection, now: datetime, now_us: int
-) -> tuple[ExpiredLeases, datetime | None]:
-    expired = conn.execute(EXPIRED, (now_us,)).fetchall()
-    released, dead = [], []
-    for job_id, attempt, max_attempts, owner, started_us in expired:
-        last = attempt >= max_attempts
-        error = EXPIRED_ERROR + ("; no attempts left" if last else "")
-        conn.execute(INSERT_ATTEMPT, (job_id, attempt, owner, started_us, now_us, "expired", error))
-        if last:
-            conn.execute(TO_DEAD, (now_us, error, FailureCause.SYSTEM.value, job_id))
-            dead.append(job_id)
-        else:
-            conn.execute(TO_PENDING, (now_us, 0, error, job_id))
-            released.append(job_id)
-    return ExpiredLeases(released=released, dead=dead), now if released else None
+    done_ids = {row[0] for row in conn.execute(COMPLETE_MANY, params)}
+    unheld = [item for item in run if item.job_id not in done_ids]
+    rest = iter(_in_order(_SqliteTx(conn), owner, unheld, now))
+    return [SettleResult(item.job_id, SettleStatus.OK) if item.job_id in done_ids else next(rest)
+            for item in run]
 
 
 __all__ = ["open_sqlite_job_store", "SqliteJobStore", "JOBS", "QUERIES"]

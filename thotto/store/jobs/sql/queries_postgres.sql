@@ -94,6 +94,36 @@ SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id =
 SELECT attempt, owner, started_at, finished_at, outcome, error FROM job_attempts
 WHERE job_id = $1 ORDER BY id
 
+-- === the schema's versions (core.migrate, in one transaction) ================================
+
+-- Processes starting at once apply each migration exactly once: the transaction-level advisory
+-- lock (key 0x7407_7000_5C4E_3A01, "thotto" in hex-ish) serialises them.
+-- name: prepare_schema
+SELECT pg_advisory_xact_lock(8360774380087556609);
+CREATE TABLE IF NOT EXISTS thotto_schema (id integer PRIMARY KEY CHECK (id = 1),
+    version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now());
+CREATE TABLE IF NOT EXISTS thotto_schema_versions (component text PRIMARY KEY,
+    version integer NOT NULL, migrated_at timestamptz NOT NULL DEFAULT now())
+
+-- name: schema_version
+SELECT version FROM thotto_schema WHERE id = 1
+
+-- name: component_versions
+SELECT component, version FROM thotto_schema_versions
+
+-- name: set_component_version
+INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2)
+ON CONFLICT (component) DO UPDATE SET version = $2, migrated_at = now()
+
+-- name: keep_component_version
+INSERT INTO thotto_schema_versions (component, version) VALUES ($1, $2)
+ON CONFLICT (component) DO NOTHING
+
+-- {version}: core.PER_COMPONENT, filled in by core.migrate.
+-- name: set_schema_version
+INSERT INTO thotto_schema (id, version) VALUES (1, {version})
+ON CONFLICT (id) DO UPDATE SET version = {version}, migrated_at = now()
+
 -- === the hot paths (thotto/store/postgres.py fills the {templates}) ===========================
 
 -- name: notify
@@ -261,6 +291,30 @@ FROM done
 SELECT u.ord FROM unnest($2::bigint[], $3::int[]) WITH ORDINALITY AS u(id, attempt, ord)
 JOIN jobs j ON j.id = u.id
 WHERE j.state = 'completed' AND j.attempt = u.attempt AND j.lease_owner = $1
+
+-- The rare settle path, one outcome at a time (core.settle_in_order): a batch naming a job twice.
+-- name: held_job
+SELECT state, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE id = $1 FOR UPDATE
+
+-- name: to_completed
+UPDATE jobs SET state = 'completed', finished_at = $1, lease_until = NULL WHERE id = $2
+
+-- name: to_dead
+UPDATE jobs SET state = 'dead', finished_at = $1, lease_until = NULL, last_error = $2,
+    failure_cause = $3 WHERE id = $4
+
+-- name: to_pending
+UPDATE jobs SET state = 'pending', run_at = $1, attempt = attempt - $2, lease_owner = NULL,
+    lease_until = NULL, last_error = coalesce($3, last_error) WHERE id = $4
+
+-- name: insert_attempt
+INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+
+-- The outcomes an outcome may have recorded (a Retry: retry, or dead on the last attempt).
+-- name: attempt_recorded
+SELECT 1 FROM job_attempts WHERE job_id = $1 AND attempt = $2 AND owner = $3
+    AND outcome IN ($4, $5)
 
 -- name: release_expired
 WITH upd AS (

@@ -98,6 +98,27 @@ SELECT state, attempt, lease_owner, started_at, finished_at FROM jobs WHERE id =
 SELECT attempt, owner, started_at, finished_at, outcome, error FROM job_attempts
 WHERE job_id = ?1 ORDER BY id
 
+-- === the schema's versions (core.migrate, in the writer's BEGIN IMMEDIATE) ====================
+
+-- name: prepare_schema
+CREATE TABLE IF NOT EXISTS schema_versions (component TEXT PRIMARY KEY, version INTEGER NOT NULL)
+
+-- name: schema_version
+PRAGMA user_version
+
+-- name: component_versions
+SELECT component, version FROM schema_versions
+
+-- name: set_component_version
+INSERT OR REPLACE INTO schema_versions (component, version) VALUES (?1, ?2)
+
+-- name: keep_component_version
+INSERT OR IGNORE INTO schema_versions (component, version) VALUES (?1, ?2)
+
+-- {version}: core.PER_COMPONENT, filled in by core.migrate (a PRAGMA takes no parameters).
+-- name: set_schema_version
+PRAGMA user_version = {version}
+
 -- === the hot paths (thotto/store/sqlite.py fills the {templates}) =============================
 
 -- name: insert_job
@@ -184,13 +205,24 @@ UPDATE jobs SET state = 'pending', run_at = ?, attempt = attempt - ?, lease_owne
 INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error) VALUES (?, ?,
     ?, ?, ?, ?, ?)
 
--- {}: the outcomes an outcome type may have recorded.
+-- The outcomes an outcome may have recorded (a Retry: retry, or dead on the last attempt).
 -- name: attempt_recorded
-SELECT 1 FROM job_attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN ({})
+SELECT 1 FROM job_attempts WHERE job_id = ? AND attempt = ? AND owner = ? AND outcome IN (?, ?)
 
--- name: expired
-SELECT id, attempt, max_attempts, lease_owner, started_at FROM jobs WHERE state = 'processing' AND
-    lease_until < ?
+-- Records each expired lease's attempt, then hands its job back (dead on its last attempt):
+-- ?1 now, ?2 the error (see core.EXPIRED_ERROR). Rows: (id, new state).
+-- name: release_expired
+INSERT INTO job_attempts (job_id, attempt, owner, started_at, finished_at, outcome, error)
+    SELECT id, attempt, lease_owner, started_at, ?1, 'expired', CASE WHEN attempt >= max_attempts
+    THEN ?2 || '; no attempts left' ELSE ?2 END FROM jobs WHERE state = 'processing' AND
+    lease_until < ?1 ORDER BY id;
+UPDATE jobs SET state = CASE WHEN attempt >= max_attempts THEN 'dead' ELSE 'pending' END,
+    run_at = CASE WHEN attempt >= max_attempts THEN run_at ELSE ?1 END,
+    lease_owner = CASE WHEN attempt >= max_attempts THEN lease_owner END, lease_until = NULL,
+    finished_at = CASE WHEN attempt >= max_attempts THEN ?1 ELSE finished_at END,
+    last_error = CASE WHEN attempt >= max_attempts THEN ?2 || '; no attempts left' ELSE ?2 END,
+    failure_cause = CASE WHEN attempt >= max_attempts THEN 'system' ELSE failure_cause END
+WHERE state = 'processing' AND lease_until < ?1 RETURNING id, state
 
 -- {queues}: the queue filter, and the paused queues left out.
 -- name: next_due
