@@ -320,6 +320,8 @@ class Feeds:
         return feed
 
     def wake(self, when: datetime) -> None:
+        if not self._wakeups:  # the usual case of a process running no ticker: skip the copy
+            return
         for feed in list(self._wakeups):
             feed.put_nowait(when)
 
