@@ -320,7 +320,7 @@ class Feeds:
         return feed
 
     def wake(self, when: datetime) -> None:
-        if not self._wakeups:  # the usual case of a process running no ticker: skip the copy
+        if not self._wakeups:  # nobody listens (no ticker in this process): skip the copy
             return
         for feed in list(self._wakeups):
             feed.put_nowait(when)
