@@ -283,6 +283,29 @@ async def test_coalescer_cancelled_caller_withdraws_its_item():
     assert flushed == [1, 3]
 
 
+async def test_coalescer_on_results_runs_in_trio_before_callers_resume_even_cancelled_ones():
+    gate = asyncio.Event()
+    seen: list[tuple[list[int], bool]] = []
+
+    async def flush(items: list[int]) -> list[int]:
+        await gate.wait()
+        return [item * 10 for item in items]
+
+    def on_results(results: list) -> None:
+        in_trio = threading.current_thread() is threading.main_thread()  # not the loop thread
+        seen.append(([result.value for result in results], in_trio))  # unwrap is the caller's
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1, on_results=on_results)
+        with trio.move_on_after(0.05):
+            await coalescer.submit(1)  # taken by the flusher, then its caller gives up
+        sidecar.call_soon(gate.set)
+        assert (await coalescer.submit(2)).unwrap() == 20
+        # Each flush's results were seen in Trio, and before the caller of 2 resumed.
+        assert seen == [([10], True), ([20], True)]
+        await coalescer.aclose()
+
+
 async def test_coalescer_close_fails_waiting_callers():
     async def flush(items: list[int]) -> list[int]:
         await asyncio.sleep(30)

@@ -360,8 +360,14 @@ class _Pending:
         self.abandoned = False
 
 
-def _deliver(batch: list[_Pending], results: list[outcome.Outcome[Any]]) -> None:
-    """Trio thread: hand each still-waiting caller its own result."""
+def _deliver(
+    batch: list[_Pending],
+    results: list[outcome.Outcome[Any]],
+    on_results: Callable[[list[outcome.Outcome[Any]]], None] | None = None,
+) -> None:
+    """Trio thread: run ``on_results``, then hand each still-waiting caller its own result."""
+    if on_results is not None:
+        on_results(results)
     for pending, result in zip(batch, results):
         if not pending.abandoned:
             pending.abandoned = True
@@ -379,7 +385,9 @@ class Coalescer(Generic[I, R]):
     carries many calls, and an idle caller pays one hop.
 
     If a batch of several items fails and ``retry_singly(error)`` is true, its items are flushed
-    again one by one, so one bad item fails only its own caller. A caller cancelled before its
+    again one by one, so one bad item fails only its own caller. ``on_results(results)`` runs on
+    the Trio thread with each flush's results (cancelled callers' too) just before the callers
+    resume, in the same hand-off: what the flush must announce in Trio costs no second one. A caller cancelled before its
     item was taken withdraws it; once taken, the flush goes ahead without it. :meth:`aclose`
     fails items still queued or in flight with :class:`SidecarClosed`.
     """
@@ -392,12 +400,14 @@ class Coalescer(Generic[I, R]):
         max_batch: int = 1000,
         max_flushes: int = 2,
         retry_singly: Callable[[BaseException], bool] = lambda error: False,
+        on_results: Callable[[list[outcome.Outcome[R]]], None] | None = None,
     ):
         self._sidecar = sidecar
         self._flush = flush
         self._max_batch = max_batch
         self._max_flushes = max_flushes
         self._retry_singly = retry_singly
+        self._on_results = on_results
         # Shared by the Trio thread (submit) and the loop thread (flushers).
         self._lock = threading.Lock()
         self._queue: collections.deque[_Pending] = collections.deque()
@@ -456,7 +466,7 @@ class Coalescer(Generic[I, R]):
                         self._active -= 1
                         return
                 results = await self._flush_batch(batch)
-                self._sidecar.run_in_trio(_deliver, batch, results)
+                self._sidecar.run_in_trio(_deliver, batch, results, self._on_results)
         except BaseException:
             with self._lock:
                 self._active -= 1

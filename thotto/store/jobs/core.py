@@ -514,6 +514,8 @@ class Feeds:
         return feed
 
     def wake(self, when: datetime) -> None:
+        if not self._wakeups:  # nobody listens (no ticker in this process): skip the copy
+            return
         for feed in list(self._wakeups):
             feed.put_nowait(when)
 

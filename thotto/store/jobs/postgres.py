@@ -358,6 +358,7 @@ class PostgresJobStore(JobCore):
             self._insert_rows,
             max_flushes=enqueue_flushers,
             retry_singly=lambda error: not _is_unavailable(error),
+            on_results=self._wake_for_enqueued,
         )
 
     # --- plumbing -----------------------------------------------------------------------
@@ -655,8 +656,21 @@ class PostgresJobStore(JobCore):
         return await self._run(self._insert_jobs, _JobColumns.of_jobs(jobs, self.now()))
 
     async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[EnqueueResult]:
-        """Loop thread: the group commit of single enqueues (rows as built by enqueue)."""
-        return await self._insert_jobs(_JobColumns.of_rows(rows))
+        """Loop thread: the group commit of single enqueues (rows as built by enqueue). Its
+        wake-up is announced in Trio with the replies (see _wake_for_enqueued)."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            return await self._insert_jobs_on(conn, _JobColumns.of_rows(rows), wake_here=False)
+
+    def _wake_for_enqueued(self, results: list[outcome.Outcome[EnqueueResult]]) -> None:
+        """Trio thread: wake this store's iterators for the jobs a group commit of single
+        enqueues created, in the hand-off that brings their replies (a separate one from the
+        loop cost a second thread wake-up per enqueue). Runs before the callers resume, so a
+        caller sees its wake-up as soon as its call returns, and also for cancelled callers."""
+        created = [result.value.run_at for result in results
+                   if isinstance(result, outcome.Value) and result.value.created]
+        if created:
+            self._feeds.wake(min(created))
 
     async def _insert_jobs(
         self, cols: _JobColumns, conn: asyncpg.Connection | None = None
@@ -669,8 +683,10 @@ class PostgresJobStore(JobCore):
         return await self._insert_jobs_on(conn, cols)
 
     async def _insert_jobs_on(
-        self, conn: asyncpg.Connection, cols: _JobColumns
+        self, conn: asyncpg.Connection, cols: _JobColumns, *, wake_here: bool = True
     ) -> list[EnqueueResult]:
+        """Loop thread: insert jobs in one statement (its NOTIFY wakes other processes); this
+        store's iterators are woken from here, or by the caller when not ``wake_here``."""
         run_ats = cols.run_at
         head = (cols.queue, cols.kind, cols.payload, cols.priority, run_ats, cols.max_attempts)
         # Jobs deduplicated away make the announcement early, never late.
@@ -678,7 +694,8 @@ class PostgresJobStore(JobCore):
         if cols.dedupe_key.count(None) == len(run_ats):
             sql, args = cols.insert_statement()
             ids = await conn.fetch(sql, *args, payload)
-            self._wake_from_loop(min(run_ats))
+            if wake_here:
+                self._wake_from_loop(min(run_ats))
             return [EnqueueResult(r[0], True, run_at) for r, run_at in zip(ids, run_ats)]
         created_at = cols.created_at
         if isinstance(created_at, datetime):
@@ -711,7 +728,8 @@ class PostgresJobStore(JobCore):
                     )
                 result = EnqueueResult(found[0], False, found[1])
             results.append(result)
-        self._wake_from_loop(earliest)
+        if wake_here:
+            self._wake_from_loop(earliest)
         return results
 
     # --- working jobs ---------------------------------------------------------------------

@@ -458,18 +458,34 @@ class _Worker:
             or not self._using.acquire(blocking=False)
         ):
             return await self.call(fn, wakes)
-        request = _Request(fn, None, wakes)
         try:
-            self._commit([request])
-        except BaseException:  # a bug: leave the connection usable for the next round
-            self._abandon_transaction()
-            raise
+            result = self._transaction_here(fn)
+        except sqlite3.Error as exc:
+            raise _wrap(exc) from exc
         finally:
             self._using.release()
-        if request.wake is not None and self._on_wake is not None:
-            self._on_wake(request.wake)
+        if wakes:
+            result, wake = result
+            if wake is not None and self._on_wake is not None:
+                self._on_wake(wake)
         await trio.lowlevel.cancel_shielded_checkpoint()
-        return request.reply.unwrap()
+        return result
+
+    def _transaction_here(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+        """``fn`` alone in one transaction, on the calling thread (which holds ``_using``): the
+        round of :meth:`_commit` for one request, without its bookkeeping (a fifth of a lone
+        enqueue's time). A failure rolls back and raises."""
+        conn = self._conn
+        conn.execute(self._begin)
+        try:
+            result = fn(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            self._abandon_transaction()
+            raise
+        if self._on_commit is not None:
+            self._on_commit()
+        return result
 
     async def stop(self) -> None:
         """Finish the queued requests, close the connection, end the thread. Call it shielded."""
