@@ -36,7 +36,7 @@ import trio
 from bench.common import Result, latency_results, report
 from bench.databases import fresh_postgres_database
 from thotto.store import open_store
-from thotto.store.jobs.sqlite import WRITER_PRAGMAS
+from thotto.engine.store.sqlite import WRITER_PRAGMAS
 
 CLAIM_BATCH = 100
 PAYLOAD = b'{"post_id": 1}'

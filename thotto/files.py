@@ -80,8 +80,3 @@ def keep_data_private(data_dir: str, sqlite_file: str | None, *, uses_key_file: 
         for suffix in SQLITE_SUFFIXES:
             _tighten(database.with_name(database.name + suffix), PRIVATE_FILE)
 
-
-def create_private_file(path: str | os.PathLike[str]) -> None:
-    """Create ``path`` empty with mode 0600 if it does not exist (so that what writes it next,
-    e.g. SQLite, keeps that mode)."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE))

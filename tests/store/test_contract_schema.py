@@ -21,11 +21,11 @@ from thotto.scheduler.records import NewUser, PostContent, PostStatus
 from thotto.store import postgres as postgres_store
 from thotto.store import sqlite as sqlite_store
 from thotto.store import open_store
-from thotto.store.jobs import open_job_store
-from thotto.store.jobs.core import EPOCH
+from thotto.engine.store import open_job_store
+from thotto.engine.store.core import EPOCH
 from thotto.store.postgres import LEGACY as LEGACY_POSTGRES
 from thotto.store.sqlite import LEGACY as LEGACY_SQLITE
-from thotto.store.jobs.core import load_queries
+from thotto.engine.store.core import load_queries
 
 STORE = Path(__file__).parents[2] / "thotto" / "store"
 
@@ -38,7 +38,7 @@ def test_both_dialects_name_every_query_the_cores_run():
     jobs, product = queries_used(STORE / "jobs" / "core.py"), queries_used(STORE / "core.py")
     assert len(jobs) > 15 and len(product) > 50
     for dialect in ("sqlite", "postgres"):
-        job_queries = set(load_queries("thotto.store.jobs", f"queries_{dialect}.sql"))
+        job_queries = set(load_queries("thotto.engine.store", f"queries_{dialect}.sql"))
         product_queries = set(load_queries("thotto.store", f"queries_{dialect}.sql"))
         assert jobs <= job_queries, dialect
         assert product <= job_queries | product_queries, dialect

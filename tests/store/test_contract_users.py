@@ -13,7 +13,7 @@ from tests.store.test_contract import HASH_A, HASH_B, claim_job, link, make_acco
 from thotto.engine.errors import Conflict, InvalidTransition, NotFound, ValidationError
 from thotto.engine.jobs import JobState
 from thotto.scheduler.records import NewUser, PostStatus, Role, Tier, UserRemoval
-from thotto.store.base import BROADCAST_MAX_BYTES
+from thotto.engine.store.base import BROADCAST_MAX_BYTES
 
 
 def seconds(n: float) -> timedelta:

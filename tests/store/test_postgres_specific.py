@@ -22,7 +22,7 @@ from thotto.engine.aio import open_sidecar
 from thotto.engine.errors import SchemaError, StoreUnavailable
 from thotto.engine.jobs import UTC, Completed, NewJob
 from thotto.store import open_store
-from thotto.store.jobs.postgres import WAKEUP_CHANNEL
+from thotto.engine.store.postgres import WAKEUP_CHANNEL
 from thotto.store.postgres import SCHEMA_VERSION, open_postgres_store
 
 pytestmark = pytest.mark.postgres

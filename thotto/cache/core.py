@@ -76,7 +76,7 @@ from thotto.breaker import Breaker, BreakerConfig, Breakers, BreakerState
 from thotto.cache.local import LocalCache
 from thotto.engine.clock import Clock
 from thotto.errors import BreakerOpen
-from thotto.store.base import BROADCAST_MAX_BYTES
+from thotto.engine.store.base import BROADCAST_MAX_BYTES
 
 if TYPE_CHECKING:
     import actors

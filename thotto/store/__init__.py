@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from thotto.engine.jobs import utcnow
 from thotto.engine.store.base import NowFunction
 from thotto.store.base import Store
-from thotto.store.jobs import POSTGRES_SCHEMES, sqlite_path
+from thotto.engine.store import POSTGRES_SCHEMES, sqlite_path
 
 if TYPE_CHECKING:
     from thotto.engine.aio import Sidecar

@@ -3,7 +3,7 @@
 It extends the engine's :class:`~thotto.engine.store.base.JobStore` (jobs, attempts, cron,
 queues: the rules stated there hold here too) with users, tokens, accounts, posts, media and
 engagement. Both dialects (``sqlite.py``, ``postgres.py``: the core of :mod:`thotto.store.core` over the job
-store of :mod:`thotto.store.jobs`) subclass :class:`Store` and pass the one contract test suite in
+store of :mod:`thotto.engine.store`) subclass :class:`Store` and pass the one contract test suite in
 ``tests/store/``. Inputs arrive as the types in
 :mod:`thotto.scheduler.records` and :mod:`thotto.engine.jobs`.
 """
@@ -43,32 +43,6 @@ from thotto.scheduler.records import (
     User,
     UserRemoval,
 )
-
-#: The largest message :meth:`Store.broadcast` carries (Postgres NOTIFY payloads are < 8,000
-#: bytes, and the message travels base64-encoded).
-BROADCAST_MAX_BYTES = 5_000
-#: How many messages a :meth:`Store.broadcasts` iterator holds for a slow reader before it
-#: replaces the newest with ``None`` ("may have missed some").
-BROADCAST_BUFFER = 1_000
-
-
-def check_broadcast(message: bytes) -> bytes:
-    """``message`` if :meth:`Store.broadcast` may carry it, else ValidationError."""
-    if not isinstance(message, bytes):
-        raise ValidationError(f"A broadcast message is bytes, not {type(message).__name__}",
-                              field="message")
-    if len(message) > BROADCAST_MAX_BYTES:
-        raise ValidationError(f"A broadcast message is at most {BROADCAST_MAX_BYTES} bytes, got "
-                              f"{len(message)}; send several, or one that says less",
-                              field="message")
-    return message
-
-
-def missed_broadcasts(_older: bytes | None, _newer: bytes | None) -> None:
-    """How a full broadcasts feed merges a message into the newest waiting one: both become
-    ``None``, "messages may have been missed"."""
-    return None
-
 
 #: Media are stored in chunks of at most this many bytes, so neither storing nor reading an image
 #: holds more than one chunk of it in memory.
@@ -182,24 +156,6 @@ class Store(JobStore):
         ``list_users``, ``set_tier``, ``create_token``, ``create_account``: NotFound), and the
         name is free for a new user. Published posts stay, as history. NotFound if the user
         does not exist or was removed; Conflict if they are the last admin."""
-
-    # --- broadcasts between processes ------------------------------------------------------
-
-    @abc.abstractmethod
-    async def broadcast(self, message: bytes) -> None:
-        """Deliver ``message`` (at most :data:`BROADCAST_MAX_BYTES`, else ValidationError) to
-        the :meth:`broadcasts` iterators of every *other* store open on this database, in the
-        order sent, once this returns (Postgres: NOTIFY). Not to this store's own iterators: the
-        sender acts on it itself. SQLite: no other store can have the file open, so nothing is
-        sent."""
-
-    @abc.abstractmethod
-    def broadcasts(self) -> AsyncIterator[bytes | None]:
-        """Yield each message other stores :meth:`broadcast`, from the moment this is called
-        until the iterator is closed (or the store closes). ``None`` means messages may have
-        been missed (the listening connection was re-established, or the reader fell more than
-        1,000 messages behind): act as if everything changed. Use it as
-        ``async with contextlib.aclosing(store.broadcasts()) as messages:``."""
 
     # --- Reddit accounts -------------------------------------------------------------------
 
@@ -514,10 +470,6 @@ class Store(JobStore):
 
 __all__ = [
     "Store",
-    "BROADCAST_MAX_BYTES",
-    "BROADCAST_BUFFER",
-    "check_broadcast",
-    "missed_broadcasts",
     "POST_QUEUE",
     "POST_JOB_KIND",
     "MEDIA_CHUNK_BYTES",

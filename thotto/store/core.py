@@ -2,7 +2,7 @@
 requests, posts, recurrence, engagement, rules, media) over the job store's core, written once
 for both dialects (issue #14).
 
-:class:`CoreStore` extends :class:`thotto.store.jobs.core.JobCore` (the job tables: see it for
+:class:`CoreStore` extends :class:`thotto.engine.store.core.JobCore` (the job tables: see it for
 what a dialect supplies) with the product's cold paths; the dialects ``sqlite.py`` and
 ``postgres.py`` combine it with their job store and the product's named queries
 (``sql/queries_<dialect>.sql``). The state-change rules of posts are :mod:`thotto.store.lifecycle`.
@@ -62,7 +62,7 @@ from thotto.store.base import (
     media_chunks,
     media_in_use,
 )
-from thotto.store.jobs.core import (
+from thotto.engine.store.core import (
     EPOCH,
     INT64_LIMIT,
     ONE_US,

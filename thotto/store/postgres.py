@@ -1,4 +1,4 @@
-"""The product's Postgres store: the job store (:mod:`thotto.store.jobs.postgres`: the pool, the
+"""The product's Postgres store: the job store (:mod:`thotto.engine.store.postgres`: the pool, the
 listener, the hot paths) with the product's tables, queries (``sql/queries_postgres.sql``) and
 cold paths (:class:`thotto.store.core.CoreStore`)."""
 
@@ -14,7 +14,7 @@ from thotto.engine.jobs import utcnow
 from thotto.scheduler.records import title_key
 from thotto.engine.store.base import NowFunction
 from thotto.store.core import CoreStore
-from thotto.store.jobs.core import (
+from thotto.engine.store.core import (
     PER_COMPONENT,
     SchemaComponent,
     Legacy,
@@ -22,8 +22,8 @@ from thotto.store.jobs.core import (
     load_queries,
     migration_files,
 )
-from thotto.store.jobs.postgres import JOBS, PostgresJobStore, open_postgres_job_store
-from thotto.store.jobs.postgres import QUERIES as JOB_QUERIES
+from thotto.engine.store.postgres import JOBS, PostgresJobStore, open_postgres_job_store
+from thotto.engine.store.postgres import QUERIES as JOB_QUERIES
 
 if TYPE_CHECKING:
     from thotto.engine.aio import Sidecar

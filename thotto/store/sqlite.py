@@ -1,4 +1,4 @@
-"""The product's SQLite store: the job store (:mod:`thotto.store.jobs.sqlite`: the file, its
+"""The product's SQLite store: the job store (:mod:`thotto.engine.store.sqlite`: the file, its
 threads, the hot paths) with the product's tables, queries (``sql/queries_sqlite.sql``) and
 cold paths (:class:`thotto.store.core.CoreStore`)."""
 
@@ -13,7 +13,7 @@ from thotto.engine.jobs import utcnow
 from thotto.scheduler.records import title_key
 from thotto.engine.store.base import NowFunction
 from thotto.store.core import CoreStore
-from thotto.store.jobs.core import (
+from thotto.engine.store.core import (
     PER_COMPONENT,
     SchemaComponent,
     Legacy,
@@ -21,8 +21,8 @@ from thotto.store.jobs.core import (
     load_queries,
     migration_files,
 )
-from thotto.store.jobs.sqlite import JOBS, SqliteJobStore
-from thotto.store.jobs.sqlite import QUERIES as JOB_QUERIES
+from thotto.engine.store.sqlite import JOBS, SqliteJobStore
+from thotto.engine.store.sqlite import QUERIES as JOB_QUERIES
 
 PRODUCT = SchemaComponent("product", migration_files("thotto.store", "sqlite"))
 QUERIES = Queries({**JOB_QUERIES, **load_queries("thotto.store", "queries_sqlite.sql")})

@@ -147,6 +147,32 @@ def check_search(search: JobSearch) -> JobSearch:
     return search
 
 
+#: The largest message :meth:`JobStore.broadcast` carries (Postgres NOTIFY payloads are < 8,000
+#: bytes, and the message travels base64-encoded).
+BROADCAST_MAX_BYTES = 5_000
+#: How many messages a :meth:`JobStore.broadcasts` iterator holds for a slow reader before it
+#: replaces the newest with ``None`` ("may have missed some").
+BROADCAST_BUFFER = 1_000
+
+
+def check_broadcast(message: bytes) -> bytes:
+    """``message`` if :meth:`JobStore.broadcast` may carry it, else ValidationError."""
+    if not isinstance(message, bytes):
+        raise ValidationError(f"A broadcast message is bytes, not {type(message).__name__}",
+                              field="message")
+    if len(message) > BROADCAST_MAX_BYTES:
+        raise ValidationError(f"A broadcast message is at most {BROADCAST_MAX_BYTES} bytes, got "
+                              f"{len(message)}; send several, or one that says less",
+                              field="message")
+    return message
+
+
+def missed_broadcasts(_older: bytes | None, _newer: bytes | None) -> None:
+    """How a full broadcasts feed merges a message into the newest waiting one: both become
+    ``None``, "messages may have been missed"."""
+    return None
+
+
 class JobStore(abc.ABC):
     """Durable storage for jobs and their attempts, cron occurrences (jobs too) and paused queues.
 
@@ -371,6 +397,24 @@ class JobStore(abc.ABC):
         ``async with contextlib.aclosing(store.wakeups()) as wakes:``.
         """
 
+    # --- broadcasts between processes ------------------------------------------------------
+
+    @abc.abstractmethod
+    async def broadcast(self, message: bytes) -> None:
+        """Deliver ``message`` (at most :data:`BROADCAST_MAX_BYTES`, else ValidationError) to
+        the :meth:`broadcasts` iterators of every *other* store open on this database, in the
+        order sent, once this returns (Postgres: NOTIFY). Not to this store's own iterators: the
+        sender acts on it itself. SQLite: no other store can have the file open, so nothing is
+        sent."""
+
+    @abc.abstractmethod
+    def broadcasts(self) -> AsyncIterator[bytes | None]:
+        """Yield each message other stores :meth:`broadcast`, from the moment this is called
+        until the iterator is closed (or the store closes). ``None`` means messages may have
+        been missed (the listening connection was re-established, or the reader fell more than
+        1,000 messages behind): act as if everything changed. Use it as
+        ``async with contextlib.aclosing(store.broadcasts()) as messages:``."""
+
     # --- lifecycle -------------------------------------------------------------------------
 
     @abc.abstractmethod
@@ -379,6 +423,10 @@ class JobStore(abc.ABC):
 
 
 __all__ = [
+    "BROADCAST_MAX_BYTES",
+    "BROADCAST_BUFFER",
+    "check_broadcast",
+    "missed_broadcasts",
     "JobStore",
     "NowFunction",
     "QueueActivity",

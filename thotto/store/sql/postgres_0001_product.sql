@@ -1,6 +1,6 @@
 -- The product's tables on Postgres, version 1 of the "product" component (what the single-track
 -- migrations 1-11 in sql/legacy had made of them); applied after the job tables
--- (thotto/store/jobs/sql), in the same transaction. Times are timestamptz (UTC).
+-- (thotto/engine/store/sql), in the same transaction. Times are timestamptz (UTC).
 
 -- removed_at: a removed user's row stays (their published posts refer to it); every user
 -- look-up skips removed users.

@@ -1,5 +1,5 @@
 -- The Postgres product store's named queries: thotto/store/core.py loads them once, over the job
--- store's (thotto/store/jobs/sql); the SQLite file has the same names. Parameters are numbered
+-- store's (thotto/engine/store/sql); the SQLite file has the same names. Parameters are numbered
 -- from 1; times are timestamptz.
 
 

@@ -1,5 +1,5 @@
 -- The SQLite product store's named queries: thotto/store/core.py loads them once, over the job
--- store's (thotto/store/jobs/sql); the Postgres file has the same names. Parameters are numbered
+-- store's (thotto/engine/store/sql); the Postgres file has the same names. Parameters are numbered
 -- from 1; times are INTEGER microseconds since the epoch. One writer thread serialises every
 -- write, so nothing here locks rows (Postgres says FOR UPDATE where this file does not).
 

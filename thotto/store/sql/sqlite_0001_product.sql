@@ -1,6 +1,6 @@
 -- The product's tables on SQLite, version 1 of the "product" component (what the single-track
 -- migrations 1-11 in sql/legacy had made of them); applied after the job tables
--- (thotto/store/jobs/sql), in the same transaction. Times are INTEGER microseconds since the
+-- (thotto/engine/store/sql), in the same transaction. Times are INTEGER microseconds since the
 -- Unix epoch, UTC. No foreign key is enforced (SQLite's are off): the store checks references.
 
 -- removed_at: a removed user's row stays (their published posts refer to it); every user

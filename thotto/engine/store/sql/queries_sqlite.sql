@@ -1,4 +1,4 @@
--- The SQLite job store's named queries: thotto/store/jobs/core.py loads them once; the Postgres
+-- The SQLite job store's named queries: thotto/engine/store/core.py loads them once; the Postgres
 -- file has the same names but for the hot paths' (at the end). Parameters are numbered from 1
 -- (the hot paths' plain ? are positional); times are INTEGER microseconds since the epoch. One
 -- writer thread serialises every write, so nothing here locks rows (Postgres says FOR UPDATE

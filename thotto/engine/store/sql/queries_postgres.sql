@@ -1,4 +1,4 @@
--- The Postgres job store's named queries: thotto/store/jobs/core.py loads them once; the SQLite
+-- The Postgres job store's named queries: thotto/engine/store/core.py loads them once; the SQLite
 -- file has the same names but for the hot paths' (at the end). Parameters are numbered from 1;
 -- times are timestamptz.
 

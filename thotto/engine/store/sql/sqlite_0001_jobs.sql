@@ -1,5 +1,5 @@
 -- The job tables on SQLite, version 1 of the "jobs" component (what the single-track
--- migrations 1-11 of thotto/store/sql/legacy had made of them). Applied by thotto/store/jobs/sqlite.py
+-- migrations 1-11 of thotto/store/sql/legacy had made of them). Applied by thotto/engine/store/sqlite.py
 -- in one transaction. Times are INTEGER microseconds since the Unix epoch, UTC.
 
 -- AUTOINCREMENT: a purged job's id is never handed out again (plain rowids reuse the highest

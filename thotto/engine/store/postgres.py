@@ -1,7 +1,7 @@
 """The Postgres job store: asyncpg on the asyncio sidecar, for several processes sharing the work.
 
 The product's store (:class:`thotto.store.postgres.PostgresStore`) is this one with the
-product's tables. What both dialects share is in :mod:`thotto.store.jobs.core`, with this
+product's tables. What both dialects share is in :mod:`thotto.engine.store.core`, with this
 dialect's SQL in ``sql/queries_postgres.sql``: here are the connections (pool, listener), the
 core's transactions on them and the hot paths' statements.
 
@@ -58,9 +58,8 @@ from thotto.engine.jobs import (
     validated,
     validated_jobs,
 )
-from thotto.engine.store.base import NowFunction
-from thotto.store.base import check_broadcast
-from thotto.store.jobs.core import (
+from thotto.engine.store.base import NowFunction, check_broadcast
+from thotto.engine.store.core import (
     EPOCH,
     KEY_SHIFT,
     ONE_US,
@@ -83,7 +82,7 @@ log = logging.getLogger("thotto.store.postgres")
 T = TypeVar("T")
 
 #: The job tables' migrations, by number.
-JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "postgres"))
+JOBS = SchemaComponent("jobs", migration_files("thotto.engine.store", "postgres"))
 WAKEUP_CHANNEL = "thotto_wakeup"
 #: Store.broadcast's channel: "<instance> <base64 message>".
 BROADCAST_CHANNEL = "thotto_broadcast"
@@ -93,7 +92,7 @@ _REQUEUES = frozenset({"retry", "deferred", "released"})
 # --- SQL of the hot paths -----------------------------------------------------------------------
 # The statements are in sql/queries_postgres.sql ("hot paths"); some are templates filled here.
 
-QUERIES = load_queries("thotto.store.jobs", "queries_postgres.sql")
+QUERIES = load_queries("thotto.engine.store", "queries_postgres.sql")
 
 
 # Wake-ups ride in the statement that makes jobs due: a MATERIALIZED CTE runs pg_notify exactly

@@ -1,8 +1,8 @@
 """The job store's core: what both dialects of the job tables share, written once (issue #14).
 
-This package is the job engine's store (jobs, their attempts, paused queues); it moves to
-``thotto/engine/store/`` once ``thotto/engine/`` is a package (the engine-split branch). It imports
-no product module: the product store (:mod:`thotto.store`) extends it with its own tables.
+This package is the job engine's store (jobs, their attempts, paused queues). Like all of the
+engine it imports no product module: the product store (:mod:`thotto.store`) extends it with its
+own tables.
 
 A dialect (``sqlite.py``, ``postgres.py``) subclasses :class:`JobCore` and supplies:
 
@@ -66,6 +66,7 @@ from thotto.engine.jobs import (
     validated,
 )
 from thotto.engine.store.base import (
+    BROADCAST_BUFFER,
     NowFunction,
     JobPage,
     JobRecord,
@@ -74,8 +75,8 @@ from thotto.engine.store.base import (
     QueueActivity,
     activity_rows,
     check_search,
+    missed_broadcasts,
 )
-from thotto.store.base import BROADCAST_BUFFER, missed_broadcasts
 
 T = TypeVar("T")
 

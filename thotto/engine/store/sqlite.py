@@ -2,7 +2,7 @@
 
 The product's store (:class:`thotto.store.sqlite.SqliteStore`) is this one with the product's
 tables. Layout of the dialect, top to bottom (what both dialects share is in
-:mod:`thotto.store.jobs.core`; the SQL is in ``sql/queries_sqlite.sql``):
+:mod:`thotto.engine.store.core`; the SQL is in ``sql/queries_sqlite.sql``):
 
 * **Times**: INTEGER microseconds since the epoch (UTC) in the database; aware UTC datetimes out.
 * **The writer**: one thread owns the one read-write ``sqlite3`` connection and applies *group
@@ -14,9 +14,9 @@ tables. Layout of the dialect, top to bottom (what both dialects share is in
 * **The lock**: one process per file (``fcntl.flock`` on ``<path>.lock``); a second open in the same
   process is refused too.
 * **Schema**: each component's migrations (``sql/sqlite_0001_jobs.sql``..., then a product's),
-  applied in order in one transaction on open (:func:`~thotto.store.jobs.core.migrate`); the
+  applied in order in one transaction on open (:func:`~thotto.engine.store.core.migrate`); the
   table ``schema_versions`` holds the version each component reached
-  (:data:`~thotto.store.jobs.core.PER_COMPONENT`).
+  (:data:`~thotto.engine.store.core.PER_COMPONENT`).
 * **SqliteJobStore**: the core's transactions run as functions of the connection on the writer or
   the reader; the hot paths' statements (enqueue, claim, heartbeat, settle, next_due) are this
   dialect's own code.
@@ -50,7 +50,6 @@ from thotto.engine.errors import (
     StoreUnavailable,
 )
 from thotto.engine.errors import ValidationError
-from thotto.files import PRIVATE_FILE, create_private_file
 from thotto.engine.jobs import (
     UTC,
     Completed,
@@ -63,9 +62,8 @@ from thotto.engine.jobs import (
     utcnow,
     validated,
 )
-from thotto.engine.store.base import NowFunction
-from thotto.store.base import check_broadcast
-from thotto.store.jobs.core import (
+from thotto.engine.store.base import NowFunction, check_broadcast
+from thotto.engine.store.core import (
     ATTEMPT,
     EPOCH,
     JOB_ID,
@@ -92,8 +90,10 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 #: The job tables' migrations, by number.
-JOBS = SchemaComponent("jobs", migration_files("thotto.store.jobs", "sqlite"))
+JOBS = SchemaComponent("jobs", migration_files("thotto.engine.store", "sqlite"))
 
+#: The database's files and its lock are its owner's alone (thotto.files checks them at start).
+OWNER_ONLY = 0o600
 BUSY_TIMEOUT_MS = 5_000
 WRITER_PRAGMAS = (
     "PRAGMA synchronous = NORMAL",  # WAL + NORMAL: durable across crashes of the process
@@ -172,7 +172,7 @@ def _as_reply_error(exc: BaseException) -> BaseException:
 # The statements are named queries in sql/queries_sqlite.sql; the hot paths' are at its end (some
 # are templates filled here).
 
-QUERIES = load_queries("thotto.store.jobs", "queries_sqlite.sql")
+QUERIES = load_queries("thotto.engine.store", "queries_sqlite.sql")
 INSERT_COLUMNS = "queue, kind, payload, priority, run_at, max_attempts, dedupe_key, created_at"
 INSERT_JOB, INSERT_JOB_DEDUPED = QUERIES.insert_job, QUERIES.insert_job_deduped
 LIVE_JOB_BY_KEY = QUERIES.live_job_by_key
@@ -227,7 +227,7 @@ class _FileLock:
     def _acquire(self, path: str) -> int:
         try:
             os.makedirs(os.path.dirname(self.lock_path), exist_ok=True)
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE)
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, OWNER_ONLY)
         except OSError as exc:
             raise StoreUnavailable(f"Cannot create the lock file {self.lock_path}: {exc}") from exc
         try:
@@ -255,12 +255,18 @@ class _FileLock:
 # --- opening and migrating ------------------------------------------------------------------------
 
 
+def _create_private_file(path: str) -> None:
+    """Create ``path`` empty with mode 0600 if it does not exist, so that SQLite, which writes
+    it next, keeps that mode (and gives its WAL and SHM files the same)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, OWNER_ONLY))
+
+
 def _connect_writer(path: str, components: Sequence[SchemaComponent],
                     legacy: Legacy | None) -> sqlite3.Connection:
     """The read-write connection, in WAL mode, with ``components`` migrated to their latest. A
     new database file is made 0600 first: SQLite gives its WAL and SHM files the same mode."""
     try:
-        create_private_file(path)
+        _create_private_file(path)
         conn = sqlite3.connect(
             path, isolation_level=None, check_same_thread=False, cached_statements=256
         )
@@ -759,7 +765,7 @@ async def open_sqlite_job_store(path: str, *, clock: NowFunction = utcnow) -> As
 class SqliteJobStore(JobCore):
     """The job store on one SQLite file: a writer thread (group commit) and a reader thread.
 
-    Open it with :func:`open_sqlite_job_store` (or :func:`thotto.store.jobs.open_job_store`),
+    Open it with :func:`open_sqlite_job_store` (or :func:`thotto.engine.store.open_job_store`),
     which closes it. Writes are queued to the writer thread, reads to the reader thread (a read-only
     connection: WAL lets it read while the writer writes). A cancelled call returns at once; a
     cancelled write may still commit (writes are idempotent). Must be used from the Trio run that

@@ -1,5 +1,5 @@
 -- The job tables on Postgres, version 1 of the "jobs" component (what the single-track
--- migrations 1-11 of thotto/store/sql/legacy had made of them). Applied by thotto/store/jobs/postgres.py
+-- migrations 1-11 of thotto/store/sql/legacy had made of them). Applied by thotto/engine/store/postgres.py
 -- in one transaction under an advisory lock. Times are timestamptz (UTC), ids identity columns.
 
 CREATE TABLE jobs (
@@ -65,4 +65,4 @@ CREATE TABLE paused_queues (
 
 -- Wake-ups: every statement that may make a job due sooner calls
 -- pg_notify('thotto_wakeup', '<store instance> <earliest run_at, microseconds since the epoch>')
--- in its own transaction (see thotto/store/jobs/postgres.py); a store skips its own.
+-- in its own transaction (see thotto/engine/store/postgres.py); a store skips its own.
