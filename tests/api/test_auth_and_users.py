@@ -109,3 +109,15 @@ async def test_linking_an_account_through_the_web_flow(api, sandbox):
         assert forged.status_code == 422 and forged.json()["field"] == "state"
     accounts = (await api.premium.client.get("/api/accounts")).json()
     assert {account["redditUsername"] for account in accounts} == {"premium_acct", "web_linked"}
+
+
+async def test_a_time_zone_change_is_checked_and_seen_at_once(api):
+    assert (await api.pro.client.get("/api/me")).json()["timeZone"] == "UTC"  # cached from here on
+    response = await api.pro.client.put("/api/me/time-zone", json={"timeZone": "Mars/Olympus_Mons"})
+    assert response.status_code == 422 and response.json()["field"] == "timeZone"  # as the body names it
+    assert "IANA time zone" in response.json()["detail"]
+    response = await api.pro.client.put("/api/me/time-zone", json={"timeZone": "Europe/Berlin"})
+    assert response.status_code == 200 and response.json()["timeZone"] == "Europe/Berlin"
+    assert (await api.pro.client.get("/api/me")).json()["timeZone"] == "Europe/Berlin"  # not stale
+    assert (await api.app.store.get_user(api.pro.id)).time_zone == "Europe/Berlin"
+    assert (await api.premium.client.get("/api/me")).json()["timeZone"] == "UTC"  # theirs alone

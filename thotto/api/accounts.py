@@ -33,6 +33,7 @@ from thotto.scheduler.records import (
     LinkStart,
     NewUser,
     TierChange,
+    TimeZoneChange,
     TokenCreated,
     TokenRequest,
     TokenView,
@@ -70,6 +71,17 @@ def account_view(account) -> AccountView:
                tags=("users",))
 async def me(request: Request) -> Response:
     return json_response(user_view(await require_user(request)))
+
+
+@ENDPOINTS.add("PUT", "/api/me/time-zone",
+               "Show and take your times in this IANA time zone (Europe/Berlin); the pages use it",
+               body=TimeZoneChange, response=UserView, errors=(400, 401, 422, 429), tags=("users",))
+async def set_time_zone(request: Request) -> Response:
+    user = await require_user(request)
+    context = request.app.state.api
+    body = await read_json(request, TimeZoneChange)
+    changed = await users.set_time_zone(context.store, context.cache, user.id, body.time_zone)
+    return json_response(user_view(changed))
 
 
 @ENDPOINTS.add("GET", "/api/users", "Every user (admin)", response=list[UserView], auth="admin",

@@ -665,6 +665,12 @@ class TierChange(ApiBody):
     tier: Tier
 
 
+class TimeZoneChange(ApiBody):
+    """An IANA time zone name (``Europe/Berlin``), checked by the use case."""
+
+    time_zone: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+
+
 class UserRemoved(ApiBody):
     """A removed user: their tokens no longer work anywhere, their scheduled posts are
     cancelled (none is published after this), their linked Reddit accounts' credentials are

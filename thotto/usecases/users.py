@@ -1,4 +1,4 @@
-"""Adding a user, changing a tier, removing a user: the store change and the invalidation that
+"""Adding a user, changing a tier or a time zone, removing a user: the store change and the invalidation that
 makes it take effect in every process, in one function each (revoking a token is
 :mod:`thotto.usecases.tokens`).
 
@@ -15,8 +15,11 @@ reaches the other processes (the engine's; the CLI runs one for the command).
 
 from __future__ import annotations
 
+import functools
+import zoneinfo
 from typing import TYPE_CHECKING
 
+from thotto.engine.errors import ValidationError
 from thotto.engine.jobs import validated
 from thotto.scheduler.records import NewUser, Tier, User, UserRemoval
 from thotto.scheduler.posts import post_list_tag
@@ -36,6 +39,29 @@ async def change_tier(store: "Store", cache: "Cache", user_id: int, tier: Tier) 
     """Set a user's tier; what their tokens may do follows everywhere."""
     user = await store.set_tier(user_id, tier)
     await forget_user(cache, user.id)
+    return user
+
+
+@functools.cache
+def time_zones() -> tuple[str, ...]:
+    """Every IANA zone this Python knows (tzdata ships them), but the legacy aliases."""
+    zones = sorted(zone for zone in zoneinfo.available_timezones()
+                   if "/" in zone and not zone.startswith(("Etc/", "SystemV/", "US/")))
+    return ("UTC", *zones)
+
+
+def check_time_zone(name: str) -> str:
+    if name not in time_zones():
+        raise ValidationError(f"{name!r} is not an IANA time zone; pick one from the list "
+                              "(e.g. Europe/Berlin, America/New_York)", field="time_zone")
+    return name
+
+
+async def set_time_zone(store: "Store", cache: "Cache", user_id: int, zone: str) -> User:
+    """Show and take the user's times in ``zone`` (an IANA name, else ValidationError); every
+    process's cached answer for their tokens, which carries the zone, is dropped."""
+    user = await store.set_time_zone(user_id, check_time_zone(zone))
+    await forget_user(cache, user_id)
     return user
 
 

@@ -30,7 +30,7 @@ async def user_list(page: Page) -> Response:
                    if field == "name" else "Pick one of the tiers")
         return await _render(page, status=422, new_name=name, errors={field: message})
     try:
-        user = await page.store.create_user(NewUser(name=request.name, tier=request.tier))
+        user = await users.add_user(page.store, NewUser(name=request.name, tier=request.tier))
     except Conflict:
         return await _render(page, status=409, new_name=name,
                              errors={"name": f"The name {name!r} is taken; choose another"})
