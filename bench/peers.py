@@ -10,6 +10,9 @@ in the same run on the same machine.
   scheduled a few seconds ahead while the worker runs.
 * The ratio column is Thotto ÷ peer: above 1 Thotto is faster for rates; for lateness, below 1
   Thotto is more punctual. Targets: Thotto's drain ≥ 40x SqliteHuey's and ≥ 10x pgqueuer's.
+* ``peers.raw.drain``: the raw claim+complete loop (bench/raw.py, batches of 100) on the same
+  number of jobs, shown as a ratio to the peer: no queue on that store drains faster, so when
+  that ratio is under a drain target, the target is out of reach on this machine.
 
 Every peer keeps its defaults except worker concurrency, set to Thotto's 8 workers: huey 8
 threads, procrastinate ``concurrency=8``, pgqueuer ``max_concurrent_tasks=20`` (its smallest
@@ -40,6 +43,7 @@ from datetime import datetime, timedelta, timezone
 
 import trio
 
+from bench import raw
 from bench.common import Result, Stopwatch, Target, latency_results, progress, report
 from bench.databases import fresh_postgres_database
 from bench.queue import Sizes, bench_engine, drain as thotto_drain, lateness as thotto_lateness
@@ -48,6 +52,12 @@ from bench.queue import Sizes, bench_engine, drain as thotto_drain, lateness as 
 TARGETS = {
     "sqlite:peers.thotto.drain": Target(">=", 40, of="peers.huey.drain"),
     "postgres:peers.thotto.drain": Target(">=", 10, of="peers.pgqueuer.drain"),
+}
+# The raw claim+complete loop on the same 10k jobs, against the same peer: the ceiling of any
+# queue on that store, so the table shows whether a drain target is within reach at all.
+REFERENCES = {
+    "sqlite:peers.raw.drain": "peers.huey.drain",
+    "postgres:peers.raw.drain": "peers.pgqueuer.drain",
 }
 STORES = (None,)  # each system picks its own store
 WORKERS = 8
@@ -114,11 +124,15 @@ async def thotto_figures(store: str, workload: Workload, dsn: str | None) -> dic
     figures = {"enqueue": Result("peers.thotto.enqueue", workload.enqueue / watch.seconds, "jobs/s", store)}
     (drained,) = await thotto_drain(store, sizes, dsn)
     figures["drain"] = Result("peers.thotto.drain", drained.value, "jobs/s", store, {"jobs": workload.drain})
+    ceiling = await raw.claim_complete(store, workload.drain, dsn)
+    figures["raw_drain"] = Result("peers.raw.drain", ceiling.value, "jobs/s", store,
+                                  {**ceiling.params, "system": "raw loop"})
     for result in await thotto_lateness(store, sizes, dsn):
         result.name = result.name.replace("queue.", "peers.thotto.")
         figures[result.name.removeprefix("peers.thotto.")] = result
     for result in figures.values():
-        result.params.update(system="thotto", workers=WORKERS)
+        if result.params.get("system") != "raw loop":
+            result.params.update(system="thotto", workers=WORKERS)
     return figures
 
 

@@ -146,6 +146,9 @@ def test_the_peers_run_the_same_workload(tmp_path, postgres_dsn):
     assert_judged_against(sqlite_drain, "peers.huey.drain")
     assert_judged_against(postgres_drain, "peers.pgqueuer.drain")
     assert sqlite_drain["target"] == ">= 40x peers.huey.drain"
+    for store, peer in (("sqlite", "huey"), ("postgres", "pgqueuer")):  # the ceiling, same run
+        ceiling = next(r for r in document["results"] if r["name"] == "peers.raw.drain" and r["store"] == store)
+        assert_judged_against(ceiling, f"peers.{peer}.drain")
 
 
 def test_the_media_suite_measures_uploads_and_the_servers_memory(tmp_path, postgres_dsn):

@@ -426,6 +426,9 @@ class _Worker:
         # Held by whichever thread is using the connection: the worker for each round, the
         # Trio thread for a write it runs itself (see call_here_if_alone).
         self._using = threading.Lock()
+        # Calls waiting for the worker's reply (Trio thread only): while there are any, a
+        # write has neighbours to commit with, whatever the queue shows at that instant.
+        self._waiting = 0
         self._thread = threading.Thread(target=self._run, name=f"thotto-sqlite-{name}", daemon=True)
         self.closed = False
         self._thread.start()
@@ -444,7 +447,11 @@ class _Worker:
             request.task = None  # the write may still commit; its reply will be dropped
             return trio.lowlevel.Abort.SUCCEEDED
 
-        return await wait_for_thread(abort)
+        self._waiting += 1
+        try:
+            return await wait_for_thread(abort)
+        finally:
+            self._waiting -= 1
 
     async def call_here_if_alone(self, fn: Callable[[sqlite3.Connection], Any], wakes: bool) -> Any:
         """Like :meth:`call`, but run ``fn`` on the Trio thread, in a transaction of its own,
@@ -456,13 +463,14 @@ class _Worker:
         (the worker woken, then Trio) cost ~90 µs on a 2-core machine, three times the commit
         itself; concurrent callers still reach the worker together and share its commits.
         """
+        # With concurrent callers others are waiting on the worker: join them (cheapest test
+        # first). Without the waiting count the last of 50 callers found the worker between
+        # rounds and committed alone, once a round (2 % of writes, a sixth of their rate).
+        if (self._waiting or self.closed or not self._queue.empty()
+                or trio.lowlevel.current_statistics().tasks_runnable):
+            return await self.call(fn, wakes)
         await trio.lowlevel.checkpoint_if_cancelled()
-        if (
-            self.closed
-            or trio.lowlevel.current_statistics().tasks_runnable
-            or not self._queue.empty()
-            or not self._using.acquire(blocking=False)
-        ):
+        if not self._using.acquire(blocking=False):
             return await self.call(fn, wakes)
         try:
             result = self._transaction_here(fn)
