@@ -35,7 +35,8 @@ def queries_used(core: Path) -> set[str]:
 
 
 def test_both_dialects_name_every_query_the_cores_run():
-    jobs, product = queries_used(STORE / "jobs" / "core.py"), queries_used(STORE / "core.py")
+    jobs = queries_used(STORE.parent / "engine" / "store" / "core.py")
+    product = queries_used(STORE / "core.py")
     assert len(jobs) > 15 and len(product) > 50
     for dialect in ("sqlite", "postgres"):
         job_queries = set(load_queries("thotto.engine.store", f"queries_{dialect}.sql"))

@@ -42,7 +42,7 @@ import msgspec
 import outcome
 import trio
 
-from thotto.engine.clock import wait_for_thread
+from thotto.engine.clock import tasks_runnable, wait_for_thread
 from thotto.engine.errors import (
     ConfigError,
     StoreError,
@@ -467,7 +467,7 @@ class _Worker:
         # first). Without the waiting count the last of 50 callers found the worker between
         # rounds and committed alone, once a round (2 % of writes, a sixth of their rate).
         if (self._waiting or self.closed or not self._queue.empty()
-                or trio.lowlevel.current_statistics().tasks_runnable):
+                or tasks_runnable()):
             return await self.call(fn, wakes)
         await trio.lowlevel.checkpoint_if_cancelled()
         if not self._using.acquire(blocking=False):
