@@ -127,15 +127,19 @@ async def drain(kind: str, sizes: Sizes, dsn: str | None) -> list[Result]:
                 await app.engine.enqueue_many([app.engine.new_job("noop") for _ in range(count)])
         progress(f"  queue.drain: {sizes.drain:,} due jobs")
         completed_over_time: list[tuple[float, int]] = []  # (seconds, completed): the drain plot
-        with Stopwatch() as watch:
-            async with open_app(settings, clock=SystemClock(), registry=registry) as app:
-                while (done := app.tree.pool.counts["completed"]) < sizes.drain:
-                    elapsed = time.perf_counter() - watch.started
-                    if not completed_over_time or elapsed - completed_over_time[-1][0] >= 0.01:
-                        completed_over_time.append((elapsed, done))
-                    await trio.sleep(0.001)
-                completed_over_time.append((time.perf_counter() - watch.started, done))
-    result = _rate("queue.drain", kind, sizes.drain, watch, workers=WORKERS)
+        started = time.perf_counter()
+        async with open_app(settings, clock=SystemClock(), registry=registry) as app:
+            while (done := app.tree.pool.counts["completed"]) < sizes.drain:
+                elapsed = time.perf_counter() - started
+                if not completed_over_time or elapsed - completed_over_time[-1][0] >= 0.01:
+                    completed_over_time.append((elapsed, done))
+                await trio.sleep(0.001)
+            # The last outcome is stored: the app's shutdown (~10 ms) is no part of the drain,
+            # and the peers' figures stop at their last job too.
+            seconds = time.perf_counter() - started
+            completed_over_time.append((seconds, done))
+    result = report(Result("queue.drain", sizes.drain / seconds, "jobs/s", kind,
+                           {"jobs": sizes.drain, "workers": WORKERS}))
     result.series["completed_over_time"] = completed_over_time
     return [result]
 
