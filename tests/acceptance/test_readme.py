@@ -30,12 +30,16 @@ def readme_python_blocks() -> list[str]:
 def test_the_embedding_example_runs(tmp_path):
     (example,) = [block for block in readme_python_blocks() if "import thotto" in block]
     script = tmp_path / "example.py"
-    script.write_text(example)
+    product = ("thotto.scheduler", "thotto.store", "thotto.reddit", "thotto.api", "thotto.app",
+               "thotto.vault", "httpx", "cryptography", "starlette", "hypercorn", "prometheus_client")
+    script.write_text(example + "\nimport sys\nprint('loaded of the product:', sorted(name for name in "
+                      f"sys.modules if name.startswith({product!r})))\n")
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "hello, world (attempt 1)" in result.stdout
     assert re.search(r"job \d+ ran", result.stdout)
+    assert "loaded of the product: []" in result.stdout  # an embedder gets the engine alone
     assert (tmp_path / "thotto-example" / "thotto.db").exists()
 
 
