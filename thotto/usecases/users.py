@@ -52,8 +52,8 @@ def time_zones() -> tuple[str, ...]:
 
 def check_time_zone(name: str) -> str:
     if name not in time_zones():
-        raise ValidationError(f"{name!r} is not an IANA time zone; pick one from the list "
-                              "(e.g. Europe/Berlin, America/New_York)", field="time_zone")
+        raise ValidationError(f"{name!r} is not an IANA time zone: use a name such as Europe/Berlin, "
+                              "America/New_York or UTC", field="time_zone")
     return name
 
 
