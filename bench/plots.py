@@ -161,6 +161,10 @@ def ratios(results: list[Result], path: str, targets: Targets) -> bool:
     """One bar per figure with a ratio (log scale), coloured by its target: met, missed, none."""
     rows = [r for r in results if isinstance(r.params.get("ratio"), (int, float))
             and (r.params.get("reference") or r.name.endswith((".drain", ".enqueue")))]
+    # A peer's figure that a Thotto target is judged against already has its bar (the target's).
+    judged = {(target.of, r.store) for r in rows
+              if (target := target_for(r, targets)) is not None and target.of is not None}
+    rows = [r for r in rows if r.params.get("reference") or (r.name, r.store) not in judged]
     if not rows:
         return False
     import matplotlib.pyplot as plt
