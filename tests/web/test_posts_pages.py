@@ -143,7 +143,7 @@ def test_the_keyboard_moves_a_post_a_day_without_dragging(thotto_app, desktop):
     creator(desktop, thotto_app, "keys")
     desktop.goto(f"{thotto_app.url}/compose")
     desktop.get_by_label("Subreddits").fill("test")
-    desktop.get_by_label("Title", exact=True).fill("Moved from the keyboard")
+    desktop.get_by_label("Title", exact=True).fill("Shifted from the keyboard")
     at = pick_best_time(desktop)
     desktop.get_by_role("button", name="Schedule").click()
     post_id = post_id_of(desktop)
@@ -153,7 +153,9 @@ def test_the_keyboard_moves_a_post_a_day_without_dragging(thotto_app, desktop):
     chip.focus()
     step, key = (-1, "Alt+ArrowLeft") if day - timedelta(days=1) > datetime.now(timezone.utc).date() else (1, "Alt+ArrowRight")
     desktop.keyboard.press(key)
-    expect(desktop.locator("#calendar-status")).to_contain_text("Moved")
+    # "Moving …" first; "Moved …" only once the calendar shows the post on its new day (a move out
+    # of the week shown loads the next week's page first).
+    expect(desktop.locator("#calendar-status")).to_have_text(re.compile(r"^Moved “Shifted from the keyboard” to "))
     expect(desktop.locator(f'a[data-post-id="{post_id}"]')).to_be_focused()
     answer = desktop.evaluate(f"async () => (await Posts.api('GET', '/api/scheduled-posts/{post_id}')).body")
     assert answer["scheduledFor"].startswith(str(day + timedelta(days=step)))
