@@ -40,7 +40,10 @@ class Workers:
     def runs(self) -> list[tuple[int, int, str, float, float]]:
         if not self.log.exists():
             return []
-        rows = [line.split() for line in self.log.read_text().splitlines()]
+        # Only whole lines: a reader can see another process's write half done (O_APPEND makes
+        # writers atomic to each other, not to readers).
+        text = self.log.read_text()
+        rows = [line.split() for line in text[:text.rfind("\n") + 1].splitlines()]
         return [(int(j), int(a), owner, float(s), float(e)) for j, a, owner, s, e in rows]
 
     def stop_all(self) -> None:

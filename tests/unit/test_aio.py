@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -330,3 +331,100 @@ async def test_coalescer_close_fails_waiting_callers():
                 result.unwrap()
         with pytest.raises(SidecarClosed):
             await coalescer.submit(4)
+
+
+class Sessions:
+    """A session factory that counts what it opened and closed, and can be told to fail."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed = 0
+        self.refuse: Exception | None = None
+
+    @contextlib.asynccontextmanager
+    async def __call__(self):
+        if self.refuse is not None:
+            raise self.refuse
+        self.opened += 1
+        try:
+            yield self.opened  # the session's number
+        finally:
+            self.closed += 1
+
+
+async def test_coalescer_keeps_its_session_for_a_caller_in_a_loop_then_lets_it_go():
+    sessions = Sessions()
+
+    async def flush(items: list[int], session: int) -> list[tuple[int, int]]:
+        return [(item, session) for item in items]
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1, session=sessions, linger=0.2)
+        answers = [(await coalescer.submit(i)).unwrap() for i in range(20)]
+        assert answers == [(i, 1) for i in range(20)], "one session for the whole loop"
+        assert sessions.closed == 0, "kept while the flusher lingers"
+        await trio.sleep(0.4)
+        assert sessions.closed == 1, "given back once idle for the linger time"
+        assert (await coalescer.submit(99)).unwrap() == (99, 2), "the next call opens a new one"
+        await coalescer.aclose()
+    assert (sessions.opened, sessions.closed) == (2, 2), "closing the coalescer closes a lingering session"
+
+
+async def test_coalescer_gives_up_a_session_whose_flush_failed():
+    sessions = Sessions()
+
+    async def flush(items: list[int], session: int) -> list[tuple[int, int]]:
+        if 13 in items:
+            raise Boom("the connection broke")
+        return [(item, session) for item in items]
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1, session=sessions, linger=5)
+        assert (await coalescer.submit(1)).unwrap() == (1, 1)
+        with pytest.raises(Boom):
+            (await coalescer.submit(13)).unwrap()
+        assert (await coalescer.submit(2)).unwrap() == (2, 2), "a fresh session after the failure"
+        assert sessions.closed == 1
+        await coalescer.aclose()
+
+
+async def test_coalescer_whose_session_cannot_open_fails_the_batch_and_recovers():
+    sessions = Sessions()
+    sessions.refuse = Boom("the database is out of reach")
+
+    async def flush(items: list[int], session: int) -> list[int]:
+        return items
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1, session=sessions, linger=0.05)
+        with pytest.raises(Boom, match="out of reach"):
+            (await coalescer.submit(1)).unwrap()
+        sessions.refuse = None
+        assert (await coalescer.submit(2)).unwrap() == 2
+        await coalescer.aclose()
+    assert (sessions.opened, sessions.closed) == (1, 1)
+
+
+async def test_coalescer_lingering_flusher_takes_calls_from_many_tasks():
+    sessions = Sessions()
+
+    async def flush(items: list[int], session: int) -> list[int]:
+        await asyncio.sleep(0)
+        return [item * 2 for item in items]
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=2, session=sessions, linger=0.01)
+        results: dict[int, int] = {}
+
+        async def caller(first: int) -> None:
+            for i in range(first, first + 50):
+                results[i] = (await coalescer.submit(i)).unwrap()
+                if i % 7 == 0:
+                    await trio.sleep(0.02)  # past the linger time: flushers come and go
+
+        async with trio.open_nursery() as nursery:
+            for first in range(0, 500, 50):
+                nursery.start_soon(caller, first)
+        await coalescer.aclose()
+    assert results == {i: i * 2 for i in range(500)}
+    assert sessions.opened == sessions.closed

@@ -384,6 +384,14 @@ class Coalescer(Generic[I, R]):
     result. While a flush is in flight, new items queue up for the next one, so under load a hop
     carries many calls, and an idle caller pays one hop.
 
+    ``session`` (an async context manager factory, e.g. a pool checkout) gives a flusher a
+    resource for its life: it is opened before its first flush, passed as
+    ``flush(items, resource)``, and closed when the flusher ends or a flush fails (a failed
+    connection goes back to its pool at once). ``linger`` keeps an idle flusher, and its session,
+    waiting that many seconds for the next item: one caller submitting in a loop then costs no
+    new task and no checkout per call (a pool checkout and release cost ~60 µs here, a tenth of
+    a Postgres insert).
+
     If a batch of several items fails and ``retry_singly(error)`` is true, its items are flushed
     again one by one, so one bad item fails only its own caller. ``on_results(results)`` runs on
     the Trio thread with each flush's results (cancelled callers' too) just before the callers
@@ -395,12 +403,14 @@ class Coalescer(Generic[I, R]):
     def __init__(
         self,
         sidecar: Sidecar,
-        flush: Callable[[list[I]], Awaitable[list[R]]],
+        flush: Callable[..., Awaitable[list[R]]],
         *,
         max_batch: int = 1000,
         max_flushes: int = 2,
         retry_singly: Callable[[BaseException], bool] = lambda error: False,
         on_results: Callable[[list[outcome.Outcome[R]]], None] | None = None,
+        session: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+        linger: float = 0.0,
     ):
         self._sidecar = sidecar
         self._flush = flush
@@ -408,10 +418,13 @@ class Coalescer(Generic[I, R]):
         self._max_flushes = max_flushes
         self._retry_singly = retry_singly
         self._on_results = on_results
+        self._session = session
+        self._linger = linger
         # Shared by the Trio thread (submit) and the loop thread (flushers).
         self._lock = threading.Lock()
         self._queue: collections.deque[_Pending] = collections.deque()
-        self._active = 0  # flusher tasks started or about to be
+        self._active = 0  # flusher tasks started or about to be, lingering ones included
+        self._idle: collections.deque[asyncio.Event] = collections.deque()  # lingering flushers
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()  # loop thread only
 
@@ -422,19 +435,25 @@ class Coalescer(Generic[I, R]):
         exception of its own. Raises :class:`SidecarClosed` if the coalescer is closed.
         """
         pending = _Pending(item, trio.lowlevel.current_task())
+        idle = None
         with self._lock:
             if self._closed:
                 raise SidecarClosed("The coalescer is closed")
             self._queue.append(pending)
-            start = self._active < self._max_flushes
-            if start:
-                self._active += 1
-        if start:
+            if self._idle:
+                idle = self._idle.popleft()
+                start = False
+            else:
+                start = self._active < self._max_flushes
+                if start:
+                    self._active += 1
+        if idle is not None or start:
             try:
-                self._sidecar.call_soon(self._start_flusher)
+                self._sidecar.call_soon(idle.set if idle is not None else self._start_flusher)
             except SidecarClosed:
-                with self._lock:
-                    self._active -= 1
+                if start:
+                    with self._lock:
+                        self._active -= 1
                 pending.abandoned = True
                 raise
 
@@ -453,33 +472,74 @@ class Coalescer(Generic[I, R]):
         task.add_done_callback(self._tasks.discard)
 
     async def _flusher(self) -> None:  # loop thread
-        batch: list[_Pending] = []
+        batch: list[_Pending] = []  # taken and not yet answered
+        counted = True  # in _active until _next_batch finds the flusher idle
         try:
-            while True:
-                with self._lock:
-                    batch = []
-                    while self._queue and len(batch) < self._max_batch:
-                        pending = self._queue.popleft()
-                        if not pending.abandoned:
-                            batch.append(pending)
+            async with contextlib.AsyncExitStack() as session:
+                held: tuple[Any, ...] | None = None if self._session is not None else ()
+                while True:
+                    batch = await self._next_batch()
                     if not batch:
-                        self._active -= 1
+                        counted = False
                         return
-                results = await self._flush_batch(batch)
-                self._sidecar.run_in_trio(_deliver, batch, results, self._on_results)
+                    if held is None:
+                        try:
+                            held = (await session.enter_async_context(self._session()),)
+                        except Exception as error:  # e.g. the database is out of reach
+                            failed = [outcome.Error(error) for _ in batch]
+                            batch = self._answer(batch, failed)
+                            continue
+                    results = await self._flush_batch(batch, held)
+                    batch = self._answer(batch, results)
+                    if held and any(isinstance(result, outcome.Error) for result in results):
+                        held = None
+                        await session.aclose()  # a failed connection is not kept for the next
         except BaseException:
-            with self._lock:
-                self._active -= 1
+            if counted:
+                with self._lock:
+                    self._active -= 1
             closed = [outcome.Error(SidecarClosed("Closed while the call was in flight")) for _ in batch]
             self._sidecar.run_in_trio(_deliver, batch, closed)
             raise
 
-    async def _flush_batch(self, batch: list[_Pending]) -> list[outcome.Outcome[R]]:
+    def _answer(self, batch: list[_Pending], results: list[outcome.Outcome[R]]) -> list[_Pending]:
+        """Hand a batch its results in Trio; the batch still to answer (none)."""
+        self._sidecar.run_in_trio(_deliver, batch, results, self._on_results)
+        return []
+
+    async def _next_batch(self) -> list[_Pending]:  # loop thread
+        """The items queued (up to ``max_batch``), waiting up to ``linger`` seconds for one; []
+        once idle that long, having left the flusher count."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._linger
+        while True:
+            with self._lock:
+                batch = []
+                while self._queue and len(batch) < self._max_batch:
+                    pending = self._queue.popleft()
+                    if not pending.abandoned:
+                        batch.append(pending)
+                if batch:
+                    return batch
+                if loop.time() >= deadline:
+                    self._active -= 1
+                    return []
+                wake = asyncio.Event()
+                self._idle.append(wake)
+            timer = loop.call_at(deadline, wake.set)
+            try:
+                await wake.wait()
+            finally:
+                timer.cancel()
+                with self._lock, contextlib.suppress(ValueError):
+                    self._idle.remove(wake)  # still listed: woken by the timer (or cancelled)
+
+    async def _flush_batch(self, batch: list[_Pending], held: tuple[Any, ...] = ()) -> list[outcome.Outcome[R]]:
         try:
-            results = await self._flush([pending.item for pending in batch])
+            results = await self._flush([pending.item for pending in batch], *held)
         except Exception as error:
             if len(batch) > 1 and self._retry_singly(error):
-                return [(await self._flush_batch([pending]))[0] for pending in batch]
+                return [(await self._flush_batch([pending], held))[0] for pending in batch]
             return [outcome.Error(error) for _ in batch]
         return [outcome.Value(result) for result in results]
 

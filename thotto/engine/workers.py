@@ -538,24 +538,26 @@ JOB_BUCKETS = (0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 
 
 
 class Timings:
-    """A cheap histogram accumulator for the worker pool's hot path: ``observe`` is a bisect
-    and two additions (no lock: only Trio's thread writes it). Exposed at scrape time."""
+    """A cheap histogram accumulator for hot paths: ``observe`` is a bisect and two additions
+    (no lock: only Trio's thread writes it), read at scrape time. ``bounds`` are the buckets'
+    upper bounds, ascending (the job timings' by default)."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(self) -> None:
-        self.counts = [0] * (len(JOB_BUCKETS) + 1)  # the last slot is +Inf
+    def __init__(self, bounds: tuple[float, ...] = JOB_BUCKETS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last slot is +Inf
         self.sum = 0.0
 
     def observe(self, value: float, weight: int = 1) -> None:
-        """Count ``value`` (seconds) ``weight`` times (a sample standing for several jobs)."""
-        self.counts[bisect.bisect_left(JOB_BUCKETS, value)] += weight
+        """Count ``value`` ``weight`` times (a sample standing for several)."""
+        self.counts[bisect.bisect_left(self.bounds, value)] += weight
         self.sum += value * weight
 
     def buckets(self) -> list[tuple[str, int]]:
         """Cumulative ``(le, count)`` pairs, as Prometheus wants them."""
         total, out = 0, []
-        for bound, count in zip((*map(str, JOB_BUCKETS), "+Inf"), self.counts):
+        for bound, count in zip((*map(str, self.bounds), "+Inf"), self.counts):
             total += count
             out.append((bound, total))
         return out

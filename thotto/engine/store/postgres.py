@@ -164,6 +164,11 @@ SQL_SETTLE_NOTIFY = QUERIES.settle.format(notify=_notify_cte(9) + ",", join="CRO
 SQL_COMPLETE = QUERIES.complete
 SQL_COMPLETED_ALREADY = QUERIES.completed_already
 
+#: How long the enqueue flusher keeps its pool connection after the last enqueue, waiting for the
+#: next: a caller enqueueing in a loop then skips a checkout per call (~60 µs of a ~500 µs insert)
+#: while holding one connection of the pool, and only that long.
+ENQUEUE_LINGER_SECONDS = 0.05
+
 # --- errors ----------------------------------------------------------------------------------
 
 _UNAVAILABLE = (
@@ -358,6 +363,8 @@ class PostgresJobStore(JobCore):
             max_flushes=enqueue_flushers,
             retry_singly=lambda error: not _is_unavailable(error),
             on_results=self._wake_for_enqueued,
+            session=self._checkout,
+            linger=ENQUEUE_LINGER_SECONDS,
         )
 
     # --- plumbing -----------------------------------------------------------------------
@@ -654,12 +661,16 @@ class PostgresJobStore(JobCore):
         validated_jobs(jobs)
         return await self._run(self._insert_jobs, _JobColumns.of_jobs(jobs, self.now()))
 
-    async def _insert_rows(self, rows: list[tuple[Any, ...]]) -> list[EnqueueResult]:
-        """Loop thread: the group commit of single enqueues (rows as built by enqueue). Its
-        wake-up is announced in Trio with the replies (see _wake_for_enqueued)."""
+    def _checkout(self) -> Any:
+        """Loop thread: a pool connection for the enqueue flusher, kept while it lingers."""
         assert self._pool is not None
-        async with self._pool.acquire() as conn:
-            return await self._insert_jobs_on(conn, _JobColumns.of_rows(rows), wake_here=False)
+        return self._pool.acquire()
+
+    async def _insert_rows(self, rows: list[tuple[Any, ...]], conn: asyncpg.Connection) -> list[EnqueueResult]:
+        """Loop thread: the group commit of single enqueues (rows as built by enqueue), on the
+        flusher's connection. Its wake-up is announced in Trio with the replies (see
+        _wake_for_enqueued)."""
+        return await self._insert_jobs_on(conn, _JobColumns.of_rows(rows), wake_here=False)
 
     def _wake_for_enqueued(self, results: list[outcome.Outcome[EnqueueResult]]) -> None:
         """Trio thread: wake this store's iterators for the jobs a group commit of single
