@@ -339,3 +339,20 @@ async def test_cancelling_a_call_cancels_the_query_and_frees_its_connection(post
             "AND state = 'active'",
         )
         assert rows[0][0] == 0
+
+
+async def test_enqueue_after_the_server_closed_the_lingering_flusher_connection(postgres_dsn, monkeypatch):
+    # The enqueue flusher keeps its pool connection between calls; one the server closed
+    # meanwhile (a restart, an admin's pg_terminate_backend) is replaced, not used and failed.
+    monkeypatch.setattr("thotto.engine.store.postgres.ENQUEUE_LINGER_SECONDS", 60)
+    async with open_postgres_store(postgres_dsn) as store:
+        first = await store.enqueue(NewJob(kind="k", run_at=T0))
+        killed = await sql(
+            postgres_dsn,
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND application_name = 'thotto'",
+        )
+        assert killed, "no pool connection found"
+        await trio.sleep(0.3)  # the loop reads the server's goodbye
+        second = await store.enqueue(NewJob(kind="k", run_at=T0))
+        assert second.created and second.job_id > first.job_id

@@ -428,3 +428,21 @@ async def test_coalescer_lingering_flusher_takes_calls_from_many_tasks():
         await coalescer.aclose()
     assert results == {i: i * 2 for i in range(500)}
     assert sessions.opened == sessions.closed
+
+
+async def test_coalescer_replaces_a_session_that_died_while_it_lingered():
+    sessions = Sessions()
+    dead: set[int] = set()
+
+    async def flush(items: list[int], session: int) -> list[tuple[int, int]]:
+        assert session not in dead, "flushed on a dead session"
+        return [(item, session) for item in items]
+
+    async with open_sidecar() as sidecar:
+        coalescer = Coalescer(sidecar, flush, max_flushes=1, session=sessions,
+                              alive=lambda session: session not in dead, linger=5)
+        assert (await coalescer.submit(1)).unwrap() == (1, 1)
+        dead.add(1)  # the server closed the connection while the flusher waited
+        assert (await coalescer.submit(2)).unwrap() == (2, 2)
+        assert sessions.closed == 1
+        await coalescer.aclose()

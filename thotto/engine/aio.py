@@ -25,6 +25,7 @@ import asyncio
 import collections
 import contextlib
 import inspect
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -38,6 +39,8 @@ from thotto.engine.errors import ThottoError
 T = TypeVar("T")
 I = TypeVar("I")
 R = TypeVar("R")
+
+log = logging.getLogger("thotto.aio")
 
 
 class SidecarClosed(ThottoError):
@@ -386,8 +389,9 @@ class Coalescer(Generic[I, R]):
 
     ``session`` (an async context manager factory, e.g. a pool checkout) gives a flusher a
     resource for its life: it is opened before its first flush, passed as
-    ``flush(items, resource)``, and closed when the flusher ends or a flush fails (a failed
-    connection goes back to its pool at once). ``linger`` keeps an idle flusher, and its session,
+    ``flush(items, resource)``, and closed when the flusher ends, when a flush fails (a failed
+    connection goes back to its pool at once), or before a flush when ``alive(resource)`` says it
+    no longer is (a connection the server closed while the flusher lingered). ``linger`` keeps an idle flusher, and its session,
     waiting that many seconds for the next item: one caller submitting in a loop then costs no
     new task and no checkout per call (a pool checkout and release cost ~60 µs here, a tenth of
     a Postgres insert).
@@ -410,6 +414,7 @@ class Coalescer(Generic[I, R]):
         retry_singly: Callable[[BaseException], bool] = lambda error: False,
         on_results: Callable[[list[outcome.Outcome[R]]], None] | None = None,
         session: Callable[[], contextlib.AbstractAsyncContextManager[Any]] | None = None,
+        alive: Callable[[Any], bool] = lambda resource: True,
         linger: float = 0.0,
     ):
         self._sidecar = sidecar
@@ -419,6 +424,7 @@ class Coalescer(Generic[I, R]):
         self._retry_singly = retry_singly
         self._on_results = on_results
         self._session = session
+        self._alive = alive
         self._linger = linger
         # Shared by the Trio thread (submit) and the loop thread (flushers).
         self._lock = threading.Lock()
@@ -482,6 +488,8 @@ class Coalescer(Generic[I, R]):
                     if not batch:
                         counted = False
                         return
+                    if held and not self._usable(held[0]):  # e.g. the server closed it meanwhile
+                        held = await self._end_session(session)
                     if held is None:
                         try:
                             held = (await session.enter_async_context(self._session()),)
@@ -492,8 +500,7 @@ class Coalescer(Generic[I, R]):
                     results = await self._flush_batch(batch, held)
                     batch = self._answer(batch, results)
                     if held and any(isinstance(result, outcome.Error) for result in results):
-                        held = None
-                        await session.aclose()  # a failed connection is not kept for the next
+                        held = await self._end_session(session)  # a failed connection is not kept
         except BaseException:
             if counted:
                 with self._lock:
@@ -501,6 +508,21 @@ class Coalescer(Generic[I, R]):
             closed = [outcome.Error(SidecarClosed("Closed while the call was in flight")) for _ in batch]
             self._sidecar.run_in_trio(_deliver, batch, closed)
             raise
+
+    def _usable(self, resource: Any) -> bool:
+        try:
+            return self._alive(resource)
+        except Exception:  # noqa: BLE001 - a resource that cannot say is not used
+            return False
+
+    @staticmethod
+    async def _end_session(session: contextlib.AsyncExitStack) -> None:
+        """Close the flusher's session; a failure to close it is logged, never the flusher's end
+        (items may be queued behind it)."""
+        try:
+            await session.aclose()
+        except Exception:  # noqa: BLE001 - e.g. a pool refusing a broken connection back
+            log.warning("closing a flusher's session failed", exc_info=True)
 
     def _answer(self, batch: list[_Pending], results: list[outcome.Outcome[R]]) -> list[_Pending]:
         """Hand a batch its results in Trio; the batch still to answer (none)."""

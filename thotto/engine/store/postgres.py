@@ -364,6 +364,7 @@ class PostgresJobStore(JobCore):
             retry_singly=lambda error: not _is_unavailable(error),
             on_results=self._wake_for_enqueued,
             session=self._checkout,
+            alive=lambda conn: not conn.is_closed(),
             linger=ENQUEUE_LINGER_SECONDS,
         )
 
