@@ -391,10 +391,10 @@ class Coalescer(Generic[I, R]):
     resource for its life: it is opened before its first flush, passed as
     ``flush(items, resource)``, and closed when the flusher ends, when a flush fails (a failed
     connection goes back to its pool at once), or before a flush when ``alive(resource)`` says it
-    no longer is (a connection the server closed while the flusher lingered). ``linger`` keeps an idle flusher, and its session,
-    waiting that many seconds for the next item: one caller submitting in a loop then costs no
-    new task and no checkout per call (a pool checkout and release cost ~60 µs here, a tenth of
-    a Postgres insert).
+    no longer is (a connection the server closed while the flusher lingered). ``linger`` keeps
+    an idle flusher, and its session, waiting that many seconds for the next item: one caller
+    submitting in a loop then costs no new task and no checkout per call (a pool checkout and
+    release cost ~60 µs here, a tenth of a Postgres insert).
 
     If a batch of several items fails and ``retry_singly(error)`` is true, its items are flushed
     again one by one, so one bad item fails only its own caller. ``on_results(results)`` runs on
@@ -480,27 +480,25 @@ class Coalescer(Generic[I, R]):
     async def _flusher(self) -> None:  # loop thread
         batch: list[_Pending] = []  # taken and not yet answered
         counted = True  # in _active until _next_batch finds the flusher idle
+        session = contextlib.AsyncExitStack()
+        held: tuple[Any, ...] | None = None if self._session is not None else ()
         try:
-            async with contextlib.AsyncExitStack() as session:
-                held: tuple[Any, ...] | None = None if self._session is not None else ()
-                while True:
-                    batch = await self._next_batch()
-                    if not batch:
-                        counted = False
-                        return
-                    if held and not self._usable(held[0]):  # e.g. the server closed it meanwhile
-                        held = await self._end_session(session)
-                    if held is None:
-                        try:
-                            held = (await session.enter_async_context(self._session()),)
-                        except Exception as error:  # e.g. the database is out of reach
-                            failed = [outcome.Error(error) for _ in batch]
-                            batch = self._answer(batch, failed)
-                            continue
-                    results = await self._flush_batch(batch, held)
-                    batch = self._answer(batch, results)
-                    if held and any(isinstance(result, outcome.Error) for result in results):
-                        held = await self._end_session(session)  # a failed connection is not kept
+            while batch := await self._next_batch():
+                if held and not self._usable(held[0]):  # e.g. the server closed it meanwhile
+                    await self._end_session(session)
+                    held = None
+                if held is None:
+                    try:
+                        held = (await session.enter_async_context(self._session()),)
+                    except Exception as error:  # e.g. the database is out of reach
+                        batch = self._answer(batch, [outcome.Error(error) for _ in batch])
+                        continue
+                results = await self._flush_batch(batch, held)
+                batch = self._answer(batch, results)
+                if held and any(isinstance(result, outcome.Error) for result in results):
+                    await self._end_session(session)  # a failed connection is not kept
+                    held = None
+            counted = False  # _next_batch found the flusher idle and took it off the count
         except BaseException:
             if counted:
                 with self._lock:
@@ -508,6 +506,8 @@ class Coalescer(Generic[I, R]):
             closed = [outcome.Error(SidecarClosed("Closed while the call was in flight")) for _ in batch]
             self._sidecar.run_in_trio(_deliver, batch, closed)
             raise
+        finally:
+            await self._end_session(session)
 
     def _usable(self, resource: Any) -> bool:
         try:
