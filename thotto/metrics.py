@@ -129,8 +129,10 @@ class Metrics:
         return TimedStore(store, self)
 
     def _timed(self, name: str, method: Any) -> Any:
-        operation = self.store_operations[name] = StoreOperation(
-            sized=name in _BATCH_OF_ARGUMENT or name == "claim")
+        # One timer per operation name, shared if a second store is wrapped (as the labelled
+        # prometheus children were).
+        operation = self.store_operations.setdefault(
+            name, StoreOperation(sized=name in _BATCH_OF_ARGUMENT or name == "claim"))
         latency, batch = operation.latency, operation.batch
         position = _BATCH_OF_ARGUMENT.get(name)
         counted = self._count_enqueued if name in ("enqueue", "enqueue_many", "create_posts") else None
